@@ -1,0 +1,345 @@
+"""sites.toml: load, validate and default it into frozen dataclasses; errors name file:line:site."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reconciler.errors import ConfigError, ConfigProblem
+from reconciler.model import Site
+from reconciler.template import template_problems
+
+SITE_KEYS = ("repo", "branch", "namespace", "deployment", "container", "image", "paused", "verify")
+DEFAULT_KEYS = ("branch", "namespace", "container", "image", "verify")
+SERVICE_KEYS = ("schedule", "jitter", "timezone")
+TOP_KEYS = ("defaults", "service", "sites")
+VERIFY_MODES = ("registry", "checks", "none")
+DEFAULT_SCHEDULE = "0 * * * *"
+DEFAULT_TIMEZONE = "UTC"
+
+_REPO_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
+_LABEL_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
+_SUBDOMAIN_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?$")
+_SITE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_BRANCH_BAD = re.compile(r"(^/|/$|\.\.|[\x00-\x20~^:?*\[\\]|@\{|//|\.lock$|^-)")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """Settings of `reconciler serve` that live in sites.toml."""
+
+    schedule: str = DEFAULT_SCHEDULE
+    jitter: int = 0
+    timezone: str = DEFAULT_TIMEZONE
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A validated sites.toml."""
+
+    path: str
+    sites: tuple[Site, ...]
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.sites)
+
+    def select(self, names: Iterable[str] | None) -> tuple[Site, ...]:
+        """The named sites in config order (all when None); unknown names raise KeyError."""
+        if names is None:
+            return self.sites
+        wanted = set(names)
+        unknown = sorted(wanted - set(self.names))
+        if unknown:
+            raise KeyError(", ".join(unknown))
+        return tuple(s for s in self.sites if s.name in wanted)
+
+
+class _Lines:
+    """Finds the line of a table or key in TOML text (tomllib keeps no positions)."""
+
+    _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(?:#.*)?$")
+    _KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*=""")
+
+    def __init__(self, text: str) -> None:
+        self.tables: dict[tuple[str, ...], int] = {}
+        self.keys: dict[tuple[str, ...], int] = {}
+        table: tuple[str, ...] = ()
+        for number, line in enumerate(text.splitlines(), start=1):
+            header = self._HEADER.match(line)
+            if header:
+                table = tuple(_unquote(p.strip()) for p in _split_dotted(header.group(1)))
+                self.tables.setdefault(table, number)
+                continue
+            key = self._KEY.match(line)
+            if key:
+                self.keys.setdefault((*table, _unquote(key.group(1))), number)
+
+    def of(self, *path: str) -> int | None:
+        if path in self.keys:
+            return self.keys[path]
+        while path:
+            if path in self.tables:
+                return self.tables[path]
+            if path in self.keys:
+                return self.keys[path]
+            path = path[:-1]
+        return None
+
+
+def _split_dotted(header: str) -> list[str]:
+    return [m.group(0) for m in re.finditer(r'"[^"]*"|\'[^\']*\'|[^.]+', header)]
+
+
+def _unquote(part: str) -> str:
+    part = part.strip()
+    if len(part) >= 2 and part[0] == part[-1] and part[0] in "\"'":
+        return part[1:-1]
+    return part
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a sites.toml; raise ConfigError naming every problem."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            [ConfigProblem(str(p), None, "file not found (pass --config PATH or create it)")]
+        ) from None
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(str(p), None, f"cannot read: {exc.strerror}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigProblem(str(p), None, f"not UTF-8 text: {exc}")]) from exc
+    return parse(text, str(p))
+
+
+def parse(text: str, path: str = "sites.toml") -> Config:
+    """Validate TOML text as a sites.toml; `path` is only used in messages."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        line = int(match.group(1)) if match else None
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc)) if match else str(exc)
+        raise ConfigError([ConfigProblem(path, line, f"invalid TOML: {message}")]) from exc
+    return _Validator(text, path).validate(data)
+
+
+class _Validator:
+    def __init__(self, text: str, path: str) -> None:
+        self.lines = _Lines(text)
+        self.path = path
+        self.problems: list[ConfigProblem] = []
+
+    def problem(self, where: tuple[str, ...], message: str, site: str | None = None) -> None:
+        self.problems.append(ConfigProblem(self.path, self.lines.of(*where), message, site))
+
+    def unknown_keys(
+        self,
+        table: Mapping[str, Any],
+        known: tuple[str, ...],
+        where: tuple[str, ...],
+        site: str | None,
+    ) -> None:
+        for key in table:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f' (did you mean "{close[0]}"?)' if close else ""
+                allowed = ", ".join(known)
+                self.problem((*where, key), f'unknown key "{key}"{hint}; allowed: {allowed}', site)
+
+    def string(
+        self, table: Mapping[str, Any], key: str, where: tuple[str, ...], site: str | None
+    ) -> str | None:
+        value = table.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            kind = type(value).__name__
+            self.problem((*where, key), f'"{key}" must be a string, not {kind}', site)
+            return None
+        if not value.strip():
+            self.problem((*where, key), f'"{key}" must not be empty', site)
+            return None
+        return value
+
+    def table(self, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            self.problem((key,), f'"{key}" must be a table, e.g. [{key}]')
+            return {}
+        return value
+
+    def validate(self, data: Mapping[str, Any]) -> Config:
+        self.unknown_keys(data, TOP_KEYS, (), None)
+        defaults = self.table(data, "defaults")
+        self.unknown_keys(defaults, DEFAULT_KEYS, ("defaults",), None)
+        service = self._service(self.table(data, "service"))
+        raw_sites = self.table(data, "sites")
+        if not raw_sites and not self.problems:
+            self.problem((), 'no sites: add a table such as [sites.blog] with repo = "owner/name"')
+
+        sites: list[Site] = []
+        default_verify = self._verify(defaults, ("defaults",), None) or "registry"
+        for name, raw in raw_sites.items():
+            where = ("sites", name)
+            if not isinstance(raw, dict):
+                self.problem(where, f'site "{name}" must be a table: [sites.{name}]')
+                continue
+            site = self._site(name, raw, defaults, where, default_verify)
+            if site is not None:
+                sites.append(site)
+        self._duplicates(sites)
+        if self.problems:
+            self.problems.sort(key=lambda p: p.line or 0)
+            raise ConfigError(self.problems)
+        return Config(self.path, tuple(sites), service)
+
+    def _verify(
+        self, table: Mapping[str, Any], where: tuple[str, ...], site: str | None
+    ) -> str | None:
+        mode = self.string(table, "verify", where, site)
+        if mode is not None and mode not in VERIFY_MODES:
+            allowed = ", ".join(f'"{m}"' for m in VERIFY_MODES)
+            self.problem((*where, "verify"), f'"verify" must be one of {allowed}', site)
+            return None
+        return mode
+
+    def _service(self, table: Mapping[str, Any]) -> ServiceSettings:
+        where = ("service",)
+        self.unknown_keys(table, SERVICE_KEYS, where, None)
+        schedule = self.string(table, "schedule", where, None) or DEFAULT_SCHEDULE
+        timezone = self.string(table, "timezone", where, None) or DEFAULT_TIMEZONE
+        jitter = table.get("jitter", 0)
+        if not isinstance(jitter, int) or isinstance(jitter, bool) or not 0 <= jitter <= 3600:
+            self.problem(
+                (*where, "jitter"), '"jitter" must be a whole number of seconds, 0 to 3600'
+            )
+            jitter = 0
+        problem = cron_problem(schedule, timezone)
+        if problem:
+            self.problem((*where, "schedule"), problem)
+        return ServiceSettings(schedule=schedule, jitter=jitter, timezone=timezone)
+
+    def _site(
+        self,
+        name: str,
+        raw: Mapping[str, Any],
+        defaults: Mapping[str, Any],
+        where: tuple[str, ...],
+        default_verify: str,
+    ) -> Site | None:
+        before = len(self.problems)
+        if not _SITE_NAME_RE.match(name):
+            self.problem(where, "site names use letters, digits, '-', '_' and '.'", name)
+        self.unknown_keys(raw, SITE_KEYS, where, name)
+
+        def pick(key: str) -> str | None:
+            if key in raw:
+                return self.string(raw, key, where, name)
+            return self.string(defaults, key, ("defaults",), name)
+
+        repo = self.string(raw, "repo", where, name)
+        if "repo" not in raw:
+            self.problem(where, 'missing required key "repo" (e.g. repo = "owner/name")', name)
+        elif repo is not None and not _REPO_RE.match(repo):
+            self.problem(
+                (*where, "repo"), f'"repo" must look like "owner/name", not {repo!r}', name
+            )
+
+        branch = pick("branch")
+        if branch is not None and _BRANCH_BAD.search(branch):
+            self.problem((*where, "branch"), f"{branch!r} is not a valid git branch name", name)
+
+        namespace = pick("namespace") or "default"
+        if not _LABEL_RE.match(namespace):
+            self.problem(
+                (*where, "namespace"),
+                f"namespace {namespace!r} is not a valid Kubernetes name (lowercase, digits, '-')",
+                name,
+            )
+        deployment = self.string(raw, "deployment", where, name) or name
+        if not _SUBDOMAIN_RE.match(deployment):
+            hint = (
+                "" if "deployment" in raw else ' (it defaults to the site name; set "deployment")'
+            )
+            self.problem(
+                (*where, "deployment"),
+                f"deployment {deployment!r} is not a valid Kubernetes name{hint}",
+                name,
+            )
+        container = pick("container")
+        if container is not None and not _LABEL_RE.match(container):
+            self.problem(
+                (*where, "container"),
+                f"container {container!r} is not a valid container name",
+                name,
+            )
+        image = pick("image")
+        if image is None:
+            if "image" not in raw and "image" not in defaults:
+                self.problem(
+                    where,
+                    'no "image" template: set image = "registry/path:{sha}" here or in [defaults]',
+                    name,
+                )
+        else:
+            key_where = (*where, "image") if "image" in raw else ("defaults", "image")
+            for message in template_problems(image):
+                self.problem(key_where, message, name)
+        verify = self._verify(raw, where, name) or default_verify
+        paused = raw.get("paused", False)
+        if not isinstance(paused, bool):
+            self.problem((*where, "paused"), '"paused" must be true or false', name)
+        if len(self.problems) > before or repo is None or image is None:
+            return None
+        return Site(
+            name=name,
+            repo=repo,
+            branch=branch,
+            namespace=namespace,
+            deployment=deployment,
+            container=container,
+            image=image,
+            paused=bool(paused),
+            verify=verify,
+            line=self.lines.of(*where),
+        )
+
+    def _duplicates(self, sites: list[Site]) -> None:
+        seen: dict[tuple[str, str], list[Site]] = {}
+        for site in sites:
+            seen.setdefault((site.namespace, site.deployment), []).append(site)
+        for (namespace, deployment), group in seen.items():
+            for i, site in enumerate(group):
+                for other in group[:i]:
+                    if site.container is None or other.container is None:
+                        what = 'the same Deployment (set a distinct "container" on each)'
+                    elif site.container == other.container:
+                        what = f'the same container "{site.container}"'
+                    else:
+                        continue
+                    self.problem(
+                        ("sites", site.name),
+                        f'targets {namespace}/{deployment} like site "{other.name}" '
+                        f"(line {other.line}): {what}",
+                        site.name,
+                    )
+
+
+def cron_problem(schedule: str, timezone: str) -> str | None:
+    """Why a crontab expression or time zone is unusable, or None."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(schedule, timezone=timezone)
+    except (ValueError, LookupError) as exc:
+        return f'"schedule" {schedule!r} (timezone {timezone!r}) is not valid: {exc}'
+    return None

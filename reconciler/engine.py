@@ -1,0 +1,248 @@
+"""The one entry point every trigger calls: run(SyncRequest) -> SyncReport (plan, gate, apply)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+
+from reconciler import planner
+from reconciler.config import Config
+from reconciler.errors import ReconcilerError
+from reconciler.model import (
+    Action,
+    BranchHead,
+    HeadError,
+    HeadResult,
+    NamespaceError,
+    NamespaceView,
+    Plan,
+    RepoRef,
+    SitePlan,
+)
+from reconciler.ports import Cluster, HeadSource, ImageVerifier, VerifyRequest
+
+log = logging.getLogger(__name__)
+
+CONFLICT_RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRequest:
+    """What a trigger asks for: some sites (None = all), and whether to stop after planning."""
+
+    sites: frozenset[str] | None = None
+    dry_run: bool = False
+    plan_only: bool = False
+    trigger: str = "cli"
+
+
+@dataclass(frozen=True, slots=True)
+class SiteResult:
+    """A site's final verdict after a run: its plan, and whether the change was applied."""
+
+    plan: SitePlan
+    applied: bool = False
+
+    @property
+    def action(self) -> Action:
+        return self.plan.action
+
+    @property
+    def ok(self) -> bool:
+        return self.plan.ok
+
+    def as_dict(self) -> dict[str, object]:
+        p = self.plan
+        return {
+            "site": p.site.name,
+            "repo": p.site.repo,
+            "branch": p.branch,
+            "sha": p.sha,
+            "namespace": p.site.namespace,
+            "deployment": p.site.deployment,
+            "container": p.container,
+            "current_image": p.current_image,
+            "target_image": p.target_image,
+            "action": p.action.value,
+            "reason": p.reason,
+            "applied": self.applied,
+            "error_kind": p.error_kind or None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    """The outcome of one run, for every site it covered."""
+
+    run_id: str
+    trigger: str
+    dry_run: bool
+    plan_only: bool
+    started_at: float
+    finished_at: float
+    results: tuple[SiteResult, ...] = ()
+    config_path: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    @property
+    def duration(self) -> float:
+        return self.finished_at - self.started_at
+
+    def count(self, action: Action) -> int:
+        return sum(1 for r in self.results if r.action is action)
+
+    @property
+    def updated(self) -> int:
+        return sum(1 for r in self.results if r.applied)
+
+    def summary(self) -> str:
+        parts = [f"{self.count(a)} {a.value}" for a in Action if self.count(a)]
+        return ", ".join(parts) or "no sites"
+
+
+class Engine:
+    """Runs syncs against injected ports; holds no state between runs but the ports' caches."""
+
+    def __init__(
+        self,
+        *,
+        heads: HeadSource,
+        cluster: Cluster,
+        verifier: ImageVerifier,
+        apply_concurrency: int = 8,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.heads = heads
+        self.cluster = cluster
+        self.verifier = verifier
+        self.apply_concurrency = apply_concurrency
+        self.clock = clock
+
+    def plan(self, config: Config, sites: Collection[str] | None = None) -> Plan:
+        """Plan the selected sites (all when None): reads GitHub and the cluster, writes nothing."""
+        selected = config.select(sites)
+        refs = {s.ref for s in selected if not s.paused}
+        namespaces = {s.namespace for s in selected}
+        heads: Mapping[RepoRef, HeadResult]
+        try:
+            heads = self.heads.resolve(refs)
+        except ReconcilerError as exc:  # a source bug or outage fails every site, visibly
+            heads = {ref: HeadError(str(exc), getattr(exc, "kind", "github")) for ref in refs}
+        observed: Mapping[str, NamespaceView]
+        try:
+            observed = self.cluster.observe(namespaces)
+        except ReconcilerError as exc:
+            kind = getattr(exc, "kind", "kubernetes")
+            observed = {ns: NamespaceError(str(exc), kind) for ns in namespaces}
+        result = planner.plan(selected, heads, observed)
+        if not result.updates:
+            return result
+        wanted = {
+            p.target_image: VerifyRequest(p.target_image, p.site.repo, p.sha, p.site.verify)
+            for p in result.updates
+            if p.target_image and p.sha and p.site.verify != "none"
+        }
+        if not wanted:
+            return result
+        try:
+            statuses = self.verifier.verify(list(wanted.values()))
+        except ReconcilerError as exc:
+            statuses = {image: planner.ImageStatus(None, str(exc)) for image in wanted}
+        return planner.gate(result, statuses)
+
+    def run(self, config: Config, request: SyncRequest) -> SyncReport:
+        """Plan, then (unless plan_only) apply every update; one site's failure stays its own."""
+        started = self.clock()
+        run_id = uuid.uuid4().hex[:12]
+        t0 = time.monotonic()
+        the_plan = self.plan(config, request.sites)
+        timings = {"plan": time.monotonic() - t0}
+        if request.plan_only or not the_plan.updates:
+            results = tuple(SiteResult(p) for p in the_plan.sites)
+        else:
+            t1 = time.monotonic()
+            results = self._apply(the_plan, config, dry_run=request.dry_run)
+            timings["apply"] = time.monotonic() - t1
+        report = SyncReport(
+            run_id=run_id,
+            trigger=request.trigger,
+            dry_run=request.dry_run,
+            plan_only=request.plan_only,
+            started_at=started,
+            finished_at=self.clock(),
+            results=results,
+            config_path=config.path,
+            timings=timings,
+        )
+        log.info(
+            "sync %s (%s%s): %s in %.2fs",
+            run_id,
+            request.trigger,
+            ", dry run" if request.dry_run else "",
+            report.summary(),
+            report.duration,
+            extra={
+                "event": "sync",
+                "run_id": run_id,
+                "trigger": request.trigger,
+                "summary": report.summary(),
+                "duration_s": round(report.duration, 3),
+                "updated": report.updated,
+                "failed": report.count(Action.ERROR),
+            },
+        )
+        return report
+
+    def _apply(self, the_plan: Plan, config: Config, *, dry_run: bool) -> tuple[SiteResult, ...]:
+        updates = [p for p in the_plan.sites if p.action is Action.UPDATE]
+        workers = max(1, min(self.apply_concurrency, len(updates)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="apply") as pool:
+            done = dict(
+                zip(
+                    (p.site.name for p in updates),
+                    pool.map(lambda p: self._apply_one(p, dry_run=dry_run), updates),
+                    strict=True,
+                )
+            )
+        return tuple(done.get(p.site.name, SiteResult(p)) for p in the_plan.sites)
+
+    def _apply_one(self, p: SitePlan, *, dry_run: bool) -> SiteResult:
+        for _ in range(CONFLICT_RETRIES):
+            try:
+                result = self.cluster.apply(planner.change_for(p), dry_run=dry_run)
+            except ReconcilerError as exc:  # an adapter bug must not sink the other sites
+                return SiteResult(_failed(p, f"patch failed: {exc}", "kubernetes"))
+            if result.ok:
+                return SiteResult(p, applied=True)
+            if not result.conflict:
+                return SiteResult(_failed(p, result.reason, result.error_kind or "kubernetes"))
+            p = self._replan(p)
+            if p.action is not Action.UPDATE:
+                return SiteResult(p)
+        return SiteResult(
+            _failed(p, "the Deployment kept changing under us (409 conflicts)", "conflict")
+        )
+
+    def _replan(self, p: SitePlan) -> SitePlan:
+        """After a 409: read the Deployment again and plan this one site against it."""
+        site = p.site
+        try:
+            fresh = self.cluster.read(site.namespace, site.deployment)
+        except ReconcilerError as exc:
+            return _failed(p, f"re-reading after a conflict failed: {exc}", "kubernetes")
+        view = {fresh.name: fresh} if fresh else {}
+        assert p.sha and p.branch
+        heads = {site.ref: BranchHead(site.repo, p.branch, p.sha)}
+        return planner.plan_site(site, heads, {site.namespace: view})
+
+
+def _failed(p: SitePlan, reason: str, kind: str) -> SitePlan:
+    return replace(p, action=Action.ERROR, reason=reason, error_kind=kind)

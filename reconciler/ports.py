@@ -1,0 +1,65 @@
+"""The small Protocols the core talks to; the adapters (GitHub, Kubernetes, registry) fit them."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from reconciler.model import (
+    ApplyResult,
+    HeadResult,
+    ImageChange,
+    NamespaceView,
+    ObservedDeployment,
+    RepoRef,
+)
+from reconciler.planner import ImageStatus
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """GitHub's primary rate limit as last reported."""
+
+    limit: int
+    remaining: int
+    reset_epoch: float
+    resource: str = "core"
+
+
+class HeadSource(Protocol):
+    """Resolves branch heads; never raises for one repository's failure, it becomes a HeadError."""
+
+    def resolve(self, refs: Collection[RepoRef]) -> Mapping[RepoRef, HeadResult]: ...
+
+    def rate_limits(self) -> Mapping[str, RateLimit]: ...
+
+
+class Cluster(Protocol):
+    """Observes and patches Deployments."""
+
+    def observe(self, namespaces: Collection[str]) -> Mapping[str, NamespaceView]: ...
+
+    def read(self, namespace: str, name: str) -> ObservedDeployment | None:
+        """One Deployment, fresh (after a conflict); None when it is gone."""
+        ...
+
+    def apply(self, change: ImageChange, *, dry_run: bool) -> ApplyResult:
+        """Patch one container's image; a 409 comes back as ApplyResult(conflict=True)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyRequest:
+    """A target image to check before rollout, with the commit it was built from."""
+
+    image: str
+    repo: str
+    sha: str
+    mode: str
+
+
+class ImageVerifier(Protocol):
+    """Tells whether target images exist (registry) or their commit's checks passed."""
+
+    def verify(self, requests: Collection[VerifyRequest]) -> Mapping[str, ImageStatus]: ...

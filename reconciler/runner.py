@@ -1,0 +1,110 @@
+"""One sync at a time: every trigger submits here; requests during a run join one follow-up."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from reconciler.engine import SyncReport, SyncRequest
+
+log = logging.getLogger(__name__)
+
+
+class ShuttingDown(RuntimeError):
+    """The runner no longer takes requests."""
+
+
+@dataclass
+class _Pending:
+    sites: set[str] | None = field(default_factory=set)  # None = every site
+    triggers: list[str] = field(default_factory=list)
+    futures: list[Future[SyncReport]] = field(default_factory=list)
+
+    def add(self, request: SyncRequest, future: Future[SyncReport]) -> None:
+        if request.sites is None or self.sites is None:
+            self.sites = None
+        else:
+            self.sites |= request.sites
+        if request.trigger not in self.triggers:
+            self.triggers.append(request.trigger)
+        self.futures.append(future)
+
+    def request(self) -> SyncRequest:
+        sites = None if self.sites is None else frozenset(self.sites)
+        return SyncRequest(sites=sites, trigger="+".join(self.triggers))
+
+
+class Runner:
+    """Serialises syncs. submit() returns a Future resolved with the report of the run covering it.
+
+    While a run is in flight, every new request joins one pending follow-up run that covers the
+    union of the sites asked for; nothing is dropped and nothing piles up.
+    """
+
+    def __init__(self, run: Callable[[SyncRequest], SyncReport]) -> None:
+        self._run = run
+        self._lock = threading.Lock()
+        self._pending: _Pending | None = None
+        self._busy = False
+        self._closed = False
+        self._idle = threading.Condition(self._lock)
+        self.current: SyncRequest | None = None
+
+    def submit(self, request: SyncRequest) -> Future[SyncReport]:
+        future: Future[SyncReport] = Future()
+        with self._lock:
+            if self._closed:
+                raise ShuttingDown("the reconciler is shutting down")
+            if self._pending is None:
+                self._pending = _Pending()
+            self._pending.add(request, future)
+            start = not self._busy
+            self._busy = True
+        if start:
+            threading.Thread(target=self._drain, name="sync", daemon=True).start()
+        return future
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                batch, self._pending = self._pending, None
+                if batch is None:
+                    self._busy = False
+                    self.current = None
+                    self._idle.notify_all()
+                    return
+                request = batch.request()
+                self.current = request
+            for f in batch.futures:
+                f.set_running_or_notify_cancel()
+            try:
+                report = self._run(request)
+            except BaseException as exc:  # the run itself broke: every waiter learns it
+                log.exception("sync failed: %s", exc)
+                for f in batch.futures:
+                    if not f.done():
+                        f.set_exception(exc)
+                continue
+            for f in batch.futures:
+                if not f.done():
+                    f.set_result(report)
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Refuse new requests, fail the queued follow-up with ShuttingDown (so Pub/Sub messages are
+        nacked and redelivered), and wait for the run in flight; False if it did not end in time."""
+        with self._lock:
+            self._closed = True
+            batch, self._pending = self._pending, None
+        if batch is not None:
+            for f in batch.futures:
+                if f.set_running_or_notify_cancel():
+                    f.set_exception(ShuttingDown("the reconciler shut down before this sync ran"))
+        with self._lock:
+            return self._idle.wait_for(lambda: not self._busy, timeout)
