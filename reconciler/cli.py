@@ -1,0 +1,175 @@
+"""The `reconciler` command: validate, plan, sync, sites, serve (exit 0 ok, 1 failed, 2 usage)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TextIO
+
+from reconciler import __version__, output
+from reconciler import config as config_mod
+from reconciler.engine import SyncRequest
+from reconciler.errors import ConfigError, ReconcilerError
+from reconciler.factory import Parts, build_engine
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        help="sites.toml to use (default: $RECONCILER_CONFIG, else ./sites.toml)",
+    )
+    selecting = argparse.ArgumentParser(add_help=False)
+    selecting.add_argument(
+        "--site", action="append", metavar="NAME", help="only this site (repeatable)"
+    )
+    selecting.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    selecting.add_argument("--context", help="kubeconfig context (default: the current one)")
+
+    parser = argparse.ArgumentParser(
+        prog="reconciler",
+        description="Keep every site's Deployment on the image built from its GitHub branch head.",
+    )
+    parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("validate", parents=[common], help="check sites.toml and exit")
+    sub.add_parser(
+        "plan", parents=[common, selecting], help="show what a sync would do (reads only)"
+    )
+    sync = sub.add_parser("sync", parents=[common, selecting], help="update what is behind")
+    sync.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="send every patch with dryRun=All: the API server validates, nothing changes",
+    )
+    serve = sub.add_parser("serve", parents=[common], help="run the long-lived service")
+    serve.add_argument("--port", type=int, help="HTTP port (default: $PORT, else 8080)")
+    serve.add_argument("--bind", default=None, help="address to bind (default 0.0.0.0)")
+
+    sites = sub.add_parser("sites", help="list or add sites in sites.toml")
+    sites_sub = sites.add_subparsers(dest="sites_command", required=True, metavar="ACTION")
+    listing = sites_sub.add_parser("list", parents=[common], help="effective settings per site")
+    listing.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    add = sites_sub.add_parser("add", parents=[common], help="append a validated site")
+    add.add_argument("name")
+    add.add_argument("--repo", required=True, help="owner/name on GitHub")
+    for key in ("branch", "namespace", "deployment", "container", "image"):
+        add.add_argument(f"--{key}")
+    add.add_argument("--verify", choices=config_mod.VERIFY_MODES)
+    return parser
+
+
+def config_path(args: argparse.Namespace, env: Mapping[str, str]) -> str:
+    return str(args.config or env.get("RECONCILER_CONFIG") or "sites.toml")
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    parts: Parts | None = None,
+    env: Mapping[str, str] | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Run one command; returns the exit code. Tests inject parts, env and streams here."""
+    env = os.environ if env is None else env
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0) if exc.code in (0, None) else EXIT_USAGE
+    if args.command != "serve":
+        logging.basicConfig(
+            level=logging.INFO if args.verbose else logging.WARNING,
+            format="%(levelname)s %(name)s: %(message)s",
+            stream=err,
+        )
+    path = config_path(args, env)
+    try:
+        if args.command == "serve":
+            from reconciler.serve import serve
+
+            return serve(path, port=args.port, bind=args.bind, env=env)
+        if args.command == "sites":
+            return _sites(args, path, out)
+        config = config_mod.load(path)
+        if args.command == "validate":
+            print(f"{path}: ok, {len(config.sites)} site(s)", file=out)
+            return EXIT_OK
+        return _plan_or_sync(args, config, parts=parts, env=env, out=out, err=err)
+    except ConfigError as exc:
+        print(str(exc), file=err)
+        return EXIT_USAGE
+    except ReconcilerError as exc:
+        print(f"reconciler: {exc}", file=err)
+        return EXIT_USAGE
+
+
+def _plan_or_sync(
+    args: argparse.Namespace,
+    config: config_mod.Config,
+    *,
+    parts: Parts | None,
+    env: Mapping[str, str],
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    names = frozenset(args.site) if args.site else None
+    if names is not None:
+        unknown = sorted(names - set(config.names))
+        if unknown:
+            known = ", ".join(config.names)
+            print(f"reconciler: unknown site(s) {', '.join(unknown)}; known: {known}", file=err)
+            return EXIT_USAGE
+    parts = parts or Parts()
+    if args.context:
+        parts.kube_context = args.context
+    engine = build_engine(parts, env)
+    request = SyncRequest(
+        sites=names,
+        dry_run=bool(getattr(args, "dry_run", False)),
+        plan_only=args.command == "plan",
+        trigger="cli",
+    )
+    report = engine.run(config, request)
+    if args.output == "json":
+        print(output.report_json(report), file=out)
+    else:
+        print(output.report_text(report), file=out)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _sites(args: argparse.Namespace, path: str, out: TextIO) -> int:
+    from pathlib import Path
+
+    from reconciler import sitesfile
+
+    if args.sites_command == "list":
+        rows = sitesfile.list_rows(config_mod.load(path))
+        if args.output == "json":
+            print(json.dumps(rows, indent=2), file=out)
+        elif rows:
+            header = list(rows[0])
+            print(output.table([[r[h] for h in header] for r in rows], header), file=out)
+        return EXIT_OK
+    fields: dict[str, str | bool] = {"repo": args.repo}
+    for key in ("branch", "namespace", "deployment", "container", "image", "verify"):
+        value = getattr(args, key)
+        if value is not None:
+            fields[key] = value
+    added = sitesfile.add_site(Path(path), args.name, fields)
+    print(f"added to {path}:\n{added}", file=out)
+    return EXIT_OK
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""The app factory: builds the engine from the environment; tests inject their own parts here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from reconciler.engine import Engine
+from reconciler.github_source import GitHubSettings, GitHubSource
+from reconciler.kube import KubeCluster, api_client
+from reconciler.ports import Cluster, HeadSource, ImageVerifier
+from reconciler.registry import RegistryVerifier, Verifiers
+
+
+@dataclass
+class Parts:
+    """What an Engine is made of; any part left None is built from the environment."""
+
+    heads: HeadSource | None = None
+    cluster: Cluster | None = None
+    verifier: ImageVerifier | None = None
+    kubeconfig: str | None = None
+    kube_context: str | None = None
+
+
+def build_engine(parts: Parts | None = None, env: Mapping[str, str] | None = None) -> Engine:
+    """An Engine wired to GitHub, the cluster and registries (or to the injected parts)."""
+    parts = parts or Parts()
+    env = os.environ if env is None else env
+    heads = parts.heads or GitHubSource(GitHubSettings.from_env(env))
+    cluster = parts.cluster
+    if cluster is None:
+        cluster = KubeCluster(api_client(parts.kubeconfig, parts.kube_context))
+    verifier = parts.verifier
+    if verifier is None:
+        by_mode: dict[str, ImageVerifier] = {"registry": RegistryVerifier.from_env(env)}
+        if isinstance(heads, GitHubSource):
+            by_mode["checks"] = heads
+        verifier = Verifiers(by_mode)
+    return Engine(heads=heads, cluster=cluster, verifier=verifier)

@@ -1,0 +1,527 @@
+"""The GitHub adapter (the only module that talks to PyGithub): branch heads and commit checks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from github import Auth, Github, GithubException
+from urllib3.util.retry import Retry
+
+from reconciler.errors import GitHubError
+from reconciler.model import BranchHead, HeadError, HeadResult, RepoRef
+from reconciler.planner import ImageStatus
+from reconciler.ports import RateLimit, VerifyRequest
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_URL = "https://api.github.com"
+SHA_MEDIA_TYPE = "application/vnd.github.sha"
+BATCH_SIZE = 100  # GitHub charges 1 point for up to ~100 repository fields with no connections
+
+
+@dataclass(frozen=True, slots=True)
+class GitHubSettings:
+    """How to reach GitHub: API base, credentials, and how hard to push."""
+
+    api_url: str = DEFAULT_API_URL
+    token: str | None = None
+    app_id: str | None = None
+    app_private_key: str | None = None
+    app_installation_id: int | None = None
+    timeout: float = 10.0
+    concurrency: int = 8
+    max_retry_wait: float = 30.0
+    strategy: str = "auto"  # auto: GraphQL when authenticated, else REST conditional requests
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> GitHubSettings:
+        """GITHUB_TOKEN, or GITHUB_APP_ID + GITHUB_APP_PRIVATE_KEY[_FILE] + _INSTALLATION_ID."""
+        env = os.environ if env is None else env
+        key = env.get("GITHUB_APP_PRIVATE_KEY") or None
+        key_file = env.get("GITHUB_APP_PRIVATE_KEY_FILE")
+        if key is None and key_file:
+            try:
+                with open(key_file, encoding="utf-8") as f:
+                    key = f.read()
+            except OSError as exc:
+                raise GitHubError(
+                    f"cannot read GITHUB_APP_PRIVATE_KEY_FILE {key_file}: {exc.strerror}",
+                    kind="auth",
+                ) from exc
+        installation = env.get("GITHUB_APP_INSTALLATION_ID")
+        app_id = env.get("GITHUB_APP_ID") or None
+        if app_id and not (key and installation):
+            raise GitHubError(
+                "GITHUB_APP_ID is set but GITHUB_APP_PRIVATE_KEY (or _FILE) and "
+                "GITHUB_APP_INSTALLATION_ID are not: a GitHub App needs all three",
+                kind="auth",
+            )
+        if installation is not None and not installation.isdigit():
+            raise GitHubError("GITHUB_APP_INSTALLATION_ID must be a number", kind="auth")
+        return cls(
+            api_url=(env.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/"),
+            token=env.get("GITHUB_TOKEN") or None,
+            app_id=app_id,
+            app_private_key=key,
+            app_installation_id=int(installation) if installation else None,
+            strategy=env.get("RECONCILER_GITHUB_STRATEGY", "auto"),
+        )
+
+    @property
+    def authenticated(self) -> bool:
+        return bool(self.token or self.app_id)
+
+    def auth(self) -> Auth.Auth | None:
+        if self.app_id and self.app_private_key and self.app_installation_id is not None:
+            app = Auth.AppAuth(self.app_id, self.app_private_key)
+            return app.get_installation_auth(self.app_installation_id)
+        if self.token:
+            return Auth.Token(self.token)
+        return None
+
+
+class _Halt(Exception):
+    """Stop asking GitHub in this sync (bad credentials, primary limit exhausted)."""
+
+    def __init__(self, error: HeadError) -> None:
+        super().__init__(error.reason)
+        self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class _Response:
+    status: int
+    headers: Mapping[str, Any]
+    body: str
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body) if self.body else None
+        except ValueError:
+            return None
+
+    @property
+    def message(self) -> str:
+        data = self.json()
+        return str(data.get("message", "")) if isinstance(data, dict) else self.body[:200]
+
+
+class GitHubSource:
+    """Resolves branch heads in batches: GraphQL (1 point per 100 repos) or conditional REST."""
+
+    def __init__(
+        self,
+        settings: GitHubSettings,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self._auth = settings.auth()
+        self._sleep = sleep
+        self._clock = clock
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._limits: dict[str, RateLimit] = {}
+        self._etags: dict[str, tuple[str, str]] = {}  # url -> (etag, value)
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _requester(self) -> Any:
+        """A Github per thread: PyGithub's Requester is not thread-safe."""
+        gh = getattr(self._local, "github", None)
+        if gh is None:
+            retry = Retry(
+                total=3,
+                connect=3,
+                read=2,
+                status=3,
+                backoff_factor=0.5,
+                backoff_max=5,
+                status_forcelist=(500, 502, 503, 504),
+                allowed_methods=frozenset({"GET", "POST"}),  # GraphQL POSTs here only read
+                respect_retry_after_header=True,
+                raise_on_status=False,
+            )
+            gh = Github(
+                auth=self._auth,
+                base_url=self.settings.api_url,
+                timeout=int(self.settings.timeout),
+                retry=retry,
+                pool_size=self.settings.concurrency,
+                seconds_between_requests=None,  # PyGithub's default throttles to 4 requests/s
+                seconds_between_writes=None,  # ... and GraphQL POSTs to 1/s
+                user_agent="reconciler",
+            )
+            self._local.github = gh
+        return gh.requester
+
+    def _request(
+        self, verb: str, url: str, *, headers: dict[str, str] | None = None, body: Any = None
+    ) -> _Response:
+        """One request with GitHub's rate-limit rules applied; raises _Halt or GitHubError."""
+        self._check_budget("graphql" if url.endswith("graphql") else "core")
+        for attempt in range(3):
+            try:
+                status, hdrs, text = self._requester().requestJson(verb, url, None, headers, body)
+            except requests.exceptions.RetryError as exc:  # urllib3 retries exhausted
+                raise GitHubError(
+                    f"GitHub kept failing ({exc})", kind="github_unavailable"
+                ) from exc
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+                raise GitHubError(
+                    f"cannot reach GitHub at {self.settings.api_url}: {_short(exc)}",
+                    kind="github_unreachable",
+                ) from exc
+            except GithubException as exc:
+                raise GitHubError(f"GitHub error: {exc}", kind="github") from exc
+            response = _Response(status, {k.lower(): v for k, v in hdrs.items()}, text)
+            self._note_limits(response.headers)
+            wait = self._retry_wait(response)
+            if wait is None:
+                return response
+            if wait > self.settings.max_retry_wait or attempt == 2:
+                raise _Halt(self._limited(response, wait))
+            log.warning("GitHub asked us to wait %.0fs (%s); waiting", wait, response.message)
+            self._sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _retry_wait(self, r: _Response) -> float | None:
+        """Seconds to wait before retrying a rate-limited answer, None when it was not limited."""
+        if r.status == 401:
+            raise _Halt(
+                HeadError(
+                    "GitHub rejected the credentials (401 Bad credentials): check GITHUB_TOKEN "
+                    "or the GitHub App settings",
+                    "auth",
+                )
+            )
+        if r.status not in (403, 429):
+            return None
+        retry_after = r.headers.get("retry-after")
+        if retry_after is not None:
+            try:
+                return max(0.0, float(retry_after))
+            except ValueError:
+                return 60.0
+        if str(r.headers.get("x-ratelimit-remaining")) == "0":
+            reset = float(r.headers.get("x-ratelimit-reset", self._clock() + 3600))
+            return max(0.0, reset - self._clock()) + 1
+        if "secondary rate limit" in r.message.lower():
+            return 60.0
+        return None  # a plain 403 (e.g. SAML, permissions) is the caller's to report
+
+    def _limited(self, r: _Response, wait: float) -> HeadError:
+        resource = r.headers.get("x-ratelimit-resource", "core")
+        when = time.strftime("%H:%M:%S UTC", time.gmtime(self._clock() + wait))
+        which = "secondary" if r.headers.get("retry-after") else f"primary ({resource})"
+        return HeadError(
+            f"GitHub {which} rate limit reached; not retrying before {when} "
+            f"(in {wait:.0f}s); the next sync will pick this site up",
+            "rate_limited",
+        )
+
+    def _note_limits(self, headers: Mapping[str, Any]) -> None:
+        if "x-ratelimit-remaining" not in headers:
+            return
+        try:
+            limit = RateLimit(
+                limit=int(float(headers.get("x-ratelimit-limit", 0))),
+                remaining=int(float(headers["x-ratelimit-remaining"])),
+                reset_epoch=float(headers.get("x-ratelimit-reset", 0)),
+                resource=str(headers.get("x-ratelimit-resource", "core")),
+            )
+        except ValueError:
+            return
+        with self._lock:
+            self._limits[limit.resource] = limit
+
+    def _check_budget(self, resource: str) -> None:
+        """Never send a request GitHub would refuse: fail fast while the limit is exhausted."""
+        with self._lock:
+            limit = self._limits.get(resource)
+        if limit and limit.remaining <= 0 and limit.reset_epoch > self._clock():
+            wait = limit.reset_epoch - self._clock()
+            when = time.strftime("%H:%M:%S UTC", time.gmtime(limit.reset_epoch))
+            raise _Halt(
+                HeadError(
+                    f"GitHub {resource} rate limit exhausted ({limit.limit}/h); it resets at "
+                    f"{when} (in {wait:.0f}s); no request sent",
+                    "rate_limited",
+                )
+            )
+
+    def rate_limits(self) -> Mapping[str, RateLimit]:
+        with self._lock:
+            return dict(self._limits)
+
+    # -- branch heads ---------------------------------------------------------------------------
+
+    def resolve(self, refs: Collection[RepoRef]) -> Mapping[RepoRef, HeadResult]:
+        """Every ref's head; each failure becomes that ref's HeadError, never an exception."""
+        if not refs:
+            return {}
+        use_graphql = self.settings.strategy == "graphql" or (
+            self.settings.strategy == "auto" and self.settings.authenticated
+        )
+        if use_graphql:
+            return self._resolve_graphql(refs)
+        return self._resolve_rest(refs)
+
+    def _fan_out(
+        self,
+        work: Iterable[Any],
+        task: Callable[[Any], Mapping[RepoRef, HeadResult]],
+        keys: Callable[[Any], Iterable[RepoRef]],
+    ) -> dict[RepoRef, HeadResult]:
+        """Run `task` over `work` with bounded concurrency; a halt fails what has not run yet."""
+        items = list(work)
+        out: dict[RepoRef, HeadResult] = {}
+        halted: list[HeadError] = []
+
+        def guarded(item: Any) -> Mapping[RepoRef, HeadResult]:
+            if halted:
+                return dict.fromkeys(keys(item), halted[0])
+            try:
+                return task(item)
+            except _Halt as halt:
+                halted.append(halt.error)
+                return dict.fromkeys(keys(item), halt.error)
+            except GitHubError as exc:
+                return dict.fromkeys(keys(item), HeadError(str(exc), exc.kind))
+
+        workers = max(1, min(self.settings.concurrency, len(items)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="github") as pool:
+            for result in pool.map(guarded, items):
+                out.update(result)
+        return out
+
+    def _resolve_graphql(self, refs: Collection[RepoRef]) -> dict[RepoRef, HeadResult]:
+        by_repo: dict[str, list[RepoRef]] = {}
+        for ref in sorted(refs, key=lambda r: (r.repo.lower(), r.branch or "")):
+            by_repo.setdefault(ref.repo.lower(), []).append(ref)
+        groups = list(by_repo.values())
+        batches = [groups[i : i + BATCH_SIZE] for i in range(0, len(groups), BATCH_SIZE)]
+        return self._fan_out(
+            batches, self._graphql_batch, lambda batch: [r for group in batch for r in group]
+        )
+
+    def _graphql_batch(self, batch: list[list[RepoRef]]) -> dict[RepoRef, HeadResult]:
+        query, variables, aliases = _heads_query(batch)
+        response = self._request(
+            "POST", self._graphql_url(), body={"query": query, "variables": variables}
+        )
+        if response.status >= 400:
+            raise GitHubError(
+                f"GitHub GraphQL answered {response.status}: {response.message}", kind="github"
+            )
+        payload = response.json() or {}
+        data = payload.get("data") or {}
+        errors = {
+            str(e["path"][0]): e
+            for e in payload.get("errors") or []
+            if isinstance(e, dict) and e.get("path")
+        }
+        general = [e for e in payload.get("errors") or [] if not e.get("path")]
+        if not data and general:
+            message = "; ".join(str(e.get("message")) for e in general)
+            raise GitHubError(f"GitHub GraphQL rejected the query: {message}", kind="github")
+        self._note_graphql_cost(data.get("rateLimit"))
+        out: dict[RepoRef, HeadResult] = {}
+        missing: list[RepoRef] = []
+        for alias, group in aliases.items():
+            node = data.get(alias)
+            repo = group[0][0].repo
+            if node is None:
+                error = errors.get(alias, {})
+                kind = "repo_not_found" if error.get("type") == "NOT_FOUND" else "github"
+                reason = (
+                    f"repository {repo} not found (or the credentials cannot see it)"
+                    if kind == "repo_not_found"
+                    else f"GitHub could not answer for {repo}: {error.get('message', 'no data')}"
+                )
+                out.update(dict.fromkeys((ref for ref, _ in group), HeadError(reason, kind)))
+                continue
+            for ref, field in group:
+                target = node.get(field)
+                if target is None or not (target.get("target") or {}).get("oid"):
+                    if ref.branch is None:
+                        out[ref] = HeadError(
+                            f"repository {repo} has no default branch (is it empty?)",
+                            "branch_not_found",
+                        )
+                    else:
+                        missing.append(ref)
+                    continue
+                out[ref] = BranchHead(ref.repo, target["name"], target["target"]["oid"])
+        for ref in missing:
+            out[ref] = self._missing_branch(ref)
+        return out
+
+    def _graphql_url(self) -> str:
+        return str(self._requester().graphql_url)
+
+    def _note_graphql_cost(self, rate: Any) -> None:
+        if not isinstance(rate, dict) or "remaining" not in rate:
+            return
+        log.debug("GitHub GraphQL cost %s, %s points left", rate.get("cost"), rate["remaining"])
+
+    def _missing_branch(self, ref: RepoRef) -> HeadError:
+        """A branch GraphQL did not find: ask REST once if it was renamed (GitHub redirects)."""
+        assert ref.branch is not None
+        try:
+            r = self._request("GET", f"/repos/{ref.repo}/branches/{_quote(ref.branch)}")
+        except (GitHubError, _Halt):
+            r = None
+        data = r.json() if r is not None and r.status == 200 else None
+        if isinstance(data, dict) and data.get("name") and data["name"] != ref.branch:
+            return HeadError(
+                f'branch "{ref.branch}" of {ref.repo} was renamed to "{data["name"]}": '
+                f'set branch = "{data["name"]}" in sites.toml',
+                "branch_renamed",
+            )
+        return HeadError(f'branch "{ref.branch}" not found in {ref.repo}', "branch_not_found")
+
+    def _resolve_rest(self, refs: Collection[RepoRef]) -> dict[RepoRef, HeadResult]:
+        return self._fan_out(sorted(refs, key=str), self._rest_one, lambda ref: [ref])
+
+    def _rest_one(self, ref: RepoRef) -> dict[RepoRef, HeadResult]:
+        branch = ref.branch
+        if branch is None:
+            r = self._conditional(f"/repos/{ref.repo}", "application/vnd.github+json")
+            if r.status == 404:
+                return {ref: _repo_missing(ref)}
+            if r.status != 200:
+                return {ref: _http_error(ref, r)}
+            branch = str(json.loads(r.body)["default_branch"])
+        r = self._conditional(f"/repos/{ref.repo}/commits/{_quote(branch)}", SHA_MEDIA_TYPE)
+        if r.status == 200 and len(r.body.strip()) == 40:
+            return {ref: BranchHead(ref.repo, branch, r.body.strip())}
+        if r.status in (404, 422):
+            if r.status == 404 and "commit" not in r.message.lower():
+                probe = self._conditional(f"/repos/{ref.repo}", "application/vnd.github+json")
+                if probe.status == 404:
+                    return {ref: _repo_missing(ref)}
+            return {ref: self._missing_branch(RepoRef(ref.repo, branch))}
+        return {ref: _http_error(ref, r)}
+
+    def _conditional(self, url: str, accept: str) -> _Response:
+        """GET with If-None-Match from the last answer: GitHub does not charge an authorized 304."""
+        with self._lock:
+            cached = self._etags.get(url)
+        headers = {"Accept": accept}
+        if cached:
+            headers["If-None-Match"] = cached[0]
+        r = self._request("GET", url, headers=headers)
+        if r.status == 304 and cached:
+            return _Response(200, r.headers, cached[1])
+        etag = r.headers.get("etag")
+        if r.status == 200 and etag:
+            with self._lock:
+                self._etags[url] = (str(etag), r.body)
+        return r
+
+    # -- commit checks (verify = "checks") -----------------------------------------------------
+
+    def verify(self, requests_: Collection[VerifyRequest]) -> Mapping[str, ImageStatus]:
+        """ImageStatus per image from the combined checks of the commit it was built from."""
+        wanted = [r for r in requests_ if r.mode == "checks"]
+        out: dict[str, ImageStatus] = {}
+        for r in wanted:
+            try:
+                out[r.image] = self._checks(r.repo, r.sha)
+            except _Halt as halt:
+                out[r.image] = ImageStatus(None, halt.error.reason)
+            except GitHubError as exc:
+                out[r.image] = ImageStatus(None, str(exc))
+        return out
+
+    def _checks(self, repo: str, sha: str) -> ImageStatus:
+        short = sha[:7]
+        status = self._request("GET", f"/repos/{repo}/commits/{sha}/status")
+        runs = self._request("GET", f"/repos/{repo}/commits/{sha}/check-runs?per_page=100")
+        if status.status != 200 or runs.status != 200:
+            bad = status if status.status != 200 else runs
+            return ImageStatus(None, f"GitHub answered {bad.status} for the checks of {short}")
+        combined = status.json() or {}
+        check_runs = (runs.json() or {}).get("check_runs", [])
+        states = [s.get("state") for s in combined.get("statuses", [])]
+        conclusions = [c.get("conclusion") for c in check_runs]
+        if not states and not conclusions:
+            return ImageStatus(
+                False, f"no checks have reported on {short} yet, so its image may not exist"
+            )
+        failed = [s for s in states if s in ("failure", "error")] + [
+            c for c in conclusions if c in ("failure", "timed_out", "cancelled", "action_required")
+        ]
+        if failed:
+            return ImageStatus(False, f"checks failed on {short}")
+        pending = [s for s in states if s == "pending"] + [c for c in conclusions if c is None]
+        if pending:
+            return ImageStatus(False, f"{len(pending)} check(s) still running on {short}")
+        return ImageStatus(True)
+
+
+def _heads_query(
+    batch: list[list[RepoRef]],
+) -> tuple[str, dict[str, str], dict[str, list[tuple[RepoRef, str]]]]:
+    """An aliased GraphQL query for a batch of repositories (grouped refs of one repo each)."""
+    params: list[str] = []
+    fields: list[str] = []
+    variables: dict[str, str] = {}
+    aliases: dict[str, list[tuple[RepoRef, str]]] = {}
+    for i, group in enumerate(batch):
+        owner, name = group[0].repo.split("/", 1)
+        variables[f"o{i}"], variables[f"n{i}"] = owner, name
+        params += [f"$o{i}: String!", f"$n{i}: String!"]
+        selections: list[str] = []
+        entries: list[tuple[RepoRef, str]] = []
+        for j, ref in enumerate(group):
+            if ref.branch is None:
+                if "defaultBranchRef" not in selections:
+                    selections.append("defaultBranchRef")
+                entries.append((ref, "defaultBranchRef"))
+                continue
+            var = f"b{i}_{j}"
+            variables[var] = f"refs/heads/{ref.branch}"
+            params.append(f"${var}: String!")
+            selections.append(f"{var}: ref(qualifiedName: ${var})")
+            entries.append((ref, var))
+        body = " ".join(f"{s} {{ name target {{ oid }} }}" for s in selections)
+        fields.append(f"r{i}: repository(owner: $o{i}, name: $n{i}) {{ {body} }}")
+        aliases[f"r{i}"] = entries
+    query = (
+        f"query Heads({', '.join(params)}) {{\n  "
+        + "\n  ".join(fields)
+        + "\n  rateLimit { cost remaining limit resetAt }\n}"
+    )
+    return query, variables, aliases
+
+
+def _quote(branch: str) -> str:
+    return quote(branch, safe="/")
+
+
+def _repo_missing(ref: RepoRef) -> HeadError:
+    return HeadError(
+        f"repository {ref.repo} not found (or the credentials cannot see it)", "repo_not_found"
+    )
+
+
+def _http_error(ref: RepoRef, r: _Response) -> HeadError:
+    return HeadError(f"GitHub answered {r.status} for {ref}: {r.message}", "github")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) < 200 else text[:200] + "…"

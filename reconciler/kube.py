@@ -1,0 +1,313 @@
+"""The Kubernetes adapter (the only module that talks to the kubernetes client): observe, patch."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from reconciler.errors import KubernetesError
+from reconciler.model import (
+    ApplyResult,
+    Container,
+    ImageChange,
+    NamespaceError,
+    NamespaceView,
+    ObservedDeployment,
+)
+from reconciler.planner import ANNOTATION_PREFIX
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "reconciler"
+SMP = "application/strategic-merge-patch+json"
+LIST_PAGE = 500
+CHANGE_CAUSE = "kubernetes.io/change-cause"
+REPO_ANNOTATION = ANNOTATION_PREFIX + "repo"
+BRANCH_ANNOTATION = ANNOTATION_PREFIX + "branch"
+SHA_ANNOTATION = ANNOTATION_PREFIX + "sha"
+UPDATED_ANNOTATION = ANNOTATION_PREFIX + "updated-at"
+REQUEST_TIMEOUT = (5.0, 30.0)
+
+
+def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
+    """An ApiClient: in-cluster config inside a pod, else the kubeconfig (KUBECONFIG, context)."""
+    try:
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            cfg = client.Configuration()
+            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            return client.ApiClient(cfg)
+        return config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, context=context
+        )
+    except (ConfigException, OSError) as exc:
+        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        raise KubernetesError(
+            f"no usable Kubernetes credentials ({exc}); outside a cluster, point KUBECONFIG "
+            f"(now {where}) at a kubeconfig whose current context reaches your cluster",
+            kind="kube_config",
+        ) from exc
+
+
+class KubeCluster:
+    """Observes Deployments with one LIST per namespace and patches one container's image."""
+
+    def __init__(
+        self,
+        api: Any,
+        *,
+        concurrency: int = 8,
+        reporter: str | None = None,
+        events: bool = True,
+    ) -> None:
+        api.configuration.connection_pool_maxsize = max(
+            api.configuration.connection_pool_maxsize or 0, concurrency + 2
+        )
+        self.api = api
+        self.apps = client.AppsV1Api(api)
+        self.core = client.CoreV1Api(api)
+        self.concurrency = concurrency
+        self.reporter = reporter or os.environ.get("POD_NAME") or socket.gethostname()
+        self.events = events
+
+    @property
+    def host(self) -> str:
+        return str(self.api.configuration.host)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def observe(self, namespaces: Collection[str]) -> Mapping[str, NamespaceView]:
+        """Every namespace's Deployments, or its NamespaceError; namespaces listed in parallel."""
+        names = sorted(set(namespaces))
+        if not names:
+            return {}
+        workers = max(1, min(self.concurrency, len(names)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="observe") as pool:
+            return dict(zip(names, pool.map(self._observe_one, names), strict=True))
+
+    def _observe_one(self, namespace: str) -> NamespaceView:
+        deployments: dict[str, ObservedDeployment] = {}
+        token: str | None = None
+        try:
+            while True:
+                raw = self.apps.list_namespaced_deployment(
+                    namespace,
+                    limit=LIST_PAGE,
+                    _continue=token,
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+                page = _body(raw)
+                for item in page.get("items", []):
+                    d = _observed(item)
+                    deployments[d.name] = d
+                token = (page.get("metadata") or {}).get("continue") or None
+                if not token:
+                    return deployments
+        except (ApiException, urllib3.exceptions.HTTPError) as exc:
+            error = self._error(exc, f"list deployments in namespace {namespace}")
+            return NamespaceError(str(error), error.kind)
+
+    def read(self, namespace: str, name: str) -> ObservedDeployment | None:
+        try:
+            raw = self.apps.read_namespaced_deployment(
+                name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise self._error(exc, f"get deployment {namespace}/{name}") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise self._error(exc, f"get deployment {namespace}/{name}") from exc
+        return _observed(_body(raw))
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def apply(self, change: ImageChange, *, dry_run: bool) -> ApplyResult:
+        """Strategic-merge patch of one container's image, guarded by the observed resourceVersion.
+
+        A strategic-merge patch merges the containers list by name, so sidecars, init containers
+        and every other field stay as they are (a JSON merge patch would replace the whole list).
+        """
+        body = patch_body(change, datetime.now(UTC))
+        try:
+            raw = self.apps.patch_namespaced_deployment(
+                change.deployment,
+                change.namespace,
+                body,
+                dry_run="All" if dry_run else None,
+                field_manager=FIELD_MANAGER,
+                field_validation="Strict",
+                _content_type=SMP,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return ApplyResult(False, "conflict", "conflict", conflict=True)
+            error = self._error(exc, f"patch deployment {change.namespace}/{change.deployment}")
+            return ApplyResult(False, str(error), error.kind)
+        except urllib3.exceptions.HTTPError as exc:
+            error = self._error(exc, f"patch deployment {change.namespace}/{change.deployment}")
+            return ApplyResult(False, str(error), error.kind)
+        patched = _body(raw)
+        if not dry_run and self.events:
+            self._event(change, patched)
+        return ApplyResult(True, generation=(patched.get("metadata") or {}).get("generation"))
+
+    def _event(self, change: ImageChange, patched: Mapping[str, Any]) -> None:
+        """Record the update as an Event on the Deployment; failing to do so fails nothing."""
+        meta = patched.get("metadata") or {}
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now_micro = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{change.deployment}.{uuid.uuid4().hex[:16]}",
+                "namespace": change.namespace,
+            },
+            "involvedObject": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": change.deployment,
+                "namespace": change.namespace,
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": "ImageUpdated",
+            "message": (
+                f"container {change.container}: {change.previous_image} -> {change.image} "
+                f"({change.repo}@{change.branch} {change.sha[:7]})"
+            )[:1024],
+            "type": "Normal",
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": self.reporter[:128],
+            "action": "Update",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "eventTime": now_micro,
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(
+                change.namespace,
+                cast(Any, event),
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except (ApiException, urllib3.exceptions.HTTPError) as exc:
+            error = self._error(exc, f"create an event in {change.namespace}")
+            log.warning("updated %s/%s but %s", change.namespace, change.deployment, error)
+
+    # -- errors --------------------------------------------------------------------------------
+
+    def _error(self, exc: Exception, action: str) -> KubernetesError:
+        """Our own error, saying what was refused and what to do about it."""
+        if isinstance(exc, ApiException):
+            status = exc.status
+            message = _api_message(exc)
+            if status == 401:
+                return KubernetesError(
+                    f"cannot {action}: the API server rejected our credentials (401); "
+                    "refresh the kubeconfig or the ServiceAccount token",
+                    status=401,
+                    kind="kube_auth",
+                )
+            if status == 403:
+                return KubernetesError(
+                    f"cannot {action}: forbidden by RBAC ({message}); grant the reconciler's "
+                    "ServiceAccount the Role from k8s/ in that namespace",
+                    status=403,
+                    kind="forbidden",
+                )
+            if status == 422:
+                return KubernetesError(
+                    f"cannot {action}: the API server rejected the change: {message}",
+                    status=422,
+                    kind="invalid",
+                )
+            if status == 404:
+                return KubernetesError(f"cannot {action}: not found", status=404, kind="not_found")
+            return KubernetesError(
+                f"cannot {action}: API server answered {status}: {message}",
+                status=status,
+                kind="kubernetes",
+            )
+        return KubernetesError(
+            f"cannot {action}: the API server at {self.host} is unreachable "
+            f"({type(exc).__name__}); check the kube context and the network",
+            kind="kube_unreachable",
+        )
+
+
+def patch_body(change: ImageChange, now: datetime) -> dict[str, Any]:
+    """The strategic-merge patch for one change: the container's image and where it came from."""
+    metadata: dict[str, Any] = {
+        "annotations": {
+            REPO_ANNOTATION: change.repo,
+            BRANCH_ANNOTATION: change.branch,
+            SHA_ANNOTATION: change.sha,
+            UPDATED_ANNOTATION: now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            CHANGE_CAUSE: (
+                f"reconciler: {change.repo}@{change.branch} {change.sha[:7]} "
+                f"({change.container}={change.image})"
+            ),
+        }
+    }
+    if change.resource_version:
+        metadata["resourceVersion"] = change.resource_version  # 409 if it changed since we looked
+    return {
+        "metadata": metadata,
+        "spec": {
+            "template": {
+                "spec": {"containers": [{"name": change.container, "image": change.image}]}
+            }
+        },
+    }
+
+
+def _observed(item: Mapping[str, Any]) -> ObservedDeployment:
+    meta = item.get("metadata") or {}
+    pod = ((item.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return ObservedDeployment(
+        namespace=str(meta.get("namespace", "")),
+        name=str(meta.get("name", "")),
+        containers=tuple(
+            Container(str(c.get("name")), str(c.get("image", "")))
+            for c in pod.get("containers", [])
+        ),
+        init_containers=tuple(
+            Container(str(c.get("name")), str(c.get("image", "")))
+            for c in pod.get("initContainers", [])
+        ),
+        annotations=dict(meta.get("annotations") or {}),
+        resource_version=str(meta.get("resourceVersion", "")),
+        uid=str(meta.get("uid", "")),
+        generation=int(meta.get("generation", 0)),
+    )
+
+
+def _body(raw: object) -> Any:
+    """The JSON of a response read with _preload_content=False (the typed client says model)."""
+    return json.loads(cast(Any, raw).data)
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        body = json.loads(exc.body or "")
+    except ValueError:
+        return str(exc.reason or exc.body or "")[:300]
+    return str(body.get("message") or exc.reason)[:500] if isinstance(body, dict) else str(body)

@@ -1,0 +1,57 @@
+"""Rendering results for people (a table) and programs (JSON)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from reconciler.engine import SiteResult, SyncReport
+from reconciler.model import Action
+
+SYMBOL = {Action.UPDATE: "→", Action.IN_SYNC: "=", Action.SKIP: "-", Action.ERROR: "!"}
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    """A plain left-aligned text table."""
+    widths = [len(h) for h in header]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _image_cell(r: SiteResult) -> str:
+    p = r.plan
+    if p.action is Action.UPDATE and p.target_image:
+        return f"{p.current_image or '?'} → {p.target_image}"
+    return p.current_image or p.target_image or ""
+
+
+def report_text(report: SyncReport) -> str:
+    rows = []
+    for r in report.results:
+        p = r.plan
+        action = p.action.value
+        if r.applied:
+            action = "updated" if not report.dry_run else "update (dry run ok)"
+        head = f"{p.branch or '?'}@{p.sha[:7]}" if p.sha else (p.branch or "")
+        rows.append(
+            [
+                f"{SYMBOL[p.action]} {p.site.name}",
+                action,
+                f"{p.site.namespace}/{p.site.deployment}",
+                p.container or p.site.container or "",
+                head,
+                _image_cell(r),
+                p.reason,
+            ]
+        )
+    header = ["site", "action", "deployment", "container", "head", "image", "reason"]
+    mode = "plan" if report.plan_only else ("dry run" if report.dry_run else "sync")
+    footer = f"{mode}: {report.summary()} in {report.duration:.1f}s"
+    return f"{table(rows, header)}\n\n{footer}"
+
+
+def report_json(report: SyncReport) -> str:
+    return json.dumps([r.as_dict() for r in report.results], indent=2)

@@ -1,0 +1,104 @@
+"""In-memory fakes of the ports, injected through the factory/engine (never monkeypatched)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
+
+from reconciler.model import (
+    ApplyResult,
+    BranchHead,
+    HeadError,
+    HeadResult,
+    ImageChange,
+    NamespaceError,
+    NamespaceView,
+    ObservedDeployment,
+    RepoRef,
+)
+from reconciler.planner import ImageStatus
+from reconciler.ports import RateLimit, VerifyRequest
+
+
+@dataclass
+class FakeHeads:
+    heads: dict[RepoRef, HeadResult] = field(default_factory=dict)
+    calls: list[frozenset[RepoRef]] = field(default_factory=list)
+
+    def set(self, repo: str, branch: str | None, sha: str, resolved: str = "main") -> None:
+        self.heads[RepoRef(repo, branch)] = BranchHead(repo, branch or resolved, sha)
+
+    def resolve(self, refs: Collection[RepoRef]) -> Mapping[RepoRef, HeadResult]:
+        self.calls.append(frozenset(refs))
+        return {r: self.heads.get(r, HeadError(f"unknown {r}", "repo_not_found")) for r in refs}
+
+    def rate_limits(self) -> Mapping[str, RateLimit]:
+        return {}
+
+
+@dataclass
+class FakeCluster:
+    deployments: dict[tuple[str, str], ObservedDeployment] = field(default_factory=dict)
+    broken_namespaces: dict[str, str] = field(default_factory=dict)
+    applied: list[tuple[ImageChange, bool]] = field(default_factory=list)
+    conflicts: int = 0
+    fail: dict[str, str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, d: ObservedDeployment) -> None:
+        self.deployments[(d.namespace, d.name)] = d
+
+    def observe(self, namespaces: Collection[str]) -> Mapping[str, NamespaceView]:
+        out: dict[str, NamespaceView] = {}
+        for ns in namespaces:
+            if ns in self.broken_namespaces:
+                out[ns] = NamespaceError(self.broken_namespaces[ns], "forbidden")
+            else:
+                out[ns] = {n: d for (dns, n), d in self.deployments.items() if dns == ns}
+        return out
+
+    def read(self, namespace: str, name: str) -> ObservedDeployment | None:
+        return self.deployments.get((namespace, name))
+
+    def apply(self, change: ImageChange, *, dry_run: bool) -> ApplyResult:
+        with self.lock:
+            if change.deployment in self.fail:
+                return ApplyResult(False, self.fail[change.deployment], "invalid")
+            key = (change.namespace, change.deployment)
+            current = self.deployments[key]
+            if self.conflicts:
+                self.conflicts -= 1
+                self.deployments[key] = replace(
+                    current, resource_version=str(int(current.resource_version or 0) + 1)
+                )
+                return ApplyResult(False, "conflict", "conflict", conflict=True)
+            if change.resource_version and change.resource_version != current.resource_version:
+                return ApplyResult(False, "conflict", "conflict", conflict=True)
+            self.applied.append((change, dry_run))
+            if not dry_run:
+                containers = tuple(
+                    replace(c, image=change.image) if c.name == change.container else c
+                    for c in current.containers
+                )
+                self.deployments[key] = replace(
+                    current,
+                    containers=containers,
+                    resource_version=str(int(current.resource_version or 0) + 1),
+                )
+            return ApplyResult(True)
+
+
+@dataclass
+class FakeVerifier:
+    missing: set[str] = field(default_factory=set)
+    seen: list[VerifyRequest] = field(default_factory=list)
+
+    def verify(self, requests: Collection[VerifyRequest]) -> Mapping[str, ImageStatus]:
+        self.seen.extend(requests)
+        return {
+            r.image: ImageStatus(False, f"image {r.image} missing")
+            if r.image in self.missing
+            else ImageStatus(True)
+            for r in requests
+        }
