@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping
@@ -46,6 +47,7 @@ class SiteResult:
 
     plan: SitePlan
     applied: bool = False
+    dry_run: bool = False
 
     @property
     def action(self) -> Action:
@@ -71,6 +73,8 @@ class SiteResult:
             "reason": p.reason,
             "applied": self.applied,
             "error_kind": p.error_kind or None,
+            "running_sha": p.sha if self.applied and not self.dry_run else p.running_sha,
+            "changed_at": p.changed_at,
         }
 
 
@@ -125,6 +129,7 @@ class Engine:
         self.verifier = verifier
         self.apply_concurrency = apply_concurrency
         self.clock = clock
+        self.stopping = threading.Event()  # set on shutdown: patches in flight finish, no new ones
 
     def plan(self, config: Config, sites: Collection[str] | None = None) -> Plan:
         """Plan the selected sites (all when None): reads GitHub and the cluster, writes nothing."""
@@ -216,12 +221,15 @@ class Engine:
 
     def _apply_one(self, p: SitePlan, *, dry_run: bool) -> SiteResult:
         for _ in range(CONFLICT_RETRIES):
+            if self.stopping.is_set():
+                reason = "not applied: the reconciler is shutting down; the next sync will"
+                return SiteResult(replace(p, action=Action.SKIP, reason=reason))
             try:
                 result = self.cluster.apply(planner.change_for(p), dry_run=dry_run)
             except ReconcilerError as exc:  # an adapter bug must not sink the other sites
                 return SiteResult(_failed(p, f"patch failed: {exc}", "kubernetes"))
             if result.ok:
-                return SiteResult(p, applied=True)
+                return SiteResult(p, applied=True, dry_run=dry_run)
             if not result.conflict:
                 return SiteResult(_failed(p, result.reason, result.error_kind or "kubernetes"))
             p = self._replan(p)

@@ -31,7 +31,8 @@ def build_engine(parts: Parts | None = None, env: Mapping[str, str] | None = Non
     heads = parts.heads or GitHubSource(GitHubSettings.from_env(env))
     cluster = parts.cluster
     if cluster is None:
-        cluster = KubeCluster(api_client(parts.kubeconfig, parts.kube_context))
+        kubeconfig = parts.kubeconfig or env.get("KUBECONFIG") or None
+        cluster = KubeCluster(api_client(kubeconfig, parts.kube_context))
     verifier = parts.verifier
     if verifier is None:
         by_mode: dict[str, ImageVerifier] = {"registry": RegistryVerifier.from_env(env)}

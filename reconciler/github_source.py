@@ -333,6 +333,9 @@ class GitHubSource:
             if isinstance(e, dict) and e.get("path")
         }
         general = [e for e in payload.get("errors") or [] if not e.get("path")]
+        if any(e.get("type") == "RATE_LIMITED" for e in general):
+            reset = float(response.headers.get("x-ratelimit-reset", self._clock() + 3600))
+            raise _Halt(self._limited(response, max(0.0, reset - self._clock())))
         if not data and general:
             message = "; ".join(str(e.get("message")) for e in general)
             raise GitHubError(f"GitHub GraphQL rejected the query: {message}", kind="github")

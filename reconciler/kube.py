@@ -26,7 +26,7 @@ from reconciler.model import (
     NamespaceView,
     ObservedDeployment,
 )
-from reconciler.planner import ANNOTATION_PREFIX
+from reconciler.planner import ANNOTATION_PREFIX, SHA_ANNOTATION, UPDATED_ANNOTATION
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,6 @@ LIST_PAGE = 500
 CHANGE_CAUSE = "kubernetes.io/change-cause"
 REPO_ANNOTATION = ANNOTATION_PREFIX + "repo"
 BRANCH_ANNOTATION = ANNOTATION_PREFIX + "branch"
-SHA_ANNOTATION = ANNOTATION_PREFIX + "sha"
-UPDATED_ANNOTATION = ANNOTATION_PREFIX + "updated-at"
 REQUEST_TIMEOUT = (5.0, 30.0)
 
 
@@ -311,3 +309,123 @@ def _api_message(exc: ApiException) -> str:
     except ValueError:
         return str(exc.reason or exc.body or "")[:300]
     return str(body.get("message") or exc.reason)[:500] if isinstance(body, dict) else str(body)
+
+
+class LeaseBusy(KubernetesError):
+    """Another replica holds the Lease."""
+
+
+class KubeLease:
+    """A coordination.k8s.io Lease held while a sync runs, so one replica syncs at a time."""
+
+    def __init__(
+        self, api: Any, namespace: str, name: str, identity: str, duration: int = 60
+    ) -> None:
+        self.coordination = client.CoordinationV1Api(api)
+        self.namespace = namespace
+        self.name = name
+        self.identity = identity
+        self.duration = duration
+
+    def acquire(self) -> None:
+        """Take the Lease or raise LeaseBusy (held by a live holder) / KubernetesError."""
+        now = datetime.now(UTC)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        spec = {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": self.duration,
+            "acquireTime": stamp,
+            "renewTime": stamp,
+        }
+        try:
+            raw = self.coordination.read_namespaced_lease(
+                self.name, self.namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise self._error(exc, "read") from exc
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": self.name, "namespace": self.namespace},
+                "spec": spec,
+            }
+            try:
+                self.coordination.create_namespaced_lease(
+                    self.namespace, cast(Any, body), _preload_content=False
+                )
+            except ApiException as exc2:
+                if exc2.status == 409:
+                    raise LeaseBusy("another replica took the Lease first", kind="lease") from exc2
+                raise self._error(exc2, "create") from exc2
+            return
+        lease = _body(raw)
+        current = lease.get("spec") or {}
+        holder = current.get("holderIdentity")
+        if holder and holder != self.identity and not _expired(current, now):
+            raise LeaseBusy(f"replica {holder} is syncing (Lease {self.name})", kind="lease")
+        if holder == self.identity:
+            spec["acquireTime"] = current.get("acquireTime") or stamp
+        lease["spec"] = {**current, **spec}
+        self._replace(lease)
+
+    def renew(self) -> None:
+        raw = self.coordination.read_namespaced_lease(
+            self.name, self.namespace, _preload_content=False
+        )
+        lease = _body(raw)
+        if (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+            raise LeaseBusy("lost the Lease", kind="lease")
+        lease["spec"]["renewTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        self._replace(lease)
+
+    def release(self) -> None:
+        """Give the Lease up so another replica need not wait for it to expire."""
+        try:
+            lease = _body(
+                self.coordination.read_namespaced_lease(
+                    self.name, self.namespace, _preload_content=False
+                )
+            )
+            if (lease.get("spec") or {}).get("holderIdentity") == self.identity:
+                lease["spec"]["holderIdentity"] = None
+                self._replace(lease)
+        except (ApiException, urllib3.exceptions.HTTPError, KubernetesError) as exc:
+            log.warning("could not release the Lease %s: %s", self.name, exc)
+
+    def _replace(self, lease: Mapping[str, Any]) -> None:
+        try:
+            self.coordination.replace_namespaced_lease(
+                self.name, self.namespace, cast(Any, lease), _preload_content=False
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise LeaseBusy("another replica updated the Lease first", kind="lease") from exc
+            raise self._error(exc, "update") from exc
+
+    def _error(self, exc: ApiException, verb: str) -> KubernetesError:
+        return KubernetesError(
+            f"cannot {verb} Lease {self.namespace}/{self.name}: {exc.status} {_api_message(exc)}",
+            status=exc.status,
+            kind="lease",
+        )
+
+
+def _expired(spec: Mapping[str, Any], now: datetime) -> bool:
+    renew = spec.get("renewTime") or spec.get("acquireTime")
+    if not renew:
+        return True
+    try:
+        renewed = datetime.fromisoformat(str(renew).replace("Z", "+00:00"))
+    except ValueError:
+        return True
+    return (now - renewed).total_seconds() > float(spec.get("leaseDurationSeconds") or 0)
+
+
+def ping(api: Any) -> str | None:
+    """None when the API server answers /version (no RBAC needed), else why it does not."""
+    try:
+        client.VersionApi(api).get_code(_request_timeout=(3.0, 5.0))
+    except (ApiException, urllib3.exceptions.HTTPError) as exc:
+        return f"Kubernetes API server unreachable: {type(exc).__name__}"
+    return None

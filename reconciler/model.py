@@ -118,6 +118,8 @@ class SitePlan:
     target_image: str | None = None
     resource_version: str = ""
     error_kind: str = ""
+    running_sha: str | None = None  # the commit the Deployment runs, as last recorded
+    changed_at: str | None = None  # when the reconciler last changed it (annotation)
 
     @property
     def ok(self) -> bool:

@@ -24,6 +24,7 @@ from reconciler.template import render
 ANNOTATION_PREFIX = "reconciler.dev/"
 PAUSED_ANNOTATION = ANNOTATION_PREFIX + "paused"
 SHA_ANNOTATION = ANNOTATION_PREFIX + "sha"
+UPDATED_ANNOTATION = ANNOTATION_PREFIX + "updated-at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +76,12 @@ def plan_site(
             error_kind="deployment_not_found",
         )
 
-    base = replace(base, resource_version=deployment.resource_version)
+    base = replace(
+        base,
+        resource_version=deployment.resource_version,
+        running_sha=deployment.annotations.get(SHA_ANNOTATION),
+        changed_at=deployment.annotations.get(UPDATED_ANNOTATION),
+    )
     container, problem = _pick_container(site, deployment)
     if container is None:
         return replace(base, reason=problem, error_kind="container_not_found")
@@ -99,7 +105,12 @@ def plan_site(
     )
     base = replace(base, target_image=target)
     if current == target:
-        return replace(base, action=Action.IN_SYNC, reason=f"runs {head.branch}@{head.sha[:7]}")
+        return replace(
+            base,
+            action=Action.IN_SYNC,
+            reason=f"runs {head.branch}@{head.sha[:7]}",
+            running_sha=head.sha,
+        )
     running = deployment.annotations.get(SHA_ANNOTATION)
     was = f"ran {running[:7]}" if running else f"ran {current}"
     return replace(base, action=Action.UPDATE, reason=f"{head.branch} is at {head.sha[:7]}; {was}")

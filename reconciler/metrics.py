@@ -1,0 +1,80 @@
+"""Prometheus metrics of the service, in a registry of its own (one per app: tests make many)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from reconciler.engine import SyncReport
+from reconciler.model import Action
+from reconciler.ports import RateLimit
+
+
+class Metrics:
+    """The service's counters, histograms and gauges."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.syncs = Counter(
+            "reconciler_syncs",
+            "Syncs run, by trigger and outcome",
+            ["trigger", "outcome"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "reconciler_sync_duration_seconds",
+            "Wall time of a sync",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300),
+            registry=r,
+        )
+        self.updated = Counter(
+            "reconciler_deployments_updated", "Deployments whose image was changed", registry=r
+        )
+        self.failures = Counter(
+            "reconciler_site_failures",
+            "Sites that failed in a sync, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.rate_limit = Gauge(
+            "reconciler_github_rate_limit_remaining",
+            "GitHub rate limit remaining, by resource",
+            ["resource"],
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "reconciler_last_successful_sync_timestamp_seconds",
+            "Unix time at which the last sync with no failed site finished",
+            registry=r,
+        )
+        self.sites = Gauge(
+            "reconciler_sites", "Sites by state after the last sync", ["state"], registry=r
+        )
+        self.config_valid = Gauge(
+            "reconciler_config_valid", "1 while sites.toml as last read is valid", registry=r
+        )
+        self.trigger_failures = Counter(
+            "reconciler_sync_errors",
+            "Syncs that could not run at all (config, lease), by trigger",
+            ["trigger"],
+            registry=r,
+        )
+
+    def record(self, report: SyncReport, limits: Mapping[str, RateLimit]) -> None:
+        outcome = "ok" if report.ok else "failed"
+        for trigger in report.trigger.split("+"):
+            self.syncs.labels(trigger, outcome).inc()
+        self.duration.observe(report.duration)
+        self.updated.inc(report.updated if not report.dry_run else 0)
+        for result in report.results:
+            if result.action is Action.ERROR:
+                self.failures.labels(result.plan.error_kind or "unknown").inc()
+        for resource, limit in limits.items():
+            self.rate_limit.labels(resource).set(limit.remaining)
+        if report.ok:
+            self.last_success.set(report.finished_at)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,148 @@
+"""The HTTP face of the service (Flask app factory): trigger, health, metrics, status page."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask, Response, jsonify, render_template, request
+
+from reconciler import __version__
+from reconciler.engine import SyncRequest
+from reconciler.runner import ShuttingDown
+from reconciler.service import Service, report_dict
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WAIT = 300.0
+
+
+def create_app(
+    service: Service, *, trigger_token: str | None, wait_limit: float = DEFAULT_WAIT
+) -> Flask:
+    """The WSGI app over a Service; the token guards POST /sync (None disables the trigger)."""
+    app = Flask(__name__)
+    app.config["JSON_SORT_KEYS"] = False
+    app.extensions["reconciler"] = service
+
+    def error(status: int, message: str, **extra: Any) -> tuple[Response, int]:
+        return jsonify({"error": message, **extra}), status
+
+    def authorized() -> tuple[Response, int] | None:
+        if not trigger_token:
+            return error(
+                403,
+                "the HTTP trigger is disabled: set RECONCILER_TRIGGER_TOKEN to enable it",
+            )
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), trigger_token.encode()
+        ):
+            log.warning(
+                "rejected a trigger with a missing or wrong token",
+                extra={"event": "trigger_unauthorized", "remote": request.remote_addr},
+            )
+            response, status = error(401, "missing or wrong bearer token")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="reconciler"'
+            return response, status
+        return None
+
+    @app.post("/sync")
+    @app.post("/sync/<site>")
+    def trigger(site: str | None = None) -> Any:
+        denied = authorized()
+        if denied:
+            return denied
+        sites = None
+        if site is not None:
+            if site not in service.site_names():
+                return error(404, f'unknown site "{site}"', known=list(service.site_names()))
+            sites = frozenset({site})
+        try:
+            record = service.submit(SyncRequest(sites=sites, trigger="http"))
+        except ShuttingDown:
+            return error(503, "shutting down; retry against another replica")
+        log.info(
+            "HTTP trigger for %s",
+            site or "all sites",
+            extra={"event": "trigger", "trigger": "http", "site": site, "run": record.id},
+        )
+        wait = request.args.get("wait", "true").lower() not in ("false", "0", "no")
+        if not wait:
+            return jsonify({"id": record.id, "status_url": f"/runs/{record.id}"}), 202
+        try:
+            report = record.future.result(timeout=wait_limit)
+        except FutureTimeout:
+            return jsonify({"id": record.id, "status_url": f"/runs/{record.id}"}), 202
+        except ShuttingDown:
+            return error(503, "shutting down before the sync ran; retry", id=record.id)
+        except Exception as exc:  # the run could not happen at all (config, lease)
+            return error(503, f"the sync could not run: {exc}", id=record.id)
+        body = {"id": record.id, **report_dict(report)}
+        if site is not None:
+            body["results"] = [r for r in body["results"] if r["site"] == site]
+        return jsonify(body), 200 if report.ok else 502
+
+    @app.get("/runs/<run_id>")
+    def run(run_id: str) -> Any:
+        status = service.run_status(run_id)
+        if status is None:
+            return error(404, f"no run {run_id} (only the last few hundred are kept)")
+        return jsonify(status)
+
+    @app.get("/healthz")
+    def healthz() -> Any:
+        return jsonify({"ok": True, "version": __version__})
+
+    @app.get("/readyz")
+    def readyz() -> Any:
+        readiness = service.readiness()
+        return jsonify(readiness), 200 if readiness["ready"] else 503
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(service.metrics.render(), mimetype="text/plain; version=0.0.4")
+
+    @app.get("/status")
+    def status() -> Any:
+        return jsonify(service.status())
+
+    @app.get("/")
+    def index() -> str:
+        return render_template(
+            "status.html",
+            status=service.status(),
+            version=__version__,
+            trigger_enabled=bool(trigger_token),
+            now=time.time(),
+        )
+
+    @app.template_filter("when")
+    def when(value: float | str | None) -> str:
+        if value is None or value == "":
+            return "—"
+        if isinstance(value, str):
+            return value.replace("T", " ").replace("Z", " UTC")
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    @app.template_filter("ago")
+    def ago(value: float | None) -> str:
+        if value is None:
+            return ""
+        delta = time.time() - value
+        future = delta < 0
+        delta = abs(delta)
+        if delta < 60:
+            text = f"{delta:.0f}s"
+        elif delta < 3600:
+            text = f"{delta / 60:.0f} min"
+        else:
+            text = f"{delta / 3600:.1f} h"
+        return f"in {text}" if future else f"{text} ago"
+
+    return app

@@ -1,0 +1,208 @@
+"""The GitHub adapter against a real HTTP stand-in that answers in GitHub's own schemas."""
+
+from __future__ import annotations
+
+import pytest
+
+from reconciler.github_source import GitHubSettings, GitHubSource
+from reconciler.model import BranchHead, HeadError, RepoRef
+from reconciler.ports import VerifyRequest
+from tests.support.github_fixtures import TOKEN
+from tests.support.github_standin import GitHubStandIn, random_sha
+
+
+class Sleeps:
+    """Records waits instead of sleeping (injected, not patched)."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def source(gh: GitHubStandIn, token: str | None = TOKEN, **kw: object) -> GitHubSource:
+    settings = GitHubSettings(api_url=gh.url, token=token, **kw)  # type: ignore[arg-type]
+    return GitHubSource(settings, sleep=Sleeps())
+
+
+def test_graphql_batches_many_repos_for_one_point_per_hundred(github: GitHubStandIn) -> None:
+    refs = []
+    expected = {}
+    for i in range(250):
+        sha = random_sha()
+        github.add_repo(f"acme/site{i}", {"main": sha, "release": random_sha()})
+        refs.append(RepoRef(f"acme/site{i}", "main" if i % 2 else None))
+        expected[f"acme/site{i}"] = sha
+    heads = source(github).resolve(refs)
+    assert all(isinstance(h, BranchHead) for h in heads.values()), heads
+    assert {r.repo: h.sha for r, h in heads.items() if isinstance(h, BranchHead)} == expected
+    assert all(h.branch == "main" for h in heads.values() if isinstance(h, BranchHead))
+    stats = github.stats()
+    assert stats["graphql_queries"] == 3
+    assert stats["by_token"][TOKEN]["points"].get("graphql") == 3
+    assert stats["by_token"][TOKEN]["points"].get("core", 0) == 0
+
+
+def test_same_repo_two_branches_and_default(github: GitHubStandIn) -> None:
+    github.add_repo("acme/blog", {"trunk": "a" * 40, "preview": "b" * 40}, default_branch="trunk")
+    refs = [RepoRef("acme/blog", None), RepoRef("acme/blog", "preview")]
+    heads = source(github).resolve(refs)
+    assert heads[refs[0]] == BranchHead("acme/blog", "trunk", "a" * 40)
+    assert heads[refs[1]] == BranchHead("acme/blog", "preview", "b" * 40)
+    assert github.stats()["graphql_queries"] == 1
+
+
+def test_missing_repo_in_a_batch_fails_only_that_repo(github: GitHubStandIn) -> None:
+    github.add_repo("acme/a", {"main": "a" * 40})
+    github.add_repo("acme/c", {"main": "c" * 40})
+    refs = [RepoRef("acme/a", "main"), RepoRef("acme/gone", "main"), RepoRef("acme/c", None)]
+    heads = source(github).resolve(refs)
+    assert isinstance(heads[refs[0]], BranchHead) and isinstance(heads[refs[2]], BranchHead)
+    gone = heads[refs[1]]
+    assert isinstance(gone, HeadError) and gone.kind == "repo_not_found"
+    assert "acme/gone not found" in gone.reason
+
+
+def test_missing_and_renamed_branches_say_which(github: GitHubStandIn) -> None:
+    github.add_repo("acme/blog", {"main": "a" * 40, "old": "b" * 40})
+    github.rename_branch("acme/blog", "old", "new")
+    missing, renamed = RepoRef("acme/blog", "nope"), RepoRef("acme/blog", "old")
+    heads = source(github).resolve([missing, renamed])
+    assert isinstance(heads[missing], HeadError) and heads[missing].kind == "branch_not_found"
+    r = heads[renamed]
+    assert isinstance(r, HeadError) and r.kind == "branch_renamed"
+    assert 'renamed to "new"' in r.reason
+
+
+def test_5xx_is_retried(github: GitHubStandIn) -> None:
+    github.add_repo("acme/blog", {"main": "a" * 40})
+    github.fail_next(2, status=502)
+    heads = source(github).resolve([RepoRef("acme/blog", "main")])
+    assert heads == {RepoRef("acme/blog", "main"): BranchHead("acme/blog", "main", "a" * 40)}
+
+
+def test_persistent_5xx_fails_those_sites_with_a_reason(github: GitHubStandIn) -> None:
+    github.add_repo("acme/blog", {"main": "a" * 40})
+    github.fail_next(20, status=503)
+    ref = RepoRef("acme/blog", "main")
+    head = source(github).resolve([ref])[ref]
+    assert isinstance(head, HeadError) and "503" in head.reason
+
+
+def test_exhausted_rate_limit_fails_fast_and_stops_asking(github: GitHubStandIn) -> None:
+    for i in range(3):
+        github.add_repo(f"acme/s{i}", {"main": random_sha()})
+    github.set_remaining(TOKEN, 0, resource="graphql")
+    src = source(github)
+    refs = [RepoRef(f"acme/s{i}", "main") for i in range(3)]
+    heads = src.resolve(refs)
+    assert all(isinstance(h, HeadError) and h.kind == "rate_limited" for h in heads.values())
+    before = github.stats()["requests"]
+    again = src.resolve(refs)
+    assert all(isinstance(h, HeadError) and h.kind == "rate_limited" for h in again.values())
+    assert github.stats()["requests"] == before, "no request may be sent while exhausted"
+    assert "no request sent" in next(iter(again.values())).reason  # type: ignore[union-attr]
+
+
+def test_secondary_limit_retry_after_is_honoured(github: GitHubStandIn) -> None:
+    github.add_repo("acme/blog", {"main": "a" * 40})
+    github.fail_next(1, status=403, retry_after=2)
+    sleeps = Sleeps()
+    src = GitHubSource(GitHubSettings(api_url=github.url, token=TOKEN), sleep=sleeps)
+    heads = src.resolve([RepoRef("acme/blog", "main")])
+    assert isinstance(next(iter(heads.values())), BranchHead)
+    assert sleeps.waits == [2.0]
+
+
+def test_retry_after_beyond_the_bound_is_not_waited_for(github: GitHubStandIn) -> None:
+    github.add_repo("acme/blog", {"main": "a" * 40})
+    github.fail_next(1, status=403, retry_after=3600)
+    ref = RepoRef("acme/blog", "main")
+    head = source(github).resolve([ref])[ref]
+    assert isinstance(head, HeadError) and head.kind == "rate_limited"
+
+
+def test_bad_token_says_so(github: GitHubStandIn) -> None:
+    github.add_repo("acme/blog", {"main": "a" * 40})
+    ref = RepoRef("acme/blog", "main")
+    head = source(github, token="wrong").resolve([ref])[ref]
+    assert isinstance(head, HeadError) and head.kind == "auth"
+    assert "GITHUB_TOKEN" in head.reason
+
+
+def test_unreachable_github_says_where() -> None:
+    src = GitHubSource(GitHubSettings(api_url="http://127.0.0.1:9", token=TOKEN, timeout=2))
+    ref = RepoRef("acme/blog", "main")
+    head = src.resolve([ref])[ref]
+    assert isinstance(head, HeadError) and head.kind == "github_unreachable"
+    assert "127.0.0.1:9" in head.reason
+
+
+def test_unauthenticated_uses_rest_and_conditional_requests(github: GitHubStandIn) -> None:
+    github.add_repo("acme/blog", {"main": "a" * 40, "dev": "d" * 40})
+    src = source(github, token=None)
+    refs = [RepoRef("acme/blog", None), RepoRef("acme/blog", "dev")]
+    heads = src.resolve(refs)
+    assert heads[refs[0]] == BranchHead("acme/blog", "main", "a" * 40)
+    assert heads[refs[1]] == BranchHead("acme/blog", "dev", "d" * 40)
+    assert github.stats()["graphql_queries"] == 0
+    github.reset_stats()
+    src.resolve(refs)
+    assert github.stats()["not_modified"] == github.stats()["requests"] == 3
+    github.set_branch("acme/blog", "dev", "e" * 40)
+    assert src.resolve(refs)[refs[1]] == BranchHead("acme/blog", "dev", "e" * 40)
+
+
+def test_authorized_conditional_requests_are_free(github: GitHubStandIn) -> None:
+    for i in range(5):
+        github.add_repo(f"acme/s{i}", {"main": random_sha()})
+    src = source(github, strategy="rest")
+    refs = [RepoRef(f"acme/s{i}", "main") for i in range(5)]
+    src.resolve(refs)
+    github.reset_stats()
+    heads = src.resolve(refs)
+    assert all(isinstance(h, BranchHead) for h in heads.values())
+    assert github.stats()["by_token"][TOKEN]["points"].get("core", 0) == 0
+    assert github.stats()["not_modified"] == 5
+
+
+def test_anonymous_budget_is_never_overdrawn(github: GitHubStandIn) -> None:
+    for i in range(5):
+        github.add_repo(f"acme/s{i}", {"main": random_sha()})
+    github.set_remaining(None, 2)
+    src = source(github, token=None, concurrency=1)
+    heads = src.resolve([RepoRef(f"acme/s{i}", "main") for i in range(5)])
+    ok = [h for h in heads.values() if isinstance(h, BranchHead)]
+    limited = [h for h in heads.values() if isinstance(h, HeadError) and h.kind == "rate_limited"]
+    assert len(ok) == 2 and len(limited) == 3
+    assert github.stats()["rate_limited"] <= 1
+
+
+def test_rate_limits_are_reported(github: GitHubStandIn) -> None:
+    github.add_repo("acme/blog", {"main": "a" * 40})
+    src = source(github)
+    src.resolve([RepoRef("acme/blog", "main")])
+    limits = src.rate_limits()
+    assert limits["graphql"].limit == 5000 and limits["graphql"].remaining == 4999
+
+
+@pytest.mark.parametrize(
+    ("state", "exists", "reason"),
+    [
+        ("success", True, ""),
+        ("pending", False, "still running"),
+        ("failure", False, "checks failed"),
+        (None, False, "no checks have reported"),
+    ],
+)
+def test_commit_checks_gate(
+    github: GitHubStandIn, state: str | None, exists: bool, reason: str
+) -> None:
+    sha = random_sha()
+    github.add_repo("acme/blog", {"main": sha})
+    if state:
+        github.set_checks("acme/blog", sha, state)  # type: ignore[arg-type]
+    image = f"gcr.io/p/blog:{sha}"
+    status = source(github).verify([VerifyRequest(image, "acme/blog", sha, "checks")])[image]
+    assert status.exists is exists and reason in status.reason

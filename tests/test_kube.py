@@ -1,0 +1,259 @@
+"""The Kubernetes adapter and a whole sync against a real kube-apiserver + etcd."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+
+from reconciler import config
+from reconciler.engine import Engine, SyncRequest
+from reconciler.kube import KubeCluster, KubeLease, LeaseBusy, api_client
+from reconciler.model import Action, ImageChange
+from reconciler.registry import RegistryVerifier
+from tests.support.controlplane import ControlPlane
+from tests.support.deployments import create_deployment, get_deployment
+from tests.support.github_fixtures import TOKEN
+from tests.support.github_standin import GitHubStandIn, random_sha
+
+pytestmark = pytest.mark.controlplane
+
+
+@pytest.fixture
+def cluster(control_plane: ControlPlane) -> Iterator[KubeCluster]:
+    api = api_client(str(control_plane.kubeconfig_path))
+    yield KubeCluster(api, reporter="test")
+    api.close()
+
+
+def containers(d: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in d["spec"]["template"]["spec"]["containers"]}
+
+
+def events_for(api: kubernetes.client.ApiClient, ns: str, name: str) -> list[Any]:
+    core = kubernetes.client.CoreV1Api(api)
+    return [
+        e
+        for e in core.list_namespaced_event(ns).items
+        if e.involved_object.name == name and e.reason == "ImageUpdated"
+    ]
+
+
+def change(ns: str, image: str, rv: str, sha: str = "a" * 40) -> ImageChange:
+    return ImageChange(ns, "blog", "app", image, "gcr.io/p/blog:old", "acme/blog", "main", sha, rv)
+
+
+def test_observe_lists_each_namespace_once(
+    cluster: KubeCluster, kube_api_client: Any, k8s_namespace: str
+) -> None:
+    for i in range(3):
+        create_deployment(kube_api_client, k8s_namespace, f"site{i}", f"gcr.io/p/s{i}:1")
+    view = cluster.observe([k8s_namespace, "empty-ns-that-does-not-exist"])
+    mine = view[k8s_namespace]
+    assert isinstance(mine, dict) and sorted(mine) == ["site0", "site1", "site2"]
+    d = mine["site1"]
+    assert [c.name for c in d.containers] == ["app", "proxy"]
+    assert [c.name for c in d.init_containers] == ["migrate"]
+    assert view["empty-ns-that-does-not-exist"] == {}
+
+
+def test_patch_changes_only_the_named_container(
+    cluster: KubeCluster, kube_api_client: Any, k8s_namespace: str
+) -> None:
+    before = create_deployment(kube_api_client, k8s_namespace, "blog", "gcr.io/p/blog:old")
+    rv = before["metadata"]["resourceVersion"]
+    new = "gcr.io/p/blog:" + "a" * 40
+    result = cluster.apply(change(k8s_namespace, new, rv), dry_run=False)
+    assert result.ok, result
+    after = get_deployment(kube_api_client, k8s_namespace, "blog")
+    got, was = containers(after), containers(before)
+    assert got["app"]["image"] == new
+    assert got["proxy"] == was["proxy"]
+    assert {k: v for k, v in got["app"].items() if k != "image"} == {
+        k: v for k, v in was["app"].items() if k != "image"
+    }
+    assert after["spec"]["template"]["spec"]["initContainers"] == (
+        before["spec"]["template"]["spec"]["initContainers"]
+    )
+    assert after["spec"]["replicas"] == 2
+    notes = after["metadata"]["annotations"]
+    assert notes["reconciler.dev/sha"] == "a" * 40
+    assert notes["reconciler.dev/repo"] == "acme/blog"
+    assert notes["kubernetes.io/change-cause"].startswith("reconciler: acme/blog@main aaaaaaa")
+    managers = {m["manager"] for m in after["metadata"]["managedFields"]}
+    assert "reconciler" in managers
+    events = events_for(kube_api_client, k8s_namespace, "blog")
+    assert len(events) == 1 and "aaaaaaa" in events[0].message
+    assert events[0].involved_object.uid == after["metadata"]["uid"]
+
+
+def test_dry_run_is_validated_by_the_server_and_changes_nothing(
+    cluster: KubeCluster, kube_api_client: Any, k8s_namespace: str
+) -> None:
+    before = create_deployment(kube_api_client, k8s_namespace, "blog", "gcr.io/p/blog:old")
+    rv = before["metadata"]["resourceVersion"]
+    ok = cluster.apply(change(k8s_namespace, "gcr.io/p/blog:new", rv), dry_run=True)
+    assert ok.ok
+    bad = cluster.apply(change(k8s_namespace, "", rv), dry_run=True)
+    assert not bad.ok and bad.error_kind == "invalid", bad
+    after = get_deployment(kube_api_client, k8s_namespace, "blog")
+    assert after["metadata"]["resourceVersion"] == rv
+    assert events_for(kube_api_client, k8s_namespace, "blog") == []
+
+
+def test_stale_resource_version_is_a_conflict(
+    cluster: KubeCluster, kube_api_client: Any, k8s_namespace: str
+) -> None:
+    before = create_deployment(kube_api_client, k8s_namespace, "blog", "gcr.io/p/blog:old")
+    rv = before["metadata"]["resourceVersion"]
+    apps = kubernetes.client.AppsV1Api(kube_api_client)
+    apps.patch_namespaced_deployment("blog", k8s_namespace, {"metadata": {"labels": {"x": "y"}}})
+    result = cluster.apply(change(k8s_namespace, "gcr.io/p/blog:new", rv), dry_run=False)
+    assert result.conflict and not result.ok
+
+
+def test_patch_of_a_missing_container_is_refused_not_added(
+    cluster: KubeCluster, kube_api_client: Any, k8s_namespace: str
+) -> None:
+    """A stale plan must not add a container: the resourceVersion guard makes it a conflict."""
+    before = create_deployment(kube_api_client, k8s_namespace, "blog", "gcr.io/p/blog:old")
+    rv = before["metadata"]["resourceVersion"]
+    apps = kubernetes.client.AppsV1Api(kube_api_client)
+    body = before["spec"]["template"]["spec"]
+    body["containers"] = [c for c in body["containers"] if c["name"] != "app"] + [
+        {"name": "web", "image": "nginx:1"}
+    ]
+    apps.replace_namespaced_deployment(
+        "blog", k8s_namespace, {**before, "metadata": {"name": "blog"}}
+    )
+    result = cluster.apply(change(k8s_namespace, "gcr.io/p/blog:new", rv), dry_run=False)
+    assert result.conflict
+    assert "app" not in containers(get_deployment(kube_api_client, k8s_namespace, "blog"))
+
+
+def test_lease_one_holder_at_a_time(kube_api_client: Any, k8s_namespace: str) -> None:
+    a = KubeLease(kube_api_client, k8s_namespace, "reconciler", "pod-a", duration=30)
+    b = KubeLease(kube_api_client, k8s_namespace, "reconciler", "pod-b", duration=30)
+    a.acquire()
+    with pytest.raises(LeaseBusy, match="pod-a"):
+        b.acquire()
+    a.renew()
+    a.release()
+    b.acquire()
+    with pytest.raises(LeaseBusy):
+        a.acquire()
+
+
+def test_expired_lease_can_be_taken_over(kube_api_client: Any, k8s_namespace: str) -> None:
+    a = KubeLease(kube_api_client, k8s_namespace, "reconciler", "pod-a", duration=1)
+    a.acquire()
+    import time
+
+    time.sleep(1.5)
+    KubeLease(kube_api_client, k8s_namespace, "reconciler", "pod-b", duration=30).acquire()
+
+
+def write_sites(tmp_path: Path, ns: str, body: str) -> config.Config:
+    path = tmp_path / "sites.toml"
+    path.write_text(
+        f'[defaults]\nnamespace = "{ns}"\nimage = "gcr.io/p/{{repo}}:{{sha}}"\nverify = "none"\n\n'
+        + body
+    )
+    return config.load(path)
+
+
+def test_whole_sync_against_the_api_server(
+    cluster: KubeCluster,
+    kube_api_client: Any,
+    k8s_namespace: str,
+    github: GitHubStandIn,
+    tmp_path: Path,
+) -> None:
+    from reconciler.github_source import GitHubSettings, GitHubSource
+
+    sha = random_sha()
+    github.add_repo("acme/blog", {"main": sha})
+    github.add_repo("acme/shop", {"main": random_sha()})
+    create_deployment(kube_api_client, k8s_namespace, "blog", "gcr.io/p/blog:old")
+    create_deployment(kube_api_client, k8s_namespace, "shop", "gcr.io/p/shop:old", sidecar=False)
+    cfg = write_sites(
+        tmp_path,
+        k8s_namespace,
+        '[sites.blog]\nrepo = "acme/blog"\ncontainer = "app"\n\n'
+        '[sites.shop]\nrepo = "acme/shop"\n\n'
+        '[sites.gone]\nrepo = "acme/gone"\n\n'
+        '[sites.nodeploy]\nrepo = "acme/blog"\ndeployment = "missing"\n',
+    )
+    heads = GitHubSource(GitHubSettings(api_url=github.url, token=TOKEN))
+    engine = Engine(heads=heads, cluster=cluster, verifier=RegistryVerifier())
+    report = engine.run(cfg, SyncRequest())
+    by = {r.plan.site.name: r for r in report.results}
+    assert by["blog"].applied and by["shop"].applied
+    assert by["gone"].action is Action.ERROR and "not found" in by["gone"].plan.reason
+    assert by["nodeploy"].action is Action.ERROR
+    blog = get_deployment(kube_api_client, k8s_namespace, "blog")
+    assert containers(blog)["app"]["image"] == f"gcr.io/p/blog:{sha}"
+    assert containers(blog)["proxy"]["image"] == "envoyproxy/envoy:v1.30.1"
+
+    rvs = {
+        n: get_deployment(kube_api_client, k8s_namespace, n)["metadata"]["resourceVersion"]
+        for n in ("blog", "shop")
+    }
+    gens = {
+        n: get_deployment(kube_api_client, k8s_namespace, n)["metadata"]["generation"]
+        for n in ("blog", "shop")
+    }
+    again = engine.run(cfg, SyncRequest())
+    assert {r.plan.site.name: r.action for r in again.results if r.ok} == {
+        "blog": Action.IN_SYNC,
+        "shop": Action.IN_SYNC,
+    }
+    for n in ("blog", "shop"):
+        now = get_deployment(kube_api_client, k8s_namespace, n)["metadata"]
+        assert now["resourceVersion"] == rvs[n] and now["generation"] == gens[n]
+
+
+def test_cli_plan_and_sync_json(
+    control_plane: ControlPlane,
+    kube_api_client: Any,
+    k8s_namespace: str,
+    github: GitHubStandIn,
+    tmp_path: Path,
+) -> None:
+    import io
+
+    from reconciler.cli import main
+
+    sha = random_sha()
+    github.add_repo("acme/blog", {"main": sha})
+    create_deployment(kube_api_client, k8s_namespace, "blog", "gcr.io/p/blog:old")
+    write_sites(tmp_path, k8s_namespace, '[sites.blog]\nrepo = "acme/blog"\ncontainer = "app"\n')
+    env = {
+        "GITHUB_API_URL": github.url,
+        "GITHUB_TOKEN": TOKEN,
+        "KUBECONFIG": str(control_plane.kubeconfig_path),
+    }
+    args = ["--config", str(tmp_path / "sites.toml"), "--output", "json"]
+
+    def run(*argv: str) -> tuple[int, list[dict[str, Any]]]:
+        out = io.StringIO()
+        code = main([*argv, *args], env=env, stdout=out, stderr=io.StringIO())
+        return code, json.loads(out.getvalue())
+
+    code, plan = run("plan")
+    assert code == 0
+    assert plan[0]["action"] == "update" and plan[0]["target_image"] == f"gcr.io/p/blog:{sha}"
+    keys = {"site", "repo", "branch", "sha", "namespace", "deployment", "container"}
+    assert keys | {"current_image", "target_image", "action", "reason"} <= set(plan[0])
+    assert run("sync", "--dry-run")[1][0]["applied"] is True
+    assert containers(get_deployment(kube_api_client, k8s_namespace, "blog"))["app"][
+        "image"
+    ] == "gcr.io/p/blog:old"
+    code, synced = run("sync")
+    assert code == 0 and synced[0]["applied"] is True
+    code, again = run("sync")
+    assert again[0]["action"] == "in-sync" and again[0]["applied"] is False
