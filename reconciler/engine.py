@@ -73,7 +73,7 @@ class SiteResult:
             "reason": p.reason,
             "applied": self.applied,
             "error_kind": p.error_kind or None,
-            "running_sha": p.sha if self.applied and not self.dry_run else p.running_sha,
+            "running_sha": p.running_sha,
             "changed_at": p.changed_at,
         }
 
@@ -229,6 +229,15 @@ class Engine:
             except ReconcilerError as exc:  # an adapter bug must not sink the other sites
                 return SiteResult(_failed(p, f"patch failed: {exc}", "kubernetes"))
             if result.ok:
+                if not dry_run:
+                    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
+                    was = (p.running_sha or "")[:7] or p.current_image
+                    p = replace(
+                        p,
+                        changed_at=stamp,
+                        running_sha=p.sha,
+                        reason=f"deployed {p.branch}@{(p.sha or '')[:7]} (was {was})",
+                    )
                 return SiteResult(p, applied=True, dry_run=dry_run)
             if not result.conflict:
                 return SiteResult(_failed(p, result.reason, result.error_kind or "kubernetes"))

@@ -141,7 +141,7 @@ def serve(
         "bind": address,
         "workers": 1,  # exactly one scheduler per pod
         "worker_class": "gthread",
-        "threads": int(env.get("RECONCILER_HTTP_THREADS", "16")),
+        "threads": int(env.get("RECONCILER_HTTP_THREADS", "64")),
         "timeout": 120,
         "graceful_timeout": GRACEFUL_TIMEOUT,
         "keepalive": 5,
