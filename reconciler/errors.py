@@ -56,3 +56,13 @@ class ConflictError(KubernetesError):
 
 class PubSubError(ReconcilerError):
     """The Pub/Sub subscriber could not be started or kept running."""
+
+
+class SitesFileError(ConfigError):
+    """An edit of sites.toml was refused and the file left byte-for-byte unchanged."""
+
+    def __init__(self, problems: list[ConfigProblem], headline: str = "") -> None:
+        super().__init__(problems)
+        self.headline = headline
+        if headline:
+            self.args = (f"{headline}\n{self.args[0]}" if problems else headline,)
