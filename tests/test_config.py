@@ -81,7 +81,7 @@ def test_dataclasses_are_frozen() -> None:
         ),
         (
             '[sites.blog]\nrepo = "acme"\nimage = "x/y:{sha}"\n',
-            "sites.toml:2: site \"blog\": \"repo\" must look like \"owner/name\", not 'acme'",
+            'sites.toml:2: site "blog": "repo" must look like "owner/name", not \'acme\'',
         ),
         (
             '[sites.blog]\nimage = "x/y:{sha}"\n',
@@ -180,7 +180,7 @@ def test_load_names_the_real_path(tmp_path: Path) -> None:
     path.write_text('[sites.blog]\nrepo = "a/b"\nimage = "x:{sha}"\ntypo = 1\n')
     with pytest.raises(ConfigError) as exc:
         config.load(path)
-    assert str(exc.value).startswith(f"{path}:4: site \"blog\": unknown key")
+    assert str(exc.value).startswith(f'{path}:4: site "blog": unknown key')
     with pytest.raises(ConfigError, match="file not found"):
         config.load(tmp_path / "missing.toml")
 

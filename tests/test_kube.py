@@ -76,8 +76,9 @@ def test_patch_changes_only_the_named_container(
     assert {k: v for k, v in got["app"].items() if k != "image"} == {
         k: v for k, v in was["app"].items() if k != "image"
     }
-    assert after["spec"]["template"]["spec"]["initContainers"] == (
-        before["spec"]["template"]["spec"]["initContainers"]
+    assert (
+        after["spec"]["template"]["spec"]["initContainers"]
+        == (before["spec"]["template"]["spec"]["initContainers"])
     )
     assert after["spec"]["replicas"] == 2
     notes = after["metadata"]["annotations"]
@@ -250,9 +251,10 @@ def test_cli_plan_and_sync_json(
     keys = {"site", "repo", "branch", "sha", "namespace", "deployment", "container"}
     assert keys | {"current_image", "target_image", "action", "reason"} <= set(plan[0])
     assert run("sync", "--dry-run")[1][0]["applied"] is True
-    assert containers(get_deployment(kube_api_client, k8s_namespace, "blog"))["app"][
-        "image"
-    ] == "gcr.io/p/blog:old"
+    assert (
+        containers(get_deployment(kube_api_client, k8s_namespace, "blog"))["app"]["image"]
+        == "gcr.io/p/blog:old"
+    )
     code, synced = run("sync")
     assert code == 0 and synced[0]["applied"] is True
     code, again = run("sync")
