@@ -8,13 +8,14 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from reconciler import __version__, output
+from reconciler import __version__
 from reconciler import config as config_mod
-from reconciler.engine import SyncRequest
 from reconciler.errors import ConfigError, ReconcilerError
-from reconciler.factory import Parts, build_engine
+
+if TYPE_CHECKING:  # the clients are imported only by the commands that use them
+    from reconciler.factory import Parts
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -123,6 +124,10 @@ def _plan_or_sync(
     out: TextIO,
     err: TextIO,
 ) -> int:
+    from reconciler import output
+    from reconciler.engine import SyncRequest
+    from reconciler.factory import Parts, build_engine
+
     names = frozenset(args.site) if args.site else None
     if names is not None:
         unknown = sorted(names - set(config.names))
@@ -151,7 +156,7 @@ def _plan_or_sync(
 def _sites(args: argparse.Namespace, path: str, out: TextIO) -> int:
     from pathlib import Path
 
-    from reconciler import sitesfile
+    from reconciler import output, sitesfile
 
     if args.sites_command == "list":
         rows = sitesfile.list_rows(config_mod.load(path))

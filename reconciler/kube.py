@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import urllib3
 from kubernetes import client, config
@@ -73,8 +73,6 @@ class KubeCluster:
             api.configuration.connection_pool_maxsize or 0, concurrency + 2
         )
         self.api = api
-        self.apps = client.AppsV1Api(api)
-        self.core = client.CoreV1Api(api)
         self.concurrency = concurrency
         self.reporter = reporter or os.environ.get("POD_NAME") or socket.gethostname()
         self.events = events
@@ -99,14 +97,12 @@ class KubeCluster:
         token: str | None = None
         try:
             while True:
-                raw = self.apps.list_namespaced_deployment(
-                    namespace,
-                    limit=LIST_PAGE,
-                    _continue=token,
-                    _preload_content=False,
-                    _request_timeout=REQUEST_TIMEOUT,
+                page = _request(
+                    self.api,
+                    "GET",
+                    f"/apis/apps/v1/namespaces/{namespace}/deployments",
+                    query={"limit": LIST_PAGE, "continue": token},
                 )
-                page = _body(raw)
                 for item in page.get("items", []):
                     d = _observed(item)
                     deployments[d.name] = d
@@ -119,8 +115,8 @@ class KubeCluster:
 
     def read(self, namespace: str, name: str) -> ObservedDeployment | None:
         try:
-            raw = self.apps.read_namespaced_deployment(
-                name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            raw = _request(
+                self.api, "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -128,7 +124,7 @@ class KubeCluster:
             raise self._error(exc, f"get deployment {namespace}/{name}") from exc
         except urllib3.exceptions.HTTPError as exc:
             raise self._error(exc, f"get deployment {namespace}/{name}") from exc
-        return _observed(_body(raw))
+        return _observed(raw)
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -140,16 +136,17 @@ class KubeCluster:
         """
         body = patch_body(change, datetime.now(UTC))
         try:
-            raw = self.apps.patch_namespaced_deployment(
-                change.deployment,
-                change.namespace,
-                body,
-                dry_run="All" if dry_run else None,
-                field_manager=FIELD_MANAGER,
-                field_validation="Strict",
-                _content_type=SMP,
-                _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
+            patched = _request(
+                self.api,
+                "PATCH",
+                f"/apis/apps/v1/namespaces/{change.namespace}/deployments/{change.deployment}",
+                query={
+                    "dryRun": "All" if dry_run else None,
+                    "fieldManager": FIELD_MANAGER,
+                    "fieldValidation": "Strict",
+                },
+                body=body,
+                content_type=SMP,
             )
         except ApiException as exc:
             if exc.status == 409:
@@ -159,7 +156,6 @@ class KubeCluster:
         except urllib3.exceptions.HTTPError as exc:
             error = self._error(exc, f"patch deployment {change.namespace}/{change.deployment}")
             return ApplyResult(False, str(error), error.kind)
-        patched = _body(raw)
         if not dry_run and self.events:
             self._event(change, patched)
         return ApplyResult(True, generation=(patched.get("metadata") or {}).get("generation"))
@@ -200,12 +196,7 @@ class KubeCluster:
             "count": 1,
         }
         try:
-            self.core.create_namespaced_event(
-                change.namespace,
-                cast(Any, event),
-                _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
+            _request(self.api, "POST", f"/api/v1/namespaces/{change.namespace}/events", body=event)
         except (ApiException, urllib3.exceptions.HTTPError) as exc:
             error = self._error(exc, f"create an event in {change.namespace}")
             log.warning("updated %s/%s but %s", change.namespace, change.deployment, error)
@@ -298,9 +289,40 @@ def _observed(item: Mapping[str, Any]) -> ObservedDeployment:
     )
 
 
-def _body(raw: object) -> Any:
-    """The JSON of a response read with _preload_content=False (the typed client says model)."""
-    return json.loads(cast(Any, raw).data)
+def _request(
+    api: Any,
+    method: str,
+    path: str,
+    *,
+    query: Mapping[str, str | int | None] | None = None,
+    body: Any = None,
+    content_type: str = "application/json",
+    timeout: tuple[float, float] = REQUEST_TIMEOUT,
+) -> Any:
+    """One API call through the client's ApiClient, answered as JSON.
+
+    The generated *Api classes import hundreds of pydantic models (AppsV1Api + CoreV1Api cost
+    ~90 MiB of RSS here) to parse answers we read as JSON anyway, so the adapter goes through
+    the ApiClient's own request path: same configuration, auth (token refresh included), TLS
+    and pooling. Non-2xx answers raise the client's ApiException.
+    """
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = content_type
+    params = [(k, v) for k, v in (query or {}).items() if v is not None]
+    request = api.param_serialize(
+        method=method,
+        resource_path=path,
+        query_params=params,
+        header_params=headers,
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    response = api.call_api(*request, _request_timeout=timeout)
+    response.read()
+    if not 200 <= response.status <= 299:
+        raise ApiException.from_response(http_resp=response, body=None, data=None)
+    return json.loads(response.data) if response.data else {}
 
 
 def _api_message(exc: ApiException) -> str:
@@ -321,7 +343,8 @@ class KubeLease:
     def __init__(
         self, api: Any, namespace: str, name: str, identity: str, duration: int = 60
     ) -> None:
-        self.coordination = client.CoordinationV1Api(api)
+        self.api = api
+        self.path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
         self.namespace = namespace
         self.name = name
         self.identity = identity
@@ -338,9 +361,7 @@ class KubeLease:
             "renewTime": stamp,
         }
         try:
-            raw = self.coordination.read_namespaced_lease(
-                self.name, self.namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-            )
+            lease = self._read()
         except ApiException as exc:
             if exc.status != 404:
                 raise self._error(exc, "read") from exc
@@ -351,15 +372,12 @@ class KubeLease:
                 "spec": spec,
             }
             try:
-                self.coordination.create_namespaced_lease(
-                    self.namespace, cast(Any, body), _preload_content=False
-                )
+                _request(self.api, "POST", self.path, body=body)
             except ApiException as exc2:
                 if exc2.status == 409:
                     raise LeaseBusy("another replica took the Lease first", kind="lease") from exc2
                 raise self._error(exc2, "create") from exc2
             return
-        lease = _body(raw)
         current = lease.get("spec") or {}
         holder = current.get("holderIdentity")
         if holder and holder != self.identity and not _expired(current, now):
@@ -370,10 +388,7 @@ class KubeLease:
         self._replace(lease)
 
     def renew(self) -> None:
-        raw = self.coordination.read_namespaced_lease(
-            self.name, self.namespace, _preload_content=False
-        )
-        lease = _body(raw)
+        lease = self._read()
         if (lease.get("spec") or {}).get("holderIdentity") != self.identity:
             raise LeaseBusy("lost the Lease", kind="lease")
         lease["spec"]["renewTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -382,22 +397,19 @@ class KubeLease:
     def release(self) -> None:
         """Give the Lease up so another replica need not wait for it to expire."""
         try:
-            lease = _body(
-                self.coordination.read_namespaced_lease(
-                    self.name, self.namespace, _preload_content=False
-                )
-            )
+            lease = self._read()
             if (lease.get("spec") or {}).get("holderIdentity") == self.identity:
                 lease["spec"]["holderIdentity"] = None
                 self._replace(lease)
         except (ApiException, urllib3.exceptions.HTTPError, KubernetesError) as exc:
             log.warning("could not release the Lease %s: %s", self.name, exc)
 
+    def _read(self) -> Any:
+        return _request(self.api, "GET", f"{self.path}/{self.name}")
+
     def _replace(self, lease: Mapping[str, Any]) -> None:
         try:
-            self.coordination.replace_namespaced_lease(
-                self.name, self.namespace, cast(Any, lease), _preload_content=False
-            )
+            _request(self.api, "PUT", f"{self.path}/{self.name}", body=lease)
         except ApiException as exc:
             if exc.status == 409:
                 raise LeaseBusy("another replica updated the Lease first", kind="lease") from exc
@@ -425,7 +437,7 @@ def _expired(spec: Mapping[str, Any], now: datetime) -> bool:
 def ping(api: Any) -> str | None:
     """None when the API server answers /version (no RBAC needed), else why it does not."""
     try:
-        client.VersionApi(api).get_code(_request_timeout=(3.0, 5.0))
+        _request(api, "GET", "/version", timeout=(3.0, 5.0))
     except (ApiException, urllib3.exceptions.HTTPError) as exc:
         return f"Kubernetes API server unreachable: {type(exc).__name__}"
     return None

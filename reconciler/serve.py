@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -128,12 +129,23 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
             self.process.finish()
 
 
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread its own malloc arena; with dozens of threads that is most of the
+    idle RSS. Two arenas cost nothing measurable here (MALLOC_ARENA_MAX, set in-process)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
 def serve(
     config_path: str, *, port: int | None = None, bind: str | None = None, env: Mapping[str, str]
 ) -> int:
     """Run the service until SIGTERM/SIGINT; returns the exit code."""
     from reconciler import logs
 
+    limit_malloc_arenas(int(env.get("RECONCILER_MALLOC_ARENAS", "2")))
     logs.setup(env)
     port = port or int(env.get("PORT", "8080"))
     address = f"{bind or env.get('BIND', '0.0.0.0')}:{port}"
