@@ -1,0 +1,122 @@
+"""pytest fixtures for a real Pub/Sub emulator (tests/support/pubsub_emulator.py).
+
+Load with ``pytest_plugins = ["tests.support.pubsub_fixtures"]`` in the top-level conftest (or
+``-p tests.support.pubsub_fixtures``).
+
+- ``pubsub_emulator`` (session): one emulator for the session (the Cloud SDK's when installed,
+  else the Go pstest fake; ``$RECONCILER_PUBSUB_EMULATOR=gcloud|pstest`` forces one). If none
+  can be had: under CI (``$CI`` set and not "false"/"0"), or when a kind was forced, the test
+  fails; otherwise it is skipped, saying how to enable it.
+- ``pubsub_topic`` (function): a fresh topic and subscription (ack deadline 10 s) on it, with
+  ``PUBSUB_EMULATOR_HOST`` set for the test (monkeypatch.setenv), so any
+  ``pubsub_v1.SubscriberClient()`` / ``PublisherClient()`` made in the test talks to the
+  emulator. Yields a PubSubTopic (names, a publisher, an admin subscriber client).
+
+Every test using ``pubsub_emulator`` (directly or through ``pubsub_topic``) gets the ``pubsub``
+marker, so ``-m "not pubsub"`` deselects them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from google.cloud import pubsub_v1
+
+from tests.support.pubsub_emulator import (
+    PubSubEmulator,
+    PubSubEmulatorError,
+    PubSubEmulatorUnavailable,
+)
+
+ACK_DEADLINE_SECONDS = 10
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "pubsub_emulator" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.pubsub)
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator() -> Iterator[PubSubEmulator]:
+    emulator = PubSubEmulator()
+    try:
+        emulator.start()
+    except PubSubEmulatorUnavailable as e:
+        if _in_ci() or e.forced:
+            pytest.fail(f"Pub/Sub emulator required but unavailable: {e}", pytrace=False)
+        pytest.skip(
+            f"no Pub/Sub emulator: {e}. To enable: install the Cloud SDK's pubsub-emulator "
+            "component (and Java), or Go >= 1.26 so tools/build-pstest.sh can build pstest"
+        )
+    except PubSubEmulatorError as e:
+        pytest.fail(f"Pub/Sub emulator failed to start: {e}", pytrace=False)
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+@dataclass
+class PubSubTopic:
+    """A topic and a subscription on it, on the session's emulator."""
+
+    emulator: PubSubEmulator
+    project: str
+    topic: str  # projects/P/topics/T
+    subscription: str  # projects/P/subscriptions/S
+    publisher: Any  # pubsub_v1.PublisherClient
+    subscriber: Any  # pubsub_v1.SubscriberClient, for admin calls and test-side pulls
+
+    def publish(self, data: bytes = b"", **attributes: str) -> str:
+        """Publish one message and wait for the server to take it; its message id."""
+        return str(self.publisher.publish(self.topic, data, **attributes).result(timeout=30))
+
+    def subscription_path(self, name: str) -> str:
+        return f"projects/{self.project}/subscriptions/{name}"
+
+
+@pytest.fixture
+def pubsub_topic(
+    pubsub_emulator: PubSubEmulator, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[PubSubTopic]:
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.host)
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    suffix = uuid.uuid4().hex[:8]
+    project = pubsub_emulator.project
+    topic = f"projects/{project}/topics/t-{base}-{suffix}"
+    subscription = f"projects/{project}/subscriptions/s-{base}-{suffix}"
+    # One message per batch: publish() goes out at once instead of after the batch latency.
+    publisher = pubsub_v1.PublisherClient(
+        batch_settings=pubsub_v1.types.BatchSettings(max_messages=1)
+    )
+    subscriber = pubsub_v1.SubscriberClient()
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(
+        name=subscription, topic=topic, ack_deadline_seconds=ACK_DEADLINE_SECONDS
+    )
+    try:
+        yield PubSubTopic(pubsub_emulator, project, topic, subscription, publisher, subscriber)
+    finally:
+        # Best effort: the session's emulator may already be gone.
+        with contextlib.suppress(Exception):
+            subscriber.delete_subscription(subscription=subscription, timeout=5)
+        with contextlib.suppress(Exception):
+            publisher.delete_topic(topic=topic, timeout=5)
+        with contextlib.suppress(Exception):
+            publisher.stop()
+        with contextlib.suppress(Exception):
+            publisher.transport.close()
+        with contextlib.suppress(Exception):
+            subscriber.close()
