@@ -154,3 +154,39 @@ def test_a_bad_config_at_start_does_not_crash_loop(world: dict[str, Any], tmp_pa
         assert status == 503 and "sites.toml:2" in ready["checks"]["config"]
         assert proc.request("GET", "/healthz")[0] == 200
         assert proc.proc is not None and proc.proc.poll() is None
+
+
+def test_cloud_scheduler_job_over_pubsub(
+    world: dict[str, Any], tmp_path: Path, pubsub_topic: Any
+) -> None:
+    import json
+
+    gh: GitHubStandIn = world["gh"]
+    proc = start(
+        world,
+        tmp_path,
+        PUBSUB_SUBSCRIPTION=pubsub_topic.subscription,
+        PUBSUB_EMULATOR_HOST=pubsub_topic.emulator.host,
+    )
+    with proc:
+        proc.wait_for(lambda: proc.request("GET", "/status")[1]["last_sync"], what="startup sync")
+        sha = gh.set_branch("acme/blog", "main", random_sha())
+        other = gh.set_branch("acme/shop", "main", random_sha())
+        bad = pubsub_topic.publish(b"{not json")
+        unknown = pubsub_topic.publish(json.dumps({"job": "sync", "sites": ["nope"]}).encode())
+        pubsub_topic.publish(json.dumps({"job": "sync", "sites": ["blog"]}).encode())
+        proc.wait_for(
+            lambda: image(world, "blog", "app") == f"gcr.io/p/blog:{sha}", what="the blog deploy"
+        )
+        assert image(world, "shop") != f"gcr.io/p/shop:{other}", "only the named site"
+        events = proc.log_events()
+        logged = json.dumps(events)
+        assert bad in logged and unknown in logged, "malformed messages are logged with their id"
+        syncs = [e for e in events if e.get("event") == "sync" and "pubsub" in e["trigger"]]
+        assert syncs and syncs[-1]["updated"] == 1
+        status, ready = proc.request("GET", "/readyz")
+        assert status == 200 and ready["checks"]["pubsub"] == "ok", ready
+        pubsub_topic.publish(b"", job="sync")  # the attribute form, every site
+        proc.wait_for(
+            lambda: image(world, "shop") == f"gcr.io/p/shop:{other}", what="the all-sites job"
+        )
