@@ -1,0 +1,119 @@
+"""The service behind `serve`, in-process with fakes: reload, schedule, lease, status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciler.engine import Engine, SyncRequest
+from reconciler.errors import ReconcilerError
+from reconciler.model import Container, ObservedDeployment
+from reconciler.service import Service
+from tests.fakes import FakeCluster, FakeHeads, FakeVerifier
+
+SITES = """\
+[defaults]
+image = "gcr.io/p/{repo}:{sha}"
+
+[service]
+schedule = "*/5 * * * *"
+
+[sites.blog]
+repo = "acme/blog"
+"""
+
+
+class BusyLease:
+    def __init__(self) -> None:
+        self.acquired = 0
+
+    def acquire(self) -> None:
+        raise ReconcilerError("replica pod-b is syncing")
+
+    def renew(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
+class FreeLease(BusyLease):
+    released = 0
+
+    def acquire(self) -> None:
+        self.acquired += 1
+
+    def release(self) -> None:
+        self.released += 1
+
+
+def service(tmp_path: Path, **kw: object) -> tuple[Service, FakeCluster, Path]:
+    path = tmp_path / "sites.toml"
+    path.write_text(SITES)
+    heads = FakeHeads()
+    heads.set("acme/blog", None, "a" * 40)
+    cluster = FakeCluster()
+    cluster.add(
+        ObservedDeployment(
+            "default", "blog", (Container("app", "gcr.io/p/blog:x"),), resource_version="1"
+        )
+    )
+    engine = Engine(heads=heads, cluster=cluster, verifier=FakeVerifier())
+    return Service(str(path), engine, **kw), cluster, path  # type: ignore[arg-type]
+
+
+def test_reload_keeps_the_last_good_config(tmp_path: Path) -> None:
+    svc, _, path = service(tmp_path)
+    assert svc.site_names() == ("blog",)
+    path.write_text(SITES + "typo = 1\n")
+    assert svc.reload() is not None and svc.site_names() == ("blog",)
+    assert svc.config.error and 'sites.toml:9: site "blog": unknown key "typo"' in svc.config.error
+    assert svc.readiness()["checks"]["config_warning"] == svc.config.error
+    path.write_text(SITES + '\n[sites.shop]\nrepo = "acme/shop"\n')
+    svc.reload()
+    assert svc.config.error is None and svc.site_names() == ("blog", "shop")
+
+
+def test_schedule_runs_through_the_runner_and_follows_the_file(tmp_path: Path) -> None:
+    svc, _, path = service(tmp_path)
+    svc.start_schedule()
+    try:
+        first = svc.next_run()
+        assert first is not None
+        assert svc.status()["schedule"] == "*/5 * * * *"
+        path.write_text(SITES.replace("*/5 * * * *", "0 3 * * *"))
+        svc.reload()
+        assert svc.next_run() != first
+        assert svc.scheduler is not None
+        assert svc.scheduler.get_job("sync").trigger.fields[5].expressions[0].first == 3  # hour
+        svc._scheduled()  # what APScheduler calls at the cron time
+        record = next(iter(svc.runs.values()))
+        report = record.future.result(5)
+        assert report.trigger == "schedule" and report.updated == 1
+        assert svc.status()["sites"][0]["state"] == "in-sync"
+    finally:
+        svc.shutdown(5)
+
+
+def test_busy_lease_fails_the_run_so_pubsub_nacks(tmp_path: Path) -> None:
+    svc, cluster, _ = service(tmp_path, lease=BusyLease(), lease_wait=0)
+    future = svc.submit_future(SyncRequest(trigger="pubsub"))
+    with pytest.raises(ReconcilerError, match="pod-b"):
+        future.result(5)
+    assert cluster.applied == []
+
+
+def test_lease_is_held_for_the_sync_and_released(tmp_path: Path) -> None:
+    lease = FreeLease()
+    svc, cluster, _ = service(tmp_path, lease=lease)
+    svc.submit_future(SyncRequest()).result(5)
+    assert (lease.acquired, lease.released) == (1, 1) and len(cluster.applied) == 1
+
+
+def test_shutdown_refuses_new_triggers(tmp_path: Path) -> None:
+    from reconciler.runner import ShuttingDown
+
+    svc, _, _ = service(tmp_path)
+    svc.shutdown(1)
+    with pytest.raises(ShuttingDown):
+        svc.submit(SyncRequest())
+    assert svc.readiness()["ready"] is False
