@@ -24,7 +24,6 @@ import atexit
 import base64
 import collections
 import contextlib
-import ctypes
 import datetime
 import ipaddress
 import json
@@ -32,10 +31,8 @@ import os
 import re
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -52,6 +49,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.support.processes import die_with_parent, free_port, tail
 
 __all__ = [
     "ControlPlane",
@@ -314,28 +313,6 @@ def _write_kubeconfig(path: Path, host: str, ca_pem: bytes, user: dict[str, str]
 # Processes
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-_PR_SET_PDEATHSIG = 1
-_libc: Any = None
-if sys.platform.startswith("linux"):
-    with contextlib.suppress(OSError):
-        _libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _child_preexec(parent_pid: int) -> None:
-    # Runs in the forked child before exec: die with the parent (SIGKILL, survives exec and
-    # setsid), and close the race where the parent died before prctl took effect.
-    if _libc is not None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
 _WORK_DIR_PREFIX = "controlplane-"
 
 
@@ -357,14 +334,6 @@ def _sweep_stale_work_dirs() -> None:
             pid = int((d / "owner.pid").read_text().strip())
             if d.stat().st_uid == os.getuid() and not _pid_alive(pid):
                 shutil.rmtree(d, ignore_errors=True)
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
 
 
 _live: set[ControlPlane] = set()
@@ -584,8 +553,8 @@ class ControlPlane:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                # Only prctl + getppid run between fork and exec (see _child_preexec).
-                preexec_fn=lambda: _child_preexec(parent),  # noqa: PLW1509
+                # Only prctl + getppid run between fork and exec (see die_with_parent).
+                preexec_fn=lambda: die_with_parent(parent),  # noqa: PLW1509
                 cwd=self.work_dir,
                 close_fds=True,
             )
@@ -593,7 +562,7 @@ class ControlPlane:
     def _launch(self) -> None:
         w = self.work_dir
         pki = w / "pki"
-        etcd_port, peer_port, self.port = _free_port(), _free_port(), _free_port()
+        etcd_port, peer_port, self.port = free_port(), free_port(), free_port()
         self.etcd_url = f"http://127.0.0.1:{etcd_port}"
         peer_url = f"http://127.0.0.1:{peer_port}"
         self.host = f"https://127.0.0.1:{self.port}"
@@ -690,13 +659,13 @@ class ControlPlane:
                 assert proc is not None
                 code = proc.poll()
                 if code is not None:
-                    text = _tail(log)
+                    text = tail(log)
                     if "address already in use" in text:
                         raise _PortInUse
                     raise ControlPlaneError(
                         f"{name} exited with code {code} during startup; log tail:\n{text}"
                         + (
-                            f"\n--- etcd log tail:\n{_tail(self.etcd_log_path)}"
+                            f"\n--- etcd log tail:\n{tail(self.etcd_log_path)}"
                             if name == "kube-apiserver"
                             else ""
                         )
@@ -714,8 +683,8 @@ class ControlPlane:
                 raise ControlPlaneError(
                     f"kube-apiserver not ready within {self.start_timeout:.0f}s "
                     f"(last /readyz: {last}); kube-apiserver log tail:\n"
-                    f"{_tail(self.apiserver_log_path)}\n--- etcd log tail:\n"
-                    f"{_tail(self.etcd_log_path)}"
+                    f"{tail(self.apiserver_log_path)}\n--- etcd log tail:\n"
+                    f"{tail(self.etcd_log_path)}"
                 )
             time.sleep(0.1)
 

@@ -24,23 +24,22 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import functools
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO
 
 import grpc
 from google.pubsub_v1 import types as pubsub_types
+
+from tests.support.processes import die_with_parent, free_port, tail
 
 __all__ = [
     "KINDS",
@@ -152,36 +151,6 @@ def choose_kind() -> tuple[str, bool]:
 # Processes
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-_PR_SET_PDEATHSIG = 1
-_libc: Any = None
-if sys.platform.startswith("linux"):
-    with contextlib.suppress(OSError):
-        _libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _child_preexec(parent_pid: int) -> None:
-    # In the forked child, before exec (after setsid, from start_new_session): die with the
-    # parent (SIGKILL; survives exec), and close the race where it died before prctl ran.
-    if _libc is not None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
-
-
 _live: set[PubSubEmulator] = set()
 _live_lock = threading.Lock()
 _atexit_installed: list[bool] = []  # non-empty once the hook is registered
@@ -284,13 +253,13 @@ class PubSubEmulator:
         t0 = time.monotonic()
         try:
             for attempt in range(3):  # a free port can be taken before the child binds it
-                self.port = _free_port()
+                self.port = free_port()
                 self.host = f"127.0.0.1:{self.port}"
                 if self._spawn(self._command(self.port)):
                     break
                 if attempt == 2:
                     raise PubSubEmulatorError(
-                        f"the {self.kind} emulator exited at start-up:\n{_tail(self.log_path)}"
+                        f"the {self.kind} emulator exited at start-up:\n{tail(self.log_path)}"
                     )
         except BaseException:
             self.stop()
@@ -312,7 +281,7 @@ class PubSubEmulator:
             stderr=subprocess.STDOUT,
             cwd=self._dir,
             start_new_session=True,
-            preexec_fn=functools.partial(_child_preexec, os.getpid()),  # noqa: PLW1509
+            preexec_fn=functools.partial(die_with_parent, os.getpid()),  # noqa: PLW1509
         )
         deadline = time.monotonic() + self.timeout
         channel = grpc.insecure_channel(self.host)
@@ -336,7 +305,7 @@ class PubSubEmulator:
                 if time.monotonic() > deadline:
                     raise PubSubEmulatorError(
                         f"the {self.kind} emulator did not answer gRPC on {self.host} within "
-                        f"{self.timeout:.0f}s:\n{_tail(self.log_path)}"
+                        f"{self.timeout:.0f}s:\n{tail(self.log_path)}"
                     )
                 time.sleep(0.1)
         finally:
