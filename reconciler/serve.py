@@ -18,6 +18,7 @@ from gunicorn.app.base import BaseApplication
 log = logging.getLogger(__name__)
 
 GRACEFUL_TIMEOUT = 25  # the pod's terminationGracePeriodSeconds (60) leaves room for this
+LEASE_NAME = "reconciler"  # k8s/lease-rbac.yaml grants get/update on this name only
 
 
 class Process:
@@ -38,9 +39,7 @@ class Process:
         lease_ns = env.get("RECONCILER_LEASE_NAMESPACE") or env.get("POD_NAMESPACE")
         if lease_ns and env.get("RECONCILER_LEASE", "on") != "off":
             identity = env.get("POD_NAME") or socket.gethostname()
-            lease = kube.KubeLease(
-                api, lease_ns, env.get("RECONCILER_LEASE_NAME", "reconciler"), identity
-            )
+            lease = kube.KubeLease(api, lease_ns, LEASE_NAME, identity)
         self.service = Service(
             config_path,
             engine,
