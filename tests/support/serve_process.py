@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.support.processes import free_port
+from tests.support.processes import die_with_parent, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,7 +34,7 @@ class ServeProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> ServeProcess:
-        return self.start()
+        return self if self.proc is not None else self.start()
 
     def __exit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -60,6 +61,7 @@ class ServeProcess:
             stderr=subprocess.STDOUT,
             cwd=REPO,
             start_new_session=True,
+            preexec_fn=functools.partial(die_with_parent, os.getpid()),  # noqa: PLW1509
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
