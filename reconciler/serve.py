@@ -77,8 +77,7 @@ class Process:
         self.service.shutdown(timeout=0)
 
     def finish(self) -> None:
-        self.service.shutdown(timeout=GRACEFUL_TIMEOUT - 5)
-        if not self.service.runner.close(GRACEFUL_TIMEOUT - 5):
+        if not self.service.shutdown(timeout=GRACEFUL_TIMEOUT - 5):
             log.warning("exiting with a sync still running", extra={"event": "shutdown_late"})
 
 

@@ -10,7 +10,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -172,9 +172,7 @@ class Service:
             raise ConfigUnavailable(f"no valid sites.toml yet: {self.config.error}")
         if request.sites is not None:
             known = request.sites & set(cfg.names)
-            request = SyncRequest(
-                frozenset(known), request.dry_run, request.plan_only, request.trigger
-            )
+            request = replace(request, sites=frozenset(known))
         renewer = self._hold_lease(request)
         try:
             report = self.engine.run(cfg, request)
@@ -364,16 +362,16 @@ class Service:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def shutdown(self, timeout: float = 20.0) -> None:
-        """Stop taking triggers, let the patch in flight finish, fail what is queued."""
-        if self.stopping:
-            return
-        self.stopping = True
-        self.engine.stopping.set()
-        if self.scheduler is not None and self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
-        if not self.runner.close(timeout):
-            log.warning("a sync was still running at shutdown")
+    def shutdown(self, timeout: float = 20.0) -> bool:
+        """Stop taking triggers, let the patch in flight finish, fail what is queued, and wait
+        up to `timeout` for the sync in flight. Safe to call again (to wait longer); returns
+        False while a sync is still running."""
+        if not self.stopping:
+            self.stopping = True
+            self.engine.stopping.set()
+            if self.scheduler is not None and self.scheduler.running:
+                self.scheduler.shutdown(wait=False)
+        return self.runner.close(timeout)
 
 
 def site_state(result: SiteResult) -> str:
