@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.support.processes import die_with_parent, free_port, tail
+from testkit.processes import die_with_parent, free_port, tail
 
 GNU_TIME = "/usr/bin/time"
 

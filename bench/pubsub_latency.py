@@ -7,7 +7,7 @@ checks every sync's message is acked.
 
     .venv/bin/python bench/pubsub_latency.py [-n 20] [--emulator gcloud|pstest]
 
-The emulator is chosen as in the tests (tests/support/pubsub_emulator.py): the Cloud SDK's
+The emulator is chosen as in the tests (testkit/pubsub_emulator.py): the Cloud SDK's
 when installed, else pstest; ``--emulator`` (or $RECONCILER_PUBSUB_EMULATOR) forces one.
 The publisher sends each message at once (BatchSettings(max_messages=1)), so no batching delay
 is counted. A submit that happens before ``result()`` returns counts as a negative interval.
@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from google.cloud import pubsub_v1
 
-from reconciler.engine import SyncReport, SyncRequest
-from reconciler.pubsub import PubSubTrigger
-from tests.support.pubsub_emulator import PubSubEmulator
+from reconciler.adapters.pubsub import PubSubTrigger
+from reconciler.core.engine import SyncReport, SyncRequest
+from testkit.pubsub_emulator import PubSubEmulator
 
 
 class Recorder:

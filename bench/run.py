@@ -46,15 +46,15 @@ from bench.procs import (
     run_measured,
     vm_hwm_mb,
 )
-from tests.support.controlplane import (
+from testkit.controlplane import (
     ControlPlane,
     kubeconfig_for_token,
     pinned_versions,
     serviceaccount_token,
     token_api_client,
 )
-from tests.support.deployments import deployment_body
-from tests.support.github_standin import GitHubStandIn, random_sha
+from testkit.deployments import deployment_body
+from testkit.github_standin import GitHubStandIn, random_sha
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGE_TEMPLATE = "registry.bench.local/{owner}/{repo}:{sha}"

@@ -23,11 +23,11 @@ sys.path.insert(0, str(REPO))
 
 from google.cloud import pubsub_v1  # noqa: E402
 
-from tests.support.controlplane import ControlPlane  # noqa: E402
-from tests.support.deployments import create_deployment, get_deployment  # noqa: E402
-from tests.support.github_standin import GitHubStandIn, random_sha  # noqa: E402
-from tests.support.pubsub_emulator import PubSubEmulator  # noqa: E402
-from tests.support.serve_process import ServeProcess  # noqa: E402
+from testkit.controlplane import ControlPlane  # noqa: E402
+from testkit.deployments import create_deployment, get_deployment  # noqa: E402
+from testkit.github_standin import GitHubStandIn, random_sha  # noqa: E402
+from testkit.pubsub_emulator import PubSubEmulator  # noqa: E402
+from testkit.serve_process import ServeProcess  # noqa: E402
 
 TOKEN = "ghp_bench"
 TRIGGER = "bench-trigger"

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 
-from reconciler.model import (
+from reconciler.core.model import (
     ApplyResult,
     BranchHead,
     HeadError,
@@ -17,8 +17,8 @@ from reconciler.model import (
     ObservedDeployment,
     RepoRef,
 )
-from reconciler.planner import ImageStatus
-from reconciler.ports import RateLimit, VerifyRequest
+from reconciler.core.planner import ImageStatus
+from reconciler.core.ports import RateLimit, VerifyRequest
 
 
 @dataclass

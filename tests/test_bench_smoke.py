@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from bench.run import Options, run_benchmark
-from tests.support.controlplane import ControlPlaneUnavailable, find_binaries
+from testkit.controlplane import ControlPlaneUnavailable, find_binaries
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(300)]
 

@@ -6,9 +6,9 @@ import io
 import json
 from pathlib import Path
 
-from reconciler.cli import main
-from reconciler.factory import Parts
-from reconciler.model import Container, ObservedDeployment
+from reconciler.cli.main import main
+from reconciler.core.model import Container, ObservedDeployment
+from reconciler.wiring import Parts
 from tests.fakes import FakeCluster, FakeHeads, FakeVerifier
 
 SITES = '[defaults]\nimage = "gcr.io/p/{repo}:{sha}"\n\n[sites.blog]\nrepo = "acme/blog"\n'

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import config
-from reconciler.errors import ConfigError
+from reconciler.core import config
+from reconciler.core.errors import ConfigError
 
 GOOD = """\
 [defaults]

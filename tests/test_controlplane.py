@@ -19,7 +19,7 @@ import kubernetes
 import pytest
 from kubernetes.client import ApiException
 
-from tests.support.controlplane import (
+from testkit.controlplane import (
     REPO_ROOT,
     ControlPlane,
     api_client_from_kubeconfig,
@@ -391,7 +391,7 @@ def child_script(control_plane: ControlPlane, tmp_path: Path) -> Iterator[Path]:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignored
             sys.path.insert(0, {str(REPO_ROOT)!r})
             from pathlib import Path
-            from tests.support.controlplane import ControlPlane
+            from testkit.controlplane import ControlPlane
             with ControlPlane(bin_dir=Path({str(control_plane.bin_dir)!r})) as cp:
                 print(json.dumps({{
                     "pids": [cp._etcd.pid, cp._apiserver.pid],

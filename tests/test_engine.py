@@ -8,10 +8,10 @@ from concurrent.futures import Future
 
 import pytest
 
-from reconciler import config
-from reconciler.engine import Engine, SyncReport, SyncRequest
-from reconciler.model import Action, Container, ObservedDeployment
-from reconciler.runner import Runner, ShuttingDown
+from reconciler.core import config
+from reconciler.core.engine import Engine, SyncReport, SyncRequest
+from reconciler.core.model import Action, Container, ObservedDeployment
+from reconciler.core.runner import Runner, ShuttingDown
 from tests.fakes import FakeCluster, FakeHeads, FakeVerifier
 
 SITES = """\

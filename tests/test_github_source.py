@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.github_source import GitHubSettings, GitHubSource
-from reconciler.model import BranchHead, HeadError, RepoRef
-from reconciler.ports import VerifyRequest
-from tests.support.github_fixtures import TOKEN
-from tests.support.github_standin import GitHubStandIn, random_sha
+from reconciler.adapters.github import GitHubSettings, GitHubSource
+from reconciler.core.model import BranchHead, HeadError, RepoRef
+from reconciler.core.ports import VerifyRequest
+from testkit.github_fixtures import TOKEN
+from testkit.github_standin import GitHubStandIn, random_sha
 
 
 class Sleeps:

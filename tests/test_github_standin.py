@@ -11,7 +11,7 @@ import github
 import pytest
 import requests
 
-from tests.support.github_standin import GitHubStandIn, random_sha, rest_schema_errors
+from testkit.github_standin import GitHubStandIn, random_sha, rest_schema_errors
 
 TOKEN = "ghp_test_token"
 MAIN_SHA = "a" * 40
@@ -103,7 +103,7 @@ def test_rest_error_bodies_match_schema(gh: GitHubStandIn, http: requests.Sessio
 def test_schema_violation_answers_500(
     gh: GitHubStandIn, http: requests.Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.support import github_standin
+    from testkit import github_standin
 
     original = github_standin._full_repository
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from reconciler.errors import ReconcilerError
-from reconciler.jobs import JobError, parse_job
+from reconciler.core.errors import ReconcilerError
+from reconciler.core.jobs import JobError, parse_job
 
 KNOWN = ("blog", "shop", "docs")
 

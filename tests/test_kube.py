@@ -10,15 +10,15 @@ from typing import Any
 import kubernetes
 import pytest
 
-from reconciler import config
-from reconciler.engine import Engine, SyncRequest
-from reconciler.kube import KubeCluster, KubeLease, LeaseBusy, api_client
-from reconciler.model import Action, ImageChange
-from reconciler.registry import RegistryVerifier
-from tests.support.controlplane import ControlPlane
-from tests.support.deployments import create_deployment, get_deployment
-from tests.support.github_fixtures import TOKEN
-from tests.support.github_standin import GitHubStandIn, random_sha
+from reconciler.adapters.kube import KubeCluster, KubeLease, LeaseBusy, api_client
+from reconciler.adapters.registry import RegistryVerifier
+from reconciler.core import config
+from reconciler.core.engine import Engine, SyncRequest
+from reconciler.core.model import Action, ImageChange
+from testkit.controlplane import ControlPlane
+from testkit.deployments import create_deployment, get_deployment
+from testkit.github_fixtures import TOKEN
+from testkit.github_standin import GitHubStandIn, random_sha
 
 pytestmark = pytest.mark.controlplane
 
@@ -174,7 +174,7 @@ def test_whole_sync_against_the_api_server(
     github: GitHubStandIn,
     tmp_path: Path,
 ) -> None:
-    from reconciler.github_source import GitHubSettings, GitHubSource
+    from reconciler.adapters.github import GitHubSettings, GitHubSource
 
     sha = random_sha()
     github.add_repo("acme/blog", {"main": sha})
@@ -227,7 +227,7 @@ def test_cli_plan_and_sync_json(
 ) -> None:
     import io
 
-    from reconciler.cli import main
+    from reconciler.cli.main import main
 
     sha = random_sha()
     github.add_repo("acme/blog", {"main": sha})

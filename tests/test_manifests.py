@@ -17,7 +17,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 from kubernetes.client import ApiException
 
-from tests.support.controlplane import (
+from testkit.controlplane import (
     REPO_ROOT,
     ControlPlane,
     api_client_from_kubeconfig,

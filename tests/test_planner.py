@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from reconciler import planner
-from reconciler.model import (
+from reconciler.core import planner
+from reconciler.core.model import (
     Action,
     BranchHead,
     Container,

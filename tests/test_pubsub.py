@@ -1,4 +1,4 @@
-"""PubSubTrigger against a real Pub/Sub emulator (tests/support/pubsub_fixtures.py).
+"""PubSubTrigger against a real Pub/Sub emulator (testkit/pubsub_fixtures.py).
 
 ``submit`` is a FakeRunner: a small real class whose futures the test completes or fails, so
 the ack/nack timing is observed end to end through the emulator. A second, independent
@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from google.cloud import pubsub_v1
 
-from reconciler.engine import SyncReport, SyncRequest
-from reconciler.errors import PubSubError
-from reconciler.pubsub import PubSubTrigger
-from reconciler.runner import ShuttingDown
-from tests.support.pubsub_fixtures import ACK_DEADLINE_SECONDS, PubSubTopic
+from reconciler.adapters.pubsub import PubSubTrigger
+from reconciler.core.engine import SyncReport, SyncRequest
+from reconciler.core.errors import PubSubError
+from reconciler.core.runner import ShuttingDown
+from testkit.pubsub_fixtures import ACK_DEADLINE_SECONDS, PubSubTopic
 
 # 60 s per test body; fixture setup (a first pstest build can take a minute) is not counted.
 pytestmark = [pytest.mark.timeout(60, func_only=True)]
@@ -252,7 +252,7 @@ def test_malformed_messages_are_acked_logged_and_do_not_block(
     observe: Callable[[], Observer],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="reconciler.pubsub")
+    caplog.set_level(logging.INFO, logger="reconciler.adapters.pubsub")
     runner = FakeRunner()
     trigger = make_trigger(runner, max_messages=1)  # one at a time: a stuck one would block
     bad = {
@@ -325,7 +325,7 @@ def test_stop_nacks_outstanding_messages_and_returns_promptly(
     observe: Callable[[], Observer],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="reconciler.pubsub")
+    caplog.set_level(logging.INFO, logger="reconciler.adapters.pubsub")
     runner = FakeRunner()
     trigger = make_trigger(runner)
     ids = {pubsub_topic.publish(_job(job="sync", sites=[s])) for s in ("blog", "shop")}
@@ -359,7 +359,7 @@ def test_missing_subscription_records_the_error_and_keeps_retrying(
     make_trigger: Callable[..., PubSubTrigger],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="reconciler.pubsub")
+    caplog.set_level(logging.INFO, logger="reconciler.adapters.pubsub")
     runner = FakeRunner()
     missing = pubsub_topic.subscription_path("does-not-exist")
     trigger = make_trigger(runner, missing, retry_initial=0.1, retry_max=0.4)

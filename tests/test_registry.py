@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from reconciler.ports import VerifyRequest
-from reconciler.registry import DOCKER_HUB, ImageRef, RegistryVerifier
+from reconciler.adapters.registry import DOCKER_HUB, ImageRef, RegistryVerifier
+from reconciler.core.ports import VerifyRequest
 
 
 class Registry:

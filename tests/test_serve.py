@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from tests.support.github_fixtures import TOKEN
-from tests.support.github_standin import GitHubStandIn, random_sha
-from tests.support.serve_process import ServeProcess
-from tests.support.serve_world import TRIGGER, image, sites_toml, start
+from testkit.github_fixtures import TOKEN
+from testkit.github_standin import GitHubStandIn, random_sha
+from testkit.serve_process import ServeProcess
+from testkit.serve_world import TRIGGER, image, sites_toml, start
 
 pytestmark = pytest.mark.controlplane
 

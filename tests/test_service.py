@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.engine import Engine, SyncRequest
-from reconciler.errors import ReconcilerError
-from reconciler.model import Container, ObservedDeployment
-from reconciler.service import Service
+from reconciler.core.engine import Engine, SyncRequest
+from reconciler.core.errors import ReconcilerError
+from reconciler.core.model import Container, ObservedDeployment
+from reconciler.serve.service import Service
 from tests.fakes import FakeCluster, FakeHeads, FakeVerifier
 
 SITES = """\
@@ -110,7 +110,7 @@ def test_lease_is_held_for_the_sync_and_released(tmp_path: Path) -> None:
 
 
 def test_shutdown_refuses_new_triggers(tmp_path: Path) -> None:
-    from reconciler.runner import ShuttingDown
+    from reconciler.core.runner import ShuttingDown
 
     svc, _, _ = service(tmp_path)
     svc.shutdown(1)

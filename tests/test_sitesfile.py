@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.config import load, parse
-from reconciler.errors import ConfigError, ReconcilerError, SitesFileError
-from reconciler.sitesfile import add_site, list_rows
+from reconciler.cli.sitesfile import add_site, list_rows
+from reconciler.core.config import load, parse
+from reconciler.core.errors import ConfigError, ReconcilerError, SitesFileError
 
 ROOT_SITES = Path(__file__).resolve().parents[1] / "sites.toml"
 
@@ -182,7 +182,7 @@ def test_a_failed_write_leaves_the_file_and_no_temp_file(
     def fail(src: str, dst: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("reconciler.sitesfile.os.replace", fail)
+    monkeypatch.setattr("reconciler.cli.sitesfile.os.replace", fail)
     with pytest.raises(SitesFileError, match="cannot write: No space left on device"):
         add_site(sites_toml, "docs", {"repo": "acme/docs"})
     assert sites_toml.read_text() == EXAMPLE

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.github_standin import GitHubStandIn, random_sha
-from tests.support.serve_process import ServeProcess
-from tests.support.serve_world import TRIGGER, image, start
+from testkit.github_standin import GitHubStandIn, random_sha
+from testkit.serve_process import ServeProcess
+from testkit.serve_world import TRIGGER, image, start
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.browser]
 

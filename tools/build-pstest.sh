@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build (or reuse) the fake Pub/Sub server (Google's Go pstest package, wrapped by
 # tools/pstest) that the test suite runs when the Cloud SDK's Pub/Sub emulator is not
-# installed (tests/support/pubsub_emulator.py).
+# installed (testkit/pubsub_emulator.py).
 #
 # The binary lives in a cache dir OUTSIDE the repo, keyed on a hash of the wrapper
 # module (go.mod + go.sum + main.go), so a second run is instant and a version bump

@@ -17,10 +17,10 @@ import requests
 from github import Auth, Github, GithubException
 from urllib3.util.retry import Retry
 
-from reconciler.errors import GitHubError
-from reconciler.model import BranchHead, HeadError, HeadResult, RepoRef
-from reconciler.planner import ImageStatus
-from reconciler.ports import RateLimit, VerifyRequest
+from reconciler.core.errors import GitHubError
+from reconciler.core.model import BranchHead, HeadError, HeadResult, RepoRef
+from reconciler.core.planner import ImageStatus
+from reconciler.core.ports import RateLimit, VerifyRequest
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Mapping
 
-from reconciler.errors import ReconcilerError
+from reconciler.core.errors import ReconcilerError
 
 __all__ = ["JOBS", "JobError", "parse_job"]
 

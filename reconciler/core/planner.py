@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from reconciler.model import (
+from reconciler.core.model import (
     Action,
     BranchHead,
     HeadError,
@@ -19,7 +19,7 @@ from reconciler.model import (
     Site,
     SitePlan,
 )
-from reconciler.template import render
+from reconciler.core.template import render
 
 ANNOTATION_PREFIX = "reconciler.dev/"
 PAUSED_ANNOTATION = ANNOTATION_PREFIX + "paused"

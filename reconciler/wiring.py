@@ -6,11 +6,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from reconciler.engine import Engine
-from reconciler.github_source import GitHubSettings, GitHubSource
-from reconciler.kube import KubeCluster, api_client
-from reconciler.ports import Cluster, HeadSource, ImageVerifier
-from reconciler.registry import RegistryVerifier, Verifiers
+from reconciler.adapters.github import GitHubSettings, GitHubSource
+from reconciler.adapters.kube import KubeCluster, api_client
+from reconciler.adapters.registry import RegistryVerifier, Verifiers
+from reconciler.core.engine import Engine
+from reconciler.core.ports import Cluster, HeadSource, ImageVerifier
 
 
 @dataclass

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler.errors import ConfigError, ConfigProblem
-from reconciler.model import Site
-from reconciler.template import template_problems
+from reconciler.core.errors import ConfigError, ConfigProblem
+from reconciler.core.model import Site
+from reconciler.core.template import template_problems
 
 SITE_KEYS = ("repo", "branch", "namespace", "deployment", "container", "image", "paused", "verify")
 DEFAULT_KEYS = ("branch", "namespace", "container", "image", "verify")

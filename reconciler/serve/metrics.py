@@ -6,9 +6,9 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from reconciler.engine import SyncReport
-from reconciler.model import Action
-from reconciler.ports import RateLimit
+from reconciler.core.engine import SyncReport
+from reconciler.core.model import Action
+from reconciler.core.ports import RateLimit
 
 
 class Metrics:

@@ -14,8 +14,8 @@ from typing import Any
 
 import tomlkit
 
-from reconciler.config import Config, parse
-from reconciler.errors import ConfigError, ConfigProblem, SitesFileError
+from reconciler.core.config import Config, parse
+from reconciler.core.errors import ConfigError, ConfigProblem, SitesFileError
 
 NEW_FILE_MODE = 0o644
 

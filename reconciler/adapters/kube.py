@@ -17,8 +17,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from reconciler.errors import KubernetesError
-from reconciler.model import (
+from reconciler.core.errors import KubernetesError
+from reconciler.core.model import (
     ApplyResult,
     Container,
     ImageChange,
@@ -26,7 +26,7 @@ from reconciler.model import (
     NamespaceView,
     ObservedDeployment,
 )
-from reconciler.planner import ANNOTATION_PREFIX, SHA_ANNOTATION, UPDATED_ANNOTATION
+from reconciler.core.planner import ANNOTATION_PREFIX, SHA_ANNOTATION, UPDATED_ANNOTATION
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.support.processes import die_with_parent, free_port, tail
+from testkit.processes import die_with_parent, free_port, tail
 
 __all__ = [
     "ControlPlane",
@@ -68,7 +68,7 @@ __all__ = [
     "token_api_client",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO_ROOT / "tools" / "build-controlplane.sh"
 _GO_MODULES = REPO_ROOT / "tools" / "controlplane"
 

@@ -1,7 +1,7 @@
-"""pytest fixtures for a real Pub/Sub emulator (tests/support/pubsub_emulator.py).
+"""pytest fixtures for a real Pub/Sub emulator (testkit/pubsub_emulator.py).
 
-Load with ``pytest_plugins = ["tests.support.pubsub_fixtures"]`` in the top-level conftest (or
-``-p tests.support.pubsub_fixtures``).
+Load with ``pytest_plugins = ["testkit.pubsub_fixtures"]`` in the top-level conftest (or
+``-p testkit.pubsub_fixtures``).
 
 - ``pubsub_emulator`` (session): one emulator for the session (the Cloud SDK's when installed,
   else the Go pstest fake; ``$RECONCILER_PUBSUB_EMULATOR=gcloud|pstest`` forces one). If none
@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from google.cloud import pubsub_v1
 
-from tests.support.pubsub_emulator import (
+from testkit.pubsub_emulator import (
     PubSubEmulator,
     PubSubEmulatorError,
     PubSubEmulatorUnavailable,

@@ -12,9 +12,9 @@ from typing import Any
 from flask import Flask, Response, jsonify, render_template, request
 
 from reconciler import __version__
-from reconciler.engine import SyncRequest
-from reconciler.runner import ShuttingDown
-from reconciler.service import Service, report_dict
+from reconciler.core.engine import SyncRequest
+from reconciler.core.runner import ShuttingDown
+from reconciler.serve.service import Service, report_dict
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
-from reconciler import planner
-from reconciler.config import Config
-from reconciler.errors import ReconcilerError
-from reconciler.model import (
+from reconciler.core import planner
+from reconciler.core.config import Config
+from reconciler.core.errors import ReconcilerError
+from reconciler.core.model import (
     Action,
     BranchHead,
     HeadError,
@@ -24,7 +24,7 @@ from reconciler.model import (
     RepoRef,
     SitePlan,
 )
-from reconciler.ports import Cluster, HeadSource, ImageVerifier, VerifyRequest
+from reconciler.core.ports import Cluster, HeadSource, ImageVerifier, VerifyRequest
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.github_standin import GitHubStandIn
+from testkit.github_standin import GitHubStandIn
 
 TOKEN = "ghp_test_token"
 

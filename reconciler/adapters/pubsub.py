@@ -4,7 +4,7 @@ The only module that talks to ``google.cloud.pubsub_v1`` (ruff's TID251 bans it 
 
 Delivery semantics (Pub/Sub is at-least-once; a sync is idempotent, so a repeat costs one run):
 
-- a malformed message (see reconciler.jobs) is logged with its message id and ACKed: it can
+- a malformed message (see reconciler.core.jobs) is logged with its message id and ACKed: it can
   never succeed, and redelivering it would only block the subscription;
 - a valid one is submitted as ``SyncRequest(sites=..., trigger="pubsub")`` and ACKed only when
   the returned future completes with a report (whatever the per-site outcome); if the future
@@ -35,10 +35,10 @@ from typing import Any
 
 from google.cloud import pubsub_v1
 
-from reconciler.engine import SyncReport, SyncRequest
-from reconciler.errors import PubSubError
-from reconciler.jobs import JobError, parse_job
-from reconciler.runner import ShuttingDown
+from reconciler.core.engine import SyncReport, SyncRequest
+from reconciler.core.errors import PubSubError
+from reconciler.core.jobs import JobError, parse_job
+from reconciler.core.runner import ShuttingDown
 
 __all__ = ["TRIGGER", "PubSubTrigger"]
 

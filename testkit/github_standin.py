@@ -86,7 +86,7 @@ def shared_dir() -> Path:
     env = os.environ.get("RECONCILER_SHARED_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / ".." / "shared"
+    return Path(__file__).resolve().parents[1] / ".." / "shared"
 
 
 def _iso(ts: float) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from reconciler.engine import SyncReport, SyncRequest
+from reconciler.core.engine import SyncReport, SyncRequest
 
 log = logging.getLogger(__name__)
 

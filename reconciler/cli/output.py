@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from reconciler.engine import SiteResult, SyncReport
-from reconciler.model import Action
+from reconciler.core.engine import SiteResult, SyncReport
+from reconciler.core.model import Action
 
 SYMBOL = {Action.UPDATE: "→", Action.IN_SYNC: "=", Action.SKIP: "-", Action.ERROR: "!"}
 

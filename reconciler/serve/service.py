@@ -16,12 +16,12 @@ from typing import Any, Protocol
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from reconciler import config as config_mod
-from reconciler.engine import Engine, SiteResult, SyncReport, SyncRequest
-from reconciler.errors import ConfigError, ReconcilerError
-from reconciler.metrics import Metrics
-from reconciler.model import Action
-from reconciler.runner import Runner, ShuttingDown
+from reconciler.core import config as config_mod
+from reconciler.core.engine import Engine, SiteResult, SyncReport, SyncRequest
+from reconciler.core.errors import ConfigError, ReconcilerError
+from reconciler.core.model import Action
+from reconciler.core.runner import Runner, ShuttingDown
+from reconciler.serve.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

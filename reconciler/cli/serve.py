@@ -25,11 +25,11 @@ class Process:
     """What runs inside the gunicorn worker: the Service, its triggers and the WSGI app."""
 
     def __init__(self, config_path: str, env: Mapping[str, str]) -> None:
-        from reconciler import kube
-        from reconciler.factory import Parts, build_engine
-        from reconciler.github_source import GitHubSettings
-        from reconciler.service import Service, web_url_for
-        from reconciler.web import create_app
+        from reconciler.adapters import kube
+        from reconciler.adapters.github import GitHubSettings
+        from reconciler.serve.app import create_app
+        from reconciler.serve.service import Service, web_url_for
+        from reconciler.wiring import Parts, build_engine
 
         self.env = env
         api = kube.api_client()
@@ -50,7 +50,7 @@ class Process:
         self.pubsub: Any = None
         subscription = env.get("PUBSUB_SUBSCRIPTION")
         if subscription:
-            from reconciler.pubsub import PubSubTrigger
+            from reconciler.adapters.pubsub import PubSubTrigger
 
             self.pubsub = PubSubTrigger(
                 subscription, self.service.submit_future, self.service.site_names
@@ -61,7 +61,7 @@ class Process:
         self.app = create_app(self.service, trigger_token=env.get("RECONCILER_TRIGGER_TOKEN"))
 
     def start(self) -> None:
-        from reconciler.engine import SyncRequest
+        from reconciler.core.engine import SyncRequest
 
         self.service.start_schedule()
         if self.pubsub is not None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import requests
 
-from reconciler.planner import ImageStatus
-from reconciler.ports import ImageVerifier, VerifyRequest
+from reconciler.core.planner import ImageStatus
+from reconciler.core.ports import ImageVerifier, VerifyRequest
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
-"""pytest fixtures for the real control plane (tests/support/controlplane.py).
+"""pytest fixtures for the real control plane (testkit/controlplane.py).
 
-Load with ``pytest_plugins = ["tests.support.controlplane_fixtures"]`` in the top-level
-conftest (or ``-p tests.support.controlplane_fixtures``).
+Load with ``pytest_plugins = ["testkit.controlplane_fixtures"]`` in the top-level
+conftest (or ``-p testkit.controlplane_fixtures``).
 
 - ``control_plane`` (session): one etcd + kube-apiserver for the whole session. If the
   binaries cannot be had: under CI (``$CI`` set and not "false"/"0") the test fails; else,
@@ -25,7 +25,7 @@ from collections.abc import Iterator
 import kubernetes
 import pytest
 
-from tests.support.controlplane import ControlPlane, ControlPlaneUnavailable, find_binaries
+from testkit.controlplane import ControlPlane, ControlPlaneUnavailable, find_binaries
 
 
 def _in_ci() -> bool:

@@ -11,11 +11,11 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from reconciler import __version__
-from reconciler import config as config_mod
-from reconciler.errors import ConfigError, ReconcilerError
+from reconciler.core import config as config_mod
+from reconciler.core.errors import ConfigError, ReconcilerError
 
 if TYPE_CHECKING:  # the clients are imported only by the commands that use them
-    from reconciler.factory import Parts
+    from reconciler.wiring import Parts
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -97,7 +97,7 @@ def main(
     path = config_path(args, env)
     try:
         if args.command == "serve":
-            from reconciler.serve import serve
+            from reconciler.cli.serve import serve
 
             return serve(path, port=args.port, bind=args.bind, env=env)
         if args.command == "sites":
@@ -124,9 +124,9 @@ def _plan_or_sync(
     out: TextIO,
     err: TextIO,
 ) -> int:
-    from reconciler import output
-    from reconciler.engine import SyncRequest
-    from reconciler.factory import Parts, build_engine
+    from reconciler.cli import output
+    from reconciler.core.engine import SyncRequest
+    from reconciler.wiring import Parts, build_engine
 
     names = frozenset(args.site) if args.site else None
     if names is not None:
@@ -156,7 +156,7 @@ def _plan_or_sync(
 def _sites(args: argparse.Namespace, path: str, out: TextIO) -> int:
     from pathlib import Path
 
-    from reconciler import output, sitesfile
+    from reconciler.cli import output, sitesfile
 
     if args.sites_command == "list":
         rows = sitesfile.list_rows(config_mod.load(path))

@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from reconciler.model import (
+from reconciler.core.model import (
     ApplyResult,
     HeadResult,
     ImageChange,
@@ -14,7 +14,7 @@ from reconciler.model import (
     ObservedDeployment,
     RepoRef,
 )
-from reconciler.planner import ImageStatus
+from reconciler.core.planner import ImageStatus
 
 
 @dataclass(frozen=True, slots=True)

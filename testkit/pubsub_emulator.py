@@ -39,7 +39,7 @@ from typing import IO
 import grpc
 from google.pubsub_v1 import types as pubsub_types
 
-from tests.support.processes import die_with_parent, free_port, tail
+from testkit.processes import die_with_parent, free_port, tail
 
 __all__ = [
     "KINDS",
@@ -51,7 +51,7 @@ __all__ = [
     "find_pstest",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO_ROOT / "tools" / "build-pstest.sh"
 KINDS = ("gcloud", "pstest")
 ENV_KIND = "RECONCILER_PUBSUB_EMULATOR"

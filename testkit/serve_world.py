@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from tests.support.controlplane import ControlPlane
-from tests.support.deployments import create_deployment, get_deployment
-from tests.support.github_fixtures import TOKEN
-from tests.support.github_standin import GitHubStandIn, random_sha
-from tests.support.serve_process import ServeProcess
+from testkit.controlplane import ControlPlane
+from testkit.deployments import create_deployment, get_deployment
+from testkit.github_fixtures import TOKEN
+from testkit.github_standin import GitHubStandIn, random_sha
+from testkit.serve_process import ServeProcess
 
 TRIGGER = "s3cret-trigger-token"
 

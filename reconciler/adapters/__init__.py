@@ -1,0 +1,1 @@
+"""One adapter module per third-party client, each mapping its errors into core.errors."""

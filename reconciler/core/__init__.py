@@ -1,0 +1,1 @@
+"""The pure core: model, config, planning and the engine; no I/O, imports nothing above it."""
