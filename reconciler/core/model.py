@@ -21,6 +21,7 @@ class Site:
     paused: bool = False
     verify: str = "registry"
     line: int | None = None
+    rollout_timeout: int | None = None  # seconds; None = the Deployment's progressDeadlineSeconds
 
     @property
     def owner(self) -> str:
@@ -73,6 +74,30 @@ class Container:
 
 
 @dataclass(frozen=True, slots=True)
+class FieldOwner:
+    """Who last set a field, from the Deployment's managedFields: manager, Update|Apply, when."""
+
+    manager: str
+    operation: str = "Update"
+    time: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentStatus:
+    """The Deployment's rollout status as its controller reports it."""
+
+    observed_generation: int = 0
+    desired: int = 1  # spec.replicas
+    replicas: int = 0  # status.replicas: pods of every revision
+    updated: int = 0
+    ready: int = 0
+    available: int = 0
+    deadline_exceeded: bool = False
+    message: str = ""  # the Progressing condition's message
+    progress_deadline_seconds: int = 600
+
+
+@dataclass(frozen=True, slots=True)
 class ObservedDeployment:
     """What the API server says a Deployment runs, reduced to what planning needs."""
 
@@ -84,6 +109,10 @@ class ObservedDeployment:
     resource_version: str = ""
     uid: str = ""
     generation: int = 0
+    status: DeploymentStatus | None = None  # None: no controller has reported on it yet
+    image_owners: Mapping[str, FieldOwner] = field(default_factory=dict)  # by container name
+    managers: frozenset[str] = frozenset()  # every field manager in managedFields
+    selector: Mapping[str, str] = field(default_factory=dict)  # spec.selector.matchLabels
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +130,41 @@ class Action(StrEnum):
     UPDATE = "update"
     IN_SYNC = "in-sync"
     SKIP = "skip"
+    HELD = "held"
+    ROLLED_BACK = "rolled-back"
     ERROR = "error"
+
+
+class Rollout(StrEnum):
+    """The observed rollout state of a site's Deployment."""
+
+    PROGRESSING = "progressing"
+    AVAILABLE = "available"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """An Event to record on the Deployment."""
+
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentPatch:
+    """A write to one Deployment: maybe one container's image, annotations under reconciler.dev/
+    (None removes one), and Events; guarded by the resourceVersion it was planned against."""
+
+    namespace: str
+    deployment: str
+    annotations: Mapping[str, str | None]
+    container: str | None = None
+    image: str | None = None
+    change_cause: str | None = None
+    events: tuple[Note, ...] = ()
+    resource_version: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +183,13 @@ class SitePlan:
     error_kind: str = ""
     running_sha: str | None = None  # the commit the Deployment runs, as last recorded
     changed_at: str | None = None  # when the reconciler last changed it (annotation)
+    rollout: Rollout | None = None
+    progress: str = ""  # e.g. "2/3 ready"
+    held_by: str | None = None
+    held_at: str | None = None
+    failed_sha: str | None = None  # a commit remembered as bad on the Deployment
+    write: DeploymentPatch | None = None  # what a rolled-back / held verdict writes
+    clear: tuple[str, ...] = ()  # hold annotations an update removes (the branch moved on)
 
     @property
     def ok(self) -> bool:
@@ -150,6 +220,8 @@ class ImageChange:
     branch: str
     sha: str
     resource_version: str = ""
+    previous_sha: str = ""  # the commit previous_image was built from, when known
+    clear: tuple[str, ...] = ()  # reconciler.dev/ annotations this update removes (a hold)
 
 
 @dataclass(frozen=True, slots=True)
