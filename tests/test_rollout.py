@@ -17,6 +17,7 @@ from reconciler.core.model import (
     ObservedDeployment,
     Rollout,
     Site,
+    SitePlan,
 )
 from tests.fakes import FakeCluster, FakeHeads, FakeVerifier
 
@@ -63,7 +64,7 @@ def deployed(
     )
 
 
-def plan(d: ObservedDeployment, head: str = BAD, **kw: object) -> planner.SitePlan:
+def plan(d: ObservedDeployment, head: str = BAD, **kw: object) -> SitePlan:
     heads = {SITE.ref: BranchHead("acme/blog", "main", head)}
     return planner.plan_site(SITE, heads, {"web": {"blog": d}}, now=NOW, **kw)  # type: ignore[arg-type]
 

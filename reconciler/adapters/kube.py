@@ -334,7 +334,7 @@ def _status(item: Mapping[str, Any]) -> DeploymentStatus | None:
     if "observedGeneration" not in status:
         return None
     spec = item.get("spec") or {}
-    progressing = next(
+    progressing: Mapping[str, Any] = next(
         (c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), {}
     )
     return DeploymentStatus(

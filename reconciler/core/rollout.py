@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import calendar
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from reconciler.core.model import (
@@ -293,7 +293,7 @@ def manual_rollback_patch(
     )
 
 
-def image_owners(managed_fields: list[Mapping[str, object]]) -> dict[str, FieldOwner]:
+def image_owners(managed_fields: Sequence[Mapping[str, object]]) -> dict[str, FieldOwner]:
     """Which manager owns each container's image, from managedFields (Update or Apply entries)."""
     owners: dict[str, FieldOwner] = {}
     for entry in managed_fields:
