@@ -182,9 +182,7 @@ class KubeCluster:
             raise self._error(exc, f"list pods in {namespace}") from exc
         return pod_troubles(pods.get("items") or [], container, image)
 
-    def event(
-        self, namespace: str, deployment: str, note: Note, meta: Mapping[str, Any]
-    ) -> None:
+    def event(self, namespace: str, deployment: str, note: Note, meta: Mapping[str, Any]) -> None:
         """Record an Event on the Deployment; failing to do so fails nothing."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         now_micro = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
