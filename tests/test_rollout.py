@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from reconciler.core import annotations as ann
 from reconciler.core import commands, config, planner, rollout
 from reconciler.core.engine import Engine, SyncRequest
 from reconciler.core.model import (
@@ -41,10 +42,10 @@ def deployed(
 ) -> ObservedDeployment:
     """A Deployment on which the reconciler deployed `sha` over `previous`."""
     annotations = {
-        rollout.SHA: sha,
-        rollout.UPDATED_AT: rollout.stamp(NOW - 60),
-        rollout.PREVIOUS_IMAGE: img(previous),
-        rollout.PREVIOUS_SHA: previous,
+        ann.SHA: sha,
+        ann.UPDATED_AT: rollout.stamp(NOW - 60),
+        ann.PREVIOUS_IMAGE: img(previous),
+        ann.PREVIOUS_SHA: previous,
         **{k.replace("_", "-").join(["reconciler.dev/", ""]): v for k, v in notes.items()},
     }
     return ObservedDeployment(
@@ -156,9 +157,9 @@ def test_a_failed_rollout_is_rolled_back_and_the_commit_remembered() -> None:
     assert p.failed_sha == BAD and "timed out" in p.reason
     w = p.write
     assert w is not None and w.image == img(GOOD) and w.resource_version == "7"
-    assert w.annotations[rollout.FAILED_SHA] == BAD
-    assert w.annotations[rollout.SHA] == GOOD
-    assert w.annotations[rollout.PREVIOUS_IMAGE] is None
+    assert w.annotations[ann.FAILED_SHA] == BAD
+    assert w.annotations[ann.SHA] == GOOD
+    assert w.annotations[ann.PREVIOUS_IMAGE] is None
     assert [e.reason for e in w.events] == ["RolloutFailed", "RolledBack"]
     assert all(k.startswith("reconciler.dev/") for k in w.annotations)
 
@@ -181,7 +182,7 @@ def test_a_remembered_bad_commit_is_skipped_until_the_branch_moves() -> None:
         annotations={
             k: v
             for k, v in after.annotations.items()
-            if k not in (rollout.PREVIOUS_IMAGE, rollout.PREVIOUS_SHA)
+            if k not in (ann.PREVIOUS_IMAGE, ann.PREVIOUS_SHA)
         },
     )
     p = plan(after, head=BAD)
@@ -193,7 +194,7 @@ def test_a_rollback_that_fails_too_is_not_rolled_back_again() -> None:
     after = deployed(GOOD, status=DEADLINE, failed_sha=BAD)
     after = replace(
         after,
-        annotations={k: v for k, v in after.annotations.items() if k != rollout.PREVIOUS_IMAGE},
+        annotations={k: v for k, v in after.annotations.items() if k != ann.PREVIOUS_IMAGE},
     )
     p = plan(after, head=BAD)
     assert p.action is Action.SKIP and p.rollout is Rollout.FAILED
@@ -206,12 +207,12 @@ def test_another_managers_image_change_holds_the_site(manager: str) -> None:
     assert first.action is Action.HELD and first.held_by == manager
     assert manager in first.reason and "reconciler resume blog" in first.reason
     assert first.write is not None and first.write.image is None
-    assert first.write.annotations == {rollout.HELD_HEAD: BAD}
-    held = replace(d, annotations={**d.annotations, rollout.HELD_HEAD: BAD})
+    assert first.write.annotations == {ann.HELD_HEAD: BAD}
+    held = replace(d, annotations={**d.annotations, ann.HELD_HEAD: BAD})
     again = plan(held, head=BAD)
     assert again.action is Action.HELD and again.write is None
     moved = plan(held, head=NEXT)
-    assert moved.action is Action.UPDATE and rollout.HELD_HEAD in moved.clear
+    assert moved.action is Action.UPDATE and ann.HELD_HEAD in moved.clear
     change = planner.change_for(moved)
     assert change.previous_sha == ""  # the person's image came from no commit we know
 
@@ -290,7 +291,7 @@ def test_hold_resume_and_rollback_commands() -> None:
     done = commands.rollback(engine, site, by="alice")
     assert done.image == img(GOOD)
     d = cluster.deployments[("web", "blog")]
-    assert d.containers[0].image == img(GOOD) and d.annotations[rollout.HOLD_BY] == "alice"
+    assert d.containers[0].image == img(GOOD) and d.annotations[ann.HOLD_BY] == "alice"
     assert [e.reason for e in cluster.patches[-1].events] == ["RolledBack"]
     held = engine.run(cfg, SyncRequest()).results[0]
     assert held.action is Action.HELD and not held.applied

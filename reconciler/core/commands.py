@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from reconciler.core import annotations as ann
 from reconciler.core import planner, rollout
 from reconciler.core.engine import CONFLICT_RETRIES, Engine
 from reconciler.core.errors import ReconcilerError
@@ -52,14 +53,14 @@ def rollback(engine: Engine, site: Site, *, by: str, to: str | None = None) -> D
 
     def make(d: ObservedDeployment, container: str) -> DeploymentPatch:
         if to is None:
-            image = d.annotations.get(rollout.PREVIOUS_IMAGE)
-            sha = d.annotations.get(rollout.PREVIOUS_SHA) or None
+            image = d.annotations.get(ann.PREVIOUS_IMAGE)
+            sha = d.annotations.get(ann.PREVIOUS_SHA) or None
             if not image:
                 raise CommandError(
                     f"{site.name}: no previous image is recorded on the Deployment; pass --to SHA"
                 )
         else:
-            branch = d.annotations.get(rollout.BRANCH) or site.branch or "main"
+            branch = d.annotations.get(ann.BRANCH) or site.branch or "main"
             image = render(site.image, owner=site.owner, repo=site.repo_name, branch=branch, sha=to)
             sha = to
             _verify(engine, site, image, to)

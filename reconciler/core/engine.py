@@ -7,18 +7,20 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
+from reconciler.core import annotations as ann
 from reconciler.core import planner, rollout
 from reconciler.core.config import Config
-from reconciler.core.errors import ReconcilerError
+from reconciler.core.errors import ErrorKind, ReconcilerError
+from reconciler.core.fanout import bounded_map
 from reconciler.core.model import (
     Action,
     ApplyResult,
     BranchHead,
     HeadError,
     HeadResult,
+    ImageStatus,
     NamespaceError,
     NamespaceView,
     ObservedDeployment,
@@ -27,6 +29,8 @@ from reconciler.core.model import (
     Rollout,
     Site,
     SitePlan,
+    SiteState,
+    Skip,
 )
 from reconciler.core.ports import Cluster, HeadSource, ImageVerifier, VerifyRequest
 
@@ -60,6 +64,11 @@ class SiteResult:
     @property
     def ok(self) -> bool:
         return self.plan.ok
+
+    @property
+    def state(self) -> SiteState:
+        """in-sync, behind, failing or paused, from the verdict (a dry run changes nothing)."""
+        return self.plan.state(applied=self.applied and not self.dry_run)
 
     def as_dict(self) -> dict[str, object]:
         p = self.plan
@@ -149,13 +158,12 @@ class Engine:
         try:
             heads = self.heads.resolve(refs)
         except ReconcilerError as exc:  # a source bug or outage fails every site, visibly
-            heads = {ref: HeadError(str(exc), getattr(exc, "kind", "github")) for ref in refs}
+            heads = {ref: HeadError(str(exc), exc.kind) for ref in refs}
         observed: Mapping[str, NamespaceView]
         try:
             observed = self.cluster.observe(namespaces)
         except ReconcilerError as exc:
-            kind = getattr(exc, "kind", "kubernetes")
-            observed = {ns: NamespaceError(str(exc), kind) for ns in namespaces}
+            observed = {ns: NamespaceError(str(exc), exc.kind) for ns in namespaces}
         now = self.clock()
         troubles = {
             site.name: self._troubles(site, d, now)
@@ -175,7 +183,7 @@ class Engine:
         try:
             statuses = self.verifier.verify(list(wanted.values()))
         except ReconcilerError as exc:
-            statuses = {image: planner.ImageStatus(None, str(exc)) for image in wanted}
+            statuses = {image: ImageStatus(None, str(exc)) for image in wanted}
         return planner.gate(result, statuses)
 
     def run(self, config: Config, request: SyncRequest) -> SyncReport:
@@ -223,35 +231,36 @@ class Engine:
 
     def _apply(self, the_plan: Plan, config: Config, *, dry_run: bool) -> tuple[SiteResult, ...]:
         writes = [p for p in the_plan.sites if _writes(p)]
-        workers = max(1, min(self.apply_concurrency, len(writes)))
-        with ThreadPoolExecutor(workers, thread_name_prefix="apply") as pool:
-            done = dict(
-                zip(
-                    (p.site.name for p in writes),
-                    pool.map(lambda p: self._apply_one(p, dry_run=dry_run), writes),
-                    strict=True,
-                )
-            )
+        applied = bounded_map(
+            lambda p: self._apply_one(p, dry_run=dry_run),
+            writes,
+            limit=self.apply_concurrency,
+            name="apply",
+        )
+        done = dict(zip((p.site.name for p in writes), applied, strict=True))
         return tuple(done.get(p.site.name, SiteResult(p)) for p in the_plan.sites)
 
     def _apply_one(self, p: SitePlan, *, dry_run: bool) -> SiteResult:
         for _ in range(CONFLICT_RETRIES):
             if self.stopping.is_set():
                 reason = "not applied: the reconciler is shutting down; the next sync will"
-                return SiteResult(replace(p, action=Action.SKIP, reason=reason))
+                return SiteResult(
+                    replace(p, action=Action.SKIP, skip=Skip.SHUTTING_DOWN, reason=reason)
+                )
             try:
                 result = self._send(p, dry_run=dry_run)
             except ReconcilerError as exc:  # an adapter bug must not sink the other sites
-                return SiteResult(_failed(p, f"patch failed: {exc}", "kubernetes"))
+                return SiteResult(_failed(p, f"patch failed: {exc}", exc.kind))
             if result.ok:
                 return self._done(p, dry_run=dry_run)
             if not result.conflict:
-                return SiteResult(_failed(p, result.reason, result.error_kind or "kubernetes"))
+                kind = result.error_kind or ErrorKind.KUBERNETES
+                return SiteResult(_failed(p, result.reason, kind))
             p = self._replan(p)
             if not _writes(p):
                 return SiteResult(p)
         return SiteResult(
-            _failed(p, "the Deployment kept changing under us (409 conflicts)", "conflict")
+            _failed(p, "the Deployment kept changing under us (409 conflicts)", ErrorKind.CONFLICT)
         )
 
     def _send(self, p: SitePlan, *, dry_run: bool) -> ApplyResult:
@@ -268,7 +277,7 @@ class Engine:
         stamp = rollout.stamp(self.clock())
         if p.action is Action.ROLLED_BACK:
             assert p.write is not None
-            back = p.write.annotations.get(rollout.SHA)
+            back = p.write.annotations.get(ann.SHA)
             return SiteResult(
                 replace(p, changed_at=stamp, running_sha=back, rollout=Rollout.FAILED),
                 applied=True,
@@ -289,7 +298,7 @@ class Engine:
         try:
             fresh = self.cluster.read(site.namespace, site.deployment)
         except ReconcilerError as exc:
-            return _failed(p, f"re-reading after a conflict failed: {exc}", "kubernetes")
+            return _failed(p, f"re-reading after a conflict failed: {exc}", exc.kind)
         heads: dict[RepoRef, HeadResult] = {}
         if p.sha and p.branch:
             heads[site.ref] = BranchHead(site.repo, p.branch, p.sha)
@@ -325,9 +334,7 @@ class Engine:
         try:
             fresh = self.cluster.read(site.namespace, site.deployment)
         except ReconcilerError as exc:
-            return SiteResult(
-                SitePlan(site, Action.ERROR, reason=str(exc), error_kind="kubernetes")
-            )
+            return SiteResult(SitePlan(site, Action.ERROR, reason=str(exc), error_kind=exc.kind))
         p = self._plan_one(site, {}, fresh)
         if p.action is Action.ROLLED_BACK:
             result = self._apply_one(p, dry_run=False)
@@ -375,5 +382,5 @@ def _writes(p: SitePlan) -> bool:
     return p.action is Action.UPDATE or p.write is not None
 
 
-def _failed(p: SitePlan, reason: str, kind: str) -> SitePlan:
+def _failed(p: SitePlan, reason: str, kind: ErrorKind) -> SitePlan:
     return replace(p, action=Action.ERROR, reason=reason, error_kind=kind)

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from reconciler.core.errors import ErrorKind
+
 
 @dataclass(frozen=True, slots=True)
 class Site:
@@ -58,10 +60,10 @@ class BranchHead:
 
 @dataclass(frozen=True, slots=True)
 class HeadError:
-    """Why a branch head could not be resolved; `kind` is a short stable label for metrics."""
+    """Why a branch head could not be resolved, and which kind of failure it is."""
 
     reason: str
-    kind: str = "github"
+    kind: ErrorKind = ErrorKind.GITHUB
 
 
 HeadResult = BranchHead | HeadError
@@ -120,7 +122,7 @@ class NamespaceError:
     """A namespace whose Deployments could not be listed."""
 
     reason: str
-    kind: str = "kubernetes"
+    kind: ErrorKind = ErrorKind.KUBERNETES
 
 
 NamespaceView = Mapping[str, ObservedDeployment] | NamespaceError
@@ -130,8 +132,8 @@ class Action(StrEnum):
     UPDATE = "update"
     IN_SYNC = "in-sync"
     SKIP = "skip"
-    HELD = "held"
-    ROLLED_BACK = "rolled-back"
+    HELD = "held"  # a person changed the image, or `reconciler hold`: left alone
+    ROLLED_BACK = "rolled-back"  # its rollout failed: back to the image before it
     ERROR = "error"
 
 
@@ -167,6 +169,35 @@ class DeploymentPatch:
     resource_version: str = ""
 
 
+class Skip(StrEnum):
+    """Why a site was skipped (its action is SKIP)."""
+
+    PAUSED = "paused"  # in sites.toml or by the Deployment's annotation
+    IMAGE_MISSING = "image_missing"  # the target image is not there (yet)
+    SHUTTING_DOWN = "shutting_down"  # the reconciler stopped before patching it
+    FAILED_COMMIT = "failed_commit"  # the branch head's rollout failed and was rolled back
+
+
+class SiteState(StrEnum):
+    """What an operator wants to know about a site at a glance."""
+
+    IN_SYNC = "in-sync"
+    BEHIND = "behind"
+    FAILING = "failing"
+    PAUSED = "paused"
+    HELD = "held"
+    ROLLED_BACK = "rolled-back"  # runs the image from before a failed rollout
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageStatus:
+    """Whether a target image may be rolled out: exists True/False, or None when it is unknown."""
+
+    exists: bool | None
+    reason: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class SitePlan:
     """The planner's verdict for one site."""
@@ -180,7 +211,8 @@ class SitePlan:
     current_image: str | None = None
     target_image: str | None = None
     resource_version: str = ""
-    error_kind: str = ""
+    error_kind: ErrorKind | None = None
+    skip: Skip | None = None
     running_sha: str | None = None  # the commit the Deployment runs, as last recorded
     changed_at: str | None = None  # when the reconciler last changed it (annotation)
     rollout: Rollout | None = None
@@ -194,6 +226,20 @@ class SitePlan:
     @property
     def ok(self) -> bool:
         return self.action is not Action.ERROR
+
+    def state(self, *, applied: bool = False) -> SiteState:
+        """The site's state from the verdict's action and typed cause, never from its reason."""
+        if self.action is Action.ERROR:
+            return SiteState.FAILING
+        if self.action is Action.HELD:
+            return SiteState.HELD
+        if self.action is Action.ROLLED_BACK or self.skip is Skip.FAILED_COMMIT:
+            return SiteState.ROLLED_BACK
+        if self.action is Action.IN_SYNC or applied:
+            return SiteState.IN_SYNC
+        if self.action is Action.SKIP and self.skip is Skip.PAUSED:
+            return SiteState.PAUSED
+        return SiteState.BEHIND
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +276,6 @@ class ApplyResult:
 
     ok: bool
     reason: str = ""
-    error_kind: str = ""
+    error_kind: ErrorKind | None = None
     conflict: bool = False
     generation: int | None = None

@@ -11,11 +11,11 @@ from reconciler.core.model import (
     DeploymentPatch,
     HeadResult,
     ImageChange,
+    ImageStatus,
     NamespaceView,
     ObservedDeployment,
     RepoRef,
 )
-from reconciler.core.planner import ImageStatus
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from reconciler.core import annotations as ann
 from reconciler.core.model import (
     DeploymentPatch,
     FieldOwner,
@@ -18,23 +19,6 @@ from reconciler.core.model import (
 )
 
 FIELD_MANAGER = "reconciler"
-PREFIX = "reconciler.dev/"
-REPO = PREFIX + "repo"
-BRANCH = PREFIX + "branch"
-SHA = PREFIX + "sha"
-UPDATED_AT = PREFIX + "updated-at"
-PREVIOUS_IMAGE = PREFIX + "previous-image"
-PREVIOUS_SHA = PREFIX + "previous-sha"
-FAILED_SHA = PREFIX + "failed-sha"
-FAILED_REASON = PREFIX + "failed-reason"
-FAILED_AT = PREFIX + "failed-at"
-HOLD = PREFIX + "hold"  # an explicit hold: its value is the reason
-HOLD_BY = PREFIX + "hold-by"
-HOLD_AT = PREFIX + "hold-at"
-HELD_HEAD = PREFIX + "held-head"  # branch head when a manual image change was first seen
-RESUMED_AT = PREFIX + "resumed-at"
-CHANGE_CAUSE = "kubernetes.io/change-cause"
-HOLD_KEYS = (HOLD, HOLD_BY, HOLD_AT, HELD_HEAD)
 
 # Container states that mean the new pods will not come up by themselves.
 STUCK_REASONS = frozenset(
@@ -96,7 +80,7 @@ def owns_image(d: ObservedDeployment, container: str) -> bool:
 
 def ours(d: ObservedDeployment, container: str) -> bool:
     """Whether the image now running is one the reconciler set and may roll back."""
-    return owns_image(d, container) and bool(d.annotations.get(SHA))
+    return owns_image(d, container) and bool(d.annotations.get(ann.SHA))
 
 
 def wants_pods(site: Site, d: ObservedDeployment, container: str, now: float) -> bool:
@@ -104,7 +88,7 @@ def wants_pods(site: Site, d: ObservedDeployment, container: str, now: float) ->
     rollout, _ = state(d)
     if rollout is not Rollout.PROGRESSING or not ours(d, container):
         return False
-    started = parse_time(d.annotations.get(UPDATED_AT))
+    started = parse_time(d.annotations.get(ann.UPDATED_AT))
     return started is not None and now - started >= timeout(site, d)
 
 
@@ -133,9 +117,9 @@ def hold_of(
 ) -> Hold | None:
     """An explicit hold, or a person's (another manager's) change of the managed image."""
     notes = d.annotations
-    if HOLD in notes:
-        by, at = notes.get(HOLD_BY, "someone"), notes.get(HOLD_AT, "")
-        why = notes[HOLD] or "held"
+    if ann.HOLD in notes:
+        by, at = notes.get(ann.HOLD_BY, "someone"), notes.get(ann.HOLD_AT, "")
+        why = notes[ann.HOLD] or "held"
         return Hold(
             by,
             at,
@@ -145,11 +129,11 @@ def hold_of(
     if owner is None or owner.manager == FIELD_MANAGER or not managed(d):
         return None
     changed = parse_time(owner.time)
-    resumed = parse_time(notes.get(RESUMED_AT))
+    resumed = parse_time(notes.get(ann.RESUMED_AT))
     if resumed is not None and (changed is None or changed <= resumed):
         return None
     image = next((c.image for c in d.containers if c.name == container), "?")
-    held_head = notes.get(HELD_HEAD)
+    held_head = notes.get(ann.HELD_HEAD)
     what = f"image set to {image} by {owner.manager} ({owner.operation}) at {owner.time or '?'}"
     if held_head and head_sha and head_sha != held_head:
         return Hold(owner.manager, owner.time, what, resumes=True)
@@ -158,7 +142,7 @@ def hold_of(
         write = DeploymentPatch(
             d.namespace,
             d.name,
-            {HELD_HEAD: head_sha},
+            {ann.HELD_HEAD: head_sha},
             events=(
                 Note(
                     "Normal",
@@ -181,31 +165,31 @@ def hold_of(
 
 def managed(d: ObservedDeployment) -> bool:
     """Whether the reconciler has ever changed this Deployment (else it is adopted, not held)."""
-    return FIELD_MANAGER in d.managers or SHA in d.annotations
+    return FIELD_MANAGER in d.managers or ann.SHA in d.annotations
 
 
 def rollback_patch(
     site: Site, d: ObservedDeployment, container: str, why: str, now: float
 ) -> DeploymentPatch | None:
     """Back to the image recorded before the failed change; the failed commit is remembered."""
-    previous = d.annotations.get(PREVIOUS_IMAGE)
-    bad = d.annotations.get(SHA, "")
+    previous = d.annotations.get(ann.PREVIOUS_IMAGE)
+    bad = d.annotations.get(ann.SHA, "")
     if not previous:
         return None
     current = next((c.image for c in d.containers if c.name == container), "")
-    previous_sha = d.annotations.get(PREVIOUS_SHA) or None
+    previous_sha = d.annotations.get(ann.PREVIOUS_SHA) or None
     was = (previous_sha or "")[:7] or previous
     return DeploymentPatch(
         d.namespace,
         d.name,
         {
-            SHA: previous_sha,
-            UPDATED_AT: stamp(now),
-            PREVIOUS_IMAGE: None,
-            PREVIOUS_SHA: None,
-            FAILED_SHA: bad,
-            FAILED_REASON: why[:500],
-            FAILED_AT: stamp(now),
+            ann.SHA: previous_sha,
+            ann.UPDATED_AT: stamp(now),
+            ann.PREVIOUS_IMAGE: None,
+            ann.PREVIOUS_SHA: None,
+            ann.FAILED_SHA: bad,
+            ann.FAILED_REASON: why[:500],
+            ann.FAILED_AT: stamp(now),
         },
         container=container,
         image=previous,
@@ -221,12 +205,12 @@ def rollback_patch(
 def update_annotations(change: ImageChange, now: float) -> dict[str, str | None]:
     """What an image update records: where the image came from and what it replaced."""
     notes: dict[str, str | None] = {
-        REPO: change.repo,
-        BRANCH: change.branch,
-        SHA: change.sha,
-        UPDATED_AT: stamp(now),
-        PREVIOUS_IMAGE: change.previous_image or None,
-        PREVIOUS_SHA: change.previous_sha or None,
+        ann.REPO: change.repo,
+        ann.BRANCH: change.branch,
+        ann.SHA: change.sha,
+        ann.UPDATED_AT: stamp(now),
+        ann.PREVIOUS_IMAGE: change.previous_image or None,
+        ann.PREVIOUS_SHA: change.previous_sha or None,
     }
     for key in change.clear:
         notes[key] = None
@@ -238,15 +222,15 @@ def hold_patch(d: ObservedDeployment, by: str, reason: str, now: float) -> Deplo
     return DeploymentPatch(
         d.namespace,
         d.name,
-        {HOLD: why, HOLD_BY: by, HOLD_AT: stamp(now)},
+        {ann.HOLD: why, ann.HOLD_BY: by, ann.HOLD_AT: stamp(now)},
         events=(Note("Normal", "Held", f"held by {by}: {why}"[:1024]),),
         resource_version=d.resource_version,
     )
 
 
 def resume_patch(d: ObservedDeployment, by: str, now: float) -> DeploymentPatch:
-    notes: dict[str, str | None] = dict.fromkeys(HOLD_KEYS)
-    notes[RESUMED_AT] = stamp(now)
+    notes: dict[str, str | None] = dict.fromkeys(ann.HOLD_KEYS)
+    notes[ann.RESUMED_AT] = stamp(now)
     return DeploymentPatch(
         d.namespace,
         d.name,
@@ -274,14 +258,14 @@ def manual_rollback_patch(
         d.namespace,
         d.name,
         {
-            SHA: sha,
-            UPDATED_AT: stamp(now),
-            PREVIOUS_IMAGE: current or None,
-            PREVIOUS_SHA: notes.get(SHA) or None,
-            HOLD: f"rolled back to {target}",
-            HOLD_BY: by,
-            HOLD_AT: stamp(now),
-            HELD_HEAD: None,
+            ann.SHA: sha,
+            ann.UPDATED_AT: stamp(now),
+            ann.PREVIOUS_IMAGE: current or None,
+            ann.PREVIOUS_SHA: notes.get(ann.SHA) or None,
+            ann.HOLD: f"rolled back to {target}",
+            ann.HOLD_BY: by,
+            ann.HOLD_AT: stamp(now),
+            ann.HELD_HEAD: None,
         },
         container=container,
         image=image,
