@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -13,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+import urllib3
 from github import Auth, Github, GithubException
 from urllib3.util.retry import Retry
 
@@ -179,8 +181,7 @@ class GitHubSource:
                 ) from exc
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
                 raise GitHubError(
-                    f"cannot reach GitHub at {self.settings.api_url}: {_short(exc)}",
-                    kind=ErrorKind.GITHUB_UNREACHABLE,
+                    self._unreachable(exc), kind=ErrorKind.GITHUB_UNREACHABLE
                 ) from exc
             except GithubException as exc:
                 raise GitHubError(f"GitHub error: {exc}", kind=ErrorKind.GITHUB) from exc
@@ -194,6 +195,17 @@ class GitHubSource:
             log.warning("GitHub asked us to wait %.0fs (%s); waiting", wait, response.message)
             self._sleep(wait)
         raise AssertionError("unreachable")
+
+    def _unreachable(self, exc: BaseException) -> str:
+        """What went wrong on the network, from the innermost cause (urllib3 wraps it twice)."""
+        url = self.settings.api_url
+        cause = _root_cause(exc)
+        if isinstance(cause, urllib3.exceptions.ReadTimeoutError | socket.timeout):
+            return f"GitHub did not answer within {self.settings.timeout:g} s ({url})"
+        if isinstance(cause, urllib3.exceptions.ConnectTimeoutError):
+            return f"cannot reach GitHub at {url}: no connection within {self.settings.timeout:g} s"
+        reason = getattr(cause, "strerror", None) or type(cause).__name__
+        return f"cannot reach GitHub at {url}: {reason}"
 
     def _retry_wait(self, r: _Response) -> float | None:
         """Seconds to wait before retrying a rate-limited answer, None when it was not limited."""
@@ -532,6 +544,17 @@ def _http_error(ref: RepoRef, r: _Response) -> HeadError:
     return HeadError(f"GitHub answered {r.status} for {ref}: {r.message}", ErrorKind.GITHUB)
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc)
-    return text if len(text) < 200 else text[:200] + "…"
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost error behind requests' and urllib3's wrappers (MaxRetryError.reason, args)."""
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = getattr(exc, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = next((a for a in exc.args if isinstance(a, BaseException)), None)
+        if inner is None:
+            inner = exc.__cause__ or exc.__context__
+        if inner is None:
+            return exc
+        exc = inner
+    return exc
