@@ -255,7 +255,7 @@ def smp_body(patch: DeploymentPatch) -> dict[str, Any]:
     if patch.resource_version:
         metadata["resourceVersion"] = patch.resource_version  # 409 if it changed since we looked
     body: dict[str, Any] = {"metadata": metadata}
-    if patch.container and patch.image:
+    if patch.container and patch.image is not None:
         body["spec"] = {
             "template": {"spec": {"containers": [{"name": patch.container, "image": patch.image}]}}
         }
