@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, TextIO
 from reconciler import __version__
 from reconciler.core import config as config_mod
 from reconciler.core.errors import ConfigError, ReconcilerError
+from reconciler.settings import Settings
 
 if TYPE_CHECKING:  # the clients are imported only by the commands that use them
     from reconciler.core.engine import Engine, SiteResult, SyncReport
@@ -99,8 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_path(args: argparse.Namespace, env: Mapping[str, str]) -> str:
-    return str(args.config or env.get("RECONCILER_CONFIG") or "sites.toml")
+def config_path(args: argparse.Namespace, settings: Settings) -> str:
+    return str(args.config or settings.config_path)
 
 
 def main(
@@ -125,12 +126,13 @@ def main(
             format="%(levelname)s %(name)s: %(message)s",
             stream=err,
         )
-    path = config_path(args, env)
     try:
+        settings = Settings.from_env(env)
+        path = config_path(args, settings)
         if args.command == "serve":
             from reconciler.cli.serve import serve
 
-            return serve(path, port=args.port, bind=args.bind, env=env)
+            return serve(path, port=args.port, bind=args.bind, settings=settings)
         if args.command == "sites":
             return _sites(args, path, out)
         config = config_mod.load(path)
@@ -138,8 +140,8 @@ def main(
             print(f"{path}: ok, {len(config.sites)} site(s)", file=out)
             return EXIT_OK
         if args.command in ("hold", "resume", "rollback"):
-            return _command(args, config, parts=parts, env=env, out=out, err=err)
-        return _plan_or_sync(args, config, parts=parts, env=env, out=out, err=err)
+            return _command(args, config, parts=parts, settings=settings, env=env, out=out, err=err)
+        return _plan_or_sync(args, config, parts=parts, settings=settings, out=out, err=err)
     except ConfigError as exc:
         print(str(exc), file=err)
         return EXIT_USAGE
@@ -153,7 +155,7 @@ def _plan_or_sync(
     config: config_mod.Config,
     *,
     parts: Parts | None,
-    env: Mapping[str, str],
+    settings: Settings,
     out: TextIO,
     err: TextIO,
 ) -> int:
@@ -171,7 +173,7 @@ def _plan_or_sync(
     parts = parts or Parts()
     if args.context:
         parts.kube_context = args.context
-    engine = build_engine(parts, env)
+    engine = build_engine(parts, settings)
     request = SyncRequest(
         sites=names,
         dry_run=bool(getattr(args, "dry_run", False)),
@@ -233,6 +235,7 @@ def _command(
     config: config_mod.Config,
     *,
     parts: Parts | None,
+    settings: Settings,
     env: Mapping[str, str],
     out: TextIO,
     err: TextIO,
@@ -250,7 +253,7 @@ def _command(
     parts = parts or Parts()
     if args.context:
         parts.kube_context = args.context
-    engine = build_engine(parts, env)
+    engine = build_engine(parts, settings)
     by = f"{env.get('USER') or env.get('LOGNAME') or 'someone'} (cli)"
     try:
         if args.command == "hold":
