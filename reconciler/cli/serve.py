@@ -19,6 +19,13 @@ log = logging.getLogger(__name__)
 
 GRACEFUL_TIMEOUT = 25  # the pod's terminationGracePeriodSeconds (60) leaves room for this
 LEASE_NAME = "reconciler"  # k8s/lease-rbac.yaml grants get/update on this name only
+# Pub/Sub subscriptions serve pulls, by the kind of message on them: Cloud Scheduler jobs,
+# Cloud Build notifications, Artifact Registry (gcr topic) notifications.
+SUBSCRIPTIONS = (
+    ("scheduler", "PUBSUB_SUBSCRIPTION"),
+    ("cloud-build", "PUBSUB_CLOUD_BUILD_SUBSCRIPTION"),
+    ("gcr", "PUBSUB_GCR_SUBSCRIPTION"),
+)
 
 
 class Process:
@@ -47,33 +54,48 @@ class Process:
             web_url=web_url_for(GitHubSettings.from_env(env).api_url),
         )
         self.service.extra_health["kubernetes"] = _cached(lambda: kube.ping(api), 10.0)
-        self.pubsub: Any = None
-        subscription = env.get("PUBSUB_SUBSCRIPTION")
-        if subscription:
-            from reconciler.adapters.pubsub import PubSubTrigger
+        self.pubsub: list[Any] = []
+        for kind, variable in SUBSCRIPTIONS:
+            subscription = env.get(variable)
+            if subscription:
+                self._subscribe(kind, subscription)
+        self.app = create_app(
+            self.service,
+            trigger_token=env.get("RECONCILER_TRIGGER_TOKEN"),
+            webhook_secret=env.get("GITHUB_WEBHOOK_SECRET") or None,
+        )
 
-            self.pubsub = PubSubTrigger(
-                subscription, self.service.submit_future, self.service.site_names
-            )
-            self.service.extra_health["pubsub"] = lambda: (
-                None if self.pubsub.running else f"Pub/Sub: {self.pubsub.last_error}"
-            )
-        self.app = create_app(self.service, trigger_token=env.get("RECONCILER_TRIGGER_TOKEN"))
+    def _subscribe(self, kind: str, subscription: str) -> None:
+        """A Pub/Sub trigger on ``subscription`` for messages of ``kind``, with its health check."""
+        from reconciler.adapters.pubsub import PubSubTrigger
+        from reconciler.serve.events import pubsub_classifier
+
+        trigger = PubSubTrigger(
+            subscription,
+            self.service.submit_future,
+            pubsub_classifier(self.service, kind),
+            trigger="pubsub" if kind == "scheduler" else kind,
+        )
+        self.pubsub.append(trigger)
+        name = "pubsub" if kind == "scheduler" else f"pubsub-{kind}"
+        self.service.extra_health[name] = lambda: (
+            None if trigger.running else f"Pub/Sub {subscription}: {trigger.last_error}"
+        )
 
     def start(self) -> None:
         from reconciler.core.engine import SyncRequest
 
         self.service.start_schedule()
-        if self.pubsub is not None:
-            self.pubsub.start()
+        for trigger in self.pubsub:
+            trigger.start()
         self.service.submit(SyncRequest(trigger="startup"))
         log.info("reconciler serving", extra={"event": "started", "pid": os.getpid()})
 
     def begin_shutdown(self) -> None:
         """On SIGTERM: no new triggers; the patch in flight finishes, nothing new starts."""
         log.info("shutting down", extra={"event": "shutdown"})
-        if self.pubsub is not None:
-            self.pubsub.stop(timeout=5.0)
+        for trigger in self.pubsub:
+            trigger.stop(timeout=5.0 / len(self.pubsub))
         self.service.shutdown(timeout=0)
 
     def finish(self) -> None:
