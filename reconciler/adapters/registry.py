@@ -9,13 +9,13 @@ import os
 import re
 import threading
 from collections.abc import Collection, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
-from reconciler.core.planner import ImageStatus
+from reconciler.core.fanout import bounded_map
+from reconciler.core.model import ImageStatus
 from reconciler.core.ports import ImageVerifier, VerifyRequest
 
 log = logging.getLogger(__name__)
@@ -91,11 +91,8 @@ class RegistryVerifier:
 
     def verify(self, requests_: Collection[VerifyRequest]) -> Mapping[str, ImageStatus]:
         images = sorted({r.image for r in requests_ if r.mode == "registry"})
-        if not images:
-            return {}
-        workers = max(1, min(self.concurrency, len(images)))
-        with ThreadPoolExecutor(workers, thread_name_prefix="registry") as pool:
-            return dict(zip(images, pool.map(self.check, images), strict=True))
+        statuses = bounded_map(self.check, images, limit=self.concurrency, name="registry")
+        return dict(zip(images, statuses, strict=True))
 
     def check(self, image: str) -> ImageStatus:
         with self._lock:

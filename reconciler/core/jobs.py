@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Mapping
 
-from reconciler.core.errors import ReconcilerError
+from reconciler.core.errors import JobError
 from reconciler.core.hints import Hint, Outcome
 
 __all__ = ["JOBS", "JOB_EVENT", "JobError", "classify_job", "parse_job"]
@@ -25,10 +25,6 @@ JOB_EVENT = "scheduler"
 JOBS = ("sync",)
 _KEYS = ("job", "sites")
 _MAX_SHOWN = 200  # characters of a bad value quoted back in an error message
-
-
-class JobError(ReconcilerError):
-    """A Cloud Scheduler message that does not describe a job we can run."""
 
 
 def parse_job(

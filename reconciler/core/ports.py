@@ -10,11 +10,11 @@ from reconciler.core.model import (
     ApplyResult,
     HeadResult,
     ImageChange,
+    ImageStatus,
     NamespaceView,
     ObservedDeployment,
     RepoRef,
 )
-from reconciler.core.planner import ImageStatus
 
 
 @dataclass(frozen=True, slots=True)
