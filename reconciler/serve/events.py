@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 import threading
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -78,7 +79,7 @@ class GitHubHooks:
             hint = Hint(event, Outcome.DUPLICATE, f"delivery {delivery} was handled already")
             return self._answer(hint, where)
         try:
-            payload = json.loads(body)
+            payload = json.loads(_json_text(body))
         except (UnicodeDecodeError, ValueError) as exc:
             hint = Hint(event, Outcome.MALFORMED, f"the payload is not JSON: {exc}")
             return self._answer(hint, where, status=400)
@@ -162,6 +163,14 @@ def pubsub_classifier(service: Service, kind: str) -> Classifier:
         return hint
 
     return classify
+
+
+def _json_text(body: bytes) -> bytes | str:
+    """The JSON of a delivery: the body, or its ``payload`` field when the webhook was set up
+    with the form content type (application/x-www-form-urlencoded)."""
+    if body.startswith(b"payload="):
+        return urllib.parse.parse_qs(body.decode("utf-8"), strict_parsing=True)["payload"][0]
+    return body
 
 
 def _fields(hint: Hint) -> dict[str, Any]:
