@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import uuid
 from collections.abc import Collection, Mapping
@@ -36,10 +35,13 @@ LIST_PAGE = 500
 REQUEST_TIMEOUT = (5.0, 30.0)
 
 
-def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
-    """An ApiClient: in-cluster config inside a pod, else the kubeconfig (KUBECONFIG, context)."""
+def api_client(
+    kubeconfig: str | None = None, context: str | None = None, *, in_cluster: bool = False
+) -> Any:
+    """An ApiClient: in-cluster config inside a pod (no kubeconfig given), else the kubeconfig
+    (None: the client's default, ~/.kube/config) and its context."""
     try:
-        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        if kubeconfig is None and in_cluster:
             cfg = client.Configuration()
             config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
             return client.ApiClient(cfg)
@@ -47,7 +49,7 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any
             config_file=kubeconfig, context=context
         )
     except (ConfigException, OSError) as exc:
-        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        where = kubeconfig or "~/.kube/config"
         raise KubernetesError(
             f"no usable Kubernetes credentials ({exc}); outside a cluster, point KUBECONFIG "
             f"(now {where}) at a kubeconfig whose current context reaches your cluster",
@@ -71,7 +73,7 @@ class KubeCluster:
         )
         self.api = api
         self.concurrency = concurrency
-        self.reporter = reporter or os.environ.get("POD_NAME") or socket.gethostname()
+        self.reporter = reporter or socket.gethostname()
         self.events = events
 
     @property
