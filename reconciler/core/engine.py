@@ -10,7 +10,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 
 from reconciler.core import annotations as ann
-from reconciler.core import planner, rollout
+from reconciler.core import fallback, planner, rollout
 from reconciler.core.config import Config
 from reconciler.core.errors import ErrorKind, ReconcilerError
 from reconciler.core.fanout import bounded_map
@@ -171,8 +171,18 @@ class Engine:
             if (d := _deployment(observed, site)) is not None
         }
         result = planner.plan(selected, heads, observed, now=now, troubles=troubles)
-        if not result.updates:
-            return result
+        result = self._gate(result)
+
+        def replan(site: Site, head: BranchHead) -> SitePlan:
+            view = {site.ref: head}
+            return planner.plan_site(
+                site, view, observed, now=now, troubles=troubles.get(site.name, ())
+            )
+
+        return self._fall_back(result, heads, replan)
+
+    def _gate(self, result: Plan) -> Plan:
+        """Verify every update's target (registry or checks); missing ones become skips."""
         wanted = {
             p.target_image: VerifyRequest(p.target_image, p.site.repo, p.sha, p.site.verify)
             for p in result.updates
@@ -185,6 +195,49 @@ class Engine:
         except ReconcilerError as exc:
             statuses = {image: ImageStatus(None, str(exc)) for image in wanted}
         return planner.gate(result, statuses)
+
+    def _fall_back(
+        self,
+        result: Plan,
+        heads: Mapping[RepoRef, HeadResult],
+        replan: Callable[[Site, BranchHead], SitePlan],
+    ) -> Plan:
+        """Sites whose head is not ready deploy the newest older commit that is, forward only
+        (reconciler.core.fallback); one verification round for all their candidates."""
+        options: dict[str, tuple[BranchHead, tuple[fallback.Candidate, ...]]] = {}
+        for p in result.sites:
+            head = heads.get(p.site.ref)
+            if isinstance(head, BranchHead) and fallback.not_ready(p):
+                found = fallback.candidates(p, head)
+                if found:
+                    options[p.site.name] = (head, found)
+        if not options:
+            return result
+        by_name = {p.site.name: p for p in result.sites}
+        wanted = {
+            c.image: VerifyRequest(c.image, head.repo, c.sha, by_name[name].site.verify)
+            for name, (head, found) in options.items()
+            for c in found
+        }
+        statuses: Mapping[str, ImageStatus]
+        try:
+            statuses = self.verifier.verify(list(wanted.values()))
+        except ReconcilerError:  # the heads stay skipped; the next sync tries again
+            return result
+        out = []
+        for p in result.sites:
+            head, found = options.get(p.site.name, (None, ()))
+            chosen = next((c for c in found if _ready(p, c, statuses)), None)
+            if head is None or chosen is None:
+                out.append(p)
+                continue
+            alternative = replan(p.site, replace(head, sha=chosen.sha, history=()))
+            if alternative.action is not Action.UPDATE:
+                out.append(p)
+                continue
+            why = fallback.reason(p, head, chosen)
+            out.append(replace(alternative, reason=why, fallback=why))
+        return Plan(tuple(out))
 
     def run(self, config: Config, request: SyncRequest) -> SyncReport:
         """Plan, then (unless plan_only) apply every update; one site's failure stays its own."""
@@ -288,7 +341,8 @@ class Engine:
             changed_at=stamp,
             running_sha=p.sha,
             rollout=Rollout.PROGRESSING,
-            reason=f"deployed {p.branch}@{(p.sha or '')[:7]} (was {was})",
+            reason=f"deployed {p.branch}@{(p.sha or '')[:7]} (was {was})"
+            + (f"; {p.fallback}" if p.fallback else ""),
         )
         return SiteResult(p, applied=True)
 
@@ -380,6 +434,13 @@ def _deployment(observed: Mapping[str, NamespaceView], site: Site) -> ObservedDe
 
 def _writes(p: SitePlan) -> bool:
     return p.action is Action.UPDATE or p.write is not None
+
+
+def _ready(p: SitePlan, c: fallback.Candidate, statuses: Mapping[str, ImageStatus]) -> bool:
+    if p.site.verify == "none":
+        return True
+    status = statuses.get(c.image)
+    return status is not None and status.exists is True
 
 
 def _failed(p: SitePlan, reason: str, kind: ErrorKind) -> SitePlan:
