@@ -4,5 +4,6 @@ pytest_plugins = [
     "testkit.controlplane_fixtures",
     "testkit.github_fixtures",
     "testkit.pubsub_fixtures",
+    "testkit.registry_fixtures",
     "testkit.serve_world",
 ]

@@ -54,6 +54,14 @@ class ConflictError(KubernetesError):
     """The object changed under us (HTTP 409): re-read and re-plan."""
 
 
+class RegistryError(ReconcilerError):
+    """A registry, its token service or the credentials for it made one image uncheckable."""
+
+    def __init__(self, message: str, *, kind: str = "registry"):
+        super().__init__(message)
+        self.kind = kind
+
+
 class PubSubError(ReconcilerError):
     """The Pub/Sub subscriber could not be started or kept running."""
 
