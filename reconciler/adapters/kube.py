@@ -242,6 +242,13 @@ class KubeCluster:
         )
 
 
+def _readable(image: str) -> str:
+    """An image for `kubectl rollout history`: a pinned digest cut to 12 hex digits."""
+    name, at, digest = image.partition("@")
+    algorithm, _, hexdigest = digest.partition(":")
+    return f"{name}@{algorithm}:{hexdigest[:12]}" if at and hexdigest else image
+
+
 def patch_body(change: ImageChange, now: datetime) -> dict[str, Any]:
     """The strategic-merge patch for one change: the container's image and where it came from."""
     metadata: dict[str, Any] = {
@@ -252,7 +259,7 @@ def patch_body(change: ImageChange, now: datetime) -> dict[str, Any]:
             UPDATED_ANNOTATION: now.strftime("%Y-%m-%dT%H:%M:%SZ"),
             CHANGE_CAUSE: (
                 f"reconciler: {change.repo}@{change.branch} {change.sha[:7]} "
-                f"({change.container}={change.image})"
+                f"({change.container}={_readable(change.image)})"
             ),
         }
     }

@@ -14,8 +14,19 @@ from reconciler.core.errors import ConfigError, ConfigProblem
 from reconciler.core.model import Site
 from reconciler.core.template import template_problems
 
-SITE_KEYS = ("repo", "branch", "namespace", "deployment", "container", "image", "paused", "verify")
-DEFAULT_KEYS = ("branch", "namespace", "container", "image", "verify")
+SITE_KEYS = (
+    "repo",
+    "branch",
+    "namespace",
+    "deployment",
+    "container",
+    "image",
+    "paused",
+    "verify",
+    "pin_digest",
+    "required_checks",
+)
+DEFAULT_KEYS = ("branch", "namespace", "container", "image", "verify", "pin_digest")
 SERVICE_KEYS = ("schedule", "jitter", "timezone")
 TOP_KEYS = ("defaults", "service", "sites")
 VERIFY_MODES = ("registry", "checks", "none")
@@ -298,6 +309,11 @@ class _Validator:
         paused = raw.get("paused", False)
         if not isinstance(paused, bool):
             self.problem((*where, "paused"), '"paused" must be true or false', name)
+        pin_where = where if "pin_digest" in raw else ("defaults",)
+        pin_digest = raw.get("pin_digest", defaults.get("pin_digest", True))
+        if not isinstance(pin_digest, bool):
+            self.problem((*pin_where, "pin_digest"), '"pin_digest" must be true or false', name)
+        required = self._required_checks(raw, where, name, verify)
         if len(self.problems) > before or repo is None or image is None:
             return None
         return Site(
@@ -311,7 +327,23 @@ class _Validator:
             paused=bool(paused),
             verify=verify,
             line=self.lines.of(*where),
+            pin_digest=bool(pin_digest),
+            required_checks=required,
         )
+
+    def _required_checks(
+        self, raw: Mapping[str, Any], where: tuple[str, ...], name: str, verify: str
+    ) -> tuple[str, ...]:
+        value = raw.get("required_checks")
+        if value is None:
+            return ()
+        key = (*where, "required_checks")
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            self.problem(key, '"required_checks" must be a list of check names', name)
+            return ()
+        if verify != "checks":
+            self.problem(key, '"required_checks" needs verify = "checks"', name)
+        return tuple(value)
 
     def _duplicates(self, sites: list[Site]) -> None:
         seen: dict[tuple[str, str], list[Site]] = {}

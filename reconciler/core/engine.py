@@ -150,17 +150,14 @@ class Engine:
         result = planner.plan(selected, heads, observed)
         if not result.updates:
             return result
-        wanted = {
-            p.target_image: VerifyRequest(p.target_image, p.site.repo, p.sha, p.site.verify)
-            for p in result.updates
-            if p.target_image and p.sha and p.site.verify != "none"
-        }
+        wanted = {r for r in map(planner.verify_request, result.updates) if r is not None}
         if not wanted:
             return result
+        statuses: Mapping[VerifyRequest, planner.ImageStatus]
         try:
-            statuses = self.verifier.verify(list(wanted.values()))
+            statuses = self.verifier.verify(wanted)
         except ReconcilerError as exc:
-            statuses = {image: planner.ImageStatus(None, str(exc)) for image in wanted}
+            statuses = {r: planner.ImageStatus(None, str(exc)) for r in wanted}
         return planner.gate(result, statuses)
 
     def run(self, config: Config, request: SyncRequest) -> SyncReport:
@@ -258,7 +255,11 @@ class Engine:
         view = {fresh.name: fresh} if fresh else {}
         assert p.sha and p.branch
         heads = {site.ref: BranchHead(site.repo, p.branch, p.sha)}
-        return planner.plan_site(site, heads, {site.namespace: view})
+        fresh_plan = planner.plan_site(site, heads, {site.namespace: view})
+        if fresh_plan.action is Action.UPDATE and p.target_image:
+            # same commit, same verified image: keep the digest the gate pinned
+            fresh_plan = replace(fresh_plan, target_image=p.target_image)
+        return fresh_plan
 
 
 def _failed(p: SitePlan, reason: str, kind: str) -> SitePlan:

@@ -21,6 +21,8 @@ class Site:
     paused: bool = False
     verify: str = "registry"
     line: int | None = None
+    pin_digest: bool = True  # deploy image:tag@digest when the registry answered a digest
+    required_checks: tuple[str, ...] = ()  # verify = "checks": these must have passed
 
     @property
     def owner(self) -> str:

@@ -29,10 +29,44 @@ UPDATED_ANNOTATION = ANNOTATION_PREFIX + "updated-at"
 
 @dataclass(frozen=True, slots=True)
 class ImageStatus:
-    """Whether a target image may be rolled out: exists True/False, or None when it is unknown."""
+    """Whether a target image may be rolled out: True, False (not yet: skip) or None (fail).
+
+    `digest` is the manifest digest the registry answered (the index's for a multi-platform
+    image); `kind` labels a failure for metrics.
+    """
 
     exists: bool | None
     reason: str = ""
+    digest: str | None = None
+    kind: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyRequest:
+    """A target image to check before rollout, with the commit it was built from.
+
+    Two sites sharing an image but verifying it differently are two requests.
+    """
+
+    image: str
+    repo: str
+    sha: str
+    mode: str
+    required_checks: tuple[str, ...] = ()
+
+
+def verify_request(p: SitePlan) -> VerifyRequest | None:
+    """What an UPDATE verdict must have verified before rollout (None: nothing to verify)."""
+    if p.action is not Action.UPDATE or p.site.verify == "none":
+        return None
+    if not (p.target_image and p.sha):
+        return None
+    return VerifyRequest(p.target_image, p.site.repo, p.sha, p.site.verify, p.site.required_checks)
+
+
+def same_image(current: str, target: str) -> bool:
+    """Same image reference up to a pinned digest: `repo:tag` and `repo:tag@sha256:...` match."""
+    return current.partition("@")[0] == target.partition("@")[0]
 
 
 def plan(
@@ -104,7 +138,7 @@ def plan_site(
         site.image, owner=site.owner, repo=site.repo_name, branch=head.branch, sha=head.sha
     )
     base = replace(base, target_image=target)
-    if current == target:
+    if same_image(current, target):
         return replace(
             base,
             action=Action.IN_SYNC,
@@ -143,13 +177,20 @@ def _pick_container(site: Site, deployment: ObservedDeployment) -> tuple[str | N
     return None, f'{where} has no container "{site.container}" (it has: {", ".join(names)})'
 
 
-def gate(plan_: Plan, statuses: Mapping[str, ImageStatus]) -> Plan:
-    """Turn updates whose target image is missing or unverifiable into skips or errors."""
+def gate(plan_: Plan, statuses: Mapping[VerifyRequest, ImageStatus]) -> Plan:
+    """Turn updates whose target image is missing or unverifiable into skips or errors.
+
+    A verified update whose site pins digests gets `image:tag@digest` as its target.
+    """
     out = []
     for p in plan_.sites:
-        status = statuses.get(p.target_image or "") if p.action is Action.UPDATE else None
-        if status is None or status.exists is True:
+        request = verify_request(p)
+        status = statuses.get(request) if request else None
+        if status is None:
             out.append(p)
+        elif status.exists is True:
+            pin = status.digest and p.site.pin_digest and p.target_image
+            out.append(replace(p, target_image=f"{p.target_image}@{status.digest}") if pin else p)
         elif status.exists is False:
             reason = status.reason or f"image {p.target_image} does not exist"
             out.append(replace(p, action=Action.SKIP, reason=f"{reason}; not rolled out"))
@@ -159,7 +200,7 @@ def gate(plan_: Plan, statuses: Mapping[str, ImageStatus]) -> Plan:
                     p,
                     action=Action.ERROR,
                     reason=f"cannot verify image {p.target_image}: {status.reason}",
-                    error_kind="image_unverified",
+                    error_kind=status.kind or "image_unverified",
                 )
             )
     return Plan(tuple(out))
