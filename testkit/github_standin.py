@@ -45,7 +45,20 @@ class _Headers(Protocol):
     def get(self, name: str, /) -> str | None: ...
 
 
-CheckState = Literal["success", "pending", "failure", "error"]
+CheckState = Literal[
+    "success",
+    "pending",
+    "failure",
+    "error",
+    # check-run conclusions only (a commit status has none of these)
+    "neutral",
+    "skipped",
+    "timed_out",
+    "cancelled",
+    "action_required",
+]
+CheckKind = Literal["both", "run", "status"]
+_STATUS_STATES = ("success", "pending", "failure", "error")
 
 DOCS = "https://docs.github.com/rest"
 HTML_BASE = "https://github.com"
@@ -234,6 +247,15 @@ class _Check:
     name: str
     state: str
     created_at: str
+    kind: str = "both"  # a commit status and a check run, or only one of them
+
+    @property
+    def status(self) -> bool:
+        return self.kind in ("both", "status")
+
+    @property
+    def run(self) -> bool:
+        return self.kind in ("both", "run")
 
 
 @dataclass
@@ -633,15 +655,19 @@ class GitHubStandIn:
         sha: str,
         state: CheckState,
         names: Sequence[str] = ("ci",),
+        kind: CheckKind = "both",
     ) -> None:
-        """Give commit `sha` one commit status and one check run per name, all in `state`."""
-        if state not in ("success", "pending", "failure", "error"):
+        """Give commit `sha` one commit status and/or one check run per name, all in `state`
+        (check-run conclusions such as "neutral" need kind="run")."""
+        if state not in CheckState.__args__:  # type: ignore[attr-defined]
             raise ValueError(f"bad check state {state!r}")
+        if kind != "run" and state not in _STATUS_STATES:
+            raise ValueError(f"a commit status cannot be {state!r}: use kind='run'")
         now = _iso(time.time())
         with self._lock:
             repo = self._repo(full_name)
             kept = [c for c in repo.checks.get(sha, []) if c.name not in names]
-            kept += [_Check(self._new_id(), name, state, now) for name in names]
+            kept += [_Check(self._new_id(), name, state, now, kind) for name in names]
             repo.checks[sha] = kept
 
     def clear_checks(self, full_name: str, sha: str) -> None:
@@ -1088,10 +1114,15 @@ class GitHubStandIn:
                         422, _error(422, f"No commit found for SHA: {tail}", doc), schema_op=op
                     )
                 return _Reply(404, _error(404, "Not Found", doc), schema_op=op)
-            if route == "rest:status":
-                return self._json_ok(_combined_status(repo, sha, api), op, caller, headers)
-            if route == "rest:check-runs":
-                return self._json_ok(_check_runs(repo, sha, api, query), op, caller, headers)
+            if route in ("rest:status", "rest:check-runs"):
+                status = route == "rest:status"
+                obj = (_combined_status if status else _check_runs)(repo, sha, api, query)
+                reply = self._json_ok(obj, op, caller, headers)
+                url = f"{api}/repos/{repo.full_name}/commits/{sha}/{route[5:]}"
+                links = _links(url, int(obj["total_count"]), _page([], query)[1], query)
+                if links and reply.status == 200:
+                    reply.headers.append(("Link", ", ".join(links)))
+                return reply
             if _SHA_MEDIA_RE.search(accept):
                 return _sha_reply(sha, headers)
             obj = _commit(repo, repo.commits[sha], api)
@@ -1634,8 +1665,29 @@ def _git_ref(repo: _Repo, branch: str, sha: str, api: str) -> dict[str, Json]:
     }
 
 
+def _page(items: list[Json], query: Mapping[str, list[str]]) -> tuple[list[Json], int]:
+    """One page of a REST list (`per_page` default 30, at most 100; `page` from 1), the page."""
+    try:
+        per_page = max(1, min(100, int((query.get("per_page") or ["30"])[0])))
+        page = max(1, int((query.get("page") or ["1"])[0]))
+    except ValueError:
+        per_page, page = 30, 1
+    return items[(page - 1) * per_page : page * per_page], per_page
+
+
+def _links(url: str, total: int, per_page: int, query: Mapping[str, list[str]]) -> list[str]:
+    """GitHub's Link header entries (next, last) for page `page` of `total` items."""
+    page = max(1, int((query.get("page") or ["1"])[0]))
+    last = max(1, -(-total // per_page))
+    links = []
+    if page < last:
+        links.append(f'<{url}?per_page={per_page}&page={page + 1}>; rel="next"')
+        links.append(f'<{url}?per_page={per_page}&page={last}>; rel="last"')
+    return links
+
+
 def _combined_state(checks: Sequence[_Check]) -> str:
-    states = {c.state for c in checks}
+    states = {c.state for c in checks if c.status}
     if not states:
         return "pending"
     if states & {"failure", "error"}:
@@ -1645,9 +1697,19 @@ def _combined_state(checks: Sequence[_Check]) -> str:
     return "success"
 
 
-def _combined_status(repo: _Repo, sha: str, api: str) -> dict[str, Json]:
+def _rollup_state(checks: Sequence[_Check]) -> str:
+    """GraphQL's StatusCheckRollupState over statuses and check runs alike."""
+    states = {c.state for c in checks}
+    if states - {"success", "pending", "neutral", "skipped"}:
+        return "FAILURE"
+    return "PENDING" if "pending" in states else "SUCCESS"
+
+
+def _combined_status(
+    repo: _Repo, sha: str, api: str, query: Mapping[str, list[str]] | None = None
+) -> dict[str, Json]:
     base = f"{api}/repos/{repo.owner}/{repo.name}"
-    checks = repo.checks.get(sha, [])
+    checks = [c for c in repo.checks.get(sha, []) if c.status]
     statuses = [
         {
             "url": f"{base}/statuses/{sha}",
@@ -1665,7 +1727,7 @@ def _combined_status(repo: _Repo, sha: str, api: str) -> dict[str, Json]:
     ]
     return {
         "state": _combined_state(checks),
-        "statuses": statuses,
+        "statuses": _page(statuses, query or {})[0],
         "sha": sha,
         "total_count": len(statuses),
         "repository": _minimal_repository(repo, api),
@@ -1702,6 +1764,8 @@ def _check_runs(repo: _Repo, sha: str, api: str, query: Mapping[str, list[str]])
     wanted_status = query["status"][0] if query.get("status") else None
     runs = []
     for c in repo.checks.get(sha, []):
+        if not c.run:
+            continue
         done = c.state != "pending"
         status = "completed" if done else "in_progress"
         if wanted_name is not None and c.name != wanted_name:
@@ -1718,7 +1782,7 @@ def _check_runs(repo: _Repo, sha: str, api: str, query: Mapping[str, list[str]])
                 "html_url": f"{HTML_BASE}/{repo.full_name}/runs/{c.id}",
                 "details_url": f"{HTML_BASE}/{repo.full_name}/runs/{c.id}",
                 "status": status,
-                "conclusion": ("success" if c.state == "success" else "failure") if done else None,
+                "conclusion": ("failure" if c.state == "error" else c.state) if done else None,
                 "started_at": c.created_at,
                 "completed_at": c.created_at if done else None,
                 "output": {
@@ -1734,7 +1798,7 @@ def _check_runs(repo: _Repo, sha: str, api: str, query: Mapping[str, list[str]])
                 "pull_requests": [],
             }
         )
-    return {"total_count": len(runs), "check_runs": runs}
+    return {"total_count": len(runs), "check_runs": _page(runs, query)[0]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -1982,7 +2046,7 @@ class _GqlBuilder:
         }
         rollup = None
         if checks:
-            state = _combined_state(checks).upper()
+            state = _rollup_state(checks)
             rollup = {
                 "__typename": "StatusCheckRollup",
                 "id": _node_id(f"rollup:{sha}"),
