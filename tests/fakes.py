@@ -12,12 +12,12 @@ from reconciler.core.model import (
     HeadError,
     HeadResult,
     ImageChange,
+    ImageStatus,
     NamespaceError,
     NamespaceView,
     ObservedDeployment,
     RepoRef,
 )
-from reconciler.core.planner import ImageStatus
 from reconciler.core.ports import RateLimit, VerifyRequest
 
 

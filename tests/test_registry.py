@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from reconciler.adapters.registry import DOCKER_HUB, ImageRef, RegistryVerifier
-from reconciler.core.planner import ImageStatus, VerifyRequest
+from reconciler.core.model import ImageStatus, VerifyRequest
+from reconciler.settings import Settings
 
 DIGEST = "sha256:" + "0" * 64
 
@@ -244,7 +245,7 @@ def test_token_endpoint_answering_no_object_fails_only_that_image(
 
 def test_insecure_registries_list_ignores_spaces() -> None:
     env = {"RECONCILER_INSECURE_REGISTRIES": "a:1, b:2 ,", "RECONCILER_REGISTRY_AUTH_HOSTS": " x "}
-    v = RegistryVerifier.from_env(env)
+    v = RegistryVerifier.from_settings(Settings.from_env(env))
     assert v.insecure == {"a:1", "b:2"} and v.auth_hosts == ("x",)
 
 

@@ -11,8 +11,7 @@ from pathlib import Path
 from reconciler.adapters.registry import RegistryVerifier
 from reconciler.core.config import parse
 from reconciler.core.engine import Engine, SyncRequest
-from reconciler.core.model import Action, Container, ObservedDeployment
-from reconciler.core.planner import ImageStatus, VerifyRequest
+from reconciler.core.model import Action, Container, ImageStatus, ObservedDeployment, VerifyRequest
 from testkit.registry import PASSWORD, USER, DistributionRegistry
 from tests.fakes import FakeCluster, FakeHeads
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import uuid
 from collections.abc import Collection, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +15,9 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from reconciler.core.errors import KubernetesError
+from reconciler.core import annotations as ann
+from reconciler.core.errors import ConflictError, ErrorKind, KubernetesError, LeaseBusy
+from reconciler.core.fanout import bounded_map
 from reconciler.core.model import (
     ApplyResult,
     Container,
@@ -26,23 +26,22 @@ from reconciler.core.model import (
     NamespaceView,
     ObservedDeployment,
 )
-from reconciler.core.planner import ANNOTATION_PREFIX, SHA_ANNOTATION, UPDATED_ANNOTATION
 
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "reconciler"
 SMP = "application/strategic-merge-patch+json"
 LIST_PAGE = 500
-CHANGE_CAUSE = "kubernetes.io/change-cause"
-REPO_ANNOTATION = ANNOTATION_PREFIX + "repo"
-BRANCH_ANNOTATION = ANNOTATION_PREFIX + "branch"
 REQUEST_TIMEOUT = (5.0, 30.0)
 
 
-def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
-    """An ApiClient: in-cluster config inside a pod, else the kubeconfig (KUBECONFIG, context)."""
+def api_client(
+    kubeconfig: str | None = None, context: str | None = None, *, in_cluster: bool = False
+) -> Any:
+    """An ApiClient: in-cluster config inside a pod (no kubeconfig given), else the kubeconfig
+    (None: the client's default, ~/.kube/config) and its context."""
     try:
-        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        if kubeconfig is None and in_cluster:
             cfg = client.Configuration()
             config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
             return client.ApiClient(cfg)
@@ -50,11 +49,11 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any
             config_file=kubeconfig, context=context
         )
     except (ConfigException, OSError) as exc:
-        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        where = kubeconfig or "~/.kube/config"
         raise KubernetesError(
             f"no usable Kubernetes credentials ({exc}); outside a cluster, point KUBECONFIG "
             f"(now {where}) at a kubeconfig whose current context reaches your cluster",
-            kind="kube_config",
+            kind=ErrorKind.KUBE_CONFIG,
         ) from exc
 
 
@@ -74,7 +73,7 @@ class KubeCluster:
         )
         self.api = api
         self.concurrency = concurrency
-        self.reporter = reporter or os.environ.get("POD_NAME") or socket.gethostname()
+        self.reporter = reporter or socket.gethostname()
         self.events = events
 
     @property
@@ -86,11 +85,8 @@ class KubeCluster:
     def observe(self, namespaces: Collection[str]) -> Mapping[str, NamespaceView]:
         """Every namespace's Deployments, or its NamespaceError; namespaces listed in parallel."""
         names = sorted(set(namespaces))
-        if not names:
-            return {}
-        workers = max(1, min(self.concurrency, len(names)))
-        with ThreadPoolExecutor(workers, thread_name_prefix="observe") as pool:
-            return dict(zip(names, pool.map(self._observe_one, names), strict=True))
+        views = bounded_map(self._observe_one, names, limit=self.concurrency, name="observe")
+        return dict(zip(names, views, strict=True))
 
     def _observe_one(self, namespace: str) -> NamespaceView:
         deployments: dict[str, ObservedDeployment] = {}
@@ -101,6 +97,7 @@ class KubeCluster:
                     self.api,
                     "GET",
                     f"/apis/apps/v1/namespaces/{namespace}/deployments",
+                    action=f"list deployments in namespace {namespace}",
                     query={"limit": LIST_PAGE, "continue": token},
                 )
                 for item in page.get("items", []):
@@ -109,21 +106,21 @@ class KubeCluster:
                 token = (page.get("metadata") or {}).get("continue") or None
                 if not token:
                     return deployments
-        except (ApiException, urllib3.exceptions.HTTPError) as exc:
-            error = self._error(exc, f"list deployments in namespace {namespace}")
+        except KubernetesError as error:
             return NamespaceError(str(error), error.kind)
 
     def read(self, namespace: str, name: str) -> ObservedDeployment | None:
         try:
             raw = _request(
-                self.api, "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
+                self.api,
+                "GET",
+                f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+                action=f"get deployment {namespace}/{name}",
             )
-        except ApiException as exc:
-            if exc.status == 404:
+        except KubernetesError as error:
+            if error.kind is ErrorKind.NOT_FOUND:
                 return None
-            raise self._error(exc, f"get deployment {namespace}/{name}") from exc
-        except urllib3.exceptions.HTTPError as exc:
-            raise self._error(exc, f"get deployment {namespace}/{name}") from exc
+            raise
         return _observed(raw)
 
     # -- writes --------------------------------------------------------------------------------
@@ -140,6 +137,7 @@ class KubeCluster:
                 self.api,
                 "PATCH",
                 f"/apis/apps/v1/namespaces/{change.namespace}/deployments/{change.deployment}",
+                action=f"patch deployment {change.namespace}/{change.deployment}",
                 query={
                     "dryRun": "All" if dry_run else None,
                     "fieldManager": FIELD_MANAGER,
@@ -148,13 +146,9 @@ class KubeCluster:
                 body=body,
                 content_type=SMP,
             )
-        except ApiException as exc:
-            if exc.status == 409:
-                return ApplyResult(False, "conflict", "conflict", conflict=True)
-            error = self._error(exc, f"patch deployment {change.namespace}/{change.deployment}")
-            return ApplyResult(False, str(error), error.kind)
-        except urllib3.exceptions.HTTPError as exc:
-            error = self._error(exc, f"patch deployment {change.namespace}/{change.deployment}")
+        except ConflictError:
+            return ApplyResult(False, "conflict", ErrorKind.CONFLICT, conflict=True)
+        except KubernetesError as error:
             return ApplyResult(False, str(error), error.kind)
         if not dry_run and self.events:
             self._event(change, patched)
@@ -196,50 +190,15 @@ class KubeCluster:
             "count": 1,
         }
         try:
-            _request(self.api, "POST", f"/api/v1/namespaces/{change.namespace}/events", body=event)
-        except (ApiException, urllib3.exceptions.HTTPError) as exc:
-            error = self._error(exc, f"create an event in {change.namespace}")
-            log.warning("updated %s/%s but %s", change.namespace, change.deployment, error)
-
-    # -- errors --------------------------------------------------------------------------------
-
-    def _error(self, exc: Exception, action: str) -> KubernetesError:
-        """Our own error, saying what was refused and what to do about it."""
-        if isinstance(exc, ApiException):
-            status = exc.status
-            message = _api_message(exc)
-            if status == 401:
-                return KubernetesError(
-                    f"cannot {action}: the API server rejected our credentials (401); "
-                    "refresh the kubeconfig or the ServiceAccount token",
-                    status=401,
-                    kind="kube_auth",
-                )
-            if status == 403:
-                return KubernetesError(
-                    f"cannot {action}: forbidden by RBAC ({message}); grant the reconciler's "
-                    "ServiceAccount the Role from k8s/ in that namespace",
-                    status=403,
-                    kind="forbidden",
-                )
-            if status == 422:
-                return KubernetesError(
-                    f"cannot {action}: the API server rejected the change: {message}",
-                    status=422,
-                    kind="invalid",
-                )
-            if status == 404:
-                return KubernetesError(f"cannot {action}: not found", status=404, kind="not_found")
-            return KubernetesError(
-                f"cannot {action}: API server answered {status}: {message}",
-                status=status,
-                kind="kubernetes",
+            _request(
+                self.api,
+                "POST",
+                f"/api/v1/namespaces/{change.namespace}/events",
+                action=f"create an event in {change.namespace}",
+                body=event,
             )
-        return KubernetesError(
-            f"cannot {action}: the API server at {self.host} is unreachable "
-            f"({type(exc).__name__}); check the kube context and the network",
-            kind="kube_unreachable",
-        )
+        except KubernetesError as error:
+            log.warning("updated %s/%s but %s", change.namespace, change.deployment, error)
 
 
 def _readable(image: str) -> str:
@@ -253,11 +212,11 @@ def patch_body(change: ImageChange, now: datetime) -> dict[str, Any]:
     """The strategic-merge patch for one change: the container's image and where it came from."""
     metadata: dict[str, Any] = {
         "annotations": {
-            REPO_ANNOTATION: change.repo,
-            BRANCH_ANNOTATION: change.branch,
-            SHA_ANNOTATION: change.sha,
-            UPDATED_ANNOTATION: now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            CHANGE_CAUSE: (
+            ann.REPO: change.repo,
+            ann.BRANCH: change.branch,
+            ann.SHA: change.sha,
+            ann.UPDATED_AT: now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            ann.CHANGE_CAUSE: (
                 f"reconciler: {change.repo}@{change.branch} {change.sha[:7]} "
                 f"({change.container}={_readable(change.image)})"
             ),
@@ -301,6 +260,7 @@ def _request(
     method: str,
     path: str,
     *,
+    action: str,
     query: Mapping[str, str | int | None] | None = None,
     body: Any = None,
     content_type: str = "application/json",
@@ -311,7 +271,8 @@ def _request(
     The generated *Api classes import hundreds of pydantic models (AppsV1Api + CoreV1Api cost
     ~90 MiB of RSS here) to parse answers we read as JSON anyway, so the adapter goes through
     the ApiClient's own request path: same configuration, auth (token refresh included), TLS
-    and pooling. Non-2xx answers raise the client's ApiException.
+    and pooling. Every failure comes out as our KubernetesError (see check_response), saying
+    what `action` was refused: the client's exceptions never leave this module.
     """
     headers = {"Accept": "application/json"}
     if body is not None:
@@ -325,11 +286,55 @@ def _request(
         body=body,
         auth_settings=["BearerToken"],
     )
-    response = api.call_api(*request, _request_timeout=timeout)
-    response.read()
-    if not 200 <= response.status <= 299:
-        raise ApiException.from_response(http_resp=response, body=None, data=None)
+    try:
+        response = api.call_api(*request, _request_timeout=timeout)
+        response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
+    except (ApiException, urllib3.exceptions.HTTPError) as exc:
+        raise check_response(exc, action, str(api.configuration.host)) from exc
     return json.loads(response.data) if response.data else {}
+
+
+def check_response(exc: Exception, action: str, host: str) -> KubernetesError:
+    """The one mapping of the client's exceptions into ours, saying what to do about each."""
+    if not isinstance(exc, ApiException):
+        return KubernetesError(
+            f"cannot {action}: the API server at {host} is unreachable "
+            f"({type(exc).__name__}); check the kube context and the network",
+            kind=ErrorKind.KUBE_UNREACHABLE,
+        )
+    status = exc.status
+    message = _api_message(exc)
+    if status == 401:
+        return KubernetesError(
+            f"cannot {action}: the API server rejected our credentials (401); "
+            "refresh the kubeconfig or the ServiceAccount token",
+            status=401,
+            kind=ErrorKind.KUBE_AUTH,
+        )
+    if status == 403:
+        return KubernetesError(
+            f"cannot {action}: forbidden by RBAC ({message}); grant the reconciler's "
+            "ServiceAccount the Role from k8s/ in that namespace",
+            status=403,
+            kind=ErrorKind.FORBIDDEN,
+        )
+    if status == 404:
+        return KubernetesError(f"cannot {action}: not found", status=404, kind=ErrorKind.NOT_FOUND)
+    if status == 409:
+        return ConflictError(f"cannot {action}: it changed meanwhile ({message})", status=409)
+    if status == 422:
+        return KubernetesError(
+            f"cannot {action}: the API server rejected the change: {message}",
+            status=422,
+            kind=ErrorKind.INVALID,
+        )
+    return KubernetesError(
+        f"cannot {action}: API server answered {status}: {message}",
+        status=status,
+        kind=ErrorKind.KUBERNETES,
+    )
 
 
 def _api_message(exc: ApiException) -> str:
@@ -338,10 +343,6 @@ def _api_message(exc: ApiException) -> str:
     except ValueError:
         return str(exc.reason or exc.body or "")[:300]
     return str(body.get("message") or exc.reason)[:500] if isinstance(body, dict) else str(body)
-
-
-class LeaseBusy(KubernetesError):
-    """Another replica holds the Lease."""
 
 
 class KubeLease:
@@ -369,9 +370,9 @@ class KubeLease:
         }
         try:
             lease = self._read()
-        except ApiException as exc:
-            if exc.status != 404:
-                raise self._error(exc, "read") from exc
+        except KubernetesError as error:
+            if error.kind is not ErrorKind.NOT_FOUND:
+                raise
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
@@ -379,16 +380,14 @@ class KubeLease:
                 "spec": spec,
             }
             try:
-                _request(self.api, "POST", self.path, body=body)
-            except ApiException as exc2:
-                if exc2.status == 409:
-                    raise LeaseBusy("another replica took the Lease first", kind="lease") from exc2
-                raise self._error(exc2, "create") from exc2
+                _request(self.api, "POST", self.path, action=f"create {self._what}", body=body)
+            except ConflictError as exc:
+                raise LeaseBusy("another replica took the Lease first") from exc
             return
         current = lease.get("spec") or {}
         holder = current.get("holderIdentity")
         if holder and holder != self.identity and not _expired(current, now):
-            raise LeaseBusy(f"replica {holder} is syncing (Lease {self.name})", kind="lease")
+            raise LeaseBusy(f"replica {holder} is syncing (Lease {self.name})")
         if holder == self.identity:
             spec["acquireTime"] = current.get("acquireTime") or stamp
         lease["spec"] = {**current, **spec}
@@ -397,7 +396,7 @@ class KubeLease:
     def renew(self) -> None:
         lease = self._read()
         if (lease.get("spec") or {}).get("holderIdentity") != self.identity:
-            raise LeaseBusy("lost the Lease", kind="lease")
+            raise LeaseBusy("lost the Lease")
         lease["spec"]["renewTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         self._replace(lease)
 
@@ -408,26 +407,27 @@ class KubeLease:
             if (lease.get("spec") or {}).get("holderIdentity") == self.identity:
                 lease["spec"]["holderIdentity"] = None
                 self._replace(lease)
-        except (ApiException, urllib3.exceptions.HTTPError, KubernetesError) as exc:
+        except KubernetesError as exc:
             log.warning("could not release the Lease %s: %s", self.name, exc)
 
+    @property
+    def _what(self) -> str:
+        return f"Lease {self.namespace}/{self.name}"
+
     def _read(self) -> Any:
-        return _request(self.api, "GET", f"{self.path}/{self.name}")
+        return _request(self.api, "GET", f"{self.path}/{self.name}", action=f"read {self._what}")
 
     def _replace(self, lease: Mapping[str, Any]) -> None:
         try:
-            _request(self.api, "PUT", f"{self.path}/{self.name}", body=lease)
-        except ApiException as exc:
-            if exc.status == 409:
-                raise LeaseBusy("another replica updated the Lease first", kind="lease") from exc
-            raise self._error(exc, "update") from exc
-
-    def _error(self, exc: ApiException, verb: str) -> KubernetesError:
-        return KubernetesError(
-            f"cannot {verb} Lease {self.namespace}/{self.name}: {exc.status} {_api_message(exc)}",
-            status=exc.status,
-            kind="lease",
-        )
+            _request(
+                self.api,
+                "PUT",
+                f"{self.path}/{self.name}",
+                action=f"update {self._what}",
+                body=lease,
+            )
+        except ConflictError as exc:
+            raise LeaseBusy("another replica updated the Lease first") from exc
 
 
 def _expired(spec: Mapping[str, Any], now: datetime) -> bool:
@@ -444,7 +444,7 @@ def _expired(spec: Mapping[str, Any], now: datetime) -> bool:
 def ping(api: Any) -> str | None:
     """None when the API server answers /version (no RBAC needed), else why it does not."""
     try:
-        _request(api, "GET", "/version", timeout=(3.0, 5.0))
-    except (ApiException, urllib3.exceptions.HTTPError) as exc:
-        return f"Kubernetes API server unreachable: {type(exc).__name__}"
+        _request(api, "GET", "/version", action="read /version", timeout=(3.0, 5.0))
+    except KubernetesError as exc:
+        return f"Kubernetes API server unreachable: {type(exc.__cause__).__name__}"
     return None

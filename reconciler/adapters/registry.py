@@ -9,20 +9,20 @@ import hashlib
 import ipaddress
 import json
 import logging
-import os
 import re
 import threading
 from collections.abc import Collection, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
 
-from reconciler.core.errors import RegistryError
-from reconciler.core.planner import ImageStatus
+from reconciler.core.errors import ErrorKind, RegistryError
+from reconciler.core.fanout import bounded_map
+from reconciler.core.model import ImageStatus
 from reconciler.core.ports import ImageVerifier, VerifyRequest
+from reconciler.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -116,28 +116,21 @@ class RegistryVerifier:
         self._session.headers["User-Agent"] = "reconciler"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RegistryVerifier:
-        env = os.environ if env is None else env
-        docker_dir = env.get("DOCKER_CONFIG")
-        config = Path(docker_dir) / "config.json" if docker_dir else None
-        metadata = env.get("GCE_METADATA_HOST")
-        if metadata is None and env.get("KUBERNETES_SERVICE_HOST"):
-            metadata = "metadata.google.internal"
+    def from_settings(cls, settings: Settings) -> RegistryVerifier:
+        """Insecure registries, credential hosts, config.json and the metadata server."""
+        docker_dir = settings.docker_config
         return cls(
-            insecure=_host_list(env.get("RECONCILER_INSECURE_REGISTRIES", "")),
-            auth_hosts=_host_list(env.get("RECONCILER_REGISTRY_AUTH_HOSTS", "")),
-            docker_config=config,
-            metadata_host=metadata,
+            insecure=settings.insecure_registries,
+            auth_hosts=settings.registry_auth_hosts,
+            docker_config=Path(docker_dir) / "config.json" if docker_dir else None,
+            metadata_host=settings.metadata_host,
         )
 
     def verify(self, requests_: Collection[VerifyRequest]) -> Mapping[VerifyRequest, ImageStatus]:
         wanted = [r for r in requests_ if r.mode == "registry"]
         images = sorted({r.image for r in wanted})
-        if not images:
-            return {}
-        workers = max(1, min(self.concurrency, len(images)))
-        with ThreadPoolExecutor(workers, thread_name_prefix="registry") as pool:
-            found = dict(zip(images, pool.map(self.check, images), strict=True))
+        statuses = bounded_map(self.check, images, limit=self.concurrency, name="registry")
+        found = dict(zip(images, statuses, strict=True))
         return {r: found[r.image] for r in wanted}
 
     def check(self, image: str) -> ImageStatus:
@@ -152,7 +145,7 @@ class RegistryVerifier:
             return ImageStatus(
                 None,
                 f"registry {ref.registry} unreachable ({type(exc).__name__})",
-                kind="registry_unreachable",
+                kind=ErrorKind.REGISTRY_UNREACHABLE,
             )
         except RegistryError as exc:
             return ImageStatus(None, str(exc), kind=exc.kind)
@@ -165,7 +158,7 @@ class RegistryVerifier:
                 False, f"image {image} is not in the registry (build not pushed yet?)"
             )
         return ImageStatus(
-            None, f"registry {ref.registry} answered {status}", kind="registry_error"
+            None, f"registry {ref.registry} answered {status}", kind=ErrorKind.REGISTRY
         )
 
     # -- the manifest ---------------------------------------------------------------------------
@@ -183,7 +176,8 @@ class RegistryVerifier:
             r = self._send("HEAD", url, auth)
             if r.status_code in (401, 403):
                 raise RegistryError(
-                    _denied(ref, r.status_code, login, self.docker_config), kind="registry_auth"
+                    _denied(ref, r.status_code, login, self.docker_config),
+                    kind=ErrorKind.REGISTRY_AUTH,
                 )
             with self._lock:
                 self._auth[key] = auth
@@ -208,7 +202,7 @@ class RegistryVerifier:
                 raise RegistryError(
                     f"registry {ref.registry} found the manifest of {ref.path}:{ref.tag} on HEAD "
                     f"but answered {got.status_code} on GET",
-                    kind="registry_error",
+                    kind=ErrorKind.REGISTRY,
                 )
             digest = got.headers.get("docker-content-digest") or (
                 "sha256:" + hashlib.sha256(got.content).hexdigest()
@@ -217,7 +211,7 @@ class RegistryVerifier:
             raise RegistryError(
                 f"registry {ref.registry} answered a malformed digest {digest[:80]!r} "
                 f"for {ref.path}:{ref.tag}",
-                kind="registry_error",
+                kind=ErrorKind.REGISTRY,
             )
         return digest
 
@@ -233,7 +227,7 @@ class RegistryVerifier:
                 raise RegistryError(
                     f"registry {ref.registry} asks for a user and password (Basic auth) and "
                     f"there are none for it: {_where_logins(self.docker_config)}",
-                    kind="registry_auth",
+                    kind=ErrorKind.REGISTRY_AUTH,
                 )
             self._may_send(url, ref, login)
             return login.basic(), login
@@ -241,7 +235,7 @@ class RegistryVerifier:
             raise RegistryError(
                 f"registry {ref.registry} asks for an authentication this reconciler does not "
                 f"speak ({challenge[:80]!r})",
-                kind="registry_auth",
+                kind=ErrorKind.REGISTRY_AUTH,
             )
         realm = params.pop("realm")
         params.setdefault("scope", f"repository:{ref.path}:pull")
@@ -254,11 +248,11 @@ class RegistryVerifier:
             timeout=self.timeout,
         )
         if r.status_code in (401, 403) and login is not None:
-            raise RegistryError(_rejected(ref, login), kind="registry_auth")
+            raise RegistryError(_rejected(ref, login), kind=ErrorKind.REGISTRY_AUTH)
         if r.status_code != 200:
             raise RegistryError(
                 f"the token service of {ref.registry} ({_origin(realm)}) answered {r.status_code}",
-                kind="registry_auth",
+                kind=ErrorKind.REGISTRY_AUTH,
             )
         try:
             body = r.json()
@@ -269,7 +263,7 @@ class RegistryVerifier:
             raise RegistryError(
                 f"the token service of {ref.registry} ({_origin(realm)}) answered without a "
                 'token (a JSON object with "token" was expected)',
-                kind="registry_error",
+                kind=ErrorKind.REGISTRY,
             )
         return f"Bearer {token}", login
 
@@ -293,7 +287,7 @@ class RegistryVerifier:
             raise RegistryError(
                 f"not sending the credentials for {ref.registry} ({login.source}) to "
                 f"{_origin(url)}: {why}",
-                kind="registry_auth",
+                kind=ErrorKind.REGISTRY_AUTH,
             )
 
     def _trusted(self, host: str) -> bool:
@@ -326,11 +320,6 @@ class RegistryVerifier:
             return None
         token = body.get("access_token") if isinstance(body, dict) else None
         return token if isinstance(token, str) and token else None
-
-
-def _host_list(value: str) -> list[str]:
-    """A comma-separated list of hosts, spaces around the commas ignored."""
-    return [h.strip() for h in value.split(",") if h.strip()]
 
 
 def _loopback(host: str) -> bool:
@@ -402,7 +391,7 @@ def _docker_credentials(path: Path | None) -> dict[str, Login | RegistryError]:
 
 def _login_of(entry: object, source: str) -> Login | None:
     if not isinstance(entry, dict):
-        raise RegistryError(f"{source} is not an object", kind="registry_credentials")
+        raise RegistryError(f"{source} is not an object", kind=ErrorKind.REGISTRY_CREDENTIALS)
     encoded = entry.get("auth")
     if not encoded:
         user, password = entry.get("username"), entry.get("password")
@@ -417,7 +406,8 @@ def _login_of(entry: object, source: str) -> Login | None:
             raise ValueError
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise RegistryError(
-            f'{source}: "auth" is not base64 of "user:password"', kind="registry_credentials"
+            f'{source}: "auth" is not base64 of "user:password"',
+            kind=ErrorKind.REGISTRY_CREDENTIALS,
         ) from None
     return Login(user, password, source)
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, TextIO
 from reconciler import __version__
 from reconciler.core import config as config_mod
 from reconciler.core.errors import ConfigError, ReconcilerError
+from reconciler.settings import Settings
 
 if TYPE_CHECKING:  # the clients are imported only by the commands that use them
     from reconciler.wiring import Parts
@@ -68,8 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_path(args: argparse.Namespace, env: Mapping[str, str]) -> str:
-    return str(args.config or env.get("RECONCILER_CONFIG") or "sites.toml")
+def config_path(args: argparse.Namespace, settings: Settings) -> str:
+    return str(args.config or settings.config_path)
 
 
 def main(
@@ -94,19 +95,20 @@ def main(
             format="%(levelname)s %(name)s: %(message)s",
             stream=err,
         )
-    path = config_path(args, env)
     try:
+        settings = Settings.from_env(env)
+        path = config_path(args, settings)
         if args.command == "serve":
             from reconciler.cli.serve import serve
 
-            return serve(path, port=args.port, bind=args.bind, env=env)
+            return serve(path, port=args.port, bind=args.bind, settings=settings)
         if args.command == "sites":
             return _sites(args, path, out)
         config = config_mod.load(path)
         if args.command == "validate":
             print(f"{path}: ok, {len(config.sites)} site(s)", file=out)
             return EXIT_OK
-        return _plan_or_sync(args, config, parts=parts, env=env, out=out, err=err)
+        return _plan_or_sync(args, config, parts=parts, settings=settings, out=out, err=err)
     except ConfigError as exc:
         print(str(exc), file=err)
         return EXIT_USAGE
@@ -120,7 +122,7 @@ def _plan_or_sync(
     config: config_mod.Config,
     *,
     parts: Parts | None,
-    env: Mapping[str, str],
+    settings: Settings,
     out: TextIO,
     err: TextIO,
 ) -> int:
@@ -138,7 +140,7 @@ def _plan_or_sync(
     parts = parts or Parts()
     if args.context:
         parts.kube_context = args.context
-    engine = build_engine(parts, env)
+    engine = build_engine(parts, settings)
     request = SyncRequest(
         sites=names,
         dry_run=bool(getattr(args, "dry_run", False)),

@@ -13,6 +13,7 @@ from typing import Any
 from reconciler.core.errors import ConfigError, ConfigProblem
 from reconciler.core.model import Site
 from reconciler.core.template import template_problems
+from reconciler.core.tomllines import Lines
 
 SITE_KEYS = (
     "repo",
@@ -72,49 +73,6 @@ class Config:
         return tuple(s for s in self.sites if s.name in wanted)
 
 
-class _Lines:
-    """Finds the line of a table or key in TOML text (tomllib keeps no positions)."""
-
-    _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(?:#.*)?$")
-    _KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*=""")
-
-    def __init__(self, text: str) -> None:
-        self.tables: dict[tuple[str, ...], int] = {}
-        self.keys: dict[tuple[str, ...], int] = {}
-        table: tuple[str, ...] = ()
-        for number, line in enumerate(text.splitlines(), start=1):
-            header = self._HEADER.match(line)
-            if header:
-                table = tuple(_unquote(p.strip()) for p in _split_dotted(header.group(1)))
-                self.tables.setdefault(table, number)
-                continue
-            key = self._KEY.match(line)
-            if key:
-                self.keys.setdefault((*table, _unquote(key.group(1))), number)
-
-    def of(self, *path: str) -> int | None:
-        if path in self.keys:
-            return self.keys[path]
-        while path:
-            if path in self.tables:
-                return self.tables[path]
-            if path in self.keys:
-                return self.keys[path]
-            path = path[:-1]
-        return None
-
-
-def _split_dotted(header: str) -> list[str]:
-    return [m.group(0) for m in re.finditer(r'"[^"]*"|\'[^\']*\'|[^.]+', header)]
-
-
-def _unquote(part: str) -> str:
-    part = part.strip()
-    if len(part) >= 2 and part[0] == part[-1] and part[0] in "\"'":
-        return part[1:-1]
-    return part
-
-
 def load(path: str | Path) -> Config:
     """Read and validate a sites.toml; raise ConfigError naming every problem."""
     p = Path(path)
@@ -145,7 +103,7 @@ def parse(text: str, path: str = "sites.toml") -> Config:
 
 class _Validator:
     def __init__(self, text: str, path: str) -> None:
-        self.lines = _Lines(text)
+        self.lines = Lines(text)
         self.path = path
         self.problems: list[ConfigProblem] = []
 

@@ -7,22 +7,25 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from reconciler.core import planner
 from reconciler.core.config import Config
-from reconciler.core.errors import ReconcilerError
+from reconciler.core.errors import ErrorKind, ReconcilerError
+from reconciler.core.fanout import bounded_map
 from reconciler.core.model import (
     Action,
     BranchHead,
     HeadError,
     HeadResult,
+    ImageStatus,
     NamespaceError,
     NamespaceView,
     Plan,
     RepoRef,
     SitePlan,
+    SiteState,
+    Skip,
 )
 from reconciler.core.ports import Cluster, HeadSource, ImageVerifier, VerifyRequest
 
@@ -56,6 +59,11 @@ class SiteResult:
     @property
     def ok(self) -> bool:
         return self.plan.ok
+
+    @property
+    def state(self) -> SiteState:
+        """in-sync, behind, failing or paused, from the verdict (a dry run changes nothing)."""
+        return self.plan.state(applied=self.applied and not self.dry_run)
 
     def as_dict(self) -> dict[str, object]:
         p = self.plan
@@ -140,24 +148,23 @@ class Engine:
         try:
             heads = self.heads.resolve(refs)
         except ReconcilerError as exc:  # a source bug or outage fails every site, visibly
-            heads = {ref: HeadError(str(exc), getattr(exc, "kind", "github")) for ref in refs}
+            heads = {ref: HeadError(str(exc), exc.kind) for ref in refs}
         observed: Mapping[str, NamespaceView]
         try:
             observed = self.cluster.observe(namespaces)
         except ReconcilerError as exc:
-            kind = getattr(exc, "kind", "kubernetes")
-            observed = {ns: NamespaceError(str(exc), kind) for ns in namespaces}
+            observed = {ns: NamespaceError(str(exc), exc.kind) for ns in namespaces}
         result = planner.plan(selected, heads, observed)
         if not result.updates:
             return result
         wanted = {r for r in map(planner.verify_request, result.updates) if r is not None}
         if not wanted:
             return result
-        statuses: Mapping[VerifyRequest, planner.ImageStatus]
+        statuses: Mapping[VerifyRequest, ImageStatus]
         try:
             statuses = self.verifier.verify(wanted)
         except ReconcilerError as exc:
-            statuses = {r: planner.ImageStatus(None, str(exc)) for r in wanted}
+            statuses = {r: ImageStatus(None, str(exc)) for r in wanted}
         return planner.gate(result, statuses)
 
     def run(self, config: Config, request: SyncRequest) -> SyncReport:
@@ -205,26 +212,26 @@ class Engine:
 
     def _apply(self, the_plan: Plan, config: Config, *, dry_run: bool) -> tuple[SiteResult, ...]:
         updates = [p for p in the_plan.sites if p.action is Action.UPDATE]
-        workers = max(1, min(self.apply_concurrency, len(updates)))
-        with ThreadPoolExecutor(workers, thread_name_prefix="apply") as pool:
-            done = dict(
-                zip(
-                    (p.site.name for p in updates),
-                    pool.map(lambda p: self._apply_one(p, dry_run=dry_run), updates),
-                    strict=True,
-                )
-            )
+        applied = bounded_map(
+            lambda p: self._apply_one(p, dry_run=dry_run),
+            updates,
+            limit=self.apply_concurrency,
+            name="apply",
+        )
+        done = dict(zip((p.site.name for p in updates), applied, strict=True))
         return tuple(done.get(p.site.name, SiteResult(p)) for p in the_plan.sites)
 
     def _apply_one(self, p: SitePlan, *, dry_run: bool) -> SiteResult:
         for _ in range(CONFLICT_RETRIES):
             if self.stopping.is_set():
                 reason = "not applied: the reconciler is shutting down; the next sync will"
-                return SiteResult(replace(p, action=Action.SKIP, reason=reason))
+                return SiteResult(
+                    replace(p, action=Action.SKIP, skip=Skip.SHUTTING_DOWN, reason=reason)
+                )
             try:
                 result = self.cluster.apply(planner.change_for(p), dry_run=dry_run)
             except ReconcilerError as exc:  # an adapter bug must not sink the other sites
-                return SiteResult(_failed(p, f"patch failed: {exc}", "kubernetes"))
+                return SiteResult(_failed(p, f"patch failed: {exc}", exc.kind))
             if result.ok:
                 if not dry_run:
                     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
@@ -237,12 +244,13 @@ class Engine:
                     )
                 return SiteResult(p, applied=True, dry_run=dry_run)
             if not result.conflict:
-                return SiteResult(_failed(p, result.reason, result.error_kind or "kubernetes"))
+                kind = result.error_kind or ErrorKind.KUBERNETES
+                return SiteResult(_failed(p, result.reason, kind))
             p = self._replan(p)
             if p.action is not Action.UPDATE:
                 return SiteResult(p)
         return SiteResult(
-            _failed(p, "the Deployment kept changing under us (409 conflicts)", "conflict")
+            _failed(p, "the Deployment kept changing under us (409 conflicts)", ErrorKind.CONFLICT)
         )
 
     def _replan(self, p: SitePlan) -> SitePlan:
@@ -251,7 +259,7 @@ class Engine:
         try:
             fresh = self.cluster.read(site.namespace, site.deployment)
         except ReconcilerError as exc:
-            return _failed(p, f"re-reading after a conflict failed: {exc}", "kubernetes")
+            return _failed(p, f"re-reading after a conflict failed: {exc}", exc.kind)
         view = {fresh.name: fresh} if fresh else {}
         assert p.sha and p.branch
         heads = {site.ref: BranchHead(site.repo, p.branch, p.sha)}
@@ -262,5 +270,5 @@ class Engine:
         return fresh_plan
 
 
-def _failed(p: SitePlan, reason: str, kind: str) -> SitePlan:
+def _failed(p: SitePlan, reason: str, kind: ErrorKind) -> SitePlan:
     return replace(p, action=Action.ERROR, reason=reason, error_kind=kind)

@@ -15,17 +15,13 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Mapping
 
-from reconciler.core.errors import ReconcilerError
+from reconciler.core.errors import JobError
 
 __all__ = ["JOBS", "JobError", "parse_job"]
 
 JOBS = ("sync",)
 _KEYS = ("job", "sites")
 _MAX_SHOWN = 200  # characters of a bad value quoted back in an error message
-
-
-class JobError(ReconcilerError):
-    """A Cloud Scheduler message that does not describe a job we can run."""
 
 
 def parse_job(

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from reconciler.core.errors import ErrorKind
+
 
 @dataclass(frozen=True, slots=True)
 class Site:
@@ -59,10 +61,10 @@ class BranchHead:
 
 @dataclass(frozen=True, slots=True)
 class HeadError:
-    """Why a branch head could not be resolved; `kind` is a short stable label for metrics."""
+    """Why a branch head could not be resolved, and which kind of failure it is."""
 
     reason: str
-    kind: str = "github"
+    kind: ErrorKind = ErrorKind.GITHUB
 
 
 HeadResult = BranchHead | HeadError
@@ -93,7 +95,7 @@ class NamespaceError:
     """A namespace whose Deployments could not be listed."""
 
     reason: str
-    kind: str = "kubernetes"
+    kind: ErrorKind = ErrorKind.KUBERNETES
 
 
 NamespaceView = Mapping[str, ObservedDeployment] | NamespaceError
@@ -104,6 +106,52 @@ class Action(StrEnum):
     IN_SYNC = "in-sync"
     SKIP = "skip"
     ERROR = "error"
+
+
+class Skip(StrEnum):
+    """Why a site was skipped (its action is SKIP)."""
+
+    PAUSED = "paused"  # in sites.toml or by the Deployment's annotation
+    IMAGE_MISSING = "image_missing"  # the target image is not there (yet)
+    SHUTTING_DOWN = "shutting_down"  # the reconciler stopped before patching it
+
+
+class SiteState(StrEnum):
+    """What an operator wants to know about a site at a glance."""
+
+    IN_SYNC = "in-sync"
+    BEHIND = "behind"
+    FAILING = "failing"
+    PAUSED = "paused"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageStatus:
+    """Whether a target image may be rolled out: True, False (not yet: skip) or None (fail).
+
+    `digest` is the manifest digest the registry answered (the index's for a multi-platform
+    image); `kind` says why it failed.
+    """
+
+    exists: bool | None
+    reason: str = ""
+    digest: str | None = None
+    kind: ErrorKind | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyRequest:
+    """A target image to check before rollout, with the commit it was built from.
+
+    Two sites sharing an image but verifying it differently are two requests.
+    """
+
+    image: str
+    repo: str
+    sha: str
+    mode: str
+    required_checks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,13 +167,24 @@ class SitePlan:
     current_image: str | None = None
     target_image: str | None = None
     resource_version: str = ""
-    error_kind: str = ""
+    error_kind: ErrorKind | None = None
+    skip: Skip | None = None
     running_sha: str | None = None  # the commit the Deployment runs, as last recorded
     changed_at: str | None = None  # when the reconciler last changed it (annotation)
 
     @property
     def ok(self) -> bool:
         return self.action is not Action.ERROR
+
+    def state(self, *, applied: bool = False) -> SiteState:
+        """The site's state from the verdict's action and typed cause, never from its reason."""
+        if self.action is Action.ERROR:
+            return SiteState.FAILING
+        if self.action is Action.IN_SYNC or applied:
+            return SiteState.IN_SYNC
+        if self.action is Action.SKIP and self.skip is Skip.PAUSED:
+            return SiteState.PAUSED
+        return SiteState.BEHIND
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +219,6 @@ class ApplyResult:
 
     ok: bool
     reason: str = ""
-    error_kind: str = ""
+    error_kind: ErrorKind | None = None
     conflict: bool = False
     generation: int | None = None

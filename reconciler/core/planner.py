@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
+from reconciler.core import annotations as ann
+from reconciler.core.errors import ErrorKind
 from reconciler.core.model import (
     Action,
     BranchHead,
     HeadError,
     HeadResult,
     ImageChange,
+    ImageStatus,
     NamespaceError,
     NamespaceView,
     ObservedDeployment,
@@ -18,41 +21,21 @@ from reconciler.core.model import (
     RepoRef,
     Site,
     SitePlan,
+    Skip,
+    VerifyRequest,
 )
 from reconciler.core.template import render
 
-ANNOTATION_PREFIX = "reconciler.dev/"
-PAUSED_ANNOTATION = ANNOTATION_PREFIX + "paused"
-SHA_ANNOTATION = ANNOTATION_PREFIX + "sha"
-UPDATED_ANNOTATION = ANNOTATION_PREFIX + "updated-at"
-
-
-@dataclass(frozen=True, slots=True)
-class ImageStatus:
-    """Whether a target image may be rolled out: True, False (not yet: skip) or None (fail).
-
-    `digest` is the manifest digest the registry answered (the index's for a multi-platform
-    image); `kind` labels a failure for metrics.
-    """
-
-    exists: bool | None
-    reason: str = ""
-    digest: str | None = None
-    kind: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyRequest:
-    """A target image to check before rollout, with the commit it was built from.
-
-    Two sites sharing an image but verifying it differently are two requests.
-    """
-
-    image: str
-    repo: str
-    sha: str
-    mode: str
-    required_checks: tuple[str, ...] = ()
+__all__ = [
+    "ImageStatus",
+    "VerifyRequest",
+    "change_for",
+    "gate",
+    "plan",
+    "plan_site",
+    "same_image",
+    "verify_request",
+]
 
 
 def verify_request(p: SitePlan) -> VerifyRequest | None:
@@ -97,40 +80,47 @@ def plan_site(
     if site.paused:
         current = _current_image(site, deployment)
         return replace(
-            base, action=Action.SKIP, reason="paused in sites.toml", current_image=current
+            base,
+            action=Action.SKIP,
+            skip=Skip.PAUSED,
+            reason="paused in sites.toml",
+            current_image=current,
         )
     if deployment is None:
         if view is None:
             return replace(
-                base, reason=f"namespace {site.namespace} was not observed", error_kind="internal"
+                base,
+                reason=f"namespace {site.namespace} was not observed",
+                error_kind=ErrorKind.INTERNAL,
             )
         return replace(
             base,
             reason=f"deployment {site.namespace}/{site.deployment} not found",
-            error_kind="deployment_not_found",
+            error_kind=ErrorKind.DEPLOYMENT_NOT_FOUND,
         )
 
     base = replace(
         base,
         resource_version=deployment.resource_version,
-        running_sha=deployment.annotations.get(SHA_ANNOTATION),
-        changed_at=deployment.annotations.get(UPDATED_ANNOTATION),
+        running_sha=deployment.annotations.get(ann.SHA),
+        changed_at=deployment.annotations.get(ann.UPDATED_AT),
     )
     container, problem = _pick_container(site, deployment)
     if container is None:
-        return replace(base, reason=problem, error_kind="container_not_found")
+        return replace(base, reason=problem, error_kind=ErrorKind.CONTAINER_NOT_FOUND)
     current = next(c.image for c in deployment.containers if c.name == container)
     base = replace(base, container=container, current_image=current)
 
-    if deployment.annotations.get(PAUSED_ANNOTATION, "").lower() in ("true", "1", "yes"):
+    if deployment.annotations.get(ann.PAUSED, "").lower() in ann.TRUE_VALUES:
         return replace(
             base,
             action=Action.SKIP,
-            reason=f"paused by the {PAUSED_ANNOTATION} annotation on the Deployment",
+            skip=Skip.PAUSED,
+            reason=f"paused by the {ann.PAUSED} annotation on the Deployment",
         )
 
     if head is None:
-        return replace(base, reason=f"no branch head for {site.ref}", error_kind="internal")
+        return replace(base, reason=f"no branch head for {site.ref}", error_kind=ErrorKind.INTERNAL)
     if isinstance(head, HeadError):
         return replace(base, reason=head.reason, error_kind=head.kind)
 
@@ -145,7 +135,7 @@ def plan_site(
             reason=f"runs {head.branch}@{head.sha[:7]}",
             running_sha=head.sha,
         )
-    running = deployment.annotations.get(SHA_ANNOTATION)
+    running = deployment.annotations.get(ann.SHA)
     was = f"ran {running[:7]}" if running else f"ran {current}"
     return replace(base, action=Action.UPDATE, reason=f"{head.branch} is at {head.sha[:7]}; {was}")
 
@@ -193,14 +183,21 @@ def gate(plan_: Plan, statuses: Mapping[VerifyRequest, ImageStatus]) -> Plan:
             out.append(replace(p, target_image=f"{p.target_image}@{status.digest}") if pin else p)
         elif status.exists is False:
             reason = status.reason or f"image {p.target_image} does not exist"
-            out.append(replace(p, action=Action.SKIP, reason=f"{reason}; not rolled out"))
+            out.append(
+                replace(
+                    p,
+                    action=Action.SKIP,
+                    skip=Skip.IMAGE_MISSING,
+                    reason=f"{reason}; not rolled out",
+                )
+            )
         else:
             out.append(
                 replace(
                     p,
                     action=Action.ERROR,
                     reason=f"cannot verify image {p.target_image}: {status.reason}",
-                    error_kind=status.kind or "image_unverified",
+                    error_kind=status.kind or ErrorKind.IMAGE_UNVERIFIED,
                 )
             )
     return Plan(tuple(out))

@@ -10,11 +10,12 @@ from reconciler.core.model import (
     ApplyResult,
     HeadResult,
     ImageChange,
+    ImageStatus,
     NamespaceView,
     ObservedDeployment,
     RepoRef,
+    VerifyRequest,
 )
-from reconciler.core.planner import ImageStatus, VerifyRequest
 
 __all__ = ["Cluster", "HeadSource", "ImageVerifier", "RateLimit", "VerifyRequest"]
 
