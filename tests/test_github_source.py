@@ -10,8 +10,8 @@ import pytest
 
 from reconciler.adapters.github import GitHubSettings, GitHubSource, _Check, _checks_verdict
 from reconciler.core.model import BranchHead, HeadError, ImageStatus, RepoRef, VerifyRequest
+from testkit.github import GitHubStandIn, random_sha
 from testkit.github_fixtures import TOKEN
-from testkit.github_standin import GitHubStandIn, random_sha
 
 
 class Sleeps:
