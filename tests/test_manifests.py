@@ -33,6 +33,12 @@ SITE_RULES = {
     ("apps", "deployments", "list"),
     ("apps", "deployments", "patch"),
     ("", "events", "create"),
+    ("", "pods", "get"),
+    ("", "pods", "list"),
+    ("", "pods", "watch"),
+    ("apps", "replicasets", "get"),
+    ("apps", "replicasets", "list"),
+    ("apps", "replicasets", "watch"),
 }
 LEASE_RULES = {
     ("coordination.k8s.io", "leases", "create"),
@@ -297,6 +303,8 @@ def test_serviceaccount_can_do_what_the_reconciler_does(
     apps.patch_namespaced_deployment("blog", site_namespace, patch)
     after: Any = k8s.AppsV1Api(kube_api_client).read_namespaced_deployment("blog", site_namespace)
     assert after.spec.template.spec.containers[0].image == "ex/app:2"
+    k8s.CoreV1Api(as_reconciler).list_namespaced_pod(installed, label_selector="app=blog")
+    apps.list_namespaced_replica_set(installed)
 
     k8s.CoreV1Api(as_reconciler).create_namespaced_event(
         site_namespace,
@@ -362,6 +370,11 @@ def test_serviceaccount_is_denied_everything_else(
         ),
         "list deployments elsewhere": lambda: apps.list_namespaced_deployment(other_namespace),
         "list deployments cluster-wide": apps.list_deployment_for_all_namespaces,
+        "list pods elsewhere": lambda: core.list_namespaced_pod(other_namespace),
+        "delete pod": lambda: core.delete_namespaced_pod("blog-x", installed),
+        "patch replicaset": lambda: apps.patch_namespaced_replica_set(
+            "blog-x", installed, {"metadata": {"labels": {"x": "y"}}}
+        ),
         "list nodes": core.list_node,
         "list namespaces": core.list_namespace,
         "create event elsewhere": lambda: core.create_namespaced_event(

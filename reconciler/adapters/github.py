@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import threading
 import time
@@ -22,73 +21,24 @@ from reconciler.core.errors import ErrorKind, GitHubError
 from reconciler.core.fanout import bounded_map
 from reconciler.core.model import BranchHead, HeadError, HeadResult, ImageStatus, RepoRef
 from reconciler.core.ports import RateLimit, VerifyRequest
+from reconciler.settings import GitHubSettings
+
+__all__ = ["GitHubSettings", "GitHubSource"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_API_URL = "https://api.github.com"
 SHA_MEDIA_TYPE = "application/vnd.github.sha"
 BATCH_SIZE = 100  # GitHub charges 1 point for up to ~100 repository fields with no connections
 
 
-@dataclass(frozen=True, slots=True)
-class GitHubSettings:
-    """How to reach GitHub: API base, credentials, and how hard to push."""
-
-    api_url: str = DEFAULT_API_URL
-    token: str | None = None
-    app_id: str | None = None
-    app_private_key: str | None = None
-    app_installation_id: int | None = None
-    timeout: float = 10.0
-    concurrency: int = 8
-    max_retry_wait: float = 30.0
-    strategy: str = "auto"  # auto: GraphQL when authenticated, else REST conditional requests
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> GitHubSettings:
-        """GITHUB_TOKEN, or GITHUB_APP_ID + GITHUB_APP_PRIVATE_KEY[_FILE] + _INSTALLATION_ID."""
-        env = os.environ if env is None else env
-        key = env.get("GITHUB_APP_PRIVATE_KEY") or None
-        key_file = env.get("GITHUB_APP_PRIVATE_KEY_FILE")
-        if key is None and key_file:
-            try:
-                with open(key_file, encoding="utf-8") as f:
-                    key = f.read()
-            except OSError as exc:
-                raise GitHubError(
-                    f"cannot read GITHUB_APP_PRIVATE_KEY_FILE {key_file}: {exc.strerror}",
-                    kind=ErrorKind.AUTH,
-                ) from exc
-        installation = env.get("GITHUB_APP_INSTALLATION_ID")
-        app_id = env.get("GITHUB_APP_ID") or None
-        if app_id and not (key and installation):
-            raise GitHubError(
-                "GITHUB_APP_ID is set but GITHUB_APP_PRIVATE_KEY (or _FILE) and "
-                "GITHUB_APP_INSTALLATION_ID are not: a GitHub App needs all three",
-                kind=ErrorKind.AUTH,
-            )
-        if installation is not None and not installation.isdigit():
-            raise GitHubError("GITHUB_APP_INSTALLATION_ID must be a number", kind=ErrorKind.AUTH)
-        return cls(
-            api_url=(env.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/"),
-            token=env.get("GITHUB_TOKEN") or None,
-            app_id=app_id,
-            app_private_key=key,
-            app_installation_id=int(installation) if installation else None,
-            strategy=env.get("RECONCILER_GITHUB_STRATEGY", "auto"),
-        )
-
-    @property
-    def authenticated(self) -> bool:
-        return bool(self.token or self.app_id)
-
-    def auth(self) -> Auth.Auth | None:
-        if self.app_id and self.app_private_key and self.app_installation_id is not None:
-            app = Auth.AppAuth(self.app_id, self.app_private_key)
-            return app.get_installation_auth(self.app_installation_id)
-        if self.token:
-            return Auth.Token(self.token)
-        return None
+def _auth(settings: GitHubSettings) -> Auth.Auth | None:
+    """PyGithub's auth for the settings' GitHub App installation or token (None: anonymous)."""
+    if settings.app_id and settings.app_private_key and settings.app_installation_id is not None:
+        app = Auth.AppAuth(settings.app_id, settings.app_private_key)
+        return app.get_installation_auth(settings.app_installation_id)
+    if settings.token:
+        return Auth.Token(settings.token)
+    return None
 
 
 class _Halt(Exception):
@@ -128,7 +78,7 @@ class GitHubSource:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self._auth = settings.auth()
+        self._auth = _auth(settings)
         self._sleep = sleep
         self._clock = clock
         self._local = threading.local()

@@ -24,7 +24,6 @@ connects to that host over an insecure channel with anonymous credentials (googl
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import time
@@ -84,6 +83,7 @@ class PubSubTrigger:
         max_messages: int = 10,
         retry_initial: float = 1.0,
         retry_max: float = 60.0,
+        emulator_host: str | None = None,
     ) -> None:
         if not _SUBSCRIPTION.fullmatch(subscription or ""):
             raise PubSubError(
@@ -101,6 +101,7 @@ class PubSubTrigger:
         self._max_messages = max_messages
         self._retry_initial = retry_initial
         self._retry_max = retry_max
+        self._emulator_host = emulator_host  # only logged: the client library reads it itself
 
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -151,7 +152,7 @@ class PubSubTrigger:
                 raise PubSubError(f"cannot create the Pub/Sub subscriber client: {exc}") from exc
             self._thread = threading.Thread(target=self._supervise, name="pubsub", daemon=True)
             self._thread.start()
-        emulator = os.environ.get("PUBSUB_EMULATOR_HOST")
+        emulator = self._emulator_host
         log.info(
             "pubsub: pulling %s%s",
             self.subscription,

@@ -386,10 +386,3 @@ def report_dict(report: SyncReport) -> dict[str, Any]:
         "duration_s": round(report.duration, 3),
         "results": [r.as_dict() for r in report.results],
     }
-
-
-def web_url_for(api_url: str) -> str:
-    """github.com for api.github.com; https://host for GitHub Enterprise's https://host/api/v3."""
-    if "api.github.com" in api_url:
-        return "https://github.com"
-    return api_url.split("/api/", 1)[0].rstrip("/")
