@@ -14,6 +14,7 @@ import kubernetes
 import pytest
 from kubernetes.client import ApiException
 
+from reconciler.adapters.kube import check_response
 from reconciler.cli.main import main
 from testkit.deployments import create_deployment, get_deployment
 from testkit.github_fixtures import TOKEN
@@ -39,7 +40,7 @@ def _refusal(call: Callable[[], object]) -> str | None:
     except ApiException as exc:
         if exc.status != 403:
             raise
-        return str(json.loads(exc.body)["message"])
+        return str(json.loads(exc.body or "{}").get("message"))
     return None
 
 
@@ -270,3 +271,14 @@ def test_rollback_hold_and_resume_patches_are_admitted(
     ]
     assert spec["initContainers"][0]["image"] == "gcr.io/p/migrate:v4"
     assert after["spec"]["replicas"] == 2
+
+
+def test_a_policy_refusal_is_not_reported_as_missing_rbac(policed: tuple[str, Any]) -> None:
+    namespace, as_reconciler = policed
+    with pytest.raises(ApiException) as refused:
+        _patch(as_reconciler, namespace, {"spec": {"replicas": 4}})()
+    error = check_response(refused.value, f"patch deployment {namespace}/site", "host")
+    assert str(error).startswith(
+        f"cannot patch deployment {namespace}/site: refused by an admission policy ("
+    )
+    assert "RBAC" not in str(error) and ALLOWED in str(error)

@@ -303,8 +303,8 @@ def test_serviceaccount_can_do_what_the_reconciler_does(
     apps.patch_namespaced_deployment("blog", site_namespace, patch)
     after: Any = k8s.AppsV1Api(kube_api_client).read_namespaced_deployment("blog", site_namespace)
     assert after.spec.template.spec.containers[0].image == "ex/app:2"
-    k8s.CoreV1Api(as_reconciler).list_namespaced_pod(installed, label_selector="app=blog")
-    apps.list_namespaced_replica_set(installed)
+    k8s.CoreV1Api(as_reconciler).list_namespaced_pod(site_namespace, label_selector="app=blog")
+    apps.list_namespaced_replica_set(site_namespace)
 
     k8s.CoreV1Api(as_reconciler).create_namespaced_event(
         site_namespace,
