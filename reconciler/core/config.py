@@ -15,8 +15,19 @@ from reconciler.core.model import Site
 from reconciler.core.template import template_problems
 from reconciler.core.tomllines import Lines
 
-SITE_KEYS = ("repo", "branch", "namespace", "deployment", "container", "image", "paused", "verify")
-DEFAULT_KEYS = ("branch", "namespace", "container", "image", "verify")
+SITE_KEYS = (
+    "repo",
+    "branch",
+    "namespace",
+    "deployment",
+    "container",
+    "image",
+    "paused",
+    "verify",
+    "rollout_timeout",
+)
+DEFAULT_KEYS = ("branch", "namespace", "container", "image", "verify", "rollout_timeout")
+MAX_ROLLOUT_TIMEOUT = 86400
 SERVICE_KEYS = ("schedule", "jitter", "timezone")
 TOP_KEYS = ("defaults", "service", "sites")
 VERIFY_MODES = ("registry", "checks", "none")
@@ -95,6 +106,7 @@ class _Validator:
         self.lines = Lines(text)
         self.path = path
         self.problems: list[ConfigProblem] = []
+        self.default_timeout: int | None = None
 
     def problem(self, where: tuple[str, ...], message: str, site: str | None = None) -> None:
         self.problems.append(ConfigProblem(self.path, self.lines.of(*where), message, site))
@@ -146,6 +158,7 @@ class _Validator:
 
         sites: list[Site] = []
         default_verify = self._verify(defaults, ("defaults",), None) or "registry"
+        self.default_timeout = self._timeout(defaults, ("defaults",), None)
         for name, raw in raw_sites.items():
             where = ("sites", name)
             if not isinstance(raw, dict):
@@ -169,6 +182,25 @@ class _Validator:
             self.problem((*where, "verify"), f'"verify" must be one of {allowed}', site)
             return None
         return mode
+
+    def _timeout(
+        self, table: Mapping[str, Any], where: tuple[str, ...], site: str | None
+    ) -> int | None:
+        value = table.get("rollout_timeout")
+        if value is None:
+            return None
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or not 1 <= value <= MAX_ROLLOUT_TIMEOUT
+        ):
+            self.problem(
+                (*where, "rollout_timeout"),
+                f'"rollout_timeout" must be a whole number of seconds, 1 to {MAX_ROLLOUT_TIMEOUT}',
+                site,
+            )
+            return None
+        return value
 
     def _service(self, table: Mapping[str, Any]) -> ServiceSettings:
         where = ("service",)
@@ -253,6 +285,9 @@ class _Validator:
             for message in template_problems(image):
                 self.problem(key_where, message, name)
         verify = self._verify(raw, where, name) or default_verify
+        timeout = (
+            self._timeout(raw, where, name) if "rollout_timeout" in raw else self.default_timeout
+        )
         paused = raw.get("paused", False)
         if not isinstance(paused, bool):
             self.problem((*where, "paused"), '"paused" must be true or false', name)
@@ -269,6 +304,7 @@ class _Validator:
             paused=bool(paused),
             verify=verify,
             line=self.lines.of(*where),
+            rollout_timeout=timeout,
         )
 
     def _duplicates(self, sites: list[Site]) -> None:

@@ -62,6 +62,13 @@ class Metrics:
             registry=r,
         )
 
+        self.events = Counter(
+            "reconciler_events",
+            "Events received (webhooks, Pub/Sub messages), by source, event and outcome",
+            ["source", "event", "outcome"],
+            registry=r,
+        )
+
     def record(self, report: SyncReport, limits: Mapping[str, RateLimit]) -> None:
         outcome = "ok" if report.ok else "failed"
         for trigger in report.trigger.split("+"):

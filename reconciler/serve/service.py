@@ -15,6 +15,7 @@ from typing import Any
 from reconciler.core import config as config_mod
 from reconciler.core.engine import Engine, SyncReport, SyncRequest
 from reconciler.core.errors import ConfigError, ConfigUnavailable
+from reconciler.core.model import Site
 from reconciler.core.runner import Runner
 from reconciler.serve import state
 from reconciler.serve.leader import Lease, LeaseHolder
@@ -110,6 +111,16 @@ class Service:
     def site_names(self) -> tuple[str, ...]:
         good = self.config.good
         return good.names if good else ()
+
+    def current_sites(self) -> tuple[Site, ...]:
+        """The sites of the last good config (what events are matched against)."""
+        good = self.config.good
+        return good.sites if good else ()
+
+    def known_heads(self) -> dict[str, str]:
+        """Each site's branch head (SHA) as the last sync that covered it saw it."""
+        with self._lock:
+            return {n: s.result.plan.sha for n, s in self.board.sites.items() if s.result.plan.sha}
 
     # -- a run -------------------------------------------------------------------------------
 
