@@ -390,6 +390,12 @@ def check_response(exc: Exception, action: str, host: str) -> KubernetesError:
             status=401,
             kind=ErrorKind.KUBE_AUTH,
         )
+    if status == 403 and "ValidatingAdmissionPolicy" in message:
+        return KubernetesError(
+            f"cannot {action}: refused by an admission policy ({message})",
+            status=403,
+            kind=ErrorKind.FORBIDDEN,
+        )
     if status == 403:
         return KubernetesError(
             f"cannot {action}: forbidden by RBAC ({message}); grant the reconciler's "
