@@ -78,7 +78,7 @@ class Metrics:
         for result in report.results:
             if result.action is Action.ERROR:
                 kind = result.plan.error_kind
-                self.failures.labels(kind.value if kind else "unknown").inc()
+                self.failures.labels(str(kind) if kind else "unknown").inc()
         for resource, limit in limits.items():
             self.rate_limit.labels(resource).set(limit.remaining)
         if report.ok:
