@@ -16,16 +16,26 @@ from typing import Any, Protocol
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from reconciler.core import commands
 from reconciler.core import config as config_mod
 from reconciler.core.engine import Engine, SiteResult, SyncReport, SyncRequest
 from reconciler.core.errors import ConfigError, ConfigUnavailable, ReconcilerError
-from reconciler.core.model import SiteState
+from reconciler.core.model import Rollout, SiteState
 from reconciler.core.runner import Runner, ShuttingDown
+from reconciler.serve.follower import Follower, SharedLease, merged
 from reconciler.serve.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 RUN_HISTORY = 200
+COUNTED_STATES = (
+    SiteState.IN_SYNC,
+    SiteState.BEHIND,
+    SiteState.FAILING,
+    SiteState.PAUSED,
+    SiteState.HELD,
+    SiteState.ROLLED_BACK,
+)
 
 
 class Lease(Protocol):
@@ -84,7 +94,7 @@ class Service:
     ) -> None:
         self.config_path = config_path
         self.engine = engine
-        self.lease = lease
+        self.lease = SharedLease(lease) if lease is not None else None
         self.lease_wait = lease_wait
         self.clock = clock
         self.web_url = web_url.rstrip("/")
@@ -100,6 +110,9 @@ class Service:
         self.started_at = clock()
         self.stopping = False
         self.extra_health: dict[str, Callable[[], str | None]] = {}
+        self.follower = Follower(
+            engine, lambda: self.config.good, on_result=self._followed, lease=self.lease
+        )
         self.reload()
 
     # -- config ------------------------------------------------------------------------------
@@ -210,6 +223,7 @@ class Service:
 
     def _record(self, report: SyncReport) -> None:
         self.metrics.record(report, self.engine.heads.rate_limits())
+        self.follower.track_report(report)
         with self._lock:
             self.last_report = report
             if not report.plan_only and not report.dry_run:
@@ -217,12 +231,52 @@ class Service:
                     self.sites[result.plan.site.name] = SiteRecord(
                         result, report.finished_at, report.run_id, report.trigger
                     )
+        self._count_states()
+
+    def _count_states(self) -> None:
+        with self._lock:
             states: dict[SiteState, int] = {}
             for state in self.sites.values():
                 key = state.result.state
                 states[key] = states.get(key, 0) + 1
-        for key in (SiteState.IN_SYNC, SiteState.BEHIND, SiteState.FAILING, SiteState.PAUSED):
+        for key in COUNTED_STATES:
             self.metrics.sites.labels(key.value).set(states.get(key, 0))
+
+    # -- rollouts ----------------------------------------------------------------------------
+
+    def start_following(self) -> None:
+        """Follow rollouts in the background (the sync's report says which)."""
+        self.follower.start()
+
+    def _followed(self, result: SiteResult, before: Rollout | None) -> None:
+        """What following a rollout saw: the site's state, and the rollout's outcome."""
+        name = result.plan.site.name
+        self.metrics.followed(result, before)
+        with self._lock:
+            record = self.sites.get(name)
+            if record is not None:
+                record.result = merged(record.result, result)
+                if result.applied:
+                    record.at, record.trigger = self.clock(), "rollout"
+        self._count_states()
+
+    def command(
+        self, name: str, action: str, *, by: str, reason: str = "", to: str | None = None
+    ) -> dict[str, Any]:
+        """hold / resume / rollback one site, then sync it so the page shows the outcome."""
+        cfg = self.config.good
+        if cfg is None:
+            raise ConfigUnavailable(f"no valid sites.toml yet: {self.config.error}")
+        site = cfg.select([name])[0]
+        if action == "hold":
+            done = commands.hold(self.engine, site, by=by, reason=reason)
+        elif action == "resume":
+            done = commands.resume(self.engine, site, by=by)
+        else:
+            done = commands.rollback(self.engine, site, by=by, to=to)
+        log.info(done.message, extra={"event": action, "site": name, "by": by})
+        record = self.submit(SyncRequest(sites=frozenset({name}), trigger=action))
+        return {**done.as_dict(), "run": record.id, "status_url": f"/runs/{record.id}"}
 
     # -- schedule ----------------------------------------------------------------------------
 
@@ -333,6 +387,9 @@ class Service:
             trigger=state.trigger,
             head_url=f"{self.web_url}/{repo}/commit/{sha}" if sha else None,
             running_url=f"{self.web_url}/{repo}/commit/{running}" if running else None,
+            failed_url=f"{self.web_url}/{repo}/commit/{data['failed_sha']}"
+            if data.get("failed_sha")
+            else None,
             branch_url=f"{self.web_url}/{repo}/tree/{data['branch']}"
             if data.get("branch")
             else None,
@@ -369,6 +426,7 @@ class Service:
         False while a sync is still running."""
         if not self.stopping:
             self.stopping = True
+            self.follower.stop(timeout=min(timeout, 5.0))
             self.engine.stopping.set()
             if self.scheduler is not None and self.scheduler.running:
                 self.scheduler.shutdown(wait=False)
