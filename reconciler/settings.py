@@ -50,6 +50,9 @@ class Settings:
     trigger_token: str | None = None  # RECONCILER_TRIGGER_TOKEN
     pubsub_subscription: str | None = None  # PUBSUB_SUBSCRIPTION
     pubsub_emulator_host: str | None = None  # PUBSUB_EMULATOR_HOST (the client reads it too)
+    pubsub_cloud_build_subscription: str | None = None  # PUBSUB_CLOUD_BUILD_SUBSCRIPTION
+    pubsub_gcr_subscription: str | None = None  # PUBSUB_GCR_SUBSCRIPTION
+    webhook_secret: str | None = None  # GITHUB_WEBHOOK_SECRET: enables POST /hooks/github
     pod_name: str | None = None  # POD_NAME
     pod_namespace: str | None = None  # POD_NAMESPACE
     lease_namespace: str | None = None  # RECONCILER_LEASE_NAMESPACE, else POD_NAMESPACE
@@ -68,6 +71,17 @@ class Settings:
     def identity(self) -> str:
         """This replica's name: the pod's, else the host's."""
         return self.pod_name or socket.gethostname()
+
+    @property
+    def subscriptions(self) -> tuple[tuple[str, str], ...]:
+        """(kind, subscription) of every Pub/Sub subscription to pull: Cloud Scheduler jobs
+        ("scheduler"), Cloud Build ("cloud-build") and Artifact Registry ("gcr") events."""
+        kinds = (
+            ("scheduler", self.pubsub_subscription),
+            ("cloud-build", self.pubsub_cloud_build_subscription),
+            ("gcr", self.pubsub_gcr_subscription),
+        )
+        return tuple((kind, sub) for kind, sub in kinds if sub)
 
     @property
     def lease_active(self) -> bool:
@@ -92,6 +106,9 @@ class Settings:
             trigger_token=env.get("RECONCILER_TRIGGER_TOKEN") or None,
             pubsub_subscription=env.get("PUBSUB_SUBSCRIPTION") or None,
             pubsub_emulator_host=env.get("PUBSUB_EMULATOR_HOST") or None,
+            pubsub_cloud_build_subscription=env.get("PUBSUB_CLOUD_BUILD_SUBSCRIPTION") or None,
+            pubsub_gcr_subscription=env.get("PUBSUB_GCR_SUBSCRIPTION") or None,
+            webhook_secret=env.get("GITHUB_WEBHOOK_SECRET") or None,
             pod_name=env.get("POD_NAME") or None,
             pod_namespace=pod_namespace,
             lease_namespace=env.get("RECONCILER_LEASE_NAMESPACE") or pod_namespace,

@@ -16,7 +16,9 @@ from reconciler.core.ports import Cluster, HeadSource, ImageVerifier
 from reconciler.settings import Settings
 
 if TYPE_CHECKING:  # serve (Flask, APScheduler) is imported only when serving
+    from reconciler.adapters.pubsub import PubSubTrigger
     from reconciler.serve.process import Process
+    from reconciler.serve.service import Service
 
 LEASE_NAME = "reconciler"  # k8s/lease-rbac.yaml grants get/update on this name only
 HEALTH_CHECK_TTL = 10.0
@@ -71,18 +73,28 @@ def build_process(config_path: str, settings: Settings) -> Process:
     service = Service(config_path, engine, lease=lease, web_url=settings.github.web_url)
     service.extra_health["kubernetes"] = cached(lambda: kube.ping(api), HEALTH_CHECK_TTL)
     triggers: list[BackgroundTrigger] = []
-    if settings.pubsub_subscription:
-        from reconciler.adapters.pubsub import PubSubTrigger
-
-        pubsub = PubSubTrigger(
-            settings.pubsub_subscription,
-            service.submit_future,
-            service.site_names,
-            emulator_host=settings.pubsub_emulator_host,
-        )
-        service.extra_health["pubsub"] = lambda: (
-            None if pubsub.running else f"Pub/Sub: {pubsub.last_error}"
-        )
-        triggers.append(pubsub)
-    app = create_app(service, trigger_token=settings.trigger_token)
+    for kind, subscription in settings.subscriptions:
+        triggers.append(_pubsub(service, kind, subscription, settings))
+    app = create_app(
+        service, trigger_token=settings.trigger_token, webhook_secret=settings.webhook_secret
+    )
     return Process(service, app, triggers)
+
+
+def _pubsub(service: Service, kind: str, subscription: str, settings: Settings) -> PubSubTrigger:
+    """A Pub/Sub trigger for messages of ``kind`` on ``subscription``, with its health check."""
+    from reconciler.adapters.pubsub import PubSubTrigger
+    from reconciler.serve.events import pubsub_classifier
+
+    trigger = PubSubTrigger(
+        subscription,
+        service.submit_future,
+        pubsub_classifier(service, kind),
+        trigger="pubsub" if kind == "scheduler" else kind,
+        emulator_host=settings.pubsub_emulator_host,
+    )
+    name = "pubsub" if kind == "scheduler" else f"pubsub-{kind}"
+    service.extra_health[name] = lambda: (
+        None if trigger.running else f"Pub/Sub {subscription}: {trigger.last_error}"
+    )
+    return trigger

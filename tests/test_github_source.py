@@ -11,8 +11,8 @@ import pytest
 from reconciler.adapters.github import GitHubSettings, GitHubSource
 from reconciler.core.model import BranchHead, HeadError, RepoRef
 from reconciler.core.ports import VerifyRequest
+from testkit.github import GitHubStandIn, random_sha
 from testkit.github_fixtures import TOKEN
-from testkit.github_standin import GitHubStandIn, random_sha
 
 
 class Sleeps:

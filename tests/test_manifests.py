@@ -229,7 +229,7 @@ def test_deployment_is_hardened_and_wired_as_documented(rendered: list[Doc]) -> 
     assert env["PORT"]["value"] == "8080"
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
-    for key in ("GITHUB_TOKEN", "RECONCILER_TRIGGER_TOKEN"):
+    for key in ("GITHUB_TOKEN", "RECONCILER_TRIGGER_TOKEN", "GITHUB_WEBHOOK_SECRET"):
         assert env[key]["valueFrom"]["secretKeyRef"] == {
             "name": "reconciler-secrets",
             "key": key,

@@ -20,8 +20,8 @@ from reconciler.cli.main import main
 from reconciler.core import annotations as ann
 from testkit.controlplane import ControlPlane
 from testkit.deployments import create_deployment, get_deployment, write_status
+from testkit.github import GitHubStandIn, random_sha
 from testkit.github_fixtures import TOKEN
-from testkit.github_standin import GitHubStandIn, random_sha
 
 pytestmark = pytest.mark.controlplane
 

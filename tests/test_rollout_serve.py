@@ -12,7 +12,7 @@ import kubernetes
 import pytest
 
 from testkit.deployments import get_deployment, write_status
-from testkit.github_standin import GitHubStandIn, random_sha
+from testkit.github import GitHubStandIn, random_sha
 from testkit.serve_process import ServeProcess
 from testkit.serve_world import TRIGGER, image
 

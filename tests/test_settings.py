@@ -81,3 +81,22 @@ def test_every_variable(tmp_path: Path) -> None:
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+def test_event_subscriptions_and_the_webhook_secret() -> None:
+    assert (
+        Settings.from_env({}).subscriptions == () and Settings.from_env({}).webhook_secret is None
+    )
+    s = Settings.from_env(
+        {
+            "PUBSUB_GCR_SUBSCRIPTION": "projects/p/subscriptions/gcr",
+            "PUBSUB_SUBSCRIPTION": "projects/p/subscriptions/jobs",
+            "PUBSUB_CLOUD_BUILD_SUBSCRIPTION": "",
+            "GITHUB_WEBHOOK_SECRET": "s",
+        }
+    )
+    assert s.subscriptions == (
+        ("scheduler", "projects/p/subscriptions/jobs"),
+        ("gcr", "projects/p/subscriptions/gcr"),
+    )
+    assert s.webhook_secret == "s"

@@ -62,6 +62,12 @@ class Metrics:
             registry=r,
         )
 
+        self.events = Counter(
+            "reconciler_events",
+            "Events received (webhooks, Pub/Sub messages), by source, event and outcome",
+            ["source", "event", "outcome"],
+            registry=r,
+        )
         self.rollouts = Counter(
             "reconciler_rollouts",
             "Rollouts of what the reconciler deployed, by outcome (available, failed)",

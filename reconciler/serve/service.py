@@ -20,7 +20,7 @@ from reconciler.core import commands
 from reconciler.core import config as config_mod
 from reconciler.core.engine import Engine, SiteResult, SyncReport, SyncRequest
 from reconciler.core.errors import ConfigError, ConfigUnavailable, ReconcilerError
-from reconciler.core.model import Rollout, SiteState
+from reconciler.core.model import Rollout, Site, SiteState
 from reconciler.core.runner import Runner, ShuttingDown
 from reconciler.serve.follower import Follower, SharedLease, merged
 from reconciler.serve.metrics import Metrics
@@ -150,6 +150,16 @@ class Service:
     def site_names(self) -> tuple[str, ...]:
         good = self.config.good
         return good.names if good else ()
+
+    def current_sites(self) -> tuple[Site, ...]:
+        """The sites of the last good config (what events are matched against)."""
+        good = self.config.good
+        return good.sites if good else ()
+
+    def known_heads(self) -> dict[str, str]:
+        """Each site's branch head (SHA) as the last sync that covered it saw it."""
+        with self._lock:
+            return {n: s.result.plan.sha for n, s in self.sites.items() if s.result.plan.sha}
 
     # -- triggers ----------------------------------------------------------------------------
 
