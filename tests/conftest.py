@@ -3,6 +3,7 @@
 pytest_plugins = [
     "testkit.controlplane_fixtures",
     "testkit.github_fixtures",
+    "testkit.manifests",
     "testkit.pubsub_fixtures",
     "testkit.serve_world",
 ]

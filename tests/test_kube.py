@@ -10,7 +10,8 @@ from typing import Any
 import kubernetes
 import pytest
 
-from reconciler.adapters.kube import KubeCluster, KubeLease, LeaseBusy, api_client
+from reconciler.adapters.kube import KubeCluster, api_client
+from reconciler.adapters.lease import KubeLease, LeaseBusy
 from reconciler.adapters.registry import RegistryVerifier
 from reconciler.core import config
 from reconciler.core.engine import Engine, SyncRequest

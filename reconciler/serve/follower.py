@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from typing import Protocol
 
 from reconciler.core.config import Config
@@ -159,28 +158,3 @@ class Follower:
             return self.engine.follow(site)
         finally:
             self.lease.release()
-
-
-def merged(stored: SiteResult, followed: SiteResult) -> SiteResult:
-    """A site's last sync result, brought up to date with what following its rollout saw."""
-    p = followed.plan
-    if followed.applied:  # rolled back
-        return replace(
-            stored,
-            applied=True,
-            plan=replace(
-                stored.plan,
-                action=Action.ROLLED_BACK,
-                reason=p.reason,
-                rollout=p.rollout,
-                progress=p.progress,
-                failed_sha=p.failed_sha,
-                target_image=p.target_image,
-                current_image=p.current_image,
-                running_sha=p.running_sha,
-                changed_at=p.changed_at,
-            ),
-        )
-    if p.action is Action.ERROR:
-        return stored
-    return replace(stored, plan=replace(stored.plan, rollout=p.rollout, progress=p.progress))
