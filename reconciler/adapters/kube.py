@@ -229,7 +229,7 @@ def update_patch(change: ImageChange, now: datetime) -> DeploymentPatch:
         image=change.image,
         change_cause=(
             f"reconciler: {change.repo}@{change.branch} {change.sha[:7]} "
-            f"({change.container}={change.image})"
+            f"({change.container}={_readable(change.image)})"
         ),
         events=(
             Note(
@@ -241,6 +241,13 @@ def update_patch(change: ImageChange, now: datetime) -> DeploymentPatch:
         ),
         resource_version=change.resource_version,
     )
+
+
+def _readable(image: str) -> str:
+    """An image for `kubectl rollout history`: a pinned digest cut to 12 hex digits."""
+    name, at, digest = image.partition("@")
+    algorithm, _, hexdigest = digest.partition(":")
+    return f"{name}@{algorithm}:{hexdigest[:12]}" if at and hexdigest else image
 
 
 def patch_body(change: ImageChange, now: datetime) -> dict[str, Any]:
