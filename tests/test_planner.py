@@ -17,6 +17,7 @@ from reconciler.core.model import (
     NamespaceView,
     ObservedDeployment,
     Site,
+    Skip,
 )
 
 SHA = "a" * 40
@@ -221,4 +222,5 @@ def test_verification_is_keyed_by_image_and_kind() -> None:
         },
     )
     assert [p.action for p in gated.sites] == [Action.UPDATE, Action.SKIP]
+    assert gated.sites[1].skip is Skip.CHECKS_PENDING
     assert gated.sites[0].target_image == f"{TARGET}@{DIGEST}"
