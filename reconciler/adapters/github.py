@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+import urllib3
 from github import Auth, Github, GithubException
 from urllib3.util.retry import Retry
 
@@ -20,73 +21,24 @@ from reconciler.core.errors import ErrorKind, GitHubError
 from reconciler.core.fanout import bounded_map
 from reconciler.core.model import BranchHead, HeadError, HeadResult, ImageStatus, RepoRef
 from reconciler.core.ports import RateLimit, VerifyRequest
+from reconciler.settings import GitHubSettings
+
+__all__ = ["GitHubSettings", "GitHubSource"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_API_URL = "https://api.github.com"
 SHA_MEDIA_TYPE = "application/vnd.github.sha"
 BATCH_SIZE = 100  # GitHub charges 1 point for up to ~100 repository fields with no connections
 
 
-@dataclass(frozen=True, slots=True)
-class GitHubSettings:
-    """How to reach GitHub: API base, credentials, and how hard to push."""
-
-    api_url: str = DEFAULT_API_URL
-    token: str | None = None
-    app_id: str | None = None
-    app_private_key: str | None = None
-    app_installation_id: int | None = None
-    timeout: float = 10.0
-    concurrency: int = 8
-    max_retry_wait: float = 30.0
-    strategy: str = "auto"  # auto: GraphQL when authenticated, else REST conditional requests
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> GitHubSettings:
-        """GITHUB_TOKEN, or GITHUB_APP_ID + GITHUB_APP_PRIVATE_KEY[_FILE] + _INSTALLATION_ID."""
-        env = os.environ if env is None else env
-        key = env.get("GITHUB_APP_PRIVATE_KEY") or None
-        key_file = env.get("GITHUB_APP_PRIVATE_KEY_FILE")
-        if key is None and key_file:
-            try:
-                with open(key_file, encoding="utf-8") as f:
-                    key = f.read()
-            except OSError as exc:
-                raise GitHubError(
-                    f"cannot read GITHUB_APP_PRIVATE_KEY_FILE {key_file}: {exc.strerror}",
-                    kind=ErrorKind.AUTH,
-                ) from exc
-        installation = env.get("GITHUB_APP_INSTALLATION_ID")
-        app_id = env.get("GITHUB_APP_ID") or None
-        if app_id and not (key and installation):
-            raise GitHubError(
-                "GITHUB_APP_ID is set but GITHUB_APP_PRIVATE_KEY (or _FILE) and "
-                "GITHUB_APP_INSTALLATION_ID are not: a GitHub App needs all three",
-                kind=ErrorKind.AUTH,
-            )
-        if installation is not None and not installation.isdigit():
-            raise GitHubError("GITHUB_APP_INSTALLATION_ID must be a number", kind=ErrorKind.AUTH)
-        return cls(
-            api_url=(env.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/"),
-            token=env.get("GITHUB_TOKEN") or None,
-            app_id=app_id,
-            app_private_key=key,
-            app_installation_id=int(installation) if installation else None,
-            strategy=env.get("RECONCILER_GITHUB_STRATEGY", "auto"),
-        )
-
-    @property
-    def authenticated(self) -> bool:
-        return bool(self.token or self.app_id)
-
-    def auth(self) -> Auth.Auth | None:
-        if self.app_id and self.app_private_key and self.app_installation_id is not None:
-            app = Auth.AppAuth(self.app_id, self.app_private_key)
-            return app.get_installation_auth(self.app_installation_id)
-        if self.token:
-            return Auth.Token(self.token)
-        return None
+def _auth(settings: GitHubSettings) -> Auth.Auth | None:
+    """PyGithub's auth for the settings' GitHub App installation or token (None: anonymous)."""
+    if settings.app_id and settings.app_private_key and settings.app_installation_id is not None:
+        app = Auth.AppAuth(settings.app_id, settings.app_private_key)
+        return app.get_installation_auth(settings.app_installation_id)
+    if settings.token:
+        return Auth.Token(settings.token)
+    return None
 
 
 class _Halt(Exception):
@@ -126,7 +78,7 @@ class GitHubSource:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self._auth = settings.auth()
+        self._auth = _auth(settings)
         self._sleep = sleep
         self._clock = clock
         self._local = threading.local()
@@ -179,8 +131,7 @@ class GitHubSource:
                 ) from exc
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
                 raise GitHubError(
-                    f"cannot reach GitHub at {self.settings.api_url}: {_short(exc)}",
-                    kind=ErrorKind.GITHUB_UNREACHABLE,
+                    self._unreachable(exc), kind=ErrorKind.GITHUB_UNREACHABLE
                 ) from exc
             except GithubException as exc:
                 raise GitHubError(f"GitHub error: {exc}", kind=ErrorKind.GITHUB) from exc
@@ -194,6 +145,17 @@ class GitHubSource:
             log.warning("GitHub asked us to wait %.0fs (%s); waiting", wait, response.message)
             self._sleep(wait)
         raise AssertionError("unreachable")
+
+    def _unreachable(self, exc: BaseException) -> str:
+        """What went wrong on the network, from the innermost cause (urllib3 wraps it twice)."""
+        url = self.settings.api_url
+        cause = _root_cause(exc)
+        if isinstance(cause, urllib3.exceptions.ReadTimeoutError | socket.timeout):
+            return f"GitHub did not answer within {self.settings.timeout:g} s ({url})"
+        if isinstance(cause, urllib3.exceptions.ConnectTimeoutError):
+            return f"cannot reach GitHub at {url}: no connection within {self.settings.timeout:g} s"
+        reason = getattr(cause, "strerror", None) or type(cause).__name__
+        return f"cannot reach GitHub at {url}: {reason}"
 
     def _retry_wait(self, r: _Response) -> float | None:
         """Seconds to wait before retrying a rate-limited answer, None when it was not limited."""
@@ -442,43 +404,115 @@ class GitHubSource:
 
     # -- commit checks (verify = "checks") -----------------------------------------------------
 
-    def verify(self, requests_: Collection[VerifyRequest]) -> Mapping[str, ImageStatus]:
-        """ImageStatus per image from the combined checks of the commit it was built from."""
-        wanted = [r for r in requests_ if r.mode == "checks"]
-        out: dict[str, ImageStatus] = {}
-        for r in wanted:
+    def verify(self, requests_: Collection[VerifyRequest]) -> Mapping[VerifyRequest, ImageStatus]:
+        """ImageStatus per request from the checks of the commit its image was built from."""
+        out: dict[VerifyRequest, ImageStatus] = {}
+        seen: dict[tuple[str, str], tuple[list[_Check], str | None]] = {}
+        for r in requests_:
+            if r.mode != "checks":
+                continue
             try:
-                out[r.image] = self._checks(r.repo, r.sha)
+                if (r.repo, r.sha) not in seen:
+                    seen[(r.repo, r.sha)] = self._commit_checks(r.repo, r.sha)
+                checks, problem = seen[(r.repo, r.sha)]
+                out[r] = (
+                    ImageStatus(None, problem, kind=ErrorKind.GITHUB)
+                    if problem
+                    else _checks_verdict(checks, r.sha, r.required_checks)
+                )
             except _Halt as halt:
-                out[r.image] = ImageStatus(None, halt.error.reason)
+                out[r] = ImageStatus(None, halt.error.reason, kind=halt.error.kind)
             except GitHubError as exc:
-                out[r.image] = ImageStatus(None, str(exc))
+                out[r] = ImageStatus(None, str(exc), kind=exc.kind)
         return out
 
-    def _checks(self, repo: str, sha: str) -> ImageStatus:
-        short = sha[:7]
-        status = self._request("GET", f"/repos/{repo}/commits/{sha}/status")
-        runs = self._request("GET", f"/repos/{repo}/commits/{sha}/check-runs?per_page=100")
-        if status.status != 200 or runs.status != 200:
-            bad = status if status.status != 200 else runs
-            return ImageStatus(None, f"GitHub answered {bad.status} for the checks of {short}")
-        combined = status.json() or {}
-        check_runs = (runs.json() or {}).get("check_runs", [])
-        states = [s.get("state") for s in combined.get("statuses", [])]
-        conclusions = [c.get("conclusion") for c in check_runs]
-        if not states and not conclusions:
-            return ImageStatus(
-                False, f"no checks have reported on {short} yet, so its image may not exist"
-            )
-        failed = [s for s in states if s in ("failure", "error")] + [
-            c for c in conclusions if c in ("failure", "timed_out", "cancelled", "action_required")
+    def _commit_checks(self, repo: str, sha: str) -> tuple[list[_Check], str | None]:
+        """Every commit status and (latest) check run of a commit, all pages; or a problem."""
+        checks: list[_Check] = []
+        for what, items in (("status", "statuses"), ("check-runs", "check_runs")):
+            for page in range(1, CHECK_PAGES + 1):
+                url = f"/repos/{repo}/commits/{sha}/{what}?per_page=100&page={page}"
+                r = self._request("GET", url)
+                body = r.json()
+                if r.status != 200 or not isinstance(body, dict):
+                    return [], f"GitHub answered {r.status} for the checks of {sha[:7]}"
+                got = [c for c in body.get(items) or [] if isinstance(c, dict)]
+                checks += map(_Check.of_status if what == "status" else _Check.of_run, got)
+                if len(got) < 100 or page * 100 >= int(body.get("total_count") or 0):
+                    break
+            else:
+                return [], f"{sha[:7]} has more than {CHECK_PAGES * 100} {items}; not read"
+        return checks, None
+
+
+CHECK_PAGES = 10  # 1,000 statuses and 1,000 check runs per commit at most
+FAILED = frozenset(
+    {"failure", "error", "timed_out", "cancelled", "action_required", "startup_failure", "stale"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Check:
+    """A commit status or check run reduced to its name and state (pending, success, ...)."""
+
+    name: str
+    state: str
+
+    @classmethod
+    def of_status(cls, s: Mapping[str, Any]) -> _Check:
+        return cls(str(s.get("context", "")), str(s.get("state") or "pending"))
+
+    @classmethod
+    def of_run(cls, c: Mapping[str, Any]) -> _Check:
+        done = c.get("status") == "completed"
+        return cls(str(c.get("name", "")), str(c.get("conclusion") or "") if done else "pending")
+
+
+def _checks_verdict(checks: list[_Check], sha: str, required: tuple[str, ...]) -> ImageStatus:
+    """Passed (True), waiting (False: pending or not reported yet) or failed (None).
+
+    Without `required`, every check counts, at least one must have succeeded, and neutral or
+    skipped ones are ignored. With `required`, only the named checks count and each must have
+    succeeded: a named check that was skipped or neutral did not pass.
+    """
+    short = sha[:7]
+    if required:
+        by_name: dict[str, list[str]] = {}
+        for c in checks:
+            by_name.setdefault(c.name, []).append(c.state)
+        missing = [n for n in required if n not in by_name]
+        failed = [
+            f"{n} ({s})"
+            for n in required
+            for s in by_name.get(n, ())
+            if s not in ("success", "pending")
         ]
-        if failed:
-            return ImageStatus(False, f"checks failed on {short}")
-        pending = [s for s in states if s == "pending"] + [c for c in conclusions if c is None]
-        if pending:
-            return ImageStatus(False, f"{len(pending)} check(s) still running on {short}")
-        return ImageStatus(True)
+        pending = [n for n in required if "pending" in by_name.get(n, ())]
+    else:
+        if not checks:
+            return ImageStatus(
+                False,
+                f"waiting: no checks have reported on {short} yet, so its image may not exist",
+            )
+        missing = []
+        failed = [f"{c.name} ({c.state})" for c in checks if c.state in FAILED]
+        pending = [c.name for c in checks if c.state == "pending"]
+        if not failed and not pending and not any(c.state == "success" for c in checks):
+            return ImageStatus(
+                None,
+                f"no check succeeded on {short} (all neutral or skipped)",
+                kind=ErrorKind.CHECKS_FAILED,
+            )
+    if failed:
+        return ImageStatus(
+            None,
+            f"checks failed on {short}: {', '.join(sorted(failed))}",
+            kind=ErrorKind.CHECKS_FAILED,
+        )
+    if pending or missing:
+        waiting = [*(f"{n} (running)" for n in pending), *(f"{n} (not reported)" for n in missing)]
+        return ImageStatus(False, f"waiting for checks on {short}: {', '.join(waiting)}")
+    return ImageStatus(True)
 
 
 def _heads_query(
@@ -532,6 +566,17 @@ def _http_error(ref: RepoRef, r: _Response) -> HeadError:
     return HeadError(f"GitHub answered {r.status} for {ref}: {r.message}", ErrorKind.GITHUB)
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc)
-    return text if len(text) < 200 else text[:200] + "…"
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost error behind requests' and urllib3's wrappers (MaxRetryError.reason, args)."""
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = getattr(exc, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = next((a for a in exc.args if isinstance(a, BaseException)), None)
+        if inner is None:
+            inner = exc.__cause__ or exc.__context__
+        if inner is None:
+            return exc
+        exc = inner
+    return exc

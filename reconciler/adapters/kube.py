@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import uuid
 from collections.abc import Collection, Mapping
@@ -17,29 +16,36 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from reconciler.core import annotations as ann
-from reconciler.core.errors import ConflictError, ErrorKind, KubernetesError, LeaseBusy
+from reconciler.core import rollout
+from reconciler.core.errors import ConflictError, ErrorKind, KubernetesError
 from reconciler.core.fanout import bounded_map
 from reconciler.core.model import (
     ApplyResult,
     Container,
+    DeploymentPatch,
+    DeploymentStatus,
     ImageChange,
     NamespaceError,
     NamespaceView,
+    Note,
     ObservedDeployment,
 )
 
 log = logging.getLogger(__name__)
 
-FIELD_MANAGER = "reconciler"
+FIELD_MANAGER = rollout.FIELD_MANAGER
 SMP = "application/strategic-merge-patch+json"
 LIST_PAGE = 500
 REQUEST_TIMEOUT = (5.0, 30.0)
 
 
-def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
-    """An ApiClient: in-cluster config inside a pod, else the kubeconfig (KUBECONFIG, context)."""
+def api_client(
+    kubeconfig: str | None = None, context: str | None = None, *, in_cluster: bool = False
+) -> Any:
+    """An ApiClient: in-cluster config inside a pod (no kubeconfig given), else the kubeconfig
+    (None: the client's default, ~/.kube/config) and its context."""
     try:
-        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        if kubeconfig is None and in_cluster:
             cfg = client.Configuration()
             config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
             return client.ApiClient(cfg)
@@ -47,7 +53,7 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any
             config_file=kubeconfig, context=context
         )
     except (ConfigException, OSError) as exc:
-        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        where = kubeconfig or "~/.kube/config"
         raise KubernetesError(
             f"no usable Kubernetes credentials ({exc}); outside a cluster, point KUBECONFIG "
             f"(now {where}) at a kubeconfig whose current context reaches your cluster",
@@ -71,7 +77,7 @@ class KubeCluster:
         )
         self.api = api
         self.concurrency = concurrency
-        self.reporter = reporter or os.environ.get("POD_NAME") or socket.gethostname()
+        self.reporter = reporter or socket.gethostname()
         self.events = events
 
     @property
@@ -91,7 +97,7 @@ class KubeCluster:
         token: str | None = None
         try:
             while True:
-                page = _request(
+                page = request(
                     self.api,
                     "GET",
                     f"/apis/apps/v1/namespaces/{namespace}/deployments",
@@ -109,7 +115,7 @@ class KubeCluster:
 
     def read(self, namespace: str, name: str) -> ObservedDeployment | None:
         try:
-            raw = _request(
+            raw = request(
                 self.api,
                 "GET",
                 f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
@@ -129,19 +135,22 @@ class KubeCluster:
         A strategic-merge patch merges the containers list by name, so sidecars, init containers
         and every other field stay as they are (a JSON merge patch would replace the whole list).
         """
-        body = patch_body(change, datetime.now(UTC))
+        return self.patch(update_patch(change, datetime.now(UTC)), dry_run=dry_run)
+
+    def patch(self, patch: DeploymentPatch, *, dry_run: bool) -> ApplyResult:
+        """Send one DeploymentPatch (field manager `reconciler`), then its Events."""
         try:
-            patched = _request(
+            patched = request(
                 self.api,
                 "PATCH",
-                f"/apis/apps/v1/namespaces/{change.namespace}/deployments/{change.deployment}",
-                action=f"patch deployment {change.namespace}/{change.deployment}",
+                f"/apis/apps/v1/namespaces/{patch.namespace}/deployments/{patch.deployment}",
+                action=f"patch deployment {patch.namespace}/{patch.deployment}",
                 query={
                     "dryRun": "All" if dry_run else None,
                     "fieldManager": FIELD_MANAGER,
                     "fieldValidation": "Strict",
                 },
-                body=body,
+                body=smp_body(patch),
                 content_type=SMP,
             )
         except ConflictError:
@@ -149,35 +158,46 @@ class KubeCluster:
         except KubernetesError as error:
             return ApplyResult(False, str(error), error.kind)
         if not dry_run and self.events:
-            self._event(change, patched)
+            for note in patch.events:
+                self.event(patch.namespace, patch.deployment, note, patched.get("metadata") or {})
         return ApplyResult(True, generation=(patched.get("metadata") or {}).get("generation"))
 
-    def _event(self, change: ImageChange, patched: Mapping[str, Any]) -> None:
-        """Record the update as an Event on the Deployment; failing to do so fails nothing."""
-        meta = patched.get("metadata") or {}
+    def pod_troubles(
+        self, namespace: str, selector: Mapping[str, str], container: str, image: str
+    ) -> tuple[str, ...]:
+        """One LIST of the Deployment's pods; why those running `image` are stuck."""
+        labels = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        pods = request(
+            self.api,
+            "GET",
+            f"/api/v1/namespaces/{namespace}/pods",
+            action=f"list pods in {namespace}",
+            query={"labelSelector": labels or None},
+        )
+        return pod_troubles(pods.get("items") or [], container, image)
+
+    def event(self, namespace: str, deployment: str, note: Note, meta: Mapping[str, Any]) -> None:
+        """Record an Event on the Deployment; failing to do so fails nothing."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         now_micro = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         event = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {
-                "name": f"{change.deployment}.{uuid.uuid4().hex[:16]}",
-                "namespace": change.namespace,
+                "name": f"{deployment}.{uuid.uuid4().hex[:16]}",
+                "namespace": namespace,
             },
             "involvedObject": {
                 "apiVersion": "apps/v1",
                 "kind": "Deployment",
-                "name": change.deployment,
-                "namespace": change.namespace,
+                "name": deployment,
+                "namespace": namespace,
                 "uid": meta.get("uid"),
                 "resourceVersion": meta.get("resourceVersion"),
             },
-            "reason": "ImageUpdated",
-            "message": (
-                f"container {change.container}: {change.previous_image} -> {change.image} "
-                f"({change.repo}@{change.branch} {change.sha[:7]})"
-            )[:1024],
-            "type": "Normal",
+            "reason": note.reason,
+            "message": note.message[:1024],
+            "type": note.type,
             "source": {"component": FIELD_MANAGER},
             "reportingComponent": FIELD_MANAGER,
             "reportingInstance": self.reporter[:128],
@@ -188,41 +208,110 @@ class KubeCluster:
             "count": 1,
         }
         try:
-            _request(
+            request(
                 self.api,
                 "POST",
-                f"/api/v1/namespaces/{change.namespace}/events",
-                action=f"create an event in {change.namespace}",
+                f"/api/v1/namespaces/{namespace}/events",
+                action=f"create an event in {namespace}",
                 body=event,
             )
         except KubernetesError as error:
-            log.warning("updated %s/%s but %s", change.namespace, change.deployment, error)
+            log.warning("changed %s/%s but %s", namespace, deployment, error)
+
+
+def update_patch(change: ImageChange, now: datetime) -> DeploymentPatch:
+    """The DeploymentPatch of one image update: the image and where it came from."""
+    return DeploymentPatch(
+        change.namespace,
+        change.deployment,
+        rollout.update_annotations(change, now.timestamp()),
+        container=change.container,
+        image=change.image,
+        change_cause=(
+            f"reconciler: {change.repo}@{change.branch} {change.sha[:7]} "
+            f"({change.container}={_readable(change.image)})"
+        ),
+        events=(
+            Note(
+                "Normal",
+                "ImageUpdated",
+                f"container {change.container}: {change.previous_image} -> {change.image} "
+                f"({change.repo}@{change.branch} {change.sha[:7]})",
+            ),
+        ),
+        resource_version=change.resource_version,
+    )
+
+
+def _readable(image: str) -> str:
+    """An image for `kubectl rollout history`: a pinned digest cut to 12 hex digits."""
+    name, at, digest = image.partition("@")
+    algorithm, _, hexdigest = digest.partition(":")
+    return f"{name}@{algorithm}:{hexdigest[:12]}" if at and hexdigest else image
 
 
 def patch_body(change: ImageChange, now: datetime) -> dict[str, Any]:
     """The strategic-merge patch for one change: the container's image and where it came from."""
-    metadata: dict[str, Any] = {
-        "annotations": {
-            ann.REPO: change.repo,
-            ann.BRANCH: change.branch,
-            ann.SHA: change.sha,
-            ann.UPDATED_AT: now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            ann.CHANGE_CAUSE: (
-                f"reconciler: {change.repo}@{change.branch} {change.sha[:7]} "
-                f"({change.container}={change.image})"
-            ),
+    return smp_body(update_patch(change, now))
+
+
+def smp_body(patch: DeploymentPatch) -> dict[str, Any]:
+    """A strategic-merge patch: annotations (null removes), maybe one container's image."""
+    annotations: dict[str, str | None] = dict(patch.annotations)
+    if patch.change_cause:
+        annotations[ann.CHANGE_CAUSE] = patch.change_cause
+    metadata: dict[str, Any] = {"annotations": annotations}
+    if patch.resource_version:
+        metadata["resourceVersion"] = patch.resource_version  # 409 if it changed since we looked
+    body: dict[str, Any] = {"metadata": metadata}
+    if patch.container and patch.image is not None:
+        body["spec"] = {
+            "template": {"spec": {"containers": [{"name": patch.container, "image": patch.image}]}}
         }
-    }
-    if change.resource_version:
-        metadata["resourceVersion"] = change.resource_version  # 409 if it changed since we looked
-    return {
-        "metadata": metadata,
-        "spec": {
-            "template": {
-                "spec": {"containers": [{"name": change.container, "image": change.image}]}
-            }
-        },
-    }
+    return body
+
+
+def pod_troubles(pods: list[Mapping[str, Any]], container: str, image: str) -> tuple[str, ...]:
+    """Why pods of `image` are stuck: a stuck waiting reason of the container, per pod."""
+    out = []
+    for pod in pods:
+        spec = pod.get("spec") or {}
+        if not any(
+            c.get("name") == container and c.get("image") == image
+            for c in spec.get("containers") or []
+        ):
+            continue
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            if cs.get("name") != container:
+                continue
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason")
+            if reason in rollout.STUCK_REASONS:
+                name = (pod.get("metadata") or {}).get("name", "?")
+                restarts = cs.get("restartCount") or 0
+                out.append(f"pod {name}: {reason} ({restarts} restarts)")
+    return tuple(out)
+
+
+def _status(item: Mapping[str, Any]) -> DeploymentStatus | None:
+    status = item.get("status") or {}
+    if "observedGeneration" not in status:
+        return None
+    spec = item.get("spec") or {}
+    progressing: Mapping[str, Any] = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), {}
+    )
+    return DeploymentStatus(
+        observed_generation=int(status.get("observedGeneration") or 0),
+        desired=int(spec.get("replicas", 1)),
+        replicas=int(status.get("replicas") or 0),
+        updated=int(status.get("updatedReplicas") or 0),
+        ready=int(status.get("readyReplicas") or 0),
+        available=int(status.get("availableReplicas") or 0),
+        deadline_exceeded=progressing.get("reason") == "ProgressDeadlineExceeded",
+        message=str(progressing.get("message") or ""),
+        progress_deadline_seconds=int(spec.get("progressDeadlineSeconds") or 600),
+    )
 
 
 def _observed(item: Mapping[str, Any]) -> ObservedDeployment:
@@ -243,10 +332,14 @@ def _observed(item: Mapping[str, Any]) -> ObservedDeployment:
         resource_version=str(meta.get("resourceVersion", "")),
         uid=str(meta.get("uid", "")),
         generation=int(meta.get("generation", 0)),
+        status=_status(item),
+        image_owners=rollout.image_owners(list(meta.get("managedFields") or [])),
+        managers=frozenset(str(m.get("manager", "")) for m in meta.get("managedFields") or []),
+        selector=dict(((item.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}),
     )
 
 
-def _request(
+def request(
     api: Any,
     method: str,
     path: str,
@@ -304,6 +397,12 @@ def check_response(exc: Exception, action: str, host: str) -> KubernetesError:
             status=401,
             kind=ErrorKind.KUBE_AUTH,
         )
+    if status == 403 and "ValidatingAdmissionPolicy" in message:
+        return KubernetesError(
+            f"cannot {action}: refused by an admission policy ({message})",
+            status=403,
+            kind=ErrorKind.FORBIDDEN,
+        )
     if status == 403:
         return KubernetesError(
             f"cannot {action}: forbidden by RBAC ({message}); grant the reconciler's "
@@ -336,106 +435,10 @@ def _api_message(exc: ApiException) -> str:
     return str(body.get("message") or exc.reason)[:500] if isinstance(body, dict) else str(body)
 
 
-class KubeLease:
-    """A coordination.k8s.io Lease held while a sync runs, so one replica syncs at a time."""
-
-    def __init__(
-        self, api: Any, namespace: str, name: str, identity: str, duration: int = 60
-    ) -> None:
-        self.api = api
-        self.path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
-        self.namespace = namespace
-        self.name = name
-        self.identity = identity
-        self.duration = duration
-
-    def acquire(self) -> None:
-        """Take the Lease or raise LeaseBusy (held by a live holder) / KubernetesError."""
-        now = datetime.now(UTC)
-        stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        spec = {
-            "holderIdentity": self.identity,
-            "leaseDurationSeconds": self.duration,
-            "acquireTime": stamp,
-            "renewTime": stamp,
-        }
-        try:
-            lease = self._read()
-        except KubernetesError as error:
-            if error.kind is not ErrorKind.NOT_FOUND:
-                raise
-            body = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {"name": self.name, "namespace": self.namespace},
-                "spec": spec,
-            }
-            try:
-                _request(self.api, "POST", self.path, action=f"create {self._what}", body=body)
-            except ConflictError as exc:
-                raise LeaseBusy("another replica took the Lease first") from exc
-            return
-        current = lease.get("spec") or {}
-        holder = current.get("holderIdentity")
-        if holder and holder != self.identity and not _expired(current, now):
-            raise LeaseBusy(f"replica {holder} is syncing (Lease {self.name})")
-        if holder == self.identity:
-            spec["acquireTime"] = current.get("acquireTime") or stamp
-        lease["spec"] = {**current, **spec}
-        self._replace(lease)
-
-    def renew(self) -> None:
-        lease = self._read()
-        if (lease.get("spec") or {}).get("holderIdentity") != self.identity:
-            raise LeaseBusy("lost the Lease")
-        lease["spec"]["renewTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        self._replace(lease)
-
-    def release(self) -> None:
-        """Give the Lease up so another replica need not wait for it to expire."""
-        try:
-            lease = self._read()
-            if (lease.get("spec") or {}).get("holderIdentity") == self.identity:
-                lease["spec"]["holderIdentity"] = None
-                self._replace(lease)
-        except KubernetesError as exc:
-            log.warning("could not release the Lease %s: %s", self.name, exc)
-
-    @property
-    def _what(self) -> str:
-        return f"Lease {self.namespace}/{self.name}"
-
-    def _read(self) -> Any:
-        return _request(self.api, "GET", f"{self.path}/{self.name}", action=f"read {self._what}")
-
-    def _replace(self, lease: Mapping[str, Any]) -> None:
-        try:
-            _request(
-                self.api,
-                "PUT",
-                f"{self.path}/{self.name}",
-                action=f"update {self._what}",
-                body=lease,
-            )
-        except ConflictError as exc:
-            raise LeaseBusy("another replica updated the Lease first") from exc
-
-
-def _expired(spec: Mapping[str, Any], now: datetime) -> bool:
-    renew = spec.get("renewTime") or spec.get("acquireTime")
-    if not renew:
-        return True
-    try:
-        renewed = datetime.fromisoformat(str(renew).replace("Z", "+00:00"))
-    except ValueError:
-        return True
-    return (now - renewed).total_seconds() > float(spec.get("leaseDurationSeconds") or 0)
-
-
 def ping(api: Any) -> str | None:
     """None when the API server answers /version (no RBAC needed), else why it does not."""
     try:
-        _request(api, "GET", "/version", action="read /version", timeout=(3.0, 5.0))
+        request(api, "GET", "/version", action="read /version", timeout=(3.0, 5.0))
     except KubernetesError as exc:
         return f"Kubernetes API server unreachable: {type(exc.__cause__).__name__}"
     return None

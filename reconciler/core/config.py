@@ -15,8 +15,29 @@ from reconciler.core.model import Site
 from reconciler.core.template import template_problems
 from reconciler.core.tomllines import Lines
 
-SITE_KEYS = ("repo", "branch", "namespace", "deployment", "container", "image", "paused", "verify")
-DEFAULT_KEYS = ("branch", "namespace", "container", "image", "verify")
+SITE_KEYS = (
+    "repo",
+    "branch",
+    "namespace",
+    "deployment",
+    "container",
+    "image",
+    "paused",
+    "verify",
+    "pin_digest",
+    "required_checks",
+    "rollout_timeout",
+)
+DEFAULT_KEYS = (
+    "branch",
+    "namespace",
+    "container",
+    "image",
+    "verify",
+    "pin_digest",
+    "rollout_timeout",
+)
+MAX_ROLLOUT_TIMEOUT = 86400
 SERVICE_KEYS = ("schedule", "jitter", "timezone")
 TOP_KEYS = ("defaults", "service", "sites")
 VERIFY_MODES = ("registry", "checks", "none")
@@ -95,6 +116,7 @@ class _Validator:
         self.lines = Lines(text)
         self.path = path
         self.problems: list[ConfigProblem] = []
+        self.default_timeout: int | None = None
 
     def problem(self, where: tuple[str, ...], message: str, site: str | None = None) -> None:
         self.problems.append(ConfigProblem(self.path, self.lines.of(*where), message, site))
@@ -146,6 +168,7 @@ class _Validator:
 
         sites: list[Site] = []
         default_verify = self._verify(defaults, ("defaults",), None) or "registry"
+        self.default_timeout = self._timeout(defaults, ("defaults",), None)
         for name, raw in raw_sites.items():
             where = ("sites", name)
             if not isinstance(raw, dict):
@@ -169,6 +192,25 @@ class _Validator:
             self.problem((*where, "verify"), f'"verify" must be one of {allowed}', site)
             return None
         return mode
+
+    def _timeout(
+        self, table: Mapping[str, Any], where: tuple[str, ...], site: str | None
+    ) -> int | None:
+        value = table.get("rollout_timeout")
+        if value is None:
+            return None
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or not 1 <= value <= MAX_ROLLOUT_TIMEOUT
+        ):
+            self.problem(
+                (*where, "rollout_timeout"),
+                f'"rollout_timeout" must be a whole number of seconds, 1 to {MAX_ROLLOUT_TIMEOUT}',
+                site,
+            )
+            return None
+        return value
 
     def _service(self, table: Mapping[str, Any]) -> ServiceSettings:
         where = ("service",)
@@ -253,9 +295,17 @@ class _Validator:
             for message in template_problems(image):
                 self.problem(key_where, message, name)
         verify = self._verify(raw, where, name) or default_verify
+        timeout = (
+            self._timeout(raw, where, name) if "rollout_timeout" in raw else self.default_timeout
+        )
         paused = raw.get("paused", False)
         if not isinstance(paused, bool):
             self.problem((*where, "paused"), '"paused" must be true or false', name)
+        pin_where = where if "pin_digest" in raw else ("defaults",)
+        pin_digest = raw.get("pin_digest", defaults.get("pin_digest", True))
+        if not isinstance(pin_digest, bool):
+            self.problem((*pin_where, "pin_digest"), '"pin_digest" must be true or false', name)
+        required = self._required_checks(raw, where, name, verify)
         if len(self.problems) > before or repo is None or image is None:
             return None
         return Site(
@@ -269,7 +319,24 @@ class _Validator:
             paused=bool(paused),
             verify=verify,
             line=self.lines.of(*where),
+            pin_digest=bool(pin_digest),
+            required_checks=required,
+            rollout_timeout=timeout,
         )
+
+    def _required_checks(
+        self, raw: Mapping[str, Any], where: tuple[str, ...], name: str, verify: str
+    ) -> tuple[str, ...]:
+        value = raw.get("required_checks")
+        if value is None:
+            return ()
+        key = (*where, "required_checks")
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            self.problem(key, '"required_checks" must be a list of check names', name)
+            return ()
+        if verify != "checks":
+            self.problem(key, '"required_checks" needs verify = "checks"', name)
+        return tuple(value)
 
     def _duplicates(self, sites: list[Site]) -> None:
         seen: dict[tuple[str, str], list[Site]] = {}

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from reconciler.core import annotations as ann
+from reconciler.core import rollout
 from reconciler.core.errors import ErrorKind
 from reconciler.core.model import (
     Action,
@@ -19,26 +20,66 @@ from reconciler.core.model import (
     ObservedDeployment,
     Plan,
     RepoRef,
+    Rollout,
     Site,
     SitePlan,
     Skip,
+    VerifyRequest,
 )
 from reconciler.core.template import render
 
-__all__ = ["ImageStatus", "change_for", "gate", "plan", "plan_site"]
+__all__ = [
+    "ImageStatus",
+    "VerifyRequest",
+    "change_for",
+    "container_of",
+    "gate",
+    "plan",
+    "plan_site",
+    "same_image",
+    "verify_request",
+]
+
+
+def verify_request(p: SitePlan) -> VerifyRequest | None:
+    """What an UPDATE verdict must have verified before rollout (None: nothing to verify)."""
+    if p.action is not Action.UPDATE or p.site.verify == "none":
+        return None
+    if not (p.target_image and p.sha):
+        return None
+    return VerifyRequest(p.target_image, p.site.repo, p.sha, p.site.verify, p.site.required_checks)
+
+
+def same_image(current: str, target: str) -> bool:
+    """Same image reference up to a pinned digest: `repo:tag` and `repo:tag@sha256:...` match."""
+    return current.partition("@")[0] == target.partition("@")[0]
 
 
 def plan(
     sites: Iterable[Site],
     heads: Mapping[RepoRef, HeadResult],
     observed: Mapping[str, NamespaceView],
+    *,
+    now: float = 0.0,
+    troubles: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Plan:
-    """One SitePlan per site, in the order given."""
-    return Plan(tuple(plan_site(site, heads, observed) for site in sites))
+    """One SitePlan per site, in the order given. `troubles`: stuck new pods, by site name."""
+    troubles = troubles or {}
+    return Plan(
+        tuple(
+            plan_site(site, heads, observed, now=now, troubles=troubles.get(site.name, ()))
+            for site in sites
+        )
+    )
 
 
 def plan_site(
-    site: Site, heads: Mapping[RepoRef, HeadResult], observed: Mapping[str, NamespaceView]
+    site: Site,
+    heads: Mapping[RepoRef, HeadResult],
+    observed: Mapping[str, NamespaceView],
+    *,
+    now: float = 0.0,
+    troubles: tuple[str, ...] = (),
 ) -> SitePlan:
     """The verdict for one site; never raises for bad data, it becomes an error verdict."""
     base = SitePlan(site=site, action=Action.ERROR, branch=site.branch, container=site.container)
@@ -85,7 +126,16 @@ def plan_site(
     if container is None:
         return replace(base, reason=problem, error_kind=ErrorKind.CONTAINER_NOT_FOUND)
     current = next(c.image for c in deployment.containers if c.name == container)
-    base = replace(base, container=container, current_image=current)
+    state, progress = rollout.state(deployment)
+    failed_sha = deployment.annotations.get(ann.FAILED_SHA) or None
+    base = replace(
+        base,
+        container=container,
+        current_image=current,
+        rollout=state,
+        progress=progress,
+        failed_sha=failed_sha,
+    )
 
     if deployment.annotations.get(ann.PAUSED, "").lower() in ann.TRUE_VALUES:
         return replace(
@@ -94,6 +144,36 @@ def plan_site(
             skip=Skip.PAUSED,
             reason=f"paused by the {ann.PAUSED} annotation on the Deployment",
         )
+
+    head_sha = head.sha if isinstance(head, BranchHead) else None
+    hold = rollout.hold_of(site, deployment, container, head_sha, now)
+    clear: tuple[str, ...] = ()
+    if hold is not None and not hold.resumes:
+        return replace(
+            base,
+            action=Action.HELD,
+            reason=hold.reason,
+            held_by=hold.by,
+            held_at=hold.at,
+            write=hold.write,
+        )
+    if hold is not None:
+        clear = ann.HOLD_KEYS
+
+    why = rollout.failure(deployment, troubles) if rollout.ours(deployment, container) else None
+    if why is not None:
+        base = replace(base, rollout=Rollout.FAILED)
+        back = rollout.rollback_patch(site, deployment, container, why, now)
+        if back is not None:
+            bad = deployment.annotations.get(ann.SHA, "")
+            return replace(
+                base,
+                action=Action.ROLLED_BACK,
+                reason=f"rollout of {bad[:7]} failed ({why}); back to {back.image}",
+                target_image=back.image,
+                failed_sha=bad,
+                write=back,
+            )
 
     if head is None:
         return replace(base, reason=f"no branch head for {site.ref}", error_kind=ErrorKind.INTERNAL)
@@ -104,7 +184,18 @@ def plan_site(
         site.image, owner=site.owner, repo=site.repo_name, branch=head.branch, sha=head.sha
     )
     base = replace(base, target_image=target)
-    if current == target:
+    if failed_sha and head.sha == failed_sha:
+        why = deployment.annotations.get(ann.FAILED_REASON, "")
+        return replace(
+            base,
+            action=Action.SKIP,
+            skip=Skip.FAILED_COMMIT,
+            reason=(
+                f"{head.branch}@{head.sha[:7]} failed to roll out"
+                f"{f' ({why})' if why else ''}; rolled back, waiting for a new commit"
+            ),
+        )
+    if same_image(current, target):
         return replace(
             base,
             action=Action.IN_SYNC,
@@ -113,7 +204,10 @@ def plan_site(
         )
     running = deployment.annotations.get(ann.SHA)
     was = f"ran {running[:7]}" if running else f"ran {current}"
-    return replace(base, action=Action.UPDATE, reason=f"{head.branch} is at {head.sha[:7]}; {was}")
+    reason = f"{head.branch} is at {head.sha[:7]}; {was}"
+    if hold is not None:
+        reason += f"; resumes after {hold.reason}"
+    return replace(base, action=Action.UPDATE, reason=reason, clear=clear)
 
 
 def _current_image(site: Site, deployment: ObservedDeployment | None) -> str | None:
@@ -121,6 +215,11 @@ def _current_image(site: Site, deployment: ObservedDeployment | None) -> str | N
         return None
     name, _ = _pick_container(site, deployment)
     return next((c.image for c in deployment.containers if c.name == name), None)
+
+
+def container_of(site: Site, deployment: ObservedDeployment) -> str | None:
+    """The managed container's name, or None when the site's setting does not pick one."""
+    return _pick_container(site, deployment)[0]
 
 
 def _pick_container(site: Site, deployment: ObservedDeployment) -> tuple[str | None, str]:
@@ -143,20 +242,28 @@ def _pick_container(site: Site, deployment: ObservedDeployment) -> tuple[str | N
     return None, f'{where} has no container "{site.container}" (it has: {", ".join(names)})'
 
 
-def gate(plan_: Plan, statuses: Mapping[str, ImageStatus]) -> Plan:
-    """Turn updates whose target image is missing or unverifiable into skips or errors."""
+def gate(plan_: Plan, statuses: Mapping[VerifyRequest, ImageStatus]) -> Plan:
+    """Turn updates whose target image is missing or unverifiable into skips or errors.
+
+    A verified update whose site pins digests gets `image:tag@digest` as its target.
+    """
     out = []
     for p in plan_.sites:
-        status = statuses.get(p.target_image or "") if p.action is Action.UPDATE else None
-        if status is None or status.exists is True:
+        request = verify_request(p)
+        status = statuses.get(request) if request else None
+        if status is None:
             out.append(p)
+        elif status.exists is True:
+            pin = status.digest and p.site.pin_digest and p.target_image
+            out.append(replace(p, target_image=f"{p.target_image}@{status.digest}") if pin else p)
         elif status.exists is False:
             reason = status.reason or f"image {p.target_image} does not exist"
+            waiting = request is not None and request.mode == "checks"
             out.append(
                 replace(
                     p,
                     action=Action.SKIP,
-                    skip=Skip.IMAGE_MISSING,
+                    skip=Skip.CHECKS_PENDING if waiting else Skip.IMAGE_MISSING,
                     reason=f"{reason}; not rolled out",
                 )
             )
@@ -166,7 +273,7 @@ def gate(plan_: Plan, statuses: Mapping[str, ImageStatus]) -> Plan:
                     p,
                     action=Action.ERROR,
                     reason=f"cannot verify image {p.target_image}: {status.reason}",
-                    error_kind=ErrorKind.IMAGE_UNVERIFIED,
+                    error_kind=status.kind or ErrorKind.IMAGE_UNVERIFIED,
                 )
             )
     return Plan(tuple(out))
@@ -186,4 +293,6 @@ def change_for(p: SitePlan) -> ImageChange:
         branch=p.branch,
         sha=p.sha,
         resource_version=p.resource_version,
+        previous_sha="" if p.clear else (p.running_sha or ""),
+        clear=p.clear,
     )

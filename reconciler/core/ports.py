@@ -8,13 +8,17 @@ from typing import Protocol
 
 from reconciler.core.model import (
     ApplyResult,
+    DeploymentPatch,
     HeadResult,
     ImageChange,
     ImageStatus,
     NamespaceView,
     ObservedDeployment,
     RepoRef,
+    VerifyRequest,
 )
+
+__all__ = ["Cluster", "HeadSource", "ImageVerifier", "RateLimit", "VerifyRequest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,18 +52,20 @@ class Cluster(Protocol):
         """Patch one container's image; a 409 comes back as ApplyResult(conflict=True)."""
         ...
 
+    def patch(self, patch: DeploymentPatch, *, dry_run: bool) -> ApplyResult:
+        """A rollback, a hold, a resume: same contract as apply()."""
+        ...
 
-@dataclass(frozen=True, slots=True)
-class VerifyRequest:
-    """A target image to check before rollout, with the commit it was built from."""
-
-    image: str
-    repo: str
-    sha: str
-    mode: str
+    def pod_troubles(
+        self, namespace: str, selector: Mapping[str, str], container: str, image: str
+    ) -> tuple[str, ...]:
+        """Why pods running `image` in `container` are stuck (CrashLoopBackOff, ...); () if not."""
+        ...
 
 
 class ImageVerifier(Protocol):
     """Tells whether target images exist (registry) or their commit's checks passed."""
 
-    def verify(self, requests: Collection[VerifyRequest]) -> Mapping[str, ImageStatus]: ...
+    def verify(
+        self, requests: Collection[VerifyRequest]
+    ) -> Mapping[VerifyRequest, ImageStatus]: ...
