@@ -148,7 +148,7 @@ def test_runner_merges_requests_during_a_run_into_one_follow_up() -> None:
     for f in later:
         f.result(5)
     assert len(run.requests) == 2
-    assert run.requests[1].sites == {"b", "c"}
+    assert run.requests[1].sites == frozenset({"b", "c"})
     assert run.requests[1].trigger == "http+pubsub+schedule"
 
 

@@ -111,7 +111,7 @@ class World:
             "blog", self.ns, body
         )
 
-    def events(self) -> list[str]:
+    def events(self) -> list[str | None]:
         core = kubernetes.client.CoreV1Api(self.api)
         return [
             e.reason
