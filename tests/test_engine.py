@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import Future
 
 import pytest
@@ -172,9 +171,8 @@ def test_runner_close_fails_queued_and_refuses_new() -> None:
     queued = runner.submit(SyncRequest())
     closer = threading.Thread(target=runner.close, args=(5,))
     closer.start()
-    time.sleep(0.05)
-    with pytest.raises(ShuttingDown):
-        queued.result(1)
+    with pytest.raises(ShuttingDown):  # waits for close() to fail the queued request
+        queued.result(5)
     with pytest.raises(ShuttingDown):
         runner.submit(SyncRequest())
     run.gate.set()
