@@ -173,17 +173,14 @@ class Engine:
         result = planner.plan(selected, heads, observed, now=now, troubles=troubles)
         if not result.updates:
             return result
-        wanted = {
-            p.target_image: VerifyRequest(p.target_image, p.site.repo, p.sha, p.site.verify)
-            for p in result.updates
-            if p.target_image and p.sha and p.site.verify != "none"
-        }
+        wanted = {r for r in map(planner.verify_request, result.updates) if r is not None}
         if not wanted:
             return result
+        statuses: Mapping[VerifyRequest, ImageStatus]
         try:
-            statuses = self.verifier.verify(list(wanted.values()))
+            statuses = self.verifier.verify(wanted)
         except ReconcilerError as exc:
-            statuses = {image: ImageStatus(None, str(exc)) for image in wanted}
+            statuses = {r: ImageStatus(None, str(exc)) for r in wanted}
         return planner.gate(result, statuses)
 
     def run(self, config: Config, request: SyncRequest) -> SyncReport:
@@ -302,7 +299,11 @@ class Engine:
         heads: dict[RepoRef, HeadResult] = {}
         if p.sha and p.branch:
             heads[site.ref] = BranchHead(site.repo, p.branch, p.sha)
-        return self._plan_one(site, heads, fresh)
+        fresh_plan = self._plan_one(site, heads, fresh)
+        if fresh_plan.action is Action.UPDATE and p.action is Action.UPDATE and p.target_image:
+            # same commit, same verified image: keep the digest the gate pinned
+            fresh_plan = replace(fresh_plan, target_image=p.target_image)
+        return fresh_plan
 
     def _plan_one(
         self,

@@ -13,9 +13,10 @@ from flask import Flask, Response, jsonify, render_template, request
 
 from reconciler import __version__
 from reconciler.core.engine import SyncRequest
-from reconciler.core.runner import ShuttingDown
+from reconciler.core.errors import ShuttingDown
 from reconciler.serve.events import MAX_BODY, GitHubHooks
-from reconciler.serve.service import Service, report_dict
+from reconciler.serve.service import Service
+from reconciler.serve.state import report_dict
 
 log = logging.getLogger(__name__)
 
