@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import jwt
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
 from testkit.processes import die_with_parent, free_port, tail
@@ -68,6 +68,11 @@ def find_registry(*, build: bool = True) -> Path:
     if proc.returncode != 0 or not lines or not os.access(lines[-1], os.X_OK):
         raise RuntimeError(f"{BUILD_SCRIPT} failed (exit {proc.returncode})")
     return Path(lines[-1])
+
+
+def _b64url(obj: Mapping[str, Any]) -> str:
+    data = json.dumps(obj, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
 def _digest(data: bytes) -> str:
@@ -157,11 +162,19 @@ class TokenServer:
             "jti": uuid.uuid4().hex,
             "access": access,
         }
-        der = self.cert.public_bytes(serialization.Encoding.DER)
-        token = jwt.encode(
-            claims, self.key, algorithm="ES256", headers={"x5c": [base64.b64encode(der).decode()]}
-        )
+        token = self.sign(claims)
         return {"token": token, "access_token": token, "expires_in": 300}
+
+    def sign(self, claims: Mapping[str, Any]) -> str:
+        """A compact ES256 JWS whose x5c header carries the bundle's certificate."""
+        der = self.cert.public_bytes(serialization.Encoding.DER)
+        header = {"typ": "JWT", "alg": "ES256", "x5c": [base64.b64encode(der).decode()]}
+        signing_input = f"{_b64url(header)}.{_b64url(claims)}".encode()
+        r, s = decode_dss_signature(self.key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return (
+            f"{signing_input.decode()}.{base64.urlsafe_b64encode(signature).decode().rstrip('=')}"
+        )
 
     def close(self) -> None:
         self.server.shutdown()

@@ -19,6 +19,7 @@ from reconciler.core.model import (
     ObservedDeployment,
     RepoRef,
     Site,
+    Skip,
 )
 
 SHA = "a" * 40
@@ -223,4 +224,5 @@ def test_verification_is_keyed_by_image_and_kind() -> None:
         },
     )
     assert [p.action for p in gated.sites] == [Action.UPDATE, Action.SKIP]
+    assert gated.sites[1].skip is Skip.CHECKS_PENDING
     assert gated.sites[0].target_image == f"{TARGET}@{DIGEST}"

@@ -330,14 +330,15 @@ class Engine:
 
     # -- following rollouts -------------------------------------------------------------------
 
-    def follow(self, site: Site) -> SiteResult:
-        """Read one site's Deployment; roll back its rollout if it failed. Needs no GitHub."""
+    def follow(self, site: Site, *, act: bool = True) -> SiteResult:
+        """Read one site's Deployment; roll back its rollout if it failed (unless `act` is
+        False: then only say so). Needs no GitHub."""
         try:
             fresh = self.cluster.read(site.namespace, site.deployment)
         except ReconcilerError as exc:
             return SiteResult(SitePlan(site, Action.ERROR, reason=str(exc), error_kind=exc.kind))
         p = self._plan_one(site, {}, fresh)
-        if p.action is Action.ROLLED_BACK:
+        if p.action is Action.ROLLED_BACK and act:
             result = self._apply_one(p, dry_run=False)
             if result.applied:
                 log.warning(

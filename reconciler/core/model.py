@@ -176,6 +176,7 @@ class Skip(StrEnum):
 
     PAUSED = "paused"  # in sites.toml or by the Deployment's annotation
     IMAGE_MISSING = "image_missing"  # the target image is not there (yet)
+    CHECKS_PENDING = "checks_pending"  # verify = "checks": checks still running or not reported
     SHUTTING_DOWN = "shutting_down"  # the reconciler stopped before patching it
     FAILED_COMMIT = "failed_commit"  # the branch head's rollout failed and was rolled back
 

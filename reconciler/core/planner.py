@@ -258,11 +258,12 @@ def gate(plan_: Plan, statuses: Mapping[VerifyRequest, ImageStatus]) -> Plan:
             out.append(replace(p, target_image=f"{p.target_image}@{status.digest}") if pin else p)
         elif status.exists is False:
             reason = status.reason or f"image {p.target_image} does not exist"
+            waiting = request is not None and request.mode == "checks"
             out.append(
                 replace(
                     p,
                     action=Action.SKIP,
-                    skip=Skip.IMAGE_MISSING,
+                    skip=Skip.CHECKS_PENDING if waiting else Skip.IMAGE_MISSING,
                     reason=f"{reason}; not rolled out",
                 )
             )

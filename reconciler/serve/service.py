@@ -12,12 +12,14 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
+from reconciler.core import commands
 from reconciler.core import config as config_mod
-from reconciler.core.engine import Engine, SyncReport, SyncRequest
+from reconciler.core.engine import Engine, SiteResult, SyncReport, SyncRequest
 from reconciler.core.errors import ConfigError, ConfigUnavailable
-from reconciler.core.model import Site
+from reconciler.core.model import Rollout, Site
 from reconciler.core.runner import Runner
 from reconciler.serve import state
+from reconciler.serve.follower import Follower, SharedLease
 from reconciler.serve.leader import Lease, LeaseHolder
 from reconciler.serve.metrics import Metrics
 from reconciler.serve.schedule import Schedule
@@ -43,7 +45,8 @@ class Service:
     ) -> None:
         self.config_path = config_path
         self.engine = engine
-        self.leader = LeaseHolder(lease, wait=lease_wait) if lease is not None else None
+        self.lease = SharedLease(lease) if lease is not None else None  # runner and follower
+        self.leader = LeaseHolder(self.lease, wait=lease_wait) if self.lease else None
         self.clock = clock
         self.web_url = web_url.rstrip("/")
         self.metrics = Metrics()
@@ -55,6 +58,9 @@ class Service:
         self.started_at = clock()
         self.stopping = False
         self.extra_health: dict[str, Callable[[], str | None]] = {}
+        self.follower = Follower(
+            engine, lambda: self.config.good, on_result=self._followed, lease=self.lease
+        )
         self.reload()
 
     # -- the one door ------------------------------------------------------------------------
@@ -143,10 +149,43 @@ class Service:
 
     def _record(self, report: SyncReport) -> None:
         self.metrics.record(report, self.engine.heads.rate_limits())
+        self.follower.track_report(report)
         with self._lock:
             counts = self.board.record(report)
         for site_state, count in counts.items():
             self.metrics.sites.labels(site_state.value).set(count)
+
+    # -- rollouts ----------------------------------------------------------------------------
+
+    def start_following(self) -> None:
+        """Follow rollouts in the background (each sync's report says which)."""
+        self.follower.start()
+
+    def _followed(self, result: SiteResult, before: Rollout | None) -> None:
+        """What following a rollout saw: the site's state, and the rollout's outcome."""
+        self.metrics.followed(result, before)
+        with self._lock:
+            counts = self.board.followed(result, self.clock())
+        for site_state, count in counts.items():
+            self.metrics.sites.labels(site_state.value).set(count)
+
+    def command(
+        self, name: str, action: str, *, by: str, reason: str = "", to: str | None = None
+    ) -> dict[str, Any]:
+        """hold / resume / rollback one site, then sync it so the page shows the outcome."""
+        cfg = self.config.good
+        if cfg is None:
+            raise ConfigUnavailable(f"no valid sites.toml yet: {self.config.error}")
+        site = cfg.select([name])[0]
+        if action == "hold":
+            done = commands.hold(self.engine, site, by=by, reason=reason)
+        elif action == "resume":
+            done = commands.resume(self.engine, site, by=by)
+        else:
+            done = commands.rollback(self.engine, site, by=by, to=to)
+        log.info(done.message, extra={"event": action, "site": name, "by": by})
+        record = self.submit(SyncRequest(sites=frozenset({name}), trigger=action))
+        return {**done.as_dict(), "run": record.id, "status_url": f"/runs/{record.id}"}
 
     # -- schedule ----------------------------------------------------------------------------
 
@@ -202,6 +241,7 @@ class Service:
         False while a sync is still running."""
         if not self.stopping:
             self.stopping = True
+            self.follower.stop(timeout=min(timeout, 5.0))
             self.engine.stopping.set()
             if self.leader is not None:
                 self.leader.stopping.set()

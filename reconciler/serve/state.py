@@ -5,15 +5,22 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reconciler.core.config import Config
 from reconciler.core.engine import SiteResult, SyncReport, SyncRequest
-from reconciler.core.model import SiteState
+from reconciler.core.model import Action, SiteState
 
 RUN_HISTORY = 200
-COUNTED_STATES = (SiteState.IN_SYNC, SiteState.BEHIND, SiteState.FAILING, SiteState.PAUSED)
+COUNTED_STATES = (
+    SiteState.IN_SYNC,
+    SiteState.BEHIND,
+    SiteState.FAILING,
+    SiteState.PAUSED,
+    SiteState.HELD,
+    SiteState.ROLLED_BACK,
+)
 
 
 @dataclass
@@ -63,10 +70,23 @@ class Board:
                 self.sites[result.plan.site.name] = SiteRecord(
                     result, report.finished_at, report.run_id, report.trigger
                 )
+        return self.counts()
+
+    def counts(self) -> dict[SiteState, int]:
+        """How many sites are in each state."""
         counts = dict.fromkeys(COUNTED_STATES, 0)
         for record in self.sites.values():
             counts[record.result.state] = counts.get(record.result.state, 0) + 1
         return counts
+
+    def followed(self, result: SiteResult, at: float) -> dict[SiteState, int]:
+        """Take in what following a site's rollout saw (a rollback, or its progress)."""
+        record = self.sites.get(result.plan.site.name)
+        if record is not None:
+            record.result = merged(record.result, result)
+            if result.applied:
+                record.at, record.trigger = at, "rollout"
+        return self.counts()
 
     def keep_only(self, names: Collection[str]) -> None:
         """Forget the sites a reloaded config no longer has."""
@@ -130,6 +150,7 @@ def site_view(name: str, repo: str, record: SiteRecord | None, web_url: str) -> 
     data = record.result.as_dict()
     sha = data.get("sha")
     running = data.get("running_sha")
+    failed = data.get("failed_sha")
     data.update(
         state=record.result.state.value,
         checked_at=record.at,
@@ -137,6 +158,7 @@ def site_view(name: str, repo: str, record: SiteRecord | None, web_url: str) -> 
         trigger=record.trigger,
         head_url=f"{web_url}/{repo}/commit/{sha}" if sha else None,
         running_url=f"{web_url}/{repo}/commit/{running}" if running else None,
+        failed_url=f"{web_url}/{repo}/commit/{failed}" if failed else None,
         branch_url=f"{web_url}/{repo}/tree/{data['branch']}" if data.get("branch") else None,
     )
     return data
@@ -169,21 +191,47 @@ def run_view(record: RunRecord) -> dict[str, Any]:
     if exc is not None:
         out.update(state="failed", error=str(exc))
         return out
-    out.update(report_dict(future.result()))
+    out.update(report_dict(future.result(), record.sites))
     out["state"] = "done"
     return out
 
 
-def report_dict(report: SyncReport) -> dict[str, Any]:
-    """A report as JSON."""
-    results = report.results
+def report_dict(report: SyncReport, sites: Collection[str] | None = None) -> dict[str, Any]:
+    """A report as JSON for a caller that asked for `sites` (None: every site): the results and
+    `ok` are about those sites only, whatever else the (merged) run covered."""
+    results = [r for r in report.results if sites is None or r.plan.site.name in sites]
     return {
         "run_id": report.run_id,
         "trigger": report.trigger,
-        "ok": report.ok,
+        "ok": all(r.ok for r in results),
         "summary": report.summary(),
         "started_at": report.started_at,
         "finished_at": report.finished_at,
         "duration_s": round(report.duration, 3),
         "results": [r.as_dict() for r in results],
     }
+
+
+def merged(stored: SiteResult, followed: SiteResult) -> SiteResult:
+    """A site's last sync result, brought up to date with what following its rollout saw."""
+    p = followed.plan
+    if followed.applied:  # rolled back
+        return replace(
+            stored,
+            applied=True,
+            plan=replace(
+                stored.plan,
+                action=Action.ROLLED_BACK,
+                reason=p.reason,
+                rollout=p.rollout,
+                progress=p.progress,
+                failed_sha=p.failed_sha,
+                target_image=p.target_image,
+                current_image=p.current_image,
+                running_sha=p.running_sha,
+                changed_at=p.changed_at,
+            ),
+        )
+    if p.action is Action.ERROR:
+        return stored
+    return replace(stored, plan=replace(stored.plan, rollout=p.rollout, progress=p.progress))
