@@ -86,7 +86,7 @@ class World:
     def status(self, *, failed: bool = False) -> None:
         write_status(self.api, self.ns, "blog", rollout="failed" if failed else "available")
 
-    def events(self) -> list[str]:
+    def events(self) -> list[str | None]:
         core = kubernetes.client.CoreV1Api(self.api)
         return [
             e.reason
