@@ -186,6 +186,7 @@ def measure(
                 if kind == "webhook":
                     _push(serve, site, new, old)
                 else:
+                    assert publisher is not None
                     doc = {"action": "INSERT", "tag": site.image(new), "digest": "x@sha256:0"}
                     publisher.publish(topic, json.dumps(doc).encode()).result(timeout=30)
                 at = patches.wait_for(site.name)
@@ -195,7 +196,9 @@ def measure(
                 seen = patches.since_mark()
                 sample.patches.append(sum(1 for who, _ in seen if who == site.name))
                 sample.other_patches += sum(1 for who, _ in seen if who != site.name)
-                row = next((s for s in status["sites"] if s["site"] == site.name), {})
+                row: dict[str, Any] = next(
+                    (s for s in status["sites"] if s["site"] == site.name), {}
+                )
                 sample.deployed += row.get("current_image") == site.image(new) or (
                     row.get("running_sha") == new
                 )

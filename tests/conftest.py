@@ -3,6 +3,8 @@
 pytest_plugins = [
     "testkit.controlplane_fixtures",
     "testkit.github_fixtures",
+    "testkit.manifests",
     "testkit.pubsub_fixtures",
+    "testkit.registry_fixtures",
     "testkit.serve_world",
 ]

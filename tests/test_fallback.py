@@ -7,7 +7,8 @@ from dataclasses import replace
 from reconciler.core import annotations as ann
 from reconciler.core import config
 from reconciler.core.engine import Engine, SyncRequest
-from reconciler.core.fallback import candidates
+from reconciler.core.errors import ErrorKind
+from reconciler.core.fallback import candidates, not_ready, reason
 from reconciler.core.model import (
     Action,
     BranchHead,
@@ -123,6 +124,20 @@ def test_never_older_than_what_runs() -> None:
     assert blog.action is Action.SKIP and not blog.applied and cluster.applied == []
     asked = {r.image for r in verifier.seen}
     assert f"gcr.io/p/blog:{C1}" not in asked, "older than what runs: not even checked"
+
+
+def test_failed_checks_on_the_head_fall_back_too() -> None:
+    failed = replace(
+        _plan("checks"), action=Action.ERROR, skip=None, error_kind=ErrorKind.CHECKS_FAILED
+    )
+    assert not_ready(failed)
+    head = _head("FAILURE", "SUCCESS", None, None, None)
+    (chosen,) = candidates(failed, head)
+    assert reason(failed, head, chosen) == (
+        f"head {H[:7]} not ready (checks failed); deploying {C3[:7]}, 1 commit behind"
+    )
+    other = replace(failed, error_kind=ErrorKind.FORBIDDEN)
+    assert not not_ready(other)
 
 
 def test_a_ready_head_goes_out_as_before() -> None:

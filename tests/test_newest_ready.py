@@ -47,11 +47,11 @@ def test_checks_pending_on_the_head_deploy_the_newest_passed_commit_and_never_ba
 
     for sha, state in ((c1, "success"), (c2, "failure"), (c3, "pending")):
         github.set_branch("acme/blog", "main", sha)
-        github.set_checks("acme/blog", sha, state)
+        github.set_checks("acme/blog", sha, state)  # type: ignore[arg-type]
     (blog,) = engine.run(cfg, SyncRequest()).results
     assert blog.applied, blog.plan.reason
     assert blog.plan.reason.endswith(
-        f"head {c3[:7]} not ready (checks not passed); deploying {c1[:7]}, 2 commits behind"
+        f"head {c3[:7]} not ready (checks pending); deploying {c1[:7]}, 2 commits behind"
     )
     assert _image(kube_api_client, k8s_namespace) == f"gcr.io/p/blog:{c1}"
 

@@ -183,17 +183,14 @@ class Engine:
 
     def _gate(self, result: Plan) -> Plan:
         """Verify every update's target (registry or checks); missing ones become skips."""
-        wanted = {
-            p.target_image: VerifyRequest(p.target_image, p.site.repo, p.sha, p.site.verify)
-            for p in result.updates
-            if p.target_image and p.sha and p.site.verify != "none"
-        }
+        wanted = {r for r in map(planner.verify_request, result.updates) if r is not None}
         if not wanted:
             return result
+        statuses: Mapping[VerifyRequest, ImageStatus]
         try:
-            statuses = self.verifier.verify(list(wanted.values()))
+            statuses = self.verifier.verify(wanted)
         except ReconcilerError as exc:
-            statuses = {image: ImageStatus(None, str(exc)) for image in wanted}
+            statuses = {r: ImageStatus(None, str(exc)) for r in wanted}
         return planner.gate(result, statuses)
 
     def _fall_back(
@@ -215,19 +212,22 @@ class Engine:
             return result
         by_name = {p.site.name: p for p in result.sites}
         wanted = {
-            c.image: VerifyRequest(c.image, head.repo, c.sha, by_name[name].site.verify)
+            c: VerifyRequest(c.image, head.repo, c.sha, site.verify, site.required_checks)
             for name, (head, found) in options.items()
+            if (site := by_name[name].site).verify != "none"
             for c in found
         }
-        statuses: Mapping[str, ImageStatus]
-        try:
-            statuses = self.verifier.verify(list(wanted.values()))
-        except ReconcilerError:  # the heads stay skipped; the next sync tries again
-            return result
+        statuses: Mapping[VerifyRequest, ImageStatus] = {}
+        if wanted:
+            try:
+                statuses = self.verifier.verify(set(wanted.values()))
+            except ReconcilerError:  # the heads stay as they are; the next sync tries again
+                return result
         out = []
         for p in result.sites:
             head, found = options.get(p.site.name, (None, ()))
-            chosen = next((c for c in found if _ready(p, c, statuses)), None)
+            ready = (c for c in found if c not in wanted or _passed(statuses.get(wanted[c])))
+            chosen = next(ready, None)
             if head is None or chosen is None:
                 out.append(p)
                 continue
@@ -235,8 +235,9 @@ class Engine:
             if alternative.action is not Action.UPDATE:
                 out.append(p)
                 continue
+            (pinned,) = planner.gate(Plan((alternative,)), statuses).sites
             why = fallback.reason(p, head, chosen)
-            out.append(replace(alternative, reason=why, fallback=why))
+            out.append(replace(pinned, reason=why, fallback=why))
         return Plan(tuple(out))
 
     def run(self, config: Config, request: SyncRequest) -> SyncReport:
@@ -356,7 +357,11 @@ class Engine:
         heads: dict[RepoRef, HeadResult] = {}
         if p.sha and p.branch:
             heads[site.ref] = BranchHead(site.repo, p.branch, p.sha)
-        return self._plan_one(site, heads, fresh)
+        fresh_plan = self._plan_one(site, heads, fresh)
+        if fresh_plan.action is Action.UPDATE and p.action is Action.UPDATE and p.target_image:
+            # same commit, same verified image: keep the digest the gate pinned
+            fresh_plan = replace(fresh_plan, target_image=p.target_image)
+        return fresh_plan
 
     def _plan_one(
         self,
@@ -383,14 +388,15 @@ class Engine:
 
     # -- following rollouts -------------------------------------------------------------------
 
-    def follow(self, site: Site) -> SiteResult:
-        """Read one site's Deployment; roll back its rollout if it failed. Needs no GitHub."""
+    def follow(self, site: Site, *, act: bool = True) -> SiteResult:
+        """Read one site's Deployment; roll back its rollout if it failed (unless `act` is
+        False: then only say so). Needs no GitHub."""
         try:
             fresh = self.cluster.read(site.namespace, site.deployment)
         except ReconcilerError as exc:
             return SiteResult(SitePlan(site, Action.ERROR, reason=str(exc), error_kind=exc.kind))
         p = self._plan_one(site, {}, fresh)
-        if p.action is Action.ROLLED_BACK:
+        if p.action is Action.ROLLED_BACK and act:
             result = self._apply_one(p, dry_run=False)
             if result.applied:
                 log.warning(
@@ -436,10 +442,7 @@ def _writes(p: SitePlan) -> bool:
     return p.action is Action.UPDATE or p.write is not None
 
 
-def _ready(p: SitePlan, c: fallback.Candidate, statuses: Mapping[str, ImageStatus]) -> bool:
-    if p.site.verify == "none":
-        return True
-    status = statuses.get(c.image)
+def _passed(status: ImageStatus | None) -> bool:
     return status is not None and status.exists is True
 
 

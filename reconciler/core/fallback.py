@@ -1,7 +1,7 @@
 """The newest ready commit, forward only (pure): what may go out when a branch head is not ready.
 
-A head is not ready when its image is missing (or its checks have not passed, for
-``verify = "checks"``), or when the rollout watcher marked it failed. Then the older commits of the
+A head is not ready when its image is missing, its checks are pending or failed (``verify =
+"checks"``), or the rollout watcher marked it failed. Then the older commits of the
 branch that came with the head (``BranchHead.history``, bounded by RECONCILER_LOOKBACK) are the
 candidates, newest first, under three rules:
 
@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from reconciler.core.errors import ErrorKind
 from reconciler.core.model import Action, BranchHead, SitePlan, Skip
 from reconciler.core.template import render
 
 __all__ = ["Candidate", "candidates", "not_ready", "reason"]
 
 READY_CHECKS = "SUCCESS"
-_NOT_READY = (Skip.IMAGE_MISSING, Skip.FAILED_COMMIT)
+_NOT_READY = (Skip.IMAGE_MISSING, Skip.CHECKS_PENDING, Skip.FAILED_COMMIT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,8 @@ class Candidate:
 
 def not_ready(p: SitePlan) -> bool:
     """Whether the plan waits on a head that is not ready (so an older commit may go instead)."""
+    if p.action is Action.ERROR:
+        return p.error_kind is ErrorKind.CHECKS_FAILED
     return p.action is Action.SKIP and p.skip in _NOT_READY
 
 
@@ -65,8 +68,10 @@ def reason(p: SitePlan, head: BranchHead, chosen: Candidate) -> str:
     """What the plan says when ``chosen`` goes out instead of the head."""
     if p.skip is Skip.FAILED_COMMIT:
         why = "its rollout failed"
-    elif p.site.verify == "checks":
-        why = "checks not passed"
+    elif p.action is Action.ERROR:
+        why = "checks failed"
+    elif p.skip is Skip.CHECKS_PENDING:
+        why = "checks pending"
     else:
         why = "image missing"
     plural = "s" if chosen.behind != 1 else ""
