@@ -121,8 +121,10 @@ def test_burst_of_pushes_is_merged(world: dict[str, Any], hooked: ServeProcess) 
         before = gh.head(repo, "main")
         heads[repo] = (gh.set_branch(repo, "main", random_sha()), before)
     pushes = [w.push(repo, "main", new, old) for repo, (new, old) in heads.items()] * 5
+    gh.latency_median_ms = 1000  # each sync takes a while: the burst lands during the first
     with ThreadPoolExecutor(10) as pool:
         answers = list(pool.map(lambda p: _deliver(hooked, "push", p), pushes))
+    gh.latency_median_ms = 0
     assert all(s == 202 and b["outcome"] == "sync" for s, b in answers), answers
     for repo, (new, _) in heads.items():
         name = repo.split("/")[1]
