@@ -40,13 +40,14 @@ class Service:
         *,
         lease: Lease | None = None,
         lease_wait: float = 30.0,
+        lease_renew_every: float = 15.0,
         clock: Callable[[], float] = time.time,
         web_url: str = "https://github.com",
     ) -> None:
         self.config_path = config_path
         self.engine = engine
         self.lease = SharedLease(lease) if lease is not None else None  # runner and follower
-        self.leader = LeaseHolder(self.lease, wait=lease_wait) if self.lease else None
+        self.leader = LeaseHolder(self.lease, wait=lease_wait, renew_every=lease_renew_every) if self.lease else None
         self.clock = clock
         self.web_url = web_url.rstrip("/")
         self.metrics = Metrics()
