@@ -57,6 +57,7 @@ class Settings:
     pod_namespace: str | None = None  # POD_NAMESPACE
     lease_namespace: str | None = None  # RECONCILER_LEASE_NAMESPACE, else POD_NAMESPACE
     lease_enabled: bool = True  # RECONCILER_LEASE=off disables it
+    lease_seconds: int = 60  # RECONCILER_LEASE_SECONDS: renewed every quarter of it
     docker_config: str | None = None  # DOCKER_CONFIG (a directory holding config.json)
     insecure_registries: tuple[str, ...] = ()  # RECONCILER_INSECURE_REGISTRIES, comma-separated
     registry_auth_hosts: tuple[str, ...] = ()  # RECONCILER_REGISTRY_AUTH_HOSTS, comma-separated
@@ -114,6 +115,7 @@ class Settings:
             pod_namespace=pod_namespace,
             lease_namespace=env.get("RECONCILER_LEASE_NAMESPACE") or pod_namespace,
             lease_enabled=env.get("RECONCILER_LEASE", "on") != "off",
+            lease_seconds=_integer(env, "RECONCILER_LEASE_SECONDS", 60),
             docker_config=env.get("DOCKER_CONFIG") or None,
             insecure_registries=_hosts(env, "RECONCILER_INSECURE_REGISTRIES"),
             registry_auth_hosts=_hosts(env, "RECONCILER_REGISTRY_AUTH_HOSTS"),
