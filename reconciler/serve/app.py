@@ -92,10 +92,8 @@ def create_app(
             return error(503, "shutting down before the sync ran; retry", id=record.id)
         except Exception as exc:  # the run could not happen at all (config, lease)
             return error(503, f"the sync could not run: {exc}", id=record.id)
-        body = {"id": record.id, **report_dict(report)}
-        if site is not None:
-            body["results"] = [r for r in body["results"] if r["site"] == site]
-        return jsonify(body), 200 if report.ok else 502
+        body = {"id": record.id, **report_dict(report, sites)}
+        return jsonify(body), 200 if body["ok"] else 502
 
     @app.post("/sites/<site>/<action>")
     def site_command(site: str, action: str) -> Any:

@@ -100,7 +100,7 @@ class Metrics:
                 self.rollouts.labels("failed").inc()
             if result.action is Action.ERROR:
                 kind = result.plan.error_kind
-                self.failures.labels(kind.value if kind else "unknown").inc()
+                self.failures.labels(str(kind) if kind else "unknown").inc()
         for resource, limit in limits.items():
             self.rate_limit.labels(resource).set(limit.remaining)
         if report.ok:

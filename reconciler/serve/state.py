@@ -191,18 +191,19 @@ def run_view(record: RunRecord) -> dict[str, Any]:
     if exc is not None:
         out.update(state="failed", error=str(exc))
         return out
-    out.update(report_dict(future.result()))
+    out.update(report_dict(future.result(), record.sites))
     out["state"] = "done"
     return out
 
 
-def report_dict(report: SyncReport) -> dict[str, Any]:
-    """A report as JSON."""
-    results = report.results
+def report_dict(report: SyncReport, sites: Collection[str] | None = None) -> dict[str, Any]:
+    """A report as JSON for a caller that asked for `sites` (None: every site): the results and
+    `ok` are about those sites only, whatever else the (merged) run covered."""
+    results = [r for r in report.results if sites is None or r.plan.site.name in sites]
     return {
         "run_id": report.run_id,
         "trigger": report.trigger,
-        "ok": report.ok,
+        "ok": all(r.ok for r in results),
         "summary": report.summary(),
         "started_at": report.started_at,
         "finished_at": report.finished_at,
