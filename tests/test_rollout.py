@@ -370,3 +370,15 @@ def test_a_rollback_by_another_replica_shows_on_this_ones_page() -> None:
     after = merged(mine, theirs)
     assert after.action is Action.SKIP and after.state.value == "rolled-back"
     assert after.plan.failed_sha == BAD
+
+
+def test_rollback_to_a_commit_deploys_its_verified_digest() -> None:
+    cfg, heads, cluster, _ = world()
+    verifier = FakeVerifier(digests={img(GOOD): "sha256:" + "d" * 64})
+    engine = Engine(heads=heads, cluster=cluster, verifier=verifier, clock=lambda: NOW)
+    site = replace(cfg.sites[0], verify="registry")
+    cluster.deployments[("web", "blog")] = deployed(NEXT, previous=GOOD)
+    done = commands.rollback(engine, site, by="bob", to=GOOD)
+    pinned = f"{img(GOOD)}@sha256:{'d' * 64}"
+    assert done.image == pinned
+    assert cluster.deployments[("web", "blog")].containers[0].image == pinned
