@@ -96,7 +96,7 @@ class RolloutWorld:
     def events(self, reason: str | None = None) -> list[str]:
         core = kubernetes.client.CoreV1Api(self.api)
         return [
-            e.reason
+            str(e.reason)
             for e in core.list_namespaced_event(self.ns).items
             if e.involved_object.name == "blog" and reason in (None, e.reason)
         ]
