@@ -12,11 +12,11 @@ import kubernetes
 import pytest
 
 from reconciler.adapters.kube import KubeCluster, api_client, request
-from reconciler.adapters.lease import KubeLease, LeaseBusy
+from reconciler.adapters.lease import KubeLease
 from reconciler.adapters.registry import RegistryVerifier
 from reconciler.core import config
 from reconciler.core.engine import Engine, SyncRequest
-from reconciler.core.errors import KubernetesError
+from reconciler.core.errors import KubernetesError, LeaseBusy
 from reconciler.core.model import Action, ImageChange
 from testkit.controlplane import ControlPlane
 from testkit.deployments import create_deployment, get_deployment
@@ -149,7 +149,9 @@ def test_patch_of_a_missing_container_is_refused_not_added(
         {"name": "web", "image": "nginx:1"}
     ]
     apps.replace_namespaced_deployment(
-        "blog", k8s_namespace, {**before, "metadata": {"name": "blog"}}
+        "blog",
+        k8s_namespace,
+        {**before, "metadata": {"name": "blog"}},  # type: ignore[arg-type]  # dicts serialise too
     )
     result = cluster.apply(change(k8s_namespace, "gcr.io/p/blog:new", rv), dry_run=False)
     assert result.conflict
