@@ -78,7 +78,7 @@ def main() -> None:
         with cp.api_client() as api:
             from kubernetes import client as k8s
 
-            k8s.CoreV1Api(api).create_namespace({"metadata": {"name": NS}})
+            k8s.CoreV1Api(api).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=NS)))
             for name in ("blog", "shop", "docs"):
                 gh.add_repo(f"acme/{name}", {"main": random_sha()})
                 create_deployment(api, NS, name, f"gcr.io/p/{name}:old")

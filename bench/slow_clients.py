@@ -75,7 +75,7 @@ def main() -> int:
         with cp.api_client() as api:
             from kubernetes import client as k8s
 
-            k8s.CoreV1Api(api).create_namespace({"metadata": {"name": NS}})
+            k8s.CoreV1Api(api).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=NS)))
             gh.add_repo("acme/blog", {"main": random_sha()})
             create_deployment(api, NS, "blog", "gcr.io/p/blog:old")
         config = tmp / "sites.toml"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from reconciler.adapters import kube
+from reconciler.adapters import kube, lease
 from reconciler.adapters.github import GitHubSource
 from reconciler.adapters.registry import RegistryVerifier, Verifiers
 from reconciler.core.engine import Engine
@@ -66,11 +66,11 @@ def build_process(config_path: str, settings: Settings) -> Process:
     engine = build_engine(
         Parts(cluster=kube.KubeCluster(api, reporter=settings.identity)), settings
     )
-    lease = None
+    the_lease = None
     if settings.lease_active:
         assert settings.lease_namespace is not None
-        lease = kube.KubeLease(api, settings.lease_namespace, LEASE_NAME, settings.identity)
-    service = Service(config_path, engine, lease=lease, web_url=settings.github.web_url)
+        the_lease = lease.KubeLease(api, settings.lease_namespace, LEASE_NAME, settings.identity)
+    service = Service(config_path, engine, lease=the_lease, web_url=settings.github.web_url)
     service.extra_health["kubernetes"] = cached(lambda: kube.ping(api), HEALTH_CHECK_TTL)
     triggers: list[BackgroundTrigger] = []
     for kind, subscription in settings.subscriptions:

@@ -5,5 +5,6 @@ pytest_plugins = [
     "testkit.github_fixtures",
     "testkit.manifests",
     "testkit.pubsub_fixtures",
+    "testkit.registry_fixtures",
     "testkit.serve_world",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import Future
 
 import pytest
@@ -69,6 +68,18 @@ def test_sync_updates_only_what_is_behind_and_second_sync_writes_nothing() -> No
     cluster.applied.clear()
     again = engine.run(cfg, SyncRequest())
     assert cluster.applied == [] and again.count(Action.IN_SYNC) == 3
+
+
+def test_a_conflict_keeps_the_verified_digest() -> None:
+    cfg, heads, cluster, verifier = world()
+    image = "gcr.io/p/blog:" + "1" * 40
+    verifier.digests[image] = "sha256:" + "d" * 64
+    cluster.conflicts = 1
+    report = Engine(heads=heads, cluster=cluster, verifier=verifier).run(cfg, SyncRequest())
+    assert report.ok
+    applied = {c.deployment: c.image for c, _ in cluster.applied}
+    assert applied["blog"] == f"{image}@sha256:{'d' * 64}"
+    assert len(verifier.seen) == 1, "verified once, before the conflict"
 
 
 def test_plan_only_and_dry_run_change_nothing() -> None:
@@ -148,7 +159,7 @@ def test_runner_merges_requests_during_a_run_into_one_follow_up() -> None:
     for f in later:
         f.result(5)
     assert len(run.requests) == 2
-    assert run.requests[1].sites == {"b", "c"}
+    assert run.requests[1].sites == frozenset({"b", "c"})
     assert run.requests[1].trigger == "http+pubsub+schedule"
 
 
@@ -172,9 +183,8 @@ def test_runner_close_fails_queued_and_refuses_new() -> None:
     queued = runner.submit(SyncRequest())
     closer = threading.Thread(target=runner.close, args=(5,))
     closer.start()
-    time.sleep(0.05)
-    with pytest.raises(ShuttingDown):
-        queued.result(1)
+    with pytest.raises(ShuttingDown):  # waits for close() to fail the queued request
+        queued.result(5)
     with pytest.raises(ShuttingDown):
         runner.submit(SyncRequest())
     run.gate.set()

@@ -10,10 +10,12 @@ from typing import Any
 import kubernetes
 import pytest
 
-from reconciler.adapters.kube import KubeCluster, KubeLease, LeaseBusy, api_client
+from reconciler.adapters.kube import KubeCluster, api_client
+from reconciler.adapters.lease import KubeLease
 from reconciler.adapters.registry import RegistryVerifier
 from reconciler.core import config
 from reconciler.core.engine import Engine, SyncRequest
+from reconciler.core.errors import LeaseBusy
 from reconciler.core.model import Action, ImageChange
 from testkit.controlplane import ControlPlane
 from testkit.deployments import create_deployment, get_deployment
@@ -92,6 +94,23 @@ def test_patch_changes_only_the_named_container(
     assert events[0].involved_object.uid == after["metadata"]["uid"]
 
 
+def test_a_pinned_digest_is_deployed_and_the_history_stays_readable(
+    cluster: KubeCluster, kube_api_client: Any, k8s_namespace: str
+) -> None:
+    before = create_deployment(kube_api_client, k8s_namespace, "blog", "gcr.io/p/blog:old")
+    pinned = "gcr.io/p/blog:" + "a" * 40 + "@sha256:" + "d" * 64
+    result = cluster.apply(
+        change(k8s_namespace, pinned, before["metadata"]["resourceVersion"]), dry_run=False
+    )
+    assert result.ok, result
+    after = get_deployment(kube_api_client, k8s_namespace, "blog")
+    assert containers(after)["app"]["image"] == pinned
+    cause = after["metadata"]["annotations"]["kubernetes.io/change-cause"]
+    assert cause == (
+        f"reconciler: acme/blog@main aaaaaaa (app=gcr.io/p/blog:{'a' * 40}@sha256:{'d' * 12})"
+    )
+
+
 def test_dry_run_is_validated_by_the_server_and_changes_nothing(
     cluster: KubeCluster, kube_api_client: Any, k8s_namespace: str
 ) -> None:
@@ -129,7 +148,9 @@ def test_patch_of_a_missing_container_is_refused_not_added(
         {"name": "web", "image": "nginx:1"}
     ]
     apps.replace_namespaced_deployment(
-        "blog", k8s_namespace, {**before, "metadata": {"name": "blog"}}
+        "blog",
+        k8s_namespace,
+        {**before, "metadata": {"name": "blog"}},  # type: ignore[arg-type]  # dicts serialise too
     )
     result = cluster.apply(change(k8s_namespace, "gcr.io/p/blog:new", rv), dry_run=False)
     assert result.conflict

@@ -305,3 +305,15 @@ def test_hold_resume_and_rollback_commands() -> None:
     assert cluster.deployments[("web", "blog")].containers[0].image == img(GOOD)
     with pytest.raises(commands.CommandError, match="40-character"):
         commands.rollback(engine, site, by="bob", to="abc")
+
+
+def test_rollback_to_a_commit_deploys_its_verified_digest() -> None:
+    cfg, heads, cluster, _ = world()
+    verifier = FakeVerifier(digests={img(GOOD): "sha256:" + "d" * 64})
+    engine = Engine(heads=heads, cluster=cluster, verifier=verifier, clock=lambda: NOW)
+    site = replace(cfg.sites[0], verify="registry")
+    cluster.deployments[("web", "blog")] = deployed(NEXT, previous=GOOD)
+    done = commands.rollback(engine, site, by="bob", to=GOOD)
+    pinned = f"{img(GOOD)}@sha256:{'d' * 64}"
+    assert done.image == pinned
+    assert cluster.deployments[("web", "blog")].containers[0].image == pinned

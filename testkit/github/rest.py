@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from testkit.github import objects
 from testkit.github.replies import DOCS, Headers, Reply, error, json_ok, sha_reply
-from testkit.github.state import Repo, resolve_commit
+from testkit.github.state import Repo, links, resolve_commit
 
 if TYPE_CHECKING:
     from testkit.github.ratelimits import Caller, RateLimits
@@ -244,7 +244,7 @@ def _get_combined_status(req: RestRequest) -> Reply:
     sha = _commit_sha(req, 404)
     if isinstance(sha, Reply):
         return sha
-    return req.ok(objects.combined_status(req.repo, sha, req.api))
+    return _paged(req, sha, "status", objects.combined_status(req.repo, sha, req.api, req.query))
 
 
 @route(
@@ -258,7 +258,17 @@ def _list_check_runs(req: RestRequest) -> Reply:
     sha = _commit_sha(req, 404)
     if isinstance(sha, Reply):
         return sha
-    return req.ok(objects.check_runs(req.repo, sha, req.api, req.query))
+    return _paged(req, sha, "check-runs", objects.check_runs(req.repo, sha, req.api, req.query))
+
+
+def _paged(req: RestRequest, sha: str, what: str, obj: Json) -> Reply:
+    """A page of a commit's statuses or check runs, with GitHub's Link header."""
+    reply = req.ok(obj)
+    url = f"{req.api}/repos/{req.repo.full_name}/commits/{sha}/{what}"
+    link = links(url, int(obj["total_count"]), req.query)
+    if link and reply.status == 200:
+        reply.headers.append(("Link", link))
+    return reply
 
 
 @route(
