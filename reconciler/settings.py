@@ -64,7 +64,8 @@ class Settings:
     metadata_host: str | None = None  # GCE_METADATA_HOST, else the GKE one inside a cluster
     bind: str = "0.0.0.0"  # BIND (--bind wins)
     port: int = 8080  # PORT (--port wins)
-    http_threads: int = 64  # RECONCILER_HTTP_THREADS
+    http_threads: int = 64  # RECONCILER_HTTP_THREADS: requests handled at once
+    http_connections: int = 1000  # RECONCILER_HTTP_CONNECTIONS: open connections at most
     malloc_arenas: int = 2  # RECONCILER_MALLOC_ARENAS
     log_format: str | None = None  # LOG_FORMAT: json | text (default: text on a terminal)
     log_level: str = "info"  # LOG_LEVEL: info | debug
@@ -123,6 +124,7 @@ class Settings:
             bind=env.get("BIND") or "0.0.0.0",
             port=_integer(env, "PORT", 8080),
             http_threads=_integer(env, "RECONCILER_HTTP_THREADS", 64),
+            http_connections=_integer(env, "RECONCILER_HTTP_CONNECTIONS", 1000),
             malloc_arenas=_integer(env, "RECONCILER_MALLOC_ARENAS", 2),
             log_format=log_format,
             log_level=(env.get("LOG_LEVEL") or "info").lower(),
