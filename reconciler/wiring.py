@@ -9,7 +9,10 @@ from dataclasses import dataclass
 from reconciler.adapters.github import GitHubSettings, GitHubSource
 from reconciler.adapters.kube import KubeCluster, api_client
 from reconciler.adapters.registry import RegistryVerifier, Verifiers
+from reconciler.adapters.webhook import WebhookSender
 from reconciler.core.engine import Engine
+from reconciler.core.notifier import NoteStore, Notifier
+from reconciler.core.outbox import CommitLog, Outbox
 from reconciler.core.ports import Cluster, HeadSource, ImageVerifier
 
 
@@ -40,3 +43,14 @@ def build_engine(parts: Parts | None = None, env: Mapping[str, str] | None = Non
             by_mode["checks"] = heads
         verifier = Verifiers(by_mode)
     return Engine(heads=heads, cluster=cluster, verifier=verifier)
+
+
+def build_notifier(
+    engine: Engine, env: Mapping[str, str] | None = None, *, web_url: str = "https://github.com"
+) -> Notifier:
+    """A Notifier posting through HTTPS, listing commits from GitHub and remembering what it
+    said on the Deployments (each when the engine's parts can do it)."""
+    env = os.environ if env is None else env
+    commits = engine.heads if isinstance(engine.heads, CommitLog) else None
+    store = engine.cluster if isinstance(engine.cluster, NoteStore) else None
+    return Notifier(Outbox(WebhookSender(env), commits), store, web_url=web_url)

@@ -69,6 +69,10 @@ _OPERATIONS: dict[str, tuple[str, str]] = {
         "checks/list-for-ref",
         f"{DOCS}/checks/runs#list-check-runs-for-a-git-reference",
     ),
+    "rest:compare": (
+        "repos/compare-commits-with-basehead",
+        f"{DOCS}/commits/commits#compare-two-commits",
+    ),
     "rest:rate_limit": (
         "rate-limit/get",
         f"{DOCS}/rate-limit/rate-limit#get-rate-limit-status-for-the-authenticated-user",
@@ -226,6 +230,7 @@ class _Commit:
     message: str
     date: str
     parents: tuple[str, ...]
+    author: str = "Stand-in Bot"
 
 
 @dataclass(frozen=True)
@@ -572,7 +577,14 @@ class GitHubStandIn:
         with self._lock:
             self._repos.pop(full_name.lower(), None)
 
-    def _set_branch_locked(self, repo: _Repo, branch: str, sha: str, message: str | None) -> None:
+    def _set_branch_locked(
+        self,
+        repo: _Repo,
+        branch: str,
+        sha: str,
+        message: str | None,
+        author: str | None = None,
+    ) -> None:
         if not _SHA_RE.match(sha):
             raise ValueError(f"not a 40-hex lowercase SHA: {sha!r}")
         previous = repo.branches.get(branch)
@@ -583,6 +595,7 @@ class GitHubStandIn:
                 message=message or f"Update {branch} to {sha[:7]}",
                 date=_iso(now),
                 parents=(previous,) if previous and previous != sha else (),
+                author=author or "Stand-in Bot",
             )
             repo.pushed_at = _iso(now)
         repo.branches[branch] = sha
@@ -590,12 +603,18 @@ class GitHubStandIn:
         repo.full_cache = None
 
     def set_branch(
-        self, full_name: str, branch: str, sha: str | None = None, message: str | None = None
+        self,
+        full_name: str,
+        branch: str,
+        sha: str | None = None,
+        message: str | None = None,
+        author: str | None = None,
     ) -> str:
-        """Move (or create) a branch; returns the SHA (random when not given)."""
+        """Move (or create) a branch; returns the SHA (random when not given). A new SHA becomes
+        a commit whose parent is the branch's previous head, with this message and author."""
         sha = sha or random_sha()
         with self._lock:
-            self._set_branch_locked(self._repo(full_name), branch, sha, message)
+            self._set_branch_locked(self._repo(full_name), branch, sha, message, author)
         return sha
 
     def branch_sha(self, full_name: str, branch: str) -> str | None:
@@ -1029,6 +1048,8 @@ class GitHubStandIn:
             return "rest:commits"
         if rest.startswith("/git/ref/") and len(rest) > 9:
             return "rest:git-ref"
+        if rest.startswith("/compare/") and "..." in rest:
+            return "rest:compare"
         return "other"
 
     # ---- REST ----------------------------------------------------------------------------
@@ -1073,6 +1094,11 @@ class GitHubStandIn:
                 if branch is None or sha is None:
                     return _Reply(404, _error(404, "Not Found", doc), schema_op=op)
                 return self._json_ok(_git_ref(repo, branch, sha, api), op, caller, headers)
+            if route == "rest:compare":
+                body = _compare(repo, urllib.parse.unquote(rest[9:]), api, query)
+                if body is None:
+                    return _Reply(404, _error(404, "Not Found", doc), schema_op=op)
+                return self._json_ok(body, op, caller, headers)
             # commits/{ref}[/status|/check-runs]
             tail = urllib.parse.unquote(rest[9:])
             if route == "rest:status":
@@ -1575,7 +1601,7 @@ def _commit(repo: _Repo, commit: _Commit, api: str) -> dict[str, Json]:
     html = f"{HTML_BASE}/{repo.full_name}"
     tree = hashlib.sha1(b"tree" + commit.sha.encode(), usedforsecurity=False).hexdigest()
     person = {
-        "name": "Stand-in Bot",
+        "name": commit.author,
         "email": "standin-bot@users.noreply.github.com",
         "date": commit.date,
     }
@@ -1606,6 +1632,66 @@ def _commit(repo: _Repo, commit: _Commit, api: str) -> dict[str, Json]:
             {"sha": p, "url": f"{base}/commits/{p}", "html_url": f"{html}/commit/{p}"}
             for p in commit.parents
         ],
+    }
+
+
+def _ancestry(repo: _Repo, sha: str, limit: int = 10_000) -> list[str]:
+    """sha and its first-parent ancestors, newest first."""
+    out: list[str] = []
+    current: str | None = sha
+    while current is not None and current in repo.commits and len(out) < limit:
+        out.append(current)
+        parents = repo.commits[current].parents
+        current = parents[0] if parents else None
+    return out
+
+
+def _compare(
+    repo: _Repo, basehead: str, api: str, query: Mapping[str, list[str]]
+) -> dict[str, Json] | None:
+    """GET /compare/{base}...{head} over first-parent history (paginated like GitHub's)."""
+    base_ref, _, head_ref = basehead.partition("...")
+    base, head = _resolve_commit(repo, base_ref), _resolve_commit(repo, head_ref)
+    if base is None or head is None:
+        return None
+    head_line, base_line = _ancestry(repo, head), _ancestry(repo, base)
+    if base in head_line:
+        ahead, behind, merge_base = head_line[: head_line.index(base)], [], base
+    elif head in base_line:
+        ahead, behind, merge_base = [], base_line[: base_line.index(head)], head
+    else:
+        common = next((c for c in head_line if c in set(base_line)), None)
+        if common is None:  # unrelated histories: GitHub answers 404 for these
+            return None
+        ahead = head_line[: head_line.index(common)]
+        behind = base_line[: base_line.index(common)]
+        merge_base = common
+    status = (
+        "identical"
+        if base == head
+        else "ahead"
+        if not behind
+        else ("behind" if not ahead else "diverged")
+    )
+    per_page = min(int((query.get("per_page") or ["250"])[0]), 250)
+    page = max(int((query.get("page") or ["1"])[0]), 1)
+    oldest_first = list(reversed(ahead))
+    shown = oldest_first[(page - 1) * per_page : page * per_page]
+    html = f"{HTML_BASE}/{repo.full_name}"
+    return {
+        "url": f"{api}/repos/{repo.owner}/{repo.name}/compare/{basehead}",
+        "html_url": f"{html}/compare/{basehead}",
+        "permalink_url": f"{html}/compare/{repo.owner}:{base}...{repo.owner}:{head}",
+        "diff_url": f"{html}/compare/{basehead}.diff",
+        "patch_url": f"{html}/compare/{basehead}.patch",
+        "base_commit": _commit(repo, repo.commits[base], api),
+        "merge_base_commit": _commit(repo, repo.commits[merge_base], api),
+        "status": status,
+        "ahead_by": len(ahead),
+        "behind_by": len(behind),
+        "total_commits": len(ahead),
+        "commits": [_commit(repo, repo.commits[c], api) for c in shown],
+        "files": [],
     }
 
 

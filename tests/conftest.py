@@ -5,4 +5,5 @@ pytest_plugins = [
     "testkit.github_fixtures",
     "testkit.pubsub_fixtures",
     "testkit.serve_world",
+    "testkit.webhook_receiver",
 ]

@@ -18,6 +18,7 @@ from github import Auth, Github, GithubException
 from urllib3.util.retry import Retry
 
 from reconciler.core.errors import GitHubError
+from reconciler.core.messages import MAX_COMMITS, Commit, Comparison
 from reconciler.core.model import BranchHead, HeadError, HeadResult, RepoRef
 from reconciler.core.planner import ImageStatus
 from reconciler.core.ports import RateLimit, VerifyRequest
@@ -474,6 +475,25 @@ class GitHubSource:
             return ImageStatus(False, f"{len(pending)} check(s) still running on {short}")
         return ImageStatus(True)
 
+    # -- commits between two SHAs (notifications) ---------------------------------------------
+
+    def compare(self, repo: str, base: str, head: str) -> Comparison:
+        """The commits from base to head, newest MAX_COMMITS of them, in one REST request."""
+        url = f"/repos/{repo}/compare/{base}...{head}?per_page=100"
+        try:
+            r = self._request("GET", url)
+        except _Halt as halt:
+            raise GitHubError(halt.error.reason, kind=halt.error.kind) from halt
+        if r.status != 200:
+            raise GitHubError(
+                f"GitHub answered {r.status} comparing {repo} {base[:7]}...{head[:7]}: {r.message}",
+                kind="github",
+            )
+        data = r.json() or {}
+        raw = data.get("commits") or []
+        commits = tuple(_commit_line(repo, c) for c in raw[-MAX_COMMITS:])
+        return Comparison(commits, int(data.get("total_commits", len(raw))))
+
 
 def _heads_query(
     batch: list[list[RepoRef]],
@@ -523,6 +543,17 @@ def _repo_missing(ref: RepoRef) -> HeadError:
 
 def _http_error(ref: RepoRef, r: _Response) -> HeadError:
     return HeadError(f"GitHub answered {r.status} for {ref}: {r.message}", "github")
+
+
+def _commit_line(repo: str, c: Mapping[str, Any]) -> Commit:
+    detail = c.get("commit") or {}
+    author = (detail.get("author") or {}).get("name") or (c.get("author") or {}).get("login")
+    return Commit(
+        sha=str(c.get("sha", "")),
+        subject=str(detail.get("message", "")).split("\n", 1)[0],
+        author=str(author or "unknown"),
+        url=str(c.get("html_url", "")),
+    )
 
 
 def _short(exc: BaseException) -> str:

@@ -201,6 +201,22 @@ class KubeCluster:
             error = self._error(exc, f"create an event in {change.namespace}")
             log.warning("updated %s/%s but %s", change.namespace, change.deployment, error)
 
+    def annotate(self, namespace: str, deployment: str, key: str, value: str) -> None:
+        """Set one annotation with a JSON merge patch (no resourceVersion: it touches nothing
+        anyone else writes); raises KubernetesError."""
+        action = f"annotate deployment {namespace}/{deployment}"
+        try:
+            _request(
+                self.api,
+                "PATCH",
+                f"/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}",
+                query={"fieldManager": FIELD_MANAGER},
+                body={"metadata": {"annotations": {key: value}}},
+                content_type="application/merge-patch+json",
+            )
+        except (ApiException, urllib3.exceptions.HTTPError) as exc:
+            raise self._error(exc, action) from exc
+
     # -- errors --------------------------------------------------------------------------------
 
     def _error(self, exc: Exception, action: str) -> KubernetesError:

@@ -15,9 +15,11 @@ from reconciler.core import config as config_mod
 from reconciler.core.errors import ConfigError, ReconcilerError
 
 if TYPE_CHECKING:  # the clients are imported only by the commands that use them
+    from reconciler.core.engine import Engine, SyncReport
     from reconciler.wiring import Parts
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+NOTIFY_WAIT = 30.0  # seconds a CLI sync waits for its notifications (retries included)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -150,7 +152,29 @@ def _plan_or_sync(
         print(output.report_json(report), file=out)
     else:
         print(output.report_text(report), file=out)
+    if config.notify.channels and not (request.plan_only or request.dry_run):
+        _notify(engine, config, report, env, err)
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _notify(
+    engine: Engine,
+    config: config_mod.Config,
+    report: SyncReport,
+    env: Mapping[str, str],
+    err: TextIO,
+) -> None:
+    """After a CLI sync (already reported): send what changed, waiting a bounded time."""
+    from reconciler.adapters.github import GitHubSettings
+    from reconciler.serve.service import web_url_for
+    from reconciler.wiring import build_notifier
+
+    web_url = web_url_for(GitHubSettings.from_env(env).api_url)
+    notifier = build_notifier(engine, env, web_url=web_url)
+    notifier.observe(config, report)
+    notifier.outbox.close(NOTIFY_WAIT)
+    if notifier.outbox.undelivered:
+        print(f"reconciler: {notifier.outbox.undelivered} notification(s) undelivered", file=err)
 
 
 def _sites(args: argparse.Namespace, path: str, out: TextIO) -> int:

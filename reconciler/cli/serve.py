@@ -29,7 +29,7 @@ class Process:
         from reconciler.adapters.github import GitHubSettings
         from reconciler.serve.app import create_app
         from reconciler.serve.service import Service, web_url_for
-        from reconciler.wiring import Parts, build_engine
+        from reconciler.wiring import Parts, build_engine, build_notifier
 
         self.env = env
         api = kube.api_client()
@@ -40,11 +40,13 @@ class Process:
         if lease_ns and env.get("RECONCILER_LEASE", "on") != "off":
             identity = env.get("POD_NAME") or socket.gethostname()
             lease = kube.KubeLease(api, lease_ns, LEASE_NAME, identity)
+        web_url = web_url_for(GitHubSettings.from_env(env).api_url)
         self.service = Service(
             config_path,
             engine,
             lease=lease,
-            web_url=web_url_for(GitHubSettings.from_env(env).api_url),
+            web_url=web_url,
+            notifier=build_notifier(engine, env, web_url=web_url),
         )
         self.service.extra_health["kubernetes"] = _cached(lambda: kube.ping(api), 10.0)
         self.pubsub: Any = None

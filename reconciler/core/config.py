@@ -12,12 +12,23 @@ from typing import Any
 
 from reconciler.core.errors import ConfigError, ConfigProblem
 from reconciler.core.model import Site
+from reconciler.core.notifyconfig import NotifyConfig, parse_notify
 from reconciler.core.template import template_problems
 
-SITE_KEYS = ("repo", "branch", "namespace", "deployment", "container", "image", "paused", "verify")
+SITE_KEYS = (
+    "repo",
+    "branch",
+    "namespace",
+    "deployment",
+    "container",
+    "image",
+    "paused",
+    "verify",
+    "notify",
+)
 DEFAULT_KEYS = ("branch", "namespace", "container", "image", "verify")
 SERVICE_KEYS = ("schedule", "jitter", "timezone")
-TOP_KEYS = ("defaults", "service", "sites")
+TOP_KEYS = ("defaults", "service", "sites", "notify")
 VERIFY_MODES = ("registry", "checks", "none")
 DEFAULT_SCHEDULE = "0 * * * *"
 DEFAULT_TIMEZONE = "UTC"
@@ -45,6 +56,7 @@ class Config:
     path: str
     sites: tuple[Site, ...]
     service: ServiceSettings = field(default_factory=ServiceSettings)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -197,10 +209,11 @@ class _Validator:
             if site is not None:
                 sites.append(site)
         self._duplicates(sites)
+        notify = parse_notify(data, raw_sites, self.problem)
         if self.problems:
             self.problems.sort(key=lambda p: p.line or 0)
             raise ConfigError(self.problems)
-        return Config(self.path, tuple(sites), service)
+        return Config(self.path, tuple(sites), service, notify)
 
     def _verify(
         self, table: Mapping[str, Any], where: tuple[str, ...], site: str | None

@@ -66,3 +66,11 @@ class SitesFileError(ConfigError):
         self.headline = headline
         if headline:
             self.args = (f"{headline}\n{self.args[0]}" if problems else headline,)
+
+
+class DeliveryError(ReconcilerError):
+    """A notification could not be delivered; `retryable` says whether trying again may help."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable

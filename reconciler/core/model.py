@@ -120,6 +120,7 @@ class SitePlan:
     error_kind: str = ""
     running_sha: str | None = None  # the commit the Deployment runs, as last recorded
     changed_at: str | None = None  # when the reconciler last changed it (annotation)
+    notified: str | None = None  # what was last notified about it (annotation, JSON)
 
     @property
     def ok(self) -> bool:

@@ -25,6 +25,7 @@ ANNOTATION_PREFIX = "reconciler.dev/"
 PAUSED_ANNOTATION = ANNOTATION_PREFIX + "paused"
 SHA_ANNOTATION = ANNOTATION_PREFIX + "sha"
 UPDATED_ANNOTATION = ANNOTATION_PREFIX + "updated-at"
+NOTIFIED_ANNOTATION = ANNOTATION_PREFIX + "notified"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,7 @@ def plan_site(
         resource_version=deployment.resource_version,
         running_sha=deployment.annotations.get(SHA_ANNOTATION),
         changed_at=deployment.annotations.get(UPDATED_ANNOTATION),
+        notified=deployment.annotations.get(NOTIFIED_ANNOTATION),
     )
     container, problem = _pick_container(site, deployment)
     if container is None:

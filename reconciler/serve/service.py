@@ -20,6 +20,7 @@ from reconciler.core import config as config_mod
 from reconciler.core.engine import Engine, SiteResult, SyncReport, SyncRequest
 from reconciler.core.errors import ConfigError, ReconcilerError
 from reconciler.core.model import Action
+from reconciler.core.notifier import Notifier
 from reconciler.core.runner import Runner, ShuttingDown
 from reconciler.serve.metrics import Metrics
 
@@ -85,6 +86,7 @@ class Service:
         lease_wait: float = 30.0,
         clock: Callable[[], float] = time.time,
         web_url: str = "https://github.com",
+        notifier: Notifier | None = None,
     ) -> None:
         self.config_path = config_path
         self.engine = engine
@@ -93,6 +95,9 @@ class Service:
         self.clock = clock
         self.web_url = web_url.rstrip("/")
         self.metrics = Metrics()
+        self.notifier = notifier
+        if notifier is not None:
+            notifier.outbox.on_result = self.metrics.notification
         self.config = ConfigState()
         self.sites: dict[str, SiteState] = {}
         self.runs: OrderedDict[str, RunRecord] = OrderedDict()
@@ -176,6 +181,7 @@ class Service:
         renewer = self._hold_lease(request)
         try:
             report = self.engine.run(cfg, request)
+            self._notify(cfg, report)  # under the Lease: one replica decides at a time
         finally:
             if renewer is not None:
                 renewer.set()
@@ -183,6 +189,14 @@ class Service:
                 self.lease.release()
         self._record(report)
         return report
+
+    def _notify(self, cfg: config_mod.Config, report: SyncReport) -> None:
+        if self.notifier is None:
+            return
+        try:
+            self.notifier.observe(cfg, report)
+        except Exception:  # a notification bug must never fail the sync that triggered it
+            log.exception("deciding notifications failed")
 
     def _hold_lease(self, request: SyncRequest) -> threading.Event | None:
         """Take the Lease (waiting a little for another replica), and renew it while we sync."""
@@ -317,6 +331,27 @@ class Service:
                 "ok": last.ok,
             },
             "sites": sites,
+            "notifications": self._notifications(),
+        }
+
+    def _notifications(self) -> dict[str, Any] | None:
+        if self.notifier is None:
+            return None
+        box = self.notifier.outbox
+        return {
+            "delivered": box.delivered,
+            "undelivered": box.undelivered,
+            "pending": box.pending,
+            "recent_failures": [
+                {
+                    "at": f.at,
+                    "channel": f.channel,
+                    "event": f.event,
+                    "site": f.site,
+                    "error": f.error,
+                }
+                for f in reversed(box.failures)
+            ],
         }
 
     def _site_status(self, name: str, repo: str, state: SiteState | None) -> dict[str, Any]:
@@ -371,7 +406,10 @@ class Service:
             self.engine.stopping.set()
             if self.scheduler is not None and self.scheduler.running:
                 self.scheduler.shutdown(wait=False)
-        return self.runner.close(timeout)
+        done = self.runner.close(timeout)
+        if done and self.notifier is not None:
+            self.notifier.outbox.close(min(timeout, 5.0))
+        return done
 
 
 def site_state(result: SiteResult) -> str:
