@@ -32,6 +32,7 @@ from google.cloud import pubsub_v1
 
 from reconciler.adapters.pubsub import PubSubTrigger
 from reconciler.core.engine import SyncReport, SyncRequest
+from reconciler.core.jobs import classify_job
 from testkit.pubsub_emulator import PubSubEmulator
 
 
@@ -86,7 +87,11 @@ def main() -> int:
         admin.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=10)
 
         recorder = Recorder()
-        trigger = PubSubTrigger(subscription, recorder.submit, lambda: ("blog", "shop"))
+        trigger = PubSubTrigger(
+            subscription,
+            recorder.submit,
+            lambda data, attributes: classify_job(data, attributes, ("blog", "shop")),
+        )
         trigger.start()
         data = json.dumps({"job": "sync", "sites": ["blog"]}).encode()
         after_result: list[float] = []

@@ -54,7 +54,7 @@ from testkit.controlplane import (
     token_api_client,
 )
 from testkit.deployments import deployment_body
-from testkit.github_standin import GitHubStandIn, random_sha
+from testkit.github import GitHubStandIn, random_sha
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGE_TEMPLATE = "registry.bench.local/{owner}/{repo}:{sha}"

@@ -25,7 +25,7 @@ from google.cloud import pubsub_v1  # noqa: E402
 
 from testkit.controlplane import ControlPlane  # noqa: E402
 from testkit.deployments import create_deployment, get_deployment  # noqa: E402
-from testkit.github_standin import GitHubStandIn, random_sha  # noqa: E402
+from testkit.github import GitHubStandIn, random_sha  # noqa: E402
 from testkit.pubsub_emulator import PubSubEmulator  # noqa: E402
 from testkit.serve_process import ServeProcess  # noqa: E402
 

@@ -6,8 +6,9 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Mapping
 from typing import Any
+
+from reconciler.settings import Settings
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 _SECRET_WORDS = ("token", "secret", "password", "authorization", "private_key")
@@ -37,9 +38,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def setup(env: Mapping[str, str], *, verbose: bool = False) -> None:
+def setup(settings: Settings, *, verbose: bool = False) -> None:
     """Route the root logger to stdout in the format LOG_FORMAT asks (json|text; auto by TTY)."""
-    fmt = env.get("LOG_FORMAT") or ("text" if sys.stdout.isatty() else "json")
+    fmt = settings.log_format or ("text" if sys.stdout.isatty() else "json")
     handler = logging.StreamHandler(sys.stdout)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
@@ -47,6 +48,7 @@ def setup(env: Mapping[str, str], *, verbose: bool = False) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose or env.get("LOG_LEVEL") == "debug" else logging.INFO)
+    debug = verbose or settings.log_level == "debug"
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
     for noisy in ("urllib3", "kubernetes", "google", "apscheduler.executors", "github"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

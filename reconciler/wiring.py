@@ -1,24 +1,35 @@
-"""The app factory: builds the engine from the environment; tests inject their own parts here."""
+"""The one composition root: builds the engine (CLI and serve) and the serve Process from Settings.
+
+Tests inject their own parts here.
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from reconciler.adapters.github import GitHubSettings, GitHubSource
-from reconciler.adapters.kube import KubeCluster, api_client
+from reconciler.adapters import kube
+from reconciler.adapters.delivery import WebhookSender
+from reconciler.adapters.github import GitHubSource
 from reconciler.adapters.registry import RegistryVerifier, Verifiers
-from reconciler.adapters.webhook import WebhookSender
 from reconciler.core.engine import Engine
 from reconciler.core.notifier import NoteStore, Notifier
 from reconciler.core.outbox import CommitLog, Outbox
 from reconciler.core.ports import Cluster, HeadSource, ImageVerifier
+from reconciler.settings import Settings
+
+if TYPE_CHECKING:  # serve (Flask, APScheduler) is imported only when serving
+    from reconciler.adapters.pubsub import PubSubTrigger
+    from reconciler.serve.process import Process
+    from reconciler.serve.service import Service
+
+LEASE_NAME = "reconciler"  # k8s/lease-rbac.yaml grants get/update on this name only
+HEALTH_CHECK_TTL = 10.0
 
 
 @dataclass
 class Parts:
-    """What an Engine is made of; any part left None is built from the environment."""
+    """What an Engine is made of; any part left None is built from the settings."""
 
     heads: HeadSource | None = None
     cluster: Cluster | None = None
@@ -27,30 +38,81 @@ class Parts:
     kube_context: str | None = None
 
 
-def build_engine(parts: Parts | None = None, env: Mapping[str, str] | None = None) -> Engine:
+def build_engine(parts: Parts | None, settings: Settings) -> Engine:
     """An Engine wired to GitHub, the cluster and registries (or to the injected parts)."""
     parts = parts or Parts()
-    env = os.environ if env is None else env
-    heads = parts.heads or GitHubSource(GitHubSettings.from_env(env))
+    heads = parts.heads or GitHubSource(settings.github)
     cluster = parts.cluster
     if cluster is None:
-        kubeconfig = parts.kubeconfig or env.get("KUBECONFIG") or None
-        cluster = KubeCluster(api_client(kubeconfig, parts.kube_context))
+        api = kube.api_client(
+            parts.kubeconfig or settings.kubeconfig,
+            parts.kube_context,
+            in_cluster=settings.in_cluster,
+        )
+        cluster = kube.KubeCluster(api, reporter=settings.identity)
     verifier = parts.verifier
     if verifier is None:
-        by_mode: dict[str, ImageVerifier] = {"registry": RegistryVerifier.from_env(env)}
+        by_mode: dict[str, ImageVerifier] = {"registry": RegistryVerifier.from_settings(settings)}
         if isinstance(heads, GitHubSource):
             by_mode["checks"] = heads
         verifier = Verifiers(by_mode)
     return Engine(heads=heads, cluster=cluster, verifier=verifier)
 
 
-def build_notifier(
-    engine: Engine, env: Mapping[str, str] | None = None, *, web_url: str = "https://github.com"
-) -> Notifier:
-    """A Notifier posting through HTTPS, listing commits from GitHub and remembering what it
-    said on the Deployments (each when the engine's parts can do it)."""
-    env = os.environ if env is None else env
+def build_notifier(engine: Engine, settings: Settings) -> Notifier:
+    """A Notifier posting over HTTPS, listing commits from GitHub and remembering what it said
+    on the Deployments (each when the engine's parts can do it)."""
     commits = engine.heads if isinstance(engine.heads, CommitLog) else None
     store = engine.cluster if isinstance(engine.cluster, NoteStore) else None
-    return Notifier(Outbox(WebhookSender(env), commits), store, web_url=web_url)
+    outbox = Outbox(WebhookSender(settings.environ), commits)
+    return Notifier(outbox, store, web_url=settings.github.web_url)
+
+
+def build_process(config_path: str, settings: Settings) -> Process:
+    """Everything `serve` runs in its worker: engine, Lease, Service, Pub/Sub, the WSGI app."""
+    from reconciler.serve.app import create_app
+    from reconciler.serve.process import BackgroundTrigger, Process, cached
+    from reconciler.serve.service import Service
+
+    api = kube.api_client(settings.kubeconfig, in_cluster=settings.in_cluster)
+    engine = build_engine(
+        Parts(cluster=kube.KubeCluster(api, reporter=settings.identity)), settings
+    )
+    lease = None
+    if settings.lease_active:
+        assert settings.lease_namespace is not None
+        lease = kube.KubeLease(api, settings.lease_namespace, LEASE_NAME, settings.identity)
+    service = Service(
+        config_path,
+        engine,
+        lease=lease,
+        web_url=settings.github.web_url,
+        notifier=build_notifier(engine, settings),
+    )
+    service.extra_health["kubernetes"] = cached(lambda: kube.ping(api), HEALTH_CHECK_TTL)
+    triggers: list[BackgroundTrigger] = []
+    for kind, subscription in settings.subscriptions:
+        triggers.append(_pubsub(service, kind, subscription, settings))
+    app = create_app(
+        service, trigger_token=settings.trigger_token, webhook_secret=settings.webhook_secret
+    )
+    return Process(service, app, triggers)
+
+
+def _pubsub(service: Service, kind: str, subscription: str, settings: Settings) -> PubSubTrigger:
+    """A Pub/Sub trigger for messages of ``kind`` on ``subscription``, with its health check."""
+    from reconciler.adapters.pubsub import PubSubTrigger
+    from reconciler.serve.events import pubsub_classifier
+
+    trigger = PubSubTrigger(
+        subscription,
+        service.submit_future,
+        pubsub_classifier(service, kind),
+        trigger="pubsub" if kind == "scheduler" else kind,
+        emulator_host=settings.pubsub_emulator_host,
+    )
+    name = "pubsub" if kind == "scheduler" else f"pubsub-{kind}"
+    service.extra_health[name] = lambda: (
+        None if trigger.running else f"Pub/Sub {subscription}: {trigger.last_error}"
+    )
+    return trigger

@@ -1,4 +1,4 @@
-"""pytest fixtures for the real control plane (testkit/controlplane.py).
+"""pytest fixtures for the real control plane (testkit/controlplane/).
 
 Load with ``pytest_plugins = ["testkit.controlplane_fixtures"]`` in the top-level
 conftest (or ``-p testkit.controlplane_fixtures``).

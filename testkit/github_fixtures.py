@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from testkit.github_standin import GitHubStandIn
+from testkit.github import GitHubStandIn
 
 TOKEN = "ghp_test_token"
 

@@ -10,8 +10,8 @@ import pytest
 
 from testkit.controlplane import ControlPlane
 from testkit.deployments import create_deployment, get_deployment
+from testkit.github import GitHubStandIn, random_sha
 from testkit.github_fixtures import TOKEN
-from testkit.github_standin import GitHubStandIn, random_sha
 from testkit.serve_process import ServeProcess
 
 TRIGGER = "s3cret-trigger-token"

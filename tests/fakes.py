@@ -6,18 +6,21 @@ import threading
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 
+from reconciler.core import rollout
 from reconciler.core.model import (
     ApplyResult,
     BranchHead,
+    DeploymentPatch,
+    FieldOwner,
     HeadError,
     HeadResult,
     ImageChange,
+    ImageStatus,
     NamespaceError,
     NamespaceView,
     ObservedDeployment,
     RepoRef,
 )
-from reconciler.core.planner import ImageStatus
 from reconciler.core.ports import RateLimit, VerifyRequest
 
 
@@ -45,6 +48,9 @@ class FakeCluster:
     conflicts: int = 0
     fail: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    patches: list[DeploymentPatch] = field(default_factory=list)
+    troubles: dict[str, tuple[str, ...]] = field(default_factory=dict)  # by deployment name
+    now: float = 0.0
 
     def add(self, d: ObservedDeployment) -> None:
         self.deployments[(d.namespace, d.name)] = d
@@ -77,16 +83,58 @@ class FakeCluster:
                 return ApplyResult(False, "conflict", "conflict", conflict=True)
             self.applied.append((change, dry_run))
             if not dry_run:
-                containers = tuple(
-                    replace(c, image=change.image) if c.name == change.container else c
-                    for c in current.containers
-                )
-                self.deployments[key] = replace(
-                    current,
-                    containers=containers,
-                    resource_version=str(int(current.resource_version or 0) + 1),
+                self._write(
+                    DeploymentPatch(
+                        change.namespace,
+                        change.deployment,
+                        rollout.update_annotations(change, self.now),
+                        container=change.container,
+                        image=change.image,
+                    )
                 )
             return ApplyResult(True)
+
+    def patch(self, patch: DeploymentPatch, *, dry_run: bool) -> ApplyResult:
+        with self.lock:
+            current = self.deployments[(patch.namespace, patch.deployment)]
+            if patch.resource_version and patch.resource_version != current.resource_version:
+                return ApplyResult(False, "conflict", "conflict", conflict=True)
+            if not dry_run:
+                self.patches.append(patch)
+                self._write(patch)
+            return ApplyResult(True)
+
+    def _write(self, patch: DeploymentPatch) -> None:
+        key = (patch.namespace, patch.deployment)
+        current = self.deployments[key]
+        notes = dict(current.annotations)
+        for k, v in patch.annotations.items():
+            if v is None:
+                notes.pop(k, None)
+            else:
+                notes[k] = v
+        owners = dict(current.image_owners)
+        containers = current.containers
+        if patch.container and patch.image:
+            containers = tuple(
+                replace(c, image=patch.image) if c.name == patch.container else c
+                for c in current.containers
+            )
+            owners[patch.container] = FieldOwner(rollout.FIELD_MANAGER)
+        self.deployments[key] = replace(
+            current,
+            containers=containers,
+            annotations=notes,
+            image_owners=owners,
+            managers=current.managers | {rollout.FIELD_MANAGER},
+            generation=current.generation + (containers != current.containers),
+            resource_version=str(int(current.resource_version or 0) + 1),
+        )
+
+    def pod_troubles(
+        self, namespace: str, selector: Mapping[str, str], container: str, image: str
+    ) -> tuple[str, ...]:
+        return self.troubles.get(namespace + "/" + image, ())
 
 
 @dataclass

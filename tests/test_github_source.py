@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+from collections.abc import Iterator
+
 import pytest
 
 from reconciler.adapters.github import GitHubSettings, GitHubSource
 from reconciler.core.model import BranchHead, HeadError, RepoRef
 from reconciler.core.ports import VerifyRequest
+from testkit.github import GitHubStandIn, random_sha
 from testkit.github_fixtures import TOKEN
-from testkit.github_standin import GitHubStandIn, random_sha
 
 
 class Sleeps:
@@ -136,7 +140,41 @@ def test_unreachable_github_says_where() -> None:
     ref = RepoRef("acme/blog", "main")
     head = src.resolve([ref])[ref]
     assert isinstance(head, HeadError) and head.kind == "github_unreachable"
-    assert "127.0.0.1:9" in head.reason
+    assert head.reason == "cannot reach GitHub at http://127.0.0.1:9: Connection refused"
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """An HTTP address that accepts connections and reads requests but never answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            held.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        listener.close()
+        for conn in held:
+            conn.close()
+
+
+def test_github_that_does_not_answer_says_how_long_we_waited(silent_server: str) -> None:
+    src = GitHubSource(GitHubSettings(api_url=silent_server, token=TOKEN, timeout=1))
+    ref = RepoRef("acme/blog", "main")
+    head = src.resolve([ref])[ref]
+    assert isinstance(head, HeadError) and head.kind == "github_unreachable"
+    assert head.reason == f"GitHub did not answer within 1 s ({silent_server})"
 
 
 def test_unauthenticated_uses_rest_and_conditional_requests(github: GitHubStandIn) -> None:

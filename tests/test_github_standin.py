@@ -11,7 +11,13 @@ import github
 import pytest
 import requests
 
-from testkit.github_standin import GitHubStandIn, random_sha, rest_schema_errors
+from testkit.github import (
+    ROUTES,
+    GitHubStandIn,
+    openapi_operation,
+    random_sha,
+    rest_schema_errors,
+)
 
 TOKEN = "ghp_test_token"
 MAIN_SHA = "a" * 40
@@ -100,19 +106,25 @@ def test_rest_error_bodies_match_schema(gh: GitHubStandIn, http: requests.Sessio
         assert rest_schema_errors(operation, status, r.json()) == []
 
 
+def test_routes_are_operations_of_the_openapi_subset() -> None:
+    assert ROUTES
+    for r in ROUTES:
+        assert openapi_operation(r.method, r.template) == r.operation_id, r
+
+
 def test_schema_violation_answers_500(
     gh: GitHubStandIn, http: requests.Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from testkit import github_standin
+    from testkit.github import objects
 
-    original = github_standin._full_repository
+    original = objects.full_repository
 
     def broken(repo: Any, api: str) -> dict[str, Any]:
         obj = original(repo, api)
         del obj["default_branch"]
         return obj
 
-    monkeypatch.setattr(github_standin, "_full_repository", broken)
+    monkeypatch.setattr(objects, "full_repository", broken)
     gh.add_repo("acme/broken")
     r = http.get(f"{gh.url}/repos/acme/broken")
     assert r.status_code == 500

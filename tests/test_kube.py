@@ -17,8 +17,8 @@ from reconciler.core.engine import Engine, SyncRequest
 from reconciler.core.model import Action, ImageChange
 from testkit.controlplane import ControlPlane
 from testkit.deployments import create_deployment, get_deployment
+from testkit.github import GitHubStandIn, random_sha
 from testkit.github_fixtures import TOKEN
-from testkit.github_standin import GitHubStandIn, random_sha
 
 pytestmark = pytest.mark.controlplane
 

@@ -35,6 +35,12 @@ SITE_RULES = {
     ("apps", "deployments", "list"),
     ("apps", "deployments", "patch"),
     ("", "events", "create"),
+    ("", "pods", "get"),
+    ("", "pods", "list"),
+    ("", "pods", "watch"),
+    ("apps", "replicasets", "get"),
+    ("apps", "replicasets", "list"),
+    ("apps", "replicasets", "watch"),
 }
 LEASE_RULES = {
     ("coordination.k8s.io", "leases", "create"),
@@ -223,7 +229,7 @@ def test_deployment_is_hardened_and_wired_as_documented(rendered: list[Doc]) -> 
     assert env["PORT"]["value"] == "8080"
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
-    for key in ("GITHUB_TOKEN", "RECONCILER_TRIGGER_TOKEN"):
+    for key in ("GITHUB_TOKEN", "RECONCILER_TRIGGER_TOKEN", "GITHUB_WEBHOOK_SECRET"):
         assert env[key]["valueFrom"]["secretKeyRef"] == {
             "name": "reconciler-secrets",
             "key": key,
@@ -433,6 +439,8 @@ def test_serviceaccount_can_do_what_the_reconciler_does(
     apps.patch_namespaced_deployment("blog", installed, patch)
     after: Any = k8s.AppsV1Api(kube_api_client).read_namespaced_deployment("blog", installed)
     assert after.spec.template.spec.containers[0].image == "ex/app:2"
+    k8s.CoreV1Api(as_reconciler).list_namespaced_pod(installed, label_selector="app=blog")
+    apps.list_namespaced_replica_set(installed)
 
     k8s.CoreV1Api(as_reconciler).create_namespaced_event(
         installed,
@@ -492,6 +500,11 @@ def test_serviceaccount_is_denied_everything_else(
         ),
         "list deployments elsewhere": lambda: apps.list_namespaced_deployment(other_namespace),
         "list deployments cluster-wide": apps.list_deployment_for_all_namespaces,
+        "list pods elsewhere": lambda: core.list_namespaced_pod(other_namespace),
+        "delete pod": lambda: core.delete_namespaced_pod("blog-x", installed),
+        "patch replicaset": lambda: apps.patch_namespaced_replica_set(
+            "blog-x", installed, {"metadata": {"labels": {"x": "y"}}}
+        ),
         "list nodes": core.list_node,
         "list namespaces": core.list_namespace,
         "create event elsewhere": lambda: core.create_namespaced_event(

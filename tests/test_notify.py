@@ -8,9 +8,9 @@ import pytest
 
 from reconciler.core import config
 from reconciler.core.engine import SiteResult
-from reconciler.core.errors import ConfigError
+from reconciler.core.errors import ConfigError, ErrorKind
 from reconciler.core.messages import Commit, Comparison, Notification, payload, sign, slack
-from reconciler.core.model import Action, SitePlan
+from reconciler.core.model import Action, Rollout, SitePlan, Skip
 from reconciler.core.notify import Memory, Policy, Snapshot, Status, decide, snapshot
 from reconciler.core.notifyconfig import ChannelKind, EventKind, SecretRef
 
@@ -109,8 +109,12 @@ def run(states: list[tuple[float, Snapshot]]) -> list[EventKind | None]:
     return events
 
 
-def in_sync(sha: str, applied: bool = False) -> Snapshot:
-    return Snapshot(Status.IN_SYNC, head=sha, running=sha, applied=applied)
+def in_sync(sha: str) -> Snapshot:
+    return Snapshot(Status.IN_SYNC, head=sha, running=sha)
+
+
+def deploying(sha: str) -> Snapshot:
+    return Snapshot(Status.DEPLOYING, head=sha, running=sha)
 
 
 def test_one_message_per_state_change_not_per_sync() -> None:
@@ -119,8 +123,10 @@ def test_one_message_per_state_change_not_per_sync() -> None:
         [
             (0, in_sync(OLD)),  # first sight of a healthy site: nothing to say
             (3600, in_sync(OLD)),
-            (7200, in_sync(NEW, applied=True)),
-            (10800, in_sync(NEW)),
+            (7200, deploying(NEW)),  # patched: the rollout starts
+            (9000, deploying(NEW)),
+            (10800, in_sync(NEW)),  # available
+            (12600, in_sync(NEW)),
             (14400, failing),
             (18000, failing),
             (21600, replace(failing, detail="repo_not_found")),  # a different failure
@@ -129,6 +135,8 @@ def test_one_message_per_state_change_not_per_sync() -> None:
         ]
     )
     assert events == [
+        None,
+        None,
         None,
         None,
         EventKind.DEPLOYED,
@@ -183,7 +191,12 @@ def test_deploys_and_waits_are_not_flapping() -> None:
     behind = Snapshot(Status.BEHIND, head=NEW, running=OLD)
     timeline: list[tuple[float, Snapshot]] = [(0, in_sync(OLD))]
     for i in range(1, 6):
-        timeline += [(i * 60.0, behind), (i * 60.0 + 30, in_sync(f"{i}" * 40, applied=True))]
+        sha = f"{i}" * 40
+        timeline += [
+            (i * 60.0, behind),
+            (i * 60.0 + 20, deploying(sha)),
+            (i * 60.0 + 40, in_sync(sha)),
+        ]
     events = run(timeline)
     assert events.count(EventKind.DEPLOYED) == 5 and EventKind.FLAPPING not in events
 
@@ -204,12 +217,22 @@ def test_snapshot_of_results() -> None:
 
     site = Site("blog", "acme/blog", "main", "web", "blog", "app", "img:{sha}")
     plan = SitePlan(site, Action.UPDATE, sha=NEW, running_sha=OLD, branch="main")
-    assert snapshot(SiteResult(plan, applied=True)).status is Status.IN_SYNC
-    skipped = replace(plan, action=Action.SKIP, reason="image img:b missing; not rolled out")
+    assert snapshot(SiteResult(plan, applied=True)).status is Status.DEPLOYING
+    synced = replace(plan, action=Action.IN_SYNC, running_sha=NEW)
+    assert snapshot(SiteResult(synced)) == in_sync(NEW)
+    progressing = replace(synced, rollout=Rollout.PROGRESSING)
+    assert snapshot(SiteResult(progressing)).status is Status.DEPLOYING
+    held = replace(plan, action=Action.HELD, held_by="kubectl-rollout", held_at="t")
+    assert snapshot(SiteResult(held)) == Snapshot(
+        Status.HELD, head=NEW, running=OLD, detail="kubectl-rollout", held_at="t"
+    )
+    failed = replace(plan, action=Action.SKIP, skip=Skip.FAILED_COMMIT, failed_sha=NEW)
+    assert snapshot(SiteResult(failed)).status is Status.ROLLED_BACK
+    skipped = replace(plan, action=Action.SKIP, skip=Skip.IMAGE_MISSING, reason="img missing")
     assert snapshot(SiteResult(skipped)).status is Status.BEHIND
-    paused = replace(plan, action=Action.SKIP, reason="paused in sites.toml")
+    paused = replace(plan, action=Action.SKIP, skip=Skip.PAUSED, reason="paused in sites.toml")
     assert snapshot(SiteResult(paused)).status is Status.PAUSED
-    error = replace(plan, action=Action.ERROR, error_kind="forbidden")
+    error = replace(plan, action=Action.ERROR, error_kind=ErrorKind.FORBIDDEN)
     assert snapshot(SiteResult(error)) == Snapshot(
         Status.FAILING, head=NEW, running=OLD, detail="forbidden"
     )

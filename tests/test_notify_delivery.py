@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 
-from reconciler.adapters.github import GitHubSettings, GitHubSource
-from reconciler.adapters.webhook import WebhookSender
+from reconciler.adapters.delivery import WebhookSender
+from reconciler.adapters.github import GitHubSource
+from reconciler.settings import GitHubSettings
 from reconciler.core import config
 from reconciler.core.engine import SiteResult, SyncReport
+from reconciler.core.errors import ErrorKind
 from reconciler.core.messages import SIGNATURE_HEADER, Notification
 from reconciler.core.model import Action, Site, SitePlan
 from reconciler.core.notifier import Notifier
@@ -112,7 +114,8 @@ def test_every_event_kind_reaches_slack_and_the_signed_webhook(world: World) -> 
     plan = SitePlan(w.site, Action.IN_SYNC, branch="main", sha=old, running_sha=old)
     steps: list[tuple[SitePlan, bool]] = [
         (plan, False),  # first sight: quiet
-        (replace(plan, action=Action.UPDATE, sha=new, reason="deployed"), True),  # deployed
+        (replace(plan, action=Action.UPDATE, sha=new, reason="deploying"), True),  # rolling out
+        (replace(plan, sha=new, running_sha=new, reason="runs main"), False),  # available
         (
             replace(
                 plan,
@@ -139,7 +142,7 @@ def test_every_event_kind_reaches_slack_and_the_signed_webhook(world: World) -> 
                 action=Action.ERROR,
                 sha=new,
                 running_sha=new,
-                error_kind="forbidden",
+                error_kind=ErrorKind.FORBIDDEN,
                 reason="cannot list deployments in namespace web: forbidden by RBAC",
             ),
             False,
@@ -150,7 +153,7 @@ def test_every_event_kind_reaches_slack_and_the_signed_webhook(world: World) -> 
         w.notifier.observe(w.cfg, w.report(p, applied))
     # failing again and again: the third failure within an hour is summarised
     for p in [
-        replace(plan, action=Action.ERROR, sha=new, running_sha=new, error_kind="x"),
+        replace(plan, action=Action.ERROR, sha=new, running_sha=new, error_kind=ErrorKind.KUBERNETES),
         replace(plan, sha=new, running_sha=new),
     ] * 2:
         w.notifier.observe(w.cfg, w.report(p))
@@ -158,7 +161,7 @@ def test_every_event_kind_reaches_slack_and_the_signed_webhook(world: World) -> 
     limited = replace(
         plan,
         action=Action.ERROR,
-        error_kind="rate_limited",
+        error_kind=ErrorKind.RATE_LIMITED,
         reason="GitHub primary (graphql) rate limit reached",
     )
     w.notifier.observe(w.cfg, w.report(limited))
@@ -240,9 +243,10 @@ def test_retries_with_backoff_then_counts_undelivered(world: World) -> None:
     w = world
     w.receiver.fail["/slack"] = [500, 503]  # recovers on the third try
     w.receiver.fail["/hook"] = [400]  # a client error is not retried
-    old, new = w.shas[0], w.shas[1]
-    plan = SitePlan(w.site, Action.UPDATE, branch="main", sha=new, running_sha=old)
-    w.notifier.observe(w.cfg, w.report(plan, applied=True))
+    plan = SitePlan(
+        w.site, Action.ERROR, branch="main", sha=w.shas[1], error_kind=ErrorKind.FORBIDDEN
+    )
+    w.notifier.observe(w.cfg, w.report(plan))
     assert w.notifier.outbox.flush(30)
     assert [r.path for r in w.receiver.got] == ["/slack"]
     box = w.notifier.outbox
@@ -251,7 +255,7 @@ def test_retries_with_backoff_then_counts_undelivered(world: World) -> None:
     assert failure.channel == "webhook" and "400" in failure.error
     assert "http://" not in failure.error  # the URL (a secret for Slack) is never echoed
     metrics = w.metrics.render().decode()
-    assert 'event="deployed",outcome="undelivered"} 1.0' in metrics
+    assert 'event="failing",outcome="undelivered"} 1.0' in metrics
 
 
 def test_missing_secret_is_undelivered_not_a_crash(world: World) -> None:
@@ -268,11 +272,14 @@ def test_missing_secret_is_undelivered_not_a_crash(world: World) -> None:
 def test_a_second_replica_reading_the_annotation_does_not_repeat(world: World) -> None:
     w = world
     old, new = w.shas[0], w.shas[1]
-    plan = SitePlan(w.site, Action.UPDATE, branch="main", sha=new, running_sha=old)
-    assert [n.event for n in w.notifier.observe(w.cfg, w.report(plan, applied=True))] == [
-        EventKind.DEPLOYED
-    ]
+    before = SitePlan(w.site, Action.IN_SYNC, branch="main", sha=old, running_sha=old)
+    update = replace(before, action=Action.UPDATE, sha=new)
+    synced = replace(before, sha=new, running_sha=new)
+    assert w.notifier.observe(w.cfg, w.report(before)) == []
+    assert w.notifier.observe(w.cfg, w.report(update, applied=True)) == []
     other = Notifier(w.notifier.outbox, w.store)  # a restarted pod: no memory but the annotation
-    synced = replace(plan, action=Action.IN_SYNC)
-    assert other.observe(w.cfg, w.report(synced)) == []
+    assert [n.event for n in other.observe(w.cfg, w.report(synced))] == [EventKind.DEPLOYED]
+    again = Notifier(w.notifier.outbox, w.store)
+    assert again.observe(w.cfg, w.report(synced)) == []
+    assert w.notifier.observe(w.cfg, w.report(synced)) == []  # its own memory is older
     assert w.notifier.outbox.flush(10)

@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +23,8 @@ from google.cloud import pubsub_v1
 from reconciler.adapters.pubsub import PubSubTrigger
 from reconciler.core.engine import SyncReport, SyncRequest
 from reconciler.core.errors import PubSubError
+from reconciler.core.hints import Hint
+from reconciler.core.jobs import classify_job
 from reconciler.core.runner import ShuttingDown
 from testkit.pubsub_fixtures import ACK_DEADLINE_SECONDS, PubSubTopic
 
@@ -30,6 +32,10 @@ from testkit.pubsub_fixtures import ACK_DEADLINE_SECONDS, PubSubTopic
 pytestmark = [pytest.mark.timeout(60, func_only=True)]
 
 SITES = ("blog", "shop", "docs")
+
+
+def _jobs(data: bytes, attributes: Mapping[str, str]) -> Hint:
+    return classify_job(data, attributes, SITES)
 
 
 def _report(run_id: str = "r1") -> SyncReport:
@@ -132,7 +138,7 @@ def make_trigger(pubsub_topic: PubSubTopic) -> Iterator[Callable[..., PubSubTrig
 
     def make(runner: FakeRunner, subscription: str | None = None, **kw: Any) -> PubSubTrigger:
         trigger = PubSubTrigger(
-            subscription or pubsub_topic.subscription, runner.submit, lambda: SITES, **kw
+            subscription or pubsub_topic.subscription, runner.submit, _jobs, **kw
         )
         made.append(trigger)
         trigger.start()
@@ -394,7 +400,7 @@ def test_missing_subscription_records_the_error_and_keeps_retrying(
 )
 def test_subscription_must_be_a_full_name(name: str) -> None:
     with pytest.raises(PubSubError, match="projects/PROJECT/subscriptions/SUBSCRIPTION"):
-        PubSubTrigger(name, FakeRunner().submit, lambda: SITES)
+        PubSubTrigger(name, FakeRunner().submit, _jobs)
 
 
 def test_client_factory_failure_is_a_pubsub_error() -> None:
@@ -407,7 +413,7 @@ def test_client_factory_failure_is_a_pubsub_error() -> None:
     trigger = PubSubTrigger(
         "projects/p/subscriptions/s",
         FakeRunner().submit,
-        lambda: SITES,
+        _jobs,
         subscriber_client_factory=factory,
     )
     with pytest.raises(PubSubError, match="no Application Default Credentials") as info:

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from testkit.github import GitHubStandIn, random_sha
 from testkit.github_fixtures import TOKEN
-from testkit.github_standin import GitHubStandIn, random_sha
 from testkit.serve_process import ServeProcess
 from testkit.serve_world import TRIGGER, image, sites_toml, start
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from testkit.github_standin import GitHubStandIn, random_sha
+from testkit.github import GitHubStandIn, random_sha
 from testkit.serve_process import ServeProcess
 from testkit.serve_world import TRIGGER, image, start
 

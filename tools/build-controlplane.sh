@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build (or reuse) the kube-apiserver and etcd binaries that the test suite's
-# local control plane runs (testkit/controlplane.py).
+# local control plane runs (testkit/controlplane/).
 #
 # Both come from the Go module proxy via the wrapper modules in
 # tools/controlplane/{kube-apiserver,etcd}. The binaries live in a cache dir

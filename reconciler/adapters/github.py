@@ -4,91 +4,42 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import requests
+import urllib3
 from github import Auth, Github, GithubException
 from urllib3.util.retry import Retry
 
-from reconciler.core.errors import GitHubError
+from reconciler.core.errors import ErrorKind, GitHubError
+from reconciler.core.fanout import bounded_map
 from reconciler.core.messages import MAX_COMMITS, Commit, Comparison
-from reconciler.core.model import BranchHead, HeadError, HeadResult, RepoRef
-from reconciler.core.planner import ImageStatus
+from reconciler.core.model import BranchHead, HeadError, HeadResult, ImageStatus, RepoRef
 from reconciler.core.ports import RateLimit, VerifyRequest
+from reconciler.settings import GitHubSettings
+
+__all__ = ["GitHubSettings", "GitHubSource"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_API_URL = "https://api.github.com"
 SHA_MEDIA_TYPE = "application/vnd.github.sha"
 BATCH_SIZE = 100  # GitHub charges 1 point for up to ~100 repository fields with no connections
 
 
-@dataclass(frozen=True, slots=True)
-class GitHubSettings:
-    """How to reach GitHub: API base, credentials, and how hard to push."""
-
-    api_url: str = DEFAULT_API_URL
-    token: str | None = None
-    app_id: str | None = None
-    app_private_key: str | None = None
-    app_installation_id: int | None = None
-    timeout: float = 10.0
-    concurrency: int = 8
-    max_retry_wait: float = 30.0
-    strategy: str = "auto"  # auto: GraphQL when authenticated, else REST conditional requests
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> GitHubSettings:
-        """GITHUB_TOKEN, or GITHUB_APP_ID + GITHUB_APP_PRIVATE_KEY[_FILE] + _INSTALLATION_ID."""
-        env = os.environ if env is None else env
-        key = env.get("GITHUB_APP_PRIVATE_KEY") or None
-        key_file = env.get("GITHUB_APP_PRIVATE_KEY_FILE")
-        if key is None and key_file:
-            try:
-                with open(key_file, encoding="utf-8") as f:
-                    key = f.read()
-            except OSError as exc:
-                raise GitHubError(
-                    f"cannot read GITHUB_APP_PRIVATE_KEY_FILE {key_file}: {exc.strerror}",
-                    kind="auth",
-                ) from exc
-        installation = env.get("GITHUB_APP_INSTALLATION_ID")
-        app_id = env.get("GITHUB_APP_ID") or None
-        if app_id and not (key and installation):
-            raise GitHubError(
-                "GITHUB_APP_ID is set but GITHUB_APP_PRIVATE_KEY (or _FILE) and "
-                "GITHUB_APP_INSTALLATION_ID are not: a GitHub App needs all three",
-                kind="auth",
-            )
-        if installation is not None and not installation.isdigit():
-            raise GitHubError("GITHUB_APP_INSTALLATION_ID must be a number", kind="auth")
-        return cls(
-            api_url=(env.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/"),
-            token=env.get("GITHUB_TOKEN") or None,
-            app_id=app_id,
-            app_private_key=key,
-            app_installation_id=int(installation) if installation else None,
-            strategy=env.get("RECONCILER_GITHUB_STRATEGY", "auto"),
-        )
-
-    @property
-    def authenticated(self) -> bool:
-        return bool(self.token or self.app_id)
-
-    def auth(self) -> Auth.Auth | None:
-        if self.app_id and self.app_private_key and self.app_installation_id is not None:
-            app = Auth.AppAuth(self.app_id, self.app_private_key)
-            return app.get_installation_auth(self.app_installation_id)
-        if self.token:
-            return Auth.Token(self.token)
-        return None
+def _auth(settings: GitHubSettings) -> Auth.Auth | None:
+    """PyGithub's auth for the settings' GitHub App installation or token (None: anonymous)."""
+    if settings.app_id and settings.app_private_key and settings.app_installation_id is not None:
+        app = Auth.AppAuth(settings.app_id, settings.app_private_key)
+        return app.get_installation_auth(settings.app_installation_id)
+    if settings.token:
+        return Auth.Token(settings.token)
+    return None
 
 
 class _Halt(Exception):
@@ -128,7 +79,7 @@ class GitHubSource:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self._auth = settings.auth()
+        self._auth = _auth(settings)
         self._sleep = sleep
         self._clock = clock
         self._local = threading.local()
@@ -177,15 +128,14 @@ class GitHubSource:
                 status, hdrs, text = self._requester().requestJson(verb, url, None, headers, body)
             except requests.exceptions.RetryError as exc:  # urllib3 retries exhausted
                 raise GitHubError(
-                    f"GitHub kept failing ({exc})", kind="github_unavailable"
+                    f"GitHub kept failing ({exc})", kind=ErrorKind.GITHUB_UNAVAILABLE
                 ) from exc
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
                 raise GitHubError(
-                    f"cannot reach GitHub at {self.settings.api_url}: {_short(exc)}",
-                    kind="github_unreachable",
+                    self._unreachable(exc), kind=ErrorKind.GITHUB_UNREACHABLE
                 ) from exc
             except GithubException as exc:
-                raise GitHubError(f"GitHub error: {exc}", kind="github") from exc
+                raise GitHubError(f"GitHub error: {exc}", kind=ErrorKind.GITHUB) from exc
             response = _Response(status, {k.lower(): v for k, v in hdrs.items()}, text)
             self._note_limits(response.headers)
             wait = self._retry_wait(response)
@@ -197,6 +147,17 @@ class GitHubSource:
             self._sleep(wait)
         raise AssertionError("unreachable")
 
+    def _unreachable(self, exc: BaseException) -> str:
+        """What went wrong on the network, from the innermost cause (urllib3 wraps it twice)."""
+        url = self.settings.api_url
+        cause = _root_cause(exc)
+        if isinstance(cause, urllib3.exceptions.ReadTimeoutError | socket.timeout):
+            return f"GitHub did not answer within {self.settings.timeout:g} s ({url})"
+        if isinstance(cause, urllib3.exceptions.ConnectTimeoutError):
+            return f"cannot reach GitHub at {url}: no connection within {self.settings.timeout:g} s"
+        reason = getattr(cause, "strerror", None) or type(cause).__name__
+        return f"cannot reach GitHub at {url}: {reason}"
+
     def _retry_wait(self, r: _Response) -> float | None:
         """Seconds to wait before retrying a rate-limited answer, None when it was not limited."""
         if r.status == 401:
@@ -204,7 +165,7 @@ class GitHubSource:
                 HeadError(
                     "GitHub rejected the credentials (401 Bad credentials): check GITHUB_TOKEN "
                     "or the GitHub App settings",
-                    "auth",
+                    ErrorKind.AUTH,
                 )
             )
         if r.status not in (403, 429):
@@ -229,7 +190,7 @@ class GitHubSource:
         return HeadError(
             f"GitHub {which} rate limit reached; not retrying before {when} "
             f"(in {wait:.0f}s); the next sync will pick this site up",
-            "rate_limited",
+            ErrorKind.RATE_LIMITED,
         )
 
     def _note_limits(self, headers: Mapping[str, Any]) -> None:
@@ -258,7 +219,7 @@ class GitHubSource:
                 HeadError(
                     f"GitHub {resource} rate limit exhausted ({limit.limit}/h); it resets at "
                     f"{when} (in {wait:.0f}s); no request sent",
-                    "rate_limited",
+                    ErrorKind.RATE_LIMITED,
                 )
             )
 
@@ -301,10 +262,8 @@ class GitHubSource:
             except GitHubError as exc:
                 return dict.fromkeys(keys(item), HeadError(str(exc), exc.kind))
 
-        workers = max(1, min(self.settings.concurrency, len(items)))
-        with ThreadPoolExecutor(workers, thread_name_prefix="github") as pool:
-            for result in pool.map(guarded, items):
-                out.update(result)
+        for result in bounded_map(guarded, items, limit=self.settings.concurrency, name="github"):
+            out.update(result)
         return out
 
     def _resolve_graphql(self, refs: Collection[RepoRef]) -> dict[RepoRef, HeadResult]:
@@ -324,7 +283,8 @@ class GitHubSource:
         )
         if response.status >= 400:
             raise GitHubError(
-                f"GitHub GraphQL answered {response.status}: {response.message}", kind="github"
+                f"GitHub GraphQL answered {response.status}: {response.message}",
+                kind=ErrorKind.GITHUB,
             )
         payload = response.json() or {}
         data = payload.get("data") or {}
@@ -339,7 +299,9 @@ class GitHubSource:
             raise _Halt(self._limited(response, max(0.0, reset - self._clock())))
         if not data and general:
             message = "; ".join(str(e.get("message")) for e in general)
-            raise GitHubError(f"GitHub GraphQL rejected the query: {message}", kind="github")
+            raise GitHubError(
+                f"GitHub GraphQL rejected the query: {message}", kind=ErrorKind.GITHUB
+            )
         self._note_graphql_cost(data.get("rateLimit"))
         out: dict[RepoRef, HeadResult] = {}
         missing: list[RepoRef] = []
@@ -348,10 +310,14 @@ class GitHubSource:
             repo = group[0][0].repo
             if node is None:
                 error = errors.get(alias, {})
-                kind = "repo_not_found" if error.get("type") == "NOT_FOUND" else "github"
+                kind = (
+                    ErrorKind.REPO_NOT_FOUND
+                    if error.get("type") == "NOT_FOUND"
+                    else ErrorKind.GITHUB
+                )
                 reason = (
                     f"repository {repo} not found (or the credentials cannot see it)"
-                    if kind == "repo_not_found"
+                    if kind is ErrorKind.REPO_NOT_FOUND
                     else f"GitHub could not answer for {repo}: {error.get('message', 'no data')}"
                 )
                 out.update(dict.fromkeys((ref for ref, _ in group), HeadError(reason, kind)))
@@ -362,7 +328,7 @@ class GitHubSource:
                     if ref.branch is None:
                         out[ref] = HeadError(
                             f"repository {repo} has no default branch (is it empty?)",
-                            "branch_not_found",
+                            ErrorKind.BRANCH_NOT_FOUND,
                         )
                     else:
                         missing.append(ref)
@@ -392,9 +358,11 @@ class GitHubSource:
             return HeadError(
                 f'branch "{ref.branch}" of {ref.repo} was renamed to "{data["name"]}": '
                 f'set branch = "{data["name"]}" in sites.toml',
-                "branch_renamed",
+                ErrorKind.BRANCH_RENAMED,
             )
-        return HeadError(f'branch "{ref.branch}" not found in {ref.repo}', "branch_not_found")
+        return HeadError(
+            f'branch "{ref.branch}" not found in {ref.repo}', ErrorKind.BRANCH_NOT_FOUND
+        )
 
     def _resolve_rest(self, refs: Collection[RepoRef]) -> dict[RepoRef, HeadResult]:
         return self._fan_out(sorted(refs, key=str), self._rest_one, lambda ref: [ref])
@@ -479,20 +447,29 @@ class GitHubSource:
 
     def compare(self, repo: str, base: str, head: str) -> Comparison:
         """The commits from base to head, newest MAX_COMMITS of them, in one REST request."""
-        url = f"/repos/{repo}/compare/{base}...{head}?per_page=100"
         try:
-            r = self._request("GET", url)
+            r = self._request("GET", f"/repos/{repo}/compare/{base}...{head}?per_page=100")
         except _Halt as halt:
             raise GitHubError(halt.error.reason, kind=halt.error.kind) from halt
         if r.status != 200:
             raise GitHubError(
-                f"GitHub answered {r.status} comparing {repo} {base[:7]}...{head[:7]}: {r.message}",
-                kind="github",
+                f"GitHub answered {r.status} comparing {repo} {base[:7]}...{head[:7]}: {r.message}"
             )
         data = r.json() or {}
         raw = data.get("commits") or []
-        commits = tuple(_commit_line(repo, c) for c in raw[-MAX_COMMITS:])
+        commits = tuple(_commit_line(c) for c in raw[-MAX_COMMITS:])
         return Comparison(commits, int(data.get("total_commits", len(raw))))
+
+
+def _commit_line(c: Mapping[str, Any]) -> Commit:
+    detail = c.get("commit") or {}
+    author = (detail.get("author") or {}).get("name") or (c.get("author") or {}).get("login")
+    return Commit(
+        sha=str(c.get("sha", "")),
+        subject=str(detail.get("message", "")).split("\n", 1)[0],
+        author=str(author or "unknown"),
+        url=str(c.get("html_url", "")),
+    )
 
 
 def _heads_query(
@@ -537,25 +514,26 @@ def _quote(branch: str) -> str:
 
 def _repo_missing(ref: RepoRef) -> HeadError:
     return HeadError(
-        f"repository {ref.repo} not found (or the credentials cannot see it)", "repo_not_found"
+        f"repository {ref.repo} not found (or the credentials cannot see it)",
+        ErrorKind.REPO_NOT_FOUND,
     )
 
 
 def _http_error(ref: RepoRef, r: _Response) -> HeadError:
-    return HeadError(f"GitHub answered {r.status} for {ref}: {r.message}", "github")
+    return HeadError(f"GitHub answered {r.status} for {ref}: {r.message}", ErrorKind.GITHUB)
 
 
-def _commit_line(repo: str, c: Mapping[str, Any]) -> Commit:
-    detail = c.get("commit") or {}
-    author = (detail.get("author") or {}).get("name") or (c.get("author") or {}).get("login")
-    return Commit(
-        sha=str(c.get("sha", "")),
-        subject=str(detail.get("message", "")).split("\n", 1)[0],
-        author=str(author or "unknown"),
-        url=str(c.get("html_url", "")),
-    )
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc)
-    return text if len(text) < 200 else text[:200] + "…"
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost error behind requests' and urllib3's wrappers (MaxRetryError.reason, args)."""
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = getattr(exc, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = next((a for a in exc.args if isinstance(a, BaseException)), None)
+        if inner is None:
+            inner = exc.__cause__ or exc.__context__
+        if inner is None:
+            return exc
+        exc = inner
+    return exc

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import uuid
 from collections.abc import Collection, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,32 +15,37 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from reconciler.core.errors import KubernetesError
+from reconciler.core import annotations as ann
+from reconciler.core import rollout
+from reconciler.core.errors import ConflictError, ErrorKind, KubernetesError, LeaseBusy
+from reconciler.core.fanout import bounded_map
 from reconciler.core.model import (
     ApplyResult,
     Container,
+    DeploymentPatch,
+    DeploymentStatus,
     ImageChange,
     NamespaceError,
     NamespaceView,
+    Note,
     ObservedDeployment,
 )
-from reconciler.core.planner import ANNOTATION_PREFIX, SHA_ANNOTATION, UPDATED_ANNOTATION
 
 log = logging.getLogger(__name__)
 
-FIELD_MANAGER = "reconciler"
+FIELD_MANAGER = rollout.FIELD_MANAGER
 SMP = "application/strategic-merge-patch+json"
 LIST_PAGE = 500
-CHANGE_CAUSE = "kubernetes.io/change-cause"
-REPO_ANNOTATION = ANNOTATION_PREFIX + "repo"
-BRANCH_ANNOTATION = ANNOTATION_PREFIX + "branch"
 REQUEST_TIMEOUT = (5.0, 30.0)
 
 
-def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
-    """An ApiClient: in-cluster config inside a pod, else the kubeconfig (KUBECONFIG, context)."""
+def api_client(
+    kubeconfig: str | None = None, context: str | None = None, *, in_cluster: bool = False
+) -> Any:
+    """An ApiClient: in-cluster config inside a pod (no kubeconfig given), else the kubeconfig
+    (None: the client's default, ~/.kube/config) and its context."""
     try:
-        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        if kubeconfig is None and in_cluster:
             cfg = client.Configuration()
             config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
             return client.ApiClient(cfg)
@@ -50,11 +53,11 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any
             config_file=kubeconfig, context=context
         )
     except (ConfigException, OSError) as exc:
-        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        where = kubeconfig or "~/.kube/config"
         raise KubernetesError(
             f"no usable Kubernetes credentials ({exc}); outside a cluster, point KUBECONFIG "
             f"(now {where}) at a kubeconfig whose current context reaches your cluster",
-            kind="kube_config",
+            kind=ErrorKind.KUBE_CONFIG,
         ) from exc
 
 
@@ -74,7 +77,7 @@ class KubeCluster:
         )
         self.api = api
         self.concurrency = concurrency
-        self.reporter = reporter or os.environ.get("POD_NAME") or socket.gethostname()
+        self.reporter = reporter or socket.gethostname()
         self.events = events
 
     @property
@@ -86,11 +89,8 @@ class KubeCluster:
     def observe(self, namespaces: Collection[str]) -> Mapping[str, NamespaceView]:
         """Every namespace's Deployments, or its NamespaceError; namespaces listed in parallel."""
         names = sorted(set(namespaces))
-        if not names:
-            return {}
-        workers = max(1, min(self.concurrency, len(names)))
-        with ThreadPoolExecutor(workers, thread_name_prefix="observe") as pool:
-            return dict(zip(names, pool.map(self._observe_one, names), strict=True))
+        views = bounded_map(self._observe_one, names, limit=self.concurrency, name="observe")
+        return dict(zip(names, views, strict=True))
 
     def _observe_one(self, namespace: str) -> NamespaceView:
         deployments: dict[str, ObservedDeployment] = {}
@@ -101,6 +101,7 @@ class KubeCluster:
                     self.api,
                     "GET",
                     f"/apis/apps/v1/namespaces/{namespace}/deployments",
+                    action=f"list deployments in namespace {namespace}",
                     query={"limit": LIST_PAGE, "continue": token},
                 )
                 for item in page.get("items", []):
@@ -109,21 +110,21 @@ class KubeCluster:
                 token = (page.get("metadata") or {}).get("continue") or None
                 if not token:
                     return deployments
-        except (ApiException, urllib3.exceptions.HTTPError) as exc:
-            error = self._error(exc, f"list deployments in namespace {namespace}")
+        except KubernetesError as error:
             return NamespaceError(str(error), error.kind)
 
     def read(self, namespace: str, name: str) -> ObservedDeployment | None:
         try:
             raw = _request(
-                self.api, "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
+                self.api,
+                "GET",
+                f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+                action=f"get deployment {namespace}/{name}",
             )
-        except ApiException as exc:
-            if exc.status == 404:
+        except KubernetesError as error:
+            if error.kind is ErrorKind.NOT_FOUND:
                 return None
-            raise self._error(exc, f"get deployment {namespace}/{name}") from exc
-        except urllib3.exceptions.HTTPError as exc:
-            raise self._error(exc, f"get deployment {namespace}/{name}") from exc
+            raise
         return _observed(raw)
 
     # -- writes --------------------------------------------------------------------------------
@@ -134,58 +135,82 @@ class KubeCluster:
         A strategic-merge patch merges the containers list by name, so sidecars, init containers
         and every other field stay as they are (a JSON merge patch would replace the whole list).
         """
-        body = patch_body(change, datetime.now(UTC))
+        return self.patch(update_patch(change, datetime.now(UTC)), dry_run=dry_run)
+
+    def patch(self, patch: DeploymentPatch, *, dry_run: bool) -> ApplyResult:
+        """Send one DeploymentPatch (field manager `reconciler`), then its Events."""
         try:
             patched = _request(
                 self.api,
                 "PATCH",
-                f"/apis/apps/v1/namespaces/{change.namespace}/deployments/{change.deployment}",
+                f"/apis/apps/v1/namespaces/{patch.namespace}/deployments/{patch.deployment}",
+                action=f"patch deployment {patch.namespace}/{patch.deployment}",
                 query={
                     "dryRun": "All" if dry_run else None,
                     "fieldManager": FIELD_MANAGER,
                     "fieldValidation": "Strict",
                 },
-                body=body,
+                body=smp_body(patch),
                 content_type=SMP,
             )
-        except ApiException as exc:
-            if exc.status == 409:
-                return ApplyResult(False, "conflict", "conflict", conflict=True)
-            error = self._error(exc, f"patch deployment {change.namespace}/{change.deployment}")
-            return ApplyResult(False, str(error), error.kind)
-        except urllib3.exceptions.HTTPError as exc:
-            error = self._error(exc, f"patch deployment {change.namespace}/{change.deployment}")
+        except ConflictError:
+            return ApplyResult(False, "conflict", ErrorKind.CONFLICT, conflict=True)
+        except KubernetesError as error:
             return ApplyResult(False, str(error), error.kind)
         if not dry_run and self.events:
-            self._event(change, patched)
+            for note in patch.events:
+                self.event(patch.namespace, patch.deployment, note, patched.get("metadata") or {})
         return ApplyResult(True, generation=(patched.get("metadata") or {}).get("generation"))
 
-    def _event(self, change: ImageChange, patched: Mapping[str, Any]) -> None:
-        """Record the update as an Event on the Deployment; failing to do so fails nothing."""
-        meta = patched.get("metadata") or {}
+    def annotate(self, namespace: str, deployment: str, key: str, value: str) -> None:
+        """Set one annotation with a JSON merge patch, unguarded: it touches nothing anyone else
+        writes (the notification state); raises KubernetesError."""
+        _request(
+            self.api,
+            "PATCH",
+            f"/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}",
+            action=f"annotate deployment {namespace}/{deployment}",
+            query={"fieldManager": FIELD_MANAGER},
+            body={"metadata": {"annotations": {key: value}}},
+            content_type="application/merge-patch+json",
+        )
+
+    def pod_troubles(
+        self, namespace: str, selector: Mapping[str, str], container: str, image: str
+    ) -> tuple[str, ...]:
+        """One LIST of the Deployment's pods; why those running `image` are stuck."""
+        labels = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        pods = _request(
+            self.api,
+            "GET",
+            f"/api/v1/namespaces/{namespace}/pods",
+            action=f"list pods in {namespace}",
+            query={"labelSelector": labels or None},
+        )
+        return pod_troubles(pods.get("items") or [], container, image)
+
+    def event(self, namespace: str, deployment: str, note: Note, meta: Mapping[str, Any]) -> None:
+        """Record an Event on the Deployment; failing to do so fails nothing."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         now_micro = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         event = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {
-                "name": f"{change.deployment}.{uuid.uuid4().hex[:16]}",
-                "namespace": change.namespace,
+                "name": f"{deployment}.{uuid.uuid4().hex[:16]}",
+                "namespace": namespace,
             },
             "involvedObject": {
                 "apiVersion": "apps/v1",
                 "kind": "Deployment",
-                "name": change.deployment,
-                "namespace": change.namespace,
+                "name": deployment,
+                "namespace": namespace,
                 "uid": meta.get("uid"),
                 "resourceVersion": meta.get("resourceVersion"),
             },
-            "reason": "ImageUpdated",
-            "message": (
-                f"container {change.container}: {change.previous_image} -> {change.image} "
-                f"({change.repo}@{change.branch} {change.sha[:7]})"
-            )[:1024],
-            "type": "Normal",
+            "reason": note.reason,
+            "message": note.message[:1024],
+            "type": note.type,
             "source": {"component": FIELD_MANAGER},
             "reportingComponent": FIELD_MANAGER,
             "reportingInstance": self.reporter[:128],
@@ -196,92 +221,103 @@ class KubeCluster:
             "count": 1,
         }
         try:
-            _request(self.api, "POST", f"/api/v1/namespaces/{change.namespace}/events", body=event)
-        except (ApiException, urllib3.exceptions.HTTPError) as exc:
-            error = self._error(exc, f"create an event in {change.namespace}")
-            log.warning("updated %s/%s but %s", change.namespace, change.deployment, error)
-
-    def annotate(self, namespace: str, deployment: str, key: str, value: str) -> None:
-        """Set one annotation with a JSON merge patch (no resourceVersion: it touches nothing
-        anyone else writes); raises KubernetesError."""
-        action = f"annotate deployment {namespace}/{deployment}"
-        try:
             _request(
                 self.api,
-                "PATCH",
-                f"/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}",
-                query={"fieldManager": FIELD_MANAGER},
-                body={"metadata": {"annotations": {key: value}}},
-                content_type="application/merge-patch+json",
+                "POST",
+                f"/api/v1/namespaces/{namespace}/events",
+                action=f"create an event in {namespace}",
+                body=event,
             )
-        except (ApiException, urllib3.exceptions.HTTPError) as exc:
-            raise self._error(exc, action) from exc
+        except KubernetesError as error:
+            log.warning("changed %s/%s but %s", namespace, deployment, error)
 
-    # -- errors --------------------------------------------------------------------------------
 
-    def _error(self, exc: Exception, action: str) -> KubernetesError:
-        """Our own error, saying what was refused and what to do about it."""
-        if isinstance(exc, ApiException):
-            status = exc.status
-            message = _api_message(exc)
-            if status == 401:
-                return KubernetesError(
-                    f"cannot {action}: the API server rejected our credentials (401); "
-                    "refresh the kubeconfig or the ServiceAccount token",
-                    status=401,
-                    kind="kube_auth",
-                )
-            if status == 403:
-                return KubernetesError(
-                    f"cannot {action}: forbidden by RBAC ({message}); grant the reconciler's "
-                    "ServiceAccount the Role from k8s/ in that namespace",
-                    status=403,
-                    kind="forbidden",
-                )
-            if status == 422:
-                return KubernetesError(
-                    f"cannot {action}: the API server rejected the change: {message}",
-                    status=422,
-                    kind="invalid",
-                )
-            if status == 404:
-                return KubernetesError(f"cannot {action}: not found", status=404, kind="not_found")
-            return KubernetesError(
-                f"cannot {action}: API server answered {status}: {message}",
-                status=status,
-                kind="kubernetes",
-            )
-        return KubernetesError(
-            f"cannot {action}: the API server at {self.host} is unreachable "
-            f"({type(exc).__name__}); check the kube context and the network",
-            kind="kube_unreachable",
-        )
+def update_patch(change: ImageChange, now: datetime) -> DeploymentPatch:
+    """The DeploymentPatch of one image update: the image and where it came from."""
+    return DeploymentPatch(
+        change.namespace,
+        change.deployment,
+        rollout.update_annotations(change, now.timestamp()),
+        container=change.container,
+        image=change.image,
+        change_cause=(
+            f"reconciler: {change.repo}@{change.branch} {change.sha[:7]} "
+            f"({change.container}={change.image})"
+        ),
+        events=(
+            Note(
+                "Normal",
+                "ImageUpdated",
+                f"container {change.container}: {change.previous_image} -> {change.image} "
+                f"({change.repo}@{change.branch} {change.sha[:7]})",
+            ),
+        ),
+        resource_version=change.resource_version,
+    )
 
 
 def patch_body(change: ImageChange, now: datetime) -> dict[str, Any]:
     """The strategic-merge patch for one change: the container's image and where it came from."""
-    metadata: dict[str, Any] = {
-        "annotations": {
-            REPO_ANNOTATION: change.repo,
-            BRANCH_ANNOTATION: change.branch,
-            SHA_ANNOTATION: change.sha,
-            UPDATED_ANNOTATION: now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            CHANGE_CAUSE: (
-                f"reconciler: {change.repo}@{change.branch} {change.sha[:7]} "
-                f"({change.container}={change.image})"
-            ),
+    return smp_body(update_patch(change, now))
+
+
+def smp_body(patch: DeploymentPatch) -> dict[str, Any]:
+    """A strategic-merge patch: annotations (null removes), maybe one container's image."""
+    annotations: dict[str, str | None] = dict(patch.annotations)
+    if patch.change_cause:
+        annotations[ann.CHANGE_CAUSE] = patch.change_cause
+    metadata: dict[str, Any] = {"annotations": annotations}
+    if patch.resource_version:
+        metadata["resourceVersion"] = patch.resource_version  # 409 if it changed since we looked
+    body: dict[str, Any] = {"metadata": metadata}
+    if patch.container and patch.image is not None:
+        body["spec"] = {
+            "template": {"spec": {"containers": [{"name": patch.container, "image": patch.image}]}}
         }
-    }
-    if change.resource_version:
-        metadata["resourceVersion"] = change.resource_version  # 409 if it changed since we looked
-    return {
-        "metadata": metadata,
-        "spec": {
-            "template": {
-                "spec": {"containers": [{"name": change.container, "image": change.image}]}
-            }
-        },
-    }
+    return body
+
+
+def pod_troubles(pods: list[Mapping[str, Any]], container: str, image: str) -> tuple[str, ...]:
+    """Why pods of `image` are stuck: a stuck waiting reason of the container, per pod."""
+    out = []
+    for pod in pods:
+        spec = pod.get("spec") or {}
+        if not any(
+            c.get("name") == container and c.get("image") == image
+            for c in spec.get("containers") or []
+        ):
+            continue
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            if cs.get("name") != container:
+                continue
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason")
+            if reason in rollout.STUCK_REASONS:
+                name = (pod.get("metadata") or {}).get("name", "?")
+                restarts = cs.get("restartCount") or 0
+                out.append(f"pod {name}: {reason} ({restarts} restarts)")
+    return tuple(out)
+
+
+def _status(item: Mapping[str, Any]) -> DeploymentStatus | None:
+    status = item.get("status") or {}
+    if "observedGeneration" not in status:
+        return None
+    spec = item.get("spec") or {}
+    progressing: Mapping[str, Any] = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), {}
+    )
+    return DeploymentStatus(
+        observed_generation=int(status.get("observedGeneration") or 0),
+        desired=int(spec.get("replicas", 1)),
+        replicas=int(status.get("replicas") or 0),
+        updated=int(status.get("updatedReplicas") or 0),
+        ready=int(status.get("readyReplicas") or 0),
+        available=int(status.get("availableReplicas") or 0),
+        deadline_exceeded=progressing.get("reason") == "ProgressDeadlineExceeded",
+        message=str(progressing.get("message") or ""),
+        progress_deadline_seconds=int(spec.get("progressDeadlineSeconds") or 600),
+    )
 
 
 def _observed(item: Mapping[str, Any]) -> ObservedDeployment:
@@ -302,6 +338,10 @@ def _observed(item: Mapping[str, Any]) -> ObservedDeployment:
         resource_version=str(meta.get("resourceVersion", "")),
         uid=str(meta.get("uid", "")),
         generation=int(meta.get("generation", 0)),
+        status=_status(item),
+        image_owners=rollout.image_owners(list(meta.get("managedFields") or [])),
+        managers=frozenset(str(m.get("manager", "")) for m in meta.get("managedFields") or []),
+        selector=dict(((item.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}),
     )
 
 
@@ -310,6 +350,7 @@ def _request(
     method: str,
     path: str,
     *,
+    action: str,
     query: Mapping[str, str | int | None] | None = None,
     body: Any = None,
     content_type: str = "application/json",
@@ -320,7 +361,8 @@ def _request(
     The generated *Api classes import hundreds of pydantic models (AppsV1Api + CoreV1Api cost
     ~90 MiB of RSS here) to parse answers we read as JSON anyway, so the adapter goes through
     the ApiClient's own request path: same configuration, auth (token refresh included), TLS
-    and pooling. Non-2xx answers raise the client's ApiException.
+    and pooling. Every failure comes out as our KubernetesError (see check_response), saying
+    what `action` was refused: the client's exceptions never leave this module.
     """
     headers = {"Accept": "application/json"}
     if body is not None:
@@ -334,11 +376,55 @@ def _request(
         body=body,
         auth_settings=["BearerToken"],
     )
-    response = api.call_api(*request, _request_timeout=timeout)
-    response.read()
-    if not 200 <= response.status <= 299:
-        raise ApiException.from_response(http_resp=response, body=None, data=None)
+    try:
+        response = api.call_api(*request, _request_timeout=timeout)
+        response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
+    except (ApiException, urllib3.exceptions.HTTPError) as exc:
+        raise check_response(exc, action, str(api.configuration.host)) from exc
     return json.loads(response.data) if response.data else {}
+
+
+def check_response(exc: Exception, action: str, host: str) -> KubernetesError:
+    """The one mapping of the client's exceptions into ours, saying what to do about each."""
+    if not isinstance(exc, ApiException):
+        return KubernetesError(
+            f"cannot {action}: the API server at {host} is unreachable "
+            f"({type(exc).__name__}); check the kube context and the network",
+            kind=ErrorKind.KUBE_UNREACHABLE,
+        )
+    status = exc.status
+    message = _api_message(exc)
+    if status == 401:
+        return KubernetesError(
+            f"cannot {action}: the API server rejected our credentials (401); "
+            "refresh the kubeconfig or the ServiceAccount token",
+            status=401,
+            kind=ErrorKind.KUBE_AUTH,
+        )
+    if status == 403:
+        return KubernetesError(
+            f"cannot {action}: forbidden by RBAC ({message}); grant the reconciler's "
+            "ServiceAccount the Role from k8s/ in that namespace",
+            status=403,
+            kind=ErrorKind.FORBIDDEN,
+        )
+    if status == 404:
+        return KubernetesError(f"cannot {action}: not found", status=404, kind=ErrorKind.NOT_FOUND)
+    if status == 409:
+        return ConflictError(f"cannot {action}: it changed meanwhile ({message})", status=409)
+    if status == 422:
+        return KubernetesError(
+            f"cannot {action}: the API server rejected the change: {message}",
+            status=422,
+            kind=ErrorKind.INVALID,
+        )
+    return KubernetesError(
+        f"cannot {action}: API server answered {status}: {message}",
+        status=status,
+        kind=ErrorKind.KUBERNETES,
+    )
 
 
 def _api_message(exc: ApiException) -> str:
@@ -347,10 +433,6 @@ def _api_message(exc: ApiException) -> str:
     except ValueError:
         return str(exc.reason or exc.body or "")[:300]
     return str(body.get("message") or exc.reason)[:500] if isinstance(body, dict) else str(body)
-
-
-class LeaseBusy(KubernetesError):
-    """Another replica holds the Lease."""
 
 
 class KubeLease:
@@ -378,9 +460,9 @@ class KubeLease:
         }
         try:
             lease = self._read()
-        except ApiException as exc:
-            if exc.status != 404:
-                raise self._error(exc, "read") from exc
+        except KubernetesError as error:
+            if error.kind is not ErrorKind.NOT_FOUND:
+                raise
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
@@ -388,16 +470,14 @@ class KubeLease:
                 "spec": spec,
             }
             try:
-                _request(self.api, "POST", self.path, body=body)
-            except ApiException as exc2:
-                if exc2.status == 409:
-                    raise LeaseBusy("another replica took the Lease first", kind="lease") from exc2
-                raise self._error(exc2, "create") from exc2
+                _request(self.api, "POST", self.path, action=f"create {self._what}", body=body)
+            except ConflictError as exc:
+                raise LeaseBusy("another replica took the Lease first") from exc
             return
         current = lease.get("spec") or {}
         holder = current.get("holderIdentity")
         if holder and holder != self.identity and not _expired(current, now):
-            raise LeaseBusy(f"replica {holder} is syncing (Lease {self.name})", kind="lease")
+            raise LeaseBusy(f"replica {holder} is syncing (Lease {self.name})")
         if holder == self.identity:
             spec["acquireTime"] = current.get("acquireTime") or stamp
         lease["spec"] = {**current, **spec}
@@ -406,7 +486,7 @@ class KubeLease:
     def renew(self) -> None:
         lease = self._read()
         if (lease.get("spec") or {}).get("holderIdentity") != self.identity:
-            raise LeaseBusy("lost the Lease", kind="lease")
+            raise LeaseBusy("lost the Lease")
         lease["spec"]["renewTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         self._replace(lease)
 
@@ -417,26 +497,27 @@ class KubeLease:
             if (lease.get("spec") or {}).get("holderIdentity") == self.identity:
                 lease["spec"]["holderIdentity"] = None
                 self._replace(lease)
-        except (ApiException, urllib3.exceptions.HTTPError, KubernetesError) as exc:
+        except KubernetesError as exc:
             log.warning("could not release the Lease %s: %s", self.name, exc)
 
+    @property
+    def _what(self) -> str:
+        return f"Lease {self.namespace}/{self.name}"
+
     def _read(self) -> Any:
-        return _request(self.api, "GET", f"{self.path}/{self.name}")
+        return _request(self.api, "GET", f"{self.path}/{self.name}", action=f"read {self._what}")
 
     def _replace(self, lease: Mapping[str, Any]) -> None:
         try:
-            _request(self.api, "PUT", f"{self.path}/{self.name}", body=lease)
-        except ApiException as exc:
-            if exc.status == 409:
-                raise LeaseBusy("another replica updated the Lease first", kind="lease") from exc
-            raise self._error(exc, "update") from exc
-
-    def _error(self, exc: ApiException, verb: str) -> KubernetesError:
-        return KubernetesError(
-            f"cannot {verb} Lease {self.namespace}/{self.name}: {exc.status} {_api_message(exc)}",
-            status=exc.status,
-            kind="lease",
-        )
+            _request(
+                self.api,
+                "PUT",
+                f"{self.path}/{self.name}",
+                action=f"update {self._what}",
+                body=lease,
+            )
+        except ConflictError as exc:
+            raise LeaseBusy("another replica updated the Lease first") from exc
 
 
 def _expired(spec: Mapping[str, Any], now: datetime) -> bool:
@@ -453,7 +534,7 @@ def _expired(spec: Mapping[str, Any], now: datetime) -> bool:
 def ping(api: Any) -> str | None:
     """None when the API server answers /version (no RBAC needed), else why it does not."""
     try:
-        _request(api, "GET", "/version", timeout=(3.0, 5.0))
-    except (ApiException, urllib3.exceptions.HTTPError) as exc:
-        return f"Kubernetes API server unreachable: {type(exc).__name__}"
+        _request(api, "GET", "/version", action="read /version", timeout=(3.0, 5.0))
+    except KubernetesError as exc:
+        return f"Kubernetes API server unreachable: {type(exc.__cause__).__name__}"
     return None

@@ -1,14 +1,18 @@
-"""The Pub/Sub trigger: Cloud Scheduler jobs arrive on a subscription and become sync requests.
+"""The Pub/Sub trigger: messages on a subscription become sync requests.
 
-The only module that talks to ``google.cloud.pubsub_v1`` (ruff's TID251 bans it elsewhere).
+One trigger per subscription: Cloud Scheduler jobs (reconciler.core.jobs), Cloud Build and
+Artifact Registry notifications (reconciler.core.cloud_events); ``classify`` turns a message into
+a Hint. The only module that talks to ``google.cloud.pubsub_v1`` (ruff's TID251 bans it elsewhere).
 
 Delivery semantics (Pub/Sub is at-least-once; a sync is idempotent, so a repeat costs one run):
 
-- a malformed message (see reconciler.core.jobs) is logged with its message id and ACKed: it can
-  never succeed, and redelivering it would only block the subscription;
-- a valid one is submitted as ``SyncRequest(sites=..., trigger="pubsub")`` and ACKed only when
-  the returned future completes with a report (whatever the per-site outcome); if the future
-  fails (runner.ShuttingDown, or the run itself broke) the message is NACKed and redelivered;
+- a malformed message is logged with its message id and ACKed: it can never succeed, and
+  redelivering it would only block the subscription; a message that asks for no sync
+  (an unrelated build or image, a deleted image) is logged and ACKed too;
+- one that asks for a sync is submitted as ``SyncRequest(sites=..., trigger=...)`` and ACKed
+  only when the returned future completes with a report (whatever the per-site outcome); if
+  the future fails (runner.ShuttingDown, or the run itself broke) the message is NACKed and
+  redelivered;
 - ``stop()`` NACKs every message not yet acked, so another replica (or the next pod) gets it at
   once instead of after the ack deadline;
 - when the streaming pull dies (subscription not found, permission denied, ...) the error is
@@ -24,11 +28,10 @@ connects to that host over an insecure channel with anonymous credentials (googl
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +40,7 @@ from google.cloud import pubsub_v1
 
 from reconciler.core.engine import SyncReport, SyncRequest
 from reconciler.core.errors import PubSubError
-from reconciler.core.jobs import JobError, parse_job
+from reconciler.core.hints import Hint, Outcome
 from reconciler.core.runner import ShuttingDown
 
 __all__ = ["TRIGGER", "PubSubTrigger"]
@@ -66,10 +69,12 @@ class _InFlight:
 
 
 class PubSubTrigger:
-    """Streaming pull on one subscription; every valid job becomes a ``submit(SyncRequest)``.
+    """Streaming pull on one subscription; every message that asks for a sync becomes a
+    ``submit(SyncRequest)``.
 
-    ``submit`` is ``Runner.submit``; ``known_sites`` returns the site names of the current
-    config (called for every message, so a reloaded config takes effect at once).
+    ``submit`` is ``Runner.submit``; ``classify`` reads a message (data, attributes) into a
+    Hint against the current config (called for every message, so a reloaded config takes
+    effect at once); ``trigger`` names the requests it submits.
     ``subscriber_client_factory`` makes the ``pubsub_v1.SubscriberClient`` (tests inject one;
     the default honours ``PUBSUB_EMULATOR_HOST`` and Application Default Credentials).
     """
@@ -78,12 +83,14 @@ class PubSubTrigger:
         self,
         subscription: str,
         submit: Callable[[SyncRequest], Future[SyncReport]],
-        known_sites: Callable[[], Collection[str]],
+        classify: Callable[[bytes, Mapping[str, str]], Hint],
         *,
+        trigger: str = TRIGGER,
         subscriber_client_factory: Callable[[], Any] | None = None,
         max_messages: int = 10,
         retry_initial: float = 1.0,
         retry_max: float = 60.0,
+        emulator_host: str | None = None,
     ) -> None:
         if not _SUBSCRIPTION.fullmatch(subscription or ""):
             raise PubSubError(
@@ -96,11 +103,13 @@ class PubSubTrigger:
             raise PubSubError("need 0 < retry_initial <= retry_max")
         self.subscription = subscription
         self._submit = submit
-        self._known_sites = known_sites
+        self._classify = classify
+        self.trigger = trigger
         self._client_factory = subscriber_client_factory or pubsub_v1.SubscriberClient
         self._max_messages = max_messages
         self._retry_initial = retry_initial
         self._retry_max = retry_max
+        self._emulator_host = emulator_host  # only logged: the client library reads it itself
 
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -151,7 +160,7 @@ class PubSubTrigger:
                 raise PubSubError(f"cannot create the Pub/Sub subscriber client: {exc}") from exc
             self._thread = threading.Thread(target=self._supervise, name="pubsub", daemon=True)
             self._thread.start()
-        emulator = os.environ.get("PUBSUB_EMULATOR_HOST")
+        emulator = self._emulator_host
         log.info(
             "pubsub: pulling %s%s",
             self.subscription,
@@ -361,17 +370,8 @@ class PubSubTrigger:
             self._track(message, generation, None)  # stop() nacks it
             return
         try:
-            sites = parse_job(bytes(message.data), dict(message.attributes), self._known_sites())
-        except JobError as exc:
-            log.warning(
-                "pubsub: dropping malformed message %s: %s",
-                message_id,
-                exc,
-                extra={"event": "pubsub.malformed", **base, "reason": str(exc)},
-            )
-            message.ack()
-            return
-        except Exception as exc:  # known_sites() broke: transient, let Pub/Sub retry
+            hint = self._classify(bytes(message.data), dict(message.attributes))
+        except Exception as exc:  # the config could not be read: transient, let Pub/Sub retry
             log.exception(
                 "pubsub: cannot handle message %s: %s",
                 message_id,
@@ -380,17 +380,36 @@ class PubSubTrigger:
             )
             message.nack()
             return
+        if not hint.syncs:
+            malformed = hint.outcome is Outcome.MALFORMED
+            log.log(
+                logging.WARNING if malformed else logging.INFO,
+                "pubsub: %s message %s: %s",
+                "dropping malformed" if malformed else f"acking {hint.outcome.value}",
+                message_id,
+                hint.reason,
+                extra={
+                    "event": "pubsub.malformed" if malformed else f"pubsub.{hint.outcome.value}",
+                    **base,
+                    "reason": hint.reason,
+                    "sites": sorted(hint.sites or ()),
+                },
+            )
+            message.ack()
+            return
+        sites = hint.sites
         if self._track(message, generation, sites):  # stopping: stop() nacks it
             return
         shown = "all" if sites is None else sorted(sites)
         log.info(
-            "pubsub: message %s asks to sync %s",
+            "pubsub: message %s asks to sync %s (%s)",
             message_id,
             "every site" if sites is None else ", ".join(sorted(sites)),
-            extra={"event": "pubsub.message", **base, "sites": shown},
+            hint.reason,
+            extra={"event": "pubsub.message", **base, "sites": shown, "reason": hint.reason},
         )
         try:
-            future = self._submit(SyncRequest(sites=sites, trigger=TRIGGER))
+            future = self._submit(SyncRequest(sites=sites, trigger=self.trigger))
         except Exception as exc:  # e.g. ShuttingDown: the runner takes no more requests
             self._settle(message.ack_id, None, exc)
             return

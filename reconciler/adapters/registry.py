@@ -5,18 +5,18 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import re
 import threading
 from collections.abc import Collection, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
-from reconciler.core.planner import ImageStatus
+from reconciler.core.fanout import bounded_map
+from reconciler.core.model import ImageStatus
 from reconciler.core.ports import ImageVerifier, VerifyRequest
+from reconciler.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -79,23 +79,19 @@ class RegistryVerifier:
         self._session.headers["User-Agent"] = "reconciler"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RegistryVerifier:
-        env = os.environ if env is None else env
-        insecure = [h for h in env.get("RECONCILER_INSECURE_REGISTRIES", "").split(",") if h]
-        docker_dir = env.get("DOCKER_CONFIG")
-        config = Path(docker_dir) / "config.json" if docker_dir else None
-        metadata = env.get("GCE_METADATA_HOST")
-        if metadata is None and env.get("KUBERNETES_SERVICE_HOST"):
-            metadata = "metadata.google.internal"
-        return cls(insecure=insecure, docker_config=config, metadata_host=metadata)
+    def from_settings(cls, settings: Settings) -> RegistryVerifier:
+        """Insecure registries, docker config.json and the metadata server from the settings."""
+        docker_dir = settings.docker_config
+        return cls(
+            insecure=settings.insecure_registries,
+            docker_config=Path(docker_dir) / "config.json" if docker_dir else None,
+            metadata_host=settings.metadata_host,
+        )
 
     def verify(self, requests_: Collection[VerifyRequest]) -> Mapping[str, ImageStatus]:
         images = sorted({r.image for r in requests_ if r.mode == "registry"})
-        if not images:
-            return {}
-        workers = max(1, min(self.concurrency, len(images)))
-        with ThreadPoolExecutor(workers, thread_name_prefix="registry") as pool:
-            return dict(zip(images, pool.map(self.check, images), strict=True))
+        statuses = bounded_map(self.check, images, limit=self.concurrency, name="registry")
+        return dict(zip(images, statuses, strict=True))
 
     def check(self, image: str) -> ImageStatus:
         with self._lock:

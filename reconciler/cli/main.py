@@ -1,4 +1,4 @@
-"""The `reconciler` command: validate, plan, sync, sites, serve (exit 0 ok, 1 failed, 2 usage)."""
+"""The `reconciler` command: validate, plan, sync, hold, resume, rollback, sites, serve."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ from typing import TYPE_CHECKING, TextIO
 from reconciler import __version__
 from reconciler.core import config as config_mod
 from reconciler.core.errors import ConfigError, ReconcilerError
+from reconciler.settings import Settings
 
 if TYPE_CHECKING:  # the clients are imported only by the commands that use them
-    from reconciler.core.engine import Engine, SyncReport
+    from reconciler.core.engine import Engine, SiteResult, SyncReport
     from reconciler.wiring import Parts
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 NOTIFY_WAIT = 30.0  # seconds a CLI sync waits for its notifications (retries included)
+DEFAULT_WAIT = 900.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,6 +55,35 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="send every patch with dryRun=All: the API server validates, nothing changes",
     )
+    sync.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the rollouts this sync started, roll back failed ones; exit 1 if any failed",
+    )
+    sync.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=DEFAULT_WAIT,
+        metavar="SECONDS",
+        help=f"how long --wait waits for rollouts (default {DEFAULT_WAIT:.0f})",
+    )
+    one = argparse.ArgumentParser(add_help=False)
+    one.add_argument("site", metavar="SITE")
+    one.add_argument("--context", help="kubeconfig context (default: the current one)")
+    one.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    hold = sub.add_parser("hold", parents=[common, one], help="leave a site alone until `resume`")
+    hold.add_argument("--reason", default="", help="shown on the status page and in the Event")
+    sub.add_parser(
+        "resume",
+        parents=[common, one],
+        help="lift a hold (explicit or by a person's change), then sync the site",
+    )
+    back = sub.add_parser(
+        "rollback",
+        parents=[common, one],
+        help="deploy the previous commit's image (or --to SHA's) and hold the site there",
+    )
+    back.add_argument("--to", metavar="SHA", help="the commit whose image to deploy")
     serve = sub.add_parser("serve", parents=[common], help="run the long-lived service")
     serve.add_argument("--port", type=int, help="HTTP port (default: $PORT, else 8080)")
     serve.add_argument("--bind", default=None, help="address to bind (default 0.0.0.0)")
@@ -70,8 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_path(args: argparse.Namespace, env: Mapping[str, str]) -> str:
-    return str(args.config or env.get("RECONCILER_CONFIG") or "sites.toml")
+def config_path(args: argparse.Namespace, settings: Settings) -> str:
+    return str(args.config or settings.config_path)
 
 
 def main(
@@ -96,19 +127,22 @@ def main(
             format="%(levelname)s %(name)s: %(message)s",
             stream=err,
         )
-    path = config_path(args, env)
     try:
+        settings = Settings.from_env(env)
+        path = config_path(args, settings)
         if args.command == "serve":
             from reconciler.cli.serve import serve
 
-            return serve(path, port=args.port, bind=args.bind, env=env)
+            return serve(path, port=args.port, bind=args.bind, settings=settings)
         if args.command == "sites":
             return _sites(args, path, out)
         config = config_mod.load(path)
         if args.command == "validate":
             print(f"{path}: ok, {len(config.sites)} site(s)", file=out)
             return EXIT_OK
-        return _plan_or_sync(args, config, parts=parts, env=env, out=out, err=err)
+        if args.command in ("hold", "resume", "rollback"):
+            return _command(args, config, parts=parts, settings=settings, env=env, out=out, err=err)
+        return _plan_or_sync(args, config, parts=parts, settings=settings, out=out, err=err)
     except ConfigError as exc:
         print(str(exc), file=err)
         return EXIT_USAGE
@@ -122,7 +156,7 @@ def _plan_or_sync(
     config: config_mod.Config,
     *,
     parts: Parts | None,
-    env: Mapping[str, str],
+    settings: Settings,
     out: TextIO,
     err: TextIO,
 ) -> int:
@@ -140,7 +174,7 @@ def _plan_or_sync(
     parts = parts or Parts()
     if args.context:
         parts.kube_context = args.context
-    engine = build_engine(parts, env)
+    engine = build_engine(parts, settings)
     request = SyncRequest(
         sites=names,
         dry_run=bool(getattr(args, "dry_run", False)),
@@ -148,33 +182,118 @@ def _plan_or_sync(
         trigger="cli",
     )
     report = engine.run(config, request)
+    failed = False
+    if getattr(args, "wait", False) and not request.dry_run:
+        report, failed = _wait(engine, config, report, args.wait_timeout)
     if args.output == "json":
         print(output.report_json(report), file=out)
     else:
         print(output.report_text(report), file=out)
     if config.notify.channels and not (request.plan_only or request.dry_run):
-        _notify(engine, config, report, env, err)
-    return EXIT_OK if report.ok else EXIT_FAILED
+        _notify(engine, config, report, settings, err)
+    return EXIT_OK if report.ok and not failed else EXIT_FAILED
 
 
 def _notify(
-    engine: Engine,
-    config: config_mod.Config,
-    report: SyncReport,
-    env: Mapping[str, str],
-    err: TextIO,
+    engine: Engine, config: config_mod.Config, report: SyncReport, settings: Settings, err: TextIO
 ) -> None:
-    """After a CLI sync (already reported): send what changed, waiting a bounded time."""
-    from reconciler.adapters.github import GitHubSettings
-    from reconciler.serve.service import web_url_for
+    """After a CLI sync (already printed): send what changed, waiting a bounded time."""
     from reconciler.wiring import build_notifier
 
-    web_url = web_url_for(GitHubSettings.from_env(env).api_url)
-    notifier = build_notifier(engine, env, web_url=web_url)
+    notifier = build_notifier(engine, settings)
     notifier.observe(config, report)
     notifier.outbox.close(NOTIFY_WAIT)
     if notifier.outbox.undelivered:
         print(f"reconciler: {notifier.outbox.undelivered} notification(s) undelivered", file=err)
+
+
+def _wait(
+    engine: Engine, config: config_mod.Config, report: SyncReport, timeout: float
+) -> tuple[SyncReport, bool]:
+    """Follow the rollouts this sync started; True when one failed or did not finish."""
+    from dataclasses import replace
+
+    from reconciler.core.model import Action, Rollout
+
+    started = [r.plan.site.name for r in report.results if r.applied]
+    followed = engine.wait(config, started, timeout=timeout) if started else {}
+    results = [_merged(r, followed.get(r.plan.site.name), timeout) for r in report.results]
+    failed = any(
+        r.action is Action.ROLLED_BACK
+        or (
+            r.plan.site.name in followed and r.plan.rollout in (Rollout.FAILED, Rollout.PROGRESSING)
+        )
+        for r in results
+    )
+    return replace(report, results=tuple(results)), failed
+
+
+def _merged(r: SiteResult, w: SiteResult | None, timeout: float) -> SiteResult:
+    """A sync's result for a site, updated with what waiting for its rollout saw."""
+    from dataclasses import replace
+
+    from reconciler.core.model import Rollout
+
+    if w is None:
+        return r
+    if w.applied:
+        return w  # rolled back while we waited
+    plan = replace(r.plan, rollout=w.plan.rollout, progress=w.plan.progress)
+    if plan.rollout is Rollout.PROGRESSING:
+        plan = replace(
+            plan, reason=f"{plan.reason}; still progressing after {timeout:.0f}s ({plan.progress})"
+        )
+    return replace(r, plan=plan)
+
+
+def _command(
+    args: argparse.Namespace,
+    config: config_mod.Config,
+    *,
+    parts: Parts | None,
+    settings: Settings,
+    env: Mapping[str, str],
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    from reconciler.cli import output
+    from reconciler.core import commands
+    from reconciler.core.engine import SyncRequest
+    from reconciler.wiring import Parts, build_engine
+
+    if args.site not in config.names:
+        known = ", ".join(config.names)
+        print(f"reconciler: unknown site {args.site}; known: {known}", file=err)
+        return EXIT_USAGE
+    site = config.select([args.site])[0]
+    parts = parts or Parts()
+    if args.context:
+        parts.kube_context = args.context
+    engine = build_engine(parts, settings)
+    by = f"{env.get('USER') or env.get('LOGNAME') or 'someone'} (cli)"
+    try:
+        if args.command == "hold":
+            done = commands.hold(engine, site, by=by, reason=args.reason)
+        elif args.command == "resume":
+            done = commands.resume(engine, site, by=by)
+        else:
+            done = commands.rollback(engine, site, by=by, to=args.to)
+    except commands.CommandError as exc:
+        print(f"reconciler: {exc}", file=err)
+        return EXIT_FAILED
+    report = None
+    if args.command == "resume":
+        report = engine.run(config, SyncRequest(sites=frozenset({site.name}), trigger="cli"))
+    if args.output == "json":
+        body: dict[str, object] = dict(done.as_dict())
+        if report is not None:
+            body["sync"] = [r.as_dict() for r in report.results]
+        print(json.dumps(body, indent=2), file=out)
+    else:
+        print(done.message, file=out)
+        if report is not None:
+            print(output.report_text(report), file=out)
+    return EXIT_OK if report is None or report.ok else EXIT_FAILED
 
 
 def _sites(args: argparse.Namespace, path: str, out: TextIO) -> int:

@@ -8,7 +8,14 @@ from collections.abc import Sequence
 from reconciler.core.engine import SiteResult, SyncReport
 from reconciler.core.model import Action
 
-SYMBOL = {Action.UPDATE: "→", Action.IN_SYNC: "=", Action.SKIP: "-", Action.ERROR: "!"}
+SYMBOL = {
+    Action.UPDATE: "→",
+    Action.IN_SYNC: "=",
+    Action.SKIP: "-",
+    Action.HELD: "‖",
+    Action.ROLLED_BACK: "↩",
+    Action.ERROR: "!",
+}
 
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
@@ -23,9 +30,16 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
 
 def _image_cell(r: SiteResult) -> str:
     p = r.plan
-    if p.action is Action.UPDATE and p.target_image:
+    if p.action in (Action.UPDATE, Action.ROLLED_BACK) and p.target_image:
         return f"{p.current_image or '?'} → {p.target_image}"
     return p.current_image or p.target_image or ""
+
+
+def _rollout_cell(r: SiteResult) -> str:
+    p = r.plan
+    if p.rollout is None:
+        return ""
+    return f"{p.rollout.value} {p.progress}".strip()
 
 
 def report_text(report: SyncReport) -> str:
@@ -33,7 +47,7 @@ def report_text(report: SyncReport) -> str:
     for r in report.results:
         p = r.plan
         action = p.action.value
-        if r.applied:
+        if r.applied and p.action is Action.UPDATE:
             action = "updated" if not report.dry_run else "update (dry run ok)"
         head = f"{p.branch or '?'}@{p.sha[:7]}" if p.sha else (p.branch or "")
         rows.append(
@@ -44,10 +58,11 @@ def report_text(report: SyncReport) -> str:
                 p.container or p.site.container or "",
                 head,
                 _image_cell(r),
+                _rollout_cell(r),
                 p.reason,
             ]
         )
-    header = ["site", "action", "deployment", "container", "head", "image", "reason"]
+    header = ["site", "action", "deployment", "container", "head", "image", "rollout", "reason"]
     mode = "plan" if report.plan_only else ("dry run" if report.dry_run else "sync")
     footer = f"{mode}: {report.summary()} in {report.duration:.1f}s"
     return f"{table(rows, header)}\n\n{footer}"

@@ -6,93 +6,20 @@ import ctypes
 import logging
 import os
 import signal
-import socket
 import sys
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
 
+from reconciler.serve.process import GRACEFUL_TIMEOUT
+from reconciler.settings import Settings
+
+if TYPE_CHECKING:
+    from reconciler.serve.process import Process
+
 log = logging.getLogger(__name__)
-
-GRACEFUL_TIMEOUT = 25  # the pod's terminationGracePeriodSeconds (60) leaves room for this
-LEASE_NAME = "reconciler"  # k8s/lease-rbac.yaml grants get/update on this name only
-
-
-class Process:
-    """What runs inside the gunicorn worker: the Service, its triggers and the WSGI app."""
-
-    def __init__(self, config_path: str, env: Mapping[str, str]) -> None:
-        from reconciler.adapters import kube
-        from reconciler.adapters.github import GitHubSettings
-        from reconciler.serve.app import create_app
-        from reconciler.serve.service import Service, web_url_for
-        from reconciler.wiring import Parts, build_engine, build_notifier
-
-        self.env = env
-        api = kube.api_client()
-        cluster = kube.KubeCluster(api)
-        engine = build_engine(Parts(cluster=cluster), env)
-        lease = None
-        lease_ns = env.get("RECONCILER_LEASE_NAMESPACE") or env.get("POD_NAMESPACE")
-        if lease_ns and env.get("RECONCILER_LEASE", "on") != "off":
-            identity = env.get("POD_NAME") or socket.gethostname()
-            lease = kube.KubeLease(api, lease_ns, LEASE_NAME, identity)
-        web_url = web_url_for(GitHubSettings.from_env(env).api_url)
-        self.service = Service(
-            config_path,
-            engine,
-            lease=lease,
-            web_url=web_url,
-            notifier=build_notifier(engine, env, web_url=web_url),
-        )
-        self.service.extra_health["kubernetes"] = _cached(lambda: kube.ping(api), 10.0)
-        self.pubsub: Any = None
-        subscription = env.get("PUBSUB_SUBSCRIPTION")
-        if subscription:
-            from reconciler.adapters.pubsub import PubSubTrigger
-
-            self.pubsub = PubSubTrigger(
-                subscription, self.service.submit_future, self.service.site_names
-            )
-            self.service.extra_health["pubsub"] = lambda: (
-                None if self.pubsub.running else f"Pub/Sub: {self.pubsub.last_error}"
-            )
-        self.app = create_app(self.service, trigger_token=env.get("RECONCILER_TRIGGER_TOKEN"))
-
-    def start(self) -> None:
-        from reconciler.core.engine import SyncRequest
-
-        self.service.start_schedule()
-        if self.pubsub is not None:
-            self.pubsub.start()
-        self.service.submit(SyncRequest(trigger="startup"))
-        log.info("reconciler serving", extra={"event": "started", "pid": os.getpid()})
-
-    def begin_shutdown(self) -> None:
-        """On SIGTERM: no new triggers; the patch in flight finishes, nothing new starts."""
-        log.info("shutting down", extra={"event": "shutdown"})
-        if self.pubsub is not None:
-            self.pubsub.stop(timeout=5.0)
-        self.service.shutdown(timeout=0)
-
-    def finish(self) -> None:
-        if not self.service.shutdown(timeout=GRACEFUL_TIMEOUT - 5):
-            log.warning("exiting with a sync still running", extra={"event": "shutdown_late"})
-
-
-def _cached(check: Callable[[], str | None], ttl: float) -> Callable[[], str | None]:
-    state: dict[str, Any] = {"at": 0.0, "value": None}
-
-    def run() -> str | None:
-        now = time.monotonic()
-        if now - state["at"] > ttl:
-            state["value"], state["at"] = check(), now
-        return state["value"]  # type: ignore[no-any-return]
-
-    return run
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
@@ -140,20 +67,20 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 
 
 def serve(
-    config_path: str, *, port: int | None = None, bind: str | None = None, env: Mapping[str, str]
+    config_path: str, *, port: int | None = None, bind: str | None = None, settings: Settings
 ) -> int:
     """Run the service until SIGTERM/SIGINT; returns the exit code."""
     from reconciler import logs
+    from reconciler.wiring import build_process
 
-    limit_malloc_arenas(int(env.get("RECONCILER_MALLOC_ARENAS", "2")))
-    logs.setup(env)
-    port = port or int(env.get("PORT", "8080"))
-    address = f"{bind or env.get('BIND', '0.0.0.0')}:{port}"
+    limit_malloc_arenas(settings.malloc_arenas)
+    logs.setup(settings)
+    address = f"{bind or settings.bind}:{port or settings.port}"
     options = {
         "bind": address,
         "workers": 1,  # exactly one scheduler per pod
         "worker_class": "gthread",
-        "threads": int(env.get("RECONCILER_HTTP_THREADS", "64")),
+        "threads": settings.http_threads,
         "timeout": 120,
         "graceful_timeout": GRACEFUL_TIMEOUT,
         "keepalive": 5,
@@ -164,9 +91,10 @@ def serve(
         "logger_class": "gunicorn.glogging.Logger",
     }
     log.info("starting on %s with %s", address, config_path, extra={"event": "starting"})
-    _Gunicorn(options, lambda: Process(config_path, env)).run()
+    _Gunicorn(options, lambda: build_process(config_path, settings)).run()
     return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(serve(os.environ.get("RECONCILER_CONFIG", "sites.toml"), env=os.environ))
+    _settings = Settings.from_env(os.environ)
+    sys.exit(serve(_settings.config_path, settings=_settings))

@@ -16,11 +16,10 @@ import tomlkit
 
 from reconciler.core.config import Config, parse
 from reconciler.core.errors import ConfigError, ConfigProblem, SitesFileError
+from reconciler.core.tomllines import header_key, header_line
 
 NEW_FILE_MODE = 0o644
 
-_HEADER = re.compile(r"^\s*\[\[?\s*([^\[\]]+?)\s*\]\]?\s*(?:#.*)?$")
-_KEY_PART = re.compile(r'"(?:[^"\\]|\\.)*"|\'[^\']*\'|[^.\s]+')
 _BLANK = re.compile(r"^\s*$")
 _COMMENT = re.compile(r"^\s*#")
 
@@ -57,7 +56,7 @@ def add_site(path: Path, name: str, fields: Mapping[str, str | bool]) -> str:
         raise SitesFileError(_problems(text, where), f"{refused}: fix the file first") from None
     sites = data.get("sites", {})
     if isinstance(sites, dict) and name in sites:
-        line = _header_line(text, ("sites", name))
+        line = header_line(text, ("sites", name))
         problem = ConfigProblem(
             where, line, "already exists; edit its table or choose another name", name
         )
@@ -136,7 +135,7 @@ def _insertion_index(lines: list[str]) -> int:
     Comment lines right under the last site's keys belong to that site; a comment block
     separated from them by a blank line belongs to the table after it.
     """
-    headers = [(i, key) for i, line in enumerate(lines) if (key := _header_key(line)) is not None]
+    headers = [(i, key) for i, line in enumerate(lines) if (key := header_key(line)) is not None]
     last = max((n for n, (_, key) in enumerate(headers) if key[:1] == ("sites",)), default=None)
     if last is None or last == len(headers) - 1:
         return len(lines)
@@ -147,28 +146,6 @@ def _insertion_index(lines: list[str]) -> int:
     while end < stop and _COMMENT.match(lines[end]):
         end += 1
     return end
-
-
-def _header_key(line: str) -> tuple[str, ...] | None:
-    match = _HEADER.match(line)
-    if match is None:
-        return None
-    return tuple(_unquote(part) for part in _KEY_PART.findall(match.group(1)))
-
-
-def _unquote(part: str) -> str:
-    if len(part) >= 2 and part[0] == part[-1] and part[0] in "\"'":
-        with contextlib.suppress(tomllib.TOMLDecodeError):  # undo escapes in "..." keys
-            return str(tomllib.loads(f"k = {part}")["k"])
-        return part[1:-1]
-    return part
-
-
-def _header_line(text: str, key: tuple[str, ...]) -> int | None:
-    for number, line in enumerate(text.splitlines(), start=1):
-        if _header_key(line) == key:
-            return number
-    return None
 
 
 def _loads_or_none(text: str) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ from reconciler.core.errors import ConfigError, ConfigProblem
 from reconciler.core.model import Site
 from reconciler.core.notifyconfig import NotifyConfig, parse_notify
 from reconciler.core.template import template_problems
+from reconciler.core.tomllines import Lines
 
 SITE_KEYS = (
     "repo",
@@ -24,9 +25,11 @@ SITE_KEYS = (
     "image",
     "paused",
     "verify",
+    "rollout_timeout",
     "notify",
 )
-DEFAULT_KEYS = ("branch", "namespace", "container", "image", "verify")
+DEFAULT_KEYS = ("branch", "namespace", "container", "image", "verify", "rollout_timeout")
+MAX_ROLLOUT_TIMEOUT = 86400
 SERVICE_KEYS = ("schedule", "jitter", "timezone")
 TOP_KEYS = ("defaults", "service", "sites", "notify")
 VERIFY_MODES = ("registry", "checks", "none")
@@ -73,49 +76,6 @@ class Config:
         return tuple(s for s in self.sites if s.name in wanted)
 
 
-class _Lines:
-    """Finds the line of a table or key in TOML text (tomllib keeps no positions)."""
-
-    _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(?:#.*)?$")
-    _KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*=""")
-
-    def __init__(self, text: str) -> None:
-        self.tables: dict[tuple[str, ...], int] = {}
-        self.keys: dict[tuple[str, ...], int] = {}
-        table: tuple[str, ...] = ()
-        for number, line in enumerate(text.splitlines(), start=1):
-            header = self._HEADER.match(line)
-            if header:
-                table = tuple(_unquote(p.strip()) for p in _split_dotted(header.group(1)))
-                self.tables.setdefault(table, number)
-                continue
-            key = self._KEY.match(line)
-            if key:
-                self.keys.setdefault((*table, _unquote(key.group(1))), number)
-
-    def of(self, *path: str) -> int | None:
-        if path in self.keys:
-            return self.keys[path]
-        while path:
-            if path in self.tables:
-                return self.tables[path]
-            if path in self.keys:
-                return self.keys[path]
-            path = path[:-1]
-        return None
-
-
-def _split_dotted(header: str) -> list[str]:
-    return [m.group(0) for m in re.finditer(r'"[^"]*"|\'[^\']*\'|[^.]+', header)]
-
-
-def _unquote(part: str) -> str:
-    part = part.strip()
-    if len(part) >= 2 and part[0] == part[-1] and part[0] in "\"'":
-        return part[1:-1]
-    return part
-
-
 def load(path: str | Path) -> Config:
     """Read and validate a sites.toml; raise ConfigError naming every problem."""
     p = Path(path)
@@ -146,9 +106,10 @@ def parse(text: str, path: str = "sites.toml") -> Config:
 
 class _Validator:
     def __init__(self, text: str, path: str) -> None:
-        self.lines = _Lines(text)
+        self.lines = Lines(text)
         self.path = path
         self.problems: list[ConfigProblem] = []
+        self.default_timeout: int | None = None
 
     def problem(self, where: tuple[str, ...], message: str, site: str | None = None) -> None:
         self.problems.append(ConfigProblem(self.path, self.lines.of(*where), message, site))
@@ -200,6 +161,7 @@ class _Validator:
 
         sites: list[Site] = []
         default_verify = self._verify(defaults, ("defaults",), None) or "registry"
+        self.default_timeout = self._timeout(defaults, ("defaults",), None)
         for name, raw in raw_sites.items():
             where = ("sites", name)
             if not isinstance(raw, dict):
@@ -224,6 +186,25 @@ class _Validator:
             self.problem((*where, "verify"), f'"verify" must be one of {allowed}', site)
             return None
         return mode
+
+    def _timeout(
+        self, table: Mapping[str, Any], where: tuple[str, ...], site: str | None
+    ) -> int | None:
+        value = table.get("rollout_timeout")
+        if value is None:
+            return None
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or not 1 <= value <= MAX_ROLLOUT_TIMEOUT
+        ):
+            self.problem(
+                (*where, "rollout_timeout"),
+                f'"rollout_timeout" must be a whole number of seconds, 1 to {MAX_ROLLOUT_TIMEOUT}',
+                site,
+            )
+            return None
+        return value
 
     def _service(self, table: Mapping[str, Any]) -> ServiceSettings:
         where = ("service",)
@@ -308,6 +289,9 @@ class _Validator:
             for message in template_problems(image):
                 self.problem(key_where, message, name)
         verify = self._verify(raw, where, name) or default_verify
+        timeout = (
+            self._timeout(raw, where, name) if "rollout_timeout" in raw else self.default_timeout
+        )
         paused = raw.get("paused", False)
         if not isinstance(paused, bool):
             self.problem((*where, "paused"), '"paused" must be true or false', name)
@@ -324,6 +308,7 @@ class _Validator:
             paused=bool(paused),
             verify=verify,
             line=self.lines.of(*where),
+            rollout_timeout=timeout,
         )
 
     def _duplicates(self, sites: list[Site]) -> None:

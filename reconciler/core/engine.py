@@ -7,22 +7,30 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
-from reconciler.core import planner
+from reconciler.core import annotations as ann
+from reconciler.core import planner, rollout
 from reconciler.core.config import Config
-from reconciler.core.errors import ReconcilerError
+from reconciler.core.errors import ErrorKind, ReconcilerError
+from reconciler.core.fanout import bounded_map
 from reconciler.core.model import (
     Action,
+    ApplyResult,
     BranchHead,
     HeadError,
     HeadResult,
+    ImageStatus,
     NamespaceError,
     NamespaceView,
+    ObservedDeployment,
     Plan,
     RepoRef,
+    Rollout,
+    Site,
     SitePlan,
+    SiteState,
+    Skip,
 )
 from reconciler.core.ports import Cluster, HeadSource, ImageVerifier, VerifyRequest
 
@@ -57,6 +65,11 @@ class SiteResult:
     def ok(self) -> bool:
         return self.plan.ok
 
+    @property
+    def state(self) -> SiteState:
+        """in-sync, behind, failing or paused, from the verdict (a dry run changes nothing)."""
+        return self.plan.state(applied=self.applied and not self.dry_run)
+
     def as_dict(self) -> dict[str, object]:
         p = self.plan
         return {
@@ -75,6 +88,11 @@ class SiteResult:
             "error_kind": p.error_kind or None,
             "running_sha": p.running_sha,
             "changed_at": p.changed_at,
+            "rollout": p.rollout.value if p.rollout else None,
+            "progress": p.progress or None,
+            "held_by": p.held_by,
+            "held_at": p.held_at,
+            "failed_sha": p.failed_sha,
         }
 
 
@@ -140,14 +158,19 @@ class Engine:
         try:
             heads = self.heads.resolve(refs)
         except ReconcilerError as exc:  # a source bug or outage fails every site, visibly
-            heads = {ref: HeadError(str(exc), getattr(exc, "kind", "github")) for ref in refs}
+            heads = {ref: HeadError(str(exc), exc.kind) for ref in refs}
         observed: Mapping[str, NamespaceView]
         try:
             observed = self.cluster.observe(namespaces)
         except ReconcilerError as exc:
-            kind = getattr(exc, "kind", "kubernetes")
-            observed = {ns: NamespaceError(str(exc), kind) for ns in namespaces}
-        result = planner.plan(selected, heads, observed)
+            observed = {ns: NamespaceError(str(exc), exc.kind) for ns in namespaces}
+        now = self.clock()
+        troubles = {
+            site.name: self._troubles(site, d, now)
+            for site in selected
+            if (d := _deployment(observed, site)) is not None
+        }
+        result = planner.plan(selected, heads, observed, now=now, troubles=troubles)
         if not result.updates:
             return result
         wanted = {
@@ -160,7 +183,7 @@ class Engine:
         try:
             statuses = self.verifier.verify(list(wanted.values()))
         except ReconcilerError as exc:
-            statuses = {image: planner.ImageStatus(None, str(exc)) for image in wanted}
+            statuses = {image: ImageStatus(None, str(exc)) for image in wanted}
         return planner.gate(result, statuses)
 
     def run(self, config: Config, request: SyncRequest) -> SyncReport:
@@ -170,7 +193,7 @@ class Engine:
         t0 = time.monotonic()
         the_plan = self.plan(config, request.sites)
         timings = {"plan": time.monotonic() - t0}
-        if request.plan_only or not the_plan.updates:
+        if request.plan_only or not any(_writes(p) for p in the_plan.sites):
             results = tuple(SiteResult(p) for p in the_plan.sites)
         else:
             t1 = time.monotonic()
@@ -207,46 +230,67 @@ class Engine:
         return report
 
     def _apply(self, the_plan: Plan, config: Config, *, dry_run: bool) -> tuple[SiteResult, ...]:
-        updates = [p for p in the_plan.sites if p.action is Action.UPDATE]
-        workers = max(1, min(self.apply_concurrency, len(updates)))
-        with ThreadPoolExecutor(workers, thread_name_prefix="apply") as pool:
-            done = dict(
-                zip(
-                    (p.site.name for p in updates),
-                    pool.map(lambda p: self._apply_one(p, dry_run=dry_run), updates),
-                    strict=True,
-                )
-            )
+        writes = [p for p in the_plan.sites if _writes(p)]
+        applied = bounded_map(
+            lambda p: self._apply_one(p, dry_run=dry_run),
+            writes,
+            limit=self.apply_concurrency,
+            name="apply",
+        )
+        done = dict(zip((p.site.name for p in writes), applied, strict=True))
         return tuple(done.get(p.site.name, SiteResult(p)) for p in the_plan.sites)
 
     def _apply_one(self, p: SitePlan, *, dry_run: bool) -> SiteResult:
         for _ in range(CONFLICT_RETRIES):
             if self.stopping.is_set():
                 reason = "not applied: the reconciler is shutting down; the next sync will"
-                return SiteResult(replace(p, action=Action.SKIP, reason=reason))
+                return SiteResult(
+                    replace(p, action=Action.SKIP, skip=Skip.SHUTTING_DOWN, reason=reason)
+                )
             try:
-                result = self.cluster.apply(planner.change_for(p), dry_run=dry_run)
+                result = self._send(p, dry_run=dry_run)
             except ReconcilerError as exc:  # an adapter bug must not sink the other sites
-                return SiteResult(_failed(p, f"patch failed: {exc}", "kubernetes"))
+                return SiteResult(_failed(p, f"patch failed: {exc}", exc.kind))
             if result.ok:
-                if not dry_run:
-                    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
-                    was = (p.running_sha or "")[:7] or p.current_image
-                    p = replace(
-                        p,
-                        changed_at=stamp,
-                        running_sha=p.sha,
-                        reason=f"deployed {p.branch}@{(p.sha or '')[:7]} (was {was})",
-                    )
-                return SiteResult(p, applied=True, dry_run=dry_run)
+                return self._done(p, dry_run=dry_run)
             if not result.conflict:
-                return SiteResult(_failed(p, result.reason, result.error_kind or "kubernetes"))
+                kind = result.error_kind or ErrorKind.KUBERNETES
+                return SiteResult(_failed(p, result.reason, kind))
             p = self._replan(p)
-            if p.action is not Action.UPDATE:
+            if not _writes(p):
                 return SiteResult(p)
         return SiteResult(
-            _failed(p, "the Deployment kept changing under us (409 conflicts)", "conflict")
+            _failed(p, "the Deployment kept changing under us (409 conflicts)", ErrorKind.CONFLICT)
         )
+
+    def _send(self, p: SitePlan, *, dry_run: bool) -> ApplyResult:
+        if p.action is Action.UPDATE:
+            return self.cluster.apply(planner.change_for(p), dry_run=dry_run)
+        assert p.write is not None
+        return self.cluster.patch(p.write, dry_run=dry_run)
+
+    def _done(self, p: SitePlan, *, dry_run: bool) -> SiteResult:
+        if p.action is Action.HELD:  # only the hold's branch head was recorded
+            return SiteResult(p)
+        if dry_run:
+            return SiteResult(p, applied=True, dry_run=True)
+        stamp = rollout.stamp(self.clock())
+        if p.action is Action.ROLLED_BACK:
+            assert p.write is not None
+            back = p.write.annotations.get(ann.SHA)
+            return SiteResult(
+                replace(p, changed_at=stamp, running_sha=back, rollout=Rollout.FAILED),
+                applied=True,
+            )
+        was = (p.running_sha or "")[:7] or p.current_image
+        p = replace(
+            p,
+            changed_at=stamp,
+            running_sha=p.sha,
+            rollout=Rollout.PROGRESSING,
+            reason=f"deployed {p.branch}@{(p.sha or '')[:7]} (was {was})",
+        )
+        return SiteResult(p, applied=True)
 
     def _replan(self, p: SitePlan) -> SitePlan:
         """After a 409: read the Deployment again and plan this one site against it."""
@@ -254,12 +298,89 @@ class Engine:
         try:
             fresh = self.cluster.read(site.namespace, site.deployment)
         except ReconcilerError as exc:
-            return _failed(p, f"re-reading after a conflict failed: {exc}", "kubernetes")
+            return _failed(p, f"re-reading after a conflict failed: {exc}", exc.kind)
+        heads: dict[RepoRef, HeadResult] = {}
+        if p.sha and p.branch:
+            heads[site.ref] = BranchHead(site.repo, p.branch, p.sha)
+        return self._plan_one(site, heads, fresh)
+
+    def _plan_one(
+        self,
+        site: Site,
+        heads: Mapping[RepoRef, HeadResult],
+        fresh: ObservedDeployment | None,
+    ) -> SitePlan:
+        now = self.clock()
         view = {fresh.name: fresh} if fresh else {}
-        assert p.sha and p.branch
-        heads = {site.ref: BranchHead(site.repo, p.branch, p.sha)}
-        return planner.plan_site(site, heads, {site.namespace: view})
+        troubles = self._troubles(site, fresh, now) if fresh else ()
+        return planner.plan_site(site, heads, {site.namespace: view}, now=now, troubles=troubles)
+
+    def _troubles(self, site: Site, d: ObservedDeployment, now: float) -> tuple[str, ...]:
+        """Stuck pods of a rollout of ours that has run longer than the site's rollout_timeout."""
+        container = planner.container_of(site, d)
+        if container is None or not rollout.wants_pods(site, d, container, now):
+            return ()
+        image = next(c.image for c in d.containers if c.name == container)
+        try:
+            return self.cluster.pod_troubles(d.namespace, d.selector, container, image)
+        except ReconcilerError as exc:  # the progress deadline still catches it
+            log.warning("cannot read the pods of %s/%s: %s", d.namespace, d.name, exc)
+            return ()
+
+    # -- following rollouts -------------------------------------------------------------------
+
+    def follow(self, site: Site) -> SiteResult:
+        """Read one site's Deployment; roll back its rollout if it failed. Needs no GitHub."""
+        try:
+            fresh = self.cluster.read(site.namespace, site.deployment)
+        except ReconcilerError as exc:
+            return SiteResult(SitePlan(site, Action.ERROR, reason=str(exc), error_kind=exc.kind))
+        p = self._plan_one(site, {}, fresh)
+        if p.action is Action.ROLLED_BACK:
+            result = self._apply_one(p, dry_run=False)
+            if result.applied:
+                log.warning(
+                    "%s: %s",
+                    site.name,
+                    result.plan.reason,
+                    extra={"event": "rolled_back", "site": site.name},
+                )
+            return result
+        return SiteResult(p)
+
+    def wait(
+        self,
+        config: Config,
+        names: Collection[str],
+        *,
+        timeout: float,
+        interval: float = 1.0,
+    ) -> dict[str, SiteResult]:
+        """Follow the named sites until no rollout is progressing (or `timeout` seconds)."""
+        pending = {s.name: s for s in config.select(names)}
+        out: dict[str, SiteResult] = {}
+        deadline = time.monotonic() + timeout
+        while pending:
+            for name, site in list(pending.items()):
+                out[name] = result = self.follow(site)
+                if result.plan.rollout is not Rollout.PROGRESSING or result.applied:
+                    del pending[name]
+            if not pending or time.monotonic() >= deadline or self.stopping.is_set():
+                break
+            self.stopping.wait(interval)
+        return out
 
 
-def _failed(p: SitePlan, reason: str, kind: str) -> SitePlan:
+def _deployment(observed: Mapping[str, NamespaceView], site: Site) -> ObservedDeployment | None:
+    view = observed.get(site.namespace)
+    if view is None or isinstance(view, NamespaceError):
+        return None
+    return view.get(site.deployment)
+
+
+def _writes(p: SitePlan) -> bool:
+    return p.action is Action.UPDATE or p.write is not None
+
+
+def _failed(p: SitePlan, reason: str, kind: ErrorKind) -> SitePlan:
     return replace(p, action=Action.ERROR, reason=reason, error_kind=kind)

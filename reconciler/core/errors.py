@@ -1,12 +1,56 @@
-"""The project's own error types; adapters raise these `from` the third-party library's errors."""
+"""The one exception tree and its error kinds; adapters raise these `from` their clients'."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+
+
+class ErrorKind(StrEnum):
+    """Why a site failed, as a short stable label (metrics, JSON, the status page)."""
+
+    # config and environment
+    CONFIG = "config"
+    SETTINGS = "settings"
+    # GitHub
+    GITHUB = "github"
+    AUTH = "auth"
+    GITHUB_UNAVAILABLE = "github_unavailable"
+    GITHUB_UNREACHABLE = "github_unreachable"
+    RATE_LIMITED = "rate_limited"
+    REPO_NOT_FOUND = "repo_not_found"
+    BRANCH_NOT_FOUND = "branch_not_found"
+    BRANCH_RENAMED = "branch_renamed"
+    # Kubernetes
+    KUBERNETES = "kubernetes"
+    KUBE_CONFIG = "kube_config"
+    KUBE_AUTH = "kube_auth"
+    KUBE_UNREACHABLE = "kube_unreachable"
+    FORBIDDEN = "forbidden"
+    INVALID = "invalid"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    LEASE = "lease"
+    # planning
+    DEPLOYMENT_NOT_FOUND = "deployment_not_found"
+    CONTAINER_NOT_FOUND = "container_not_found"
+    IMAGE_UNVERIFIED = "image_unverified"
+    INTERNAL = "internal"
+    # serving
+    PUBSUB = "pubsub"
+    JOB = "job"
+    SHUTTING_DOWN = "shutting_down"
+    DELIVERY = "delivery"  # a notification could not be delivered
 
 
 class ReconcilerError(Exception):
-    """Base of every error the reconciler raises on purpose."""
+    """Base of every error the reconciler raises on purpose; `kind` says which, as an enum."""
+
+    default_kind: ErrorKind = ErrorKind.INTERNAL
+
+    def __init__(self, message: str = "", *, kind: ErrorKind | None = None) -> None:
+        super().__init__(message)
+        self.kind: ErrorKind = kind or self.default_kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,35 +71,11 @@ class ConfigProblem:
 class ConfigError(ReconcilerError):
     """The config file cannot be used; carries every problem found, not just the first."""
 
+    default_kind = ErrorKind.CONFIG
+
     def __init__(self, problems: list[ConfigProblem]) -> None:
         self.problems = tuple(problems)
         super().__init__("\n".join(str(p) for p in problems))
-
-
-class GitHubError(ReconcilerError):
-    """GitHub could not answer for one or more repositories."""
-
-    def __init__(self, message: str, *, kind: str = "github", retry_after: float | None = None):
-        super().__init__(message)
-        self.kind = kind
-        self.retry_after = retry_after
-
-
-class KubernetesError(ReconcilerError):
-    """The Kubernetes API server refused or could not be reached."""
-
-    def __init__(self, message: str, *, status: int | None = None, kind: str = "kubernetes"):
-        super().__init__(message)
-        self.status = status
-        self.kind = kind
-
-
-class ConflictError(KubernetesError):
-    """The object changed under us (HTTP 409): re-read and re-plan."""
-
-
-class PubSubError(ReconcilerError):
-    """The Pub/Sub subscriber could not be started or kept running."""
 
 
 class SitesFileError(ConfigError):
@@ -68,9 +88,77 @@ class SitesFileError(ConfigError):
             self.args = (f"{headline}\n{self.args[0]}" if problems else headline,)
 
 
+class ConfigUnavailable(ReconcilerError):
+    """No valid sites.toml has been read yet."""
+
+    default_kind = ErrorKind.CONFIG
+
+
+class SettingsError(ReconcilerError):
+    """The environment (GITHUB_*, PORT, ...) holds a value that cannot be used."""
+
+    default_kind = ErrorKind.SETTINGS
+
+
+class GitHubError(ReconcilerError):
+    """GitHub could not answer for one or more repositories."""
+
+    default_kind = ErrorKind.GITHUB
+
+    def __init__(
+        self, message: str, *, kind: ErrorKind | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, kind=kind)
+        self.retry_after = retry_after
+
+
+class KubernetesError(ReconcilerError):
+    """The Kubernetes API server refused or could not be reached."""
+
+    default_kind = ErrorKind.KUBERNETES
+
+    def __init__(
+        self, message: str, *, status: int | None = None, kind: ErrorKind | None = None
+    ) -> None:
+        super().__init__(message, kind=kind)
+        self.status = status
+
+
+class ConflictError(KubernetesError):
+    """The object changed under us (HTTP 409): re-read and re-plan."""
+
+    default_kind = ErrorKind.CONFLICT
+
+
+class LeaseBusy(KubernetesError):
+    """Another replica holds the Lease (or took it from us)."""
+
+    default_kind = ErrorKind.LEASE
+
+
+class PubSubError(ReconcilerError):
+    """The Pub/Sub subscriber could not be started or kept running."""
+
+    default_kind = ErrorKind.PUBSUB
+
+
+class JobError(ReconcilerError):
+    """A Cloud Scheduler message that does not describe a job we can run."""
+
+    default_kind = ErrorKind.JOB
+
+
 class DeliveryError(ReconcilerError):
     """A notification could not be delivered; `retryable` says whether trying again may help."""
+
+    default_kind = ErrorKind.DELIVERY
 
     def __init__(self, message: str, *, retryable: bool = True) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class ShuttingDown(ReconcilerError):
+    """The runner no longer takes requests."""
+
+    default_kind = ErrorKind.SHUTTING_DOWN

@@ -15,17 +15,16 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Mapping
 
-from reconciler.core.errors import ReconcilerError
+from reconciler.core.errors import JobError
+from reconciler.core.hints import Hint, Outcome
 
-__all__ = ["JOBS", "JobError", "parse_job"]
+__all__ = ["JOBS", "JOB_EVENT", "JobError", "classify_job", "parse_job"]
+
+JOB_EVENT = "scheduler"
 
 JOBS = ("sync",)
 _KEYS = ("job", "sites")
 _MAX_SHOWN = 200  # characters of a bad value quoted back in an error message
-
-
-class JobError(ReconcilerError):
-    """A Cloud Scheduler message that does not describe a job we can run."""
 
 
 def parse_job(
@@ -54,6 +53,16 @@ def parse_job(
         plural = "s" if len(unknown) > 1 else ""
         raise JobError(f"unknown site{plural}: {names}")
     return frozenset(sites)
+
+
+def classify_job(data: bytes, attributes: Mapping[str, str], known_sites: Collection[str]) -> Hint:
+    """parse_job as a Hint: SYNC with the sites asked for, or MALFORMED saying why not."""
+    try:
+        sites = parse_job(data, attributes, known_sites)
+    except JobError as exc:
+        return Hint(JOB_EVENT, Outcome.MALFORMED, str(exc))
+    shown = "every site" if sites is None else ", ".join(sorted(sites))
+    return Hint(JOB_EVENT, Outcome.SYNC, f"job asks to sync {shown}", sites)
 
 
 def _from_data(data: bytes) -> tuple[object, list[str] | None]:

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from reconciler.core.errors import ErrorKind
+
 
 @dataclass(frozen=True, slots=True)
 class Site:
@@ -21,6 +23,7 @@ class Site:
     paused: bool = False
     verify: str = "registry"
     line: int | None = None
+    rollout_timeout: int | None = None  # seconds; None = the Deployment's progressDeadlineSeconds
 
     @property
     def owner(self) -> str:
@@ -57,10 +60,10 @@ class BranchHead:
 
 @dataclass(frozen=True, slots=True)
 class HeadError:
-    """Why a branch head could not be resolved; `kind` is a short stable label for metrics."""
+    """Why a branch head could not be resolved, and which kind of failure it is."""
 
     reason: str
-    kind: str = "github"
+    kind: ErrorKind = ErrorKind.GITHUB
 
 
 HeadResult = BranchHead | HeadError
@@ -70,6 +73,30 @@ HeadResult = BranchHead | HeadError
 class Container:
     name: str
     image: str
+
+
+@dataclass(frozen=True, slots=True)
+class FieldOwner:
+    """Who last set a field, from the Deployment's managedFields: manager, Update|Apply, when."""
+
+    manager: str
+    operation: str = "Update"
+    time: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentStatus:
+    """The Deployment's rollout status as its controller reports it."""
+
+    observed_generation: int = 0
+    desired: int = 1  # spec.replicas
+    replicas: int = 0  # status.replicas: pods of every revision
+    updated: int = 0
+    ready: int = 0
+    available: int = 0
+    deadline_exceeded: bool = False
+    message: str = ""  # the Progressing condition's message
+    progress_deadline_seconds: int = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +111,10 @@ class ObservedDeployment:
     resource_version: str = ""
     uid: str = ""
     generation: int = 0
+    status: DeploymentStatus | None = None  # None: no controller has reported on it yet
+    image_owners: Mapping[str, FieldOwner] = field(default_factory=dict)  # by container name
+    managers: frozenset[str] = frozenset()  # every field manager in managedFields
+    selector: Mapping[str, str] = field(default_factory=dict)  # spec.selector.matchLabels
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +122,7 @@ class NamespaceError:
     """A namespace whose Deployments could not be listed."""
 
     reason: str
-    kind: str = "kubernetes"
+    kind: ErrorKind = ErrorKind.KUBERNETES
 
 
 NamespaceView = Mapping[str, ObservedDeployment] | NamespaceError
@@ -101,7 +132,70 @@ class Action(StrEnum):
     UPDATE = "update"
     IN_SYNC = "in-sync"
     SKIP = "skip"
+    HELD = "held"  # a person changed the image, or `reconciler hold`: left alone
+    ROLLED_BACK = "rolled-back"  # its rollout failed: back to the image before it
     ERROR = "error"
+
+
+class Rollout(StrEnum):
+    """The observed rollout state of a site's Deployment."""
+
+    PROGRESSING = "progressing"
+    AVAILABLE = "available"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """An Event to record on the Deployment."""
+
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentPatch:
+    """A write to one Deployment: maybe one container's image, annotations under reconciler.dev/
+    (None removes one), and Events; guarded by the resourceVersion it was planned against."""
+
+    namespace: str
+    deployment: str
+    annotations: Mapping[str, str | None]
+    container: str | None = None
+    image: str | None = None
+    change_cause: str | None = None
+    events: tuple[Note, ...] = ()
+    resource_version: str = ""
+
+
+class Skip(StrEnum):
+    """Why a site was skipped (its action is SKIP)."""
+
+    PAUSED = "paused"  # in sites.toml or by the Deployment's annotation
+    IMAGE_MISSING = "image_missing"  # the target image is not there (yet)
+    SHUTTING_DOWN = "shutting_down"  # the reconciler stopped before patching it
+    FAILED_COMMIT = "failed_commit"  # the branch head's rollout failed and was rolled back
+
+
+class SiteState(StrEnum):
+    """What an operator wants to know about a site at a glance."""
+
+    IN_SYNC = "in-sync"
+    BEHIND = "behind"
+    FAILING = "failing"
+    PAUSED = "paused"
+    HELD = "held"
+    ROLLED_BACK = "rolled-back"  # runs the image from before a failed rollout
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageStatus:
+    """Whether a target image may be rolled out: exists True/False, or None when it is unknown."""
+
+    exists: bool | None
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,14 +211,36 @@ class SitePlan:
     current_image: str | None = None
     target_image: str | None = None
     resource_version: str = ""
-    error_kind: str = ""
+    error_kind: ErrorKind | None = None
+    skip: Skip | None = None
     running_sha: str | None = None  # the commit the Deployment runs, as last recorded
     changed_at: str | None = None  # when the reconciler last changed it (annotation)
     notified: str | None = None  # what was last notified about it (annotation, JSON)
+    rollout: Rollout | None = None
+    progress: str = ""  # e.g. "2/3 ready"
+    held_by: str | None = None
+    held_at: str | None = None
+    failed_sha: str | None = None  # a commit remembered as bad on the Deployment
+    write: DeploymentPatch | None = None  # what a rolled-back / held verdict writes
+    clear: tuple[str, ...] = ()  # hold annotations an update removes (the branch moved on)
 
     @property
     def ok(self) -> bool:
         return self.action is not Action.ERROR
+
+    def state(self, *, applied: bool = False) -> SiteState:
+        """The site's state from the verdict's action and typed cause, never from its reason."""
+        if self.action is Action.ERROR:
+            return SiteState.FAILING
+        if self.action is Action.HELD:
+            return SiteState.HELD
+        if self.action is Action.ROLLED_BACK or self.skip is Skip.FAILED_COMMIT:
+            return SiteState.ROLLED_BACK
+        if self.action is Action.IN_SYNC or applied:
+            return SiteState.IN_SYNC
+        if self.action is Action.SKIP and self.skip is Skip.PAUSED:
+            return SiteState.PAUSED
+        return SiteState.BEHIND
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +267,8 @@ class ImageChange:
     branch: str
     sha: str
     resource_version: str = ""
+    previous_sha: str = ""  # the commit previous_image was built from, when known
+    clear: tuple[str, ...] = ()  # reconciler.dev/ annotations this update removes (a hold)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +277,6 @@ class ApplyResult:
 
     ok: bool
     reason: str = ""
-    error_kind: str = ""
+    error_kind: ErrorKind | None = None
     conflict: bool = False
     generation: int | None = None

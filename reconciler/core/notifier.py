@@ -113,7 +113,7 @@ class Notifier:
         assert d.event is not None
         old, new = d.old_sha, p.sha
         if d.event is EventKind.DEPLOYED:
-            new = p.sha if result.applied else (p.running_sha or p.sha)
+            new = p.running_sha or p.sha
         elif d.event is EventKind.ROLLED_BACK:
             new = getattr(p, "failed_sha", None) or p.sha
             old = p.running_sha or old

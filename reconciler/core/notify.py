@@ -7,10 +7,10 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+from reconciler.core.annotations import NOTIFIED as NOTIFIED_ANNOTATION
 from reconciler.core.engine import SiteResult
-from reconciler.core.model import Action
+from reconciler.core.model import Rollout, SiteState
 from reconciler.core.notifyconfig import EventKind
-from reconciler.core.planner import NOTIFIED_ANNOTATION
 
 __all__ = ["NOTIFIED_ANNOTATION", "Decision", "Memory", "Policy", "Snapshot", "decide", "snapshot"]
 FLAP_WINDOW = 3600.0  # seconds: failures counted over this window
@@ -39,7 +39,6 @@ class Snapshot:
     running: str | None = None  # the commit the Deployment runs
     detail: str = ""  # error kind for failing; who for held; the bad commit for rolled-back
     reason: str = ""
-    applied: bool = False  # this very run changed the image
     held_at: str | None = None
 
     @property
@@ -118,26 +117,24 @@ class Policy:
 def snapshot(result: SiteResult) -> Snapshot:
     """The Snapshot of a sync result (dry runs and plans are never fed to decide())."""
     p = result.plan
-    rollout = getattr(p, "rollout", None)
-    held_by = getattr(p, "held_by", None)
-    failed_sha = getattr(p, "failed_sha", None)
     base = Snapshot(Status.BEHIND, head=p.sha, running=p.running_sha, reason=p.reason)
-    action = p.action.value
-    if action == "held":
-        return replace(
-            base, status=Status.HELD, detail=held_by or "", held_at=getattr(p, "held_at", None)
-        )
-    if action == "rolled-back" or (failed_sha and p.action is Action.SKIP):
-        return replace(base, status=Status.ROLLED_BACK, detail=failed_sha or p.sha or "")
-    if p.action is Action.ERROR:
+    state = p.state(applied=result.applied)
+    if state is SiteState.HELD:
+        return replace(base, status=Status.HELD, detail=p.held_by or "", held_at=p.held_at)
+    if state is SiteState.ROLLED_BACK:
+        return replace(base, status=Status.ROLLED_BACK, detail=p.failed_sha or p.sha or "")
+    if state is SiteState.FAILING:
         return replace(base, status=Status.FAILING, detail=p.error_kind or "error")
-    if result.applied:
-        status = Status.IN_SYNC if rollout is None else Status.DEPLOYING
-        return replace(base, status=status, running=p.sha, applied=True)
-    if p.action is Action.IN_SYNC:
-        status = Status.DEPLOYING if str(rollout) == "progressing" else Status.IN_SYNC
-        return replace(base, status=status, running=p.sha)
-    if p.action is Action.SKIP and "paused" in p.reason:
+    if result.applied:  # the rollout starts now: "deployed" once it is available
+        return replace(base, status=Status.DEPLOYING, running=p.sha)
+    if state is SiteState.IN_SYNC:
+        # a rollout the controller has not reported on (None) counts as done: nothing better
+        # is known; a failed one becomes a rollback verdict on its own
+        progressing = p.rollout is Rollout.PROGRESSING
+        return replace(
+            base, status=Status.DEPLOYING if progressing else Status.IN_SYNC, running=p.sha
+        )
+    if state is SiteState.PAUSED:
         return replace(base, status=Status.PAUSED)
     return base
 
@@ -165,7 +162,7 @@ def decide(prev: Memory | None, snap: Snapshot, now: float, policy: Policy) -> D
         memory = Memory(
             status=snap.status.value,
             key=key,
-            running=snap.running or (prev.running if prev else None),
+            running=_last_good(prev, snap),
             since=now,
             changes=changes,
             flapping=flapping and not settled,
@@ -195,13 +192,22 @@ def decide(prev: Memory | None, snap: Snapshot, now: float, policy: Policy) -> D
     return Decision(replace(memory, sent=event.value), event, old_sha=old)
 
 
+def _last_good(prev: Memory | None, snap: Snapshot) -> str | None:
+    """The commit last seen running with its rollout done: "old" of the next "deployed"."""
+    if snap.status is Status.IN_SYNC:
+        return snap.running
+    return prev.running if prev else None
+
+
 def _event_for_change(prev: Memory | None, snap: Snapshot) -> EventKind | None:
     if snap.status in _NOTABLE:
         return _NOTABLE[snap.status]
     if snap.status is Status.IN_SYNC:
         if prev is None:
-            return EventKind.DEPLOYED if snap.applied else None
-        if snap.running and prev.running != snap.running:
+            return None  # first sight (a new site, or nothing recorded): nothing happened
+        if prev.status == Status.DEPLOYING.value or (
+            prev.running is not None and prev.running != snap.running
+        ):
             return EventKind.DEPLOYED
         if prev.sent in (EventKind.FAILING, EventKind.HELD, EventKind.ROLLED_BACK):
             return EventKind.RECOVERED

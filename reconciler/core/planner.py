@@ -3,50 +3,58 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
+from reconciler.core import annotations as ann
+from reconciler.core import rollout
+from reconciler.core.errors import ErrorKind
 from reconciler.core.model import (
     Action,
     BranchHead,
     HeadError,
     HeadResult,
     ImageChange,
+    ImageStatus,
     NamespaceError,
     NamespaceView,
     ObservedDeployment,
     Plan,
     RepoRef,
+    Rollout,
     Site,
     SitePlan,
+    Skip,
 )
 from reconciler.core.template import render
 
-ANNOTATION_PREFIX = "reconciler.dev/"
-PAUSED_ANNOTATION = ANNOTATION_PREFIX + "paused"
-SHA_ANNOTATION = ANNOTATION_PREFIX + "sha"
-UPDATED_ANNOTATION = ANNOTATION_PREFIX + "updated-at"
-NOTIFIED_ANNOTATION = ANNOTATION_PREFIX + "notified"
-
-
-@dataclass(frozen=True, slots=True)
-class ImageStatus:
-    """Whether a target image may be rolled out: exists True/False, or None when it is unknown."""
-
-    exists: bool | None
-    reason: str = ""
+__all__ = ["ImageStatus", "change_for", "container_of", "gate", "plan", "plan_site"]
 
 
 def plan(
     sites: Iterable[Site],
     heads: Mapping[RepoRef, HeadResult],
     observed: Mapping[str, NamespaceView],
+    *,
+    now: float = 0.0,
+    troubles: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Plan:
-    """One SitePlan per site, in the order given."""
-    return Plan(tuple(plan_site(site, heads, observed) for site in sites))
+    """One SitePlan per site, in the order given. `troubles`: stuck new pods, by site name."""
+    troubles = troubles or {}
+    return Plan(
+        tuple(
+            plan_site(site, heads, observed, now=now, troubles=troubles.get(site.name, ()))
+            for site in sites
+        )
+    )
 
 
 def plan_site(
-    site: Site, heads: Mapping[RepoRef, HeadResult], observed: Mapping[str, NamespaceView]
+    site: Site,
+    heads: Mapping[RepoRef, HeadResult],
+    observed: Mapping[str, NamespaceView],
+    *,
+    now: float = 0.0,
+    troubles: tuple[str, ...] = (),
 ) -> SitePlan:
     """The verdict for one site; never raises for bad data, it becomes an error verdict."""
     base = SitePlan(site=site, action=Action.ERROR, branch=site.branch, container=site.container)
@@ -64,41 +72,87 @@ def plan_site(
     if site.paused:
         current = _current_image(site, deployment)
         return replace(
-            base, action=Action.SKIP, reason="paused in sites.toml", current_image=current
+            base,
+            action=Action.SKIP,
+            skip=Skip.PAUSED,
+            reason="paused in sites.toml",
+            current_image=current,
         )
     if deployment is None:
         if view is None:
             return replace(
-                base, reason=f"namespace {site.namespace} was not observed", error_kind="internal"
+                base,
+                reason=f"namespace {site.namespace} was not observed",
+                error_kind=ErrorKind.INTERNAL,
             )
         return replace(
             base,
             reason=f"deployment {site.namespace}/{site.deployment} not found",
-            error_kind="deployment_not_found",
+            error_kind=ErrorKind.DEPLOYMENT_NOT_FOUND,
         )
 
     base = replace(
         base,
         resource_version=deployment.resource_version,
-        running_sha=deployment.annotations.get(SHA_ANNOTATION),
-        changed_at=deployment.annotations.get(UPDATED_ANNOTATION),
-        notified=deployment.annotations.get(NOTIFIED_ANNOTATION),
+        running_sha=deployment.annotations.get(ann.SHA),
+        changed_at=deployment.annotations.get(ann.UPDATED_AT),
+        notified=deployment.annotations.get(ann.NOTIFIED),
     )
     container, problem = _pick_container(site, deployment)
     if container is None:
-        return replace(base, reason=problem, error_kind="container_not_found")
+        return replace(base, reason=problem, error_kind=ErrorKind.CONTAINER_NOT_FOUND)
     current = next(c.image for c in deployment.containers if c.name == container)
-    base = replace(base, container=container, current_image=current)
+    state, progress = rollout.state(deployment)
+    failed_sha = deployment.annotations.get(ann.FAILED_SHA) or None
+    base = replace(
+        base,
+        container=container,
+        current_image=current,
+        rollout=state,
+        progress=progress,
+        failed_sha=failed_sha,
+    )
 
-    if deployment.annotations.get(PAUSED_ANNOTATION, "").lower() in ("true", "1", "yes"):
+    if deployment.annotations.get(ann.PAUSED, "").lower() in ann.TRUE_VALUES:
         return replace(
             base,
             action=Action.SKIP,
-            reason=f"paused by the {PAUSED_ANNOTATION} annotation on the Deployment",
+            skip=Skip.PAUSED,
+            reason=f"paused by the {ann.PAUSED} annotation on the Deployment",
         )
 
+    head_sha = head.sha if isinstance(head, BranchHead) else None
+    hold = rollout.hold_of(site, deployment, container, head_sha, now)
+    clear: tuple[str, ...] = ()
+    if hold is not None and not hold.resumes:
+        return replace(
+            base,
+            action=Action.HELD,
+            reason=hold.reason,
+            held_by=hold.by,
+            held_at=hold.at,
+            write=hold.write,
+        )
+    if hold is not None:
+        clear = ann.HOLD_KEYS
+
+    why = rollout.failure(deployment, troubles) if rollout.ours(deployment, container) else None
+    if why is not None:
+        base = replace(base, rollout=Rollout.FAILED)
+        back = rollout.rollback_patch(site, deployment, container, why, now)
+        if back is not None:
+            bad = deployment.annotations.get(ann.SHA, "")
+            return replace(
+                base,
+                action=Action.ROLLED_BACK,
+                reason=f"rollout of {bad[:7]} failed ({why}); back to {back.image}",
+                target_image=back.image,
+                failed_sha=bad,
+                write=back,
+            )
+
     if head is None:
-        return replace(base, reason=f"no branch head for {site.ref}", error_kind="internal")
+        return replace(base, reason=f"no branch head for {site.ref}", error_kind=ErrorKind.INTERNAL)
     if isinstance(head, HeadError):
         return replace(base, reason=head.reason, error_kind=head.kind)
 
@@ -106,6 +160,17 @@ def plan_site(
         site.image, owner=site.owner, repo=site.repo_name, branch=head.branch, sha=head.sha
     )
     base = replace(base, target_image=target)
+    if failed_sha and head.sha == failed_sha:
+        why = deployment.annotations.get(ann.FAILED_REASON, "")
+        return replace(
+            base,
+            action=Action.SKIP,
+            skip=Skip.FAILED_COMMIT,
+            reason=(
+                f"{head.branch}@{head.sha[:7]} failed to roll out"
+                f"{f' ({why})' if why else ''}; rolled back, waiting for a new commit"
+            ),
+        )
     if current == target:
         return replace(
             base,
@@ -113,9 +178,12 @@ def plan_site(
             reason=f"runs {head.branch}@{head.sha[:7]}",
             running_sha=head.sha,
         )
-    running = deployment.annotations.get(SHA_ANNOTATION)
+    running = deployment.annotations.get(ann.SHA)
     was = f"ran {running[:7]}" if running else f"ran {current}"
-    return replace(base, action=Action.UPDATE, reason=f"{head.branch} is at {head.sha[:7]}; {was}")
+    reason = f"{head.branch} is at {head.sha[:7]}; {was}"
+    if hold is not None:
+        reason += f"; resumes after {hold.reason}"
+    return replace(base, action=Action.UPDATE, reason=reason, clear=clear)
 
 
 def _current_image(site: Site, deployment: ObservedDeployment | None) -> str | None:
@@ -123,6 +191,11 @@ def _current_image(site: Site, deployment: ObservedDeployment | None) -> str | N
         return None
     name, _ = _pick_container(site, deployment)
     return next((c.image for c in deployment.containers if c.name == name), None)
+
+
+def container_of(site: Site, deployment: ObservedDeployment) -> str | None:
+    """The managed container's name, or None when the site's setting does not pick one."""
+    return _pick_container(site, deployment)[0]
 
 
 def _pick_container(site: Site, deployment: ObservedDeployment) -> tuple[str | None, str]:
@@ -154,14 +227,21 @@ def gate(plan_: Plan, statuses: Mapping[str, ImageStatus]) -> Plan:
             out.append(p)
         elif status.exists is False:
             reason = status.reason or f"image {p.target_image} does not exist"
-            out.append(replace(p, action=Action.SKIP, reason=f"{reason}; not rolled out"))
+            out.append(
+                replace(
+                    p,
+                    action=Action.SKIP,
+                    skip=Skip.IMAGE_MISSING,
+                    reason=f"{reason}; not rolled out",
+                )
+            )
         else:
             out.append(
                 replace(
                     p,
                     action=Action.ERROR,
                     reason=f"cannot verify image {p.target_image}: {status.reason}",
-                    error_kind="image_unverified",
+                    error_kind=ErrorKind.IMAGE_UNVERIFIED,
                 )
             )
     return Plan(tuple(out))
@@ -181,4 +261,6 @@ def change_for(p: SitePlan) -> ImageChange:
         branch=p.branch,
         sha=p.sha,
         resource_version=p.resource_version,
+        previous_sha="" if p.clear else (p.running_sha or ""),
+        clear=p.clear,
     )

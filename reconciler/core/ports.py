@@ -8,13 +8,14 @@ from typing import Protocol
 
 from reconciler.core.model import (
     ApplyResult,
+    DeploymentPatch,
     HeadResult,
     ImageChange,
+    ImageStatus,
     NamespaceView,
     ObservedDeployment,
     RepoRef,
 )
-from reconciler.core.planner import ImageStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,16 @@ class Cluster(Protocol):
 
     def apply(self, change: ImageChange, *, dry_run: bool) -> ApplyResult:
         """Patch one container's image; a 409 comes back as ApplyResult(conflict=True)."""
+        ...
+
+    def patch(self, patch: DeploymentPatch, *, dry_run: bool) -> ApplyResult:
+        """A rollback, a hold, a resume: same contract as apply()."""
+        ...
+
+    def pod_troubles(
+        self, namespace: str, selector: Mapping[str, str], container: str, image: str
+    ) -> tuple[str, ...]:
+        """Why pods running `image` in `container` are stuck (CrashLoopBackOff, ...); () if not."""
         ...
 
 

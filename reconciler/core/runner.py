@@ -9,12 +9,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from reconciler.core.engine import SyncReport, SyncRequest
+from reconciler.core.errors import ShuttingDown
+
+__all__ = ["Runner", "ShuttingDown"]
 
 log = logging.getLogger(__name__)
-
-
-class ShuttingDown(RuntimeError):
-    """The runner no longer takes requests."""
 
 
 @dataclass

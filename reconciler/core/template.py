@@ -62,3 +62,29 @@ def render(template: str, *, owner: str, repo: str, branch: str, sha: str) -> st
         owner=owner.lower(),
         repo=repo.lower(),
     )
+
+
+def pattern(template: str, *, owner: str, repo: str, branch: str | None) -> re.Pattern[str]:
+    """A regex that fully matches every image `template` can render for this owner and repo.
+
+    Group "sha" (or "short_sha") captures the commit; `branch` None matches any branch.
+    """
+    any_branch = r"[A-Za-z0-9_.-]+"
+    fixed = {
+        "sha": "[0-9a-f]{40}",
+        "short_sha": f"[0-9a-f]{{{SHORT_SHA_LEN}}}",
+        "branch": re.escape(tag_safe(branch)) if branch is not None else any_branch,
+        "owner": re.escape(owner.lower()),
+        "repo": re.escape(repo.lower()),
+    }
+    out, seen = [], set()
+    for literal, name, _, _ in string.Formatter().parse(template):
+        out.append(re.escape(literal))
+        if name is None:
+            continue
+        if name in seen:
+            out.append(f"(?P={name})")
+        else:
+            seen.add(name)
+            out.append(f"(?P<{name}>{fixed[name]})")
+    return re.compile("".join(out))

@@ -14,6 +14,7 @@ from flask import Flask, Response, jsonify, render_template, request
 from reconciler import __version__
 from reconciler.core.engine import SyncRequest
 from reconciler.core.runner import ShuttingDown
+from reconciler.serve.events import MAX_BODY, GitHubHooks
 from reconciler.serve.service import Service, report_dict
 
 log = logging.getLogger(__name__)
@@ -22,10 +23,16 @@ DEFAULT_WAIT = 300.0
 
 
 def create_app(
-    service: Service, *, trigger_token: str | None, wait_limit: float = DEFAULT_WAIT
+    service: Service,
+    *,
+    trigger_token: str | None,
+    wait_limit: float = DEFAULT_WAIT,
+    webhook_secret: str | None = None,
 ) -> Flask:
-    """The WSGI app over a Service; the token guards POST /sync (None disables the trigger)."""
+    """The WSGI app over a Service; the token guards POST /sync (None disables the trigger),
+    the secret verifies GitHub's deliveries to POST /hooks/github (None disables them)."""
     app = Flask(__name__)
+    hooks = GitHubHooks(service, webhook_secret)
     app.config["JSON_SORT_KEYS"] = False
     app.extensions["reconciler"] = service
 
@@ -87,6 +94,13 @@ def create_app(
         if site is not None:
             body["results"] = [r for r in body["results"] if r["site"] == site]
         return jsonify(body), 200 if report.ok else 502
+
+    @app.post("/hooks/github")
+    def github_hook() -> Any:
+        if (request.content_length or 0) > MAX_BODY:
+            return error(413, "payload larger than GitHub's 25 MB")
+        status, body = hooks.receive(request.headers, request.get_data(), request.remote_addr)
+        return jsonify(body), status
 
     @app.get("/runs/<run_id>")
     def run(run_id: str) -> Any:

@@ -68,6 +68,13 @@ class Metrics:
             registry=r,
         )
 
+        self.events = Counter(
+            "reconciler_events",
+            "Events received (webhooks, Pub/Sub messages), by source, event and outcome",
+            ["source", "event", "outcome"],
+            registry=r,
+        )
+
     def record(self, report: SyncReport, limits: Mapping[str, RateLimit]) -> None:
         outcome = "ok" if report.ok else "failed"
         for trigger in report.trigger.split("+"):
@@ -76,7 +83,8 @@ class Metrics:
         self.updated.inc(report.updated if not report.dry_run else 0)
         for result in report.results:
             if result.action is Action.ERROR:
-                self.failures.labels(result.plan.error_kind or "unknown").inc()
+                kind = result.plan.error_kind
+                self.failures.labels(kind.value if kind else "unknown").inc()
         for resource, limit in limits.items():
             self.rate_limit.labels(resource).set(limit.remaining)
         if report.ok:

@@ -18,8 +18,8 @@ from apscheduler.triggers.cron import CronTrigger
 
 from reconciler.core import config as config_mod
 from reconciler.core.engine import Engine, SiteResult, SyncReport, SyncRequest
-from reconciler.core.errors import ConfigError, ReconcilerError
-from reconciler.core.model import Action
+from reconciler.core.errors import ConfigError, ConfigUnavailable, ReconcilerError
+from reconciler.core.model import Site, SiteState
 from reconciler.core.notifier import Notifier
 from reconciler.core.runner import Runner, ShuttingDown
 from reconciler.serve.metrics import Metrics
@@ -39,10 +39,6 @@ class Lease(Protocol):
     def release(self) -> None: ...
 
 
-class ConfigUnavailable(ReconcilerError):
-    """No valid sites.toml has been read yet."""
-
-
 @dataclass
 class ConfigState:
     """The last good config and, when the file is broken now, what is wrong with it."""
@@ -54,7 +50,7 @@ class ConfigState:
 
 
 @dataclass
-class SiteState:
+class SiteRecord:
     """What the status page shows for one site: the last result that covered it."""
 
     result: SiteResult
@@ -99,7 +95,7 @@ class Service:
         if notifier is not None:
             notifier.outbox.on_result = self.metrics.notification
         self.config = ConfigState()
-        self.sites: dict[str, SiteState] = {}
+        self.sites: dict[str, SiteRecord] = {}
         self.runs: OrderedDict[str, RunRecord] = OrderedDict()
         self.last_report: SyncReport | None = None
         self.runner = Runner(self._run)
@@ -146,6 +142,16 @@ class Service:
     def site_names(self) -> tuple[str, ...]:
         good = self.config.good
         return good.names if good else ()
+
+    def current_sites(self) -> tuple[Site, ...]:
+        """The sites of the last good config (what events are matched against)."""
+        good = self.config.good
+        return good.sites if good else ()
+
+    def known_heads(self) -> dict[str, str]:
+        """Each site's branch head (SHA) as the last sync that covered it saw it."""
+        with self._lock:
+            return {n: s.result.plan.sha for n, s in self.sites.items() if s.result.plan.sha}
 
     # -- triggers ----------------------------------------------------------------------------
 
@@ -232,15 +238,15 @@ class Service:
             self.last_report = report
             if not report.plan_only and not report.dry_run:
                 for result in report.results:
-                    self.sites[result.plan.site.name] = SiteState(
+                    self.sites[result.plan.site.name] = SiteRecord(
                         result, report.finished_at, report.run_id, report.trigger
                     )
-            states: dict[str, int] = {}
+            states: dict[SiteState, int] = {}
             for state in self.sites.values():
-                key = site_state(state.result)
+                key = state.result.state
                 states[key] = states.get(key, 0) + 1
-        for key in ("in-sync", "behind", "failing", "paused"):
-            self.metrics.sites.labels(key).set(states.get(key, 0))
+        for key in (SiteState.IN_SYNC, SiteState.BEHIND, SiteState.FAILING, SiteState.PAUSED):
+            self.metrics.sites.labels(key.value).set(states.get(key, 0))
 
     # -- schedule ----------------------------------------------------------------------------
 
@@ -335,6 +341,7 @@ class Service:
         }
 
     def _notifications(self) -> dict[str, Any] | None:
+        """Delivery counts and the last undelivered messages (None: notifications are off)."""
         if self.notifier is None:
             return None
         box = self.notifier.outbox
@@ -354,14 +361,19 @@ class Service:
             ],
         }
 
-    def _site_status(self, name: str, repo: str, state: SiteState | None) -> dict[str, Any]:
+    def _site_status(self, name: str, repo: str, state: SiteRecord | None) -> dict[str, Any]:
         if state is None:
-            return {"site": name, "repo": repo, "state": "unknown", "reason": "not synced yet"}
+            return {
+                "site": name,
+                "repo": repo,
+                "state": SiteState.UNKNOWN.value,
+                "reason": "not synced yet",
+            }
         data = state.result.as_dict()
         sha = data.get("sha")
         running = data.get("running_sha")
         data.update(
-            state=site_state(state.result),
+            state=state.result.state.value,
             checked_at=state.at,
             run_id=state.run_id,
             trigger=state.trigger,
@@ -412,18 +424,6 @@ class Service:
         return done
 
 
-def site_state(result: SiteResult) -> str:
-    """in-sync, behind, failing or paused: what an operator wants to know at a glance."""
-    p = result.plan
-    if p.action is Action.ERROR:
-        return "failing"
-    if p.action is Action.IN_SYNC or (result.applied and not result.dry_run):
-        return "in-sync"
-    if p.action is Action.SKIP and "paused" in p.reason:
-        return "paused"
-    return "behind"
-
-
 def report_dict(report: SyncReport) -> dict[str, Any]:
     return {
         "run_id": report.run_id,
@@ -435,10 +435,3 @@ def report_dict(report: SyncReport) -> dict[str, Any]:
         "duration_s": round(report.duration, 3),
         "results": [r.as_dict() for r in report.results],
     }
-
-
-def web_url_for(api_url: str) -> str:
-    """github.com for api.github.com; https://host for GitHub Enterprise's https://host/api/v3."""
-    if "api.github.com" in api_url:
-        return "https://github.com"
-    return api_url.split("/api/", 1)[0].rstrip("/")

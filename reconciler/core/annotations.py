@@ -1,0 +1,25 @@
+"""Every annotation key the reconciler reads or writes on a Deployment, in one place."""
+
+from __future__ import annotations
+
+PREFIX = "reconciler.dev/"
+PAUSED = PREFIX + "paused"  # "true" on a Deployment: report it, never change it
+REPO = PREFIX + "repo"  # written on update: where the image came from ...
+BRANCH = PREFIX + "branch"
+SHA = PREFIX + "sha"  # ... the commit it runs (read back when planning)
+UPDATED_AT = PREFIX + "updated-at"  # when the reconciler last changed it
+PREVIOUS_IMAGE = PREFIX + "previous-image"  # the image an update replaced: a rollback's target
+PREVIOUS_SHA = PREFIX + "previous-sha"  # ... and the commit it was built from, when known
+FAILED_SHA = PREFIX + "failed-sha"  # a commit whose rollout failed: never deployed again
+FAILED_REASON = PREFIX + "failed-reason"
+FAILED_AT = PREFIX + "failed-at"
+HOLD = PREFIX + "hold"  # an explicit hold (`reconciler hold|rollback`); the value is the reason
+HOLD_BY = PREFIX + "hold-by"
+HOLD_AT = PREFIX + "hold-at"
+HELD_HEAD = PREFIX + "held-head"  # branch head when a person's image change was first seen
+RESUMED_AT = PREFIX + "resumed-at"  # `reconciler resume`: image changes before it do not hold
+HOLD_KEYS = (HOLD, HOLD_BY, HOLD_AT, HELD_HEAD)
+NOTIFIED = PREFIX + "notified"  # JSON: the state last notified about (core/notify.py)
+CHANGE_CAUSE = "kubernetes.io/change-cause"  # what `kubectl rollout history` shows
+
+TRUE_VALUES = ("true", "1", "yes")

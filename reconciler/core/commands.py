@@ -1,0 +1,102 @@
+"""What people ask for by hand: hold, resume and roll back one site (CLI and HTTP alike)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from reconciler.core import annotations as ann
+from reconciler.core import planner, rollout
+from reconciler.core.engine import CONFLICT_RETRIES, Engine
+from reconciler.core.errors import ReconcilerError
+from reconciler.core.model import DeploymentPatch, ObservedDeployment, Site
+from reconciler.core.ports import VerifyRequest
+from reconciler.core.template import render
+
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+class CommandError(ReconcilerError):
+    """A hold, resume or rollback that cannot be done, and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """What a command changed, in words, and the image the site runs afterwards."""
+
+    site: str
+    message: str
+    image: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"site": self.site, "message": self.message, "image": self.image}
+
+
+def hold(engine: Engine, site: Site, *, by: str, reason: str = "") -> Done:
+    """Leave the site alone until `resume`, whatever its branch does."""
+    _write(engine, site, lambda d, _c: rollout.hold_patch(d, by, reason, engine.clock()))
+    return Done(site.name, f"{site.name} held by {by}: {reason or 'held'}")
+
+
+def resume(engine: Engine, site: Site, *, by: str) -> Done:
+    """Lift an explicit hold and a hold by a person's change; the next sync deploys the head."""
+    _write(engine, site, lambda d, _c: rollout.resume_patch(d, by, engine.clock()))
+    return Done(site.name, f"{site.name} resumed by {by}; the next sync deploys its branch head")
+
+
+def rollback(engine: Engine, site: Site, *, by: str, to: str | None = None) -> Done:
+    """Deploy the previous commit's image (or commit `to`'s) and hold the site there."""
+    if to is not None and not _SHA.match(to):
+        raise CommandError(f"--to must be a full 40-character commit SHA, not {to!r}")
+    chosen: list[str] = []
+
+    def make(d: ObservedDeployment, container: str) -> DeploymentPatch:
+        if to is None:
+            image = d.annotations.get(ann.PREVIOUS_IMAGE)
+            sha = d.annotations.get(ann.PREVIOUS_SHA) or None
+            if not image:
+                raise CommandError(
+                    f"{site.name}: no previous image is recorded on the Deployment; pass --to SHA"
+                )
+        else:
+            branch = d.annotations.get(ann.BRANCH) or site.branch or "main"
+            image = render(site.image, owner=site.owner, repo=site.repo_name, branch=branch, sha=to)
+            sha = to
+            _verify(engine, site, image, to)
+        chosen[:] = [image]
+        return rollout.manual_rollback_patch(
+            site, d, container=container, image=image, sha=sha, by=by, now=engine.clock()
+        )
+
+    _write(engine, site, make)
+    return Done(site.name, f"{site.name} rolled back to {chosen[0]} by {by} and held", chosen[0])
+
+
+def _verify(engine: Engine, site: Site, image: str, sha: str) -> None:
+    if site.verify == "none":
+        return
+    status = engine.verifier.verify([VerifyRequest(image, site.repo, sha, site.verify)]).get(image)
+    if status is not None and status.exists is not True:
+        raise CommandError(f"{site.name}: {status.reason or f'image {image} does not exist'}")
+
+
+def _write(
+    engine: Engine,
+    site: Site,
+    make: Callable[[ObservedDeployment, str], DeploymentPatch],
+) -> None:
+    """Read, build the patch, send it guarded by resourceVersion; re-read on a conflict."""
+    for _ in range(CONFLICT_RETRIES):
+        d = engine.cluster.read(site.namespace, site.deployment)
+        if d is None:
+            raise CommandError(f"deployment {site.namespace}/{site.deployment} not found")
+        container = planner.container_of(site, d)
+        if container is None:
+            raise CommandError(f"{site.name}: cannot tell which container it manages")
+        result = engine.cluster.patch(make(d, container), dry_run=False)
+        if result.ok:
+            return
+        if not result.conflict:
+            raise CommandError(f"{site.name}: {result.reason}")
+    raise CommandError(f"{site.name}: the Deployment kept changing under us (409 conflicts)")

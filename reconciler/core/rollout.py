@@ -1,0 +1,308 @@
+"""Pure rollout rules: rollout state, who holds the image, rollback/hold patches. No I/O."""
+
+from __future__ import annotations
+
+import calendar
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from reconciler.core import annotations as ann
+from reconciler.core.model import (
+    DeploymentPatch,
+    FieldOwner,
+    ImageChange,
+    Note,
+    ObservedDeployment,
+    Rollout,
+    Site,
+)
+
+FIELD_MANAGER = "reconciler"
+
+# Container states that mean the new pods will not come up by themselves.
+STUCK_REASONS = frozenset(
+    {
+        "CrashLoopBackOff",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    }
+)
+
+
+def stamp(now: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+
+
+def parse_time(value: str | None) -> float | None:
+    """Seconds since the epoch of an RFC 3339 UTC time as the API server writes it."""
+    if not value:
+        return None
+    try:
+        return float(calendar.timegm(time.strptime(value[:19], "%Y-%m-%dT%H:%M:%S")))
+    except ValueError:
+        return None
+
+
+def state(d: ObservedDeployment) -> tuple[Rollout | None, str]:
+    """The rollout state from the controller's status, and progress such as "2/3 ready".
+
+    None while no controller has reported on the Deployment. Same rules as
+    `kubectl rollout status`: failed on ProgressDeadlineExceeded; progressing until the
+    controller has seen the latest spec and every replica is updated and available.
+    """
+    s = d.status
+    if s is None:
+        return None, ""
+    progress = f"{s.available}/{s.desired} ready"
+    if s.deadline_exceeded:
+        return Rollout.FAILED, progress
+    if s.observed_generation < d.generation:
+        return Rollout.PROGRESSING, progress
+    if s.updated < s.desired or s.replicas > s.updated or s.available < s.updated:
+        return Rollout.PROGRESSING, f"{min(s.updated, s.available)}/{s.desired} ready"
+    return Rollout.AVAILABLE, progress
+
+
+def timeout(site: Site, d: ObservedDeployment) -> int:
+    if site.rollout_timeout is not None:
+        return site.rollout_timeout
+    return d.status.progress_deadline_seconds if d.status else 600
+
+
+def owns_image(d: ObservedDeployment, container: str) -> bool:
+    owner = d.image_owners.get(container)
+    return owner is not None and owner.manager == FIELD_MANAGER
+
+
+def ours(d: ObservedDeployment, container: str) -> bool:
+    """Whether the image now running is one the reconciler set and may roll back."""
+    return owns_image(d, container) and bool(d.annotations.get(ann.SHA))
+
+
+def wants_pods(site: Site, d: ObservedDeployment, container: str, now: float) -> bool:
+    """Whether a progressing rollout of ours is old enough that stuck pods would fail it."""
+    rollout, _ = state(d)
+    if rollout is not Rollout.PROGRESSING or not ours(d, container):
+        return False
+    started = parse_time(d.annotations.get(ann.UPDATED_AT))
+    return started is not None and now - started >= timeout(site, d)
+
+
+def failure(d: ObservedDeployment, troubles: tuple[str, ...]) -> str | None:
+    """Why the rollout failed, or None: the deadline, or stuck pods of the new image."""
+    if d.status is not None and d.status.deadline_exceeded:
+        return d.status.message or "ProgressDeadlineExceeded"
+    if troubles:
+        return "new pods are not coming up: " + "; ".join(troubles[:3])
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Why the reconciler leaves a site alone: who, when, and how to resume."""
+
+    by: str
+    at: str
+    reason: str
+    write: DeploymentPatch | None = None  # record the branch head on first sight
+    resumes: bool = False  # a manual hold whose branch has moved on
+
+
+def hold_of(
+    site: Site, d: ObservedDeployment, container: str, head_sha: str | None, now: float
+) -> Hold | None:
+    """An explicit hold, or a person's (another manager's) change of the managed image."""
+    notes = d.annotations
+    if ann.HOLD in notes:
+        by, at = notes.get(ann.HOLD_BY, "someone"), notes.get(ann.HOLD_AT, "")
+        why = notes[ann.HOLD] or "held"
+        return Hold(
+            by,
+            at,
+            f"held by {by} at {at or '?'}: {why}; `reconciler resume {site.name}` lifts it",
+        )
+    owner = d.image_owners.get(container)
+    if owner is None or owner.manager == FIELD_MANAGER or not managed(d):
+        return None
+    changed = parse_time(owner.time)
+    resumed = parse_time(notes.get(ann.RESUMED_AT))
+    if resumed is not None and (changed is None or changed <= resumed):
+        return None
+    image = next((c.image for c in d.containers if c.name == container), "?")
+    held_head = notes.get(ann.HELD_HEAD)
+    what = f"image set to {image} by {owner.manager} ({owner.operation}) at {owner.time or '?'}"
+    if held_head and head_sha and head_sha != held_head:
+        return Hold(owner.manager, owner.time, what, resumes=True)
+    write = None
+    if not held_head and head_sha:
+        write = DeploymentPatch(
+            d.namespace,
+            d.name,
+            {ann.HELD_HEAD: head_sha},
+            events=(
+                Note(
+                    "Normal",
+                    "Held",
+                    f"{what}; the reconciler leaves it until {site.repo} moves past "
+                    f"{head_sha[:7]} or `reconciler resume {site.name}`",
+                ),
+            ),
+            resource_version=d.resource_version,
+        )
+    since = (held_head or head_sha or "")[:7]
+    until = f"a commit after {since} lands" if since else "the branch moves"
+    return Hold(
+        owner.manager,
+        owner.time,
+        f"{what}; held until {until} or `reconciler resume {site.name}`",
+        write=write,
+    )
+
+
+def managed(d: ObservedDeployment) -> bool:
+    """Whether the reconciler has ever changed this Deployment (else it is adopted, not held)."""
+    return FIELD_MANAGER in d.managers or ann.SHA in d.annotations
+
+
+def rollback_patch(
+    site: Site, d: ObservedDeployment, container: str, why: str, now: float
+) -> DeploymentPatch | None:
+    """Back to the image recorded before the failed change; the failed commit is remembered."""
+    previous = d.annotations.get(ann.PREVIOUS_IMAGE)
+    bad = d.annotations.get(ann.SHA, "")
+    if not previous:
+        return None
+    current = next((c.image for c in d.containers if c.name == container), "")
+    previous_sha = d.annotations.get(ann.PREVIOUS_SHA) or None
+    was = (previous_sha or "")[:7] or previous
+    return DeploymentPatch(
+        d.namespace,
+        d.name,
+        {
+            ann.SHA: previous_sha,
+            ann.UPDATED_AT: stamp(now),
+            ann.PREVIOUS_IMAGE: None,
+            ann.PREVIOUS_SHA: None,
+            ann.FAILED_SHA: bad,
+            ann.FAILED_REASON: why[:500],
+            ann.FAILED_AT: stamp(now),
+        },
+        container=container,
+        image=previous,
+        change_cause=f"reconciler: rolled back {site.repo} {bad[:7]} -> {was} (rollout failed)",
+        events=(
+            Note("Warning", "RolloutFailed", f"{current} ({bad[:7]}): {why}"[:1024]),
+            Note("Normal", "RolledBack", f"container {container}: {current} -> {previous}"),
+        ),
+        resource_version=d.resource_version,
+    )
+
+
+def update_annotations(change: ImageChange, now: float) -> dict[str, str | None]:
+    """What an image update records: where the image came from and what it replaced."""
+    notes: dict[str, str | None] = {
+        ann.REPO: change.repo,
+        ann.BRANCH: change.branch,
+        ann.SHA: change.sha,
+        ann.UPDATED_AT: stamp(now),
+        ann.PREVIOUS_IMAGE: change.previous_image or None,
+        ann.PREVIOUS_SHA: change.previous_sha or None,
+    }
+    for key in change.clear:
+        notes[key] = None
+    return notes
+
+
+def hold_patch(d: ObservedDeployment, by: str, reason: str, now: float) -> DeploymentPatch:
+    why = reason or "held"
+    return DeploymentPatch(
+        d.namespace,
+        d.name,
+        {ann.HOLD: why, ann.HOLD_BY: by, ann.HOLD_AT: stamp(now)},
+        events=(Note("Normal", "Held", f"held by {by}: {why}"[:1024]),),
+        resource_version=d.resource_version,
+    )
+
+
+def resume_patch(d: ObservedDeployment, by: str, now: float) -> DeploymentPatch:
+    notes: dict[str, str | None] = dict.fromkeys(ann.HOLD_KEYS)
+    notes[ann.RESUMED_AT] = stamp(now)
+    return DeploymentPatch(
+        d.namespace,
+        d.name,
+        notes,
+        events=(Note("Normal", "Resumed", f"resumed by {by}"),),
+        resource_version=d.resource_version,
+    )
+
+
+def manual_rollback_patch(
+    site: Site,
+    d: ObservedDeployment,
+    *,
+    container: str,
+    image: str,
+    sha: str | None,
+    by: str,
+    now: float,
+) -> DeploymentPatch:
+    """`reconciler rollback`: deploy an earlier image and hold the site there."""
+    current = next((c.image for c in d.containers if c.name == container), "")
+    notes = d.annotations
+    target = sha[:7] if sha else image
+    return DeploymentPatch(
+        d.namespace,
+        d.name,
+        {
+            ann.SHA: sha,
+            ann.UPDATED_AT: stamp(now),
+            ann.PREVIOUS_IMAGE: current or None,
+            ann.PREVIOUS_SHA: notes.get(ann.SHA) or None,
+            ann.HOLD: f"rolled back to {target}",
+            ann.HOLD_BY: by,
+            ann.HOLD_AT: stamp(now),
+            ann.HELD_HEAD: None,
+        },
+        container=container,
+        image=image,
+        change_cause=f"reconciler: rolled back {site.repo} to {target} by {by}",
+        events=(
+            Note("Normal", "RolledBack", f"by {by}: container {container}: {current} -> {image}"),
+        ),
+        resource_version=d.resource_version,
+    )
+
+
+def image_owners(managed_fields: Sequence[Mapping[str, object]]) -> dict[str, FieldOwner]:
+    """Which manager owns each container's image, from managedFields (Update or Apply entries)."""
+    owners: dict[str, FieldOwner] = {}
+    for entry in managed_fields:
+        if entry.get("subresource"):
+            continue
+        fields = entry.get("fieldsV1")
+        containers = _dig(fields, "f:spec", "f:template", "f:spec", "f:containers")
+        if not isinstance(containers, Mapping):
+            continue
+        for key, value in containers.items():
+            if not (isinstance(key, str) and key.startswith('k:{"name":')):
+                continue
+            if isinstance(value, Mapping) and "f:image" in value:
+                name = key[len('k:{"name":"') : -len('"}')]
+                owners[name] = FieldOwner(
+                    str(entry.get("manager", "")),
+                    str(entry.get("operation", "")),
+                    str(entry.get("time", "")),
+                )
+    return owners
+
+
+def _dig(value: object, *keys: str) -> object:
+    for key in keys:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value

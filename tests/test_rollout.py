@@ -1,0 +1,307 @@
+"""The pure rollout rules and the engine's rollback, hold and resume, on in-memory fakes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from reconciler.core import annotations as ann
+from reconciler.core import commands, config, planner, rollout
+from reconciler.core.engine import Engine, SyncRequest
+from reconciler.core.model import (
+    Action,
+    BranchHead,
+    Container,
+    DeploymentStatus,
+    FieldOwner,
+    ObservedDeployment,
+    Rollout,
+    Site,
+    SitePlan,
+)
+from tests.fakes import FakeCluster, FakeHeads, FakeVerifier
+
+GOOD, BAD, NEXT = "1" * 40, "2" * 40, "3" * 40
+SITE = Site("blog", "acme/blog", "main", "web", "blog", "app", "gcr.io/p/blog:{sha}")
+NOW = 1_800_000_000.0
+
+
+def img(sha: str) -> str:
+    return f"gcr.io/p/blog:{sha}"
+
+
+def deployed(
+    sha: str = BAD,
+    *,
+    previous: str = GOOD,
+    status: DeploymentStatus | None = None,
+    owner: str = "reconciler",
+    owner_time: str = "2027-01-15T08:00:00Z",
+    **notes: str,
+) -> ObservedDeployment:
+    """A Deployment on which the reconciler deployed `sha` over `previous`."""
+    annotations = {
+        ann.SHA: sha,
+        ann.UPDATED_AT: rollout.stamp(NOW - 60),
+        ann.PREVIOUS_IMAGE: img(previous),
+        ann.PREVIOUS_SHA: previous,
+        **{k.replace("_", "-").join(["reconciler.dev/", ""]): v for k, v in notes.items()},
+    }
+    return ObservedDeployment(
+        "web",
+        "blog",
+        (Container("app", img(sha)), Container("proxy", "envoy:1")),
+        annotations=annotations,
+        resource_version="7",
+        generation=2,
+        status=status
+        or DeploymentStatus(
+            observed_generation=2, desired=3, updated=3, replicas=3, ready=3, available=3
+        ),
+        image_owners={"app": FieldOwner(owner, "Update", owner_time)},
+        managers=frozenset({"kubectl-create", "reconciler", owner}),
+        selector={"app": "blog"},
+    )
+
+
+def plan(d: ObservedDeployment, head: str = BAD, **kw: object) -> SitePlan:
+    heads = {SITE.ref: BranchHead("acme/blog", "main", head)}
+    return planner.plan_site(SITE, heads, {"web": {"blog": d}}, now=NOW, **kw)  # type: ignore[arg-type]
+
+
+STUCK = DeploymentStatus(observed_generation=2, desired=3, updated=1, replicas=4, available=0)
+DEADLINE = replace(STUCK, deadline_exceeded=True, message='ReplicaSet "blog-x" has timed out')
+
+
+@pytest.mark.parametrize(
+    ("status", "generation", "expected", "progress"),
+    [
+        (None, 1, None, ""),
+        (
+            DeploymentStatus(observed_generation=1, desired=3, updated=3, replicas=3, available=3),
+            2,
+            Rollout.PROGRESSING,
+            "3/3 ready",
+        ),
+        (
+            DeploymentStatus(observed_generation=2, desired=3, updated=3, replicas=4, available=2),
+            2,
+            Rollout.PROGRESSING,
+            "2/3 ready",
+        ),
+        (
+            DeploymentStatus(observed_generation=2, desired=3, updated=3, replicas=3, available=3),
+            2,
+            Rollout.AVAILABLE,
+            "3/3 ready",
+        ),
+        (DEADLINE, 2, Rollout.FAILED, "0/3 ready"),
+    ],
+)
+def test_rollout_state(
+    status: DeploymentStatus | None, generation: int, expected: Rollout | None, progress: str
+) -> None:
+    d = replace(deployed(), status=status, generation=generation)
+    assert rollout.state(d) == (expected, progress)
+
+
+def test_image_owner_comes_from_managed_fields_update_or_apply() -> None:
+    fields = [
+        {
+            "manager": "kubectl-create",
+            "operation": "Update",
+            "time": "t0",
+            "fieldsV1": {
+                "f:spec": {
+                    "f:template": {
+                        "f:spec": {
+                            "f:containers": {
+                                'k:{"name":"app"}': {".": {}, "f:image": {}, "f:name": {}},
+                                'k:{"name":"proxy"}': {".": {}, "f:image": {}, "f:name": {}},
+                            }
+                        }
+                    }
+                }
+            },
+        },
+        {
+            "manager": "kube-controller-manager",
+            "operation": "Update",
+            "subresource": "status",
+            "fieldsV1": {"f:status": {}},
+        },
+        {
+            "manager": "kubectl",
+            "operation": "Apply",
+            "time": "t2",
+            "fieldsV1": {
+                "f:spec": {
+                    "f:template": {
+                        "f:spec": {"f:containers": {'k:{"name":"app"}': {"f:image": {}}}}
+                    }
+                }
+            },
+        },
+    ]
+    owners = rollout.image_owners(fields)
+    assert owners == {
+        "app": FieldOwner("kubectl", "Apply", "t2"),
+        "proxy": FieldOwner("kubectl-create", "Update", "t0"),
+    }
+
+
+def test_a_failed_rollout_is_rolled_back_and_the_commit_remembered() -> None:
+    p = plan(deployed(status=DEADLINE))
+    assert p.action is Action.ROLLED_BACK and p.rollout is Rollout.FAILED
+    assert p.failed_sha == BAD and "timed out" in p.reason
+    w = p.write
+    assert w is not None and w.image == img(GOOD) and w.resource_version == "7"
+    assert w.annotations[ann.FAILED_SHA] == BAD
+    assert w.annotations[ann.SHA] == GOOD
+    assert w.annotations[ann.PREVIOUS_IMAGE] is None
+    assert [e.reason for e in w.events] == ["RolloutFailed", "RolledBack"]
+    assert all(k.startswith("reconciler.dev/") for k in w.annotations)
+
+
+def test_stuck_pods_fail_a_rollout_only_after_the_rollout_timeout() -> None:
+    d = deployed(status=STUCK)
+    short = replace(SITE, rollout_timeout=30)
+    assert rollout.wants_pods(short, d, "app", NOW)  # updated 60 s ago
+    assert not rollout.wants_pods(replace(SITE, rollout_timeout=120), d, "app", NOW)
+    assert not rollout.wants_pods(short, deployed(), "app", NOW)  # available
+    p = plan(d, troubles=("pod blog-x: CrashLoopBackOff (4 restarts)",))
+    assert p.action is Action.ROLLED_BACK and "CrashLoopBackOff" in p.reason
+    assert plan(d).action is Action.IN_SYNC and plan(d).rollout is Rollout.PROGRESSING
+
+
+def test_a_remembered_bad_commit_is_skipped_until_the_branch_moves() -> None:
+    after = deployed(GOOD, failed_sha=BAD, failed_reason="timed out")
+    after = replace(
+        after,
+        annotations={
+            k: v
+            for k, v in after.annotations.items()
+            if k not in (ann.PREVIOUS_IMAGE, ann.PREVIOUS_SHA)
+        },
+    )
+    p = plan(after, head=BAD)
+    assert p.action is Action.SKIP and "failed" in p.reason and p.write is None
+    assert plan(after, head=NEXT).action is Action.UPDATE
+
+
+def test_a_rollback_that_fails_too_is_not_rolled_back_again() -> None:
+    after = deployed(GOOD, status=DEADLINE, failed_sha=BAD)
+    after = replace(
+        after,
+        annotations={k: v for k, v in after.annotations.items() if k != ann.PREVIOUS_IMAGE},
+    )
+    p = plan(after, head=BAD)
+    assert p.action is Action.SKIP and p.rollout is Rollout.FAILED
+
+
+@pytest.mark.parametrize("manager", ["kubectl-rollout", "kubectl-set", "kubectl-edit", "argocd"])
+def test_another_managers_image_change_holds_the_site(manager: str) -> None:
+    d = deployed(GOOD, owner=manager)
+    first = plan(d, head=BAD)
+    assert first.action is Action.HELD and first.held_by == manager
+    assert manager in first.reason and "reconciler resume blog" in first.reason
+    assert first.write is not None and first.write.image is None
+    assert first.write.annotations == {ann.HELD_HEAD: BAD}
+    held = replace(d, annotations={**d.annotations, ann.HELD_HEAD: BAD})
+    again = plan(held, head=BAD)
+    assert again.action is Action.HELD and again.write is None
+    moved = plan(held, head=NEXT)
+    assert moved.action is Action.UPDATE and ann.HELD_HEAD in moved.clear
+    change = planner.change_for(moved)
+    assert change.previous_sha == ""  # the person's image came from no commit we know
+
+
+def test_never_managed_deployment_is_adopted_not_held() -> None:
+    d = replace(
+        deployed(GOOD, owner="kubectl-create"),
+        annotations={},
+        managers=frozenset({"kubectl-create"}),
+    )
+    assert plan(d, head=NEXT).action is Action.UPDATE
+
+
+def test_explicit_hold_until_resumed_and_resume_outranks_an_older_manual_change() -> None:
+    d = deployed(GOOD, hold="incident 42", hold_by="alice", hold_at="2027-01-15T08:00:00Z")
+    p = plan(d, head=NEXT)
+    assert p.action is Action.HELD and "incident 42" in p.reason and p.held_by == "alice"
+    manual = deployed(GOOD, owner="kubectl-set", resumed_at="2027-01-15T09:00:00Z")
+    assert plan(manual, head=NEXT).action is Action.UPDATE
+
+
+def world() -> tuple[config.Config, FakeHeads, FakeCluster, Engine]:
+    cfg = config.parse(
+        '[sites.blog]\nrepo = "acme/blog"\nbranch = "main"\nnamespace = "web"\n'
+        'container = "app"\nimage = "gcr.io/p/blog:{sha}"\nverify = "none"\n'
+    )
+    heads = FakeHeads()
+    heads.set("acme/blog", "main", BAD)
+    cluster = FakeCluster(now=NOW)
+    cluster.add(deployed(status=DEADLINE))
+    engine = Engine(heads=heads, cluster=cluster, verifier=FakeVerifier(), clock=lambda: NOW)
+    return cfg, heads, cluster, engine
+
+
+def test_sync_rolls_back_then_writes_nothing_then_deploys_the_next_commit() -> None:
+    cfg, heads, cluster, engine = world()
+    first = engine.run(cfg, SyncRequest()).results[0]
+    assert first.action is Action.ROLLED_BACK and first.applied
+    assert first.as_dict()["action"] == "rolled-back" and first.as_dict()["rollout"] == "failed"
+    d = cluster.deployments[("web", "blog")]
+    assert d.containers[0].image == img(GOOD)
+    cluster.deployments[("web", "blog")] = replace(d, status=deployed().status)
+    assert len(cluster.patches) == 1
+    second = engine.run(cfg, SyncRequest()).results[0]
+    assert second.action is Action.SKIP and "failed" in second.plan.reason
+    assert len(cluster.patches) == 1 and cluster.applied == []
+    heads.set("acme/blog", "main", NEXT)
+    third = engine.run(cfg, SyncRequest()).results[0]
+    assert third.action is Action.UPDATE and third.applied
+    assert cluster.deployments[("web", "blog")].containers[0].image == img(NEXT)
+
+
+def test_follow_rolls_back_once_even_when_two_followers_race() -> None:
+    cfg, _, cluster, engine = world()
+    other = Engine(heads=FakeHeads(), cluster=cluster, verifier=FakeVerifier(), clock=lambda: NOW)
+    stale = cluster.deployments[("web", "blog")]
+    assert engine.follow(cfg.sites[0]).applied
+    cluster.deployments[("web", "blog")] = replace(
+        cluster.deployments[("web", "blog")], status=stale.status
+    )  # the controller has not caught up: still "failed" on the API server
+    assert not other.follow(cfg.sites[0]).applied
+    assert len(cluster.patches) == 1
+
+
+def test_wait_returns_when_no_rollout_is_progressing() -> None:
+    cfg, _, _, engine = world()
+    out = engine.wait(cfg, ["blog"], timeout=0)
+    assert out["blog"].action is Action.ROLLED_BACK
+
+
+def test_hold_resume_and_rollback_commands() -> None:
+    cfg, heads, cluster, engine = world()
+    site = cfg.sites[0]
+    cluster.deployments[("web", "blog")] = deployed(NEXT, previous=GOOD)
+    heads.set("acme/blog", "main", NEXT)
+    done = commands.rollback(engine, site, by="alice")
+    assert done.image == img(GOOD)
+    d = cluster.deployments[("web", "blog")]
+    assert d.containers[0].image == img(GOOD) and d.annotations[ann.HOLD_BY] == "alice"
+    assert [e.reason for e in cluster.patches[-1].events] == ["RolledBack"]
+    held = engine.run(cfg, SyncRequest()).results[0]
+    assert held.action is Action.HELD and not held.applied
+    commands.resume(engine, site, by="alice")
+    resumed = engine.run(cfg, SyncRequest()).results[0]
+    assert resumed.action is Action.UPDATE and resumed.applied
+    commands.hold(engine, site, by="bob", reason="freeze")
+    heads.set("acme/blog", "main", BAD)
+    assert engine.run(cfg, SyncRequest()).results[0].action is Action.HELD
+    commands.rollback(engine, site, by="bob", to=GOOD)
+    assert cluster.deployments[("web", "blog")].containers[0].image == img(GOOD)
+    with pytest.raises(commands.CommandError, match="40-character"):
+        commands.rollback(engine, site, by="bob", to="abc")

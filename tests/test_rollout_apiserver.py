@@ -1,0 +1,222 @@
+"""Rollback, holds and the commands through the CLI against a real kube-apiserver.
+
+This control plane runs no controllers, so the Deployment's status is written here as its
+controller would write it; kubectl plays the person. The whole loop with real controllers and
+pods is in test_rollout_cluster.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+
+from reconciler.cli.main import main
+from reconciler.core import annotations as ann
+from testkit.controlplane import ControlPlane
+from testkit.deployments import create_deployment, get_deployment
+from testkit.github import GitHubStandIn, random_sha
+from testkit.github_fixtures import TOKEN
+
+pytestmark = pytest.mark.controlplane
+
+
+class World:
+    """A site "blog" in its own namespace, a GitHub stand-in, the CLI and kubectl."""
+
+    def __init__(
+        self, cp: ControlPlane, api: Any, ns: str, github: GitHubStandIn, tmp: Path
+    ) -> None:
+        self.cp, self.api, self.ns, self.github = cp, api, ns, github
+        self.sites = tmp / "sites.toml"
+        self.sites.write_text(
+            f'[sites.blog]\nrepo = "acme/blog"\nbranch = "main"\nnamespace = "{ns}"\n'
+            'container = "app"\nimage = "gcr.io/p/blog:{sha}"\nverify = "none"\n'
+        )
+        self.env = {
+            "GITHUB_API_URL": github.url,
+            "GITHUB_TOKEN": TOKEN,
+            "KUBECONFIG": str(cp.kubeconfig_path),
+            "USER": "alice",
+        }
+        github.add_repo("acme/blog", {"main": random_sha()})
+        create_deployment(api, ns, "blog", "gcr.io/p/blog:before")
+
+    def head(self, sha: str | None = None) -> str:
+        sha = sha or random_sha()
+        self.github.set_branch("acme/blog", "main", sha)
+        return sha
+
+    def cli(self, *argv: str) -> tuple[int, Any]:
+        out, err = io.StringIO(), io.StringIO()
+        code = main(
+            [*argv, "--config", str(self.sites), "--output", "json"],
+            env=self.env,
+            stdout=out,
+            stderr=err,
+        )
+        text = out.getvalue()
+        return code, (json.loads(text) if text.strip() else err.getvalue())
+
+    def sync(self) -> dict[str, Any]:
+        code, results = self.cli("sync")
+        assert code == 0, results
+        return dict(results[0])
+
+    def kubectl(self, *argv: str) -> None:
+        subprocess.run(
+            ["kubectl", "--kubeconfig", str(self.cp.kubeconfig_path), "-n", self.ns, *argv],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    def get(self) -> dict[str, Any]:
+        return get_deployment(self.api, self.ns, "blog")
+
+    def image(self) -> str:
+        d = self.get()
+        return str(next(c["image"] for c in d["spec"]["template"]["spec"]["containers"]))
+
+    def status(self, *, failed: bool = False) -> None:
+        """Write the status the deployment controller would: available, or past its deadline."""
+        d = self.get()
+        gen = d["metadata"]["generation"]
+        progressing = (
+            {
+                "reason": "ProgressDeadlineExceeded",
+                "status": "False",
+                "message": 'ReplicaSet "blog-x" has timed out progressing.',
+            }
+            if failed
+            else {"reason": "NewReplicaSetAvailable", "status": "True", "message": "done"}
+        )
+        ready = 0 if failed else 2
+        body = {
+            "status": {
+                "observedGeneration": gen,
+                "replicas": 2,
+                "updatedReplicas": 2,
+                "readyReplicas": ready,
+                "availableReplicas": ready,
+                "conditions": [{"type": "Progressing", **progressing}],
+            }
+        }
+        kubernetes.client.AppsV1Api(self.api).patch_namespaced_deployment_status(
+            "blog", self.ns, body
+        )
+
+    def events(self) -> list[str]:
+        core = kubernetes.client.CoreV1Api(self.api)
+        return [
+            e.reason
+            for e in core.list_namespaced_event(self.ns).items
+            if e.involved_object.name == "blog"
+        ]
+
+
+@pytest.fixture
+def world(
+    control_plane: ControlPlane,
+    kube_api_client: Any,
+    k8s_namespace: str,
+    github: GitHubStandIn,
+    tmp_path: Path,
+) -> World:
+    return World(control_plane, kube_api_client, k8s_namespace, github, tmp_path)
+
+
+def test_failed_rollout_is_rolled_back_remembered_and_the_next_commit_deploys(
+    world: World,
+) -> None:
+    bad = world.head()
+    first = world.sync()
+    assert first["action"] == "update" and first["applied"]
+    assert world.image() == f"gcr.io/p/blog:{bad}"
+    world.status(failed=True)
+
+    code, planned = world.cli("plan")
+    assert code == 0 and planned[0]["action"] == "rolled-back" and not planned[0]["applied"]
+    assert planned[0]["rollout"] == "failed"
+    assert world.image() == f"gcr.io/p/blog:{bad}"  # plan writes nothing
+
+    back = world.sync()
+    assert back["action"] == "rolled-back" and back["applied"] and back["failed_sha"] == bad
+    assert "timed out" in back["reason"]
+    assert world.image() == "gcr.io/p/blog:before"
+    notes = world.get()["metadata"]["annotations"]
+    assert notes[ann.FAILED_SHA] == bad and ann.PREVIOUS_IMAGE not in notes
+    assert {"RolloutFailed", "RolledBack"} <= set(world.events())
+
+    world.status()
+    rv = world.get()["metadata"]["resourceVersion"]
+    for _ in range(2):
+        skipped = world.sync()
+        assert skipped["action"] == "skip" and "failed" in skipped["reason"]
+        assert skipped["rollout"] == "available"
+    assert world.get()["metadata"]["resourceVersion"] == rv  # no write
+
+    good = world.head()
+    again = world.sync()
+    assert again["action"] == "update" and again["applied"]
+    assert world.image() == f"gcr.io/p/blog:{good}"
+
+
+def test_kubectl_set_image_holds_until_a_new_commit_and_set_env_does_not(world: World) -> None:
+    world.head()
+    world.sync()
+    world.kubectl("set", "env", "deployment/blog", "-c", "app", "FEATURE=on")
+    assert world.sync()["action"] == "in-sync"
+
+    world.kubectl("set", "image", "deployment/blog", "app=gcr.io/p/blog:hotfix")
+    held = world.sync()
+    assert held["action"] == "held" and held["held_by"] == "kubectl-set"
+    assert "reconciler resume blog" in held["reason"]
+    rv = world.get()["metadata"]["resourceVersion"]
+    for _ in range(2):
+        assert world.sync()["action"] == "held"
+    assert world.get()["metadata"]["resourceVersion"] == rv
+    assert world.image() == "gcr.io/p/blog:hotfix"
+    assert "Held" in world.events()
+
+    fix = world.head()
+    resumed = world.sync()
+    assert resumed["action"] == "update" and resumed["applied"]
+    assert world.image() == f"gcr.io/p/blog:{fix}"
+    assert ann.HELD_HEAD not in world.get()["metadata"]["annotations"]
+    assert world.sync()["action"] == "in-sync"
+
+
+def test_hold_resume_and_rollback_commands(world: World) -> None:
+    one = world.head()
+    world.sync()
+    two = world.head()
+    world.sync()
+
+    code, done = world.cli("rollback", "blog")
+    assert code == 0 and done["image"] == f"gcr.io/p/blog:{one}"
+    assert world.image() == f"gcr.io/p/blog:{one}"
+    held = world.sync()
+    assert held["action"] == "held" and held["held_by"] == "alice (cli)"
+
+    code, resumed = world.cli("resume", "blog")
+    assert code == 0 and resumed["sync"][0]["action"] == "update"
+    assert world.image() == f"gcr.io/p/blog:{two}"
+
+    code, _ = world.cli("hold", "blog", "--reason", "launch freeze")
+    assert code == 0
+    world.head()
+    held = world.sync()
+    assert held["action"] == "held" and "launch freeze" in held["reason"]
+    assert world.image() == f"gcr.io/p/blog:{two}"
+
+    code, _ = world.cli("rollback", "blog", "--to", one)
+    assert code == 0 and world.image() == f"gcr.io/p/blog:{one}"
+    code, err = world.cli("rollback", "blog", "--to", "nope")
+    assert code == 1 and "40-character" in err
+    assert {"Held", "Resumed", "RolledBack"} <= set(world.events())

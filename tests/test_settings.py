@@ -1,0 +1,102 @@
+"""The environment read once into Settings: defaults, every variable, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciler.core.errors import SettingsError
+from reconciler.settings import Settings
+
+
+def test_defaults_from_an_empty_environment() -> None:
+    s = Settings.from_env({})
+    assert (s.config_path, s.bind, s.port, s.http_threads, s.malloc_arenas) == (
+        "sites.toml",
+        "0.0.0.0",
+        8080,
+        64,
+        2,
+    )
+    assert s.github.api_url == "https://api.github.com" and not s.github.authenticated
+    assert s.github.web_url == "https://github.com"
+    assert not s.lease_active and s.metadata_host is None and s.log_level == "info"
+
+
+def test_every_variable(tmp_path: Path) -> None:
+    key = tmp_path / "app.pem"
+    key.write_text("-----BEGIN KEY-----")
+    s = Settings.from_env(
+        {
+            "RECONCILER_CONFIG": "/etc/sites.toml",
+            "GITHUB_API_URL": "https://ghe.example.com/api/v3/",
+            "GITHUB_APP_ID": "12",
+            "GITHUB_APP_PRIVATE_KEY_FILE": str(key),
+            "GITHUB_APP_INSTALLATION_ID": "34",
+            "RECONCILER_GITHUB_STRATEGY": "rest",
+            "KUBERNETES_SERVICE_HOST": "10.0.0.1",
+            "POD_NAME": "reconciler-0",
+            "POD_NAMESPACE": "ops",
+            "RECONCILER_LEASE_NAMESPACE": "leases",
+            "RECONCILER_INSECURE_REGISTRIES": "localhost:5000,reg.local",
+            "DOCKER_CONFIG": "/docker",
+            "BIND": "127.0.0.1",
+            "PORT": "9000",
+            "RECONCILER_HTTP_THREADS": "8",
+            "LOG_FORMAT": "text",
+            "LOG_LEVEL": "DEBUG",
+        }
+    )
+    assert s.config_path == "/etc/sites.toml"
+    assert s.github.api_url == "https://ghe.example.com/api/v3"
+    assert s.github.web_url == "https://ghe.example.com"
+    assert s.github.app_private_key == "-----BEGIN KEY-----"
+    assert (s.github.app_installation_id, s.github.strategy) == (34, "rest")
+    assert s.in_cluster and s.metadata_host == "metadata.google.internal"
+    assert (s.identity, s.lease_namespace, s.lease_active) == ("reconciler-0", "leases", True)
+    assert s.insecure_registries == ("localhost:5000", "reg.local")
+    assert (s.bind, s.port, s.http_threads, s.log_format, s.log_level) == (
+        "127.0.0.1",
+        9000,
+        8,
+        "text",
+        "debug",
+    )
+    assert not Settings.from_env({"POD_NAMESPACE": "ops", "RECONCILER_LEASE": "off"}).lease_active
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PORT": "http"}, "PORT must be a whole number"),
+        ({"RECONCILER_HTTP_THREADS": "0"}, "RECONCILER_HTTP_THREADS must be at least 1"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be json or text"),
+        ({"RECONCILER_GITHUB_STRATEGY": "soap"}, "RECONCILER_GITHUB_STRATEGY must be one of"),
+        ({"GITHUB_APP_ID": "1"}, "a GitHub App needs all three"),
+        ({"GITHUB_APP_INSTALLATION_ID": "x"}, "GITHUB_APP_INSTALLATION_ID must be a number"),
+        ({"GITHUB_APP_PRIVATE_KEY_FILE": "/nonexistent/key.pem"}, "cannot read"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+def test_event_subscriptions_and_the_webhook_secret() -> None:
+    assert (
+        Settings.from_env({}).subscriptions == () and Settings.from_env({}).webhook_secret is None
+    )
+    s = Settings.from_env(
+        {
+            "PUBSUB_GCR_SUBSCRIPTION": "projects/p/subscriptions/gcr",
+            "PUBSUB_SUBSCRIPTION": "projects/p/subscriptions/jobs",
+            "PUBSUB_CLOUD_BUILD_SUBSCRIPTION": "",
+            "GITHUB_WEBHOOK_SECRET": "s",
+        }
+    )
+    assert s.subscriptions == (
+        ("scheduler", "projects/p/subscriptions/jobs"),
+        ("gcr", "projects/p/subscriptions/gcr"),
+    )
+    assert s.webhook_secret == "s"
