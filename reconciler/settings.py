@@ -59,6 +59,7 @@ class Settings:
     lease_enabled: bool = True  # RECONCILER_LEASE=off disables it
     docker_config: str | None = None  # DOCKER_CONFIG (a directory holding config.json)
     insecure_registries: tuple[str, ...] = ()  # RECONCILER_INSECURE_REGISTRIES, comma-separated
+    registry_auth_hosts: tuple[str, ...] = ()  # RECONCILER_REGISTRY_AUTH_HOSTS, comma-separated
     metadata_host: str | None = None  # GCE_METADATA_HOST, else the GKE one inside a cluster
     bind: str = "0.0.0.0"  # BIND (--bind wins)
     port: int = 8080  # PORT (--port wins)
@@ -117,9 +118,8 @@ class Settings:
             lease_namespace=env.get("RECONCILER_LEASE_NAMESPACE") or pod_namespace,
             lease_enabled=env.get("RECONCILER_LEASE", "on") != "off",
             docker_config=env.get("DOCKER_CONFIG") or None,
-            insecure_registries=tuple(
-                h.strip() for h in env.get("RECONCILER_INSECURE_REGISTRIES", "").split(",") if h
-            ),
+            insecure_registries=_hosts(env, "RECONCILER_INSECURE_REGISTRIES"),
+            registry_auth_hosts=_hosts(env, "RECONCILER_REGISTRY_AUTH_HOSTS"),
             metadata_host=metadata,
             bind=env.get("BIND") or "0.0.0.0",
             port=_integer(env, "PORT", 8080),
@@ -129,6 +129,11 @@ class Settings:
             log_level=(env.get("LOG_LEVEL") or "info").lower(),
             environ=dict(env),
         )
+
+
+def _hosts(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of hosts; spaces around the commas and empty entries ignored."""
+    return tuple(h.strip() for h in env.get(name, "").split(",") if h.strip())
 
 
 def _integer(env: Mapping[str, str], name: str, default: int) -> int:

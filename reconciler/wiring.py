@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from reconciler.adapters import kube
+from reconciler.adapters import kube, lease
 from reconciler.adapters.delivery import WebhookSender
 from reconciler.adapters.github import GitHubSource
 from reconciler.adapters.registry import RegistryVerifier, Verifiers
@@ -78,14 +78,14 @@ def build_process(config_path: str, settings: Settings) -> Process:
     engine = build_engine(
         Parts(cluster=kube.KubeCluster(api, reporter=settings.identity)), settings
     )
-    lease = None
+    the_lease = None
     if settings.lease_active:
         assert settings.lease_namespace is not None
-        lease = kube.KubeLease(api, settings.lease_namespace, LEASE_NAME, settings.identity)
+        the_lease = lease.KubeLease(api, settings.lease_namespace, LEASE_NAME, settings.identity)
     service = Service(
         config_path,
         engine,
-        lease=lease,
+        lease=the_lease,
         web_url=settings.github.web_url,
         notifier=build_notifier(engine, settings),
     )

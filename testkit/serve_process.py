@@ -81,20 +81,24 @@ class ServeProcess:
         path: str,
         token: str | None = None,
         timeout: float = 60.0,
+        body: Any = None,
     ) -> tuple[int, Any]:
-        req = urllib.request.Request(self.url + path, method=method)
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
         if token is not None:
             req.add_header("Authorization", f"Bearer {token}")
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
-                body = r.read()
+                answer = r.read()
                 status = r.status
                 ctype = r.headers.get("Content-Type", "")
         except urllib.error.HTTPError as err:
-            body, status, ctype = err.read(), err.code, err.headers.get("Content-Type", "")
+            answer, status, ctype = err.read(), err.code, err.headers.get("Content-Type", "")
         if "json" in ctype:
-            return status, json.loads(body)
-        return status, body.decode()
+            return status, json.loads(answer)
+        return status, answer.decode()
 
     def wait_for(self, predicate: Any, timeout: float = 30.0, what: str = "condition") -> Any:
         deadline = time.monotonic() + timeout

@@ -140,13 +140,14 @@ class FakeCluster:
 @dataclass
 class FakeVerifier:
     missing: set[str] = field(default_factory=set)
+    digests: dict[str, str] = field(default_factory=dict)
     seen: list[VerifyRequest] = field(default_factory=list)
 
-    def verify(self, requests: Collection[VerifyRequest]) -> Mapping[str, ImageStatus]:
+    def verify(self, requests: Collection[VerifyRequest]) -> Mapping[VerifyRequest, ImageStatus]:
         self.seen.extend(requests)
         return {
-            r.image: ImageStatus(False, f"image {r.image} missing")
+            r: ImageStatus(False, f"image {r.image} missing")
             if r.image in self.missing
-            else ImageStatus(True)
+            else ImageStatus(True, digest=self.digests.get(r.image))
             for r in requests
         }

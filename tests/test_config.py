@@ -62,6 +62,20 @@ def test_good_config_applies_defaults() -> None:
         cfg.select(["nope"])
 
 
+def test_digest_pinning_and_required_checks() -> None:
+    cfg = config.parse(
+        '[defaults]\nimage = "x/{repo}:{sha}"\npin_digest = false\n'
+        '[sites.a]\nrepo = "o/a"\n'
+        '[sites.b]\nrepo = "o/b"\npin_digest = true\nverify = "checks"\n'
+        'required_checks = ["build", "test"]\n'
+        '[sites.c]\nrepo = "o/c"\ndeployment = "c"\n'
+    )
+    a, b, _ = cfg.sites
+    assert (a.pin_digest, a.required_checks) == (False, ())
+    assert (b.pin_digest, b.required_checks) == (True, ("build", "test"))
+    assert config.parse('[sites.a]\nrepo = "o/a"\nimage = "x:{sha}"\n').sites[0].pin_digest
+
+
 def test_dataclasses_are_frozen() -> None:
     cfg = config.parse(GOOD)
     with pytest.raises(AttributeError):
@@ -126,6 +140,23 @@ def test_dataclasses_are_frozen() -> None:
         (
             '[defaults]\nimage = "x:{sha}"\nnamespce = "a"\n[sites.blog]\nrepo = "a/b"\n',
             'sites.toml:3: unknown key "namespce" (did you mean "namespace"?)',
+        ),
+        (
+            '[sites.blog]\nrepo = "a/b"\nimage = "x/y:{sha}"\npin_digest = "no"\n',
+            'sites.toml:4: site "blog": "pin_digest" must be true or false',
+        ),
+        (
+            '[defaults]\npin_digest = 0\n[sites.blog]\nrepo = "a/b"\nimage = "x/y:{sha}"\n',
+            'sites.toml:2: site "blog": "pin_digest" must be true or false',
+        ),
+        (
+            '[sites.blog]\nrepo = "a/b"\nimage = "x/y:{sha}"\nverify = "checks"\n'
+            'required_checks = "ci"\n',
+            'sites.toml:5: site "blog": "required_checks" must be a list of check names',
+        ),
+        (
+            '[sites.blog]\nrepo = "a/b"\nimage = "x/y:{sha}"\nrequired_checks = ["ci"]\n',
+            'sites.toml:4: site "blog": "required_checks" needs verify = "checks"',
         ),
         ('[sites.blog\nrepo = "a/b"\n', "sites.toml:1: invalid TOML"),
         ("", 'sites.toml: no sites: add a table such as [sites.blog] with repo = "owner/name"'),

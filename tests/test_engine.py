@@ -71,6 +71,18 @@ def test_sync_updates_only_what_is_behind_and_second_sync_writes_nothing() -> No
     assert cluster.applied == [] and again.count(Action.IN_SYNC) == 3
 
 
+def test_a_conflict_keeps_the_verified_digest() -> None:
+    cfg, heads, cluster, verifier = world()
+    image = "gcr.io/p/blog:" + "1" * 40
+    verifier.digests[image] = "sha256:" + "d" * 64
+    cluster.conflicts = 1
+    report = Engine(heads=heads, cluster=cluster, verifier=verifier).run(cfg, SyncRequest())
+    assert report.ok
+    applied = {c.deployment: c.image for c, _ in cluster.applied}
+    assert applied["blog"] == f"{image}@sha256:{'d' * 64}"
+    assert len(verifier.seen) == 1, "verified once, before the conflict"
+
+
 def test_plan_only_and_dry_run_change_nothing() -> None:
     cfg, heads, cluster, verifier = world()
     engine = Engine(heads=heads, cluster=cluster, verifier=verifier)

@@ -8,9 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from reconciler.adapters.github import GitHubSettings, GitHubSource
-from reconciler.core.model import BranchHead, HeadError, RepoRef
-from reconciler.core.ports import VerifyRequest
+from reconciler.adapters.github import GitHubSettings, GitHubSource, _Check, _checks_verdict
+from reconciler.core.model import BranchHead, HeadError, ImageStatus, RepoRef, VerifyRequest
 from testkit.github import GitHubStandIn, random_sha
 from testkit.github_fixtures import TOKEN
 
@@ -225,22 +224,100 @@ def test_rate_limits_are_reported(github: GitHubStandIn) -> None:
     assert limits["graphql"].limit == 5000 and limits["graphql"].remaining == 4999
 
 
+def checks_of(
+    gh: GitHubStandIn, sha: str, required: tuple[str, ...] = (), image: str = "gcr.io/p/blog"
+) -> ImageStatus:
+    request = VerifyRequest(f"{image}:{sha}", "acme/blog", sha, "checks", required)
+    return source(gh).verify([request])[request]
+
+
 @pytest.mark.parametrize(
     ("state", "exists", "reason"),
     [
         ("success", True, ""),
-        ("pending", False, "still running"),
-        ("failure", False, "checks failed"),
+        ("pending", False, "waiting for checks on"),
+        ("failure", None, "checks failed on"),
         (None, False, "no checks have reported"),
     ],
 )
 def test_commit_checks_gate(
-    github: GitHubStandIn, state: str | None, exists: bool, reason: str
+    github: GitHubStandIn, state: str | None, exists: bool | None, reason: str
 ) -> None:
     sha = random_sha()
     github.add_repo("acme/blog", {"main": sha})
     if state:
         github.set_checks("acme/blog", sha, state)  # type: ignore[arg-type]
-    image = f"gcr.io/p/blog:{sha}"
-    status = source(github).verify([VerifyRequest(image, "acme/blog", sha, "checks")])[image]
+    status = checks_of(github, sha)
     assert status.exists is exists and reason in status.reason
+
+
+def test_stale_check_run_is_a_failure() -> None:
+    """REST's published schema has no "stale" conclusion (so the stand-in cannot send one), but
+    GitHub marks check runs stale after 14 days: it must not pass."""
+    runs = [_Check("a", "success"), _Check("b", "stale")]
+    status = _checks_verdict(runs, "f" * 40, ())
+    assert status.exists is None and "b (stale)" in status.reason
+
+
+def test_checks_are_read_past_the_first_hundred(github: GitHubStandIn) -> None:
+    sha = random_sha()
+    github.add_repo("acme/blog", {"main": sha})
+    github.set_checks("acme/blog", sha, "success", [f"job{i:03}" for i in range(150)], kind="run")
+    github.set_checks("acme/blog", sha, "success", [f"ctx{i:03}" for i in range(120)])
+    assert checks_of(github, sha).exists is True
+    github.set_checks("acme/blog", sha, "failure", ["zz-last-page"], kind="run")
+    failed = checks_of(github, sha)
+    assert failed.exists is None and "zz-last-page (failure)" in failed.reason
+
+
+@pytest.mark.parametrize(
+    ("states", "exists", "reason"),
+    [
+        ({"a": "neutral", "b": "skipped"}, None, "no check succeeded"),
+        ({"a": "success", "b": "skipped"}, True, ""),
+        ({"a": "success", "b": "cancelled"}, None, "b (cancelled)"),
+    ],
+)
+def test_neutral_skipped_and_stale_are_not_passes(
+    github: GitHubStandIn, states: dict[str, str], exists: bool | None, reason: str
+) -> None:
+    sha = random_sha()
+    github.add_repo("acme/blog", {"main": sha})
+    for name, state in states.items():
+        github.set_checks("acme/blog", sha, state, [name], kind="run")  # type: ignore[arg-type]
+    status = checks_of(github, sha)
+    assert status.exists is exists and reason in status.reason, status
+
+
+@pytest.mark.parametrize(
+    ("states", "exists", "reason"),
+    [
+        ({"build": "success", "test": "success", "lint": "failure"}, True, ""),
+        ({"build": "success"}, False, "test (not reported)"),
+        ({"build": "success", "test": "pending"}, False, "test (running)"),
+        ({"build": "success", "test": "skipped"}, None, "test (skipped)"),
+        ({"build": "failure", "test": "pending"}, None, "build (failure)"),
+    ],
+)
+def test_required_checks(
+    github: GitHubStandIn, states: dict[str, str], exists: bool | None, reason: str
+) -> None:
+    sha = random_sha()
+    github.add_repo("acme/blog", {"main": sha})
+    for name, state in states.items():
+        kind = "both" if state in ("success", "failure", "pending") else "run"
+        github.set_checks("acme/blog", sha, state, [name], kind=kind)  # type: ignore[arg-type]
+    status = checks_of(github, sha, ("build", "test"))
+    assert status.exists is exists and reason in status.reason, status
+
+
+def test_one_image_two_verifications(github: GitHubStandIn) -> None:
+    sha = random_sha()
+    github.add_repo("acme/blog", {"main": sha})
+    github.set_checks("acme/blog", sha, "success", ["build"])
+    github.set_checks("acme/blog", sha, "pending", ["e2e"])
+    image = f"gcr.io/p/blog:{sha}"
+    loose = VerifyRequest(image, "acme/blog", sha, "checks", ("build",))
+    strict = VerifyRequest(image, "acme/blog", sha, "checks", ("build", "e2e"))
+    statuses = source(github).verify([loose, strict])
+    assert statuses[loose].exists is True and statuses[strict].exists is False

@@ -10,7 +10,8 @@ from typing import Any
 import kubernetes
 import pytest
 
-from reconciler.adapters.kube import KubeCluster, KubeLease, LeaseBusy, api_client
+from reconciler.adapters.kube import KubeCluster, api_client
+from reconciler.adapters.lease import KubeLease, LeaseBusy
 from reconciler.adapters.registry import RegistryVerifier
 from reconciler.core import config
 from reconciler.core.engine import Engine, SyncRequest
@@ -90,6 +91,23 @@ def test_patch_changes_only_the_named_container(
     events = events_for(kube_api_client, k8s_namespace, "blog")
     assert len(events) == 1 and "aaaaaaa" in events[0].message
     assert events[0].involved_object.uid == after["metadata"]["uid"]
+
+
+def test_a_pinned_digest_is_deployed_and_the_history_stays_readable(
+    cluster: KubeCluster, kube_api_client: Any, k8s_namespace: str
+) -> None:
+    before = create_deployment(kube_api_client, k8s_namespace, "blog", "gcr.io/p/blog:old")
+    pinned = "gcr.io/p/blog:" + "a" * 40 + "@sha256:" + "d" * 64
+    result = cluster.apply(
+        change(k8s_namespace, pinned, before["metadata"]["resourceVersion"]), dry_run=False
+    )
+    assert result.ok, result
+    after = get_deployment(kube_api_client, k8s_namespace, "blog")
+    assert containers(after)["app"]["image"] == pinned
+    cause = after["metadata"]["annotations"]["kubernetes.io/change-cause"]
+    assert cause == (
+        f"reconciler: acme/blog@main aaaaaaa (app=gcr.io/p/blog:{'a' * 40}@sha256:{'d' * 12})"
+    )
 
 
 def test_dry_run_is_validated_by_the_server_and_changes_nothing(

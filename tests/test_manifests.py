@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +14,19 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 from kubernetes.client import ApiException
 
-from testkit.controlplane import (
-    REPO_ROOT,
-    ControlPlane,
-    api_client_from_kubeconfig,
-    kubeconfig_for_token,
-    serviceaccount_token,
+from testkit.controlplane import REPO_ROOT, ControlPlane
+from testkit.manifests import (
+    FIELD_MANAGER,
+    SA,
+    Doc,
+    installed_docs,
+    kustomize,
+    one,
+    simple_deployment,
 )
 
 k8s = kubernetes.client
 
-SA = "reconciler"
-FIELD_MANAGER = "reconciler-tests"
 # (API group, resource, verb) the reconciler may use, per Role.
 SITE_RULES = {
     ("apps", "deployments", "get"),
@@ -48,80 +46,9 @@ LEASE_RULES = {
     ("coordination.k8s.io", "leases", "update"),
 }
 
-Doc = dict[str, Any]
-
 
 # --------------------------------------------------------------------------------------------
 # Rendering
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-@pytest.fixture(scope="session")
-def kubectl() -> str:
-    path = shutil.which("kubectl")
-    if path is None:
-        if _in_ci():
-            pytest.fail("kubectl (with kustomize) is required in CI", pytrace=False)
-        pytest.skip("kubectl (with kustomize) is not installed")
-    return path
-
-
-def _run(argv: list[str], stdin: str | None = None) -> str:
-    proc = subprocess.run(
-        argv, input=stdin, capture_output=True, text=True, check=False, timeout=120
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr}", pytrace=False)
-    return proc.stdout
-
-
-def _kustomize(kubectl: str, directory: Path) -> list[Doc]:
-    out = _run([kubectl, "kustomize", str(directory)])
-    return [d for d in yaml.safe_load_all(out) if d]
-
-
-def _overlay(
-    directory: Path, body: dict[str, Any], resources: list[Path], components: tuple[Path, ...] = ()
-) -> Path:
-    """A kustomization in `directory` building on `resources` and `components` (kustomize
-    takes only relative paths to them)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    body = {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": [os.path.relpath(r, directory) for r in resources],
-        **(
-            {"components": [os.path.relpath(c, directory) for c in components]}
-            if components
-            else {}
-        ),
-        **body,
-    }
-    (directory / "kustomization.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
-    return directory
-
-
-def _into_namespace(tmp: Path, namespace: str, source: Path = REPO_ROOT / "k8s") -> Path:
-    """A kustomization (default: the deploy one, k8s/) moved to `namespace`,
-    RoleBinding subjects included."""
-    transformer = {
-        "apiVersion": "builtin",
-        "kind": "NamespaceTransformer",
-        "metadata": {"name": "test-namespace", "namespace": namespace},
-        "setRoleBindingSubjects": "allServiceAccounts",
-    }
-    return _overlay(tmp, {"transformers": [yaml.safe_dump(transformer)]}, [source])
-
-
-def _one(docs: list[Doc], kind: str, name: str | None = None) -> Doc:
-    found = [
-        d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
-    ]
-    assert len(found) == 1, f"expected one {kind} {name or ''}, got {len(found)}"
-    return found[0]
 
 
 def _rules(role: Doc) -> set[tuple[str, str, str]]:
@@ -136,7 +63,7 @@ def _rules(role: Doc) -> set[tuple[str, str, str]]:
 
 @pytest.fixture(scope="module")
 def rendered(kubectl: str) -> list[Doc]:
-    return _kustomize(kubectl, REPO_ROOT / "k8s")
+    return kustomize(kubectl, REPO_ROOT / "k8s")
 
 
 def test_root_sites_toml_is_the_file_kustomize_reads() -> None:
@@ -148,30 +75,34 @@ def test_kustomization_is_everything_plus_a_configmap_of_sites_toml(
     rendered: list[Doc],
 ) -> None:
     kinds = sorted((d["kind"], d["metadata"]["name"]) for d in rendered)
-    configmap = _one(rendered, "ConfigMap")
+    configmap = one(rendered, "ConfigMap")
     assert kinds == sorted(
         [
             ("Namespace", "reconciler"),
             ("ServiceAccount", "reconciler"),
-            ("Role", "reconciler"),
             ("Role", "reconciler-lease"),
-            ("RoleBinding", "reconciler"),
             ("RoleBinding", "reconciler-lease"),
+            ("ValidatingAdmissionPolicy", "reconciler-image-only"),
+            ("ValidatingAdmissionPolicyBinding", "reconciler-image-only"),
             ("ConfigMap", configmap["metadata"]["name"]),
             ("Service", "reconciler"),
             ("Deployment", "reconciler"),
+            ("NetworkPolicy", "reconciler"),
         ]
     )
+    labels = one(rendered, "Namespace")["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert labels["pod-security.kubernetes.io/enforce-version"] == "latest"
     assert configmap["metadata"]["name"].startswith("reconciler-sites-")  # content hash
     assert configmap["data"] == {"sites.toml": (REPO_ROOT / "sites.toml").read_text()}
-    volumes = _one(rendered, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    volumes = one(rendered, "Deployment")["spec"]["template"]["spec"]["volumes"]
     sites = next(v for v in volumes if v["name"] == "sites")
     assert sites["configMap"]["name"] == configmap["metadata"]["name"]
     for doc in rendered:
         if doc["kind"] != "Namespace":
             assert doc["metadata"]["namespace"] == "reconciler", doc["metadata"]
     # The image placeholder is replaced by the kustomization's `images:` entry.
-    image = _one(rendered, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+    image = one(rendered, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image != "reconciler" and image.endswith("/reconciler:0.1.0")
 
 
@@ -182,10 +113,10 @@ def test_editing_sites_toml_gives_the_deployment_a_new_configmap_name(
     shutil.copytree(REPO_ROOT / "k8s", copy)
 
     def configmap_names() -> tuple[str, str]:
-        docs = _kustomize(kubectl, copy)
-        volumes = _one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+        docs = kustomize(kubectl, copy)
+        volumes = one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
         used = next(v for v in volumes if v["name"] == "sites")["configMap"]["name"]
-        return _one(docs, "ConfigMap")["metadata"]["name"], used
+        return one(docs, "ConfigMap")["metadata"]["name"], used
 
     before, used_before = configmap_names()
     with (copy / "sites.toml").open("a") as f:
@@ -196,7 +127,7 @@ def test_editing_sites_toml_gives_the_deployment_a_new_configmap_name(
 
 
 def test_deployment_is_hardened_and_wired_as_documented(rendered: list[Doc]) -> None:
-    deployment = _one(rendered, "Deployment", "reconciler")
+    deployment = one(rendered, "Deployment", "reconciler")
     pod = deployment["spec"]["template"]["spec"]
     assert deployment["spec"]["replicas"] == 1
     assert pod["serviceAccountName"] == SA
@@ -240,7 +171,7 @@ def test_deployment_is_hardened_and_wired_as_documented(rendered: list[Doc]) -> 
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes["tmp"]
 
-    service = _one(rendered, "Service", "reconciler")
+    service = one(rendered, "Service", "reconciler")
     assert service["spec"]["type"] == "ClusterIP"
     assert service["spec"]["ports"] == [
         {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
@@ -250,74 +181,71 @@ def test_deployment_is_hardened_and_wired_as_documented(rendered: list[Doc]) -> 
     assert not [d for d in rendered if d["kind"] == "Secret"]
 
 
-def test_rbac_grants_exactly_the_reconcilers_verbs(rendered: list[Doc]) -> None:
+def test_rbac_grants_exactly_the_reconcilers_verbs(kubectl: str, rendered: list[Doc]) -> None:
     assert not [d for d in rendered if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
-    assert _rules(_one(rendered, "Role", "reconciler")) == SITE_RULES
-    lease = _one(rendered, "Role", "reconciler-lease")
+    # Nothing on Deployments in the reconciler's own namespace: it could redeploy itself.
+    roles = [d for d in rendered if d["kind"] == "Role"]
+    assert [r["metadata"]["name"] for r in roles] == ["reconciler-lease"]
+    lease = one(rendered, "Role", "reconciler-lease")
     assert _rules(lease) == LEASE_RULES
     for rule in lease["rules"]:
         if set(rule["verbs"]) & {"get", "update"}:
             assert rule["resourceNames"] == ["reconciler"]
-    for name in ("reconciler", "reconciler-lease"):
-        binding = _one(rendered, "RoleBinding", name)
-        assert binding["roleRef"] == {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "Role",
-            "name": name,
-        }
-        assert binding["subjects"] == [
-            {"kind": "ServiceAccount", "name": SA, "namespace": "reconciler"}
-        ]
+    binding = one(rendered, "RoleBinding", "reconciler-lease")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "reconciler-lease",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": SA, "namespace": "reconciler"}
+    ]
+    site_role = kustomize(kubectl, REPO_ROOT / "k8s" / "rbac")
+    assert _rules(one(site_role, "Role", "reconciler")) == SITE_RULES
 
 
-def test_extra_namespace_overlay_grants_the_same_role_to_the_same_account(
-    kubectl: str, rendered: list[Doc]
-) -> None:
-    docs = _kustomize(kubectl, REPO_ROOT / "k8s" / "overlays" / "extra-namespace")
+def test_extra_namespace_overlay_grants_the_site_role_to_the_same_account(kubectl: str) -> None:
+    docs = kustomize(kubectl, REPO_ROOT / "k8s" / "overlays" / "extra-namespace")
     assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == [
         ("Role", "reconciler"),
         ("RoleBinding", "reconciler"),
     ]
-    role = _one(docs, "Role")
+    role = one(docs, "Role")
     assert role["metadata"]["namespace"] == "web"
-    assert role["rules"] == _one(rendered, "Role", "reconciler")["rules"]
-    binding = _one(docs, "RoleBinding")
+    assert _rules(role) == SITE_RULES
+    binding = one(docs, "RoleBinding")
     assert binding["metadata"]["namespace"] == "web"
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": SA, "namespace": "reconciler"}
     ]
 
 
-def test_networkpolicy_component_admits_only_the_http_port(kubectl: str, tmp_path: Path) -> None:
-    component = REPO_ROOT / "k8s" / "components" / "networkpolicy"
-    overlay = _overlay(tmp_path / "with-netpol", {}, [REPO_ROOT / "k8s"], (component,))
-    docs = _kustomize(kubectl, overlay)
-    policy = _one(docs, "NetworkPolicy", "reconciler")
+def test_networkpolicy_is_on_and_admits_only_the_http_port_from_the_listed_clients(
+    rendered: list[Doc],
+) -> None:
+    policy = one(rendered, "NetworkPolicy", "reconciler")
     assert policy["metadata"]["namespace"] == "reconciler"
-    pod_labels = _one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    pod_labels = one(rendered, "Deployment")["spec"]["template"]["metadata"]["labels"]
     selector = policy["spec"]["podSelector"]["matchLabels"]
     assert selector.items() <= pod_labels.items()
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    assert policy["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": "http"}]}]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": "http"}]
+    namespaces = [
+        f["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for f in rule["from"]
+        if "namespaceSelector" in f
+    ]
+    assert namespaces == ["monitoring", "gmp-system", "ingress-nginx"]
+    assert [f["ipBlock"]["cidr"] for f in rule["from"] if "ipBlock" in f] == [
+        "35.191.0.0/16",
+        "130.211.0.0/22",
+    ]
+    assert all(set(f) <= {"namespaceSelector", "ipBlock"} for f in rule["from"])
 
 
 # --------------------------------------------------------------------------------------------
 # On the real API server
-
-
-def _deployment(name: str, image: str = "example/app:1") -> Any:
-    labels = {"app": name}
-    return k8s.V1Deployment(
-        metadata=k8s.V1ObjectMeta(name=name),
-        spec=k8s.V1DeploymentSpec(
-            replicas=1,
-            selector=k8s.V1LabelSelector(match_labels=labels),
-            template=k8s.V1PodTemplateSpec(
-                metadata=k8s.V1ObjectMeta(labels=labels),
-                spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="app", image=image)]),
-            ),
-        ),
-    )
 
 
 def _status(call: Callable[[], object]) -> int:
@@ -326,68 +254,6 @@ def _status(call: Callable[[], object]) -> int:
     except ApiException as exc:
         return int(exc.status)
     return 200
-
-
-def _apply(kubectl: str, cp: ControlPlane, docs: list[Doc]) -> None:
-    manifest = yaml.safe_dump_all(docs, sort_keys=False)
-    argv = [kubectl, "--kubeconfig", str(cp.kubeconfig_path), "apply", "--server-side"]
-    _run([*argv, f"--field-manager={FIELD_MANAGER}", "-f", "-"], manifest)
-
-
-@pytest.fixture
-def other_namespace(kube_api_client: Any) -> Iterator[str]:
-    """A namespace the reconciler was not granted anything in, holding Deployment `blog`."""
-    name = f"t-other-{uuid.uuid4().hex[:8]}"
-    core = k8s.CoreV1Api(kube_api_client)
-    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
-    k8s.AppsV1Api(kube_api_client).create_namespaced_deployment(name, _deployment("blog"))
-    try:
-        yield name
-    finally:
-        # best effort: the session's control plane may already be gone
-        with contextlib.suppress(Exception):
-            core.delete_namespace(name, propagation_policy="Background")
-
-
-@pytest.fixture
-def installed(
-    kubectl: str,
-    control_plane: ControlPlane,
-    kube_api_client: Any,
-    k8s_namespace: str,
-    tmp_path: Path,
-) -> str:
-    """The deploy kustomization applied (server-side) into a fresh namespace, plus a site's
-    Deployment `blog` and the Secret the pod reads; returns the namespace."""
-    docs = _kustomize(kubectl, _into_namespace(tmp_path / "install", k8s_namespace))
-    # The test namespace exists already; the base's Namespace object is checked above.
-    _apply(kubectl, control_plane, [d for d in docs if d["kind"] != "Namespace"])
-    k8s.AppsV1Api(kube_api_client).create_namespaced_deployment(k8s_namespace, _deployment("blog"))
-    k8s.CoreV1Api(kube_api_client).create_namespaced_secret(
-        k8s_namespace,
-        k8s.V1Secret(
-            metadata=k8s.V1ObjectMeta(name="reconciler-secrets"),
-            string_data={"GITHUB_TOKEN": "ghp_not-a-real-token"},
-        ),
-    )
-    return k8s_namespace
-
-
-@pytest.fixture
-def reconciler_sa_kubeconfig(control_plane: ControlPlane, installed: str, tmp_path: Path) -> Path:
-    """A kubeconfig acting as the installed reconciler's ServiceAccount (a real TokenRequest
-    token), defaulting to its namespace. Also the hook for an end-to-end `reconciler sync`
-    run as that account."""
-    token = serviceaccount_token(control_plane, installed, SA)
-    return kubeconfig_for_token(
-        control_plane, token, tmp_path / "reconciler-sa.kubeconfig", namespace=installed
-    )
-
-
-@pytest.fixture
-def as_reconciler(reconciler_sa_kubeconfig: Path) -> Iterator[Any]:
-    with api_client_from_kubeconfig(reconciler_sa_kubeconfig) as api:
-        yield api
 
 
 def test_kustomization_applies_server_side_and_reapplies_without_a_diff(
@@ -404,14 +270,13 @@ def test_kustomization_applies_server_side_and_reapplies_without_a_diff(
     )
     assert configmap.data["sites.toml"] == (REPO_ROOT / "sites.toml").read_text()
     binding: Any = k8s.RbacAuthorizationV1Api(kube_api_client).read_namespaced_role_binding(
-        "reconciler", installed
+        "reconciler-lease", installed
     )
     assert [(s.kind, s.name, s.namespace) for s in binding.subjects] == [
         ("ServiceAccount", SA, installed)
     ]
     # Re-applying the same render changes nothing.
-    docs = _kustomize(kubectl, _into_namespace(tmp_path / "again", installed))
-    manifest = yaml.safe_dump_all([d for d in docs if d["kind"] != "Namespace"])
+    manifest = yaml.safe_dump_all(installed_docs(kubectl, tmp_path / "again", installed))
     proc = subprocess.run(
         [
             kubectl,
@@ -428,29 +293,28 @@ def test_kustomization_applies_server_side_and_reapplies_without_a_diff(
 
 
 def test_serviceaccount_can_do_what_the_reconciler_does(
-    as_reconciler: Any, kube_api_client: Any, installed: str
+    as_reconciler: Any, kube_api_client: Any, installed: str, site_namespace: str
 ) -> None:
     apps = k8s.AppsV1Api(as_reconciler)
-    listed: Any = apps.list_namespaced_deployment(installed)
-    names = {d.metadata.name for d in listed.items}
-    assert names == {"blog", "reconciler"}
-    blog: Any = apps.read_namespaced_deployment("blog", installed)
+    listed: Any = apps.list_namespaced_deployment(site_namespace)
+    assert {d.metadata.name for d in listed.items} == {"blog"}
+    blog: Any = apps.read_namespaced_deployment("blog", site_namespace)
     patch = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "ex/app:2"}]}}}}
-    apps.patch_namespaced_deployment("blog", installed, patch)
-    after: Any = k8s.AppsV1Api(kube_api_client).read_namespaced_deployment("blog", installed)
+    apps.patch_namespaced_deployment("blog", site_namespace, patch)
+    after: Any = k8s.AppsV1Api(kube_api_client).read_namespaced_deployment("blog", site_namespace)
     assert after.spec.template.spec.containers[0].image == "ex/app:2"
-    k8s.CoreV1Api(as_reconciler).list_namespaced_pod(installed, label_selector="app=blog")
-    apps.list_namespaced_replica_set(installed)
+    k8s.CoreV1Api(as_reconciler).list_namespaced_pod(site_namespace, label_selector="app=blog")
+    apps.list_namespaced_replica_set(site_namespace)
 
     k8s.CoreV1Api(as_reconciler).create_namespaced_event(
-        installed,
+        site_namespace,
         k8s.CoreV1Event(
             metadata=k8s.V1ObjectMeta(name=f"blog.{uuid.uuid4().hex[:16]}"),
             involved_object=k8s.V1ObjectReference(
                 api_version="apps/v1",
                 kind="Deployment",
                 name="blog",
-                namespace=installed,
+                namespace=site_namespace,
                 uid=blog.metadata.uid,
             ),
             reason="ImageUpdated",
@@ -488,12 +352,18 @@ def test_serviceaccount_is_denied_everything_else(
     denied: dict[str, Callable[[], object]] = {
         "get secret": lambda: core.read_namespaced_secret("reconciler-secrets", installed),
         "list secrets": lambda: core.list_namespaced_secret(installed),
-        "delete deployment": lambda: apps.delete_namespaced_deployment("blog", installed),
-        "create deployment": lambda: apps.create_namespaced_deployment(
-            installed, _deployment("new")
-        ),
-        "update deployment": lambda: apps.replace_namespaced_deployment(
-            "blog", installed, _deployment("blog", "ex/app:3")
+        # Its own namespace: no rights on Deployments, so it cannot redeploy itself.
+        "patch itself": lambda: apps.patch_namespaced_deployment("reconciler", installed, patch),
+        "get itself": lambda: apps.read_namespaced_deployment("reconciler", installed),
+        "list deployments here": lambda: apps.list_namespaced_deployment(installed),
+        "create event here": lambda: core.create_namespaced_event(
+            installed,
+            k8s.CoreV1Event(
+                metadata=k8s.V1ObjectMeta(name="x"),
+                involved_object=k8s.V1ObjectReference(
+                    kind="Deployment", name="reconciler", namespace=installed
+                ),
+            ),
         ),
         "patch deployment elsewhere": lambda: apps.patch_namespaced_deployment(
             "blog", other_namespace, patch
@@ -528,34 +398,10 @@ def test_serviceaccount_is_denied_everything_else(
     assert statuses == dict.fromkeys(denied, 403)
 
 
-@pytest.fixture
-def extra_namespace_granted(
-    kubectl: str, control_plane: ControlPlane, installed: str, other_namespace: str, tmp_path: Path
-) -> str:
-    """k8s/overlays/extra-namespace applied for `other_namespace`, its subject pointed at the
-    installed reconciler's namespace (as a user's copy of the overlay would be)."""
-    patch = [{"op": "replace", "path": "/subjects/0/namespace", "value": installed}]
-    overlay = _overlay(
-        tmp_path / "extra",
-        {
-            "namespace": other_namespace,
-            "patches": [
-                {
-                    "target": {"kind": "RoleBinding", "name": "reconciler"},
-                    "patch": json.dumps(patch),
-                }
-            ],
-        },
-        [REPO_ROOT / "k8s" / "overlays" / "extra-namespace"],
-    )
-    _apply(kubectl, control_plane, _kustomize(kubectl, overlay))
-    return other_namespace
-
-
 def test_extra_namespace_overlay_lets_the_reconciler_manage_sites_there(
-    as_reconciler: Any, extra_namespace_granted: str
+    as_reconciler: Any, site_namespace: str
 ) -> None:
-    namespace = extra_namespace_granted
+    namespace = site_namespace
     apps = k8s.AppsV1Api(as_reconciler)
     listed: Any = apps.list_namespaced_deployment(namespace)
     assert [d.metadata.name for d in listed.items] == ["blog"]
@@ -565,6 +411,12 @@ def test_extra_namespace_overlay_lets_the_reconciler_manage_sites_there(
     core = k8s.CoreV1Api(as_reconciler)
     assert _status(lambda: core.list_namespaced_secret(namespace)) == 403
     assert _status(lambda: apps.delete_namespaced_deployment("blog", namespace)) == 403
+    new = simple_deployment("new")
+    assert _status(lambda: apps.create_namespaced_deployment(namespace, new)) == 403
+    replacement = simple_deployment("blog", "ex/app:3")
+    assert (
+        _status(lambda: apps.replace_namespaced_deployment("blog", namespace, replacement)) == 403
+    )
     lease = k8s.V1Lease(metadata=k8s.V1ObjectMeta(name="reconciler"))
     coord = k8s.CoordinationV1Api(as_reconciler)
     assert _status(lambda: coord.create_namespaced_lease(namespace, lease)) == 403

@@ -10,13 +10,13 @@ import pytest
 
 from reconciler.adapters.delivery import WebhookSender
 from reconciler.adapters.github import GitHubSource
-from reconciler.settings import GitHubSettings
 from reconciler.adapters.kube import KubeCluster, api_client
 from reconciler.core import config
 from reconciler.core.engine import Engine, SyncRequest
 from reconciler.core.notifier import Notifier
 from reconciler.core.notify import NOTIFIED_ANNOTATION
 from reconciler.core.outbox import Outbox
+from reconciler.settings import GitHubSettings
 from testkit.controlplane import ControlPlane
 from testkit.deployments import create_deployment, get_deployment
 from testkit.github_fixtures import TOKEN

@@ -14,7 +14,6 @@ import pytest
 
 from reconciler.adapters.delivery import WebhookSender
 from reconciler.adapters.github import GitHubSource
-from reconciler.settings import GitHubSettings
 from reconciler.core import config
 from reconciler.core.engine import SiteResult, SyncReport
 from reconciler.core.errors import ErrorKind
@@ -25,6 +24,7 @@ from reconciler.core.notify import NOTIFIED_ANNOTATION
 from reconciler.core.notifyconfig import Channel, ChannelKind, EventKind, SecretRef
 from reconciler.core.outbox import Outbox
 from reconciler.serve.metrics import Metrics
+from reconciler.settings import GitHubSettings
 from testkit.github_fixtures import TOKEN
 from testkit.github_standin import GitHubStandIn
 from testkit.webhook_receiver import Received, Receiver
@@ -153,7 +153,9 @@ def test_every_event_kind_reaches_slack_and_the_signed_webhook(world: World) -> 
         w.notifier.observe(w.cfg, w.report(p, applied))
     # failing again and again: the third failure within an hour is summarised
     for p in [
-        replace(plan, action=Action.ERROR, sha=new, running_sha=new, error_kind=ErrorKind.KUBERNETES),
+        replace(
+            plan, action=Action.ERROR, sha=new, running_sha=new, error_kind=ErrorKind.KUBERNETES
+        ),
         replace(plan, sha=new, running_sha=new),
     ] * 2:
         w.notifier.observe(w.cfg, w.report(p))

@@ -17,6 +17,7 @@ from reconciler.core.model import (
     NamespaceView,
     ObservedDeployment,
     Site,
+    Skip,
 )
 
 SHA = "a" * 40
@@ -174,6 +175,52 @@ def test_plan_keeps_order_and_isolates_failures() -> None:
 )
 def test_gate(status: planner.ImageStatus, action: Action, reason: str) -> None:
     result = planner.plan([SITE], {SITE.ref: HEAD}, {"web": dep(APP_OLD)})
-    gated = planner.gate(result, {f"gcr.io/p/blog:{SHA}": status})
+    request = planner.VerifyRequest(f"gcr.io/p/blog:{SHA}", "acme/blog", SHA, "registry")
+    gated = planner.gate(result, {request: status})
     assert gated.sites[0].action is action
     assert reason in gated.sites[0].reason
+
+
+DIGEST = "sha256:" + "d" * 64
+TARGET = f"gcr.io/p/blog:{SHA}"
+
+
+@pytest.mark.parametrize(("pin", "target"), [(True, f"{TARGET}@{DIGEST}"), (False, TARGET)])
+def test_gate_pins_the_verified_digest_unless_turned_off(pin: bool, target: str) -> None:
+    site = replace(SITE, pin_digest=pin)
+    result = planner.plan([site], {site.ref: HEAD}, {"web": dep(APP_OLD)})
+    request = planner.verify_request(result.sites[0])
+    assert request == planner.VerifyRequest(TARGET, "acme/blog", SHA, "registry")
+    gated = planner.gate(result, {request: planner.ImageStatus(True, digest=DIGEST)})
+    assert gated.sites[0].target_image == target
+    assert planner.change_for(gated.sites[0]).image == target
+
+
+@pytest.mark.parametrize("running", [TARGET, f"{TARGET}@{DIGEST}", f"{TARGET}@sha256:{'e' * 64}"])
+@pytest.mark.parametrize("pin", [True, False])
+def test_tag_and_tag_at_digest_of_the_same_commit_are_in_sync(running: str, pin: bool) -> None:
+    site = replace(SITE, pin_digest=pin)
+    p = planner.plan_site(site, {site.ref: HEAD}, {"web": dep(("app", running))})
+    assert p.action is Action.IN_SYNC, p.reason
+
+
+def test_verification_is_keyed_by_image_and_kind() -> None:
+    checks = replace(SITE, name="shop", deployment="shop", verify="checks", required_checks=("ci",))
+    view: NamespaceView = {
+        name: ObservedDeployment("web", name, (Container("app", APP_OLD[1]),))
+        for name in ("blog", "shop")
+    }
+    result = planner.plan([SITE, checks], {SITE.ref: HEAD}, {"web": view})
+    by_registry, by_checks = (planner.verify_request(p) for p in result.sites)
+    assert by_registry and by_checks and by_registry.image == by_checks.image
+    assert by_registry != by_checks and by_checks.required_checks == ("ci",)
+    gated = planner.gate(
+        result,
+        {
+            by_registry: planner.ImageStatus(True, digest=DIGEST),
+            by_checks: planner.ImageStatus(False, "waiting for checks"),
+        },
+    )
+    assert [p.action for p in gated.sites] == [Action.UPDATE, Action.SKIP]
+    assert gated.sites[1].skip is Skip.CHECKS_PENDING
+    assert gated.sites[0].target_image == f"{TARGET}@{DIGEST}"

@@ -19,7 +19,7 @@ import pytest
 from reconciler.cli.main import main
 from reconciler.core import annotations as ann
 from testkit.controlplane import ControlPlane
-from testkit.deployments import create_deployment, get_deployment
+from testkit.deployments import create_deployment, get_deployment, write_status
 from testkit.github import GitHubStandIn, random_sha
 from testkit.github_fixtures import TOKEN
 
@@ -84,32 +84,7 @@ class World:
         return str(next(c["image"] for c in d["spec"]["template"]["spec"]["containers"]))
 
     def status(self, *, failed: bool = False) -> None:
-        """Write the status the deployment controller would: available, or past its deadline."""
-        d = self.get()
-        gen = d["metadata"]["generation"]
-        progressing = (
-            {
-                "reason": "ProgressDeadlineExceeded",
-                "status": "False",
-                "message": 'ReplicaSet "blog-x" has timed out progressing.',
-            }
-            if failed
-            else {"reason": "NewReplicaSetAvailable", "status": "True", "message": "done"}
-        )
-        ready = 0 if failed else 2
-        body = {
-            "status": {
-                "observedGeneration": gen,
-                "replicas": 2,
-                "updatedReplicas": 2,
-                "readyReplicas": ready,
-                "availableReplicas": ready,
-                "conditions": [{"type": "Progressing", **progressing}],
-            }
-        }
-        kubernetes.client.AppsV1Api(self.api).patch_namespaced_deployment_status(
-            "blog", self.ns, body
-        )
+        write_status(self.api, self.ns, "blog", rollout="failed" if failed else "available")
 
     def events(self) -> list[str]:
         core = kubernetes.client.CoreV1Api(self.api)

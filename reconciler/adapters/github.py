@@ -405,43 +405,113 @@ class GitHubSource:
 
     # -- commit checks (verify = "checks") -----------------------------------------------------
 
-    def verify(self, requests_: Collection[VerifyRequest]) -> Mapping[str, ImageStatus]:
-        """ImageStatus per image from the combined checks of the commit it was built from."""
-        wanted = [r for r in requests_ if r.mode == "checks"]
-        out: dict[str, ImageStatus] = {}
-        for r in wanted:
+    def verify(self, requests_: Collection[VerifyRequest]) -> Mapping[VerifyRequest, ImageStatus]:
+        """ImageStatus per request from the checks of the commit its image was built from."""
+        out: dict[VerifyRequest, ImageStatus] = {}
+        seen: dict[tuple[str, str], tuple[list[_Check], str | None]] = {}
+        for r in requests_:
+            if r.mode != "checks":
+                continue
             try:
-                out[r.image] = self._checks(r.repo, r.sha)
+                if (r.repo, r.sha) not in seen:
+                    seen[(r.repo, r.sha)] = self._commit_checks(r.repo, r.sha)
+                checks, problem = seen[(r.repo, r.sha)]
+                out[r] = (
+                    ImageStatus(None, problem, kind=ErrorKind.GITHUB)
+                    if problem
+                    else _checks_verdict(checks, r.sha, r.required_checks)
+                )
             except _Halt as halt:
-                out[r.image] = ImageStatus(None, halt.error.reason)
+                out[r] = ImageStatus(None, halt.error.reason, kind=halt.error.kind)
             except GitHubError as exc:
-                out[r.image] = ImageStatus(None, str(exc))
+                out[r] = ImageStatus(None, str(exc), kind=exc.kind)
         return out
 
-    def _checks(self, repo: str, sha: str) -> ImageStatus:
-        short = sha[:7]
-        status = self._request("GET", f"/repos/{repo}/commits/{sha}/status")
-        runs = self._request("GET", f"/repos/{repo}/commits/{sha}/check-runs?per_page=100")
-        if status.status != 200 or runs.status != 200:
-            bad = status if status.status != 200 else runs
-            return ImageStatus(None, f"GitHub answered {bad.status} for the checks of {short}")
-        combined = status.json() or {}
-        check_runs = (runs.json() or {}).get("check_runs", [])
-        states = [s.get("state") for s in combined.get("statuses", [])]
-        conclusions = [c.get("conclusion") for c in check_runs]
-        if not states and not conclusions:
-            return ImageStatus(
-                False, f"no checks have reported on {short} yet, so its image may not exist"
-            )
-        failed = [s for s in states if s in ("failure", "error")] + [
-            c for c in conclusions if c in ("failure", "timed_out", "cancelled", "action_required")
+    def _commit_checks(self, repo: str, sha: str) -> tuple[list[_Check], str | None]:
+        """Every commit status and (latest) check run of a commit, all pages; or a problem."""
+        checks: list[_Check] = []
+        for what, items in (("status", "statuses"), ("check-runs", "check_runs")):
+            for page in range(1, CHECK_PAGES + 1):
+                url = f"/repos/{repo}/commits/{sha}/{what}?per_page=100&page={page}"
+                r = self._request("GET", url)
+                body = r.json()
+                if r.status != 200 or not isinstance(body, dict):
+                    return [], f"GitHub answered {r.status} for the checks of {sha[:7]}"
+                got = [c for c in body.get(items) or [] if isinstance(c, dict)]
+                checks += map(_Check.of_status if what == "status" else _Check.of_run, got)
+                if len(got) < 100 or page * 100 >= int(body.get("total_count") or 0):
+                    break
+        return checks, None
+
+
+CHECK_PAGES = 10  # 1,000 statuses and 1,000 check runs per commit at most
+FAILED = frozenset(
+    {"failure", "error", "timed_out", "cancelled", "action_required", "startup_failure", "stale"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Check:
+    """A commit status or check run reduced to its name and state (pending, success, ...)."""
+
+    name: str
+    state: str
+
+    @classmethod
+    def of_status(cls, s: Mapping[str, Any]) -> _Check:
+        return cls(str(s.get("context", "")), str(s.get("state") or "pending"))
+
+    @classmethod
+    def of_run(cls, c: Mapping[str, Any]) -> _Check:
+        done = c.get("status") == "completed"
+        return cls(str(c.get("name", "")), str(c.get("conclusion") or "") if done else "pending")
+
+
+def _checks_verdict(checks: list[_Check], sha: str, required: tuple[str, ...]) -> ImageStatus:
+    """Passed (True), waiting (False: pending or not reported yet) or failed (None).
+
+    Without `required`, every check counts, at least one must have succeeded, and neutral or
+    skipped ones are ignored. With `required`, only the named checks count and each must have
+    succeeded: a named check that was skipped or neutral did not pass.
+    """
+    short = sha[:7]
+    if required:
+        by_name: dict[str, list[str]] = {}
+        for c in checks:
+            by_name.setdefault(c.name, []).append(c.state)
+        missing = [n for n in required if n not in by_name]
+        failed = [
+            f"{n} ({s})"
+            for n in required
+            for s in by_name.get(n, ())
+            if s not in ("success", "pending")
         ]
-        if failed:
-            return ImageStatus(False, f"checks failed on {short}")
-        pending = [s for s in states if s == "pending"] + [c for c in conclusions if c is None]
-        if pending:
-            return ImageStatus(False, f"{len(pending)} check(s) still running on {short}")
-        return ImageStatus(True)
+        pending = [n for n in required if "pending" in by_name.get(n, ())]
+    else:
+        if not checks:
+            return ImageStatus(
+                False,
+                f"waiting: no checks have reported on {short} yet, so its image may not exist",
+            )
+        missing = []
+        failed = [f"{c.name} ({c.state})" for c in checks if c.state in FAILED]
+        pending = [c.name for c in checks if c.state == "pending"]
+        if not failed and not pending and not any(c.state == "success" for c in checks):
+            return ImageStatus(
+                None,
+                f"no check succeeded on {short} (all neutral or skipped)",
+                kind=ErrorKind.CHECKS_FAILED,
+            )
+    if failed:
+        return ImageStatus(
+            None,
+            f"checks failed on {short}: {', '.join(sorted(failed))}",
+            kind=ErrorKind.CHECKS_FAILED,
+        )
+    if pending or missing:
+        waiting = [*(f"{n} (running)" for n in pending), *(f"{n} (not reported)" for n in missing)]
+        return ImageStatus(False, f"waiting for checks on {short}: {', '.join(waiting)}")
+    return ImageStatus(True)
 
     # -- commits between two SHAs (notifications) ---------------------------------------------
 

@@ -17,7 +17,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from reconciler.core import annotations as ann
 from reconciler.core import rollout
-from reconciler.core.errors import ConflictError, ErrorKind, KubernetesError, LeaseBusy
+from reconciler.core.errors import ConflictError, ErrorKind, KubernetesError
 from reconciler.core.fanout import bounded_map
 from reconciler.core.model import (
     ApplyResult,
@@ -97,7 +97,7 @@ class KubeCluster:
         token: str | None = None
         try:
             while True:
-                page = _request(
+                page = request(
                     self.api,
                     "GET",
                     f"/apis/apps/v1/namespaces/{namespace}/deployments",
@@ -115,7 +115,7 @@ class KubeCluster:
 
     def read(self, namespace: str, name: str) -> ObservedDeployment | None:
         try:
-            raw = _request(
+            raw = request(
                 self.api,
                 "GET",
                 f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
@@ -140,7 +140,7 @@ class KubeCluster:
     def patch(self, patch: DeploymentPatch, *, dry_run: bool) -> ApplyResult:
         """Send one DeploymentPatch (field manager `reconciler`), then its Events."""
         try:
-            patched = _request(
+            patched = request(
                 self.api,
                 "PATCH",
                 f"/apis/apps/v1/namespaces/{patch.namespace}/deployments/{patch.deployment}",
@@ -165,7 +165,7 @@ class KubeCluster:
     def annotate(self, namespace: str, deployment: str, key: str, value: str) -> None:
         """Set one annotation with a JSON merge patch, unguarded: it touches nothing anyone else
         writes (the notification state); raises KubernetesError."""
-        _request(
+        request(
             self.api,
             "PATCH",
             f"/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}",
@@ -180,7 +180,7 @@ class KubeCluster:
     ) -> tuple[str, ...]:
         """One LIST of the Deployment's pods; why those running `image` are stuck."""
         labels = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-        pods = _request(
+        pods = request(
             self.api,
             "GET",
             f"/api/v1/namespaces/{namespace}/pods",
@@ -221,7 +221,7 @@ class KubeCluster:
             "count": 1,
         }
         try:
-            _request(
+            request(
                 self.api,
                 "POST",
                 f"/api/v1/namespaces/{namespace}/events",
@@ -242,7 +242,7 @@ def update_patch(change: ImageChange, now: datetime) -> DeploymentPatch:
         image=change.image,
         change_cause=(
             f"reconciler: {change.repo}@{change.branch} {change.sha[:7]} "
-            f"({change.container}={change.image})"
+            f"({change.container}={_readable(change.image)})"
         ),
         events=(
             Note(
@@ -254,6 +254,13 @@ def update_patch(change: ImageChange, now: datetime) -> DeploymentPatch:
         ),
         resource_version=change.resource_version,
     )
+
+
+def _readable(image: str) -> str:
+    """An image for `kubectl rollout history`: a pinned digest cut to 12 hex digits."""
+    name, at, digest = image.partition("@")
+    algorithm, _, hexdigest = digest.partition(":")
+    return f"{name}@{algorithm}:{hexdigest[:12]}" if at and hexdigest else image
 
 
 def patch_body(change: ImageChange, now: datetime) -> dict[str, Any]:
@@ -345,7 +352,7 @@ def _observed(item: Mapping[str, Any]) -> ObservedDeployment:
     )
 
 
-def _request(
+def request(
     api: Any,
     method: str,
     path: str,
@@ -403,6 +410,12 @@ def check_response(exc: Exception, action: str, host: str) -> KubernetesError:
             status=401,
             kind=ErrorKind.KUBE_AUTH,
         )
+    if status == 403 and "ValidatingAdmissionPolicy" in message:
+        return KubernetesError(
+            f"cannot {action}: refused by an admission policy ({message})",
+            status=403,
+            kind=ErrorKind.FORBIDDEN,
+        )
     if status == 403:
         return KubernetesError(
             f"cannot {action}: forbidden by RBAC ({message}); grant the reconciler's "
@@ -435,106 +448,10 @@ def _api_message(exc: ApiException) -> str:
     return str(body.get("message") or exc.reason)[:500] if isinstance(body, dict) else str(body)
 
 
-class KubeLease:
-    """A coordination.k8s.io Lease held while a sync runs, so one replica syncs at a time."""
-
-    def __init__(
-        self, api: Any, namespace: str, name: str, identity: str, duration: int = 60
-    ) -> None:
-        self.api = api
-        self.path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
-        self.namespace = namespace
-        self.name = name
-        self.identity = identity
-        self.duration = duration
-
-    def acquire(self) -> None:
-        """Take the Lease or raise LeaseBusy (held by a live holder) / KubernetesError."""
-        now = datetime.now(UTC)
-        stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        spec = {
-            "holderIdentity": self.identity,
-            "leaseDurationSeconds": self.duration,
-            "acquireTime": stamp,
-            "renewTime": stamp,
-        }
-        try:
-            lease = self._read()
-        except KubernetesError as error:
-            if error.kind is not ErrorKind.NOT_FOUND:
-                raise
-            body = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {"name": self.name, "namespace": self.namespace},
-                "spec": spec,
-            }
-            try:
-                _request(self.api, "POST", self.path, action=f"create {self._what}", body=body)
-            except ConflictError as exc:
-                raise LeaseBusy("another replica took the Lease first") from exc
-            return
-        current = lease.get("spec") or {}
-        holder = current.get("holderIdentity")
-        if holder and holder != self.identity and not _expired(current, now):
-            raise LeaseBusy(f"replica {holder} is syncing (Lease {self.name})")
-        if holder == self.identity:
-            spec["acquireTime"] = current.get("acquireTime") or stamp
-        lease["spec"] = {**current, **spec}
-        self._replace(lease)
-
-    def renew(self) -> None:
-        lease = self._read()
-        if (lease.get("spec") or {}).get("holderIdentity") != self.identity:
-            raise LeaseBusy("lost the Lease")
-        lease["spec"]["renewTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        self._replace(lease)
-
-    def release(self) -> None:
-        """Give the Lease up so another replica need not wait for it to expire."""
-        try:
-            lease = self._read()
-            if (lease.get("spec") or {}).get("holderIdentity") == self.identity:
-                lease["spec"]["holderIdentity"] = None
-                self._replace(lease)
-        except KubernetesError as exc:
-            log.warning("could not release the Lease %s: %s", self.name, exc)
-
-    @property
-    def _what(self) -> str:
-        return f"Lease {self.namespace}/{self.name}"
-
-    def _read(self) -> Any:
-        return _request(self.api, "GET", f"{self.path}/{self.name}", action=f"read {self._what}")
-
-    def _replace(self, lease: Mapping[str, Any]) -> None:
-        try:
-            _request(
-                self.api,
-                "PUT",
-                f"{self.path}/{self.name}",
-                action=f"update {self._what}",
-                body=lease,
-            )
-        except ConflictError as exc:
-            raise LeaseBusy("another replica updated the Lease first") from exc
-
-
-def _expired(spec: Mapping[str, Any], now: datetime) -> bool:
-    renew = spec.get("renewTime") or spec.get("acquireTime")
-    if not renew:
-        return True
-    try:
-        renewed = datetime.fromisoformat(str(renew).replace("Z", "+00:00"))
-    except ValueError:
-        return True
-    return (now - renewed).total_seconds() > float(spec.get("leaseDurationSeconds") or 0)
-
-
 def ping(api: Any) -> str | None:
     """None when the API server answers /version (no RBAC needed), else why it does not."""
     try:
-        _request(api, "GET", "/version", action="read /version", timeout=(3.0, 5.0))
+        request(api, "GET", "/version", action="read /version", timeout=(3.0, 5.0))
     except KubernetesError as exc:
         return f"Kubernetes API server unreachable: {type(exc.__cause__).__name__}"
     return None

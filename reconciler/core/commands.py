@@ -63,7 +63,7 @@ def rollback(engine: Engine, site: Site, *, by: str, to: str | None = None) -> D
             branch = d.annotations.get(ann.BRANCH) or site.branch or "main"
             image = render(site.image, owner=site.owner, repo=site.repo_name, branch=branch, sha=to)
             sha = to
-            _verify(engine, site, image, to)
+            image = _verify(engine, site, image, to)
         chosen[:] = [image]
         return rollout.manual_rollback_patch(
             site, d, container=container, image=image, sha=sha, by=by, now=engine.clock()
@@ -73,12 +73,17 @@ def rollback(engine: Engine, site: Site, *, by: str, to: str | None = None) -> D
     return Done(site.name, f"{site.name} rolled back to {chosen[0]} by {by} and held", chosen[0])
 
 
-def _verify(engine: Engine, site: Site, image: str, sha: str) -> None:
+def _verify(engine: Engine, site: Site, image: str, sha: str) -> str:
+    """The image to deploy for `sha`, verified like a sync would (pinned to its digest)."""
     if site.verify == "none":
-        return
-    status = engine.verifier.verify([VerifyRequest(image, site.repo, sha, site.verify)]).get(image)
+        return image
+    request = VerifyRequest(image, site.repo, sha, site.verify, site.required_checks)
+    status = engine.verifier.verify([request]).get(request)
     if status is not None and status.exists is not True:
         raise CommandError(f"{site.name}: {status.reason or f'image {image} does not exist'}")
+    if status is not None and status.digest and site.pin_digest:
+        return f"{image}@{status.digest}"
+    return image
 
 
 def _write(

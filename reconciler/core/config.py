@@ -25,10 +25,20 @@ SITE_KEYS = (
     "image",
     "paused",
     "verify",
+    "pin_digest",
+    "required_checks",
+    "rollout_timeout",
+)
+DEFAULT_KEYS = (
+    "branch",
+    "namespace",
+    "container",
+    "image",
+    "verify",
+    "pin_digest",
     "rollout_timeout",
     "notify",
 )
-DEFAULT_KEYS = ("branch", "namespace", "container", "image", "verify", "rollout_timeout")
 MAX_ROLLOUT_TIMEOUT = 86400
 SERVICE_KEYS = ("schedule", "jitter", "timezone")
 TOP_KEYS = ("defaults", "service", "sites", "notify")
@@ -295,6 +305,11 @@ class _Validator:
         paused = raw.get("paused", False)
         if not isinstance(paused, bool):
             self.problem((*where, "paused"), '"paused" must be true or false', name)
+        pin_where = where if "pin_digest" in raw else ("defaults",)
+        pin_digest = raw.get("pin_digest", defaults.get("pin_digest", True))
+        if not isinstance(pin_digest, bool):
+            self.problem((*pin_where, "pin_digest"), '"pin_digest" must be true or false', name)
+        required = self._required_checks(raw, where, name, verify)
         if len(self.problems) > before or repo is None or image is None:
             return None
         return Site(
@@ -308,8 +323,24 @@ class _Validator:
             paused=bool(paused),
             verify=verify,
             line=self.lines.of(*where),
+            pin_digest=bool(pin_digest),
+            required_checks=required,
             rollout_timeout=timeout,
         )
+
+    def _required_checks(
+        self, raw: Mapping[str, Any], where: tuple[str, ...], name: str, verify: str
+    ) -> tuple[str, ...]:
+        value = raw.get("required_checks")
+        if value is None:
+            return ()
+        key = (*where, "required_checks")
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            self.problem(key, '"required_checks" must be a list of check names', name)
+            return ()
+        if verify != "checks":
+            self.problem(key, '"required_checks" needs verify = "checks"', name)
+        return tuple(value)
 
     def _duplicates(self, sites: list[Site]) -> None:
         seen: dict[tuple[str, str], list[Site]] = {}

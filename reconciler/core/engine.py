@@ -173,17 +173,14 @@ class Engine:
         result = planner.plan(selected, heads, observed, now=now, troubles=troubles)
         if not result.updates:
             return result
-        wanted = {
-            p.target_image: VerifyRequest(p.target_image, p.site.repo, p.sha, p.site.verify)
-            for p in result.updates
-            if p.target_image and p.sha and p.site.verify != "none"
-        }
+        wanted = {r for r in map(planner.verify_request, result.updates) if r is not None}
         if not wanted:
             return result
+        statuses: Mapping[VerifyRequest, ImageStatus]
         try:
-            statuses = self.verifier.verify(list(wanted.values()))
+            statuses = self.verifier.verify(wanted)
         except ReconcilerError as exc:
-            statuses = {image: ImageStatus(None, str(exc)) for image in wanted}
+            statuses = {r: ImageStatus(None, str(exc)) for r in wanted}
         return planner.gate(result, statuses)
 
     def run(self, config: Config, request: SyncRequest) -> SyncReport:
@@ -302,7 +299,11 @@ class Engine:
         heads: dict[RepoRef, HeadResult] = {}
         if p.sha and p.branch:
             heads[site.ref] = BranchHead(site.repo, p.branch, p.sha)
-        return self._plan_one(site, heads, fresh)
+        fresh_plan = self._plan_one(site, heads, fresh)
+        if fresh_plan.action is Action.UPDATE and p.action is Action.UPDATE and p.target_image:
+            # same commit, same verified image: keep the digest the gate pinned
+            fresh_plan = replace(fresh_plan, target_image=p.target_image)
+        return fresh_plan
 
     def _plan_one(
         self,
@@ -329,14 +330,15 @@ class Engine:
 
     # -- following rollouts -------------------------------------------------------------------
 
-    def follow(self, site: Site) -> SiteResult:
-        """Read one site's Deployment; roll back its rollout if it failed. Needs no GitHub."""
+    def follow(self, site: Site, *, act: bool = True) -> SiteResult:
+        """Read one site's Deployment; roll back its rollout if it failed (unless `act` is
+        False: then only say so). Needs no GitHub."""
         try:
             fresh = self.cluster.read(site.namespace, site.deployment)
         except ReconcilerError as exc:
             return SiteResult(SitePlan(site, Action.ERROR, reason=str(exc), error_kind=exc.kind))
         p = self._plan_one(site, {}, fresh)
-        if p.action is Action.ROLLED_BACK:
+        if p.action is Action.ROLLED_BACK and act:
             result = self._apply_one(p, dry_run=False)
             if result.applied:
                 log.warning(

@@ -35,6 +35,12 @@ class ErrorKind(StrEnum):
     DEPLOYMENT_NOT_FOUND = "deployment_not_found"
     CONTAINER_NOT_FOUND = "container_not_found"
     IMAGE_UNVERIFIED = "image_unverified"
+    # verification (registries, commit checks)
+    REGISTRY = "registry"
+    REGISTRY_AUTH = "registry_auth"
+    REGISTRY_CREDENTIALS = "registry_credentials"
+    REGISTRY_UNREACHABLE = "registry_unreachable"
+    CHECKS_FAILED = "checks_failed"
     INTERNAL = "internal"
     # serving
     PUBSUB = "pubsub"
@@ -134,6 +140,12 @@ class LeaseBusy(KubernetesError):
     """Another replica holds the Lease (or took it from us)."""
 
     default_kind = ErrorKind.LEASE
+
+
+class RegistryError(ReconcilerError):
+    """A registry, its token service or the credentials for it made one image uncheckable."""
+
+    default_kind = ErrorKind.REGISTRY
 
 
 class PubSubError(ReconcilerError):

@@ -23,6 +23,8 @@ class Site:
     paused: bool = False
     verify: str = "registry"
     line: int | None = None
+    pin_digest: bool = True  # deploy image:tag@digest when the registry answered a digest
+    required_checks: tuple[str, ...] = ()  # verify = "checks": these must have passed
     rollout_timeout: int | None = None  # seconds; None = the Deployment's progressDeadlineSeconds
 
     @property
@@ -174,6 +176,7 @@ class Skip(StrEnum):
 
     PAUSED = "paused"  # in sites.toml or by the Deployment's annotation
     IMAGE_MISSING = "image_missing"  # the target image is not there (yet)
+    CHECKS_PENDING = "checks_pending"  # verify = "checks": checks still running or not reported
     SHUTTING_DOWN = "shutting_down"  # the reconciler stopped before patching it
     FAILED_COMMIT = "failed_commit"  # the branch head's rollout failed and was rolled back
 
@@ -192,10 +195,30 @@ class SiteState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ImageStatus:
-    """Whether a target image may be rolled out: exists True/False, or None when it is unknown."""
+    """Whether a target image may be rolled out: True, False (not yet: skip) or None (fail).
+
+    `digest` is the manifest digest the registry answered (the index's for a multi-platform
+    image); `kind` says why it failed.
+    """
 
     exists: bool | None
     reason: str = ""
+    digest: str | None = None
+    kind: ErrorKind | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyRequest:
+    """A target image to check before rollout, with the commit it was built from.
+
+    Two sites sharing an image but verifying it differently are two requests.
+    """
+
+    image: str
+    repo: str
+    sha: str
+    mode: str
+    required_checks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,12 +13,15 @@ from reconciler.core.config import Config
 from reconciler.core.engine import SiteResult, SyncReport
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.messages import Notification
+from reconciler.core.model import Action, Rollout
 from reconciler.core.notify import (
     NOTIFIED_ANNOTATION,
     RATE_LIMITED,
     Decision,
     Memory,
     Policy,
+    Snapshot,
+    Status,
     decide,
     snapshot,
 )
@@ -74,13 +77,33 @@ class Notifier:
                 sent.append(limited)
         return sent
 
-    def _site(self, config: Config, result: SiteResult) -> Notification | None:
+    def observe_followed(self, config: Config, result: SiteResult) -> Notification | None:
+        """What following a rollout in the background saw (no branch head): a rollout that
+        became available, or one that failed and was rolled back; anything else waits for the
+        next sync."""
+        p = result.plan
+        if p.action is Action.ROLLED_BACK:
+            snap = snapshot(result)
+        elif p.rollout is Rollout.AVAILABLE and p.running_sha:
+            snap = Snapshot(Status.IN_SYNC, running=p.running_sha, reason=p.reason)
+        else:
+            return None
+        with self._lock:
+            try:
+                return self._site(config, result, snap)
+            except ReconcilerError as exc:
+                log.warning("notification for %s not decided: %s", p.site.name, exc)
+                return None
+
+    def _site(
+        self, config: Config, result: SiteResult, snap: Snapshot | None = None
+    ) -> Notification | None:
         site = result.plan.site
         settings = config.notify.for_site(site.name)
         candidates = [Memory.loads(result.plan.notified), self._memory.get(site.name)]
         known = [m for m in candidates if m is not None]
         prev = max(known, key=lambda m: m.since) if known else None  # the newest record wins
-        snap = snapshot(result)
+        snap = snap or snapshot(result)
         now = self.clock()
         decision = decide(prev, snap, now, Policy(blocked_after=settings.blocked_after))
         if decision.memory != prev:

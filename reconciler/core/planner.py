@@ -24,10 +24,35 @@ from reconciler.core.model import (
     Site,
     SitePlan,
     Skip,
+    VerifyRequest,
 )
 from reconciler.core.template import render
 
-__all__ = ["ImageStatus", "change_for", "container_of", "gate", "plan", "plan_site"]
+__all__ = [
+    "ImageStatus",
+    "VerifyRequest",
+    "change_for",
+    "container_of",
+    "gate",
+    "plan",
+    "plan_site",
+    "same_image",
+    "verify_request",
+]
+
+
+def verify_request(p: SitePlan) -> VerifyRequest | None:
+    """What an UPDATE verdict must have verified before rollout (None: nothing to verify)."""
+    if p.action is not Action.UPDATE or p.site.verify == "none":
+        return None
+    if not (p.target_image and p.sha):
+        return None
+    return VerifyRequest(p.target_image, p.site.repo, p.sha, p.site.verify, p.site.required_checks)
+
+
+def same_image(current: str, target: str) -> bool:
+    """Same image reference up to a pinned digest: `repo:tag` and `repo:tag@sha256:...` match."""
+    return current.partition("@")[0] == target.partition("@")[0]
 
 
 def plan(
@@ -171,7 +196,7 @@ def plan_site(
                 f"{f' ({why})' if why else ''}; rolled back, waiting for a new commit"
             ),
         )
-    if current == target:
+    if same_image(current, target):
         return replace(
             base,
             action=Action.IN_SYNC,
@@ -218,20 +243,28 @@ def _pick_container(site: Site, deployment: ObservedDeployment) -> tuple[str | N
     return None, f'{where} has no container "{site.container}" (it has: {", ".join(names)})'
 
 
-def gate(plan_: Plan, statuses: Mapping[str, ImageStatus]) -> Plan:
-    """Turn updates whose target image is missing or unverifiable into skips or errors."""
+def gate(plan_: Plan, statuses: Mapping[VerifyRequest, ImageStatus]) -> Plan:
+    """Turn updates whose target image is missing or unverifiable into skips or errors.
+
+    A verified update whose site pins digests gets `image:tag@digest` as its target.
+    """
     out = []
     for p in plan_.sites:
-        status = statuses.get(p.target_image or "") if p.action is Action.UPDATE else None
-        if status is None or status.exists is True:
+        request = verify_request(p)
+        status = statuses.get(request) if request else None
+        if status is None:
             out.append(p)
+        elif status.exists is True:
+            pin = status.digest and p.site.pin_digest and p.target_image
+            out.append(replace(p, target_image=f"{p.target_image}@{status.digest}") if pin else p)
         elif status.exists is False:
             reason = status.reason or f"image {p.target_image} does not exist"
+            waiting = request is not None and request.mode == "checks"
             out.append(
                 replace(
                     p,
                     action=Action.SKIP,
-                    skip=Skip.IMAGE_MISSING,
+                    skip=Skip.CHECKS_PENDING if waiting else Skip.IMAGE_MISSING,
                     reason=f"{reason}; not rolled out",
                 )
             )
@@ -241,7 +274,7 @@ def gate(plan_: Plan, statuses: Mapping[str, ImageStatus]) -> Plan:
                     p,
                     action=Action.ERROR,
                     reason=f"cannot verify image {p.target_image}: {status.reason}",
-                    error_kind=ErrorKind.IMAGE_UNVERIFIED,
+                    error_kind=status.kind or ErrorKind.IMAGE_UNVERIFIED,
                 )
             )
     return Plan(tuple(out))

@@ -15,7 +15,10 @@ from reconciler.core.model import (
     NamespaceView,
     ObservedDeployment,
     RepoRef,
+    VerifyRequest,
 )
+
+__all__ = ["Cluster", "HeadSource", "ImageVerifier", "RateLimit", "VerifyRequest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,17 +63,9 @@ class Cluster(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class VerifyRequest:
-    """A target image to check before rollout, with the commit it was built from."""
-
-    image: str
-    repo: str
-    sha: str
-    mode: str
-
-
 class ImageVerifier(Protocol):
     """Tells whether target images exist (registry) or their commit's checks passed."""
 
-    def verify(self, requests: Collection[VerifyRequest]) -> Mapping[str, ImageStatus]: ...
+    def verify(
+        self, requests: Collection[VerifyRequest]
+    ) -> Mapping[VerifyRequest, ImageStatus]: ...

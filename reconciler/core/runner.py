@@ -18,9 +18,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Pending:
+    """A follow-up run being gathered: requests of one kind (dry run, plan only) only."""
+
+    dry_run: bool
+    plan_only: bool
     sites: set[str] | None = field(default_factory=set)  # None = every site
     triggers: list[str] = field(default_factory=list)
     futures: list[Future[SyncReport]] = field(default_factory=list)
+
+    def takes(self, request: SyncRequest) -> bool:
+        return (request.dry_run, request.plan_only) == (self.dry_run, self.plan_only)
 
     def add(self, request: SyncRequest, future: Future[SyncReport]) -> None:
         if request.sites is None or self.sites is None:
@@ -33,20 +40,27 @@ class _Pending:
 
     def request(self) -> SyncRequest:
         sites = None if self.sites is None else frozenset(self.sites)
-        return SyncRequest(sites=sites, trigger="+".join(self.triggers))
+        return SyncRequest(
+            sites=sites,
+            dry_run=self.dry_run,
+            plan_only=self.plan_only,
+            trigger="+".join(self.triggers),
+        )
 
 
 class Runner:
     """Serialises syncs. submit() returns a Future resolved with the report of the run covering it.
 
-    While a run is in flight, every new request joins one pending follow-up run that covers the
-    union of the sites asked for; nothing is dropped and nothing piles up.
+    While a run is in flight, every new request joins the pending follow-up run of its kind
+    (real, dry run, plan only), which covers the union of the sites asked for; requests of
+    different kinds never share a run. Follow-ups run in the order their first request came;
+    nothing is dropped and nothing piles up (at most one pending run per kind).
     """
 
     def __init__(self, run: Callable[[SyncRequest], SyncReport]) -> None:
         self._run = run
         self._lock = threading.Lock()
-        self._pending: _Pending | None = None
+        self._pending: list[_Pending] = []
         self._busy = False
         self._closed = False
         self._idle = threading.Condition(self._lock)
@@ -57,9 +71,11 @@ class Runner:
         with self._lock:
             if self._closed:
                 raise ShuttingDown("the reconciler is shutting down")
-            if self._pending is None:
-                self._pending = _Pending()
-            self._pending.add(request, future)
+            batch = next((b for b in self._pending if b.takes(request)), None)
+            if batch is None:
+                batch = _Pending(request.dry_run, request.plan_only)
+                self._pending.append(batch)
+            batch.add(request, future)
             start = not self._busy
             self._busy = True
         if start:
@@ -69,12 +85,12 @@ class Runner:
     def _drain(self) -> None:
         while True:
             with self._lock:
-                batch, self._pending = self._pending, None
-                if batch is None:
+                if not self._pending:
                     self._busy = False
                     self.current = None
                     self._idle.notify_all()
                     return
+                batch = self._pending.pop(0)
                 request = batch.request()
                 self.current = request
             for f in batch.futures:
@@ -96,12 +112,13 @@ class Runner:
         return self._busy
 
     def close(self, timeout: float | None = None) -> bool:
-        """Refuse new requests, fail the queued follow-up with ShuttingDown (so Pub/Sub messages are
-        nacked and redelivered), and wait for the run in flight; False if it did not end in time."""
+        """Refuse new requests, fail the queued follow-ups with ShuttingDown (so Pub/Sub messages
+        are nacked and redelivered), and wait for the run in flight; False if it did not end in
+        time."""
         with self._lock:
             self._closed = True
-            batch, self._pending = self._pending, None
-        if batch is not None:
+            batches, self._pending = self._pending, []
+        for batch in batches:
             for f in batch.futures:
                 if f.set_running_or_notify_cancel():
                     f.set_exception(ShuttingDown("the reconciler shut down before this sync ran"))

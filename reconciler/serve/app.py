@@ -12,10 +12,12 @@ from typing import Any
 from flask import Flask, Response, jsonify, render_template, request
 
 from reconciler import __version__
+from reconciler.core.commands import CommandError
 from reconciler.core.engine import SyncRequest
-from reconciler.core.runner import ShuttingDown
+from reconciler.core.errors import ReconcilerError, ShuttingDown
 from reconciler.serve.events import MAX_BODY, GitHubHooks
-from reconciler.serve.service import Service, report_dict
+from reconciler.serve.service import Service
+from reconciler.serve.state import report_dict
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +92,38 @@ def create_app(
             return error(503, "shutting down before the sync ran; retry", id=record.id)
         except Exception as exc:  # the run could not happen at all (config, lease)
             return error(503, f"the sync could not run: {exc}", id=record.id)
-        body = {"id": record.id, **report_dict(report)}
-        if site is not None:
-            body["results"] = [r for r in body["results"] if r["site"] == site]
-        return jsonify(body), 200 if report.ok else 502
+        body = {"id": record.id, **report_dict(report, sites)}
+        return jsonify(body), 200 if body["ok"] else 502
+
+    @app.post("/sites/<site>/<action>")
+    def site_command(site: str, action: str) -> Any:
+        """hold | resume | rollback one site; JSON body: reason, to (a commit SHA), by."""
+        if action not in ("hold", "resume", "rollback"):
+            return error(404, f"no such action {action!r}; use hold, resume or rollback")
+        denied = authorized()
+        if denied:
+            return denied
+        if site not in service.site_names():
+            return error(404, f'unknown site "{site}"', known=list(service.site_names()))
+        body = request.get_json(silent=True) or {}
+        if not isinstance(body, dict):
+            return error(400, "the body must be a JSON object")
+        by = str(body.get("by") or "http")[:100]
+        try:
+            done = service.command(
+                site,
+                action,
+                by=f"{by} (http)" if by != "http" else by,
+                reason=str(body.get("reason") or "")[:500],
+                to=str(body["to"]) if body.get("to") else None,
+            )
+        except CommandError as exc:
+            return error(409, str(exc))
+        except ShuttingDown:
+            return error(503, "shutting down; retry against another replica")
+        except ReconcilerError as exc:
+            return error(503, str(exc))
+        return jsonify(done), 200
 
     @app.post("/hooks/github")
     def github_hook() -> Any:

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from reconciler.core.engine import SyncReport
-from reconciler.core.model import Action
+from reconciler.core.engine import SiteResult, SyncReport
+from reconciler.core.model import Action, Rollout
 from reconciler.core.ports import RateLimit
 
 
@@ -74,6 +74,25 @@ class Metrics:
             ["source", "event", "outcome"],
             registry=r,
         )
+        self.rollouts = Counter(
+            "reconciler_rollouts",
+            "Rollouts of what the reconciler deployed, by outcome (available, failed)",
+            ["outcome"],
+            registry=r,
+        )
+        self.rollbacks = Counter(
+            "reconciler_rollbacks",
+            "Failed rollouts rolled back to the image before them",
+            registry=r,
+        )
+
+    def followed(self, result: SiteResult, before: Rollout | None) -> None:
+        """A followed rollout's end: available, or failed and rolled back."""
+        if result.applied:
+            self.rollbacks.inc()
+            self.rollouts.labels("failed").inc()
+        elif before is Rollout.PROGRESSING and result.plan.rollout is Rollout.AVAILABLE:
+            self.rollouts.labels("available").inc()
 
     def record(self, report: SyncReport, limits: Mapping[str, RateLimit]) -> None:
         outcome = "ok" if report.ok else "failed"
@@ -82,9 +101,12 @@ class Metrics:
         self.duration.observe(report.duration)
         self.updated.inc(report.updated if not report.dry_run else 0)
         for result in report.results:
+            if result.action is Action.ROLLED_BACK and result.applied and not report.dry_run:
+                self.rollbacks.inc()
+                self.rollouts.labels("failed").inc()
             if result.action is Action.ERROR:
                 kind = result.plan.error_kind
-                self.failures.labels(kind.value if kind else "unknown").inc()
+                self.failures.labels(str(kind) if kind else "unknown").inc()
         for resource, limit in limits.items():
             self.rate_limit.labels(resource).set(limit.remaining)
         if report.ok:

@@ -34,6 +34,7 @@ class Process:
 
     def start(self) -> None:
         self.service.start_schedule()
+        self.service.start_following()
         for trigger in self.triggers:
             trigger.start()
         self.service.submit(SyncRequest(trigger="startup"))

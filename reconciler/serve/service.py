@@ -1,4 +1,4 @@
-"""The long-lived service: config reload, single-flight runner, schedule, lease, and site status."""
+"""The thin service: wires config reload, the runner, the Lease, the schedule and the state."""
 
 from __future__ import annotations
 
@@ -7,71 +7,32 @@ import logging
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Any
 
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
-
+from reconciler.core import commands
 from reconciler.core import config as config_mod
 from reconciler.core.engine import Engine, SiteResult, SyncReport, SyncRequest
-from reconciler.core.errors import ConfigError, ConfigUnavailable, ReconcilerError
-from reconciler.core.model import Site, SiteState
+from reconciler.core.errors import ConfigError, ConfigUnavailable
+from reconciler.core.model import Rollout, Site
 from reconciler.core.notifier import Notifier
-from reconciler.core.runner import Runner, ShuttingDown
+from reconciler.core.runner import Runner
+from reconciler.serve import state
+from reconciler.serve.follower import Follower, SharedLease
+from reconciler.serve.leader import Lease, LeaseHolder
 from reconciler.serve.metrics import Metrics
+from reconciler.serve.schedule import Schedule
+from reconciler.serve.state import Board, ConfigState, RunRecord
+
+__all__ = ["Lease", "RunRecord", "Service"]
 
 log = logging.getLogger(__name__)
 
-RUN_HISTORY = 200
-
-
-class Lease(Protocol):
-    """One replica at a time: acquire raises (LeaseBusy) while another holds it."""
-
-    def acquire(self) -> None: ...
-
-    def renew(self) -> None: ...
-
-    def release(self) -> None: ...
-
-
-@dataclass
-class ConfigState:
-    """The last good config and, when the file is broken now, what is wrong with it."""
-
-    good: config_mod.Config | None = None
-    error: str | None = None
-    error_since: float | None = None
-    loaded_at: float | None = None
-
-
-@dataclass
-class SiteRecord:
-    """What the status page shows for one site: the last result that covered it."""
-
-    result: SiteResult
-    at: float
-    run_id: str
-    trigger: str
-
-
-@dataclass
-class RunRecord:
-    """A submitted request, readable at /runs/<id>."""
-
-    id: str
-    request: SyncRequest
-    future: Future[SyncReport]
-    submitted: float
-    sites: list[str] | None = field(default=None)
-
 
 class Service:
-    """Everything `serve` runs besides HTTP; every trigger goes through submit()."""
+    """Everything `serve` runs besides HTTP; every trigger comes in through submit()."""
 
     def __init__(
         self,
@@ -86,8 +47,8 @@ class Service:
     ) -> None:
         self.config_path = config_path
         self.engine = engine
-        self.lease = lease
-        self.lease_wait = lease_wait
+        self.lease = SharedLease(lease) if lease is not None else None  # runner and follower
+        self.leader = LeaseHolder(self.lease, wait=lease_wait) if self.lease else None
         self.clock = clock
         self.web_url = web_url.rstrip("/")
         self.metrics = Metrics()
@@ -95,17 +56,37 @@ class Service:
         if notifier is not None:
             notifier.outbox.on_result = self.metrics.notification
         self.config = ConfigState()
-        self.sites: dict[str, SiteRecord] = {}
-        self.runs: OrderedDict[str, RunRecord] = OrderedDict()
-        self.last_report: SyncReport | None = None
+        self.board = Board()
         self.runner = Runner(self._run)
-        self.scheduler: BackgroundScheduler | None = None
-        self._schedule_key: tuple[str, str, int] | None = None
+        self.schedule = Schedule(self.submit)
         self._lock = threading.Lock()
         self.started_at = clock()
         self.stopping = False
         self.extra_health: dict[str, Callable[[], str | None]] = {}
+        self.follower = Follower(
+            engine, lambda: self.config.good, on_result=self._followed, lease=self.lease
+        )
         self.reload()
+
+    # -- the one door ------------------------------------------------------------------------
+
+    def submit(self, request: SyncRequest) -> RunRecord:
+        """The one entry point of every trigger; raises ShuttingDown once stopping."""
+        future = self.runner.submit(request)
+        record = RunRecord(
+            uuid.uuid4().hex[:12],
+            request,
+            future,
+            self.clock(),
+            sorted(request.sites) if request.sites is not None else None,
+        )
+        with self._lock:
+            self.board.add_run(record)
+        return record
+
+    def submit_future(self, request: SyncRequest) -> Future[SyncReport]:
+        """submit() for callers that only want the Future (the Pub/Sub trigger)."""
+        return self.submit(request).future
 
     # -- config ------------------------------------------------------------------------------
 
@@ -131,12 +112,11 @@ class Service:
         with self._lock:
             recovered = self.config.error is not None
             self.config = ConfigState(good=fresh, loaded_at=self.clock())
-            for gone in set(self.sites) - set(fresh.names):
-                del self.sites[gone]
+            self.board.keep_only(fresh.names)
         if recovered:
             log.info("sites.toml is valid again", extra={"event": "config_valid"})
         self.metrics.config_valid.set(1)
-        self._reschedule(fresh)
+        self.schedule.follow(fresh.service)
         return fresh
 
     def site_names(self) -> tuple[str, ...]:
@@ -151,30 +131,9 @@ class Service:
     def known_heads(self) -> dict[str, str]:
         """Each site's branch head (SHA) as the last sync that covered it saw it."""
         with self._lock:
-            return {n: s.result.plan.sha for n, s in self.sites.items() if s.result.plan.sha}
+            return {n: s.result.plan.sha for n, s in self.board.sites.items() if s.result.plan.sha}
 
-    # -- triggers ----------------------------------------------------------------------------
-
-    def submit(self, request: SyncRequest) -> RunRecord:
-        """The one entry point of every trigger; raises ShuttingDown once stopping."""
-        record_id = uuid.uuid4().hex[:12]
-        future = self.runner.submit(request)
-        record = RunRecord(
-            record_id,
-            request,
-            future,
-            self.clock(),
-            sorted(request.sites) if request.sites is not None else None,
-        )
-        with self._lock:
-            self.runs[record_id] = record
-            while len(self.runs) > RUN_HISTORY:
-                self.runs.popitem(last=False)
-        return record
-
-    def submit_future(self, request: SyncRequest) -> Future[SyncReport]:
-        """submit() for callers that only want the Future (the Pub/Sub trigger)."""
-        return self.submit(request).future
+    # -- a run -------------------------------------------------------------------------------
 
     def _run(self, request: SyncRequest) -> SyncReport:
         cfg = self.reload()
@@ -182,17 +141,15 @@ class Service:
             self.metrics.trigger_failures.labels(request.trigger).inc()
             raise ConfigUnavailable(f"no valid sites.toml yet: {self.config.error}")
         if request.sites is not None:
-            known = request.sites & set(cfg.names)
-            request = replace(request, sites=frozenset(known))
-        renewer = self._hold_lease(request)
+            request = replace(request, sites=request.sites & frozenset(cfg.names))
+        held = self.leader.held() if self.leader is not None else contextlib.nullcontext()
         try:
-            report = self.engine.run(cfg, request)
-            self._notify(cfg, report)  # under the Lease: one replica decides at a time
-        finally:
-            if renewer is not None:
-                renewer.set()
-                assert self.lease is not None
-                self.lease.release()
+            with held:
+                report = self.engine.run(cfg, request)
+                self._notify(cfg, report)  # under the Lease: one replica decides at a time
+        except Exception:
+            self.metrics.trigger_failures.labels(request.trigger).inc()
+            raise
         self._record(report)
         return report
 
@@ -204,141 +161,94 @@ class Service:
         except Exception:  # a notification bug must never fail the sync that triggered it
             log.exception("deciding notifications failed")
 
-    def _hold_lease(self, request: SyncRequest) -> threading.Event | None:
-        """Take the Lease (waiting a little for another replica), and renew it while we sync."""
-        if self.lease is None:
-            return None
-        lease = self.lease
-        deadline = time.monotonic() + self.lease_wait
-        while True:
-            try:
-                lease.acquire()
-                break
-            except ReconcilerError as exc:
-                if time.monotonic() >= deadline or self.stopping:
-                    self.metrics.trigger_failures.labels(request.trigger).inc()
-                    raise
-                log.info("waiting for the Lease: %s", exc)
-                time.sleep(1.0)
-        done = threading.Event()
-
-        def renew() -> None:
-            while not done.wait(15):
-                try:
-                    lease.renew()
-                except ReconcilerError as exc:
-                    log.warning("could not renew the Lease: %s", exc)
-
-        threading.Thread(target=renew, name="lease", daemon=True).start()
-        return done
-
     def _record(self, report: SyncReport) -> None:
         self.metrics.record(report, self.engine.heads.rate_limits())
+        self.follower.track_report(report)
         with self._lock:
-            self.last_report = report
-            if not report.plan_only and not report.dry_run:
-                for result in report.results:
-                    self.sites[result.plan.site.name] = SiteRecord(
-                        result, report.finished_at, report.run_id, report.trigger
-                    )
-            states: dict[SiteState, int] = {}
-            for state in self.sites.values():
-                key = state.result.state
-                states[key] = states.get(key, 0) + 1
-        for key in (SiteState.IN_SYNC, SiteState.BEHIND, SiteState.FAILING, SiteState.PAUSED):
-            self.metrics.sites.labels(key.value).set(states.get(key, 0))
+            counts = self.board.record(report)
+        for site_state, count in counts.items():
+            self.metrics.sites.labels(site_state.value).set(count)
+
+    # -- rollouts ----------------------------------------------------------------------------
+
+    def start_following(self) -> None:
+        """Follow rollouts in the background (each sync's report says which)."""
+        self.follower.start()
+
+    def _followed(self, result: SiteResult, before: Rollout | None) -> None:
+        """What following a rollout saw: the site's state, and the rollout's outcome."""
+        self.metrics.followed(result, before)
+        cfg = self.config.good
+        if self.notifier is not None and cfg is not None:
+            try:
+                self.notifier.observe_followed(cfg, result)
+            except Exception:  # never let a notification bug stop the follower
+                log.exception("deciding notifications failed")
+        with self._lock:
+            counts = self.board.followed(result, self.clock())
+        for site_state, count in counts.items():
+            self.metrics.sites.labels(site_state.value).set(count)
+
+    def command(
+        self, name: str, action: str, *, by: str, reason: str = "", to: str | None = None
+    ) -> dict[str, Any]:
+        """hold / resume / rollback one site, then sync it so the page shows the outcome."""
+        cfg = self.config.good
+        if cfg is None:
+            raise ConfigUnavailable(f"no valid sites.toml yet: {self.config.error}")
+        site = cfg.select([name])[0]
+        if action == "hold":
+            done = commands.hold(self.engine, site, by=by, reason=reason)
+        elif action == "resume":
+            done = commands.resume(self.engine, site, by=by)
+        else:
+            done = commands.rollback(self.engine, site, by=by, to=to)
+        log.info(done.message, extra={"event": action, "site": name, "by": by})
+        record = self.submit(SyncRequest(sites=frozenset({name}), trigger=action))
+        return {**done.as_dict(), "run": record.id, "status_url": f"/runs/{record.id}"}
 
     # -- schedule ----------------------------------------------------------------------------
 
-    def start_schedule(self) -> None:
-        """Start APScheduler with the cron from sites.toml (missed runs coalesce into one)."""
-        self.scheduler = BackgroundScheduler(
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
-            timezone="UTC",
-        )
-        self.scheduler.start()
-        if self.config.good is not None:
-            self._reschedule(self.config.good, force=True)
+    @property
+    def scheduler(self) -> Any:
+        """The APScheduler behind the schedule trigger (None until started)."""
+        return self.schedule.scheduler
 
-    def _reschedule(self, cfg: config_mod.Config, *, force: bool = False) -> None:
-        scheduler = self.scheduler
-        if scheduler is None:
-            return
-        s = cfg.service
-        key = (s.schedule, s.timezone, s.jitter)
-        if key == self._schedule_key and not force:
-            return
-        trigger = CronTrigger.from_crontab(s.schedule, timezone=s.timezone)
-        if s.jitter:
-            trigger.jitter = s.jitter
-        scheduler.add_job(
-            self._scheduled, trigger, id="sync", replace_existing=True, name="hourly sync"
-        )
-        self._schedule_key = key
-        log.info("schedule: %s (%s), jitter %ss", s.schedule, s.timezone, s.jitter)
+    def start_schedule(self) -> None:
+        self.schedule.start()
 
     def _scheduled(self) -> None:
-        with contextlib.suppress(ShuttingDown):
-            self.submit(SyncRequest(trigger="schedule"))
+        self.schedule.fire()
 
     def next_run(self) -> float | None:
-        if self.scheduler is None:
-            return None
-        job = self.scheduler.get_job("sync")
-        if job is None or job.next_run_time is None:
-            return None
-        return float(job.next_run_time.timestamp())
+        return self.schedule.next_run()
 
-    # -- health and status -------------------------------------------------------------------
+    # -- views -------------------------------------------------------------------------------
+
+    @property
+    def runs(self) -> dict[str, RunRecord]:
+        return self.board.runs
 
     def readiness(self) -> dict[str, Any]:
         checks: dict[str, str | None] = {
-            "config": None if self.config.good else f"no valid sites.toml: {self.config.error}",
-            "scheduler": None
-            if self.scheduler is not None and self.scheduler.running
-            else "scheduler not running",
+            "scheduler": None if self.schedule.running else "scheduler not running"
         }
-        for name, check in self.extra_health.items():
-            checks[name] = check()
-        if self.stopping:
-            checks["shutdown"] = "shutting down"
-        ready = all(v is None for v in checks.values())
-        detail = {k: (v or "ok") for k, v in checks.items()}
-        if self.config.error:
-            detail["config_warning"] = self.config.error
-        return {"ready": ready, "checks": detail}
+        checks.update({name: check() for name, check in self.extra_health.items()})
+        return state.readiness_view(self.config, checks, stopping=self.stopping)
 
     def status(self) -> dict[str, Any]:
+        next_run, syncing = self.next_run(), self.runner.busy
         with self._lock:
-            cfg = self.config.good
-            sites = []
-            for site in cfg.sites if cfg else ():
-                state = self.sites.get(site.name)
-                sites.append(self._site_status(site.name, site.repo, state))
-            last = self.last_report
-        return {
-            "config": {
-                "path": self.config_path,
-                "valid": self.config.error is None,
-                "error": self.config.error,
-                "loaded_at": self.config.loaded_at,
-            },
-            "schedule": cfg.service.schedule if cfg else None,
-            "next_run": self.next_run(),
-            "syncing": self.runner.busy,
-            "last_sync": None
-            if last is None
-            else {
-                "run_id": last.run_id,
-                "trigger": last.trigger,
-                "finished_at": last.finished_at,
-                "duration_s": round(last.duration, 3),
-                "summary": last.summary(),
-                "ok": last.ok,
-            },
-            "sites": sites,
-            "notifications": self._notifications(),
-        }
+            view = state.status_view(
+                self.board,
+                self.config,
+                self.config_path,
+                next_run=next_run,
+                syncing=syncing,
+                web_url=self.web_url,
+            )
+        view["notifications"] = self._notifications()
+        return view
 
     def _notifications(self) -> dict[str, Any] | None:
         """Delivery counts and the last undelivered messages (None: notifications are off)."""
@@ -361,51 +271,10 @@ class Service:
             ],
         }
 
-    def _site_status(self, name: str, repo: str, state: SiteRecord | None) -> dict[str, Any]:
-        if state is None:
-            return {
-                "site": name,
-                "repo": repo,
-                "state": SiteState.UNKNOWN.value,
-                "reason": "not synced yet",
-            }
-        data = state.result.as_dict()
-        sha = data.get("sha")
-        running = data.get("running_sha")
-        data.update(
-            state=state.result.state.value,
-            checked_at=state.at,
-            run_id=state.run_id,
-            trigger=state.trigger,
-            head_url=f"{self.web_url}/{repo}/commit/{sha}" if sha else None,
-            running_url=f"{self.web_url}/{repo}/commit/{running}" if running else None,
-            branch_url=f"{self.web_url}/{repo}/tree/{data['branch']}"
-            if data.get("branch")
-            else None,
-        )
-        return data
-
     def run_status(self, run_id: str) -> dict[str, Any] | None:
         with self._lock:
-            record = self.runs.get(run_id)
-        if record is None:
-            return None
-        out: dict[str, Any] = {
-            "id": record.id,
-            "sites": record.sites,
-            "submitted": record.submitted,
-        }
-        future = record.future
-        if not future.done():
-            out["state"] = "running" if future.running() else "queued"
-            return out
-        exc = future.exception()
-        if exc is not None:
-            out.update(state="failed", error=str(exc))
-            return out
-        out.update(report_dict(future.result()))
-        out["state"] = "done"
-        return out
+            record = self.board.runs.get(run_id)
+        return None if record is None else state.run_view(record)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -415,23 +284,12 @@ class Service:
         False while a sync is still running."""
         if not self.stopping:
             self.stopping = True
+            self.follower.stop(timeout=min(timeout, 5.0))
             self.engine.stopping.set()
-            if self.scheduler is not None and self.scheduler.running:
-                self.scheduler.shutdown(wait=False)
+            if self.leader is not None:
+                self.leader.stopping.set()
+            self.schedule.stop()
         done = self.runner.close(timeout)
         if done and self.notifier is not None:
             self.notifier.outbox.close(min(timeout, 5.0))
         return done
-
-
-def report_dict(report: SyncReport) -> dict[str, Any]:
-    return {
-        "run_id": report.run_id,
-        "trigger": report.trigger,
-        "ok": report.ok,
-        "summary": report.summary(),
-        "started_at": report.started_at,
-        "finished_at": report.finished_at,
-        "duration_s": round(report.duration, 3),
-        "results": [r.as_dict() for r in report.results],
-    }

@@ -13,7 +13,7 @@ from testkit.github.objects import HTML_BASE
 from testkit.github.ratelimits import Caller, RateLimits
 from testkit.github.replies import Reply
 from testkit.github.schemas import load_graphql_schema
-from testkit.github.state import Repo, RepoState, combined_state, iso, node_id, resolve_commit
+from testkit.github.state import Repo, RepoState, iso, node_id, resolve_commit, rollup_state
 from testkit.github.stats import Counters
 
 if TYPE_CHECKING:
@@ -410,7 +410,7 @@ class GqlBuilder:
         }
         rollup = None
         if checks:
-            state = combined_state(checks).upper()
+            state = rollup_state(checks)
             rollup = {
                 "__typename": "StatusCheckRollup",
                 "id": node_id(f"rollup:{sha}"),

@@ -7,7 +7,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from testkit.github.state import Commit, Repo, combined_state, node_id
+from testkit.github.state import Commit, Repo, combined_state, node_id, page
 
 Json = Any
 
@@ -219,9 +219,11 @@ def git_ref(repo: Repo, branch: str, sha: str, api: str) -> dict[str, Json]:
     }
 
 
-def combined_status(repo: Repo, sha: str, api: str) -> dict[str, Json]:
+def combined_status(
+    repo: Repo, sha: str, api: str, query: Mapping[str, list[str]] | None = None
+) -> dict[str, Json]:
     base = f"{api}/repos/{repo.owner}/{repo.name}"
-    checks = repo.checks.get(sha, [])
+    checks = [c for c in repo.checks.get(sha, []) if c.status]
     statuses = [
         {
             "url": f"{base}/statuses/{sha}",
@@ -239,7 +241,7 @@ def combined_status(repo: Repo, sha: str, api: str) -> dict[str, Json]:
     ]
     return {
         "state": combined_state(checks),
-        "statuses": statuses,
+        "statuses": page(statuses, query or {})[0],
         "sha": sha,
         "total_count": len(statuses),
         "repository": minimal_repository(repo, api),
@@ -276,6 +278,8 @@ def check_runs(repo: Repo, sha: str, api: str, query: Mapping[str, list[str]]) -
     wanted_status = query["status"][0] if query.get("status") else None
     runs = []
     for c in repo.checks.get(sha, []):
+        if not c.run:
+            continue
         done = c.state != "pending"
         status = "completed" if done else "in_progress"
         if wanted_name is not None and c.name != wanted_name:
@@ -292,7 +296,7 @@ def check_runs(repo: Repo, sha: str, api: str, query: Mapping[str, list[str]]) -
                 "html_url": f"{HTML_BASE}/{repo.full_name}/runs/{c.id}",
                 "details_url": f"{HTML_BASE}/{repo.full_name}/runs/{c.id}",
                 "status": status,
-                "conclusion": ("success" if c.state == "success" else "failure") if done else None,
+                "conclusion": ("failure" if c.state == "error" else c.state) if done else None,
                 "started_at": c.created_at,
                 "completed_at": c.created_at if done else None,
                 "output": {
@@ -308,7 +312,7 @@ def check_runs(repo: Repo, sha: str, api: str, query: Mapping[str, list[str]]) -
                 "pull_requests": [],
             }
         )
-    return {"total_count": len(runs), "check_runs": runs}
+    return {"total_count": len(runs), "check_runs": page(runs, query)[0]}
 
 
 def ancestry(repo: Repo, sha: str, limit: int = 10_000) -> list[str]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from testkit.github import objects
 from testkit.github.replies import DOCS, Headers, Reply, error, json_ok, sha_reply
-from testkit.github.state import Repo, resolve_commit
+from testkit.github.state import Repo, links, resolve_commit
 
 if TYPE_CHECKING:
     from testkit.github.ratelimits import Caller, RateLimits
@@ -244,7 +244,7 @@ def _get_combined_status(req: RestRequest) -> Reply:
     sha = _commit_sha(req, 404)
     if isinstance(sha, Reply):
         return sha
-    return req.ok(objects.combined_status(req.repo, sha, req.api))
+    return _paged(req, sha, "status", objects.combined_status(req.repo, sha, req.api, req.query))
 
 
 @route(
@@ -258,7 +258,17 @@ def _list_check_runs(req: RestRequest) -> Reply:
     sha = _commit_sha(req, 404)
     if isinstance(sha, Reply):
         return sha
-    return req.ok(objects.check_runs(req.repo, sha, req.api, req.query))
+    return _paged(req, sha, "check-runs", objects.check_runs(req.repo, sha, req.api, req.query))
+
+
+def _paged(req: RestRequest, sha: str, what: str, obj: Json) -> Reply:
+    """A page of a commit's statuses or check runs, with GitHub's Link header."""
+    reply = req.ok(obj)
+    url = f"{req.api}/repos/{req.repo.full_name}/commits/{sha}/{what}"
+    link = links(url, int(obj["total_count"]), req.query)
+    if link and reply.status == 200:
+        reply.headers.append(("Link", link))
+    return reply
 
 
 @route(
@@ -272,8 +282,11 @@ def _compare(req: RestRequest) -> Reply:
     basehead = req.params["basehead"]
     base_ref, _, head_ref = basehead.partition("...")
     base, head = resolve_commit(req.repo, base_ref), resolve_commit(req.repo, head_ref)
-    per_page = min(int((req.query.get("per_page") or ["250"])[0]), 250)
-    page = max(int((req.query.get("page") or ["1"])[0]), 1)
+    try:  # the compare endpoint pages its commits 250 at a time by default
+        per_page = max(1, min(int((req.query.get("per_page") or ["250"])[0]), 250))
+        page = max(int((req.query.get("page") or ["1"])[0]), 1)
+    except ValueError:
+        per_page, page = 250, 1
     body = (
         objects.comparison(req.repo, base, head, basehead, req.api, page=page, per_page=per_page)
         if base and head

@@ -13,7 +13,20 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 Json = Any
-CheckState = Literal["success", "pending", "failure", "error"]
+CheckState = Literal[
+    "success",
+    "pending",
+    "failure",
+    "error",
+    # check-run conclusions only (a commit status has none of these)
+    "neutral",
+    "skipped",
+    "timed_out",
+    "cancelled",
+    "action_required",
+]
+CheckKind = Literal["both", "run", "status"]
+STATUS_STATES = ("success", "pending", "failure", "error")
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 
@@ -48,6 +61,15 @@ class Check:
     name: str
     state: str
     created_at: str
+    kind: str = "both"  # a commit status and a check run, or only one of them
+
+    @property
+    def status(self) -> bool:
+        return self.kind in ("both", "status")
+
+    @property
+    def run(self) -> bool:
+        return self.kind in ("both", "run")
 
 
 @dataclass
@@ -87,9 +109,39 @@ def resolve_commit(repo: Repo, ref: str) -> str | None:
     return None
 
 
-def combined_state(checks: Sequence[Check]) -> str:
-    """GitHub's combined status over a commit's checks."""
+def rollup_state(checks: Sequence[Check]) -> str:
+    """GraphQL's StatusCheckRollupState over statuses and check runs alike."""
     states = {c.state for c in checks}
+    if states - {"success", "pending", "neutral", "skipped"}:
+        return "FAILURE"
+    return "PENDING" if "pending" in states else "SUCCESS"
+
+
+def page(items: list[Json], query: Mapping[str, list[str]]) -> tuple[list[Json], int, int]:
+    """One page of a REST list (`per_page` default 30, at most 100; `page` from 1)."""
+    try:
+        per_page = max(1, min(100, int((query.get("per_page") or ["30"])[0])))
+        number = max(1, int((query.get("page") or ["1"])[0]))
+    except ValueError:
+        per_page, number = 30, 1
+    return items[(number - 1) * per_page : number * per_page], per_page, number
+
+
+def links(url: str, total: int, query: Mapping[str, list[str]]) -> str:
+    """GitHub's Link header (next, last) for the page `query` asks for; "" on the last page."""
+    _, per_page, number = page([], query)
+    last = max(1, -(-total // per_page))
+    if number >= last:
+        return ""
+    return (
+        f'<{url}?per_page={per_page}&page={number + 1}>; rel="next", '
+        f'<{url}?per_page={per_page}&page={last}>; rel="last"'
+    )
+
+
+def combined_state(checks: Sequence[Check]) -> str:
+    """GitHub's combined status over a commit's statuses."""
+    states = {c.state for c in checks if c.status}
     if not states:
         return "pending"
     if states & {"failure", "error"}:
@@ -239,15 +291,19 @@ class RepoState(Core):
         sha: str,
         state: CheckState,
         names: Sequence[str] = ("ci",),
+        kind: CheckKind = "both",
     ) -> None:
-        """Give commit `sha` one commit status and one check run per name, all in `state`."""
-        if state not in ("success", "pending", "failure", "error"):
+        """Give commit `sha` one commit status and/or one check run per name, all in `state`
+        (check-run conclusions such as "neutral" need kind="run")."""
+        if state not in CheckState.__args__:  # type: ignore[attr-defined]
             raise ValueError(f"bad check state {state!r}")
+        if kind != "run" and state not in STATUS_STATES:
+            raise ValueError(f"a commit status cannot be {state!r}: use kind='run'")
         now = iso(time.time())
         with self._lock:
             repo = self._repo(full_name)
             kept = [c for c in repo.checks.get(sha, []) if c.name not in names]
-            kept += [Check(self._new_id(), name, state, now) for name in names]
+            kept += [Check(self._new_id(), name, state, now, kind) for name in names]
             repo.checks[sha] = kept
 
     def clear_checks(self, full_name: str, sha: str) -> None:

@@ -1,0 +1,160 @@
+"""Following rollouts in the background: re-read progressing sites each second, roll back failures.
+
+Runs beside the runner (never inside a sync), so a failed rollout is rolled back within seconds
+while other syncs and triggers go on. The rollback itself is planned from what the API server
+says (level-triggered) and sent with the resourceVersion it was planned against, so two
+replicas cannot both roll back; with a Lease, only the replica holding it rolls back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from reconciler.core.config import Config
+from reconciler.core.engine import Engine, SiteResult, SyncReport
+from reconciler.core.errors import ReconcilerError
+from reconciler.core.model import Action, Rollout
+
+log = logging.getLogger(__name__)
+
+FOLLOW_EVERY = 1.0
+
+
+class Lease(Protocol):
+    def acquire(self) -> None: ...
+
+    def renew(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
+class SharedLease:
+    """One Lease shared by the runner and the follower of a replica: the first to take it
+    acquires it, the last to give it back releases it (so the follower never releases the
+    Lease under a sync in flight)."""
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self._users = 0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                self.lease.acquire()
+            self._users += 1
+
+    def renew(self) -> None:
+        self.lease.renew()
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self.lease.release()
+
+
+class Follower:
+    """Tracks the sites whose rollout is progressing and follows each until it ends."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        config: Callable[[], Config | None],
+        *,
+        on_result: Callable[[SiteResult, Rollout | None], None],
+        lease: Lease | None = None,
+        interval: float = FOLLOW_EVERY,
+    ) -> None:
+        self.engine = engine
+        self.config = config
+        self.on_result = on_result
+        self.lease = lease
+        self.interval = interval
+        self.tracked: dict[str, Rollout | None] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def track_report(self, report: SyncReport) -> None:
+        """Follow every site a sync saw (or left) progressing; forget the others."""
+        if report.plan_only or report.dry_run:
+            return
+        progressing = [
+            r.plan.site.name for r in report.results if r.plan.rollout is Rollout.PROGRESSING
+        ]
+        self.track(progressing)
+
+    def track(self, names: Iterable[str]) -> None:
+        with self._lock:
+            for name in names:
+                self.tracked.setdefault(name, Rollout.PROGRESSING)
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="follow", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                names = list(self.tracked)
+            if not names:
+                self._wake.wait()
+                self._wake.clear()
+                continue
+            self.tick(names)
+            self._stop.wait(self.interval)
+
+    def tick(self, names: Iterable[str] | None = None) -> None:
+        """Follow the tracked sites once (the loop calls this each second)."""
+        cfg = self.config()
+        if cfg is None:
+            return
+        with self._lock:
+            wanted = set(self.tracked if names is None else names) & set(self.tracked)
+        for site in cfg.sites:
+            if site.name not in wanted or self._stop.is_set():
+                continue
+            try:
+                result = self._follow_one(site.name, cfg)
+            except ReconcilerError as exc:  # one site's trouble is that site's
+                log.warning("following %s: %s", site.name, exc)
+                continue
+            if result is None:
+                continue
+            with self._lock:
+                before = self.tracked.get(site.name)
+                if result.plan.rollout is not Rollout.PROGRESSING or result.applied:
+                    self.tracked.pop(site.name, None)
+            self.on_result(result, before)
+        with self._lock:
+            for gone in set(self.tracked) - set(cfg.names):
+                del self.tracked[gone]
+
+    def _follow_one(self, name: str, cfg: Config) -> SiteResult | None:
+        site = cfg.select([name])[0]
+        seen = self.engine.follow(site, act=False)
+        if seen.action is not Action.ROLLED_BACK:
+            return seen
+        if self.lease is None:
+            return self.engine.follow(site)
+        try:
+            self.lease.acquire()
+        except ReconcilerError as exc:  # another replica holds it: it rolls back, not us
+            log.info("not rolling back %s: %s", name, exc)
+            return None
+        try:
+            return self.engine.follow(site)
+        finally:
+            self.lease.release()

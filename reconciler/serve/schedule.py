@@ -1,0 +1,77 @@
+"""The schedule trigger: APScheduler fires the cron from sites.toml into the one submit door."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from reconciler.core.config import ServiceSettings
+from reconciler.core.engine import SyncRequest
+from reconciler.core.errors import ShuttingDown
+
+log = logging.getLogger(__name__)
+
+JOB_ID = "sync"
+
+
+class Schedule:
+    """Submits SyncRequest(trigger="schedule") at the cron's times; follows config reloads."""
+
+    def __init__(self, submit: Callable[[SyncRequest], object]) -> None:
+        self._submit = submit
+        self.scheduler: BackgroundScheduler | None = None
+        self._key: tuple[str, str, int] | None = None
+        self._wanted: ServiceSettings | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.scheduler is not None and bool(self.scheduler.running)
+
+    def start(self) -> None:
+        """Start APScheduler (missed runs coalesce into one) with the last schedule followed."""
+        self.scheduler = BackgroundScheduler(
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
+            timezone="UTC",
+        )
+        self.scheduler.start()
+        if self._wanted is not None:
+            self.follow(self._wanted, force=True)
+
+    def follow(self, settings: ServiceSettings, *, force: bool = False) -> None:
+        """Use this cron from now on (a no-op when it did not change)."""
+        self._wanted = settings
+        scheduler = self.scheduler
+        if scheduler is None:
+            return
+        key = (settings.schedule, settings.timezone, settings.jitter)
+        if key == self._key and not force:
+            return
+        trigger = CronTrigger.from_crontab(settings.schedule, timezone=settings.timezone)
+        if settings.jitter:
+            trigger.jitter = settings.jitter
+        scheduler.add_job(self.fire, trigger, id=JOB_ID, replace_existing=True, name="hourly sync")
+        self._key = key
+        log.info(
+            "schedule: %s (%s), jitter %ss", settings.schedule, settings.timezone, settings.jitter
+        )
+
+    def fire(self) -> None:
+        """What APScheduler calls at the cron time."""
+        with contextlib.suppress(ShuttingDown):
+            self._submit(SyncRequest(trigger="schedule"))
+
+    def next_run(self) -> float | None:
+        if self.scheduler is None:
+            return None
+        job = self.scheduler.get_job(JOB_ID)
+        if job is None or job.next_run_time is None:
+            return None
+        return float(job.next_run_time.timestamp())
+
+    def stop(self) -> None:
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)

@@ -1,0 +1,44 @@
+"""pytest fixtures: CNCF Distribution registries on loopback, one per auth mode, per session.
+
+The binary comes from tools/build-registry.sh (scripts/test builds it). Under CI the tests fail
+when it cannot be had; elsewhere they skip, saying how to enable them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from testkit.registry import DistributionRegistry, RegistryUnavailable, find_registry
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture(scope="session")
+def registry_binary() -> Path:
+    try:
+        return find_registry()
+    except RegistryUnavailable as e:
+        if _in_ci():
+            pytest.fail(f"the Distribution registry is required but unavailable: {e}")
+        pytest.skip(f"{e}: install Go >= 1.26 so tools/build-registry.sh can build the registry")
+
+
+@pytest.fixture(scope="session")
+def distribution(registry_binary: Path) -> Iterator[Callable[[str], DistributionRegistry]]:
+    """A factory: distribution("none" | "htpasswd" | "token") -> a running registry (shared)."""
+    running: dict[str, DistributionRegistry] = {}
+
+    def get(mode: str) -> DistributionRegistry:
+        if mode not in running:
+            running[mode] = DistributionRegistry(registry_binary, mode).start()
+        return running[mode]
+
+    yield get
+    for r in running.values():
+        r.stop()

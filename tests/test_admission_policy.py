@@ -1,0 +1,284 @@
+"""k8s/admission-policy.yaml on the real API server: the reconciler's ServiceAccount may change
+containers' images and its own annotations, and every other change is refused by the policy."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+from kubernetes.client import ApiException
+
+from reconciler.adapters.kube import check_response
+from reconciler.cli.main import main
+from testkit.deployments import create_deployment, get_deployment
+from testkit.github_fixtures import TOKEN
+from testkit.github_standin import GitHubStandIn, random_sha
+from testkit.manifests import POLICY
+
+pytestmark = pytest.mark.controlplane
+
+k8s = kubernetes.client
+
+ALLOWED = (
+    "it may only change containers' image and annotations under reconciler.dev/ "
+    "(and kubernetes.io/change-cause)"
+)
+PODSPEC = "/spec/template/spec"
+Patch = dict[str, Any] | list[dict[str, Any]]
+
+
+def _refusal(call: Callable[[], object]) -> str | None:
+    """The API server's message when `call` is refused with 403, None when it is admitted."""
+    try:
+        call()
+    except ApiException as exc:
+        if exc.status != 403:
+            raise
+        return str(json.loads(exc.body or "{}").get("message"))
+    return None
+
+
+def _patch(api: Any, namespace: str, body: Patch, name: str = "site") -> Callable[[], object]:
+    return lambda: k8s.AppsV1Api(api).patch_namespaced_deployment(name, namespace, body)
+
+
+def _containers(body: list[dict[str, Any]], init: bool = False) -> Patch:
+    key = "initContainers" if init else "containers"
+    return {"spec": {"template": {"spec": {key: body}}}}
+
+
+@pytest.fixture
+def policed(
+    kube_api_client: Any, installed: str, site_namespace: str, as_reconciler: Any
+) -> tuple[str, Any]:
+    """A site namespace holding a realistic Deployment `site` (sidecar, init container, ports,
+    env), with the shipped policy in force for the installed reconciler's ServiceAccount.
+    Returns (namespace, ApiClient acting as the ServiceAccount)."""
+    create_deployment(kube_api_client, site_namespace, "site", "gcr.io/p/site:old")
+    deadline = time.monotonic() + 60
+    # The API server compiled every expression when the policy was created (a CEL error is
+    # refused there and then); the binding takes effect once its policy informer has seen both.
+    # Wait until a forbidden change is refused by the policy.
+    replicas = _patch(as_reconciler, site_namespace, {"spec": {"replicas": 7}})
+    while (message := _refusal(replicas)) is None or "ValidatingAdmissionPolicy" not in message:
+        assert time.monotonic() < deadline, f"the policy never refused a replicas change: {message}"
+        # Admitted before the policy was in force: undo, as an admin.
+        _patch(kube_api_client, site_namespace, {"spec": {"replicas": 2}})()
+        time.sleep(0.2)
+    return site_namespace, as_reconciler
+
+
+FORBIDDEN: dict[str, tuple[Patch, str]] = {
+    "replicas": ({"spec": {"replicas": 10}}, "spec"),
+    "paused": ({"spec": {"paused": True}}, "spec"),
+    "strategy": ({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": None}}}, "spec"),
+    "pod template label": (
+        {"spec": {"template": {"metadata": {"labels": {"tier": "x"}}}}},
+        "spec",
+    ),
+    "pod template annotation": (
+        {"spec": {"template": {"metadata": {"annotations": {"reconciler.dev/x": "y"}}}}},
+        "spec",
+    ),
+    "serviceAccountName": (
+        {"spec": {"template": {"spec": {"serviceAccountName": "reconciler"}}}},
+        "pod spec",
+    ),
+    "mounted Secret": (
+        {
+            "spec": {
+                "template": {
+                    "spec": {"volumes": [{"name": "s", "secret": {"secretName": "other"}}]}
+                }
+            }
+        },
+        "pod spec",
+    ),
+    "hostNetwork": ({"spec": {"template": {"spec": {"hostNetwork": True}}}}, "pod spec"),
+    "pod securityContext": (
+        {"spec": {"template": {"spec": {"securityContext": {"runAsUser": 0}}}}},
+        "pod spec",
+    ),
+    "new container": (_containers([{"name": "evil", "image": "evil:1"}]), "containers"),
+    "privileged container": (
+        _containers([{"name": "app", "securityContext": {"privileged": True}}]),
+        "containers",
+    ),
+    "command": (_containers([{"name": "app", "command": ["sh", "-c", "id"]}]), "containers"),
+    "image and command": (
+        _containers([{"name": "app", "image": "gcr.io/p/site:new", "args": ["--debug"]}]),
+        "containers",
+    ),
+    "env": (_containers([{"name": "app", "env": [{"name": "X", "value": "1"}]}]), "containers"),
+    "init container args": (
+        _containers([{"name": "migrate", "args": ["down"]}], init=True),
+        "containers",
+    ),
+    "removed sidecar": (
+        [{"op": "remove", "path": f"{PODSPEC}/containers/1"}],
+        "containers",
+    ),
+    "reordered containers": (
+        [{"op": "move", "from": f"{PODSPEC}/containers/1", "path": f"{PODSPEC}/containers/0"}],
+        "containers",
+    ),
+    "Deployment label": ({"metadata": {"labels": {"team": "x"}}}, "metadata"),
+    "other annotation": ({"metadata": {"annotations": {"example.com/x": "1"}}}, "metadata"),
+    "finalizer": ({"metadata": {"finalizers": ["example.com/keep"]}}, "metadata"),
+}
+WHAT = {
+    "spec": "may not change the Deployment's spec",
+    "pod spec": "may not change the pod spec",
+    "containers": "may not add, remove, rename or reorder containers",
+    "metadata": "may not change the Deployment's labels or other metadata",
+}
+
+
+@pytest.mark.parametrize("change", list(FORBIDDEN))
+def test_the_policy_refuses_every_other_change(
+    policed: tuple[str, Any], kube_api_client: Any, change: str
+) -> None:
+    namespace, as_reconciler = policed
+    before = get_deployment(kube_api_client, namespace, "site")
+    body, what = FORBIDDEN[change]
+    message = _refusal(_patch(as_reconciler, namespace, body))
+    assert message is not None, f"{change} was admitted"
+    # Refused by the policy (RBAC allows the patch), saying what is allowed.
+    assert f"ValidatingAdmissionPolicy '{POLICY}-" in message, message
+    assert WHAT[what] in message and ALLOWED in message, message
+    after = get_deployment(kube_api_client, namespace, "site")
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    # The same change by anyone else is not the policy's business.
+    assert _refusal(_patch(kube_api_client, namespace, body)) is None
+
+
+def test_the_policy_refuses_other_deployments_changes_too(policed: tuple[str, Any]) -> None:
+    namespace, as_reconciler = policed
+    message = _refusal(_patch(as_reconciler, namespace, {"spec": {"replicas": 3}}, name="blog"))
+    assert message is not None and "ValidatingAdmissionPolicy" in message
+
+
+def test_a_real_sync_and_dry_run_as_the_serviceaccount_are_admitted(
+    policed: tuple[str, Any],
+    kube_api_client: Any,
+    github: GitHubStandIn,
+    reconciler_sa_kubeconfig: Path,
+    tmp_path: Path,
+) -> None:
+    namespace, _ = policed
+    sha = random_sha()
+    github.add_repo("acme/site", {"main": sha})
+    (tmp_path / "sites.toml").write_text(
+        f'[defaults]\nnamespace = "{namespace}"\nimage = "gcr.io/p/{{repo}}:{{sha}}"\n'
+        'verify = "none"\n\n[sites.site]\nrepo = "acme/site"\ncontainer = "app"\n'
+    )
+    env = {
+        "GITHUB_API_URL": github.url,
+        "GITHUB_TOKEN": TOKEN,
+        "KUBECONFIG": str(reconciler_sa_kubeconfig),
+    }
+
+    def sync(*flags: str) -> tuple[int, dict[str, Any]]:
+        out, err = io.StringIO(), io.StringIO()
+        argv = ["sync", *flags, "--config", str(tmp_path / "sites.toml"), "--output", "json"]
+        code = main(argv, env=env, stdout=out, stderr=err)
+        return code, json.loads(out.getvalue())[0] if out.getvalue() else {"stderr": err}
+
+    def app_image() -> str:
+        spec = get_deployment(kube_api_client, namespace, "site")["spec"]["template"]["spec"]
+        return str(spec["containers"][0]["image"])
+
+    code, dry = sync("--dry-run")
+    assert code == 0 and dry["applied"] is True, dry
+    assert app_image() == "gcr.io/p/site:old"
+    code, result = sync()
+    assert code == 0 and result["applied"] is True, result
+    after = get_deployment(kube_api_client, namespace, "site")
+    app, proxy = after["spec"]["template"]["spec"]["containers"]
+    assert app["image"] == f"gcr.io/p/site:{sha}"
+    assert proxy["image"] == "envoyproxy/envoy:v1.30.1"
+    annotations = after["metadata"]["annotations"]
+    assert annotations["reconciler.dev/sha"] == sha
+    assert sha[:7] in annotations["kubernetes.io/change-cause"]
+
+
+def test_rollback_hold_and_resume_patches_are_admitted(
+    policed: tuple[str, Any], kube_api_client: Any
+) -> None:
+    namespace, as_reconciler = policed
+    admitted: list[Patch] = [
+        # roll out, then roll back: images of a container, the sidecar and the init container
+        {
+            "metadata": {
+                "annotations": {
+                    "reconciler.dev/sha": "b" * 40,
+                    "kubernetes.io/change-cause": "reconciler: acme/site@main bbbbbbb",
+                }
+            },
+            "spec": {
+                "template": {
+                    "spec": {
+                        "containers": [
+                            {"name": "app", "image": "gcr.io/p/site:new"},
+                            {"name": "proxy", "image": "envoyproxy/envoy:v1.31.0"},
+                        ],
+                        "initContainers": [{"name": "migrate", "image": "gcr.io/p/migrate:v4"}],
+                    }
+                }
+            },
+        },
+        {
+            "metadata": {
+                "annotations": {
+                    "reconciler.dev/rolled-back-from": "gcr.io/p/site:new",
+                    "reconciler.dev/bad-commits": "b" * 40,
+                }
+            },
+            "spec": {
+                "template": {
+                    "spec": {"containers": [{"name": "app", "image": "gcr.io/p/site:old"}]}
+                }
+            },
+        },
+        # hold, then resume (the annotation removed)
+        {"metadata": {"annotations": {"reconciler.dev/hold": "true"}}},
+        {"metadata": {"annotations": {"reconciler.dev/hold": None}}},
+        # a JSON patch of one image
+        [
+            {
+                "op": "replace",
+                "path": "/spec/template/spec/containers/0/image",
+                "value": "gcr.io/p/site:json",
+            }
+        ],
+    ]
+    for body in admitted:
+        assert _refusal(_patch(as_reconciler, namespace, body)) is None, body
+    after = get_deployment(kube_api_client, namespace, "site")
+    annotations = after["metadata"]["annotations"]
+    assert "reconciler.dev/hold" not in annotations
+    assert annotations["reconciler.dev/rolled-back-from"] == "gcr.io/p/site:new"
+    spec = after["spec"]["template"]["spec"]
+    assert [c["image"] for c in spec["containers"]] == [
+        "gcr.io/p/site:json",
+        "envoyproxy/envoy:v1.31.0",
+    ]
+    assert spec["initContainers"][0]["image"] == "gcr.io/p/migrate:v4"
+    assert after["spec"]["replicas"] == 2
+
+
+def test_a_policy_refusal_is_not_reported_as_missing_rbac(policed: tuple[str, Any]) -> None:
+    namespace, as_reconciler = policed
+    with pytest.raises(ApiException) as refused:
+        _patch(as_reconciler, namespace, {"spec": {"replicas": 4}})()
+    error = check_response(refused.value, f"patch deployment {namespace}/site", "host")
+    assert str(error).startswith(
+        f"cannot patch deployment {namespace}/site: refused by an admission policy ("
+    )
+    assert "RBAC" not in str(error) and ALLOWED in str(error)
