@@ -443,6 +443,23 @@ class GitHubSource:
                     break
         return checks, None
 
+    # -- commits between two SHAs (notifications) ---------------------------------------------
+
+    def compare(self, repo: str, base: str, head: str) -> Comparison:
+        """The commits from base to head, newest MAX_COMMITS of them, in one REST request."""
+        try:
+            r = self._request("GET", f"/repos/{repo}/compare/{base}...{head}?per_page=100")
+        except _Halt as halt:
+            raise GitHubError(halt.error.reason, kind=halt.error.kind) from halt
+        if r.status != 200:
+            raise GitHubError(
+                f"GitHub answered {r.status} comparing {repo} {base[:7]}...{head[:7]}: {r.message}"
+            )
+        data = r.json() or {}
+        raw = data.get("commits") or []
+        commits = tuple(_commit_line(c) for c in raw[-MAX_COMMITS:])
+        return Comparison(commits, int(data.get("total_commits", len(raw))))
+
 
 CHECK_PAGES = 10  # 1,000 statuses and 1,000 check runs per commit at most
 FAILED = frozenset(
@@ -512,23 +529,6 @@ def _checks_verdict(checks: list[_Check], sha: str, required: tuple[str, ...]) -
         waiting = [*(f"{n} (running)" for n in pending), *(f"{n} (not reported)" for n in missing)]
         return ImageStatus(False, f"waiting for checks on {short}: {', '.join(waiting)}")
     return ImageStatus(True)
-
-    # -- commits between two SHAs (notifications) ---------------------------------------------
-
-    def compare(self, repo: str, base: str, head: str) -> Comparison:
-        """The commits from base to head, newest MAX_COMMITS of them, in one REST request."""
-        try:
-            r = self._request("GET", f"/repos/{repo}/compare/{base}...{head}?per_page=100")
-        except _Halt as halt:
-            raise GitHubError(halt.error.reason, kind=halt.error.kind) from halt
-        if r.status != 200:
-            raise GitHubError(
-                f"GitHub answered {r.status} comparing {repo} {base[:7]}...{head[:7]}: {r.message}"
-            )
-        data = r.json() or {}
-        raw = data.get("commits") or []
-        commits = tuple(_commit_line(c) for c in raw[-MAX_COMMITS:])
-        return Comparison(commits, int(data.get("total_commits", len(raw))))
 
 
 def _commit_line(c: Mapping[str, Any]) -> Commit:

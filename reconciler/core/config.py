@@ -28,6 +28,7 @@ SITE_KEYS = (
     "pin_digest",
     "required_checks",
     "rollout_timeout",
+    "notify",
 )
 DEFAULT_KEYS = (
     "branch",
@@ -37,7 +38,6 @@ DEFAULT_KEYS = (
     "verify",
     "pin_digest",
     "rollout_timeout",
-    "notify",
 )
 MAX_ROLLOUT_TIMEOUT = 86400
 SERVICE_KEYS = ("schedule", "jitter", "timezone")
