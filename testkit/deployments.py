@@ -52,14 +52,15 @@ def create_deployment(
     api: kubernetes.client.ApiClient, namespace: str, name: str, image: str, **kw: Any
 ) -> dict[str, Any]:
     apps = kubernetes.client.AppsV1Api(api)
-    apps.create_namespaced_deployment(namespace, deployment_body(name, image, **kw))
+    body = deployment_body(name, image, **kw)
+    apps.create_namespaced_deployment(namespace, body)  # type: ignore[arg-type]  # dicts serialise too
     return get_deployment(api, namespace, name)
 
 
 def get_deployment(api: kubernetes.client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
     apps = kubernetes.client.AppsV1Api(api)
     d = apps.read_namespaced_deployment(name, namespace)
-    result: dict[str, Any] = api.sanitize_for_serialization(d)
+    result: dict[str, Any] = api.sanitize_for_serialization(d)  # type: ignore[no-untyped-call]
     return result
 
 

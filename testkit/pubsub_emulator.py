@@ -36,7 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-import grpc
+import grpc  # type: ignore[import-untyped]
 from google.pubsub_v1 import types as pubsub_types
 
 from testkit.processes import die_with_parent, free_port, tail

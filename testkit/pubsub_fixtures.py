@@ -7,7 +7,12 @@ Load with ``pytest_plugins = ["testkit.pubsub_fixtures"]`` in the top-level conf
   else the Go pstest fake; ``$RECONCILER_PUBSUB_EMULATOR=gcloud|pstest`` forces one). If none
   can be had: under CI (``$CI`` set and not "false"/"0"), or when a kind was forced, the test
   fails; otherwise it is skipped, saying how to enable it.
-- ``pubsub_topic`` (function): a fresh topic and subscription (ack deadline 10 s) on it, with
+- ``pstest_emulator`` (session): pstest whatever the default is, for checks only pstest can
+  make: the Cloud SDK emulator loses what a cancelled stream held, so a second subscriber cannot
+  see whether a stopped subscriber nacked or acked. In CI it must start; elsewhere, without Go,
+  it skips saying so.
+- ``pubsub_topic`` (function): a fresh topic and subscription (ack deadline 10 s) on
+  ``pubsub_emulator``, or on ``pstest_emulator`` for a test marked ``pstest``, with
   ``PUBSUB_EMULATOR_HOST`` set for the test (monkeypatch.setenv), so any
   ``pubsub_v1.SubscriberClient()`` / ``PublisherClient()`` made in the test talks to the
   emulator. Yields a PubSubTopic (names, a publisher, an admin subscriber client).
@@ -42,30 +47,46 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
+_FIXTURES = frozenset({"pubsub_emulator", "pstest_emulator", "pubsub_topic"})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if "pubsub_emulator" in getattr(item, "fixturenames", ()):
+        if _FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.pubsub)
 
 
-@pytest.fixture(scope="session")
-def pubsub_emulator() -> Iterator[PubSubEmulator]:
-    emulator = PubSubEmulator()
+def _emulator(kind: str | None, how: str) -> Iterator[PubSubEmulator]:
+    emulator = PubSubEmulator(kind)
     try:
         emulator.start()
     except PubSubEmulatorUnavailable as e:
-        if _in_ci() or e.forced:
+        if _in_ci() or (e.forced and kind is None):
             pytest.fail(f"Pub/Sub emulator required but unavailable: {e}", pytrace=False)
-        pytest.skip(
-            f"no Pub/Sub emulator: {e}. To enable: install the Cloud SDK's pubsub-emulator "
-            "component (and Java), or Go >= 1.26 so tools/build-pstest.sh can build pstest"
-        )
+        pytest.skip(f"no {kind or 'Pub/Sub'} emulator: {e}. To enable: {how}")
     except PubSubEmulatorError as e:
         pytest.fail(f"Pub/Sub emulator failed to start: {e}", pytrace=False)
     try:
         yield emulator
     finally:
         emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator() -> Iterator[PubSubEmulator]:
+    yield from _emulator(
+        None,
+        "install the Cloud SDK's pubsub-emulator component (and Java), or Go >= 1.26 so "
+        "tools/build-pstest.sh can build pstest",
+    )
+
+
+@pytest.fixture(scope="session")
+def pstest_emulator(pubsub_emulator: PubSubEmulator) -> Iterator[PubSubEmulator]:
+    if pubsub_emulator.kind == "pstest":
+        yield pubsub_emulator
+    else:
+        yield from _emulator("pstest", "install Go >= 1.26 so tools/build-pstest.sh can build it")
 
 
 @dataclass
@@ -91,6 +112,8 @@ class PubSubTopic:
 def pubsub_topic(
     pubsub_emulator: PubSubEmulator, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> Iterator[PubSubTopic]:
+    if request.node.get_closest_marker("pstest") is not None:
+        pubsub_emulator = request.getfixturevalue("pstest_emulator")
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.host)
     base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     suffix = uuid.uuid4().hex[:8]

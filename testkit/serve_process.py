@@ -1,4 +1,4 @@
-"""Runs `reconciler serve` as a real gunicorn process on loopback, for tests and the benchmark."""
+"""Runs `reconciler serve` as a real waitress process on loopback, for tests and the benchmark."""
 
 from __future__ import annotations
 
@@ -121,8 +121,16 @@ class ServeProcess:
         return out
 
     def terminate(self, timeout: float = 40.0) -> int:
+        """SIGTERM, then the exit code (within timeout)."""
+        self.sigterm()
+        return self.wait_exit(timeout)
+
+    def sigterm(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
+
+    def wait_exit(self, timeout: float = 40.0) -> int:
+        assert self.proc is not None
         return self.proc.wait(timeout)
 
     def stop(self) -> None:

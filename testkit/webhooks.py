@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "github" / "webhooks"
 ZERO_SHA = "0" * 40

@@ -7,6 +7,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 
 from reconciler.core import rollout
+from reconciler.core.errors import ErrorKind
 from reconciler.core.model import (
     ApplyResult,
     BranchHead,
@@ -34,7 +35,9 @@ class FakeHeads:
 
     def resolve(self, refs: Collection[RepoRef]) -> Mapping[RepoRef, HeadResult]:
         self.calls.append(frozenset(refs))
-        return {r: self.heads.get(r, HeadError(f"unknown {r}", "repo_not_found")) for r in refs}
+        return {
+            r: self.heads.get(r, HeadError(f"unknown {r}", ErrorKind.REPO_NOT_FOUND)) for r in refs
+        }
 
     def rate_limits(self) -> Mapping[str, RateLimit]:
         return {}
@@ -59,7 +62,7 @@ class FakeCluster:
         out: dict[str, NamespaceView] = {}
         for ns in namespaces:
             if ns in self.broken_namespaces:
-                out[ns] = NamespaceError(self.broken_namespaces[ns], "forbidden")
+                out[ns] = NamespaceError(self.broken_namespaces[ns], ErrorKind.FORBIDDEN)
             else:
                 out[ns] = {n: d for (dns, n), d in self.deployments.items() if dns == ns}
         return out
@@ -70,7 +73,7 @@ class FakeCluster:
     def apply(self, change: ImageChange, *, dry_run: bool) -> ApplyResult:
         with self.lock:
             if change.deployment in self.fail:
-                return ApplyResult(False, self.fail[change.deployment], "invalid")
+                return ApplyResult(False, self.fail[change.deployment], ErrorKind.INVALID)
             key = (change.namespace, change.deployment)
             current = self.deployments[key]
             if self.conflicts:
@@ -78,9 +81,9 @@ class FakeCluster:
                 self.deployments[key] = replace(
                     current, resource_version=str(int(current.resource_version or 0) + 1)
                 )
-                return ApplyResult(False, "conflict", "conflict", conflict=True)
+                return ApplyResult(False, "conflict", ErrorKind.CONFLICT, conflict=True)
             if change.resource_version and change.resource_version != current.resource_version:
-                return ApplyResult(False, "conflict", "conflict", conflict=True)
+                return ApplyResult(False, "conflict", ErrorKind.CONFLICT, conflict=True)
             self.applied.append((change, dry_run))
             if not dry_run:
                 self._write(
@@ -98,7 +101,7 @@ class FakeCluster:
         with self.lock:
             current = self.deployments[(patch.namespace, patch.deployment)]
             if patch.resource_version and patch.resource_version != current.resource_version:
-                return ApplyResult(False, "conflict", "conflict", conflict=True)
+                return ApplyResult(False, "conflict", ErrorKind.CONFLICT, conflict=True)
             if not dry_run:
                 self.patches.append(patch)
                 self._write(patch)
@@ -151,3 +154,18 @@ class FakeVerifier:
             else ImageStatus(True, digest=self.digests.get(r.image))
             for r in requests
         }
+
+
+class GatedCluster(FakeCluster):
+    """A FakeCluster whose first observe() waits until `gate` is set (a run held mid-plan)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def observe(self, namespaces: Collection[str]) -> Mapping[str, NamespaceView]:
+        if not self.entered.is_set():
+            self.entered.set()
+            self.gate.wait(10)
+        return super().observe(namespaces)

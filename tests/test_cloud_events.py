@@ -49,16 +49,18 @@ def test_sites_for_image() -> None:
 def test_a_successful_build_syncs_the_sites_its_substitutions_name() -> None:
     subs = {"REPO_NAME": "blog", "COMMIT_SHA": A, "BRANCH_NAME": "main"}
     hint = classify_build(_build("SUCCESS", substitutions=subs), {}, SITES)
-    assert hint.outcome is Outcome.SYNC and hint.sites == {"blog"}
+    assert hint.outcome is Outcome.SYNC and hint.sites == frozenset({"blog"})
     assert A[:7] in hint.reason
     full = {"REPO_FULL_NAME": "acme/shop", "COMMIT_SHA": A}  # no branch: any branch
-    assert classify_build(_build("SUCCESS", substitutions=full), {}, SITES).sites == {"shop"}
+    assert classify_build(_build("SUCCESS", substitutions=full), {}, SITES).sites == frozenset(
+        {"shop"}
+    )
 
 
 def test_a_successful_build_syncs_the_sites_of_its_images() -> None:
     images = [{"name": f"europe-docker.pkg.dev/p/web/blog:eu-{A[:7]}", "digest": "sha256:0"}]
     hint = classify_build(_build("SUCCESS", results={"images": images}), {}, SITES)
-    assert hint.sites == {"blog-eu"}
+    assert hint.sites == frozenset({"blog-eu"})
 
 
 @pytest.mark.parametrize("status", ["QUEUED", "WORKING", "FAILURE", "TIMEOUT", "CANCELLED"])
@@ -86,9 +88,13 @@ def _gcr(action: str, tag: str | None) -> bytes:
 def test_gcr_insert_of_a_site_image_syncs_it_and_delete_is_only_reported() -> None:
     tag = f"us-docker.pkg.dev/p/web/blog:{A}"
     insert = classify_gcr(_gcr("INSERT", tag), SITES)
-    assert insert.outcome is Outcome.SYNC and insert.sites == {"blog"}
+    assert insert.outcome is Outcome.SYNC and insert.sites == frozenset({"blog"})
     delete = classify_gcr(_gcr("DELETE", tag), SITES)
-    assert delete.outcome is Outcome.REPORTED and delete.sites == {"blog"} and not delete.syncs
+    assert (
+        delete.outcome is Outcome.REPORTED
+        and delete.sites == frozenset({"blog"})
+        and not delete.syncs
+    )
 
 
 def test_gcr_unrelated_untagged_and_malformed() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import Future
 
 import pytest
@@ -160,7 +159,7 @@ def test_runner_merges_requests_during_a_run_into_one_follow_up() -> None:
     for f in later:
         f.result(5)
     assert len(run.requests) == 2
-    assert run.requests[1].sites == {"b", "c"}
+    assert run.requests[1].sites == frozenset({"b", "c"})
     assert run.requests[1].trigger == "http+pubsub+schedule"
 
 
@@ -184,9 +183,8 @@ def test_runner_close_fails_queued_and_refuses_new() -> None:
     queued = runner.submit(SyncRequest())
     closer = threading.Thread(target=runner.close, args=(5,))
     closer.start()
-    time.sleep(0.05)
-    with pytest.raises(ShuttingDown):
-        queued.result(1)
+    with pytest.raises(ShuttingDown):  # waits for close() to fail the queued request
+        queued.result(5)
     with pytest.raises(ShuttingDown):
         runner.submit(SyncRequest())
     run.gate.set()

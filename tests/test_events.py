@@ -58,7 +58,7 @@ def test_push_webhook_deploys_and_redelivery_does_not_sync_again(
 ) -> None:
     gh: GitHubStandIn = world["gh"]
     assert _deliver(hooked, "ping", w.example("ping"))[0] == 200
-    old = gh.branch_sha("acme/blog", "main")
+    old = gh.head("acme/blog", "main")
     new = gh.set_branch("acme/blog", "main", random_sha())
     shop = image(world, "shop")
     status, body = _deliver(hooked, "push", w.push("acme/blog", "main", new, old), delivery="d-1")
@@ -88,7 +88,7 @@ def test_deleted_other_branch_and_unsigned_deliveries(
 ) -> None:
     gh: GitHubStandIn = world["gh"]
     running = image(world, "blog", "app")
-    head = gh.branch_sha("acme/blog", "main")
+    head = gh.head("acme/blog", "main")
     status, body = _deliver(hooked, "push", w.push("acme/blog", "main", w.ZERO_SHA, head))
     assert status == 202 and body["outcome"] == "reported" and body["sites"] == ["blog"]
     assert "deleted" in body["reason"] and "id" not in body
@@ -118,7 +118,7 @@ def test_burst_of_pushes_is_merged(world: dict[str, Any], hooked: ServeProcess) 
     gh: GitHubStandIn = world["gh"]
     heads = {}
     for repo in ("acme/blog", "acme/shop"):
-        before = gh.branch_sha(repo, "main")
+        before = gh.head(repo, "main")
         heads[repo] = (gh.set_branch(repo, "main", random_sha()), before)
     pushes = [w.push(repo, "main", new, old) for repo, (new, old) in heads.items()] * 5
     with ThreadPoolExecutor(10) as pool:
@@ -171,7 +171,7 @@ def test_cloud_build_and_registry_messages_deploy_once_and_never_back(
         proc.wait_for(lambda: proc.request("GET", "/status")[1]["last_sync"], what="startup")
         ready = proc.request("GET", "/readyz")[1]["checks"]
         assert ready["pubsub-gcr"] == "ok" and ready["pubsub-cloud-build"] == "ok", ready
-        old = gh.branch_sha("acme/blog", "main")
+        old = gh.head("acme/blog", "main")
         generation = _generation(world, "blog")
         new = gh.set_branch("acme/blog", "main", random_sha())
         insert = {"action": "INSERT", "digest": "gcr.io/p/blog@sha256:" + "1" * 64}

@@ -72,7 +72,8 @@ def test_missing_and_renamed_branches_say_which(github: GitHubStandIn) -> None:
     github.rename_branch("acme/blog", "old", "new")
     missing, renamed = RepoRef("acme/blog", "nope"), RepoRef("acme/blog", "old")
     heads = source(github).resolve([missing, renamed])
-    assert isinstance(heads[missing], HeadError) and heads[missing].kind == "branch_not_found"
+    gone = heads[missing]
+    assert isinstance(gone, HeadError) and gone.kind == "branch_not_found"
     r = heads[renamed]
     assert isinstance(r, HeadError) and r.kind == "branch_renamed"
     assert 'renamed to "new"' in r.reason

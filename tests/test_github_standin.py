@@ -161,6 +161,22 @@ def test_default_checks_are_pending_and_empty(gh: GitHubStandIn, http: requests.
     assert runs == {"total_count": 0, "check_runs": []}
 
 
+def test_checks_are_paged_like_github(gh: GitHubStandIn, http: requests.Session) -> None:
+    gh.set_checks("acme/web", MAIN_SHA, "success", names=[f"job{i:02}" for i in range(45)])
+    gh.set_checks("acme/web", MAIN_SHA, "neutral", names=["lint"], kind="run")
+    url = f"{gh.url}/repos/acme/web/commits/main/check-runs"
+    first = http.get(url)  # GitHub's default page size is 30
+    assert first.json()["total_count"] == 46 and len(first.json()["check_runs"]) == 30
+    assert 'page=2>; rel="next"' in first.headers["Link"]
+    last = http.get(url, params={"per_page": 100, "page": 1})
+    assert len(last.json()["check_runs"]) == 46 and "Link" not in last.headers
+    assert {r["conclusion"] for r in last.json()["check_runs"]} == {"success", "neutral"}
+    status = http.get(f"{gh.url}/repos/acme/web/commits/main/status", params={"page": 2}).json()
+    assert status["total_count"] == 45 and len(status["statuses"]) == 15  # runs-only: no status
+    with pytest.raises(ValueError, match="kind='run'"):
+        gh.set_checks("acme/web", MAIN_SHA, "skipped")
+
+
 # ---- ETags and conditional requests ------------------------------------------------------------
 
 SHA_ACCEPT = {"Accept": "application/vnd.github.sha"}

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from reconciler.core import planner
+from reconciler.core.errors import ErrorKind
 from reconciler.core.model import (
     Action,
     BranchHead,
@@ -16,6 +17,7 @@ from reconciler.core.model import (
     NamespaceError,
     NamespaceView,
     ObservedDeployment,
+    RepoRef,
     Site,
     Skip,
 )
@@ -90,14 +92,14 @@ CASES: list[tuple[str, Site, HeadResult | None, NamespaceView | None, Action, st
         "namespace unreadable",
         SITE,
         HEAD,
-        NamespaceError("forbidden by RBAC", "forbidden"),
+        NamespaceError("forbidden by RBAC", ErrorKind.FORBIDDEN),
         Action.ERROR,
         "forbidden by RBAC",
     ),
     (
         "head failed",
         SITE,
-        HeadError("repository acme/blog not found", "repo_not_found"),
+        HeadError("repository acme/blog not found", ErrorKind.REPO_NOT_FOUND),
         dep(APP_OLD),
         Action.ERROR,
         "repository acme/blog not found",
@@ -158,7 +160,7 @@ def test_default_branch_name_comes_from_the_head() -> None:
 
 def test_plan_keeps_order_and_isolates_failures() -> None:
     other = replace(SITE, name="shop", deployment="shop", repo="acme/shop")
-    heads = {SITE.ref: HEAD, other.ref: HeadError("boom")}
+    heads: dict[RepoRef, HeadResult] = {SITE.ref: HEAD, other.ref: HeadError("boom")}
     result = planner.plan([other, SITE], heads, {"web": dep(APP_OLD)})
     assert [p.site.name for p in result.sites] == ["shop", "blog"]
     assert [p.action for p in result.sites] == [Action.ERROR, Action.UPDATE]

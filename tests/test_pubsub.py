@@ -50,6 +50,15 @@ def _report(run_id: str = "r1") -> SyncReport:
     )
 
 
+def _stays(cond: Callable[[], bool], seconds: float, what: str) -> None:
+    """Check, for `seconds`, that something that must not happen (a redelivery) does not."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert cond(), what
+        time.sleep(0.02)
+    assert cond(), what
+
+
 def _wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -149,16 +158,11 @@ def make_trigger(pubsub_topic: PubSubTopic) -> Iterator[Callable[..., PubSubTrig
         t.stop(5)
 
 
-def _redelivery_observable(topic: PubSubTopic) -> bool:
-    """Whether another subscriber can be trusted to see what a stopped subscriber nacked.
-
-    Not on the Cloud SDK emulator (0.8.20): after a client cancels its streaming pull, the
-    emulator keeps routing most of the subscription's messages (nacked ones and new ones) to
-    that dead stream, where they vanish, so a second subscriber sees too little to prove
-    anything. pstest (and the real service) hand them out again. Those checks run on pstest;
-    on both kinds the trigger's own stream (the only subscriber) shows no redelivery.
-    """
-    return topic.emulator.kind != "gcloud"
+# Tests marked `pstest` check with a second subscriber (Observer) that a stopped trigger left
+# nothing unacked. They run on pstest: after a client cancels its streaming pull, the Cloud SDK
+# emulator (0.8.20) keeps routing most of the subscription's messages (nacked ones and new ones)
+# to that dead stream, where they vanish, so a second subscriber there sees too little to prove
+# anything; pstest (and the real service) hand them out again.
 
 
 def _job(**doc: object) -> bytes:
@@ -168,6 +172,7 @@ def _job(**doc: object) -> bytes:
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.pstest
 def test_valid_message_is_acked_only_after_the_sync_completes(
     pubsub_topic: PubSubTopic,
     make_trigger: Callable[..., PubSubTrigger],
@@ -182,7 +187,11 @@ def test_valid_message_is_acked_only_after_the_sync_completes(
 
     # While the sync runs - for longer than the subscription's ack deadline - the message stays
     # leased to us: it is not redelivered (we are the only subscriber, so it would come to us).
-    time.sleep(ACK_DEADLINE_SECONDS + 2)
+    _stays(
+        lambda: len(runner.calls) == 1 and trigger.received == 1 and trigger.in_flight == 1,
+        ACK_DEADLINE_SECONDS + 2,
+        "leased past the ack deadline: not redelivered",
+    )
     assert len(runner.calls) == 1
     assert trigger.received == 1
     assert trigger.in_flight == 1
@@ -195,17 +204,16 @@ def test_valid_message_is_acked_only_after_the_sync_completes(
     assert second.request.sites == frozenset({"shop"})
     second.future.set_result(_report("r2"))
     _wait_until(lambda: trigger.in_flight == 0, 5, "the second message to be settled")
-    time.sleep(1)
+    _stays(lambda: len(runner.calls) == 2, 1, "acked: not redelivered")
     assert len(runner.calls) == 2
     assert trigger.received == 2
 
-    if _redelivery_observable(pubsub_topic):
-        # stop() nacks whatever is not acked yet, so had an ack not gone out, another
-        # subscriber would get that message at once.
-        trigger.stop(5)
-        observer = observe()
-        time.sleep(3)
-        assert observer.ids() == []
+    # stop() nacks whatever is not acked yet, so had an ack not gone out, another
+    # subscriber would get that message at once.
+    trigger.stop(5)
+    observer = observe()
+    _stays(lambda: observer.ids() == [], 3, "nothing left to redeliver")
+    assert observer.ids() == []
 
 
 @pytest.mark.parametrize(
@@ -213,6 +221,7 @@ def test_valid_message_is_acked_only_after_the_sync_completes(
     [ShuttingDown("the reconciler shut down before this sync ran"), RuntimeError("run broke")],
     ids=["shutting-down", "run-error"],
 )
+@pytest.mark.pstest
 def test_failed_sync_nacks_the_message_for_redelivery(
     pubsub_topic: PubSubTopic,
     make_trigger: Callable[..., PubSubTrigger],
@@ -232,13 +241,12 @@ def test_failed_sync_nacks_the_message_for_redelivery(
 
     second.future.set_result(_report())
     _wait_until(lambda: trigger.in_flight == 0, 5, "the message to be settled")
-    time.sleep(1)
+    _stays(lambda: len(runner.calls) == 2, 1, "acked after the second sync: not redelivered")
     assert len(runner.calls) == 2, "acked after the second sync: not redelivered again"
-    if _redelivery_observable(pubsub_topic):
-        trigger.stop(5)
-        observer = observe()
-        time.sleep(2)
-        assert observer.ids() == [], f"{message_id} should have been acked after the second sync"
+    trigger.stop(5)
+    observer = observe()
+    _stays(lambda: observer.ids() == [], 2, f"{message_id} acked after the second sync")
+    assert observer.ids() == [], f"{message_id} should have been acked after the second sync"
 
 
 def test_submit_refusing_nacks_the_message(
@@ -252,6 +260,7 @@ def test_submit_refusing_nacks_the_message(
     _wait_until(lambda: trigger.in_flight == 0, 5, "the message to be settled")
 
 
+@pytest.mark.pstest
 def test_malformed_messages_are_acked_logged_and_do_not_block(
     pubsub_topic: PubSubTopic,
     make_trigger: Callable[..., PubSubTrigger],
@@ -288,16 +297,15 @@ def test_malformed_messages_are_acked_logged_and_do_not_block(
         assert reason in warnings()[message_id]
 
     _wait_until(lambda: trigger.in_flight == 0, 5, "the valid message to be settled")
-    time.sleep(1)
     # Acked: none came back (a nacked one would be redelivered to us at once).
+    _stays(lambda: trigger.received == 4, 1, "acked: none came back")
     assert trigger.received == 4
     assert len(warnings()) == 3
     assert len(runner.calls) == 1
-    if _redelivery_observable(pubsub_topic):
-        trigger.stop(5)
-        observer = observe()
-        time.sleep(2)
-        assert observer.ids() == [], "malformed messages must be acked, not redelivered"
+    trigger.stop(5)
+    observer = observe()
+    _stays(lambda: observer.ids() == [], 2, "malformed messages acked, not redelivered")
+    assert observer.ids() == [], "malformed messages must be acked, not redelivered"
 
 
 @pytest.mark.parametrize(
@@ -325,6 +333,7 @@ def test_job_forms_submit_the_right_sites(
     call.future.set_result(_report())
 
 
+@pytest.mark.pstest
 def test_stop_nacks_outstanding_messages_and_returns_promptly(
     pubsub_topic: PubSubTopic,
     make_trigger: Callable[..., PubSubTrigger],
@@ -348,11 +357,10 @@ def test_stop_nacks_outstanding_messages_and_returns_promptly(
     (stopped,) = [r for r in caplog.records if r.__dict__.get("event") == "pubsub.stop"]
     assert stopped.__dict__["nacked"] == 2
 
-    if _redelivery_observable(pubsub_topic):
-        # Nacked, not merely abandoned: another subscriber gets both long before any ack
-        # deadline (the stream's is 60 s) could lapse.
-        observer = observe()
-        _wait_until(lambda: set(observer.ids()) == ids, ACK_DEADLINE_SECONDS / 2, "redelivery")
+    # Nacked, not merely abandoned: another subscriber gets both long before any ack
+    # deadline (the stream's is 60 s) could lapse.
+    observer = observe()
+    _wait_until(lambda: set(observer.ids()) == ids, ACK_DEADLINE_SECONDS / 2, "redelivery")
 
     # Syncs finishing after stop() send nothing more and break nothing.
     for c in calls:

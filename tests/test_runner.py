@@ -29,9 +29,9 @@ def test_requests_that_differ_in_kind_are_never_merged() -> None:
         f.result(5)
     asked = [(r.sites, r.dry_run, r.plan_only) for r in run.requests[1:]]
     assert asked == [
-        ({"a", "d"}, True, False),  # the two dry runs share one run, and only they do
-        ({"b"}, False, True),
-        ({"c"}, False, False),
+        (frozenset({"a", "d"}), True, False),  # the two dry runs share one run, and only they do
+        (frozenset({"b"}), False, True),
+        (frozenset({"c"}), False, False),
     ]
     assert dry.result().dry_run and dry_too.result().dry_run and not real.result().dry_run
     assert plan.result().plan_only and not real.result().plan_only

@@ -1,4 +1,4 @@
-"""`reconciler serve` as a real gunicorn process, against the stand-in and a real API server."""
+"""`reconciler serve` as a real waitress process, against the stand-in and a real API server."""
 
 from __future__ import annotations
 
@@ -135,13 +135,20 @@ def test_config_reload_add_site_and_survive_a_broken_edit(
 def test_sigterm_exits_promptly(world: dict[str, Any], tmp_path: Path) -> None:
     proc = start(world, tmp_path)
     proc.wait_for(lambda: proc.request("GET", "/status")[1]["last_sync"], what="startup sync")
-    world["gh"].latency_median_ms = 500
+    gh: GitHubStandIn = world["gh"]
+    gh.set_branch("acme/blog", "main", random_sha())  # the sync has a patch to make
+    gh.hold()
     t = threading.Thread(target=lambda: proc.request("POST", "/sync", TRIGGER), daemon=True)
     t.start()
-    time.sleep(0.3)
+    gh.wait_held()  # the sync is in flight: its GitHub request is held unanswered
     t0 = time.monotonic()
-    code = proc.terminate(timeout=40)
-    world["gh"].latency_median_ms = 0
+    proc.sigterm()
+    proc.wait_for(
+        lambda: any(e.get("event") == "shutdown" for e in proc.log_events()),
+        what="the worker to begin shutting down with the sync in flight",
+    )
+    gh.release()
+    code = proc.wait_exit(timeout=40)
     assert code == 0
     assert time.monotonic() - t0 < 30
     assert any(e.get("event") == "shutdown" for e in proc.log_events())

@@ -226,6 +226,8 @@ def test_list_rows_show_effective_settings() -> None:
         "container",
         "image",
         "verify",
+        "pin_digest",
+        "required_checks",
         "paused",
     ]
     blog, shop, docs = rows
@@ -238,6 +240,8 @@ def test_list_rows_show_effective_settings() -> None:
         "container": "(only container)",
         "image": "gcr.io/my-project/{repo}:{sha}",
         "verify": "registry",
+        "pin_digest": "true",
+        "required_checks": "-",
         "paused": "false",
     }
     assert (shop["branch"], shop["deployment"], shop["container"], shop["verify"]) == (

@@ -441,6 +441,8 @@ class GitHubSource:
                 checks += map(_Check.of_status if what == "status" else _Check.of_run, got)
                 if len(got) < 100 or page * 100 >= int(body.get("total_count") or 0):
                     break
+            else:
+                return [], f"{sha[:7]} has more than {CHECK_PAGES * 100} {items}; not read"
         return checks, None
 
     # -- commits between two SHAs (notifications) ---------------------------------------------

@@ -98,6 +98,8 @@ def list_rows(config: Config) -> list[dict[str, str]]:
             "container": site.container or "(only container)",
             "image": site.image,
             "verify": site.verify,
+            "pin_digest": "true" if site.pin_digest else "false",
+            "required_checks": ", ".join(site.required_checks) or "-",
             "paused": "true" if site.paused else "false",
         }
         for site in config.sites

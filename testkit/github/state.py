@@ -260,6 +260,11 @@ class RepoState(Core):
         with self._lock:
             return self._repo(full_name).branches.get(branch)
 
+    def head(self, full_name: str, branch: str) -> str:
+        """The SHA of an existing branch (KeyError if there is no such branch)."""
+        with self._lock:
+            return self._repo(full_name).branches[branch]
+
     def delete_branch(self, full_name: str, branch: str) -> None:
         with self._lock:
             repo = self._repo(full_name)
