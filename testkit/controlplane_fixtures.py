@@ -3,6 +3,8 @@
 Load with ``pytest_plugins = ["testkit.controlplane_fixtures"]`` in the top-level
 conftest (or ``-p testkit.controlplane_fixtures``).
 
+- ``control_plane_binaries`` (session): the directory of the binaries, for code that starts
+  its own control plane (the benchmark).
 - ``control_plane`` (session): one etcd + kube-apiserver for the whole session. If the
   binaries cannot be had: under CI (``$CI`` set and not "false"/"0") the test fails; else,
   with no Go toolchain and no ``$KUBEBUILDER_ASSETS``, it is skipped.
@@ -17,19 +19,16 @@ Every test using ``control_plane`` (directly or through the other fixtures) gets
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import kubernetes
 import pytest
 
+from testkit.ci import unavailable
 from testkit.controlplane import ControlPlane, ControlPlaneUnavailable, find_binaries
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -39,22 +38,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def control_plane() -> Iterator[ControlPlane]:
-    error: ControlPlaneUnavailable | None = None
+def control_plane_binaries() -> Path:
+    """The directory of kube-apiserver and etcd (built from Go modules when missing)."""
     try:
-        bin_dir = find_binaries()
+        return find_binaries()
     except ControlPlaneUnavailable as e:
         error = e
-    if error is not None:  # outside the except: no chained traceback in the report
-        if _in_ci():
-            pytest.fail(f"control plane required in CI but unavailable: {error}", pytrace=False)
-        if error.go_missing:
-            pytest.skip(
-                "real kube-apiserver unavailable: install Go >= 1.26 or set "
-                "KUBEBUILDER_ASSETS to enable"
-            )
-        pytest.fail(f"control plane unavailable: {error}", pytrace=False)
-    with ControlPlane(bin_dir=bin_dir) as cp:
+    # outside the except: no chained traceback in the report
+    if error.go_missing:
+        unavailable(f"real kube-apiserver: {error}", "install Go >= 1.26 or set KUBEBUILDER_ASSETS")
+    pytest.fail(f"control plane unavailable: {error}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def control_plane(control_plane_binaries: Path) -> Iterator[ControlPlane]:
+    with ControlPlane(bin_dir=control_plane_binaries) as cp:
         yield cp
 
 
