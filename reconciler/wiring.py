@@ -69,8 +69,21 @@ def build_process(config_path: str, settings: Settings) -> Process:
     the_lease = None
     if settings.lease_active:
         assert settings.lease_namespace is not None
-        the_lease = lease.KubeLease(api, settings.lease_namespace, LEASE_NAME, settings.identity)
-    service = Service(config_path, engine, lease=the_lease, web_url=settings.github.web_url)
+        the_lease = lease.KubeLease(
+            api,
+            settings.lease_namespace,
+            LEASE_NAME,
+            settings.identity,
+            duration=settings.lease_seconds,
+        )
+    service = Service(
+        config_path,
+        engine,
+        lease=the_lease,
+        lease_renew_every=settings.lease_seconds / 4,
+        lease_renew_deadline=settings.lease_seconds * 2 / 3,
+        web_url=settings.github.web_url,
+    )
     service.extra_health["kubernetes"] = cached(lambda: kube.ping(api), HEALTH_CHECK_TTL)
     triggers: list[BackgroundTrigger] = []
     for kind, subscription in settings.subscriptions:

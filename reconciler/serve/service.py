@@ -20,7 +20,7 @@ from reconciler.core.model import Rollout, Site
 from reconciler.core.runner import Runner
 from reconciler.serve import state
 from reconciler.serve.follower import Follower, SharedLease
-from reconciler.serve.leader import Lease, LeaseHolder
+from reconciler.serve.leader import LEASE_SECONDS, Lease, LeaseHolder
 from reconciler.serve.metrics import Metrics
 from reconciler.serve.schedule import Schedule
 from reconciler.serve.state import Board, ConfigState, RunRecord
@@ -40,13 +40,23 @@ class Service:
         *,
         lease: Lease | None = None,
         lease_wait: float = 30.0,
+        lease_renew_every: float = LEASE_SECONDS / 4,
+        lease_renew_deadline: float = LEASE_SECONDS * 2 / 3,
         clock: Callable[[], float] = time.time,
         web_url: str = "https://github.com",
     ) -> None:
         self.config_path = config_path
         self.engine = engine
         self.lease = SharedLease(lease) if lease is not None else None  # runner and follower
-        self.leader = LeaseHolder(self.lease, wait=lease_wait) if self.lease else None
+        self.leader: LeaseHolder | None = None
+        if self.lease is not None:
+            self.leader = LeaseHolder(
+                self.lease,
+                wait=lease_wait,
+                renew_every=lease_renew_every,
+                renew_deadline=lease_renew_deadline,
+            )
+            engine.fence = self.leader.fence  # a lost Lease stops this replica's patches
         self.clock = clock
         self.web_url = web_url.rstrip("/")
         self.metrics = Metrics()

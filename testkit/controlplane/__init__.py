@@ -48,6 +48,14 @@ from testkit.controlplane.clients import (
     serviceaccount_token,
     token_api_client,
 )
+from testkit.controlplane.cluster import (
+    CRASHLOOP_MARKERS,
+    PULLFAIL_MARKERS,
+    LocalCluster,
+    crashloop_sha,
+    pullfail_sha,
+    wait_for,
+)
 from testkit.controlplane.errors import ControlPlaneError, ControlPlaneUnavailable
 from testkit.controlplane.plane import (
     SERVICE_ACCOUNT_ISSUER,
@@ -59,21 +67,27 @@ __all__ = [
     "AUDIT_POLICY",
     "BUILD_SCRIPT",
     "CLUSTER_BUILD_SCRIPT",
+    "CRASHLOOP_MARKERS",
+    "PULLFAIL_MARKERS",
     "REPO_ROOT",
     "SERVICE_ACCOUNT_ISSUER",
     "SERVICE_CLUSTER_IP_RANGE",
     "ControlPlane",
     "ControlPlaneError",
     "ControlPlaneUnavailable",
+    "LocalCluster",
     "api_client_from_kubeconfig",
     "audit_events",
     "audit_verb_counts",
+    "crashloop_sha",
     "ensure_service_account",
     "find_binaries",
     "find_cluster_binaries",
     "impersonating_api_client",
     "kubeconfig_for_token",
     "pinned_versions",
+    "pullfail_sha",
     "serviceaccount_token",
     "token_api_client",
+    "wait_for",
 ]
