@@ -30,7 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.procs import ServeProcess
-from bench.run import TOKENS, TRIGGER_TOKEN, Bench, BenchSite, Options, log
+from bench.setup import (
+    IDENTITIES,
+    SA_NAMESPACE,
+    TOKENS,
+    TRIGGER_TOKEN,
+    BenchSite,
+    Options,
+    World,
+    log,
+)
 from testkit import webhooks
 from testkit.controlplane import ControlPlane
 from testkit.github_standin import GitHubStandIn
@@ -150,7 +159,7 @@ def measure(
             latency_median_ms=latency_ms, max_concurrent=100, tokens=TOKENS.values()
         ) as gh,
     ):
-        bench = Bench(cp, gh, workdir, opts)
+        bench = World(cp, gh, workdir, opts)
         bench.setup_cluster()
         bench.grow_to(n)
         config = bench.write_config(n)
@@ -171,7 +180,8 @@ def measure(
             admin.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=60)
             admin.close()
             env.update(PUBSUB_EMULATOR_HOST=emulator_host, PUBSUB_GCR_SUBSCRIPTION=subscription)
-        patches = Patches(workdir / "audit.log", bench.users["serve"])
+        user = f"system:serviceaccount:{SA_NAMESPACE}:{IDENTITIES['serve']}"
+        patches = Patches(workdir / "audit.log", user)
         with ServeProcess(config, env, workdir / "serve.log", TRIGGER_TOKEN) as serve:
             log(f"serving {n} sites; {events} events of each kind: {', '.join(kinds)}")
             for i in range(events * len(kinds)):

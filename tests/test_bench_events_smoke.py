@@ -6,19 +6,19 @@ exactly one PATCH, of the Deployment whose branch moved, which then ran the new 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench.event_latency import measure
 from testkit.pubsub_emulator import PubSubEmulator
-from tests.test_bench_smoke import _require_control_plane
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(300)]
 
 
 def test_event_latency_smoke(
-    pubsub_emulator: PubSubEmulator, monkeypatch: pytest.MonkeyPatch
+    pubsub_emulator: PubSubEmulator, monkeypatch: pytest.MonkeyPatch, control_plane_binaries: Path
 ) -> None:
-    _require_control_plane()
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.host)  # restored afterwards
     report = measure(
         30,
