@@ -1,7 +1,8 @@
 """Smoke test of bench/event_latency.py: N=30, ~5 ms GitHub latency, three events of each kind.
 
 Asserts only what does not depend on the machine: every webhook and every gcr message led to
-exactly one PATCH, of the Deployment whose branch moved, which then ran the new head.
+PATCHes of the Deployment whose branch moved only (its image, then the notifier's state
+annotation), which then ran the new head.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def test_event_latency_smoke(
     assert set(rows) == {"webhook", "gcr"}
     for row in rows.values():
         assert row["events"] == 3
-        assert row["patches_per_event"] == [1], row
+        # The image PATCH, then at most the notifier's state annotation.
+        assert set(row["patches_per_event"]) <= {1, 2}, row
         assert row["other_patches"] == 0 and row["deployed"] == 3, row
         assert row["p50_s"] > 0
