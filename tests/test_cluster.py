@@ -17,7 +17,7 @@ from testkit.controlplane import (
     wait_for,
 )
 from testkit.controlplane.cluster import kwok_stages
-from testkit.deployments import deployment_body
+from testkit.deployments import create_from_body, deployment_body
 
 CHANGE_CAUSE = "kubernetes.io/change-cause"
 
@@ -67,7 +67,7 @@ def _pods_with_image(api: Any, ns: str, app: str, image: str) -> list[dict[str, 
 def _create(api: Any, ns: str, name: str, image: str, **spec: Any) -> None:
     body = deployment_body(name, image)
     body["spec"].update(spec)
-    kubernetes.client.AppsV1Api(api).create_namespaced_deployment(ns, body)
+    create_from_body(api, ns, body)
 
 
 def _set_image(api: Any, ns: str, name: str, image: str, cause: str | None = None) -> None:
@@ -117,7 +117,7 @@ def test_a_deployment_rolls_out_and_becomes_available(
         what="web:v2 to roll out",
     )
     replicasets = kubernetes.client.AppsV1Api(api).list_namespaced_replica_set(ns).items
-    assert sorted(rs.spec.replicas for rs in replicasets) == [0, 2]
+    assert sorted(rs.spec.replicas or 0 for rs in replicasets) == [0, 2]
 
 
 def test_a_crashlooping_image_never_gets_ready_and_exceeds_the_progress_deadline(
@@ -192,7 +192,7 @@ def test_kubectl_rollout_history_names_the_change_causes_and_undo_rolls_back(
     api, ns = cluster_api_client, cluster_namespace
     body = deployment_body("web", "gcr.io/p/web:aaaaaaa")
     body["metadata"]["annotations"] = {CHANGE_CAUSE: "reconciler: acme/web@aaaaaaa"}
-    kubernetes.client.AppsV1Api(api).create_namespaced_deployment(ns, body)
+    create_from_body(api, ns, body)
     wait_for(lambda: _available(api, ns, "web"), what="revision 1 to roll out")
     _set_image(api, ns, "web", "gcr.io/p/web:bbbbbbb", cause="reconciler: acme/web@bbbbbbb")
     wait_for(lambda: _available(api, ns, "web"), what="revision 2 to roll out")
