@@ -14,7 +14,7 @@ from reconciler.core.messages import Notification
 from reconciler.core.notifyconfig import Channel, ChannelKind, EventKind
 from reconciler.core.outbox import Outbox
 from reconciler.settings import GitHubSettings
-from testkit.controlplane import LocalCluster, crashloop_sha
+from testkit.controlplane import LocalCluster, crashloop_sha, wait_for
 from testkit.github import GitHubStandIn
 from testkit.github import rest as standin_rest
 from testkit.github_fixtures import TOKEN
@@ -138,7 +138,8 @@ def test_deployments_follow_a_real_rollout_and_rollback(
     fixed = world.head()
     world.sync()  # no --wait: the rollout starts, the Deployment is in progress
     assert states(github)[fixed] == ["in_progress"]
-    assert world.sync(*wait)["rollout"] == "available"
+    # later syncs observe the rollout; the one that sees it available says so
+    wait_for(lambda: world.sync()["rollout"] == "available", what="the rollout to finish")
     assert states(github)[fixed] == ["in_progress", "success"]
     assert states(github)[good][-1] == "inactive"  # GitHub's auto_inactive: one active deploy
     [deployment] = [d for d in github.deployments("acme/blog") if d.sha == fixed]
