@@ -353,6 +353,11 @@ class LocalCluster(ControlPlane):
         except (OSError, ssl.SSLError, urllib.error.HTTPError):
             return False
 
+    def component_pids(self) -> dict[str, int]:
+        """Process id of each running component: etcd, kube-apiserver, and the cluster's."""
+        procs = {"etcd": self._etcd, "kube-apiserver": self._apiserver, **self._components}
+        return {name: p.pid for name, p in procs.items() if p is not None and p.poll() is None}
+
     # -- the person at the keyboard ----------------------------------------------------------
 
     def kubectl(
