@@ -208,8 +208,6 @@ class LocalCluster(ControlPlane):
         self._health_ports[name] = port
         return [
             f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
             "--bind-address=127.0.0.1",
             f"--secure-port={port}",
             f"--cert-dir={self.work_dir / (name + '-certs')}",
