@@ -235,3 +235,25 @@ def test_kubectl_rollout_history_names_the_change_causes_and_undo_rolls_back(
         "2",
         "3",
     ], history
+
+
+def test_deleting_a_namespace_removes_everything_in_it(
+    local_cluster: LocalCluster, cluster_api_client: Any
+) -> None:
+    # What cluster_namespace relies on: no crash loop outlives its test.
+    api, core = cluster_api_client, kubernetes.client.CoreV1Api(cluster_api_client)
+    ns = f"t-delete-{crashloop_sha()[:8]}"
+    core.create_namespace(kubernetes.client.V1Namespace(metadata={"name": ns}))
+    _create(api, ns, "web", f"gcr.io/p/web:{crashloop_sha()}")
+    wait_for(lambda: len(_pods(api, ns, "web")) == 2, what="two pods")
+    core.delete_namespace(ns)
+
+    def gone() -> bool:
+        try:
+            core.read_namespace(ns)
+        except kubernetes.client.ApiException as e:
+            return e.status == 404
+        return False
+
+    wait_for(gone, what=f"namespace {ns} to be deleted")
+    assert core.list_namespaced_pod(ns).items == []
