@@ -237,15 +237,31 @@ def test_kubectl_rollout_history_names_the_change_causes_and_undo_rolls_back(
     ], history
 
 
-def test_deleting_a_namespace_removes_everything_in_it(
+def test_deleting_a_deployment_or_a_namespace_leaves_nothing_behind(
     local_cluster: LocalCluster, cluster_api_client: Any
 ) -> None:
     # What cluster_namespace relies on: no crash loop outlives its test.
     api, core = cluster_api_client, kubernetes.client.CoreV1Api(cluster_api_client)
+    apps = kubernetes.client.AppsV1Api(api)
     ns = f"t-delete-{crashloop_sha()[:8]}"
     core.create_namespace(kubernetes.client.V1Namespace(metadata={"name": ns}))
-    _create(api, ns, "web", f"gcr.io/p/web:{crashloop_sha()}")
-    wait_for(lambda: len(_pods(api, ns, "web")) == 2, what="two pods")
+    for name in ("web", "shop"):
+        _create(api, ns, name, f"gcr.io/p/{name}:{crashloop_sha()}")
+        wait_for(lambda name=name: len(_pods(api, ns, name)) == 2, what=f"two {name} pods")
+
+    apps.delete_namespaced_deployment("web", ns)  # the garbage collector cascades
+    wait_for(
+        lambda: (
+            not _pods(api, ns, "web")
+            and [rs.metadata.name for rs in apps.list_namespaced_replica_set(ns).items]
+            and all(
+                rs.metadata.name.startswith("shop-")
+                for rs in apps.list_namespaced_replica_set(ns).items
+            )
+        ),
+        what="web's ReplicaSet and pods to go",
+    )
+
     core.delete_namespace(ns)
 
     def gone() -> bool:

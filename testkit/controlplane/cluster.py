@@ -3,10 +3,10 @@
 On top of etcd + kube-apiserver it runs, all on loopback and built like them (tools/
 build-cluster.sh):
 
-- kube-controller-manager with only the deployment, replicaset and namespace controllers
-  (no leader election, no cloud, its own client identity); no garbage collector, so a deleted
-  Deployment leaves its ReplicaSets: give each test its own namespace, and delete the
-  namespace (the namespace controller empties it, and kwok then drops its pods);
+- kube-controller-manager with only the deployment, replicaset, garbage-collector and
+  namespace controllers (no leader election, no cloud, its own client identity): deleting a
+  Deployment deletes its ReplicaSets and Pods, deleting a namespace empties it (kwok then
+  drops the pods at once); still, give each test its own namespace;
 - kube-scheduler, which binds pods to the fake nodes;
 - kwok, which plays the kubelet of ``nodes`` fake Nodes (annotated ``kwok.x-k8s.io/node:
   fake``; their ``not-ready`` taint is removed here, as no node-lifecycle controller runs)
@@ -74,7 +74,12 @@ PULLFAIL_MARKERS = ("pullfail", "deadbee")
 STAGES_TEMPLATE = Path(__file__).with_name("kwok_stages.yaml")
 NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
-DEFAULT_CONTROLLERS = ("deployment-controller", "replicaset-controller", "namespace-controller")
+DEFAULT_CONTROLLERS = (
+    "deployment-controller",
+    "replicaset-controller",
+    "garbage-collector-controller",
+    "namespace-controller",
+)
 
 T = TypeVar("T")
 
