@@ -60,7 +60,8 @@ def one_run(bin_dir: Path, cluster_bin_dir: Path) -> dict[str, float]:
             "cluster ready s": cluster.cluster_startup_seconds,
         }
         with cluster.api_client() as api:
-            core, apps = kubernetes.client.CoreV1Api(api), kubernetes.client.AppsV1Api(api)
+            core: Any = kubernetes.client.CoreV1Api(api)
+            apps: Any = kubernetes.client.AppsV1Api(api)
             core.create_namespace({"metadata": {"name": "bench"}})
             t0 = time.monotonic()
             apps.create_namespaced_deployment("bench", deployment_body("web", "gcr.io/p/web:v1"))
