@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from typing import Any
 
 import kubernetes
@@ -16,8 +17,10 @@ from testkit.controlplane import (
     pullfail_sha,
     wait_for,
 )
+from testkit.controlplane import cluster as cluster_module
 from testkit.controlplane.cluster import kwok_stages
 from testkit.deployments import deployment_body
+from testkit.processes import free_port
 
 CHANGE_CAUSE = "kubernetes.io/change-cause"
 
@@ -282,3 +285,27 @@ def test_deleting_a_deployment_or_a_namespace_leaves_nothing_behind(
 
     wait_for(gone, what=f"namespace {ns} to be deleted")
     assert core.list_namespaced_pod(ns).items == []
+
+
+def test_a_component_that_loses_the_race_for_its_port_starts_again_on_another(
+    local_cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = iter([taken.getsockname()[1]])  # kube-controller-manager's first port
+        monkeypatch.setattr(cluster_module, "free_port", lambda: next(ports, None) or free_port())
+        with LocalCluster(
+            bin_dir=local_cluster.bin_dir, cluster_bin_dir=local_cluster.cluster_bin_dir
+        ) as cluster:
+            assert (
+                "address already in use"
+                in cluster.component_log_paths["kube-controller-manager"].read_text()
+            )
+            assert set(cluster.component_pids()) == {
+                "etcd",
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+                "kwok",
+            }

@@ -167,6 +167,8 @@ class LocalCluster(ControlPlane):
         self.component_log_paths: dict[str, Path] = {}
         self.cluster_startup_seconds = 0.0
         self._components: dict[str, subprocess.Popen[bytes]] = {}
+        self._argv: dict[str, Callable[[], list[str]]] = {}
+        self._port_retries = 0
         self._health_ports: dict[str, int] = {}
 
     @property
@@ -203,10 +205,13 @@ class LocalCluster(ControlPlane):
     def _component_kubeconfig(self, name: str, user: str) -> Path:
         return self.client_kubeconfig(self.work_dir / f"{name}.kubeconfig", user, "system:masters")
 
-    def _spawn_component(self, name: str, argv: list[str]) -> None:
+    def _spawn_component(self, name: str, argv: Callable[[], list[str]]) -> None:
+        """Start component ``name`` with ``argv()`` (called again for a restart, so that it
+        can pick new ports)."""
         log = self.work_dir / f"{name}.log"
         self.component_log_paths[name] = log
-        self._components[name] = self._spawn(argv, log)
+        self._argv[name] = argv
+        self._components[name] = self._spawn(argv(), log)
 
     def _secure_serving(self, name: str, kubeconfig: Path) -> list[str]:
         port = free_port()
@@ -227,7 +232,7 @@ class LocalCluster(ControlPlane):
         )
         self._spawn_component(
             "kube-controller-manager",
-            [
+            lambda: [
                 str(self.cluster_bin_dir / "kube-controller-manager"),
                 *self._secure_serving("kube-controller-manager", kcm),
                 "--use-service-account-credentials=false",
@@ -240,7 +245,7 @@ class LocalCluster(ControlPlane):
         scheduler = self._component_kubeconfig("kube-scheduler", "system:kube-scheduler")
         self._spawn_component(
             "kube-scheduler",
-            [
+            lambda: [
                 str(self.cluster_bin_dir / "kube-scheduler"),
                 *self._secure_serving("kube-scheduler", scheduler),
                 "--kube-api-qps=200",
@@ -253,7 +258,7 @@ class LocalCluster(ControlPlane):
         key, value = NODE_ANNOTATION
         self._spawn_component(
             "kwok",
-            [
+            lambda: [
                 str(self.cluster_bin_dir / "kwok"),
                 f"--kubeconfig={kwok}",
                 f"--config={stages}",
@@ -337,13 +342,20 @@ class LocalCluster(ControlPlane):
             time.sleep(0.1)
 
     def _check_components_alive(self) -> None:
-        for name, proc in self._components.items():
+        """Raise if a component exited, unless it lost the race for its port: then it starts
+        again on another (three times at most)."""
+        for name, proc in list(self._components.items()):
             code = proc.poll()
-            if code is not None:
-                raise ControlPlaneError(
-                    f"{name} exited with code {code} during startup; log tail:\n"
-                    f"{tail(self.component_log_paths[name])}"
-                )
+            if code is None:
+                continue
+            log = tail(self.component_log_paths[name])
+            if "address already in use" in log and self._port_retries < 3:
+                self._port_retries += 1
+                self._spawn_component(name, self._argv[name])
+                continue
+            raise ControlPlaneError(
+                f"{name} exited with code {code} during startup; log tail:\n{log}"
+            )
 
     def _healthy(self, name: str) -> bool:
         ctx = ssl.create_default_context()
