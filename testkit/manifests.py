@@ -23,6 +23,7 @@ import kubernetes
 import pytest
 import yaml  # type: ignore[import-untyped]
 
+from testkit.ci import unavailable
 from testkit.controlplane import (
     REPO_ROOT,
     ControlPlane,
@@ -40,17 +41,11 @@ Doc = dict[str, Any]
 k8s = kubernetes.client
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 @pytest.fixture(scope="session")
 def kubectl() -> str:
     path = shutil.which("kubectl")
     if path is None:
-        if _in_ci():
-            pytest.fail("kubectl (with kustomize) is required in CI", pytrace=False)
-        pytest.skip("kubectl (with kustomize) is not installed")
+        unavailable("kubectl (with kustomize) is not installed", "install kubectl")
     return path
 
 

@@ -19,7 +19,7 @@ from testkit.controlplane import (
 )
 from testkit.controlplane import cluster as cluster_module
 from testkit.controlplane.cluster import kwok_stages
-from testkit.deployments import deployment_body
+from testkit.deployments import create_from_body, deployment_body
 from testkit.processes import free_port
 
 CHANGE_CAUSE = "kubernetes.io/change-cause"
@@ -85,7 +85,7 @@ def _pods_with_image(api: Any, ns: str, app: str, image: str) -> list[dict[str, 
 def _create(api: Any, ns: str, name: str, image: str, **spec: Any) -> None:
     body = deployment_body(name, image)
     body["spec"].update(spec)
-    _apps(api).create_namespaced_deployment(ns, body)
+    create_from_body(api, ns, body)
 
 
 def _set_image(api: Any, ns: str, name: str, image: str, cause: str | None = None) -> None:
@@ -209,7 +209,7 @@ def test_kubectl_rollout_history_names_the_change_causes_and_undo_rolls_back(
     api, ns = cluster_api_client, cluster_namespace
     body = deployment_body("web", "gcr.io/p/web:aaaaaaa")
     body["metadata"]["annotations"] = {CHANGE_CAUSE: "reconciler: acme/web@aaaaaaa"}
-    _apps(api).create_namespaced_deployment(ns, body)
+    create_from_body(api, ns, body)
     wait_for(lambda: _available(api, ns, "web"), what="revision 1 to roll out")
     _set_image(api, ns, "web", "gcr.io/p/web:bbbbbbb", cause="reconciler: acme/web@bbbbbbb")
     wait_for(lambda: _available(api, ns, "web"), what="revision 2 to roll out")

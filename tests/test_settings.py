@@ -64,6 +64,8 @@ def test_every_variable(tmp_path: Path) -> None:
         "debug",
     )
     assert not Settings.from_env({"POD_NAMESPACE": "ops", "RECONCILER_LEASE": "off"}).lease_active
+    assert Settings.from_env({}).lease_seconds == 60
+    assert Settings.from_env({"RECONCILER_LEASE_SECONDS": "4"}).lease_seconds == 4
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from urllib3.util.retry import Retry
 
 from reconciler.core.errors import ErrorKind, GitHubError
 from reconciler.core.fanout import bounded_map
+from reconciler.core.messages import MAX_COMMITS, Commit, Comparison
 from reconciler.core.model import BranchHead, HeadError, HeadResult, ImageStatus, RepoRef
 from reconciler.core.ports import RateLimit, VerifyRequest
 from reconciler.settings import GitHubSettings
@@ -444,6 +445,23 @@ class GitHubSource:
                 return [], f"{sha[:7]} has more than {CHECK_PAGES * 100} {items}; not read"
         return checks, None
 
+    # -- commits between two SHAs (notifications) ---------------------------------------------
+
+    def compare(self, repo: str, base: str, head: str) -> Comparison:
+        """The commits from base to head, newest MAX_COMMITS of them, in one REST request."""
+        try:
+            r = self._request("GET", f"/repos/{repo}/compare/{base}...{head}?per_page=100")
+        except _Halt as halt:
+            raise GitHubError(halt.error.reason, kind=halt.error.kind) from halt
+        if r.status != 200:
+            raise GitHubError(
+                f"GitHub answered {r.status} comparing {repo} {base[:7]}...{head[:7]}: {r.message}"
+            )
+        data = r.json() or {}
+        raw = data.get("commits") or []
+        commits = tuple(_commit_line(c) for c in raw[-MAX_COMMITS:])
+        return Comparison(commits, int(data.get("total_commits", len(raw))))
+
 
 CHECK_PAGES = 10  # 1,000 statuses and 1,000 check runs per commit at most
 FAILED = frozenset(
@@ -513,6 +531,17 @@ def _checks_verdict(checks: list[_Check], sha: str, required: tuple[str, ...]) -
         waiting = [*(f"{n} (running)" for n in pending), *(f"{n} (not reported)" for n in missing)]
         return ImageStatus(False, f"waiting for checks on {short}: {', '.join(waiting)}")
     return ImageStatus(True)
+
+
+def _commit_line(c: Mapping[str, Any]) -> Commit:
+    detail = c.get("commit") or {}
+    author = (detail.get("author") or {}).get("name") or (c.get("author") or {}).get("login")
+    return Commit(
+        sha=str(c.get("sha", "")),
+        subject=str(detail.get("message", "")).split("\n", 1)[0],
+        author=str(author or "unknown"),
+        url=str(c.get("html_url", "")),
+    )
 
 
 def _heads_query(

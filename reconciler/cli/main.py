@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the clients are imported only by the commands that use them
     from reconciler.wiring import Parts
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+NOTIFY_WAIT = 30.0  # seconds a CLI sync waits for its notifications (retries included)
 DEFAULT_WAIT = 900.0
 
 
@@ -188,7 +189,22 @@ def _plan_or_sync(
         print(output.report_json(report), file=out)
     else:
         print(output.report_text(report), file=out)
+    if config.notify.channels and not (request.plan_only or request.dry_run):
+        _notify(engine, config, report, settings, err)
     return EXIT_OK if report.ok and not failed else EXIT_FAILED
+
+
+def _notify(
+    engine: Engine, config: config_mod.Config, report: SyncReport, settings: Settings, err: TextIO
+) -> None:
+    """After a CLI sync (already printed): send what changed, waiting a bounded time."""
+    from reconciler.wiring import build_notifier
+
+    notifier = build_notifier(engine, settings)
+    notifier.observe(config, report)
+    notifier.outbox.close(NOTIFY_WAIT)
+    if notifier.outbox.undelivered:
+        print(f"reconciler: {notifier.outbox.undelivered} notification(s) undelivered", file=err)
 
 
 def _wait(

@@ -46,6 +46,7 @@ class ErrorKind(StrEnum):
     PUBSUB = "pubsub"
     JOB = "job"
     SHUTTING_DOWN = "shutting_down"
+    DELIVERY = "delivery"  # a notification could not be delivered
 
 
 class ReconcilerError(Exception):
@@ -157,6 +158,16 @@ class JobError(ReconcilerError):
     """A Cloud Scheduler message that does not describe a job we can run."""
 
     default_kind = ErrorKind.JOB
+
+
+class DeliveryError(ReconcilerError):
+    """A notification could not be delivered; `retryable` says whether trying again may help."""
+
+    default_kind = ErrorKind.DELIVERY
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class ShuttingDown(ReconcilerError):

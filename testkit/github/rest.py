@@ -272,6 +272,30 @@ def _paged(req: RestRequest, sha: str, what: str, obj: Json) -> Reply:
 
 
 @route(
+    "rest:compare",
+    "GET",
+    f"{_REPO_PREFIX}/compare/{{basehead}}",
+    "repos/compare-commits-with-basehead",
+    f"{_DOCS}/commits/commits#compare-two-commits",
+)
+def _compare(req: RestRequest) -> Reply:
+    basehead = req.params["basehead"]
+    base_ref, _, head_ref = basehead.partition("...")
+    base, head = resolve_commit(req.repo, base_ref), resolve_commit(req.repo, head_ref)
+    try:  # the compare endpoint pages its commits 250 at a time by default
+        per_page = max(1, min(int((req.query.get("per_page") or ["250"])[0]), 250))
+        page = max(int((req.query.get("page") or ["1"])[0]), 1)
+    except ValueError:
+        per_page, page = 250, 1
+    body = (
+        objects.comparison(req.repo, base, head, basehead, req.api, page=page, per_page=per_page)
+        if base and head
+        else None
+    )
+    return req.error(404, "Not Found") if body is None else req.ok(body)
+
+
+@route(
     "rest:rate_limit",
     "GET",
     "/rate_limit",

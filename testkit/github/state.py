@@ -52,6 +52,7 @@ class Commit:
     message: str
     date: str
     parents: tuple[str, ...]
+    author: str = "Stand-in Bot"
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,14 @@ class RepoState(Core):
         with self._lock:
             self._repos.pop(full_name.lower(), None)
 
-    def _set_branch_locked(self, repo: Repo, branch: str, sha: str, message: str | None) -> None:
+    def _set_branch_locked(
+        self,
+        repo: Repo,
+        branch: str,
+        sha: str,
+        message: str | None,
+        author: str | None = None,
+    ) -> None:
         if not SHA_RE.match(sha):
             raise ValueError(f"not a 40-hex lowercase SHA: {sha!r}")
         previous = repo.branches.get(branch)
@@ -226,6 +234,7 @@ class RepoState(Core):
                 message=message or f"Update {branch} to {sha[:7]}",
                 date=iso(now),
                 parents=(previous,) if previous and previous != sha else (),
+                author=author or "Stand-in Bot",
             )
             repo.pushed_at = iso(now)
         repo.branches[branch] = sha
@@ -233,12 +242,18 @@ class RepoState(Core):
         repo.full_cache = None
 
     def set_branch(
-        self, full_name: str, branch: str, sha: str | None = None, message: str | None = None
+        self,
+        full_name: str,
+        branch: str,
+        sha: str | None = None,
+        message: str | None = None,
+        author: str | None = None,
     ) -> str:
-        """Move (or create) a branch; returns the SHA (random when not given)."""
+        """Move (or create) a branch; returns the SHA (random when not given). A new SHA becomes
+        a commit whose parent is the branch's previous head, with this message and author."""
         sha = sha or random_sha()
         with self._lock:
-            self._set_branch_locked(self._repo(full_name), branch, sha, message)
+            self._set_branch_locked(self._repo(full_name), branch, sha, message, author)
         return sha
 
     def branch_sha(self, full_name: str, branch: str) -> str | None:
