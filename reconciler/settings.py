@@ -69,6 +69,7 @@ class Settings:
     malloc_arenas: int = 2  # RECONCILER_MALLOC_ARENAS
     log_format: str | None = None  # LOG_FORMAT: json | text (default: text on a terminal)
     log_level: str = "info"  # LOG_LEVEL: info | debug
+    user: str | None = None  # USER, else LOGNAME: who runs a CLI command (hold, rollback)
     # the environment as read at start: notification channels name their secrets' variables
     # in sites.toml ([notify] slack = { webhook_env = "..." }), so they are looked up here
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -131,6 +132,7 @@ class Settings:
             malloc_arenas=_integer(env, "RECONCILER_MALLOC_ARENAS", 2),
             log_format=log_format,
             log_level=(env.get("LOG_LEVEL") or "info").lower(),
+            user=env.get("USER") or env.get("LOGNAME") or None,
             environ=dict(env),
         )
 

@@ -141,7 +141,7 @@ def main(
             print(f"{path}: ok, {len(config.sites)} site(s)", file=out)
             return EXIT_OK
         if args.command in ("hold", "resume", "rollback"):
-            return _command(args, config, parts=parts, settings=settings, env=env, out=out, err=err)
+            return _command(args, config, parts=parts, settings=settings, out=out, err=err)
         return _plan_or_sync(args, config, parts=parts, settings=settings, out=out, err=err)
     except ConfigError as exc:
         print(str(exc), file=err)
@@ -252,7 +252,6 @@ def _command(
     *,
     parts: Parts | None,
     settings: Settings,
-    env: Mapping[str, str],
     out: TextIO,
     err: TextIO,
 ) -> int:
@@ -270,7 +269,7 @@ def _command(
     if args.context:
         parts.kube_context = args.context
     engine = build_engine(parts, settings)
-    by = f"{env.get('USER') or env.get('LOGNAME') or 'someone'} (cli)"
+    by = f"{settings.user or 'someone'} (cli)"
     try:
         if args.command == "hold":
             done = commands.hold(engine, site, by=by, reason=args.reason)
