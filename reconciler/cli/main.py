@@ -16,6 +16,7 @@ from reconciler.core.errors import ConfigError, ReconcilerError
 from reconciler.settings import Settings
 
 if TYPE_CHECKING:  # the clients are imported only by the commands that use them
+    from reconciler.core.behind import Behind
     from reconciler.core.engine import Engine, SiteResult, SyncReport
     from reconciler.wiring import Parts
 
@@ -185,14 +186,25 @@ def _plan_or_sync(
     failed = False
     if getattr(args, "wait", False) and not request.dry_run:
         report, failed = _wait(engine, config, report, args.wait_timeout)
+    behind = _behind(engine, report, settings) if request.plan_only else None
     if args.output == "json":
-        print(output.report_json(report), file=out)
+        print(output.report_json(report, behind), file=out)
     else:
-        print(output.report_text(report), file=out)
+        print(output.report_text(report, behind), file=out)
     wanted = any(s.channels for s in (config.notify.defaults, *config.notify.sites.values()))
     if wanted and not (request.plan_only or request.dry_run):
         _notify(engine, config, report, settings, err)
     return EXIT_OK if report.ok and not failed else EXIT_FAILED
+
+
+def _behind(engine: Engine, report: SyncReport, settings: Settings) -> Mapping[str, Behind]:
+    """For `plan`: how many commits each site is behind (one compare request per such site)."""
+    from reconciler.core import behind
+    from reconciler.core.outbox import CommitLog
+
+    if not isinstance(engine.heads, CommitLog):
+        return behind.wanted(report.results, settings.github.web_url)
+    return behind.measure(report.results, engine.heads, settings.github.web_url)
 
 
 def _notify(
