@@ -85,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
         help="deploy the previous commit's image (or --to SHA's) and hold the site there",
     )
     back.add_argument("--to", metavar="SHA", help="the commit whose image to deploy")
+    sub.add_parser(
+        "history",
+        parents=[common, one],
+        help="the site's last deploys (from its ReplicaSets): when, which commit, by whom",
+    )
     serve = sub.add_parser("serve", parents=[common], help="run the long-lived service")
     serve.add_argument("--port", type=int, help="HTTP port (default: $PORT, else 8080)")
     serve.add_argument("--bind", default=None, help="address to bind (default 0.0.0.0)")
@@ -141,6 +146,8 @@ def main(
         if args.command == "validate":
             print(f"{path}: ok, {len(config.sites)} site(s)", file=out)
             return EXIT_OK
+        if args.command == "history":
+            return _history(args, config, parts=parts, settings=settings, out=out, err=err)
         if args.command in ("hold", "resume", "rollback"):
             return _command(args, config, parts=parts, settings=settings, out=out, err=err)
         return _plan_or_sync(args, config, parts=parts, settings=settings, out=out, err=err)
@@ -306,6 +313,46 @@ def _command(
         if report is not None:
             print(output.report_text(report), file=out)
     return EXIT_OK if report is None or report.ok else EXIT_FAILED
+
+
+def _history(
+    args: argparse.Namespace,
+    config: config_mod.Config,
+    *,
+    parts: Parts | None,
+    settings: Settings,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """`reconciler history SITE`: what the cluster remembers of the site's deploys."""
+    from reconciler.cli import output
+    from reconciler.core import history, planner
+    from reconciler.wiring import Parts, build_engine
+
+    if args.site not in config.names:
+        print(f"reconciler: unknown site {args.site}; known: {', '.join(config.names)}", file=err)
+        return EXIT_USAGE
+    site = config.select([args.site])[0]
+    parts = parts or Parts()
+    if args.context:
+        parts.kube_context = args.context
+    cluster = build_engine(parts, settings).cluster
+    deployment = cluster.read(site.namespace, site.deployment)
+    if deployment is None:
+        print(f"reconciler: deployment {site.namespace}/{site.deployment} not found", file=err)
+        return EXIT_FAILED
+    container = planner.container_of(site, deployment)
+    if container is None or not isinstance(cluster, history.RevisionSource):
+        print(f"reconciler: cannot tell which container of {site.name} is managed", file=err)
+        return EXIT_FAILED
+    deploys = history.deploys(deployment, container, cluster.replica_sets(deployment))
+    if args.output == "json":
+        print(json.dumps([d.as_dict() for d in deploys], indent=2), file=out)
+        return EXIT_OK
+    rows = [[str(d.revision), d.at, (d.sha or "?")[:7], d.by, d.outcome, d.image] for d in deploys]
+    header = ["revision", "when", "commit", "by", "outcome", "image"]
+    print(output.table(rows, header) if rows else f"{site.name}: no ReplicaSets yet", file=out)
+    return EXIT_OK
 
 
 def _sites(args: argparse.Namespace, path: str, out: TextIO) -> int:
