@@ -36,6 +36,7 @@ from bench.setup import (
     BenchSite,
     World,
 )
+from reconciler.core.rollout import FIELD_MANAGER
 
 SETTLE_S = 0.3  # let the last audit lines reach the file
 
@@ -219,6 +220,7 @@ class Meter:
             "kube_ca": str(self.world.cp.ca_path),
             "kube_token": self.world.kube_tokens["baseline"],
             "image_template": IMAGE_TEMPLATE,
+            "field_manager": FIELD_MANAGER,
             "sites": [
                 {
                     "repo": s.repo,
