@@ -189,7 +189,8 @@ def _plan_or_sync(
         print(output.report_json(report), file=out)
     else:
         print(output.report_text(report), file=out)
-    if config.notify.channels and not (request.plan_only or request.dry_run):
+    wanted = any(s.channels for s in (config.notify.defaults, *config.notify.sites.values()))
+    if wanted and not (request.plan_only or request.dry_run):
         _notify(engine, config, report, settings, err)
     return EXIT_OK if report.ok and not failed else EXIT_FAILED
 
