@@ -1,5 +1,6 @@
-"""A validating admission webhook on loopback that can hold Deployment writes inside the API
-server: a test's proof that a patch is in flight (e.g. while the process gets SIGTERM).
+"""An admission webhook on loopback that holds Deployment writes inside the API server.
+
+A test's proof that a patch is in flight (e.g. while the process gets SIGTERM):
 
     with AdmissionGate(api, namespace, "probe") as gate:   # registered and effective
         gate.hold()
