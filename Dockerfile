@@ -1,4 +1,4 @@
-# The reconciler image: `reconciler serve` (gunicorn on $PORT, 8080) as user 10001.
+# The reconciler image: `reconciler serve` (waitress on $PORT, 8080) as user 10001.
 #
 #   docker build -t reconciler .
 #   gcloud builds submit --tag REGION-docker.pkg.dev/PROJECT/REPOSITORY/reconciler:TAG .

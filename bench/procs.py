@@ -183,7 +183,7 @@ def run_measured(
 
 
 class ServeProcess:
-    """`reconciler serve` on a free loopback port; the gunicorn worker does the syncs."""
+    """`reconciler serve` on a free loopback port (one process: waitress and the syncs)."""
 
     def __init__(
         self, config_path: Path, env: Mapping[str, str], log_path: Path, token: str
@@ -239,10 +239,8 @@ class ServeProcess:
                 )
             status = self._get_json("/status")
             if status is not None and status.get("last_sync") is not None:
-                workers = children(self.proc.pid)
-                if len(workers) == 1:
-                    self.worker_pid = workers[0]
-                    return
+                self.worker_pid = self.proc.pid
+                return
             if time.monotonic() > deadline:
                 raise RuntimeError("reconciler serve did not finish its startup sync in time")
             time.sleep(0.2)

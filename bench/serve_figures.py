@@ -1,5 +1,5 @@
 """Serve-mode figures: POST /sync/<site> trigger-to-patch latency, Pub/Sub publish-to-sync-start
-latency, and the pod's idle resident memory, with a real API server, emulator and gunicorn.
+latency, and the pod's idle resident memory, with a real API server, emulator and waitress.
 
     .venv/bin/python -m bench.serve_figures [--runs 20] [--latency-ms 200]
 """
@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,11 +38,6 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
-
-
-def children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
-    return [int(p) for p in out.stdout.split()]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -107,9 +101,7 @@ def main() -> None:
                 proc.wait_for(lambda: sync_events(proc), what="the startup sync")
                 time.sleep(5)
                 assert proc.proc is not None
-                master = proc.proc.pid
-                workers = children(master)
-                idle = {"master_kib": rss_kib(master), "worker_kib": sum(map(rss_kib, workers))}
+                idle = {"process_kib": rss_kib(proc.proc.pid)}
 
                 http: list[float] = []
                 for _ in range(args.runs):

@@ -1,4 +1,4 @@
-"""Runs `reconciler serve` as a real gunicorn process on loopback, for tests and the benchmark."""
+"""Runs `reconciler serve` as a real waitress process on loopback, for tests and the benchmark."""
 
 from __future__ import annotations
 

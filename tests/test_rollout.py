@@ -8,7 +8,8 @@ import pytest
 
 from reconciler.core import annotations as ann
 from reconciler.core import commands, config, planner, rollout
-from reconciler.core.engine import Engine, SyncRequest
+from reconciler.core.engine import Engine, SiteResult, SyncRequest
+from reconciler.core.errors import ReconcilerError
 from reconciler.core.model import (
     Action,
     BranchHead,
@@ -20,6 +21,8 @@ from reconciler.core.model import (
     Site,
     SitePlan,
 )
+from reconciler.serve.follower import Follower, SharedLease
+from reconciler.serve.state import merged
 from tests.fakes import FakeCluster, FakeHeads, FakeVerifier
 
 GOOD, BAD, NEXT = "1" * 40, "2" * 40, "3" * 40
@@ -305,6 +308,68 @@ def test_hold_resume_and_rollback_commands() -> None:
     assert cluster.deployments[("web", "blog")].containers[0].image == img(GOOD)
     with pytest.raises(commands.CommandError, match="40-character"):
         commands.rollback(engine, site, by="bob", to="abc")
+
+
+class CountingLease:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.busy = False
+
+    def acquire(self) -> None:
+        if self.busy:
+            raise ReconcilerError("another replica holds the Lease")
+        self.calls.append("acquire")
+
+    def renew(self) -> None:
+        self.calls.append("renew")
+
+    def release(self) -> None:
+        self.calls.append("release")
+
+
+def test_shared_lease_is_released_by_its_last_user_only() -> None:
+    lease = CountingLease()
+    shared = SharedLease(lease)
+    shared.acquire()  # a sync
+    shared.acquire()  # the follower, meanwhile
+    shared.release()
+    assert lease.calls == ["acquire"]
+    shared.release()
+    assert lease.calls == ["acquire", "release"]
+
+
+def test_follower_rolls_back_only_when_it_can_take_the_lease() -> None:
+    cfg, _, cluster, engine = world()
+    seen: list[tuple[SiteResult, Rollout | None]] = []
+    lease = CountingLease()
+    lease.busy = True
+    follower = Follower(
+        engine, lambda: cfg, on_result=lambda r, b: seen.append((r, b)), lease=lease
+    )
+    follower.track(["blog"])
+    follower.tick()
+    assert (
+        cluster.patches == [] and seen == [] and follower.tracked == {"blog": Rollout.PROGRESSING}
+    )
+    lease.busy = False
+    follower.tick()
+    assert len(cluster.patches) == 1 and seen[0][0].applied
+    assert follower.tracked == {} and lease.calls == ["acquire", "release"]
+    stored = SiteResult(
+        replace(plan(deployed(status=DEADLINE)), action=Action.UPDATE), applied=True
+    )
+    after = merged(stored, seen[0][0])
+    assert after.action is Action.ROLLED_BACK and after.state.value == "rolled-back"
+
+
+def test_a_rollback_by_another_replica_shows_on_this_ones_page() -> None:
+    cfg, _, _, engine = world()
+    engine.follow(cfg.sites[0])
+    theirs = engine.follow(cfg.sites[0], act=False)
+    mine = SiteResult(plan(deployed(status=STUCK)))  # in sync with BAD, progressing
+    after = merged(mine, theirs)
+    assert after.action is Action.SKIP and after.state.value == "rolled-back"
+    assert after.plan.failed_sha == BAD
 
 
 def test_rollback_to_a_commit_deploys_its_verified_digest() -> None:

@@ -7,92 +7,24 @@ pods is in test_rollout_cluster.py.
 
 from __future__ import annotations
 
-import io
-import json
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import kubernetes
 import pytest
 
-from reconciler.cli.main import main
 from reconciler.core import annotations as ann
 from testkit.controlplane import ControlPlane
-from testkit.deployments import create_deployment, get_deployment, write_status
-from testkit.github import GitHubStandIn, random_sha
-from testkit.github_fixtures import TOKEN
+from testkit.deployments import write_status
+from testkit.github import GitHubStandIn
+from testkit.rollout_world import RolloutWorld
 
 pytestmark = pytest.mark.controlplane
 
 
-class World:
-    """A site "blog" in its own namespace, a GitHub stand-in, the CLI and kubectl."""
-
-    def __init__(
-        self, cp: ControlPlane, api: Any, ns: str, github: GitHubStandIn, tmp: Path
-    ) -> None:
-        self.cp, self.api, self.ns, self.github = cp, api, ns, github
-        self.sites = tmp / "sites.toml"
-        self.sites.write_text(
-            f'[sites.blog]\nrepo = "acme/blog"\nbranch = "main"\nnamespace = "{ns}"\n'
-            'container = "app"\nimage = "gcr.io/p/blog:{sha}"\nverify = "none"\n'
-        )
-        self.env = {
-            "GITHUB_API_URL": github.url,
-            "GITHUB_TOKEN": TOKEN,
-            "KUBECONFIG": str(cp.kubeconfig_path),
-            "USER": "alice",
-        }
-        github.add_repo("acme/blog", {"main": random_sha()})
-        create_deployment(api, ns, "blog", "gcr.io/p/blog:before")
-
-    def head(self, sha: str | None = None) -> str:
-        sha = sha or random_sha()
-        self.github.set_branch("acme/blog", "main", sha)
-        return sha
-
-    def cli(self, *argv: str) -> tuple[int, Any]:
-        out, err = io.StringIO(), io.StringIO()
-        code = main(
-            [*argv, "--config", str(self.sites), "--output", "json"],
-            env=self.env,
-            stdout=out,
-            stderr=err,
-        )
-        text = out.getvalue()
-        return code, (json.loads(text) if text.strip() else err.getvalue())
-
-    def sync(self) -> dict[str, Any]:
-        code, results = self.cli("sync")
-        assert code == 0, results
-        return dict(results[0])
-
-    def kubectl(self, *argv: str) -> None:
-        subprocess.run(
-            ["kubectl", "--kubeconfig", str(self.cp.kubeconfig_path), "-n", self.ns, *argv],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-
-    def get(self) -> dict[str, Any]:
-        return get_deployment(self.api, self.ns, "blog")
-
-    def image(self) -> str:
-        d = self.get()
-        return str(next(c["image"] for c in d["spec"]["template"]["spec"]["containers"]))
-
+class World(RolloutWorld):
     def status(self, *, failed: bool = False) -> None:
         write_status(self.api, self.ns, "blog", rollout="failed" if failed else "available")
-
-    def events(self) -> list[str | None]:
-        core = kubernetes.client.CoreV1Api(self.api)
-        return [
-            e.reason
-            for e in core.list_namespaced_event(self.ns).items
-            if e.involved_object.name == "blog"
-        ]
 
 
 @pytest.fixture
@@ -102,8 +34,22 @@ def world(
     k8s_namespace: str,
     github: GitHubStandIn,
     tmp_path: Path,
+    *,
+    kubectl: str,
 ) -> World:
-    return World(control_plane, kube_api_client, k8s_namespace, github, tmp_path)
+
+    def run(*args: str) -> None:
+        argv = [kubectl, "--kubeconfig", str(control_plane.kubeconfig_path), *args]
+        subprocess.run(argv, check=True, capture_output=True, timeout=60)
+
+    return World(
+        kube_api_client,
+        k8s_namespace,
+        github,
+        tmp_path,
+        kubeconfig=control_plane.kubeconfig_path,
+        kubectl=run,
+    )
 
 
 def test_failed_rollout_is_rolled_back_remembered_and_the_next_commit_deploys(
@@ -129,12 +75,12 @@ def test_failed_rollout_is_rolled_back_remembered_and_the_next_commit_deploys(
     assert {"RolloutFailed", "RolledBack"} <= set(world.events())
 
     world.status()
-    rv = world.get()["metadata"]["resourceVersion"]
+    rv = world.resource_version()
     for _ in range(2):
         skipped = world.sync()
         assert skipped["action"] == "skip" and "failed" in skipped["reason"]
         assert skipped["rollout"] == "available"
-    assert world.get()["metadata"]["resourceVersion"] == rv  # no write
+    assert world.resource_version() == rv  # no write
 
     good = world.head()
     again = world.sync()
@@ -152,10 +98,10 @@ def test_kubectl_set_image_holds_until_a_new_commit_and_set_env_does_not(world: 
     held = world.sync()
     assert held["action"] == "held" and held["held_by"] == "kubectl-set"
     assert "reconciler resume blog" in held["reason"]
-    rv = world.get()["metadata"]["resourceVersion"]
+    rv = world.resource_version()
     for _ in range(2):
         assert world.sync()["action"] == "held"
-    assert world.get()["metadata"]["resourceVersion"] == rv
+    assert world.resource_version() == rv
     assert world.image() == "gcr.io/p/blog:hotfix"
     assert "Held" in world.events()
 

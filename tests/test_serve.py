@@ -1,4 +1,4 @@
-"""`reconciler serve` as a real gunicorn process, against the stand-in and a real API server."""
+"""`reconciler serve` as a real waitress process, against the stand-in and a real API server."""
 
 from __future__ import annotations
 

@@ -1,4 +1,10 @@
-"""`reconciler serve`: gunicorn (one worker, threads) around the app, scheduler and triggers."""
+"""`reconciler serve`: waitress (one process, a thread pool) around the app, scheduler, triggers.
+
+waitress reads each request, headers and body, in its event loop and hands it to a thread only
+once it is complete, so clients that send part of a request and stall hold a socket, not a
+thread: /healthz, /readyz and the triggers keep answering. Idle connections are closed after
+CHANNEL_TIMEOUT seconds; at most `Settings.http_connections` are open at once.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,10 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+import threading
+import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any
-
-from gunicorn.app.base import BaseApplication
 
 from reconciler.serve.process import GRACEFUL_TIMEOUT
 from reconciler.settings import Settings
@@ -21,39 +26,69 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+CHANNEL_TIMEOUT = 30  # seconds a connection may sit idle (no bytes, no request running)
+MAX_HEADER_BYTES = 64 * 1024
+MAX_BODY_BYTES = 26 * 1024 * 1024  # GitHub's webhook payloads are at most 25 MB
 
-class _Gunicorn(BaseApplication):  # type: ignore[misc]
-    def __init__(self, options: dict[str, Any], build: Callable[[], Process]) -> None:
-        self.options = options
-        self.build = build
-        self.process: Process | None = None
-        super().__init__()
 
-    def load_config(self) -> None:
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
-        self.cfg.set("post_worker_init", self._post_worker_init)
-        self.cfg.set("worker_exit", self._worker_exit)
+class _Server:
+    """One waitress server in this process: exactly one scheduler per pod."""
 
-    def load(self) -> Any:
-        self.process = self.build()
-        return self.process.app
+    def __init__(self, process: Process, host: str, port: int, settings: Settings) -> None:
+        from waitress import create_server
 
-    def _post_worker_init(self, worker: Any) -> None:
-        process = self.process
-        assert process is not None
-        original = worker.handle_exit
+        self.process = process
+        self.map: dict[int, Any] = {}
+        self.server: Any = create_server(
+            process.app,
+            map=self.map,
+            host=host,
+            port=port,
+            threads=settings.http_threads,
+            connection_limit=settings.http_connections,
+            channel_timeout=CHANNEL_TIMEOUT,
+            cleanup_interval=min(CHANNEL_TIMEOUT, 30),
+            max_request_header_size=MAX_HEADER_BYTES,
+            max_request_body_size=MAX_BODY_BYTES,
+            ident="reconciler",
+            expose_tracebacks=False,
+        )
+        self.done = threading.Event()
+        self._stopping = threading.Lock()
 
-        def on_term(sig: int, frame: FrameType | None) -> None:
-            process.begin_shutdown()
-            original(sig, frame)
+    def run(self) -> None:
+        """Serve until a SIGTERM/SIGINT shutdown has finished (see stop)."""
+        from waitress import wasyncore
 
-        signal.signal(signal.SIGTERM, on_term)
-        process.start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        self.process.start()
+        try:
+            while not self.done.is_set():
+                wasyncore.loop(timeout=1.0, map=self.map, count=1)
+        finally:
+            self.server.close()
+            wasyncore.close_all(self.map)
+            self.server.task_dispatcher.shutdown(cancel_pending=True, timeout=2)
 
-    def _worker_exit(self, server: Any, worker: Any) -> None:
-        if self.process is not None:
+    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
+        if self._stopping.acquire(blocking=False):  # a second signal changes nothing
+            threading.Thread(target=self.stop, name="shutdown", daemon=True).start()
+
+    def stop(self) -> None:
+        """Triggers stop (503), the patch in flight finishes, nothing new starts, Pub/Sub
+        messages are nacked; requests still running get their answer; then the loop ends.
+        /healthz answers (and /readyz says "shutting down") until the end."""
+        deadline = time.monotonic() + GRACEFUL_TIMEOUT
+        try:
+            self.process.begin_shutdown()
             self.process.finish()
+            dispatcher = self.server.task_dispatcher
+            while (dispatcher.active_count or dispatcher.queue) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            self.done.set()
+            self.server.trigger.pull_trigger()  # wake the loop now rather than within 1 s
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
@@ -75,23 +110,10 @@ def serve(
 
     limit_malloc_arenas(settings.malloc_arenas)
     logs.setup(settings)
-    address = f"{bind or settings.bind}:{port or settings.port}"
-    options = {
-        "bind": address,
-        "workers": 1,  # exactly one scheduler per pod
-        "worker_class": "gthread",
-        "threads": settings.http_threads,
-        "timeout": 120,
-        "graceful_timeout": GRACEFUL_TIMEOUT,
-        "keepalive": 5,
-        "accesslog": None,
-        "errorlog": "-",
-        "loglevel": "warning",
-        "proc_name": "reconciler",
-        "logger_class": "gunicorn.glogging.Logger",
-    }
-    log.info("starting on %s with %s", address, config_path, extra={"event": "starting"})
-    _Gunicorn(options, lambda: build_process(config_path, settings)).run()
+    host, port = bind or settings.bind, port or settings.port
+    log.info("starting on %s:%s with %s", host, port, config_path, extra={"event": "starting"})
+    _Server(build_process(config_path, settings), host, port, settings).run()
+    log.info("stopped", extra={"event": "stopped"})
     return 0
 
 

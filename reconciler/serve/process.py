@@ -1,4 +1,4 @@
-"""What runs inside the gunicorn worker: the Service, its background triggers and the WSGI app."""
+"""What runs inside the serve process: the Service, its background triggers and the WSGI app."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from reconciler.core.config import Config
 from reconciler.core.engine import SiteResult, SyncReport, SyncRequest
-from reconciler.core.model import Action, SiteState
+from reconciler.core.model import Action, SiteState, Skip
 
 RUN_HISTORY = 200
 COUNTED_STATES = (
@@ -227,6 +227,24 @@ def merged(stored: SiteResult, followed: SiteResult) -> SiteResult:
                 progress=p.progress,
                 failed_sha=p.failed_sha,
                 target_image=p.target_image,
+                current_image=p.current_image,
+                running_sha=p.running_sha,
+                changed_at=p.changed_at,
+            ),
+        )
+    sha = stored.plan.sha
+    if p.failed_sha and p.failed_sha == sha and stored.plan.action is not Action.ROLLED_BACK:
+        return replace(  # rolled back by another replica (or a CLI sync) meanwhile
+            stored,
+            applied=False,
+            plan=replace(
+                stored.plan,
+                action=Action.SKIP,
+                skip=Skip.FAILED_COMMIT,
+                reason=f"{sha[:7]} failed to roll out and was rolled back",
+                rollout=p.rollout,
+                progress=p.progress,
+                failed_sha=p.failed_sha,
                 current_image=p.current_image,
                 running_sha=p.running_sha,
                 changed_at=p.changed_at,
