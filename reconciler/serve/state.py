@@ -250,8 +250,6 @@ def merged(stored: SiteResult, followed: SiteResult) -> SiteResult:
                 changed_at=p.changed_at,
             ),
         )
-    if p.action is Action.ERROR and p.rollout is None:  # the Deployment could not be read
+    if p.current_image is None:  # the Deployment could not be read: nothing new
         return stored
-    # Following reads no branch head, so its verdict is an error even when it saw the
-    # rollout: keep the sync's verdict and take the rollout's progress.
     return replace(stored, plan=replace(stored.plan, rollout=p.rollout, progress=p.progress))
