@@ -134,9 +134,13 @@ class Demo:
         sites = self.request("GET", "/status")["sites"]
         return next(s for s in sites if s["site"] == name)
 
-    def until(self, name: str, what: str, **want: Any) -> dict[str, Any]:
+    def until(self, name: str, what: str, sha: str = "", **want: Any) -> dict[str, Any]:
+        """The site once its fields are ``want`` (and it runs commit ``sha...`` if given)."""
+
         def check() -> dict[str, Any] | None:
             s = self.site(name)
+            if not (s.get("running_sha") or "").startswith(sha):
+                return None
             return s if all(s.get(k) == v for k, v in want.items()) else None
 
         return wait_for(check, timeout=120, what=f"{name}: {what} ({want})")
@@ -180,8 +184,7 @@ def test_the_demo_deploys_rolls_back_holds_and_stops_clean(
 
     out = demo.run("push", "blog")
     sha = out.split(" is now ")[1][:7]
-    blog = demo.until("blog", "the pushed commit runs", rollout="available")
-    assert blog["running_sha"].startswith(sha), blog
+    demo.until("blog", "the pushed commit rolls out", sha, state="in-sync", rollout="available")
 
     out = demo.run("push", "checkout", "--bad")
     bad = out.split(" is now ")[1][:7]
