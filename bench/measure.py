@@ -1,5 +1,4 @@
-"""Measurement: one sync (serve, CLI or baseline) measured: times, GitHub and API-server requests,
-CPU and peak RSS."""
+"""Measurement: one sync (serve, CLI or baseline): times, requests, points, CPU and peak RSS."""
 
 from __future__ import annotations
 
@@ -36,6 +35,7 @@ from bench.setup import (
     BenchSite,
     World,
 )
+from reconciler.core.rollout import FIELD_MANAGER
 
 SETTLE_S = 0.3  # let the last audit lines reach the file
 
@@ -219,6 +219,7 @@ class Meter:
             "kube_ca": str(self.world.cp.ca_path),
             "kube_token": self.world.kube_tokens["baseline"],
             "image_template": IMAGE_TEMPLATE,
+            "field_manager": FIELD_MANAGER,
             "sites": [
                 {
                     "repo": s.repo,

@@ -15,6 +15,7 @@ from typing import Any, cast
 
 import kubernetes
 
+from reconciler.core.rollout import FIELD_MANAGER
 from testkit.controlplane import (
     ControlPlane,
     kubeconfig_for_token,
@@ -191,7 +192,11 @@ class World:
                 pass
 
     def make_stale(self, sites: Sequence[BenchSite]) -> None:
-        """Set the sites' app image to one no branch points at (as admin): each is behind."""
+        """Set the sites' app image to one no branch points at: each is behind.
+
+        Written under the reconciler's field manager, as an older rollout of its own would be:
+        an image another manager set is a person's change, which the reconciler holds
+        (reconciler.core.rollout.hold_of) instead of updating."""
         self.stale += 1
         tag = f"stale-{self.stale}"
 
@@ -199,7 +204,9 @@ class World:
             body = {
                 "spec": {"template": {"spec": {"containers": [{"name": CONTAINER, "image": tag}]}}}
             }
-            self.apps.patch_namespaced_deployment(site.name, site.namespace, body)
+            self.apps.patch_namespaced_deployment(
+                site.name, site.namespace, body, field_manager=FIELD_MANAGER
+            )
 
         self._parallel(patch, sites)
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from reconciler.adapters import kube, lease
 from reconciler.adapters.delivery import WebhookSender
-from reconciler.adapters.github import GitHubSource
+from reconciler.adapters.github import GitHubDeployments, GitHubSource
 from reconciler.adapters.registry import RegistryVerifier, Verifiers
 from reconciler.core.engine import Engine
 from reconciler.core.notifier import NoteStore, Notifier
@@ -60,11 +60,15 @@ def build_engine(parts: Parts | None, settings: Settings) -> Engine:
 
 
 def build_notifier(engine: Engine, settings: Settings) -> Notifier:
-    """A Notifier posting over HTTPS, listing commits from GitHub and remembering what it said
-    on the Deployments (each when the engine's parts can do it)."""
+    """A Notifier posting over HTTPS, listing commits from GitHub, recording GitHub Deployments
+    (with credentials) and remembering what it said on the Deployments (each when the engine's
+    parts can do it)."""
     commits = engine.heads if isinstance(engine.heads, CommitLog) else None
     store = engine.cluster if isinstance(engine.cluster, NoteStore) else None
-    outbox = Outbox(WebhookSender(settings.environ), commits)
+    deployments = None
+    if isinstance(engine.heads, GitHubSource) and settings.github.authenticated:
+        deployments = GitHubDeployments(engine.heads)
+    outbox = Outbox(WebhookSender(settings.environ), commits, deployments=deployments)
     return Notifier(outbox, store, web_url=settings.github.web_url)
 
 

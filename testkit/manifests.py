@@ -27,7 +27,9 @@ from testkit.ci import unavailable
 from testkit.controlplane import (
     REPO_ROOT,
     ControlPlane,
+    ControlPlaneUnavailable,
     api_client_from_kubeconfig,
+    find_cluster_binaries,
     kubeconfig_for_token,
     serviceaccount_token,
 )
@@ -43,10 +45,14 @@ k8s = kubernetes.client
 
 @pytest.fixture(scope="session")
 def kubectl() -> str:
+    """kubectl (kustomize built in): on PATH, else the one tools/build-cluster.sh builds."""
     path = shutil.which("kubectl")
-    if path is None:
-        unavailable("kubectl (with kustomize) is not installed", "install kubectl")
-    return path
+    if path is not None:
+        return path
+    try:
+        return str(find_cluster_binaries() / "kubectl")
+    except ControlPlaneUnavailable as e:
+        unavailable(f"kubectl: {e}", "install Go >= 1.26 (tools/build-cluster.sh builds it)")
 
 
 def run(argv: list[str], stdin: str | None = None) -> str:

@@ -63,7 +63,6 @@ def deployed(
             observed_generation=2, desired=3, updated=3, replicas=3, ready=3, available=3
         ),
         image_owners={"app": FieldOwner(owner, "Update", owner_time)},
-        managers=frozenset({"kubectl-create", "reconciler", owner}),
         selector={"app": "blog"},
     )
 
@@ -223,8 +222,7 @@ def test_another_managers_image_change_holds_the_site(manager: str) -> None:
 def test_never_managed_deployment_is_adopted_not_held() -> None:
     d = replace(
         deployed(GOOD, owner="kubectl-create"),
-        annotations={},
-        managers=frozenset({"kubectl-create"}),
+        annotations={ann.NOTIFIED: "{}"},  # annotations of its own do not make it managed
     )
     assert plan(d, head=NEXT).action is Action.UPDATE
 
@@ -370,6 +368,15 @@ def test_a_rollback_by_another_replica_shows_on_this_ones_page() -> None:
     after = merged(mine, theirs)
     assert after.action is Action.SKIP and after.state.value == "rolled-back"
     assert after.plan.failed_sha == BAD
+
+
+def test_a_followed_rollout_that_ends_updates_the_sites_progress() -> None:
+    cfg, _, cluster, engine = world()
+    cluster.deployments[("web", "blog")] = deployed()  # available
+    stored = SiteResult(plan(deployed(status=STUCK)))
+    after = merged(stored, engine.follow(cfg.sites[0], act=False))
+    assert after.plan.rollout is Rollout.AVAILABLE and after.plan.progress == "3/3 ready"
+    assert after.action is Action.IN_SYNC
 
 
 def test_rollback_to_a_commit_deploys_its_verified_digest() -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 
 import requests
 
 from reconciler.core.errors import DeliveryError
-from reconciler.core.messages import SIGNATURE_HEADER, sign
+from reconciler.core.messages import SIGNATURE_HEADER, Notification, render, sign
 from reconciler.core.notifyconfig import Channel, SecretRef
 
 TIMEOUT = (5.0, 10.0)  # connect, read
@@ -40,9 +41,16 @@ class WebhookSender:
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "reconciler"
 
-    def send(self, channel: Channel, body: bytes, headers: Mapping[str, str]) -> None:
+    def send(self, channel: Channel, notification: Notification) -> None:
+        """Render for the channel's kind, sign when it has a secret, POST."""
+        assert channel.url is not None
         url = read_secret(channel.url, self.env)
-        out = dict(headers)
+        body = json.dumps(render(channel.kind, notification), ensure_ascii=False).encode()
+        out = {
+            "Content-Type": "application/json; charset=utf-8",
+            "X-Reconciler-Event": notification.event.value,
+            "X-Reconciler-Delivery": notification.id,
+        }
         if channel.secret is not None:
             out[SIGNATURE_HEADER] = sign(read_secret(channel.secret, self.env).encode(), body)
         try:

@@ -17,9 +17,9 @@ import urllib3
 from github import Auth, Github, GithubException
 from urllib3.util.retry import Retry
 
-from reconciler.core.errors import ErrorKind, GitHubError
+from reconciler.core.errors import DeliveryError, ErrorKind, GitHubError
 from reconciler.core.fanout import bounded_map
-from reconciler.core.messages import MAX_COMMITS, Commit, Comparison
+from reconciler.core.messages import MAX_COMMITS, Commit, Comparison, Notification
 from reconciler.core.model import (
     BranchHead,
     CommitState,
@@ -28,6 +28,7 @@ from reconciler.core.model import (
     ImageStatus,
     RepoRef,
 )
+from reconciler.core.notifyconfig import Channel, EventKind
 from reconciler.core.ports import RateLimit, VerifyRequest
 from reconciler.settings import GitHubSettings
 
@@ -634,3 +635,75 @@ def _root_cause(exc: BaseException) -> BaseException:
             return exc
         exc = inner
     return exc
+
+
+class GitHubDeployments:
+    """A GitHub Deployment per deployed commit, its statuses following the rollout: deploying →
+    in_progress, deployed → success (GitHub marks the previous ones inactive), rolled back →
+    failure for the bad commit and success again for the one running. Needs a token (or App)
+    with `deployments: write`. The deployment of a commit is found by a list query, so nothing
+    is remembered between syncs."""
+
+    def __init__(self, source: GitHubSource) -> None:
+        self.source = source
+
+    def send(self, channel: Channel, n: Notification) -> None:
+        if not (n.repo and n.new_sha and n.site):
+            return
+        environment = channel.environment or n.site
+        try:
+            if n.event is EventKind.DEPLOYING:
+                deployment = self._create(n.repo, n.new_sha, environment, n)
+                self._status(n.repo, deployment, "in_progress", n, "rolling out")
+            elif n.event is EventKind.DEPLOYED:
+                deployment = self._find(n.repo, n.new_sha, environment) or self._create(
+                    n.repo, n.new_sha, environment, n
+                )
+                self._status(n.repo, deployment, "success", n, "available")
+            elif n.event is EventKind.ROLLED_BACK:
+                bad = self._find(n.repo, n.new_sha, environment) or self._create(
+                    n.repo, n.new_sha, environment, n
+                )
+                self._status(n.repo, bad, "failure", n, f"rolled back: {n.reason}")
+                good = self._find(n.repo, n.old_sha, environment) if n.old_sha else None
+                if good is not None:
+                    self._status(n.repo, good, "success", n, "running again after a rollback")
+        except _Halt as halt:
+            raise DeliveryError(f"github_deployments: {halt.error.reason}") from halt
+        except GitHubError as exc:
+            retryable = exc.kind in (ErrorKind.GITHUB_UNAVAILABLE, ErrorKind.GITHUB_UNREACHABLE)
+            raise DeliveryError(f"github_deployments: {exc}", retryable=retryable) from exc
+
+    def _find(self, repo: str, sha: str, environment: str) -> int | None:
+        query = f"sha={sha}&environment={quote(environment, safe='')}&per_page=1"
+        r = self._checked(self.source._request("GET", f"/repos/{repo}/deployments?{query}"))
+        found = r.json() or []
+        return int(found[0]["id"]) if found else None
+
+    def _create(self, repo: str, sha: str, environment: str, n: Notification) -> int:
+        body = {
+            "ref": sha,
+            "environment": environment,
+            "auto_merge": False,
+            "required_contexts": [],  # the reconciler has checked what it needs already
+            "description": f"reconciler: {n.site} {n.branch or ''}@{sha[:7]}"[:140],
+            "payload": {"site": n.site, "namespace": n.namespace, "deployment": n.deployment},
+        }
+        r = self._checked(self.source._request("POST", f"/repos/{repo}/deployments", body=body))
+        return int((r.json() or {})["id"])
+
+    def _status(self, repo: str, deployment: int, state: str, n: Notification, what: str) -> None:
+        body: dict[str, Any] = {"state": state, "description": what[:140]}
+        if n.site_url:
+            body["environment_url"] = n.site_url
+            body["log_url"] = n.site_url
+        url = f"/repos/{repo}/deployments/{deployment}/statuses"
+        self._checked(self.source._request("POST", url, body=body))
+
+    @staticmethod
+    def _checked(r: _Response) -> _Response:
+        if 200 <= r.status < 300:
+            return r
+        hint = " (the token needs deployments: write)" if r.status in (403, 404) else ""
+        kind = ErrorKind.GITHUB_UNAVAILABLE if r.status >= 500 else ErrorKind.GITHUB
+        raise GitHubError(f"GitHub answered {r.status}: {r.message}{hint}", kind=kind)

@@ -46,6 +46,7 @@ class ErrorKind(StrEnum):
     PUBSUB = "pubsub"
     JOB = "job"
     SHUTTING_DOWN = "shutting_down"
+    COMMAND = "command"  # a hold, resume or rollback that cannot be done
     DELIVERY = "delivery"  # a notification could not be delivered
 
 
@@ -174,3 +175,9 @@ class ShuttingDown(ReconcilerError):
     """The runner no longer takes requests."""
 
     default_kind = ErrorKind.SHUTTING_DOWN
+
+
+class CommandError(ReconcilerError):
+    """A hold, resume or rollback that cannot be done, and why."""
+
+    default_kind = ErrorKind.COMMAND

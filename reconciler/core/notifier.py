@@ -108,10 +108,11 @@ class Notifier:
         decision = decide(prev, snap, now, Policy(blocked_after=settings.blocked_after))
         if decision.memory != prev:
             self._remember(site.namespace, site.deployment, site.name, decision.memory)
-        if decision.event is None or not settings.wants(decision.event):
+        channels = settings.channels_for(decision.event) if decision.event else ()
+        if decision.event is None or not channels:
             return None
         n = self._notification(result, decision, now, settings.status_url)
-        self.outbox.post(n, settings.channels)
+        self.outbox.post(n, channels)
         log.info(
             "notify %s: %s",
             site.name,
@@ -166,7 +167,7 @@ class Notifier:
         limited = [r for r in report.results if r.plan.error_kind == RATE_LIMITED]
         was, self._rate_limited = self._rate_limited, bool(limited)
         settings = config.notify.defaults
-        if not limited or was or not settings.wants(EventKind.RATE_LIMITED):
+        if not limited or was or EventKind.RATE_LIMITED not in settings.events:
             return None
         n = Notification(
             id=uuid.uuid4().hex,

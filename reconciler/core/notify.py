@@ -40,6 +40,7 @@ class Snapshot:
     detail: str = ""  # error kind for failing; who for held; the bad commit for rolled-back
     reason: str = ""
     held_at: str | None = None
+    applied: bool = False  # this very run changed the image
 
     @property
     def key(self) -> tuple[str, str]:
@@ -125,8 +126,11 @@ def snapshot(result: SiteResult) -> Snapshot:
         return replace(base, status=Status.ROLLED_BACK, detail=p.failed_sha or p.sha or "")
     if state is SiteState.FAILING:
         return replace(base, status=Status.FAILING, detail=p.error_kind or "error")
-    if result.applied:  # the rollout starts now: "deployed" once it is available
-        return replace(base, status=Status.DEPLOYING, running=p.sha)
+    if result.applied:  # the rollout starts now: "deployed" once it is available (sync --wait
+        # reports both in one result)
+        done = p.rollout is Rollout.AVAILABLE
+        status = Status.IN_SYNC if done else Status.DEPLOYING
+        return replace(base, status=status, running=p.sha, applied=True)
     if state is SiteState.IN_SYNC:
         # a rollout the controller has not reported on (None) counts as done: nothing better
         # is known; a failed one becomes a rollback verdict on its own
@@ -202,9 +206,11 @@ def _last_good(prev: Memory | None, snap: Snapshot) -> str | None:
 def _event_for_change(prev: Memory | None, snap: Snapshot) -> EventKind | None:
     if snap.status in _NOTABLE:
         return _NOTABLE[snap.status]
+    if snap.status is Status.DEPLOYING:
+        return EventKind.DEPLOYING  # only GitHub Deployments (and who asks for it) take it
     if snap.status is Status.IN_SYNC:
-        if prev is None:
-            return None  # first sight (a new site, or nothing recorded): nothing happened
+        if prev is None:  # first sight (a new site, or nothing recorded)
+            return EventKind.DEPLOYED if snap.applied else None
         if prev.status == Status.DEPLOYING.value or (
             prev.running is not None and prev.running != snap.running
         ):

@@ -9,7 +9,15 @@ from enum import StrEnum
 from typing import Any
 
 DEFAULT_BLOCKED_AFTER = 1800  # seconds a head may stay not-ready before "blocked" is sent
-NOTIFY_KEYS = ("status_url", "events", "blocked_after", "slack", "webhook", "google_chat")
+NOTIFY_KEYS = (
+    "status_url",
+    "events",
+    "blocked_after",
+    "slack",
+    "webhook",
+    "google_chat",
+    "github_deployments",
+)
 CHANNEL_KEYS: dict[str, tuple[str, ...]] = {
     "slack": ("webhook_env", "webhook_file"),
     "google_chat": ("webhook_env", "webhook_file"),
@@ -22,6 +30,7 @@ _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 class EventKind(StrEnum):
     """What a notification is about."""
 
+    DEPLOYING = "deploying"  # a new image was applied; its rollout runs (off by default)
     DEPLOYED = "deployed"
     ROLLED_BACK = "rolled-back"
     HELD = "held"
@@ -36,6 +45,7 @@ class ChannelKind(StrEnum):
     SLACK = "slack"
     WEBHOOK = "webhook"
     GOOGLE_CHAT = "google_chat"
+    GITHUB_DEPLOYMENTS = "github_deployments"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,13 +59,20 @@ class SecretRef:
         return f"${self.env}" if self.env else f"file {self.file}"
 
 
+# What GitHub Deployments follow: a deployment per commit, its statuses as the rollout goes.
+DEPLOYMENT_EVENTS = frozenset({EventKind.DEPLOYING, EventKind.DEPLOYED, EventKind.ROLLED_BACK})
+DEFAULT_EVENTS = frozenset(EventKind) - {EventKind.DEPLOYING}
+
+
 @dataclass(frozen=True, slots=True)
 class Channel:
-    """One destination: its kind, its URL (a secret), and for webhooks an optional HMAC key."""
+    """One destination: its kind, its URL (a secret), for webhooks an optional HMAC key, for
+    GitHub Deployments the environment (None: the site's name; the token is GitHub's)."""
 
     kind: ChannelKind
-    url: SecretRef
+    url: SecretRef | None = None
     secret: SecretRef | None = None
+    environment: str | None = None
 
     @property
     def name(self) -> str:
@@ -67,12 +84,21 @@ class NotifySettings:
     """The effective notification settings of one site."""
 
     channels: tuple[Channel, ...] = ()
-    events: frozenset[EventKind] = frozenset(EventKind)
+    events: frozenset[EventKind] = DEFAULT_EVENTS
     blocked_after: int = DEFAULT_BLOCKED_AFTER
     status_url: str | None = None
 
-    def wants(self, kind: EventKind) -> bool:
-        return bool(self.channels) and kind in self.events
+    def channels_for(self, kind: EventKind) -> tuple[Channel, ...]:
+        """The channels an event goes to (GitHub Deployments take only the rollout's events)."""
+        return tuple(
+            c
+            for c in self.channels
+            if (
+                kind in DEPLOYMENT_EVENTS
+                if c.kind is ChannelKind.GITHUB_DEPLOYMENTS
+                else kind in self.events
+            )
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +113,11 @@ class NotifyConfig:
 
     @property
     def channels(self) -> tuple[Channel, ...]:
-        """Every distinct channel of any site (for global events such as the rate limit)."""
+        """Every distinct message channel of any site (for global events: the rate limit)."""
         seen: dict[Channel, None] = dict.fromkeys(self.defaults.channels)
         for settings in self.sites.values():
             seen.update(dict.fromkeys(settings.channels))
-        return tuple(seen)
+        return tuple(c for c in seen if c.kind is not ChannelKind.GITHUB_DEPLOYMENTS)
 
 
 Problem = Callable[[tuple[str, ...], str, "str | None"], None]
@@ -175,10 +201,29 @@ def _settings(
         if value is False:
             channels.pop(kind, None)
             continue
-        channel = _channel(kind, value, (*where, kind.value), site, problem)
+        if kind is ChannelKind.GITHUB_DEPLOYMENTS:
+            channel = _deployments(value, (*where, kind.value), site, problem)
+        else:
+            channel = _channel(kind, value, (*where, kind.value), site, problem)
         if channel is not None:
             channels[kind] = channel
     return replace(out, channels=tuple(channels.values()))
+
+
+def _deployments(
+    raw: Any, where: tuple[str, ...], site: str | None, problem: Problem
+) -> Channel | None:
+    """github_deployments = true (environment: the site's name) or "environment-name"."""
+    if raw is True:
+        return Channel(ChannelKind.GITHUB_DEPLOYMENTS)
+    if isinstance(raw, str) and raw.strip() and len(raw) <= 255:
+        return Channel(ChannelKind.GITHUB_DEPLOYMENTS, environment=raw)
+    problem(
+        where,
+        '"github_deployments" must be true, false or an environment name such as "production"',
+        site,
+    )
+    return None
 
 
 def _channel(

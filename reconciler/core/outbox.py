@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
 from reconciler.core.errors import DeliveryError, ReconcilerError
-from reconciler.core.messages import Comparison, Notification, render
-from reconciler.core.notifyconfig import Channel
+from reconciler.core.messages import Comparison, Notification
+from reconciler.core.notifyconfig import Channel, ChannelKind
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +24,9 @@ RECENT_FAILURES = 20
 
 
 class Sender(Protocol):
-    """Posts one rendered message to one channel; raises DeliveryError."""
+    """Delivers one notification to one channel; raises DeliveryError."""
 
-    def send(self, channel: Channel, body: bytes, headers: Mapping[str, str]) -> None: ...
+    def send(self, channel: Channel, notification: Notification) -> None: ...
 
 
 @runtime_checkable
@@ -71,13 +70,17 @@ class Outbox:
         sender: Sender,
         commits: CommitLog | None = None,
         *,
+        deployments: Sender | None = None,
         backoff: Sequence[float] = BACKOFF,
         on_result: Callable[[str, str, bool], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         max_queued: int = MAX_QUEUED,
     ) -> None:
-        self.sender = sender
+        self.senders: dict[ChannelKind, Sender] = {kind: sender for kind in ChannelKind}
+        self.senders.pop(ChannelKind.GITHUB_DEPLOYMENTS)
+        if deployments is not None:
+            self.senders[ChannelKind.GITHUB_DEPLOYMENTS] = deployments
         self.commits = commits
         self.backoff = tuple(backoff)
         self.on_result = on_result or (lambda channel, event, ok: None)
@@ -155,14 +158,14 @@ class Outbox:
             envelope.enriched = True
             envelope.notification = self._enrich(envelope.notification)
         n = envelope.notification
-        body = json.dumps(render(job.channel.kind, n), ensure_ascii=False).encode()
-        headers = {
-            "Content-Type": "application/json; charset=utf-8",
-            "X-Reconciler-Event": n.event.value,
-            "X-Reconciler-Delivery": n.id,
-        }
+        sender = self.senders.get(job.channel.kind)
         try:
-            self.sender.send(job.channel, body, headers)
+            if sender is None:
+                raise DeliveryError(
+                    "GitHub Deployments need a GitHub token or App with deployments: write",
+                    retryable=False,
+                )
+            sender.send(job.channel, n)
         except DeliveryError as exc:
             if exc.retryable and job.attempt < len(self.backoff):
                 delay = self.backoff[job.attempt]

@@ -7,7 +7,15 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from testkit.github.state import Commit, Repo, combined_state, node_id, page
+from testkit.github.state import (
+    Commit,
+    Deployment,
+    DeploymentStatus,
+    Repo,
+    combined_state,
+    node_id,
+    page,
+)
 
 Json = Any
 
@@ -364,3 +372,50 @@ def comparison(
         "commits": [commit_object(repo, repo.commits[c], api) for c in shown],
         "files": [],
     }
+
+
+def deployment_object(repo: Repo, d: Deployment, api: str) -> dict[str, Json]:
+    base = f"{api}/repos/{repo.owner}/{repo.name}"
+    return {
+        "url": f"{base}/deployments/{d.id}",
+        "id": d.id,
+        "node_id": node_id(f"010:Deployment{d.id}"),
+        "sha": d.sha,
+        "ref": d.ref,
+        "task": d.task,
+        "payload": d.payload,
+        "original_environment": d.environment,
+        "environment": d.environment,
+        "description": d.description,
+        "creator": simple_user(_BOT_LOGIN, _BOT_ID, "User", api),
+        "created_at": d.created_at,
+        "updated_at": d.statuses[-1].created_at if d.statuses else d.created_at,
+        "statuses_url": f"{base}/deployments/{d.id}/statuses",
+        "repository_url": base,
+        "transient_environment": d.transient,
+        "production_environment": d.production,
+    }
+
+
+def deployment_status_object(
+    repo: Repo, d: Deployment, s: DeploymentStatus, api: str
+) -> dict[str, Json]:
+    base = f"{api}/repos/{repo.owner}/{repo.name}"
+    obj: dict[str, Json] = {
+        "url": f"{base}/deployments/{d.id}/statuses/{s.id}",
+        "id": s.id,
+        "node_id": node_id(f"016:DeploymentStatus{s.id}"),
+        "state": s.state,
+        "creator": simple_user(_BOT_LOGIN, _BOT_ID, "User", api),
+        "description": s.description,
+        "environment": s.environment,
+        "target_url": s.log_url,
+        "created_at": s.created_at,
+        "updated_at": s.created_at,
+        "deployment_url": f"{base}/deployments/{d.id}",
+        "repository_url": base,
+        "log_url": s.log_url,
+    }
+    if s.environment_url:
+        obj["environment_url"] = s.environment_url
+    return obj

@@ -8,7 +8,7 @@ import secrets
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -73,6 +73,36 @@ class Check:
 
 
 @dataclass
+class DeploymentStatus:
+    """One status of a GitHub Deployment, as created through the API."""
+
+    id: int
+    state: str
+    description: str
+    environment: str
+    log_url: str
+    environment_url: str
+    created_at: str
+
+
+@dataclass
+class Deployment:
+    """A GitHub Deployment and its statuses (newest last)."""
+
+    id: int
+    sha: str
+    ref: str
+    task: str
+    environment: str
+    description: str | None
+    payload: Json
+    transient: bool
+    production: bool
+    created_at: str
+    statuses: list[DeploymentStatus] = field(default_factory=list)
+
+
+@dataclass
 class Repo:
     owner: str
     name: str
@@ -88,6 +118,7 @@ class Repo:
     commits: dict[str, Commit] = field(default_factory=dict)
     checks: dict[str, list[Check]] = field(default_factory=dict)
     full_cache: dict[str, Json] | None = None
+    deployments: dict[int, Deployment] = field(default_factory=dict)
 
     @property
     def full_name(self) -> str:
@@ -310,6 +341,14 @@ class RepoState(Core):
             kept = [c for c in repo.checks.get(sha, []) if c.name not in names]
             kept += [Check(self._new_id(), name, state, now, kind) for name in names]
             repo.checks[sha] = kept
+
+    def deployments(self, full_name: str) -> list[Deployment]:
+        """The repository's Deployments (oldest first), each with its statuses."""
+        with self._lock:
+            return [
+                replace(d, statuses=list(d.statuses))
+                for d in self._repo(full_name).deployments.values()
+            ]
 
     def clear_checks(self, full_name: str, sha: str) -> None:
         with self._lock:
