@@ -60,9 +60,7 @@ class _Progress:
         if text.startswith("go: downloading"):
             return  # hundreds of them: the ticker says it is working
         for name in MEASURED_SECONDS:
-            if text.startswith(f"build-cluster: building {name} ") or text.startswith(
-                f"build-controlplane: building {name} "
-            ):
+            if f": building {name} (" in text:  # tools/gobuild.sh's "TAG: building NAME (v…"
                 if not self.announced:
                     announce_cold_build(COLD_TOTAL - self.done_before)
                     self.announced = True
