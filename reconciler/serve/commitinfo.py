@@ -77,4 +77,3 @@ class CommitInfo:
     def get(self, key: Key | None) -> Comparison | None:
         with self._lock:
             return self._known.get(key) if key else None
-
