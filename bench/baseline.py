@@ -11,7 +11,9 @@ RSS is its own::
     python -m bench.baseline --spec spec.json
 
 ``spec.json``: {"github_url", "github_token", "kube_host", "kube_ca", "kube_token",
-"image_template", "sites": [{"repo", "branch", "namespace", "deployment", "container"}]}.
+"image_template", "field_manager" (the PUT's; the reconciler's own, so its later syncs do not
+take the baseline's writes for a person's change), "sites": [{"repo", "branch", "namespace",
+"deployment", "container"}]}.
 Prints one JSON object: {"loop_s", "sites", "updated", "errors"}.
 """
 
@@ -58,7 +60,10 @@ def run_loop(spec: dict[str, Any]) -> dict[str, Any]:
                 if container.name == site["container"] and container.image != image:
                     container.image = image
                     apps.replace_namespaced_deployment(
-                        site["deployment"], site["namespace"], deployment
+                        site["deployment"],
+                        site["namespace"],
+                        deployment,
+                        field_manager=spec.get("field_manager"),
                     )
                     updated += 1
         except Exception as exc:  # keep going, like the hourly script would

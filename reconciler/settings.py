@@ -61,6 +61,7 @@ class Settings:
     pod_namespace: str | None = None  # POD_NAMESPACE
     lease_namespace: str | None = None  # RECONCILER_LEASE_NAMESPACE, else POD_NAMESPACE
     lease_enabled: bool = True  # RECONCILER_LEASE=off disables it
+    lease_seconds: int = 60  # RECONCILER_LEASE_SECONDS: renewed every quarter of it
     docker_config: str | None = None  # DOCKER_CONFIG (a directory holding config.json)
     insecure_registries: tuple[str, ...] = ()  # RECONCILER_INSECURE_REGISTRIES, comma-separated
     registry_auth_hosts: tuple[str, ...] = ()  # RECONCILER_REGISTRY_AUTH_HOSTS, comma-separated
@@ -72,6 +73,10 @@ class Settings:
     malloc_arenas: int = 2  # RECONCILER_MALLOC_ARENAS
     log_format: str | None = None  # LOG_FORMAT: json | text (default: text on a terminal)
     log_level: str = "info"  # LOG_LEVEL: info | debug
+    user: str | None = None  # USER, else LOGNAME: who runs a CLI command (hold, rollback)
+    # the environment as read at start: notification channels name their secrets' variables
+    # in sites.toml ([notify] slack = { webhook_env = "..." }), so they are looked up here
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def identity(self) -> str:
@@ -122,6 +127,7 @@ class Settings:
             pod_namespace=pod_namespace,
             lease_namespace=env.get("RECONCILER_LEASE_NAMESPACE") or pod_namespace,
             lease_enabled=env.get("RECONCILER_LEASE", "on") != "off",
+            lease_seconds=_integer(env, "RECONCILER_LEASE_SECONDS", 60),
             docker_config=env.get("DOCKER_CONFIG") or None,
             insecure_registries=_hosts(env, "RECONCILER_INSECURE_REGISTRIES"),
             registry_auth_hosts=_hosts(env, "RECONCILER_REGISTRY_AUTH_HOSTS"),
@@ -133,6 +139,8 @@ class Settings:
             malloc_arenas=_integer(env, "RECONCILER_MALLOC_ARENAS", 2),
             log_format=log_format,
             log_level=(env.get("LOG_LEVEL") or "info").lower(),
+            user=env.get("USER") or env.get("LOGNAME") or None,
+            environ=dict(env),
         )
 
 

@@ -9,9 +9,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from reconciler.adapters import kube, lease
-from reconciler.adapters.github import GitHubSource
+from reconciler.adapters.delivery import WebhookSender
+from reconciler.adapters.github import GitHubDeployments, GitHubSource
 from reconciler.adapters.registry import RegistryVerifier, Verifiers
 from reconciler.core.engine import Engine
+from reconciler.core.notifier import NoteStore, Notifier
+from reconciler.core.outbox import CommitLog, Outbox
 from reconciler.core.ports import Cluster, HeadSource, ImageVerifier
 from reconciler.settings import Settings
 
@@ -56,6 +59,19 @@ def build_engine(parts: Parts | None, settings: Settings) -> Engine:
     return Engine(heads=heads, cluster=cluster, verifier=verifier)
 
 
+def build_notifier(engine: Engine, settings: Settings) -> Notifier:
+    """A Notifier posting over HTTPS, listing commits from GitHub, recording GitHub Deployments
+    (with credentials) and remembering what it said on the Deployments (each when the engine's
+    parts can do it)."""
+    commits = engine.heads if isinstance(engine.heads, CommitLog) else None
+    store = engine.cluster if isinstance(engine.cluster, NoteStore) else None
+    deployments = None
+    if isinstance(engine.heads, GitHubSource) and settings.github.authenticated:
+        deployments = GitHubDeployments(engine.heads)
+    outbox = Outbox(WebhookSender(settings.environ), commits, deployments=deployments)
+    return Notifier(outbox, store, web_url=settings.github.web_url)
+
+
 def build_process(config_path: str, settings: Settings) -> Process:
     """Everything `serve` runs in its worker: engine, Lease, Service, Pub/Sub, the WSGI app."""
     from reconciler.serve.app import create_app
@@ -69,8 +85,22 @@ def build_process(config_path: str, settings: Settings) -> Process:
     the_lease = None
     if settings.lease_active:
         assert settings.lease_namespace is not None
-        the_lease = lease.KubeLease(api, settings.lease_namespace, LEASE_NAME, settings.identity)
-    service = Service(config_path, engine, lease=the_lease, web_url=settings.github.web_url)
+        the_lease = lease.KubeLease(
+            api,
+            settings.lease_namespace,
+            LEASE_NAME,
+            settings.identity,
+            duration=settings.lease_seconds,
+        )
+    service = Service(
+        config_path,
+        engine,
+        lease=the_lease,
+        lease_renew_every=settings.lease_seconds / 4,
+        lease_renew_deadline=settings.lease_seconds * 2 / 3,
+        web_url=settings.github.web_url,
+        notifier=build_notifier(engine, settings),
+    )
     service.extra_health["kubernetes"] = cached(lambda: kube.ping(api), HEALTH_CHECK_TTL)
     triggers: list[BackgroundTrigger] = []
     for kind, subscription in settings.subscriptions:

@@ -6,6 +6,7 @@ conftest (or ``-p testkit.controlplane_fixtures``).
 - ``control_plane`` (session): one etcd + kube-apiserver for the whole session. If the
   binaries cannot be had: under CI (``$CI`` set and not "false"/"0") the test fails; else,
   with no Go toolchain and no ``$KUBEBUILDER_ASSETS``, it is skipped.
+- ``control_plane_binaries`` (session): just the binaries' directory, same rules.
 - ``kube_api_client`` (session): admin ``kubernetes.client.ApiClient`` for it.
 - ``k8s_namespace`` (function): a fresh, uniquely named namespace (deleted best-effort after;
   with no namespace controller it stays Terminating, which is harmless).
@@ -24,7 +25,6 @@ Every test using ``control_plane`` (directly or through the other fixtures) gets
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,6 +33,7 @@ from pathlib import Path
 import kubernetes
 import pytest
 
+from testkit.ci import unavailable
 from testkit.controlplane import (
     ControlPlane,
     ControlPlaneUnavailable,
@@ -40,10 +41,6 @@ from testkit.controlplane import (
     find_binaries,
     find_cluster_binaries,
 )
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -63,21 +60,20 @@ def _binaries(find: Callable[[], Path], what: str, enable: str) -> Path:
     except ControlPlaneUnavailable as e:
         error = e
     # Outside the except: no chained traceback in the report.
-    if _in_ci():
-        pytest.fail(f"{what} required in CI but unavailable: {error}", pytrace=False)
     if error.go_missing:
-        pytest.skip(f"{what} unavailable: {enable} to enable")
+        unavailable(f"{what}: {error}", enable)
     pytest.fail(f"{what} unavailable: {error}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
-def control_plane() -> Iterator[ControlPlane]:
-    bin_dir = _binaries(
-        find_binaries,
-        "control plane",
-        "install Go >= 1.26 or set KUBEBUILDER_ASSETS",
-    )
-    with ControlPlane(bin_dir=bin_dir) as cp:
+def control_plane_binaries() -> Path:
+    """The directory of kube-apiserver and etcd, for code that starts its own (the benchmark)."""
+    return _binaries(find_binaries, "control plane", "install Go >= 1.26 or set KUBEBUILDER_ASSETS")
+
+
+@pytest.fixture(scope="session")
+def control_plane(control_plane_binaries: Path) -> Iterator[ControlPlane]:
+    with ControlPlane(bin_dir=control_plane_binaries) as cp:
         yield cp
 
 

@@ -51,10 +51,17 @@ def deployment_body(
 def create_deployment(
     api: kubernetes.client.ApiClient, namespace: str, name: str, image: str, **kw: Any
 ) -> dict[str, Any]:
-    apps = kubernetes.client.AppsV1Api(api)
-    body = deployment_body(name, image, **kw)
-    apps.create_namespaced_deployment(namespace, body)  # type: ignore[arg-type]  # dicts serialise too
+    create_from_body(api, namespace, deployment_body(name, image, **kw))
     return get_deployment(api, namespace, name)
+
+
+def create_from_body(
+    api: kubernetes.client.ApiClient, namespace: str, body: dict[str, Any]
+) -> None:
+    """Create a Deployment from a plain manifest dict (the client serialises dicts as they are;
+    its annotation names only the V1Deployment model)."""
+    apps = kubernetes.client.AppsV1Api(api)
+    apps.create_namespaced_deployment(namespace, body)  # type: ignore[arg-type]
 
 
 def get_deployment(api: kubernetes.client.ApiClient, namespace: str, name: str) -> dict[str, Any]:

@@ -23,10 +23,13 @@ import kubernetes
 import pytest
 import yaml  # type: ignore[import-untyped]
 
+from testkit.ci import unavailable
 from testkit.controlplane import (
     REPO_ROOT,
     ControlPlane,
+    ControlPlaneUnavailable,
     api_client_from_kubeconfig,
+    find_cluster_binaries,
     kubeconfig_for_token,
     serviceaccount_token,
 )
@@ -40,18 +43,16 @@ Doc = dict[str, Any]
 k8s = kubernetes.client
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 @pytest.fixture(scope="session")
 def kubectl() -> str:
+    """kubectl (kustomize built in): on PATH, else the one tools/build-cluster.sh builds."""
     path = shutil.which("kubectl")
-    if path is None:
-        if _in_ci():
-            pytest.fail("kubectl (with kustomize) is required in CI", pytrace=False)
-        pytest.skip("kubectl (with kustomize) is not installed")
-    return path
+    if path is not None:
+        return path
+    try:
+        return str(find_cluster_binaries() / "kubectl")
+    except ControlPlaneUnavailable as e:
+        unavailable(f"kubectl: {e}", "install Go >= 1.26 (tools/build-cluster.sh builds it)")
 
 
 def run(argv: list[str], stdin: str | None = None) -> str:

@@ -24,7 +24,6 @@ marker, so ``-m "not pubsub"`` deselects them.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from typing import Any
 import pytest
 from google.cloud import pubsub_v1
 
+from testkit.ci import unavailable
 from testkit.pubsub_emulator import (
     PubSubEmulator,
     PubSubEmulatorError,
@@ -41,10 +41,6 @@ from testkit.pubsub_emulator import (
 )
 
 ACK_DEADLINE_SECONDS = 10
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 _FIXTURES = frozenset({"pubsub_emulator", "pstest_emulator", "pubsub_topic"})
@@ -61,9 +57,9 @@ def _emulator(kind: str | None, how: str) -> Iterator[PubSubEmulator]:
     try:
         emulator.start()
     except PubSubEmulatorUnavailable as e:
-        if _in_ci() or (e.forced and kind is None):
+        if e.forced and kind is None:  # a kind named by $RECONCILER_PUBSUB_EMULATOR
             pytest.fail(f"Pub/Sub emulator required but unavailable: {e}", pytrace=False)
-        pytest.skip(f"no {kind or 'Pub/Sub'} emulator: {e}. To enable: {how}")
+        unavailable(f"no {kind or 'Pub/Sub'} emulator: {e}", how)
     except PubSubEmulatorError as e:
         pytest.fail(f"Pub/Sub emulator failed to start: {e}", pytrace=False)
     try:

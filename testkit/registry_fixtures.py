@@ -6,17 +6,13 @@ when it cannot be had; elsewhere they skip, saying how to enable them.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from testkit.ci import unavailable
 from testkit.registry import DistributionRegistry, RegistryUnavailable, find_registry
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 @pytest.fixture(scope="session")
@@ -24,9 +20,10 @@ def registry_binary() -> Path:
     try:
         return find_registry()
     except RegistryUnavailable as e:
-        if _in_ci():
-            pytest.fail(f"the Distribution registry is required but unavailable: {e}")
-        pytest.skip(f"{e}: install Go >= 1.26 so tools/build-registry.sh can build the registry")
+        unavailable(
+            f"the Distribution registry: {e}",
+            "install Go >= 1.26 so tools/build-registry.sh can build the registry",
+        )
 
 
 @pytest.fixture(scope="session")

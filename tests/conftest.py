@@ -7,4 +7,5 @@ pytest_plugins = [
     "testkit.pubsub_fixtures",
     "testkit.registry_fixtures",
     "testkit.serve_world",
+    "testkit.webhook_receiver",
 ]

@@ -154,3 +154,18 @@ class FakeVerifier:
             else ImageStatus(True, digest=self.digests.get(r.image))
             for r in requests
         }
+
+
+class GatedCluster(FakeCluster):
+    """A FakeCluster whose first observe() waits until `gate` is set (a run held mid-plan)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def observe(self, namespaces: Collection[str]) -> Mapping[str, NamespaceView]:
+        if not self.entered.is_set():
+            self.entered.set()
+            self.gate.wait(10)
+        return super().observe(namespaces)

@@ -8,14 +8,12 @@ benchmark's to print, never a test's to assert.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench.run import Options, run_benchmark
-from testkit.controlplane import ControlPlaneUnavailable, find_binaries
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(300)]
 
@@ -23,19 +21,7 @@ N = 30
 NAMESPACES = 10
 
 
-def _require_control_plane() -> None:
-    try:
-        find_binaries()
-    except ControlPlaneUnavailable as e:
-        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-            pytest.fail(f"control plane required in CI but unavailable: {e}", pytrace=False)
-        if e.go_missing:
-            pytest.skip("real kube-apiserver unavailable: install Go >= 1.26")
-        raise
-
-
-def test_bench_smoke(tmp_path: Path) -> None:
-    _require_control_plane()
+def test_bench_smoke(tmp_path: Path, control_plane_binaries: Path) -> None:
     out = tmp_path / "results.json"
     run_benchmark(
         Options(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from typing import Any
 
 import kubernetes
@@ -16,14 +17,31 @@ from testkit.controlplane import (
     pullfail_sha,
     wait_for,
 )
+from testkit.controlplane import cluster as cluster_module
 from testkit.controlplane.cluster import kwok_stages
-from testkit.deployments import deployment_body
+from testkit.deployments import create_from_body, deployment_body
+from testkit.processes import free_port
 
 CHANGE_CAUSE = "kubernetes.io/change-cause"
 
 
+def _apps(api: Any) -> Any:
+    return kubernetes.client.AppsV1Api(api)
+
+
+def _core(api: Any) -> Any:
+    return kubernetes.client.CoreV1Api(api)
+
+
+def _replicasets(api: Any, ns: str) -> list[dict[str, Any]]:
+    return [
+        api.sanitize_for_serialization(rs)
+        for rs in _apps(api).list_namespaced_replica_set(ns).items
+    ]
+
+
 def _deployment(api: Any, ns: str, name: str) -> dict[str, Any]:
-    d = kubernetes.client.AppsV1Api(api).read_namespaced_deployment(name, ns)
+    d = _apps(api).read_namespaced_deployment(name, ns)
     result: dict[str, Any] = api.sanitize_for_serialization(d)
     return result
 
@@ -47,7 +65,7 @@ def _available(api: Any, ns: str, name: str) -> bool:
 
 
 def _pods(api: Any, ns: str, app: str) -> list[dict[str, Any]]:
-    pods = kubernetes.client.CoreV1Api(api).list_namespaced_pod(ns, label_selector=f"app={app}")
+    pods = _core(api).list_namespaced_pod(ns, label_selector=f"app={app}")
     return [api.sanitize_for_serialization(p) for p in pods.items]
 
 
@@ -67,7 +85,7 @@ def _pods_with_image(api: Any, ns: str, app: str, image: str) -> list[dict[str, 
 def _create(api: Any, ns: str, name: str, image: str, **spec: Any) -> None:
     body = deployment_body(name, image)
     body["spec"].update(spec)
-    kubernetes.client.AppsV1Api(api).create_namespaced_deployment(ns, body)
+    create_from_body(api, ns, body)
 
 
 def _set_image(api: Any, ns: str, name: str, image: str, cause: str | None = None) -> None:
@@ -76,7 +94,7 @@ def _set_image(api: Any, ns: str, name: str, image: str, cause: str | None = Non
     }
     if cause is not None:
         patch["metadata"] = {"annotations": {CHANGE_CAUSE: cause}}
-    kubernetes.client.AppsV1Api(api).patch_namespaced_deployment(name, ns, patch)
+    _apps(api).patch_namespaced_deployment(name, ns, patch)
 
 
 def test_stages_carry_every_marker() -> None:
@@ -116,8 +134,7 @@ def test_a_deployment_rolls_out_and_becomes_available(
         ),
         what="web:v2 to roll out",
     )
-    replicasets = kubernetes.client.AppsV1Api(api).list_namespaced_replica_set(ns).items
-    assert sorted(rs.spec.replicas for rs in replicasets) == [0, 2]
+    assert sorted(rs["spec"]["replicas"] for rs in _replicasets(api, ns)) == [0, 2]
 
 
 def test_a_crashlooping_image_never_gets_ready_and_exceeds_the_progress_deadline(
@@ -192,7 +209,7 @@ def test_kubectl_rollout_history_names_the_change_causes_and_undo_rolls_back(
     api, ns = cluster_api_client, cluster_namespace
     body = deployment_body("web", "gcr.io/p/web:aaaaaaa")
     body["metadata"]["annotations"] = {CHANGE_CAUSE: "reconciler: acme/web@aaaaaaa"}
-    kubernetes.client.AppsV1Api(api).create_namespaced_deployment(ns, body)
+    create_from_body(api, ns, body)
     wait_for(lambda: _available(api, ns, "web"), what="revision 1 to roll out")
     _set_image(api, ns, "web", "gcr.io/p/web:bbbbbbb", cause="reconciler: acme/web@bbbbbbb")
     wait_for(lambda: _available(api, ns, "web"), what="revision 2 to roll out")
@@ -235,3 +252,60 @@ def test_kubectl_rollout_history_names_the_change_causes_and_undo_rolls_back(
         "2",
         "3",
     ], history
+
+
+def test_deleting_a_deployment_or_a_namespace_leaves_nothing_behind(
+    local_cluster: LocalCluster, cluster_api_client: Any
+) -> None:
+    # What cluster_namespace relies on: no crash loop outlives its test.
+    api, core = cluster_api_client, _core(cluster_api_client)
+    ns = f"t-delete-{crashloop_sha()[:8]}"
+    core.create_namespace({"metadata": {"name": ns}})
+    for name in ("web", "shop"):
+        _create(api, ns, name, f"gcr.io/p/{name}:{crashloop_sha()}")
+        wait_for(lambda: len(_pods(api, ns, name)) == 2, what=f"two {name} pods")  # noqa: B023
+
+    _apps(api).delete_namespaced_deployment("web", ns)  # the garbage collector cascades
+    wait_for(
+        lambda: (
+            not _pods(api, ns, "web")
+            and [rs["metadata"]["labels"]["app"] for rs in _replicasets(api, ns)] == ["shop"]
+        ),
+        what="web's ReplicaSet and pods to go",
+    )
+
+    core.delete_namespace(ns)
+
+    def gone() -> bool:
+        try:
+            core.read_namespace(ns)
+        except kubernetes.client.ApiException as e:
+            return bool(e.status == 404)
+        return False
+
+    wait_for(gone, what=f"namespace {ns} to be deleted")
+    assert core.list_namespaced_pod(ns).items == []
+
+
+def test_a_component_that_loses_the_race_for_its_port_starts_again_on_another(
+    local_cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = iter([taken.getsockname()[1]])  # kube-controller-manager's first port
+        monkeypatch.setattr(cluster_module, "free_port", lambda: next(ports, None) or free_port())
+        with LocalCluster(
+            bin_dir=local_cluster.bin_dir, cluster_bin_dir=local_cluster.cluster_bin_dir
+        ) as cluster:
+            assert (
+                "address already in use"
+                in cluster.component_log_paths["kube-controller-manager"].read_text()
+            )
+            assert set(cluster.component_pids()) == {
+                "etcd",
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+                "kwok",
+            }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,12 +11,12 @@ from typing import Any
 import kubernetes
 import pytest
 
-from reconciler.adapters.kube import KubeCluster, api_client
+from reconciler.adapters.kube import KubeCluster, api_client, request
 from reconciler.adapters.lease import KubeLease
 from reconciler.adapters.registry import RegistryVerifier
 from reconciler.core import config
 from reconciler.core.engine import Engine, SyncRequest
-from reconciler.core.errors import LeaseBusy
+from reconciler.core.errors import KubernetesError, LeaseBusy
 from reconciler.core.model import Action, ImageChange
 from testkit.controlplane import ControlPlane
 from testkit.deployments import create_deployment, get_deployment
@@ -172,11 +173,88 @@ def test_lease_one_holder_at_a_time(kube_api_client: Any, k8s_namespace: str) ->
 
 def test_expired_lease_can_be_taken_over(kube_api_client: Any, k8s_namespace: str) -> None:
     a = KubeLease(kube_api_client, k8s_namespace, "reconciler", "pod-a", duration=1)
+    b = KubeLease(kube_api_client, k8s_namespace, "reconciler", "pod-b", duration=30)
     a.acquire()
-    import time
+    with pytest.raises(LeaseBusy, match="pod-a"):
+        b.acquire()  # b has only just seen pod-a's record
+    deadline = time.monotonic() + 20
+    while True:  # a renews no more: once b has seen the record unchanged for 1 s, it is b's
+        try:
+            b.acquire()
+            break
+        except LeaseBusy:
+            assert time.monotonic() < deadline, "pod-b never took the expired Lease over"
+            time.sleep(0.1)
+    assert lease_spec(kube_api_client, k8s_namespace)["holderIdentity"] == "pod-b"
+    with pytest.raises(LeaseBusy, match="lost"):
+        a.renew()
 
-    time.sleep(1.5)
-    KubeLease(kube_api_client, k8s_namespace, "reconciler", "pod-b", duration=30).acquire()
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_lease_expiry_is_judged_by_local_observation(
+    kube_api_client: Any, k8s_namespace: str
+) -> None:
+    """Like client-go's leader election: a record is expired when this replica has seen it
+    unchanged for leaseDurationSeconds of its own clock, whatever the holder's timestamps say."""
+    request(
+        kube_api_client,
+        "POST",
+        f"/apis/coordination.k8s.io/v1/namespaces/{k8s_namespace}/leases",
+        action="create the Lease",
+        body={
+            "metadata": {"name": "reconciler"},
+            "spec": {
+                "holderIdentity": "pod-a",
+                "leaseDurationSeconds": 30,
+                "renewTime": "2001-01-01T00:00:00.000000Z",  # the holder's clock: far behind
+            },
+        },
+    )
+    clock = Clock()
+    b = KubeLease(kube_api_client, k8s_namespace, "reconciler", "pod-b", clock=clock)
+    with pytest.raises(LeaseBusy, match="pod-a"):
+        b.acquire()
+    clock.now += 20
+    a = KubeLease(kube_api_client, k8s_namespace, "reconciler", "pod-a", duration=30)
+    a.renew()  # the record changes: b's observation starts over
+    clock.now += 20
+    with pytest.raises(LeaseBusy, match="pod-a"):
+        b.acquire()
+    clock.now += 31
+    b.acquire()
+    assert lease_spec(kube_api_client, k8s_namespace)["holderIdentity"] == "pod-b"
+
+
+def test_a_deleted_lease_is_our_error_not_the_clients(
+    kube_api_client: Any, k8s_namespace: str
+) -> None:
+    a = KubeLease(kube_api_client, k8s_namespace, "reconciler", "pod-a")
+    a.acquire()
+    kubernetes.client.CoordinationV1Api(kube_api_client).delete_namespaced_lease(
+        "reconciler", k8s_namespace
+    )
+    with pytest.raises(KubernetesError, match="not found"):
+        a.renew()
+
+
+def lease_spec(api: Any, ns: str) -> dict[str, Any]:
+    return dict(
+        request(
+            api,
+            "GET",
+            f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/reconciler",
+            action="read",
+        )["spec"]
+    )
 
 
 def write_sites(tmp_path: Path, ns: str, body: str) -> config.Config:

@@ -7,7 +7,6 @@ pods is in test_rollout_cluster.py.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -35,10 +34,9 @@ def world(
     k8s_namespace: str,
     github: GitHubStandIn,
     tmp_path: Path,
+    *,
+    kubectl: str,
 ) -> World:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed")
 
     def run(*args: str) -> None:
         argv = [kubectl, "--kubeconfig", str(control_plane.kubeconfig_path), *args]

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from reconciler.core.engine import Engine, SyncRequest
-from reconciler.core.errors import ReconcilerError
+from reconciler.core.errors import KubernetesError, LeaseBusy, ReconcilerError
 from reconciler.core.model import Container, ObservedDeployment
 from reconciler.serve.service import Service
-from tests.fakes import FakeCluster, FakeHeads, FakeVerifier
+from tests.fakes import FakeCluster, FakeHeads, FakeVerifier, GatedCluster
+from tests.test_trigger import wait_until
 
 SITES = """\
 [defaults]
@@ -117,3 +118,48 @@ def test_shutdown_refuses_new_triggers(tmp_path: Path) -> None:
     with pytest.raises(ShuttingDown):
         svc.submit(SyncRequest())
     assert svc.readiness()["ready"] is False
+
+
+class LosingLease(FreeLease):
+    """A Lease whose renewal fails (taken by another replica, deleted, or a client bug)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error: Exception | None = error
+        self.renew_failures = 0
+
+    def renew(self) -> None:
+        if self.error is not None:
+            self.renew_failures += 1
+            raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [LeaseBusy("lost the Lease"), KubernetesError("cannot read Lease: not found"), KeyError("x")],
+)
+def test_a_lost_lease_stops_every_further_patch(tmp_path: Path, error: Exception) -> None:
+    path = tmp_path / "sites.toml"
+    path.write_text(SITES)
+    heads = FakeHeads()
+    heads.set("acme/blog", None, "a" * 40)
+    cluster = GatedCluster()
+    cluster.add(ObservedDeployment("default", "blog", (Container("app", "gcr.io/p/blog:x"),)))
+    lease = LosingLease(error)
+    engine = Engine(heads=heads, cluster=cluster, verifier=FakeVerifier())
+    svc = Service(str(path), engine, lease=lease, lease_renew_every=0.01)
+    try:
+        future = svc.submit_future(SyncRequest())
+        assert cluster.entered.wait(5)  # the run holds the Lease and is planning
+        wait_until(lambda: lease.renew_failures > 0, "a failed renewal")
+        cluster.gate.set()
+        blog = future.result(5).results[0]
+        assert cluster.applied == [] and not blog.applied
+        assert blog.plan.error_kind == "lease" and "Lease" in blog.plan.reason
+        lease.error = None  # the next run holds the Lease again, and patches
+        again = svc.submit_future(SyncRequest()).result(5).results[0]
+        assert again.applied and len(cluster.applied) == 1
+        assert lease.acquired == 2 and lease.released == 2
+    finally:
+        cluster.gate.set()
+        svc.shutdown(5)

@@ -46,6 +46,7 @@ def test_every_variable(tmp_path: Path) -> None:
             "RECONCILER_HTTP_THREADS": "8",
             "LOG_FORMAT": "text",
             "LOG_LEVEL": "DEBUG",
+            "LOGNAME": "ops",
         }
     )
     assert s.config_path == "/etc/sites.toml"
@@ -64,6 +65,9 @@ def test_every_variable(tmp_path: Path) -> None:
         "debug",
     )
     assert not Settings.from_env({"POD_NAMESPACE": "ops", "RECONCILER_LEASE": "off"}).lease_active
+    assert s.user == "ops" and Settings.from_env({"USER": "ana", "LOGNAME": "x"}).user == "ana"
+    assert Settings.from_env({}).lease_seconds == 60
+    assert Settings.from_env({"RECONCILER_LEASE_SECONDS": "4"}).lease_seconds == 4
 
 
 @pytest.mark.parametrize(

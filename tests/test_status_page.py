@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from testkit.ci import unavailable
 from testkit.github import GitHubStandIn, random_sha
 from testkit.serve_process import ServeProcess
 from testkit.serve_world import TRIGGER, image, start
@@ -24,10 +25,7 @@ CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        message = "headless Chromium unavailable: apt-get install chromium chromium-driver"
-        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        unavailable("headless Chromium", "apt-get install chromium chromium-driver")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 from reconciler.core.engine import Engine, SyncRequest
-from reconciler.core.model import Container, NamespaceView, ObservedDeployment
+from reconciler.core.model import Container, ObservedDeployment
 from reconciler.serve.app import create_app
 from reconciler.serve.service import Service
-from tests.fakes import FakeCluster, FakeHeads, FakeVerifier
+from tests.fakes import FakeHeads, FakeVerifier, GatedCluster
 
 TOKEN = "t0ken"
 SITES = """\
@@ -25,21 +24,6 @@ repo = "acme/blog"
 [sites.shop]
 repo = "acme/shop"
 """
-
-
-class GatedCluster(FakeCluster):
-    """A FakeCluster whose first observe() waits until the gate opens."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = threading.Event()
-        self.entered = threading.Event()
-
-    def observe(self, namespaces: Collection[str]) -> Mapping[str, NamespaceView]:
-        if not self.entered.is_set():
-            self.entered.set()
-            self.gate.wait(10)
-        return super().observe(namespaces)
 
 
 def wait_until(condition: Any, what: str, timeout: float = 10.0) -> None:

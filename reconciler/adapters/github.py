@@ -17,9 +17,11 @@ import urllib3
 from github import Auth, Github, GithubException
 from urllib3.util.retry import Retry
 
-from reconciler.core.errors import ErrorKind, GitHubError
+from reconciler.core.errors import DeliveryError, ErrorKind, GitHubError
 from reconciler.core.fanout import bounded_map
+from reconciler.core.messages import MAX_COMMITS, Commit, Comparison, Notification
 from reconciler.core.model import BranchHead, HeadError, HeadResult, ImageStatus, RepoRef
+from reconciler.core.notifyconfig import Channel, EventKind
 from reconciler.core.ports import RateLimit, VerifyRequest
 from reconciler.settings import GitHubSettings
 
@@ -444,6 +446,23 @@ class GitHubSource:
                 return [], f"{sha[:7]} has more than {CHECK_PAGES * 100} {items}; not read"
         return checks, None
 
+    # -- commits between two SHAs (notifications) ---------------------------------------------
+
+    def compare(self, repo: str, base: str, head: str) -> Comparison:
+        """The commits from base to head, newest MAX_COMMITS of them, in one REST request."""
+        try:
+            r = self._request("GET", f"/repos/{repo}/compare/{base}...{head}?per_page=100")
+        except _Halt as halt:
+            raise GitHubError(halt.error.reason, kind=halt.error.kind) from halt
+        if r.status != 200:
+            raise GitHubError(
+                f"GitHub answered {r.status} comparing {repo} {base[:7]}...{head[:7]}: {r.message}"
+            )
+        data = r.json() or {}
+        raw = data.get("commits") or []
+        commits = tuple(_commit_line(c) for c in raw[-MAX_COMMITS:])
+        return Comparison(commits, int(data.get("total_commits", len(raw))))
+
 
 CHECK_PAGES = 10  # 1,000 statuses and 1,000 check runs per commit at most
 FAILED = frozenset(
@@ -515,6 +534,17 @@ def _checks_verdict(checks: list[_Check], sha: str, required: tuple[str, ...]) -
     return ImageStatus(True)
 
 
+def _commit_line(c: Mapping[str, Any]) -> Commit:
+    detail = c.get("commit") or {}
+    author = (detail.get("author") or {}).get("name") or (c.get("author") or {}).get("login")
+    return Commit(
+        sha=str(c.get("sha", "")),
+        subject=str(detail.get("message", "")).split("\n", 1)[0],
+        author=str(author or "unknown"),
+        url=str(c.get("html_url", "")),
+    )
+
+
 def _heads_query(
     batch: list[list[RepoRef]],
 ) -> tuple[str, dict[str, str], dict[str, list[tuple[RepoRef, str]]]]:
@@ -580,3 +610,75 @@ def _root_cause(exc: BaseException) -> BaseException:
             return exc
         exc = inner
     return exc
+
+
+class GitHubDeployments:
+    """A GitHub Deployment per deployed commit, its statuses following the rollout: deploying →
+    in_progress, deployed → success (GitHub marks the previous ones inactive), rolled back →
+    failure for the bad commit and success again for the one running. Needs a token (or App)
+    with `deployments: write`. The deployment of a commit is found by a list query, so nothing
+    is remembered between syncs."""
+
+    def __init__(self, source: GitHubSource) -> None:
+        self.source = source
+
+    def send(self, channel: Channel, n: Notification) -> None:
+        if not (n.repo and n.new_sha and n.site):
+            return
+        environment = channel.environment or n.site
+        try:
+            if n.event is EventKind.DEPLOYING:
+                deployment = self._create(n.repo, n.new_sha, environment, n)
+                self._status(n.repo, deployment, "in_progress", n, "rolling out")
+            elif n.event is EventKind.DEPLOYED:
+                deployment = self._find(n.repo, n.new_sha, environment) or self._create(
+                    n.repo, n.new_sha, environment, n
+                )
+                self._status(n.repo, deployment, "success", n, "available")
+            elif n.event is EventKind.ROLLED_BACK:
+                bad = self._find(n.repo, n.new_sha, environment) or self._create(
+                    n.repo, n.new_sha, environment, n
+                )
+                self._status(n.repo, bad, "failure", n, f"rolled back: {n.reason}")
+                good = self._find(n.repo, n.old_sha, environment) if n.old_sha else None
+                if good is not None:
+                    self._status(n.repo, good, "success", n, "running again after a rollback")
+        except _Halt as halt:
+            raise DeliveryError(f"github_deployments: {halt.error.reason}") from halt
+        except GitHubError as exc:
+            retryable = exc.kind in (ErrorKind.GITHUB_UNAVAILABLE, ErrorKind.GITHUB_UNREACHABLE)
+            raise DeliveryError(f"github_deployments: {exc}", retryable=retryable) from exc
+
+    def _find(self, repo: str, sha: str, environment: str) -> int | None:
+        query = f"sha={sha}&environment={quote(environment, safe='')}&per_page=1"
+        r = self._checked(self.source._request("GET", f"/repos/{repo}/deployments?{query}"))
+        found = r.json() or []
+        return int(found[0]["id"]) if found else None
+
+    def _create(self, repo: str, sha: str, environment: str, n: Notification) -> int:
+        body = {
+            "ref": sha,
+            "environment": environment,
+            "auto_merge": False,
+            "required_contexts": [],  # the reconciler has checked what it needs already
+            "description": f"reconciler: {n.site} {n.branch or ''}@{sha[:7]}"[:140],
+            "payload": {"site": n.site, "namespace": n.namespace, "deployment": n.deployment},
+        }
+        r = self._checked(self.source._request("POST", f"/repos/{repo}/deployments", body=body))
+        return int((r.json() or {})["id"])
+
+    def _status(self, repo: str, deployment: int, state: str, n: Notification, what: str) -> None:
+        body: dict[str, Any] = {"state": state, "description": what[:140]}
+        if n.site_url:
+            body["environment_url"] = n.site_url
+            body["log_url"] = n.site_url
+        url = f"/repos/{repo}/deployments/{deployment}/statuses"
+        self._checked(self.source._request("POST", url, body=body))
+
+    @staticmethod
+    def _checked(r: _Response) -> _Response:
+        if 200 <= r.status < 300:
+            return r
+        hint = " (the token needs deployments: write)" if r.status in (403, 404) else ""
+        kind = ErrorKind.GITHUB_UNAVAILABLE if r.status >= 500 else ErrorKind.GITHUB
+        raise GitHubError(f"GitHub answered {r.status}: {r.message}{hint}", kind=kind)

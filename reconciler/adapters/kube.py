@@ -162,6 +162,19 @@ class KubeCluster:
                 self.event(patch.namespace, patch.deployment, note, patched.get("metadata") or {})
         return ApplyResult(True, generation=(patched.get("metadata") or {}).get("generation"))
 
+    def annotate(self, namespace: str, deployment: str, key: str, value: str) -> None:
+        """Set one annotation with a JSON merge patch, unguarded: it touches nothing anyone else
+        writes (the notification state); raises KubernetesError."""
+        request(
+            self.api,
+            "PATCH",
+            f"/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}",
+            action=f"annotate deployment {namespace}/{deployment}",
+            query={"fieldManager": FIELD_MANAGER},
+            body={"metadata": {"annotations": {key: value}}},
+            content_type="application/merge-patch+json",
+        )
+
     def pod_troubles(
         self, namespace: str, selector: Mapping[str, str], container: str, image: str
     ) -> tuple[str, ...]:

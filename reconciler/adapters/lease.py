@@ -6,7 +6,8 @@ Built on the Kubernetes adapter's request path (kube.request), which maps the cl
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,10 +20,24 @@ log = logging.getLogger(__name__)
 
 
 class KubeLease:
-    """A coordination.k8s.io Lease held while a sync runs, so one replica syncs at a time."""
+    """A coordination.k8s.io Lease held while a sync runs, so one replica syncs at a time.
+
+    Expiry is judged as client-go's leader election does it: by when this replica last saw the
+    record change, on its own monotonic clock, never by comparing the holder's timestamps with
+    the local clock (the holder's clock may be skewed). A replica that has just started must
+    therefore see another holder's record unchanged for its leaseDurationSeconds before it takes
+    the Lease over; a released Lease (no holder) is taken at once.
+    """
 
     def __init__(
-        self, api: Any, namespace: str, name: str, identity: str, duration: int = 60
+        self,
+        api: Any,
+        namespace: str,
+        name: str,
+        identity: str,
+        duration: int = 60,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.api = api
         self.path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
@@ -30,12 +45,14 @@ class KubeLease:
         self.name = name
         self.identity = identity
         self.duration = duration
+        self.clock = clock
+        self._seen: tuple[Any, ...] | None = None  # the record as last seen ...
+        self._seen_at = 0.0  # ... and when (self.clock) it was first seen like that
 
     def acquire(self) -> None:
         """Take the Lease or raise LeaseBusy (held by a live holder) / KubernetesError."""
-        now = datetime.now(UTC)
-        stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        spec = {
+        stamp = _stamp()
+        spec: dict[str, Any] = {
             "holderIdentity": self.identity,
             "leaseDurationSeconds": self.duration,
             "acquireTime": stamp,
@@ -46,31 +63,39 @@ class KubeLease:
         except KubernetesError as error:
             if error.kind is not ErrorKind.NOT_FOUND:
                 raise
-            body = {
+            body: dict[str, Any] = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
                 "metadata": {"name": self.name, "namespace": self.namespace},
-                "spec": spec,
+                "spec": {**spec, "leaseTransitions": 0},
             }
             try:
                 request(self.api, "POST", self.path, action=f"create {self._what}", body=body)
             except ConflictError as exc:
                 raise LeaseBusy("another replica took the Lease first") from exc
+            self._observe(body["spec"])
             return
         current = lease.get("spec") or {}
+        self._observe(current)
         holder = current.get("holderIdentity")
-        if holder and holder != self.identity and not _expired(current, now):
+        if holder and holder != self.identity and not self._expired(current):
             raise LeaseBusy(f"replica {holder} is syncing (Lease {self.name})")
         if holder == self.identity:
             spec["acquireTime"] = current.get("acquireTime") or stamp
+        else:
+            spec["leaseTransitions"] = int(current.get("leaseTransitions") or 0) + 1
         lease["spec"] = {**current, **spec}
         self._replace(lease)
 
     def renew(self) -> None:
+        """Renew our hold; LeaseBusy when another replica holds it now, KubernetesError when the
+        Lease is gone or the API server refuses."""
         lease = self._read()
-        if (lease.get("spec") or {}).get("holderIdentity") != self.identity:
-            raise LeaseBusy("lost the Lease")
-        lease["spec"]["renewTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        current = lease.get("spec") or {}
+        self._observe(current)
+        if current.get("holderIdentity") != self.identity:
+            raise LeaseBusy(f"lost the Lease to {current.get('holderIdentity') or 'nobody'}")
+        lease["spec"]["renewTime"] = _stamp()
         self._replace(lease)
 
     def release(self) -> None:
@@ -82,6 +107,15 @@ class KubeLease:
                 self._replace(lease)
         except KubernetesError as exc:
             log.warning("could not release the Lease %s: %s", self.name, exc)
+
+    def _observe(self, spec: Mapping[str, Any]) -> None:
+        record = tuple(spec.get(k) for k in _RECORD)
+        if record != self._seen:
+            self._seen, self._seen_at = record, self.clock()
+
+    def _expired(self, spec: Mapping[str, Any]) -> bool:
+        duration = float(spec.get("leaseDurationSeconds") or self.duration)
+        return self.clock() - self._seen_at > duration
 
     @property
     def _what(self) -> str:
@@ -101,14 +135,17 @@ class KubeLease:
             )
         except ConflictError as exc:
             raise LeaseBusy("another replica updated the Lease first") from exc
+        self._observe(lease.get("spec") or {})
 
 
-def _expired(spec: Mapping[str, Any], now: datetime) -> bool:
-    renew = spec.get("renewTime") or spec.get("acquireTime")
-    if not renew:
-        return True
-    try:
-        renewed = datetime.fromisoformat(str(renew).replace("Z", "+00:00"))
-    except ValueError:
-        return True
-    return (now - renewed).total_seconds() > float(spec.get("leaseDurationSeconds") or 0)
+_RECORD = (
+    "holderIdentity",
+    "leaseDurationSeconds",
+    "acquireTime",
+    "renewTime",
+    "leaseTransitions",
+)
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

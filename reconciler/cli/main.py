@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the clients are imported only by the commands that use them
     from reconciler.wiring import Parts
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+NOTIFY_WAIT = 30.0  # seconds a CLI sync waits for its notifications (retries included)
 DEFAULT_WAIT = 900.0
 
 
@@ -140,7 +141,7 @@ def main(
             print(f"{path}: ok, {len(config.sites)} site(s)", file=out)
             return EXIT_OK
         if args.command in ("hold", "resume", "rollback"):
-            return _command(args, config, parts=parts, settings=settings, env=env, out=out, err=err)
+            return _command(args, config, parts=parts, settings=settings, out=out, err=err)
         return _plan_or_sync(args, config, parts=parts, settings=settings, out=out, err=err)
     except ConfigError as exc:
         print(str(exc), file=err)
@@ -188,7 +189,23 @@ def _plan_or_sync(
         print(output.report_json(report), file=out)
     else:
         print(output.report_text(report), file=out)
+    wanted = any(s.channels for s in (config.notify.defaults, *config.notify.sites.values()))
+    if wanted and not (request.plan_only or request.dry_run):
+        _notify(engine, config, report, settings, err)
     return EXIT_OK if report.ok and not failed else EXIT_FAILED
+
+
+def _notify(
+    engine: Engine, config: config_mod.Config, report: SyncReport, settings: Settings, err: TextIO
+) -> None:
+    """After a CLI sync (already printed): send what changed, waiting a bounded time."""
+    from reconciler.wiring import build_notifier
+
+    notifier = build_notifier(engine, settings)
+    notifier.observe(config, report)
+    notifier.outbox.close(NOTIFY_WAIT)
+    if notifier.outbox.undelivered:
+        print(f"reconciler: {notifier.outbox.undelivered} notification(s) undelivered", file=err)
 
 
 def _wait(
@@ -236,7 +253,6 @@ def _command(
     *,
     parts: Parts | None,
     settings: Settings,
-    env: Mapping[str, str],
     out: TextIO,
     err: TextIO,
 ) -> int:
@@ -254,7 +270,7 @@ def _command(
     if args.context:
         parts.kube_context = args.context
     engine = build_engine(parts, settings)
-    by = f"{env.get('USER') or env.get('LOGNAME') or 'someone'} (cli)"
+    by = f"{settings.user or 'someone'} (cli)"
     try:
         if args.command == "hold":
             done = commands.hold(engine, site, by=by, reason=args.reason)

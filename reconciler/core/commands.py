@@ -9,16 +9,14 @@ from dataclasses import dataclass
 from reconciler.core import annotations as ann
 from reconciler.core import planner, rollout
 from reconciler.core.engine import CONFLICT_RETRIES, Engine
-from reconciler.core.errors import ReconcilerError
+from reconciler.core.errors import CommandError
 from reconciler.core.model import DeploymentPatch, ObservedDeployment, Site
 from reconciler.core.ports import VerifyRequest
 from reconciler.core.template import render
 
+__all__ = ["CommandError", "Done", "hold", "resume", "rollback"]
+
 _SHA = re.compile(r"^[0-9a-f]{40}$")
-
-
-class CommandError(ReconcilerError):
-    """A hold, resume or rollback that cannot be done, and why."""
 
 
 @dataclass(frozen=True, slots=True)

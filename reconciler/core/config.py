@@ -12,6 +12,7 @@ from typing import Any
 
 from reconciler.core.errors import ConfigError, ConfigProblem
 from reconciler.core.model import Site
+from reconciler.core.notifyconfig import NotifyConfig, parse_notify
 from reconciler.core.template import template_problems
 from reconciler.core.tomllines import Lines
 
@@ -27,6 +28,7 @@ SITE_KEYS = (
     "pin_digest",
     "required_checks",
     "rollout_timeout",
+    "notify",
 )
 DEFAULT_KEYS = (
     "branch",
@@ -39,7 +41,7 @@ DEFAULT_KEYS = (
 )
 MAX_ROLLOUT_TIMEOUT = 86400
 SERVICE_KEYS = ("schedule", "jitter", "timezone")
-TOP_KEYS = ("defaults", "service", "sites")
+TOP_KEYS = ("defaults", "service", "sites", "notify")
 VERIFY_MODES = ("registry", "checks", "none")
 DEFAULT_SCHEDULE = "0 * * * *"
 DEFAULT_TIMEZONE = "UTC"
@@ -67,6 +69,7 @@ class Config:
     path: str
     sites: tuple[Site, ...]
     service: ServiceSettings = field(default_factory=ServiceSettings)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -178,10 +181,11 @@ class _Validator:
             if site is not None:
                 sites.append(site)
         self._duplicates(sites)
+        notify = parse_notify(data, raw_sites, self.problem)
         if self.problems:
             self.problems.sort(key=lambda p: p.line or 0)
             raise ConfigError(self.problems)
-        return Config(self.path, tuple(sites), service)
+        return Config(self.path, tuple(sites), service, notify)
 
     def _verify(
         self, table: Mapping[str, Any], where: tuple[str, ...], site: str | None

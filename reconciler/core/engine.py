@@ -148,6 +148,9 @@ class Engine:
         self.apply_concurrency = apply_concurrency
         self.clock = clock
         self.stopping = threading.Event()  # set on shutdown: patches in flight finish, no new ones
+        # Why this replica may not write now (None: it may), asked before every patch; serve
+        # sets it to the Lease holder's answer, so a lost Lease stops every further patch.
+        self.fence: Callable[[], str | None] = _open
 
     def plan(self, config: Config, sites: Collection[str] | None = None) -> Plan:
         """Plan the selected sites (all when None): reads GitHub and the cluster, writes nothing."""
@@ -244,6 +247,9 @@ class Engine:
                 return SiteResult(
                     replace(p, action=Action.SKIP, skip=Skip.SHUTTING_DOWN, reason=reason)
                 )
+            fenced = None if dry_run else self.fence()
+            if fenced is not None:
+                return SiteResult(_failed(p, f"not applied: {fenced}", ErrorKind.LEASE))
             try:
                 result = self._send(p, dry_run=dry_run)
             except ReconcilerError as exc:  # an adapter bug must not sink the other sites
@@ -382,6 +388,10 @@ def _deployment(observed: Mapping[str, NamespaceView], site: Site) -> ObservedDe
 
 def _writes(p: SitePlan) -> bool:
     return p.action is Action.UPDATE or p.write is not None
+
+
+def _open() -> str | None:
+    return None
 
 
 def _failed(p: SitePlan, reason: str, kind: ErrorKind) -> SitePlan:

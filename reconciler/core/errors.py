@@ -46,6 +46,8 @@ class ErrorKind(StrEnum):
     PUBSUB = "pubsub"
     JOB = "job"
     SHUTTING_DOWN = "shutting_down"
+    COMMAND = "command"  # a hold, resume or rollback that cannot be done
+    DELIVERY = "delivery"  # a notification could not be delivered
 
 
 class ReconcilerError(Exception):
@@ -159,7 +161,23 @@ class JobError(ReconcilerError):
     default_kind = ErrorKind.JOB
 
 
+class DeliveryError(ReconcilerError):
+    """A notification could not be delivered; `retryable` says whether trying again may help."""
+
+    default_kind = ErrorKind.DELIVERY
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
 class ShuttingDown(ReconcilerError):
     """The runner no longer takes requests."""
 
     default_kind = ErrorKind.SHUTTING_DOWN
+
+
+class CommandError(ReconcilerError):
+    """A hold, resume or rollback that cannot be done, and why."""
+
+    default_kind = ErrorKind.COMMAND

@@ -238,6 +238,7 @@ class SitePlan:
     skip: Skip | None = None
     running_sha: str | None = None  # the commit the Deployment runs, as last recorded
     changed_at: str | None = None  # when the reconciler last changed it (annotation)
+    notified: str | None = None  # what was last notified about it (annotation, JSON)
     rollout: Rollout | None = None
     progress: str = ""  # e.g. "2/3 ready"
     held_by: str | None = None

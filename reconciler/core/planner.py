@@ -121,6 +121,7 @@ def plan_site(
         resource_version=deployment.resource_version,
         running_sha=deployment.annotations.get(ann.SHA),
         changed_at=deployment.annotations.get(ann.UPDATED_AT),
+        notified=deployment.annotations.get(ann.NOTIFIED),
     )
     container, problem = _pick_container(site, deployment)
     if container is None:

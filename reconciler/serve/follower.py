@@ -11,24 +11,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from typing import Protocol
 
 from reconciler.core.config import Config
 from reconciler.core.engine import Engine, SiteResult, SyncReport
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.model import Action, Rollout
+from reconciler.serve.leader import Lease
 
 log = logging.getLogger(__name__)
 
 FOLLOW_EVERY = 1.0
-
-
-class Lease(Protocol):
-    def acquire(self) -> None: ...
-
-    def renew(self) -> None: ...
-
-    def release(self) -> None: ...
 
 
 class SharedLease:

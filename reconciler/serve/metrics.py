@@ -55,6 +55,12 @@ class Metrics:
         self.config_valid = Gauge(
             "reconciler_config_valid", "1 while sites.toml as last read is valid", registry=r
         )
+        self.notifications = Counter(
+            "reconciler_notifications",
+            "Notifications by channel, event and outcome (delivered | undelivered)",
+            ["channel", "event", "outcome"],
+            registry=r,
+        )
         self.trigger_failures = Counter(
             "reconciler_sync_errors",
             "Syncs that could not run at all (config, lease), by trigger",
@@ -105,6 +111,10 @@ class Metrics:
             self.rate_limit.labels(resource).set(limit.remaining)
         if report.ok:
             self.last_success.set(report.finished_at)
+
+    def notification(self, channel: str, event: str, delivered: bool) -> None:
+        outcome = "delivered" if delivered else "undelivered"
+        self.notifications.labels(channel, event, outcome).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

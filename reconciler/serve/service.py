@@ -17,10 +17,11 @@ from reconciler.core import config as config_mod
 from reconciler.core.engine import Engine, SiteResult, SyncReport, SyncRequest
 from reconciler.core.errors import ConfigError, ConfigUnavailable
 from reconciler.core.model import Rollout, Site
+from reconciler.core.notifier import Notifier
 from reconciler.core.runner import Runner
 from reconciler.serve import state
 from reconciler.serve.follower import Follower, SharedLease
-from reconciler.serve.leader import Lease, LeaseHolder
+from reconciler.serve.leader import LEASE_SECONDS, Lease, LeaseHolder
 from reconciler.serve.metrics import Metrics
 from reconciler.serve.schedule import Schedule
 from reconciler.serve.state import Board, ConfigState, RunRecord
@@ -40,16 +41,30 @@ class Service:
         *,
         lease: Lease | None = None,
         lease_wait: float = 30.0,
+        lease_renew_every: float = LEASE_SECONDS / 4,
+        lease_renew_deadline: float = LEASE_SECONDS * 2 / 3,
         clock: Callable[[], float] = time.time,
         web_url: str = "https://github.com",
+        notifier: Notifier | None = None,
     ) -> None:
         self.config_path = config_path
         self.engine = engine
         self.lease = SharedLease(lease) if lease is not None else None  # runner and follower
-        self.leader = LeaseHolder(self.lease, wait=lease_wait) if self.lease else None
+        self.leader: LeaseHolder | None = None
+        if self.lease is not None:
+            self.leader = LeaseHolder(
+                self.lease,
+                wait=lease_wait,
+                renew_every=lease_renew_every,
+                renew_deadline=lease_renew_deadline,
+            )
+            engine.fence = self.leader.fence  # a lost Lease stops this replica's patches
         self.clock = clock
         self.web_url = web_url.rstrip("/")
         self.metrics = Metrics()
+        self.notifier = notifier
+        if notifier is not None:
+            notifier.outbox.on_result = self.metrics.notification
         self.config = ConfigState()
         self.board = Board()
         self.runner = Runner(self._run)
@@ -141,11 +156,20 @@ class Service:
         try:
             with held:
                 report = self.engine.run(cfg, request)
+                self._notify(cfg, report)  # under the Lease: one replica decides at a time
         except Exception:
             self.metrics.trigger_failures.labels(request.trigger).inc()
             raise
         self._record(report)
         return report
+
+    def _notify(self, cfg: config_mod.Config, report: SyncReport) -> None:
+        if self.notifier is None:
+            return
+        try:
+            self.notifier.observe(cfg, report)
+        except Exception:  # a notification bug must never fail the sync that triggered it
+            log.exception("deciding notifications failed")
 
     def _record(self, report: SyncReport) -> None:
         self.metrics.record(report, self.engine.heads.rate_limits())
@@ -164,6 +188,12 @@ class Service:
     def _followed(self, result: SiteResult, before: Rollout | None) -> None:
         """What following a rollout saw: the site's state, and the rollout's outcome."""
         self.metrics.followed(result, before)
+        cfg = self.config.good
+        if self.notifier is not None and cfg is not None:
+            try:
+                self.notifier.observe_followed(cfg, result)
+            except Exception:  # never let a notification bug stop the follower
+                log.exception("deciding notifications failed")
         with self._lock:
             counts = self.board.followed(result, self.clock())
         for site_state, count in counts.items():
@@ -219,7 +249,7 @@ class Service:
     def status(self) -> dict[str, Any]:
         next_run, syncing = self.next_run(), self.runner.busy
         with self._lock:
-            return state.status_view(
+            view = state.status_view(
                 self.board,
                 self.config,
                 self.config_path,
@@ -227,6 +257,29 @@ class Service:
                 syncing=syncing,
                 web_url=self.web_url,
             )
+        view["notifications"] = self._notifications()
+        return view
+
+    def _notifications(self) -> dict[str, Any] | None:
+        """Delivery counts and the last undelivered messages (None: notifications are off)."""
+        if self.notifier is None:
+            return None
+        box = self.notifier.outbox
+        return {
+            "delivered": box.delivered,
+            "undelivered": box.undelivered,
+            "pending": box.pending,
+            "recent_failures": [
+                {
+                    "at": f.at,
+                    "channel": f.channel,
+                    "event": f.event,
+                    "site": f.site,
+                    "error": f.error,
+                }
+                for f in reversed(box.failures)
+            ],
+        }
 
     def run_status(self, run_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -246,4 +299,7 @@ class Service:
             if self.leader is not None:
                 self.leader.stopping.set()
             self.schedule.stop()
-        return self.runner.close(timeout)
+        done = self.runner.close(timeout)
+        if done and self.notifier is not None:
+            self.notifier.outbox.close(min(timeout, 5.0))
+        return done

@@ -3,10 +3,10 @@
 On top of etcd + kube-apiserver it runs, all on loopback and built like them (tools/
 build-cluster.sh):
 
-- kube-controller-manager with only the deployment, replicaset and namespace controllers
-  (no leader election, no cloud, its own client identity); no garbage collector, so a deleted
-  Deployment leaves its ReplicaSets: give each test its own namespace, and delete the
-  namespace (the namespace controller empties it, and kwok then drops its pods);
+- kube-controller-manager with only the deployment, replicaset, garbage-collector and
+  namespace controllers (no leader election, no cloud, its own client identity): deleting a
+  Deployment deletes its ReplicaSets and Pods, deleting a namespace empties it (kwok then
+  drops the pods at once); still, give each test its own namespace;
 - kube-scheduler, which binds pods to the fake nodes;
 - kwok, which plays the kubelet of ``nodes`` fake Nodes (annotated ``kwok.x-k8s.io/node:
   fake``; their ``not-ready`` taint is removed here, as no node-lifecycle controller runs)
@@ -74,7 +74,12 @@ PULLFAIL_MARKERS = ("pullfail", "deadbee")
 STAGES_TEMPLATE = Path(__file__).with_name("kwok_stages.yaml")
 NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
-DEFAULT_CONTROLLERS = ("deployment-controller", "replicaset-controller", "namespace-controller")
+DEFAULT_CONTROLLERS = (
+    "deployment-controller",
+    "replicaset-controller",
+    "garbage-collector-controller",
+    "namespace-controller",
+)
 
 T = TypeVar("T")
 
@@ -162,6 +167,8 @@ class LocalCluster(ControlPlane):
         self.component_log_paths: dict[str, Path] = {}
         self.cluster_startup_seconds = 0.0
         self._components: dict[str, subprocess.Popen[bytes]] = {}
+        self._argv: dict[str, Callable[[], list[str]]] = {}
+        self._port_retries = 0
         self._health_ports: dict[str, int] = {}
 
     @property
@@ -198,18 +205,19 @@ class LocalCluster(ControlPlane):
     def _component_kubeconfig(self, name: str, user: str) -> Path:
         return self.client_kubeconfig(self.work_dir / f"{name}.kubeconfig", user, "system:masters")
 
-    def _spawn_component(self, name: str, argv: list[str]) -> None:
+    def _spawn_component(self, name: str, argv: Callable[[], list[str]]) -> None:
+        """Start component ``name`` with ``argv()`` (called again for a restart, so that it
+        can pick new ports)."""
         log = self.work_dir / f"{name}.log"
         self.component_log_paths[name] = log
-        self._components[name] = self._spawn(argv, log)
+        self._argv[name] = argv
+        self._components[name] = self._spawn(argv(), log)
 
     def _secure_serving(self, name: str, kubeconfig: Path) -> list[str]:
         port = free_port()
         self._health_ports[name] = port
         return [
             f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
             "--bind-address=127.0.0.1",
             f"--secure-port={port}",
             f"--cert-dir={self.work_dir / (name + '-certs')}",
@@ -224,7 +232,7 @@ class LocalCluster(ControlPlane):
         )
         self._spawn_component(
             "kube-controller-manager",
-            [
+            lambda: [
                 str(self.cluster_bin_dir / "kube-controller-manager"),
                 *self._secure_serving("kube-controller-manager", kcm),
                 "--use-service-account-credentials=false",
@@ -237,7 +245,7 @@ class LocalCluster(ControlPlane):
         scheduler = self._component_kubeconfig("kube-scheduler", "system:kube-scheduler")
         self._spawn_component(
             "kube-scheduler",
-            [
+            lambda: [
                 str(self.cluster_bin_dir / "kube-scheduler"),
                 *self._secure_serving("kube-scheduler", scheduler),
                 "--kube-api-qps=200",
@@ -250,7 +258,7 @@ class LocalCluster(ControlPlane):
         key, value = NODE_ANNOTATION
         self._spawn_component(
             "kwok",
-            [
+            lambda: [
                 str(self.cluster_bin_dir / "kwok"),
                 f"--kubeconfig={kwok}",
                 f"--config={stages}",
@@ -334,13 +342,20 @@ class LocalCluster(ControlPlane):
             time.sleep(0.1)
 
     def _check_components_alive(self) -> None:
-        for name, proc in self._components.items():
+        """Raise if a component exited, unless it lost the race for its port: then it starts
+        again on another (three times at most)."""
+        for name, proc in list(self._components.items()):
             code = proc.poll()
-            if code is not None:
-                raise ControlPlaneError(
-                    f"{name} exited with code {code} during startup; log tail:\n"
-                    f"{tail(self.component_log_paths[name])}"
-                )
+            if code is None:
+                continue
+            log = tail(self.component_log_paths[name])
+            if "address already in use" in log and self._port_retries < 3:
+                self._port_retries += 1
+                self._spawn_component(name, self._argv[name])
+                continue
+            raise ControlPlaneError(
+                f"{name} exited with code {code} during startup; log tail:\n{log}"
+            )
 
     def _healthy(self, name: str) -> bool:
         ctx = ssl.create_default_context()
@@ -352,6 +367,11 @@ class LocalCluster(ControlPlane):
                 return int(r.status) == 200
         except (OSError, ssl.SSLError, urllib.error.HTTPError):
             return False
+
+    def component_pids(self) -> dict[str, int]:
+        """Process id of each running component: etcd, kube-apiserver, and the cluster's."""
+        procs = {"etcd": self._etcd, "kube-apiserver": self._apiserver, **self._components}
+        return {name: p.pid for name, p in procs.items() if p is not None and p.poll() is None}
 
     # -- the person at the keyboard ----------------------------------------------------------
 

@@ -7,7 +7,15 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from testkit.github.state import Commit, Repo, combined_state, node_id, page
+from testkit.github.state import (
+    Commit,
+    Deployment,
+    DeploymentStatus,
+    Repo,
+    combined_state,
+    node_id,
+    page,
+)
 
 Json = Any
 
@@ -160,7 +168,7 @@ def commit_object(repo: Repo, commit: Commit, api: str) -> dict[str, Json]:
     html = f"{HTML_BASE}/{repo.full_name}"
     tree = hashlib.sha1(b"tree" + commit.sha.encode(), usedforsecurity=False).hexdigest()
     person = {
-        "name": "Stand-in Bot",
+        "name": commit.author,
         "email": "standin-bot@users.noreply.github.com",
         "date": commit.date,
     }
@@ -313,3 +321,101 @@ def check_runs(repo: Repo, sha: str, api: str, query: Mapping[str, list[str]]) -
             }
         )
     return {"total_count": len(runs), "check_runs": page(runs, query)[0]}
+
+
+def ancestry(repo: Repo, sha: str, limit: int = 10_000) -> list[str]:
+    """sha and its first-parent ancestors, newest first."""
+    out: list[str] = []
+    current: str | None = sha
+    while current is not None and current in repo.commits and len(out) < limit:
+        out.append(current)
+        parents = repo.commits[current].parents
+        current = parents[0] if parents else None
+    return out
+
+
+def comparison(
+    repo: Repo, base: str, head: str, basehead: str, api: str, *, page: int, per_page: int
+) -> dict[str, Json] | None:
+    """GET /compare/{base}...{head} over first-parent history; None for unrelated histories."""
+    head_line, base_line = ancestry(repo, head), ancestry(repo, base)
+    if base in head_line:
+        ahead, behind, merge_base = head_line[: head_line.index(base)], [], base
+    elif head in base_line:
+        ahead, behind, merge_base = [], base_line[: base_line.index(head)], head
+    else:
+        common = next((c for c in head_line if c in set(base_line)), None)
+        if common is None:
+            return None
+        ahead, behind = head_line[: head_line.index(common)], base_line[: base_line.index(common)]
+        merge_base = common
+    if base == head:
+        status = "identical"
+    elif not behind:
+        status = "ahead"
+    else:
+        status = "behind" if not ahead else "diverged"
+    shown = list(reversed(ahead))[(page - 1) * per_page : page * per_page]
+    html = f"{HTML_BASE}/{repo.full_name}"
+    return {
+        "url": f"{api}/repos/{repo.owner}/{repo.name}/compare/{basehead}",
+        "html_url": f"{html}/compare/{basehead}",
+        "permalink_url": f"{html}/compare/{repo.owner}:{base}...{repo.owner}:{head}",
+        "diff_url": f"{html}/compare/{basehead}.diff",
+        "patch_url": f"{html}/compare/{basehead}.patch",
+        "base_commit": commit_object(repo, repo.commits[base], api),
+        "merge_base_commit": commit_object(repo, repo.commits[merge_base], api),
+        "status": status,
+        "ahead_by": len(ahead),
+        "behind_by": len(behind),
+        "total_commits": len(ahead),
+        "commits": [commit_object(repo, repo.commits[c], api) for c in shown],
+        "files": [],
+    }
+
+
+def deployment_object(repo: Repo, d: Deployment, api: str) -> dict[str, Json]:
+    base = f"{api}/repos/{repo.owner}/{repo.name}"
+    return {
+        "url": f"{base}/deployments/{d.id}",
+        "id": d.id,
+        "node_id": node_id(f"010:Deployment{d.id}"),
+        "sha": d.sha,
+        "ref": d.ref,
+        "task": d.task,
+        "payload": d.payload,
+        "original_environment": d.environment,
+        "environment": d.environment,
+        "description": d.description,
+        "creator": simple_user(_BOT_LOGIN, _BOT_ID, "User", api),
+        "created_at": d.created_at,
+        "updated_at": d.statuses[-1].created_at if d.statuses else d.created_at,
+        "statuses_url": f"{base}/deployments/{d.id}/statuses",
+        "repository_url": base,
+        "transient_environment": d.transient,
+        "production_environment": d.production,
+    }
+
+
+def deployment_status_object(
+    repo: Repo, d: Deployment, s: DeploymentStatus, api: str
+) -> dict[str, Json]:
+    base = f"{api}/repos/{repo.owner}/{repo.name}"
+    obj: dict[str, Json] = {
+        "url": f"{base}/deployments/{d.id}/statuses/{s.id}",
+        "id": s.id,
+        "node_id": node_id(f"016:DeploymentStatus{s.id}"),
+        "state": s.state,
+        "creator": simple_user(_BOT_LOGIN, _BOT_ID, "User", api),
+        "description": s.description,
+        "environment": s.environment,
+        "target_url": s.log_url,
+        "created_at": s.created_at,
+        "updated_at": s.created_at,
+        "deployment_url": f"{base}/deployments/{d.id}",
+        "repository_url": base,
+        "log_url": s.log_url,
+    }
+    if s.environment_url:
+        obj["environment_url"] = s.environment_url
+    return obj

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
+import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -10,12 +13,24 @@ from typing import TYPE_CHECKING, Any
 
 from testkit.github import objects
 from testkit.github.replies import DOCS, Headers, Reply, error, json_ok, sha_reply
-from testkit.github.state import Repo, links, resolve_commit
+from testkit.github.schemas import rest_validators
+from testkit.github.state import (
+    Deployment,
+    DeploymentStatus,
+    Repo,
+    iso,
+    links,
+    page,
+    resolve_commit,
+)
 
 if TYPE_CHECKING:
     from testkit.github.ratelimits import Caller, RateLimits
 
 Json = Any
+
+#: Request bodies the stand-in refused (schema violations); the fixtures assert it stays empty.
+REQUEST_VIOLATIONS: list[str] = []
 
 #: Path parameters whose values may contain "/" (branch names, refs such as heads/main).
 SLASHED_PARAMS = frozenset({"branch", "ref", "basehead"})
@@ -269,6 +284,199 @@ def _paged(req: RestRequest, sha: str, what: str, obj: Json) -> Reply:
     if link and reply.status == 200:
         reply.headers.append(("Link", link))
     return reply
+
+
+@route(
+    "rest:compare",
+    "GET",
+    f"{_REPO_PREFIX}/compare/{{basehead}}",
+    "repos/compare-commits-with-basehead",
+    f"{_DOCS}/commits/commits#compare-two-commits",
+)
+def _compare(req: RestRequest) -> Reply:
+    basehead = req.params["basehead"]
+    base_ref, _, head_ref = basehead.partition("...")
+    base, head = resolve_commit(req.repo, base_ref), resolve_commit(req.repo, head_ref)
+    try:  # the compare endpoint pages its commits 250 at a time by default
+        per_page = max(1, min(int((req.query.get("per_page") or ["250"])[0]), 250))
+        page = max(int((req.query.get("page") or ["1"])[0]), 1)
+    except ValueError:
+        per_page, page = 250, 1
+    body = (
+        objects.comparison(req.repo, base, head, basehead, req.api, page=page, per_page=per_page)
+        if base and head
+        else None
+    )
+    return req.error(404, "Not Found") if body is None else req.ok(body)
+
+
+# ---- Deployments ------------------------------------------------------------------------------
+
+_DEPLOYMENT_IDS = itertools.count(2_000_001)
+_DEPLOY_DOCS = f"{_DOCS}/deployments/deployments"
+
+
+def _json_body(req: RestRequest) -> Json | Reply:
+    """The request's JSON body checked against the operation's request schema (GitHub: 400
+    for bad JSON, 422 for a body the schema rejects)."""
+    try:
+        body = json.loads(req.body or b"null")
+    except ValueError:
+        return req.error(400, "Problems parsing JSON")
+    problems = rest_validators().request_errors(req.route.operation_id, body)
+    if problems:
+        REQUEST_VIOLATIONS.extend(problems)
+        return req.error(422, "Invalid request.\n\n" + "\n".join(problems))
+    return body
+
+
+def _created(req: RestRequest, obj: Json) -> Reply:
+    return Reply(201, obj, schema_op=req.route.operation_id)
+
+
+@route(
+    "rest:deployments",
+    "GET",
+    f"{_REPO_PREFIX}/deployments",
+    "repos/list-deployments",
+    f"{_DEPLOY_DOCS}#list-deployments",
+)
+def _list_deployments(req: RestRequest) -> Reply:
+    repo = req.repo
+    keys = ("sha", "ref", "task", "environment")
+    wanted = {k: req.query[k][0] for k in keys if req.query.get(k)}
+    found = [
+        d
+        for d in reversed(repo.deployments.values())
+        if all(getattr(d, k) == v for k, v in wanted.items())
+    ]
+    shown, _, _ = page([objects.deployment_object(repo, d, req.api) for d in found], req.query)
+    return req.ok(shown)
+
+
+@route(
+    "rest:deployments-create",
+    "POST",
+    f"{_REPO_PREFIX}/deployments",
+    "repos/create-deployment",
+    f"{_DEPLOY_DOCS}#create-a-deployment",
+)
+def _create_deployment(req: RestRequest) -> Reply:
+    body = _json_body(req)
+    if isinstance(body, Reply):
+        return body
+    repo = req.repo
+    if "ref" not in body:
+        return req.error(422, 'Invalid request.\n\n"ref" wasn\'t supplied.')
+    sha = resolve_commit(repo, body["ref"])
+    if sha is None:
+        return req.error(422, f"No ref found for: {body['ref']}")
+    contexts = body.get("required_contexts")
+    checks = repo.checks.get(sha, [])
+    if contexts != [] and any(
+        c.state != "success" for c in checks if not contexts or c.name in contexts
+    ):
+        return req.error(409, "Conflict: Commit status checks failed for " + body["ref"] + ".")
+    environment = body.get("environment", "production")
+    deployment = Deployment(
+        id=next(_DEPLOYMENT_IDS),
+        sha=sha,
+        ref=body["ref"],
+        task=body.get("task", "deploy"),
+        environment=environment,
+        description=body.get("description", ""),
+        payload=body.get("payload", {}),
+        transient=bool(body.get("transient_environment", False)),
+        production=bool(body.get("production_environment", environment == "production")),
+        created_at=iso(time.time()),
+    )
+    repo.deployments[deployment.id] = deployment
+    return _created(req, objects.deployment_object(repo, deployment, req.api))
+
+
+def _deployment(req: RestRequest) -> Deployment | Reply:
+    try:
+        found = req.repo.deployments.get(int(req.params["deployment_id"]))
+    except ValueError:
+        found = None
+    return req.error(404, "Not Found") if found is None else found
+
+
+@route(
+    "rest:deployment",
+    "GET",
+    f"{_REPO_PREFIX}/deployments/{{deployment_id}}",
+    "repos/get-deployment",
+    f"{_DEPLOY_DOCS}#get-a-deployment",
+)
+def _get_deployment(req: RestRequest) -> Reply:
+    d = _deployment(req)
+    if isinstance(d, Reply):
+        return d
+    return req.ok(objects.deployment_object(req.repo, d, req.api))
+
+
+@route(
+    "rest:deployment-statuses",
+    "GET",
+    f"{_REPO_PREFIX}/deployments/{{deployment_id}}/statuses",
+    "repos/list-deployment-statuses",
+    f"{_DOCS}/deployments/statuses#list-deployment-statuses",
+)
+def _list_deployment_statuses(req: RestRequest) -> Reply:
+    d = _deployment(req)
+    if isinstance(d, Reply):
+        return d
+    statuses = [
+        objects.deployment_status_object(req.repo, d, s, req.api) for s in reversed(d.statuses)
+    ]
+    return req.ok(page(statuses, req.query)[0])
+
+
+@route(
+    "rest:deployment-statuses-create",
+    "POST",
+    f"{_REPO_PREFIX}/deployments/{{deployment_id}}/statuses",
+    "repos/create-deployment-status",
+    f"{_DOCS}/deployments/statuses#create-a-deployment-status",
+)
+def _create_deployment_status(req: RestRequest) -> Reply:
+    d = _deployment(req)
+    if isinstance(d, Reply):
+        return d
+    body = _json_body(req)
+    if isinstance(body, Reply):
+        return body
+    now = iso(time.time())
+    environment = body.get("environment") or (
+        d.statuses[-1].environment if d.statuses else d.environment
+    )
+    status = DeploymentStatus(
+        id=next(_DEPLOYMENT_IDS),
+        state=body["state"],
+        description=body.get("description", ""),
+        environment=environment,
+        log_url=body.get("log_url") or body.get("target_url") or "",
+        environment_url=body.get("environment_url", ""),
+        created_at=now,
+    )
+    d.statuses.append(status)
+    if status.state == "success" and body.get("auto_inactive", True):
+        for other in req.repo.deployments.values():  # what GitHub does with auto_inactive
+            if (
+                other is not d
+                and other.environment == d.environment
+                and not other.transient
+                and not other.production
+                and other.statuses
+                and other.statuses[-1].state == "success"
+            ):
+                other.statuses.append(
+                    DeploymentStatus(
+                        next(_DEPLOYMENT_IDS), "inactive", "", other.environment, "", "", now
+                    )
+                )
+    return _created(req, objects.deployment_status_object(req.repo, d, status, req.api))
 
 
 @route(

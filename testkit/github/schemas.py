@@ -79,6 +79,27 @@ class RestValidators:
                             pointer
                         )
         self.basic_error = compile_pointer("/components/schemas/basic-error")
+        self.requests: dict[str, Any] = {}  # operationId -> request body validator
+        for path, item in document["paths"].items():
+            escaped = path.replace("~", "~0").replace("/", "~1")
+            for method, operation in item.items():
+                content = operation.get("requestBody", {}).get("content", {})
+                if "application/json" in content:
+                    pointer = (
+                        f"/paths/{escaped}/{method}/requestBody/content/application~1json/schema"
+                    )
+                    self.requests[operation["operationId"]] = compile_pointer(pointer)
+
+    def request_errors(self, operation_id: str, body: Json) -> list[str]:
+        """Violations of the operation's request body schema (what real GitHub answers 422 to)."""
+        validator = self.requests.get(operation_id)
+        if validator is None:
+            return [f"{operation_id} takes no JSON request body"]
+        return [
+            f"{operation_id} request at /{'/'.join(str(p) for p in err.absolute_path)}: "
+            f"{err.message[:300]}"
+            for err in validator.iter_errors(body)
+        ]
 
     def errors(self, operation_id: str | None, status: int, body: Json) -> list[str]:
         validator = self.by_operation.get((operation_id or "", status))

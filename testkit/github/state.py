@@ -8,7 +8,7 @@ import secrets
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -52,6 +52,7 @@ class Commit:
     message: str
     date: str
     parents: tuple[str, ...]
+    author: str = "Stand-in Bot"
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,36 @@ class Check:
 
 
 @dataclass
+class DeploymentStatus:
+    """One status of a GitHub Deployment, as created through the API."""
+
+    id: int
+    state: str
+    description: str
+    environment: str
+    log_url: str
+    environment_url: str
+    created_at: str
+
+
+@dataclass
+class Deployment:
+    """A GitHub Deployment and its statuses (newest last)."""
+
+    id: int
+    sha: str
+    ref: str
+    task: str
+    environment: str
+    description: str | None
+    payload: Json
+    transient: bool
+    production: bool
+    created_at: str
+    statuses: list[DeploymentStatus] = field(default_factory=list)
+
+
+@dataclass
 class Repo:
     owner: str
     name: str
@@ -87,6 +118,7 @@ class Repo:
     commits: dict[str, Commit] = field(default_factory=dict)
     checks: dict[str, list[Check]] = field(default_factory=dict)
     full_cache: dict[str, Json] | None = None
+    deployments: dict[int, Deployment] = field(default_factory=dict)
 
     @property
     def full_name(self) -> str:
@@ -215,7 +247,14 @@ class RepoState(Core):
         with self._lock:
             self._repos.pop(full_name.lower(), None)
 
-    def _set_branch_locked(self, repo: Repo, branch: str, sha: str, message: str | None) -> None:
+    def _set_branch_locked(
+        self,
+        repo: Repo,
+        branch: str,
+        sha: str,
+        message: str | None,
+        author: str | None = None,
+    ) -> None:
         if not SHA_RE.match(sha):
             raise ValueError(f"not a 40-hex lowercase SHA: {sha!r}")
         previous = repo.branches.get(branch)
@@ -226,6 +265,7 @@ class RepoState(Core):
                 message=message or f"Update {branch} to {sha[:7]}",
                 date=iso(now),
                 parents=(previous,) if previous and previous != sha else (),
+                author=author or "Stand-in Bot",
             )
             repo.pushed_at = iso(now)
         repo.branches[branch] = sha
@@ -233,12 +273,18 @@ class RepoState(Core):
         repo.full_cache = None
 
     def set_branch(
-        self, full_name: str, branch: str, sha: str | None = None, message: str | None = None
+        self,
+        full_name: str,
+        branch: str,
+        sha: str | None = None,
+        message: str | None = None,
+        author: str | None = None,
     ) -> str:
-        """Move (or create) a branch; returns the SHA (random when not given)."""
+        """Move (or create) a branch; returns the SHA (random when not given). A new SHA becomes
+        a commit whose parent is the branch's previous head, with this message and author."""
         sha = sha or random_sha()
         with self._lock:
-            self._set_branch_locked(self._repo(full_name), branch, sha, message)
+            self._set_branch_locked(self._repo(full_name), branch, sha, message, author)
         return sha
 
     def branch_sha(self, full_name: str, branch: str) -> str | None:
@@ -295,6 +341,14 @@ class RepoState(Core):
             kept = [c for c in repo.checks.get(sha, []) if c.name not in names]
             kept += [Check(self._new_id(), name, state, now, kind) for name in names]
             repo.checks[sha] = kept
+
+    def deployments(self, full_name: str) -> list[Deployment]:
+        """The repository's Deployments (oldest first), each with its statuses."""
+        with self._lock:
+            return [
+                replace(d, statuses=list(d.statuses))
+                for d in self._repo(full_name).deployments.values()
+            ]
 
     def clear_checks(self, full_name: str, sha: str) -> None:
         with self._lock:

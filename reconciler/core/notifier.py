@@ -1,0 +1,193 @@
+"""After each real sync: decide per site what to tell people, remember it, queue the messages."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Protocol, runtime_checkable
+
+from reconciler.core.config import Config
+from reconciler.core.engine import SiteResult, SyncReport
+from reconciler.core.errors import ReconcilerError
+from reconciler.core.messages import Notification
+from reconciler.core.model import Action, Rollout
+from reconciler.core.notify import (
+    NOTIFIED_ANNOTATION,
+    RATE_LIMITED,
+    Decision,
+    Memory,
+    Policy,
+    Snapshot,
+    Status,
+    decide,
+    snapshot,
+)
+from reconciler.core.notifyconfig import EventKind
+from reconciler.core.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class NoteStore(Protocol):
+    """Writes one annotation on a Deployment (a merge patch); raises ReconcilerError."""
+
+    def annotate(self, namespace: str, deployment: str, key: str, value: str) -> None: ...
+
+
+class Notifier:
+    """Turns sync reports into notifications: one per state change, remembered on the Deployment
+    (annotation reconciler.dev/notified) so restarts and other replicas do not repeat it."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        store: NoteStore | None = None,
+        *,
+        web_url: str = "https://github.com",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.outbox = outbox
+        self.store = store
+        self.web_url = web_url.rstrip("/")
+        self.clock = clock
+        self._memory: dict[str, Memory] = {}  # fallback when the annotation cannot be written
+        self._rate_limited = False
+        self._lock = threading.Lock()
+
+    def observe(self, config: Config, report: SyncReport) -> list[Notification]:
+        """Decide for every site of a real (not dry-run, not plan-only) report; never raises."""
+        if report.dry_run or report.plan_only:
+            return []
+        sent: list[Notification] = []
+        with self._lock:
+            for result in report.results:
+                try:
+                    n = self._site(config, result)
+                except ReconcilerError as exc:  # never let notifications fail a sync
+                    log.warning("notification for %s not decided: %s", result.plan.site.name, exc)
+                    continue
+                if n is not None:
+                    sent.append(n)
+            limited = self._global(config, report)
+            if limited is not None:
+                sent.append(limited)
+        return sent
+
+    def observe_followed(self, config: Config, result: SiteResult) -> Notification | None:
+        """What following a rollout in the background saw (no branch head): a rollout that
+        became available, or one that failed and was rolled back; anything else waits for the
+        next sync."""
+        p = result.plan
+        if p.action is Action.ROLLED_BACK:
+            snap = snapshot(result)
+        elif p.rollout is Rollout.AVAILABLE and p.running_sha:
+            snap = Snapshot(Status.IN_SYNC, running=p.running_sha, reason=p.reason)
+        else:
+            return None
+        with self._lock:
+            try:
+                return self._site(config, result, snap)
+            except ReconcilerError as exc:
+                log.warning("notification for %s not decided: %s", p.site.name, exc)
+                return None
+
+    def _site(
+        self, config: Config, result: SiteResult, snap: Snapshot | None = None
+    ) -> Notification | None:
+        site = result.plan.site
+        settings = config.notify.for_site(site.name)
+        candidates = [Memory.loads(result.plan.notified), self._memory.get(site.name)]
+        known = [m for m in candidates if m is not None]
+        prev = max(known, key=lambda m: m.since) if known else None  # the newest record wins
+        snap = snap or snapshot(result)
+        now = self.clock()
+        decision = decide(prev, snap, now, Policy(blocked_after=settings.blocked_after))
+        if decision.memory != prev:
+            self._remember(site.namespace, site.deployment, site.name, decision.memory)
+        channels = settings.channels_for(decision.event) if decision.event else ()
+        if decision.event is None or not channels:
+            return None
+        n = self._notification(result, decision, now, settings.status_url)
+        self.outbox.post(n, channels)
+        log.info(
+            "notify %s: %s",
+            site.name,
+            decision.event.value,
+            extra={"event": "notify", "site": site.name, "kind": decision.event.value},
+        )
+        return n
+
+    def _remember(self, namespace: str, deployment: str, name: str, memory: Memory) -> None:
+        self._memory[name] = memory
+        if self.store is None:
+            return
+        try:
+            self.store.annotate(namespace, deployment, NOTIFIED_ANNOTATION, memory.dumps())
+        except ReconcilerError as exc:  # e.g. the Deployment is gone: memory keeps it meanwhile
+            log.info("could not record the notification state of %s: %s", name, exc)
+
+    def _notification(
+        self, result: SiteResult, d: Decision, now: float, status_url: str | None
+    ) -> Notification:
+        p = result.plan
+        assert d.event is not None
+        old, new = d.old_sha, p.sha
+        if d.event is EventKind.DEPLOYED:
+            new = p.running_sha or p.sha
+        elif d.event is EventKind.ROLLED_BACK:
+            new = getattr(p, "failed_sha", None) or p.sha
+            old = p.running_sha or old
+        elif d.event is EventKind.RECOVERED:
+            old = new = p.running_sha or p.sha
+        return Notification(
+            id=uuid.uuid4().hex,
+            event=d.event,
+            at=now,
+            reason=p.reason,
+            site=p.site.name,
+            repo=p.site.repo,
+            branch=p.branch or p.site.branch,
+            namespace=p.site.namespace,
+            deployment=p.site.deployment,
+            old_sha=old,
+            new_sha=new,
+            detail=_detail(result, d),
+            held_at=getattr(p, "held_at", None),
+            flaps=d.flaps,
+            status_url=status_url,
+            web_url=self.web_url,
+        )
+
+    def _global(self, config: Config, report: SyncReport) -> Notification | None:
+        """One message when GitHub's rate limit runs out, none while it stays out."""
+        limited = [r for r in report.results if r.plan.error_kind == RATE_LIMITED]
+        was, self._rate_limited = self._rate_limited, bool(limited)
+        settings = config.notify.defaults
+        if not limited or was or EventKind.RATE_LIMITED not in settings.events:
+            return None
+        n = Notification(
+            id=uuid.uuid4().hex,
+            event=EventKind.RATE_LIMITED,
+            at=self.clock(),
+            reason=f"{limited[0].plan.reason} ({len(limited)} site(s) not checked)",
+            status_url=settings.status_url,
+            web_url=self.web_url,
+        )
+        channels = config.notify.channels
+        self.outbox.post(n, channels)
+        return n
+
+    def memory(self) -> Mapping[str, Memory]:
+        with self._lock:
+            return dict(self._memory)
+
+
+def _detail(result: SiteResult, d: Decision) -> str:
+    p = result.plan
+    if d.event is EventKind.HELD:
+        return getattr(p, "held_by", None) or ""
+    return p.error_kind or ""

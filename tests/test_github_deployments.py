@@ -1,0 +1,148 @@
+"""GitHub Deployments following rollouts: every request and answer checked against the schema."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.adapters.github import GitHubDeployments, GitHubSource
+from reconciler.core import config
+from reconciler.core.messages import Notification
+from reconciler.core.notifyconfig import Channel, ChannelKind, EventKind
+from reconciler.core.outbox import Outbox
+from reconciler.settings import GitHubSettings
+from testkit.controlplane import LocalCluster, crashloop_sha, wait_for
+from testkit.github import GitHubStandIn
+from testkit.github import rest as standin_rest
+from testkit.github_fixtures import TOKEN
+from testkit.rollout_world import RolloutWorld
+
+STATUS = "http://status.test"
+
+
+class NoHttp:
+    def send(self, channel: Channel, notification: Notification) -> None:
+        raise AssertionError(f"no chat channel is configured, got {notification.event}")
+
+
+def notification(event: EventKind, new: str, old: str | None = None) -> Notification:
+    return Notification(
+        id=uuid.uuid4().hex,
+        event=event,
+        at=0.0,
+        reason="rollout of x failed (CrashLoopBackOff)",
+        site="blog",
+        repo="acme/blog",
+        branch="main",
+        namespace="web",
+        deployment="blog",
+        old_sha=old,
+        new_sha=new,
+        status_url=STATUS,
+    )
+
+
+def states(github: GitHubStandIn) -> dict[str, list[str]]:
+    return {d.sha: [s.state for s in d.statuses] for d in github.deployments("acme/blog")}
+
+
+def test_statuses_follow_deploying_deployed_and_rolled_back(github: GitHubStandIn) -> None:
+    standin_rest.REQUEST_VIOLATIONS.clear()
+    github.add_repo("acme/blog", {"main": "0" * 40})
+    good = github.set_branch("acme/blog", "main")
+    bad = github.set_branch("acme/blog", "main")
+    source = GitHubSource(GitHubSettings(api_url=github.url, token=TOKEN))
+    box = Outbox(NoHttp(), deployments=GitHubDeployments(source), backoff=())
+    channel = Channel(ChannelKind.GITHUB_DEPLOYMENTS, environment="production-blog")
+    for n in (
+        notification(EventKind.DEPLOYING, good),
+        notification(EventKind.DEPLOYED, good),
+        notification(EventKind.DEPLOYING, bad),
+        notification(EventKind.ROLLED_BACK, bad, old=good),
+    ):
+        box.post(n, [channel])
+        assert box.flush(30)
+    assert (box.delivered, box.undelivered) == (4, 0), list(box.failures)
+    assert states(github) == {
+        good: ["in_progress", "success", "success"],  # active again after the rollback
+        bad: ["in_progress", "failure"],
+    }
+    [first, second] = github.deployments("acme/blog")
+    assert first.environment == second.environment == "production-blog"
+    assert first.payload == {"site": "blog", "namespace": "web", "deployment": "blog"}
+    assert first.statuses[1].environment_url == f"{STATUS}/#site-blog"
+    assert standin_rest.REQUEST_VIOLATIONS == []
+    routes = github.stats()["by_route"]
+    assert routes["rest:deployments-create"] == 2
+    assert routes["rest:deployment-statuses-create"] == 5
+    box.close(0)
+
+
+def test_a_token_without_the_permission_is_undelivered_not_retried(github: GitHubStandIn) -> None:
+    github.add_repo("acme/blog", {"main": "0" * 40})
+    source = GitHubSource(GitHubSettings(api_url=github.url, token=TOKEN))
+    box = Outbox(NoHttp(), deployments=GitHubDeployments(source), backoff=(0.01,) * 3)
+    box.post(notification(EventKind.DEPLOYED, "f" * 40), [Channel(ChannelKind.GITHUB_DEPLOYMENTS)])
+    assert box.flush(30)
+    assert box.undelivered == 1 and "422" in box.failures[0].error  # no such commit
+    assert github.stats()["by_route"].get("rest:deployments-create") == 1
+    box.close(0)
+
+
+def test_github_deployments_config() -> None:
+    cfg = config.parse(
+        '[defaults]\nimage = "r/{repo}:{sha}"\n[notify]\ngithub_deployments = true\n'
+        '[sites.blog]\nrepo = "acme/blog"\n'
+        '[sites.shop]\nrepo = "acme/shop"\nnotify = { github_deployments = "production" }\n'
+        '[sites.docs]\nrepo = "acme/docs"\nnotify = { github_deployments = false }\n'
+    )
+    blog, shop = cfg.notify.for_site("blog"), cfg.notify.for_site("shop")
+    assert blog.channels_for(EventKind.DEPLOYING) == (Channel(ChannelKind.GITHUB_DEPLOYMENTS),)
+    assert blog.channels_for(EventKind.FAILING) == ()
+    assert shop.channels[0].environment == "production"
+    assert cfg.notify.for_site("docs").channels == ()
+    assert cfg.notify.channels == ()  # no chat channel: the rate limit goes nowhere
+
+
+@pytest.mark.cluster
+def test_deployments_follow_a_real_rollout_and_rollback(
+    local_cluster: LocalCluster,
+    cluster_api_client: Any,
+    cluster_namespace: str,
+    github: GitHubStandIn,
+    tmp_path: Path,
+) -> None:
+    standin_rest.REQUEST_VIOLATIONS.clear()
+    world = RolloutWorld(
+        cluster_api_client,
+        cluster_namespace,
+        github,
+        tmp_path,
+        kubeconfig=local_cluster.kubeconfig_path,
+        kubectl=local_cluster.kubectl,
+        site_extra=(
+            "rollout_timeout = 1\n"
+            f'notify = {{ github_deployments = true, status_url = "{STATUS}" }}\n'
+        ),
+    )
+    wait = ("--wait", "--wait-timeout", "180")
+    good = world.head()
+    assert world.sync(*wait)["rollout"] == "available"
+    assert states(github) == {good: ["success"]}
+    bad = world.head(crashloop_sha())
+    assert world.sync(*wait, code=1)["action"] == "rolled-back"
+    assert states(github) == {good: ["success", "success"], bad: ["failure"]}
+    fixed = world.head()
+    world.sync()  # no --wait: the rollout starts, the Deployment is in progress
+    assert states(github)[fixed] == ["in_progress"]
+    # later syncs observe the rollout; the one that sees it available says so
+    wait_for(lambda: world.sync()["rollout"] == "available", what="the rollout to finish")
+    assert states(github)[fixed] == ["in_progress", "success"]
+    assert states(github)[good][-1] == "inactive"  # GitHub's auto_inactive: one active deploy
+    [deployment] = [d for d in github.deployments("acme/blog") if d.sha == fixed]
+    assert deployment.environment == "blog"
+    assert deployment.statuses[-1].log_url == f"{STATUS}/#site-blog"
+    assert standin_rest.REQUEST_VIOLATIONS == []

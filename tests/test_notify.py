@@ -1,0 +1,297 @@
+"""Notifications, pure part: [notify] validation, the state-change decision, the renderings."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from reconciler.core import config
+from reconciler.core.engine import SiteResult
+from reconciler.core.errors import ConfigError, ErrorKind
+from reconciler.core.messages import Commit, Comparison, Notification, payload, sign, slack
+from reconciler.core.model import Action, Rollout, SitePlan, Skip
+from reconciler.core.notify import Memory, Policy, Snapshot, Status, decide, snapshot
+from reconciler.core.notifyconfig import ChannelKind, EventKind, SecretRef
+
+BASE = """\
+[defaults]
+image = "gcr.io/p/{repo}:{sha}"
+
+[notify]
+status_url = "https://deploy.example.com/"
+slack = { webhook_env = "SLACK_WEBHOOK_URL" }
+webhook = { url_file = "/var/run/secrets/hook/url", secret_env = "HOOK_SECRET" }
+
+[sites.blog]
+repo = "acme/blog"
+
+[sites.shop]
+repo = "acme/shop"
+
+[sites.shop.notify]
+events = ["deployed", "failing"]
+slack = { webhook_env = "SLACK_SHOP_URL" }
+webhook = false
+blocked_after = 600
+
+[sites.quiet]
+repo = "acme/quiet"
+notify = false
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as exc:
+        config.parse(text, "sites.toml")
+    return [str(p) for p in exc.value.problems]
+
+
+def test_notify_defaults_and_per_site_overrides() -> None:
+    cfg = config.parse(BASE)
+    blog = cfg.notify.for_site("blog")
+    assert [c.kind for c in blog.channels] == [ChannelKind.SLACK, ChannelKind.WEBHOOK]
+    assert blog.channels[1].url == SecretRef(file="/var/run/secrets/hook/url")
+    assert blog.channels[1].secret == SecretRef(env="HOOK_SECRET")
+    assert blog.status_url == "https://deploy.example.com" and blog.blocked_after == 1800
+    assert blog.events == frozenset(EventKind) - {EventKind.DEPLOYING}
+    shop = cfg.notify.for_site("shop")
+    assert [(c.kind, c.url) for c in shop.channels] == [
+        (ChannelKind.SLACK, SecretRef(env="SLACK_SHOP_URL"))
+    ]
+    assert shop.events == {EventKind.DEPLOYED, EventKind.FAILING} and shop.blocked_after == 600
+    assert shop.status_url == "https://deploy.example.com"  # inherited
+    assert not cfg.notify.for_site("quiet").channels_for(EventKind.FAILING)
+    assert len(cfg.notify.channels) == 3
+
+
+def test_notify_errors_name_file_line_site_and_refuse_secrets_in_the_file() -> None:
+    text = BASE.replace(
+        'slack = { webhook_env = "SLACK_SHOP_URL" }',
+        'slack = { webhook = "https://hooks.slack.com/services/T/B/X" }',
+    ).replace('events = ["deployed", "failing"]', 'events = ["deployed", "exploded"]')
+    text += '\n[sites.x]\nrepo = "acme/x"\nnotify = { webhook = { url_env = "bad name" } }\n'
+    found = problems(text)
+    assert found == [
+        'sites.toml:16: site "shop": unknown event(s) exploded; known: deploying, deployed, '
+        "rolled-back, held, blocked, failing, recovered, flapping, rate-limited",
+        'sites.toml:17: site "shop": "webhook" would put a secret in sites.toml: use '
+        "webhook_env or webhook_file",
+        'sites.toml:27: site "x": "url_env" must name an environment variable',
+    ]
+
+
+def test_unknown_notify_key_and_both_sources() -> None:
+    text = BASE.replace(
+        'status_url = "https://deploy.example.com/"',
+        'statusurl = "x"\ngoogle_chat = { webhook_env = "A", webhook_file = "/b" }',
+    )
+    found = problems(text)
+    assert found[0].startswith('sites.toml:5: unknown key "statusurl" in notify')
+    assert found[1] == 'sites.toml:6: set "webhook_env" or "webhook_file", not both'
+
+
+# -- decide ------------------------------------------------------------------------------------
+
+OLD, NEW, NEWER = "a" * 40, "b" * 40, "c" * 40
+POLICY = Policy(blocked_after=600)
+
+
+def run(states: list[tuple[float, Snapshot]]) -> list[EventKind | None]:
+    memory: Memory | None = None
+    events = []
+    for now, snap in states:
+        d = decide(memory, snap, now, POLICY)
+        # what the Deployment keeps survives a round trip through its annotation
+        memory = Memory.loads(d.memory.dumps())
+        assert memory == d.memory
+        events.append(d.event)
+    return events
+
+
+def in_sync(sha: str) -> Snapshot:
+    return Snapshot(Status.IN_SYNC, head=sha, running=sha)
+
+
+def deploying(sha: str) -> Snapshot:
+    return Snapshot(Status.DEPLOYING, head=sha, running=sha)
+
+
+def test_one_message_per_state_change_not_per_sync() -> None:
+    failing = Snapshot(Status.FAILING, head=NEW, running=NEW, detail="forbidden")
+    events = run(
+        [
+            (0, in_sync(OLD)),  # first sight of a healthy site: nothing to say
+            (3600, in_sync(OLD)),
+            (7200, deploying(NEW)),  # patched: the rollout starts
+            (9000, deploying(NEW)),
+            (10800, in_sync(NEW)),  # available
+            (12600, in_sync(NEW)),
+            (14400, failing),
+            (18000, failing),
+            (21600, replace(failing, detail="repo_not_found")),  # a different failure
+            (25200, in_sync(NEW)),
+            (28800, in_sync(NEW)),
+        ]
+    )
+    assert events == [
+        None,
+        None,
+        EventKind.DEPLOYING,  # for GitHub Deployments; chat channels do not take it by default
+        None,
+        EventKind.DEPLOYED,
+        None,
+        EventKind.FAILING,
+        None,
+        EventKind.FAILING,
+        EventKind.RECOVERED,
+        None,
+    ]
+
+
+def test_blocked_once_the_head_stays_not_ready_longer_than_the_threshold() -> None:
+    behind = Snapshot(Status.BEHIND, head=NEW, running=OLD, reason="image missing")
+    events = run(
+        [
+            (0, in_sync(OLD)),
+            (100, behind),
+            (600, behind),  # 500 s: not yet
+            (700, behind),  # 600 s: blocked
+            (3600, behind),
+            (3700, replace(behind, head=NEWER)),  # the branch moved: a new wait starts
+            (4400, replace(behind, head=NEWER)),
+        ]
+    )
+    assert events == [None, None, None, EventKind.BLOCKED, None, None, EventKind.BLOCKED]
+
+
+def test_a_site_that_keeps_failing_is_summarised_then_quiet_until_it_settles() -> None:
+    failing = Snapshot(Status.FAILING, head=OLD, running=OLD, detail="kubernetes")
+    timeline = [(0.0, in_sync(OLD))]
+    for i in range(1, 9):
+        timeline.append((i * 60.0, failing if i % 2 else in_sync(OLD)))
+    timeline += [(8 * 60 + 3600.0, in_sync(OLD)), (8 * 60 + 7200.0, in_sync(OLD))]
+    events = run(timeline)
+    assert events == [
+        None,
+        EventKind.FAILING,
+        EventKind.RECOVERED,
+        EventKind.FAILING,
+        EventKind.RECOVERED,
+        EventKind.FLAPPING,  # the third failure within the hour: one summary
+        None,
+        None,
+        None,
+        EventKind.RECOVERED,  # an hour without a new failure: settled, say where it ended
+        None,
+    ]
+
+
+def test_deploys_and_waits_are_not_flapping() -> None:
+    behind = Snapshot(Status.BEHIND, head=NEW, running=OLD)
+    timeline: list[tuple[float, Snapshot]] = [(0, in_sync(OLD))]
+    for i in range(1, 6):
+        sha = f"{i}" * 40
+        timeline += [
+            (i * 60.0, behind),
+            (i * 60.0 + 20, deploying(sha)),
+            (i * 60.0 + 40, in_sync(sha)),
+        ]
+    events = run(timeline)
+    assert events.count(EventKind.DEPLOYED) == 5 and EventKind.FLAPPING not in events
+
+
+def test_held_and_rolled_back_are_notified_once() -> None:
+    held = Snapshot(Status.HELD, head=NEW, running=OLD, detail="kubectl-rollout")
+    rolled = Snapshot(Status.ROLLED_BACK, head=NEW, running=OLD, detail=NEW)
+    assert run([(0, held), (60, held), (120, rolled), (180, rolled)]) == [
+        EventKind.HELD,
+        None,
+        EventKind.ROLLED_BACK,
+        None,
+    ]
+
+
+def test_snapshot_of_results() -> None:
+    from reconciler.core.model import Site
+
+    site = Site("blog", "acme/blog", "main", "web", "blog", "app", "img:{sha}")
+    plan = SitePlan(site, Action.UPDATE, sha=NEW, running_sha=OLD, branch="main")
+    assert snapshot(SiteResult(plan, applied=True)).status is Status.DEPLOYING
+    synced = replace(plan, action=Action.IN_SYNC, running_sha=NEW)
+    assert snapshot(SiteResult(synced)) == in_sync(NEW)
+    progressing = replace(synced, rollout=Rollout.PROGRESSING)
+    assert snapshot(SiteResult(progressing)).status is Status.DEPLOYING
+    held = replace(plan, action=Action.HELD, held_by="kubectl-rollout", held_at="t")
+    assert snapshot(SiteResult(held)) == Snapshot(
+        Status.HELD, head=NEW, running=OLD, detail="kubectl-rollout", held_at="t"
+    )
+    failed = replace(plan, action=Action.SKIP, skip=Skip.FAILED_COMMIT, failed_sha=NEW)
+    assert snapshot(SiteResult(failed)).status is Status.ROLLED_BACK
+    skipped = replace(plan, action=Action.SKIP, skip=Skip.IMAGE_MISSING, reason="img missing")
+    assert snapshot(SiteResult(skipped)).status is Status.BEHIND
+    paused = replace(plan, action=Action.SKIP, skip=Skip.PAUSED, reason="paused in sites.toml")
+    assert snapshot(SiteResult(paused)).status is Status.PAUSED
+    error = replace(plan, action=Action.ERROR, error_kind=ErrorKind.FORBIDDEN)
+    assert snapshot(SiteResult(error)) == Snapshot(
+        Status.FAILING, head=NEW, running=OLD, detail="forbidden"
+    )
+
+
+# -- renderings --------------------------------------------------------------------------------
+
+
+def notification() -> Notification:
+    commits = tuple(
+        Commit(f"{i}" * 40, f"Fix thing {i}", "Ada", f"https://github.com/acme/blog/commit/{i}")
+        for i in range(3)
+    )
+    return Notification(
+        id="n1",
+        event=EventKind.DEPLOYED,
+        at=0.0,
+        reason="deployed main@bbbbbbb (was aaaaaaa)",
+        site="blog",
+        repo="acme/blog",
+        branch="main",
+        namespace="web",
+        deployment="blog",
+        old_sha=OLD,
+        new_sha=NEW,
+        status_url="https://deploy.example.com",
+        comparison=Comparison(commits, 12),
+    )
+
+
+def test_generic_payload_is_versioned_and_complete() -> None:
+    body = payload(notification())
+    assert body["version"] == 1 and body["event"] == "deployed"
+    assert body["compare_url"] == f"https://github.com/acme/blog/compare/{OLD}...{NEW}"
+    assert body["total_commits"] == 12 and len(body["commits"]) == 3
+    assert body["commits"][0] == {
+        "sha": "0" * 40,
+        "subject": "Fix thing 0",
+        "author": "Ada",
+        "url": "https://github.com/acme/blog/commit/0",
+    }
+    assert body["status_url"] == "https://deploy.example.com/#site-blog"
+    assert body["at"] == "1970-01-01T00:00:00Z"
+
+
+def test_slack_message_is_block_kit_with_a_fallback() -> None:
+    msg = slack(notification())
+    assert msg["text"].startswith("✅ blog deployed main@bbbbbbb")
+    text = "\n".join(
+        b["text"]["text"] if "text" in b else str(b["elements"][0].get("text"))
+        for b in msg["blocks"]
+    )
+    assert "`web/blog`" in text and "compare>" in text and "Fix thing 2 — Ada" in text
+    assert "_12 commits; the newest 3:_" in text
+    assert msg["blocks"][-1]["elements"][0]["url"] == "https://deploy.example.com/#site-blog"
+
+
+def test_signature_is_hmac_sha256_of_the_body() -> None:
+    body = b"The quick brown fox jumps over the lazy dog"  # RFC 4231-style known vector
+    assert sign(b"key", body) == (
+        "sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+    )

@@ -1,0 +1,100 @@
+"""Notifications after real syncs: the state lives on the Deployment, so a restart is quiet."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from reconciler.adapters.delivery import WebhookSender
+from reconciler.adapters.github import GitHubSource
+from reconciler.adapters.kube import KubeCluster, api_client
+from reconciler.core import config
+from reconciler.core.engine import Engine, SyncRequest
+from reconciler.core.notifier import Notifier
+from reconciler.core.notify import NOTIFIED_ANNOTATION
+from reconciler.core.outbox import Outbox
+from reconciler.settings import GitHubSettings
+from testkit.controlplane import ControlPlane
+from testkit.deployments import create_deployment, get_deployment
+from testkit.github_fixtures import TOKEN
+from testkit.github_standin import GitHubStandIn
+from testkit.webhook_receiver import Receiver
+from tests.fakes import FakeVerifier
+
+pytestmark = pytest.mark.controlplane
+
+
+@pytest.fixture
+def cluster(control_plane: ControlPlane) -> Iterator[KubeCluster]:
+    api = api_client(str(control_plane.kubeconfig_path))
+    yield KubeCluster(api, reporter="test")
+    api.close()
+
+
+def test_deploy_is_announced_once_across_restarts(
+    cluster: KubeCluster,
+    kube_api_client: Any,
+    k8s_namespace: str,
+    github: GitHubStandIn,
+    receiver: Receiver,
+) -> None:
+    old = "0" * 40
+    github.add_repo("acme/blog", {"main": old})
+    new = github.set_branch("acme/blog", "main", message="Add search", author="Grace")
+    create_deployment(kube_api_client, k8s_namespace, "blog", f"gcr.io/acme/blog:{old}")
+    cfg = config.parse(
+        f"""
+[notify]
+webhook = {{ url_env = "HOOK_URL" }}
+
+[sites.blog]
+repo = "acme/blog"
+branch = "main"
+namespace = "{k8s_namespace}"
+container = "app"
+image = "gcr.io/acme/blog:{{sha}}"
+"""
+    )
+    source = GitHubSource(GitHubSettings(api_url=github.url, token=TOKEN))
+    engine = Engine(heads=source, cluster=cluster, verifier=FakeVerifier())
+    env = {"HOOK_URL": receiver.url("/hook")}
+
+    def restarted_pod() -> Notifier:
+        return Notifier(Outbox(WebhookSender(env), source, backoff=()), cluster)
+
+    first = restarted_pod()
+    report = engine.run(cfg, SyncRequest(trigger="schedule"))
+    assert report.updated == 1
+    assert first.observe(cfg, report) == []  # the rollout starts: nothing to announce yet
+    # the next sync sees it done (no controller reports on it here: it counts as available)
+    first.observe(cfg, engine.run(cfg, SyncRequest(trigger="schedule")))
+    [got] = receiver.wait_for(1)
+    body = got.json()
+    assert (body["event"], body["old_sha"], body["new_sha"]) == ("deployed", None, new)
+    d = get_deployment(kube_api_client, k8s_namespace, "blog")
+    memory = json.loads(d["metadata"]["annotations"][NOTIFIED_ANNOTATION])
+    assert memory["status"] == "in-sync" and memory["running"] == new
+    generation = d["metadata"]["generation"]
+
+    for _ in range(2):  # later syncs, each by a freshly started pod: nothing new to say
+        pod = restarted_pod()
+        report = engine.run(cfg, SyncRequest(trigger="schedule"))
+        assert report.updated == 0
+        assert pod.observe(cfg, report) == []
+        assert pod.outbox.flush(10)
+    assert len(receiver.got) == 1
+    # the annotation is metadata: it never starts a rollout
+    assert get_deployment(kube_api_client, k8s_namespace, "blog")["metadata"]["generation"] == (
+        generation
+    )
+
+    newer = github.set_branch("acme/blog", "main", message="Fix search", author="Alan")
+    for _ in range(2):  # deploy, then see it available, each sync by another pod
+        restarted_pod().observe(cfg, engine.run(cfg, SyncRequest(trigger="schedule")))
+    second = receiver.wait_for(2)[1].json()
+    assert (second["old_sha"], second["new_sha"]) == (new, newer)
+    assert [(c["subject"], c["author"]) for c in second["commits"]] == [("Fix search", "Alan")]
+    first.outbox.close(1)
