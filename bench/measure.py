@@ -1,5 +1,4 @@
-"""Measurement: one sync (serve, CLI or baseline) measured: times, GitHub and API-server requests,
-CPU and peak RSS."""
+"""Measurement: one sync (serve, CLI or baseline): times, requests, points, CPU and peak RSS."""
 
 from __future__ import annotations
 

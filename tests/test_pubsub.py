@@ -27,6 +27,7 @@ from reconciler.core.hints import Hint
 from reconciler.core.jobs import classify_job
 from reconciler.core.runner import ShuttingDown
 from testkit.pubsub_fixtures import ACK_DEADLINE_SECONDS, PubSubTopic
+from testkit.wait import stays, wait_until
 
 # 60 s per test body; fixture setup (a first pstest build can take a minute) is not counted.
 pytestmark = [pytest.mark.timeout(60, func_only=True)]
@@ -48,23 +49,6 @@ def _report(run_id: str = "r1") -> SyncReport:
         started_at=now,
         finished_at=now,
     )
-
-
-def _stays(cond: Callable[[], bool], seconds: float, what: str) -> None:
-    """Check, for `seconds`, that something that must not happen (a redelivery) does not."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert cond(), what
-        time.sleep(0.02)
-    assert cond(), what
-
-
-def _wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 @dataclass
@@ -187,7 +171,7 @@ def test_valid_message_is_acked_only_after_the_sync_completes(
 
     # While the sync runs - for longer than the subscription's ack deadline - the message stays
     # leased to us: it is not redelivered (we are the only subscriber, so it would come to us).
-    _stays(
+    stays(
         lambda: len(runner.calls) == 1 and trigger.received == 1 and trigger.in_flight == 1,
         ACK_DEADLINE_SECONDS + 2,
         "leased past the ack deadline: not redelivered",
@@ -197,14 +181,14 @@ def test_valid_message_is_acked_only_after_the_sync_completes(
     assert trigger.in_flight == 1
 
     call.future.set_result(_report())
-    _wait_until(lambda: trigger.in_flight == 0, 5, "the message to be settled")
+    wait_until(lambda: trigger.in_flight == 0, "the message to be settled", 5)
     # Acked, not nacked: a nacked message would be back at once. The stream keeps flowing.
     pubsub_topic.publish(_job(job="sync", sites=["shop"]))
     second = runner.wait_calls(2)[1]
     assert second.request.sites == frozenset({"shop"})
     second.future.set_result(_report("r2"))
-    _wait_until(lambda: trigger.in_flight == 0, 5, "the second message to be settled")
-    _stays(lambda: len(runner.calls) == 2, 1, "acked: not redelivered")
+    wait_until(lambda: trigger.in_flight == 0, "the second message to be settled", 5)
+    stays(lambda: len(runner.calls) == 2, 1, "acked: not redelivered")
     assert len(runner.calls) == 2
     assert trigger.received == 2
 
@@ -212,7 +196,7 @@ def test_valid_message_is_acked_only_after_the_sync_completes(
     # subscriber would get that message at once.
     trigger.stop(5)
     observer = observe()
-    _stays(lambda: observer.ids() == [], 3, "nothing left to redeliver")
+    stays(lambda: observer.ids() == [], 3, "nothing left to redeliver")
     assert observer.ids() == []
 
 
@@ -240,12 +224,12 @@ def test_failed_sync_nacks_the_message_for_redelivery(
     assert trigger.received == 2
 
     second.future.set_result(_report())
-    _wait_until(lambda: trigger.in_flight == 0, 5, "the message to be settled")
-    _stays(lambda: len(runner.calls) == 2, 1, "acked after the second sync: not redelivered")
+    wait_until(lambda: trigger.in_flight == 0, "the message to be settled", 5)
+    stays(lambda: len(runner.calls) == 2, 1, "acked after the second sync: not redelivered")
     assert len(runner.calls) == 2, "acked after the second sync: not redelivered again"
     trigger.stop(5)
     observer = observe()
-    _stays(lambda: observer.ids() == [], 2, f"{message_id} acked after the second sync")
+    stays(lambda: observer.ids() == [], 2, f"{message_id} acked after the second sync")
     assert observer.ids() == [], f"{message_id} should have been acked after the second sync"
 
 
@@ -257,7 +241,7 @@ def test_submit_refusing_nacks_the_message(
     pubsub_topic.publish(_job(job="sync"))
     calls = runner.wait_calls(2, timeout=ACK_DEADLINE_SECONDS / 2)
     calls[1].future.set_result(_report())
-    _wait_until(lambda: trigger.in_flight == 0, 5, "the message to be settled")
+    wait_until(lambda: trigger.in_flight == 0, "the message to be settled", 5)
 
 
 @pytest.mark.pstest
@@ -290,21 +274,21 @@ def test_malformed_messages_are_acked_logged_and_do_not_block(
             if r.levelno == logging.WARNING and r.__dict__.get("event") == "pubsub.malformed"
         }
 
-    _wait_until(lambda: len(warnings()) == 3, 10, "three malformed-message warnings")
+    wait_until(lambda: len(warnings()) == 3, "three malformed-message warnings", 10)
     for message_id, reason in bad.items():
         assert message_id in warnings(), f"no warning names message {message_id}"
         assert message_id in warnings()[message_id]
         assert reason in warnings()[message_id]
 
-    _wait_until(lambda: trigger.in_flight == 0, 5, "the valid message to be settled")
+    wait_until(lambda: trigger.in_flight == 0, "the valid message to be settled", 5)
     # Acked: none came back (a nacked one would be redelivered to us at once).
-    _stays(lambda: trigger.received == 4, 1, "acked: none came back")
+    stays(lambda: trigger.received == 4, 1, "acked: none came back")
     assert trigger.received == 4
     assert len(warnings()) == 3
     assert len(runner.calls) == 1
     trigger.stop(5)
     observer = observe()
-    _stays(lambda: observer.ids() == [], 2, "malformed messages acked, not redelivered")
+    stays(lambda: observer.ids() == [], 2, "malformed messages acked, not redelivered")
     assert observer.ids() == [], "malformed messages must be acked, not redelivered"
 
 
@@ -360,7 +344,7 @@ def test_stop_nacks_outstanding_messages_and_returns_promptly(
     # Nacked, not merely abandoned: another subscriber gets both long before any ack
     # deadline (the stream's is 60 s) could lapse.
     observer = observe()
-    _wait_until(lambda: set(observer.ids()) == ids, ACK_DEADLINE_SECONDS / 2, "redelivery")
+    wait_until(lambda: set(observer.ids()) == ids, "redelivery", ACK_DEADLINE_SECONDS / 2)
 
     # Syncs finishing after stop() send nothing more and break nothing.
     for c in calls:
@@ -377,15 +361,15 @@ def test_missing_subscription_records_the_error_and_keeps_retrying(
     runner = FakeRunner()
     missing = pubsub_topic.subscription_path("does-not-exist")
     trigger = make_trigger(runner, missing, retry_initial=0.1, retry_max=0.4)
-    _wait_until(lambda: trigger.last_error is not None, 10, "last_error")
+    wait_until(lambda: trigger.last_error is not None, "last_error", 10)
     assert "NotFound" in (trigger.last_error or "")
     # It keeps trying (with backoff) rather than giving up or crashing.
-    _wait_until(
+    wait_until(
         lambda: (
             sum(1 for r in caplog.records if r.__dict__.get("event") == "pubsub.stream_error") >= 3
         ),
-        10,
         "three failed attempts",
+        10,
     )
     assert trigger.running
     t0 = time.monotonic()

@@ -372,6 +372,15 @@ def test_a_rollback_by_another_replica_shows_on_this_ones_page() -> None:
     assert after.plan.failed_sha == BAD
 
 
+def test_a_followed_rollout_that_ends_updates_the_sites_progress() -> None:
+    cfg, _, cluster, engine = world()
+    cluster.deployments[("web", "blog")] = deployed()  # available
+    stored = SiteResult(plan(deployed(status=STUCK)))
+    after = merged(stored, engine.follow(cfg.sites[0], act=False))
+    assert after.plan.rollout is Rollout.AVAILABLE and after.plan.progress == "3/3 ready"
+    assert after.action is Action.IN_SYNC
+
+
 def test_rollback_to_a_commit_deploys_its_verified_digest() -> None:
     cfg, heads, cluster, _ = world()
     verifier = FakeVerifier(digests={img(GOOD): "sha256:" + "d" * 64})

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from testkit.admission_gate import AdmissionGate
 from testkit.github import GitHubStandIn, random_sha
 from testkit.github_fixtures import TOKEN
 from testkit.serve_process import ServeProcess
@@ -135,20 +136,21 @@ def test_config_reload_add_site_and_survive_a_broken_edit(
 def test_sigterm_exits_promptly(world: dict[str, Any], tmp_path: Path) -> None:
     proc = start(world, tmp_path)
     proc.wait_for(lambda: proc.request("GET", "/status")[1]["last_sync"], what="startup sync")
-    gh: GitHubStandIn = world["gh"]
-    gh.set_branch("acme/blog", "main", random_sha())  # the sync has a patch to make
-    gh.hold()
-    t = threading.Thread(target=lambda: proc.request("POST", "/sync", TRIGGER), daemon=True)
-    t.start()
-    gh.wait_held()  # the sync is in flight: its GitHub request is held unanswered
-    t0 = time.monotonic()
-    proc.sigterm()
-    proc.wait_for(
-        lambda: any(e.get("event") == "shutdown" for e in proc.log_events()),
-        what="the worker to begin shutting down with the sync in flight",
-    )
-    gh.release()
-    code = proc.wait_exit(timeout=40)
+    sha = world["gh"].set_branch("acme/blog", "main", random_sha())  # a patch to make
+    with AdmissionGate(world["api"], world["ns"], "docs") as gate:
+        gate.hold()
+        t = threading.Thread(target=lambda: proc.request("POST", "/sync", TRIGGER), daemon=True)
+        t.start()
+        gate.wait_held()  # the blog patch is in flight: held inside the API server
+        t0 = time.monotonic()
+        proc.sigterm()
+        proc.wait_for(
+            lambda: any(e.get("event") == "shutdown" for e in proc.log_events()),
+            what="the worker to begin shutting down with the patch in flight",
+        )
+        gate.release()
+        code = proc.wait_exit(timeout=40)
+    assert image(world, "blog", "app") == f"gcr.io/p/blog:{sha}", "the patch in flight finished"
     assert code == 0
     assert time.monotonic() - t0 < 30
     assert any(e.get("event") == "shutdown" for e in proc.log_events())

@@ -10,8 +10,8 @@ from reconciler.core.engine import Engine, SyncRequest
 from reconciler.core.errors import KubernetesError, LeaseBusy, ReconcilerError
 from reconciler.core.model import Container, ObservedDeployment
 from reconciler.serve.service import Service
+from testkit.wait import wait_until
 from tests.fakes import FakeCluster, FakeHeads, FakeVerifier, GatedCluster
-from tests.test_trigger import wait_until
 
 SITES = """\
 [defaults]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ from reconciler.core.engine import Engine, SyncRequest
 from reconciler.core.model import Container, ObservedDeployment
 from reconciler.serve.app import create_app
 from reconciler.serve.service import Service
+from testkit.wait import wait_until
 from tests.fakes import FakeHeads, FakeVerifier, GatedCluster
 
 TOKEN = "t0ken"
@@ -24,13 +24,6 @@ repo = "acme/blog"
 [sites.shop]
 repo = "acme/shop"
 """
-
-
-def wait_until(condition: Any, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def test_a_site_trigger_is_answered_about_its_own_sites(tmp_path: Path) -> None:

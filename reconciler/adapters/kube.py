@@ -19,6 +19,7 @@ from reconciler.core import annotations as ann
 from reconciler.core import rollout
 from reconciler.core.errors import ConflictError, ErrorKind, KubernetesError
 from reconciler.core.fanout import bounded_map
+from reconciler.core.history import ReplicaSetRecord
 from reconciler.core.model import (
     ApplyResult,
     Container,
@@ -161,6 +162,40 @@ class KubeCluster:
             for note in patch.events:
                 self.event(patch.namespace, patch.deployment, note, patched.get("metadata") or {})
         return ApplyResult(True, generation=(patched.get("metadata") or {}).get("generation"))
+
+    def replica_sets(self, d: ObservedDeployment) -> list[ReplicaSetRecord]:
+        """The Deployment's ReplicaSets (one LIST by its selector, kept when it owns them)."""
+        labels = ",".join(f"{k}={v}" for k, v in sorted(d.selector.items()))
+        items = (
+            request(
+                self.api,
+                "GET",
+                f"/apis/apps/v1/namespaces/{d.namespace}/replicasets",
+                action=f"list replicasets in {d.namespace}",
+                query={"labelSelector": labels or None},
+            ).get("items")
+            or []
+        )
+        out = []
+        for item in items:
+            meta = item.get("metadata") or {}
+            owners = {o.get("uid") for o in meta.get("ownerReferences") or []}
+            if d.uid and d.uid not in owners:
+                continue
+            pod = ((item.get("spec") or {}).get("template") or {}).get("spec") or {}
+            out.append(
+                ReplicaSetRecord(
+                    name=str(meta.get("name", "")),
+                    created=str(meta.get("creationTimestamp", "")),
+                    images={
+                        str(c.get("name")): str(c.get("image", ""))
+                        for c in pod.get("containers") or []
+                    },
+                    annotations=dict(meta.get("annotations") or {}),
+                    replicas=int((item.get("status") or {}).get("replicas") or 0),
+                )
+            )
+        return out
 
     def annotate(self, namespace: str, deployment: str, key: str, value: str) -> None:
         """Set one annotation with a JSON merge patch, unguarded: it touches nothing anyone else

@@ -16,6 +16,7 @@ from reconciler.core.errors import ConfigError, ReconcilerError
 from reconciler.settings import Settings
 
 if TYPE_CHECKING:  # the clients are imported only by the commands that use them
+    from reconciler.core.behind import Behind
     from reconciler.core.engine import Engine, SiteResult, SyncReport
     from reconciler.wiring import Parts
 
@@ -84,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
         help="deploy the previous commit's image (or --to SHA's) and hold the site there",
     )
     back.add_argument("--to", metavar="SHA", help="the commit whose image to deploy")
+    sub.add_parser(
+        "history",
+        parents=[common, one],
+        help="the site's last deploys (from its ReplicaSets): when, which commit, by whom",
+    )
     serve = sub.add_parser("serve", parents=[common], help="run the long-lived service")
     serve.add_argument("--port", type=int, help="HTTP port (default: $PORT, else 8080)")
     serve.add_argument("--bind", default=None, help="address to bind (default 0.0.0.0)")
@@ -140,6 +146,8 @@ def main(
         if args.command == "validate":
             print(f"{path}: ok, {len(config.sites)} site(s)", file=out)
             return EXIT_OK
+        if args.command == "history":
+            return _history(args, config, parts=parts, settings=settings, out=out, err=err)
         if args.command in ("hold", "resume", "rollback"):
             return _command(args, config, parts=parts, settings=settings, out=out, err=err)
         return _plan_or_sync(args, config, parts=parts, settings=settings, out=out, err=err)
@@ -185,14 +193,25 @@ def _plan_or_sync(
     failed = False
     if getattr(args, "wait", False) and not request.dry_run:
         report, failed = _wait(engine, config, report, args.wait_timeout)
+    behind = _behind(engine, report, settings) if request.plan_only else None
     if args.output == "json":
-        print(output.report_json(report), file=out)
+        print(output.report_json(report, behind), file=out)
     else:
-        print(output.report_text(report), file=out)
+        print(output.report_text(report, behind), file=out)
     wanted = any(s.channels for s in (config.notify.defaults, *config.notify.sites.values()))
     if wanted and not (request.plan_only or request.dry_run):
         _notify(engine, config, report, settings, err)
     return EXIT_OK if report.ok and not failed else EXIT_FAILED
+
+
+def _behind(engine: Engine, report: SyncReport, settings: Settings) -> Mapping[str, Behind]:
+    """For `plan`: how many commits each site is behind (one compare request per such site)."""
+    from reconciler.core import behind
+    from reconciler.core.outbox import CommitLog
+
+    if not isinstance(engine.heads, CommitLog):
+        return behind.wanted(report.results, settings.github.web_url)
+    return behind.measure(report.results, engine.heads, settings.github.web_url)
 
 
 def _notify(
@@ -294,6 +313,46 @@ def _command(
         if report is not None:
             print(output.report_text(report), file=out)
     return EXIT_OK if report is None or report.ok else EXIT_FAILED
+
+
+def _history(
+    args: argparse.Namespace,
+    config: config_mod.Config,
+    *,
+    parts: Parts | None,
+    settings: Settings,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """`reconciler history SITE`: what the cluster remembers of the site's deploys."""
+    from reconciler.cli import output
+    from reconciler.core import history, planner
+    from reconciler.wiring import Parts, build_engine
+
+    if args.site not in config.names:
+        print(f"reconciler: unknown site {args.site}; known: {', '.join(config.names)}", file=err)
+        return EXIT_USAGE
+    site = config.select([args.site])[0]
+    parts = parts or Parts()
+    if args.context:
+        parts.kube_context = args.context
+    cluster = build_engine(parts, settings).cluster
+    deployment = cluster.read(site.namespace, site.deployment)
+    if deployment is None:
+        print(f"reconciler: deployment {site.namespace}/{site.deployment} not found", file=err)
+        return EXIT_FAILED
+    container = planner.container_of(site, deployment)
+    if container is None or not isinstance(cluster, history.RevisionSource):
+        print(f"reconciler: cannot tell which container of {site.name} is managed", file=err)
+        return EXIT_FAILED
+    deploys = history.deploys(deployment, container, cluster.replica_sets(deployment))
+    if args.output == "json":
+        print(json.dumps([d.as_dict() for d in deploys], indent=2), file=out)
+        return EXIT_OK
+    rows = [[str(d.revision), d.at, (d.sha or "?")[:7], d.by, d.outcome, d.image] for d in deploys]
+    header = ["revision", "when", "commit", "by", "outcome", "image"]
+    print(output.table(rows, header) if rows else f"{site.name}: no ReplicaSets yet", file=out)
+    return EXIT_OK
 
 
 def _sites(args: argparse.Namespace, path: str, out: TextIO) -> int:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from reconciler.core.behind import Behind
 from reconciler.core.engine import SiteResult, SyncReport
 from reconciler.core.model import Action
 
@@ -42,7 +43,22 @@ def _rollout_cell(r: SiteResult) -> str:
     return f"{p.rollout.value} {p.progress}".strip()
 
 
-def report_text(report: SyncReport) -> str:
+def _behind_cell(b: Behind | None) -> str:
+    if b is None:
+        return ""
+    return "?" if b.commits is None else str(b.commits)
+
+
+def behind_lines(behind: Mapping[str, Behind]) -> str:
+    """One line per site that is behind: how many commits, and the compare link."""
+    lines = []
+    for name, b in behind.items():
+        count = f"{b.commits} commit(s)" if b.commits is not None else f"? commits ({b.error})"
+        lines.append(f"{name}: {count} behind {b.head[:7]}: {b.compare_url}")
+    return "\n".join(lines)
+
+
+def report_text(report: SyncReport, behind: Mapping[str, Behind] | None = None) -> str:
     rows = []
     for r in report.results:
         p = r.plan
@@ -59,14 +75,28 @@ def report_text(report: SyncReport) -> str:
                 head,
                 _image_cell(r),
                 _rollout_cell(r),
+                *([_behind_cell(behind.get(p.site.name))] if behind is not None else []),
                 p.reason,
             ]
         )
-    header = ["site", "action", "deployment", "container", "head", "image", "rollout", "reason"]
+    header = ["site", "action", "deployment", "container", "head", "image", "rollout"]
+    header += [*(["behind"] if behind is not None else []), "reason"]
     mode = "plan" if report.plan_only else ("dry run" if report.dry_run else "sync")
     footer = f"{mode}: {report.summary()} in {report.duration:.1f}s"
-    return f"{table(rows, header)}\n\n{footer}"
+    links = behind_lines(behind or {})
+    return f"{table(rows, header)}\n\n{links + chr(10) if links else ''}{footer}"
 
 
-def report_json(report: SyncReport) -> str:
-    return json.dumps([r.as_dict() for r in report.results], indent=2)
+def report_json(report: SyncReport, behind: Mapping[str, Behind] | None = None) -> str:
+    """The results as JSON; with `behind` (plan) each gains commits_behind and compare_url."""
+    rows = []
+    for r in report.results:
+        row = r.as_dict()
+        if behind is not None:
+            b = behind.get(r.plan.site.name)
+            row["commits_behind"] = (
+                b.commits if b else (0 if r.plan.action.value == "in-sync" else None)
+            )
+            row["compare_url"] = b.compare_url if b else None
+        rows.append(row)
+    return json.dumps(rows, indent=2)

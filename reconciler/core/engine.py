@@ -6,7 +6,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from reconciler.core import annotations as ann
@@ -339,8 +340,31 @@ class Engine:
     def follow(self, site: Site, *, act: bool = True) -> SiteResult:
         """Read one site's Deployment; roll back its rollout if it failed (unless `act` is
         False: then only say so). Needs no GitHub."""
+        return self.follow_all([site], act=act)[0]
+
+    def follow_all(self, sites: Sequence[Site], *, act: bool = True) -> list[SiteResult]:
+        """follow() for many sites: one LIST per namespace holding several, else one GET."""
+        counts = Counter(s.namespace for s in sites)
+        shared = {ns for ns, n in counts.items() if n > 1}
+        views: Mapping[str, NamespaceView] = {}
+        if shared:
+            try:
+                views = self.cluster.observe(shared)
+            except ReconcilerError as exc:
+                views = {ns: NamespaceError(str(exc), exc.kind) for ns in shared}
+        return [self._follow_one(site, views, act=act) for site in sites]
+
+    def _follow_one(
+        self, site: Site, views: Mapping[str, NamespaceView], *, act: bool
+    ) -> SiteResult:
+        view = views.get(site.namespace)
         try:
-            fresh = self.cluster.read(site.namespace, site.deployment)
+            if isinstance(view, NamespaceError):
+                raise ReconcilerError(view.reason, kind=view.kind)
+            if view is not None:
+                fresh = view.get(site.deployment)
+            else:
+                fresh = self.cluster.read(site.namespace, site.deployment)
         except ReconcilerError as exc:
             return SiteResult(SitePlan(site, Action.ERROR, reason=str(exc), error_kind=exc.kind))
         p = self._plan_one(site, {}, fresh)

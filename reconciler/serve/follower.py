@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from reconciler.core.config import Config
 from reconciler.core.engine import Engine, SiteResult, SyncReport
 from reconciler.core.errors import ReconcilerError
-from reconciler.core.model import Action, Rollout
+from reconciler.core.model import Action, Rollout, Site
 from reconciler.serve.leader import Lease
 
 log = logging.getLogger(__name__)
@@ -115,36 +115,46 @@ class Follower:
             return
         with self._lock:
             wanted = set(self.tracked if names is None else names) & set(self.tracked)
-        for site in cfg.sites:
-            if site.name not in wanted or self._stop.is_set():
+        sites = [s for s in cfg.sites if s.name in wanted]
+        try:
+            seen = self.engine.follow_all(sites, act=False) if sites else []
+        except ReconcilerError as exc:
+            log.warning("following rollouts: %s", exc)
+            return
+        for result in seen:
+            if self._stop.is_set():
+                return
+            final = self._settle(result)
+            if final is None:
                 continue
-            try:
-                result = self._follow_one(site.name, cfg)
-            except ReconcilerError as exc:  # one site's trouble is that site's
-                log.warning("following %s: %s", site.name, exc)
-                continue
-            if result is None:
-                continue
+            name = final.plan.site.name
             with self._lock:
-                before = self.tracked.get(site.name)
-                if result.plan.rollout is not Rollout.PROGRESSING or result.applied:
-                    self.tracked.pop(site.name, None)
-            self.on_result(result, before)
+                before = self.tracked.get(name)
+                if final.plan.rollout is not Rollout.PROGRESSING or final.applied:
+                    self.tracked.pop(name, None)
+            self.on_result(final, before)
         with self._lock:
             for gone in set(self.tracked) - set(cfg.names):
                 del self.tracked[gone]
 
-    def _follow_one(self, name: str, cfg: Config) -> SiteResult | None:
-        site = cfg.select([name])[0]
-        seen = self.engine.follow(site, act=False)
+    def _settle(self, seen: SiteResult) -> SiteResult | None:
+        """What was seen, or the rollback it calls for (None: not ours to do, or it failed)."""
         if seen.action is not Action.ROLLED_BACK:
             return seen
+        try:
+            return self._roll_back(seen.plan.site)
+        except ReconcilerError as exc:  # one site's trouble is that site's
+            log.warning("rolling back %s: %s", seen.plan.site.name, exc)
+            return None
+
+    def _roll_back(self, site: Site) -> SiteResult | None:
+        """Re-read and roll back, holding the Lease when there is one (None: another has it)."""
         if self.lease is None:
             return self.engine.follow(site)
         try:
             self.lease.acquire()
         except ReconcilerError as exc:  # another replica holds it: it rolls back, not us
-            log.info("not rolling back %s: %s", name, exc)
+            log.info("not rolling back %s: %s", site.name, exc)
             return None
         try:
             return self.engine.follow(site)

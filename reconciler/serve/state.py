@@ -250,6 +250,6 @@ def merged(stored: SiteResult, followed: SiteResult) -> SiteResult:
                 changed_at=p.changed_at,
             ),
         )
-    if p.action is Action.ERROR:
+    if p.current_image is None:  # the Deployment could not be read: nothing new
         return stored
     return replace(stored, plan=replace(stored.plan, rollout=p.rollout, progress=p.progress))

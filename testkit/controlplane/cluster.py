@@ -207,11 +207,11 @@ class LocalCluster(ControlPlane):
 
     def _spawn_component(self, name: str, argv: Callable[[], list[str]]) -> None:
         """Start component ``name`` with ``argv()`` (called again for a restart, so that it
-        can pick new ports)."""
+        can pick new ports), its HOME in the work dir (no ~/.kwok, ~/.kube)."""
         log = self.work_dir / f"{name}.log"
         self.component_log_paths[name] = log
         self._argv[name] = argv
-        self._components[name] = self._spawn(argv(), log)
+        self._components[name] = self._spawn(argv(), log, {"HOME": str(self.work_dir)})
 
     def _secure_serving(self, name: str, kubeconfig: Path) -> list[str]:
         port = free_port()

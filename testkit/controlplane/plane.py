@@ -9,7 +9,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -185,8 +185,10 @@ class ControlPlane:
         self.admin_key_path = pki / "admin.key"
         self._admin_pair = admin
 
-    def _spawn(self, argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
-        return processes.spawn(argv, log_path, self.work_dir)
+    def _spawn(
+        self, argv: list[str], log_path: Path, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        return processes.spawn(argv, log_path, self.work_dir, env)
 
     def _launch(self) -> None:
         w = self.work_dir

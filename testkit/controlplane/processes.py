@@ -15,6 +15,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -29,9 +30,11 @@ class Stoppable(Protocol):
     def stop(self) -> None: ...
 
 
-def spawn(argv: list[str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    """Start ``argv`` in its own session, stdout+stderr appended to ``log_path``; it gets
-    SIGKILL when this process dies."""
+def spawn(
+    argv: list[str], log_path: Path, cwd: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in its own session, stdout+stderr appended to ``log_path``, with
+    ``env`` added to this process's environment; it gets SIGKILL when this process dies."""
     parent = os.getpid()
     with open(log_path, "ab") as log:
         return subprocess.Popen(
@@ -43,6 +46,7 @@ def spawn(argv: list[str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]
             # Only prctl + getppid run between fork and exec (see die_with_parent).
             preexec_fn=lambda: die_with_parent(parent),  # noqa: PLW1509
             cwd=cwd,
+            env={**os.environ, **env} if env else None,
             close_fds=True,
         )
 

@@ -15,7 +15,7 @@ Modules, by concern:
     graphql     the GraphQL endpoint, its cost model and resolvers
     server      the HTTP server and GitHubStandIn (lifecycle, dispatch, headers, validation)
 
-Adding a REST endpoint (say GET /repos/{owner}/{repo}/compare/{basehead}):
+Adding a REST endpoint (say GET /repos/{owner}/{repo}/deployments, the Deployments API):
  1. The operation must be in ../shared/github/rest-openapi-subset.json: its method, path template,
     operationId and a JSON schema for each status you answer with. The stand-in validates every
     reply against that schema (errors without one against basic-error), so it cannot drift from
@@ -26,21 +26,22 @@ Adding a REST endpoint (say GET /repos/{owner}/{repo}/compare/{basehead}):
     document::
 
         @route(
-            "rest:compare",
+            "rest:deployments",
             "GET",
-            f"{_REPO_PREFIX}/compare/{{basehead}}",
-            "repos/compare-commits-with-basehead",
-            f"{_DOCS}/commits/commits#compare-two-commits-with-basehead",
+            f"{_REPO_PREFIX}/deployments",
+            "repos/list-deployments",
+            f"{_DOCS}/deployments/deployments#list-deployments",
         )
-        def _compare(req: RestRequest) -> Reply:
-            ...  # req.repo, req.params["basehead"], req.query, req.body
-            return req.ok(objects.compare(...))  # or req.error(404, "Not Found")
+        def _list_deployments(req: RestRequest) -> Reply:
+            ...  # req.repo, req.params, req.query, req.body (for POST)
+            return req.ok(objects.deployments(req.repo, req.api, req.query))
 
     The handler runs under the stand-in's lock, after the caller was charged one core point and
     the repository was found (a missing or, for anonymous callers, private one is a 404). Path
     parameters that may contain "/" are listed in rest.SLASHED_PARAMS; of several matching
-    templates the most specific wins. POST handlers read req.body. The route's name is the key of
-    stats()["by_route"].
+    templates the most specific wins (see rest:compare for a {basehead} route, _paged for a Link
+    header). POST handlers read req.body and answer with e.g. req.answer(201, obj). The route's
+    name is the key of stats()["by_route"].
  4. tests/test_github_standin.py checks that every route's method, template and operationId exist
     in the document; add a case for the new body to its REST_CASES (schema-checked) and a test of
     its behaviour.

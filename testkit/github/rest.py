@@ -63,6 +63,10 @@ class RestRequest:
         """200 with obj, validated against the operation's schema, with ETag/304 support."""
         return json_ok(obj, self.route.operation_id, self.caller.key, self.headers)
 
+    def answer(self, status: int, obj: Json) -> Reply:
+        """Any status with obj (e.g. 201 for a POST), validated against that status's schema."""
+        return Reply(status, obj, schema_op=self.route.operation_id)
+
     def error(self, status: int, message: str) -> Reply:
         """GitHub's error body for this operation (validated against its schema too)."""
         return Reply(

@@ -137,9 +137,6 @@ class GitHubStandIn(GraphQLApi):
         self._graphql_log = deque(maxlen=graphql_log_size)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
-        self._gate = threading.Condition(self._lock)
-        self._holding = False
-        self._held = 0
         for token in tokens:
             self.add_token(token)
 
@@ -161,7 +158,6 @@ class GitHubStandIn(GraphQLApi):
         return self
 
     def stop(self) -> None:
-        self.release()
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
@@ -210,7 +206,6 @@ class GitHubStandIn(GraphQLApi):
     def _handle(self, method: str, raw_path: str, headers: Headers, body: bytes, ip: str) -> Reply:
         in_flight = self._enter()
         try:
-            self._wait_at_gate()
             delay = self._latency_s()
             if delay > 0:
                 time.sleep(delay)  # the simulated network and server time, not synchronisation
@@ -225,36 +220,6 @@ class GitHubStandIn(GraphQLApi):
                 )
         finally:
             self._leave()
-
-    # ---- holding requests in flight ---------------------------------------------------------
-
-    def hold(self) -> None:
-        """From now on, every request waits (in flight, unanswered) until release()."""
-        with self._gate:
-            self._holding = True
-
-    def release(self) -> None:
-        """Let held requests (and later ones) through."""
-        with self._gate:
-            self._holding = False
-            self._gate.notify_all()
-
-    def wait_held(self, n: int = 1, timeout: float = 30.0) -> None:
-        """Wait until at least n requests are held: a client's call is provably in flight."""
-        with self._gate:
-            if not self._gate.wait_for(lambda: self._held >= n, timeout):
-                raise TimeoutError(f"{self._held} request(s) held after {timeout}s, wanted {n}")
-
-    def _wait_at_gate(self) -> None:
-        with self._gate:
-            if not self._holding:
-                return
-            self._held += 1
-            self._gate.notify_all()
-            try:
-                self._gate.wait_for(lambda: not self._holding)
-            finally:
-                self._held -= 1
 
     def _dispatch(
         self, method: str, raw_path: str, headers: Headers, body: bytes, *, ip: str, in_flight: int
