@@ -129,7 +129,6 @@ class FakeCluster:
             containers=containers,
             annotations=notes,
             image_owners=owners,
-            managers=current.managers | {rollout.FIELD_MANAGER},
             generation=current.generation + (containers != current.containers),
             resource_version=str(int(current.resource_version or 0) + 1),
         )

@@ -63,7 +63,6 @@ def deployed(
             observed_generation=2, desired=3, updated=3, replicas=3, ready=3, available=3
         ),
         image_owners={"app": FieldOwner(owner, "Update", owner_time)},
-        managers=frozenset({"kubectl-create", "reconciler", owner}),
         selector={"app": "blog"},
     )
 
@@ -223,8 +222,7 @@ def test_another_managers_image_change_holds_the_site(manager: str) -> None:
 def test_never_managed_deployment_is_adopted_not_held() -> None:
     d = replace(
         deployed(GOOD, owner="kubectl-create"),
-        annotations={},
-        managers=frozenset({"kubectl-create"}),
+        annotations={ann.NOTIFIED: "{}"},  # annotations of its own do not make it managed
     )
     assert plan(d, head=NEXT).action is Action.UPDATE
 

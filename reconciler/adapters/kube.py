@@ -382,7 +382,6 @@ def _observed(item: Mapping[str, Any]) -> ObservedDeployment:
         generation=int(meta.get("generation", 0)),
         status=_status(item),
         image_owners=rollout.image_owners(list(meta.get("managedFields") or [])),
-        managers=frozenset(str(m.get("manager", "")) for m in meta.get("managedFields") or []),
         selector=dict(((item.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}),
     )
 

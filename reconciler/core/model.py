@@ -115,7 +115,6 @@ class ObservedDeployment:
     generation: int = 0
     status: DeploymentStatus | None = None  # None: no controller has reported on it yet
     image_owners: Mapping[str, FieldOwner] = field(default_factory=dict)  # by container name
-    managers: frozenset[str] = frozenset()  # every field manager in managedFields
     selector: Mapping[str, str] = field(default_factory=dict)  # spec.selector.matchLabels
 
 

@@ -164,8 +164,10 @@ def hold_of(
 
 
 def managed(d: ObservedDeployment) -> bool:
-    """Whether the reconciler has ever changed this Deployment (else it is adopted, not held)."""
-    return FIELD_MANAGER in d.managers or ann.SHA in d.annotations
+    """Whether the reconciler has ever set this Deployment's image (else it is adopted, not held):
+    every image it sets leaves one of these annotations (field ownership alone does not tell, as
+    it also writes annotations of Deployments it has not deployed to)."""
+    return any(k in d.annotations for k in (ann.SHA, ann.PREVIOUS_IMAGE, ann.FAILED_SHA, ann.HOLD))
 
 
 def rollback_patch(
