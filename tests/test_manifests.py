@@ -444,10 +444,10 @@ def test_the_namespace_enforces_pod_security_restricted_and_the_pod_passes(
     labels = namespace["metadata"]["labels"]
     core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name, labels=labels)))
     template = one(rendered, "Deployment")["spec"]["template"]
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "reconciler"}, **template}
-    pod["metadata"] = {"name": "reconciler", "labels": template["metadata"]["labels"]}
+    metadata = {"name": "reconciler", "labels": template["metadata"]["labels"]}
+    pod: Any = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
     core.create_namespaced_pod(name, pod, dry_run="All")  # admitted as shipped
-    privileged = json.loads(json.dumps(pod))
+    privileged: Any = json.loads(json.dumps(pod))
     privileged["spec"]["containers"][0]["securityContext"] = {"privileged": True}
     with pytest.raises(ApiException) as refused:
         core.create_namespaced_pod(name, privileged, dry_run="All")
