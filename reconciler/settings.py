@@ -13,6 +13,7 @@ GITHUB_STRATEGIES = ("auto", "graphql", "rest")
 LOG_FORMATS = ("json", "text")
 MIN_TOKEN_BYTES = 32  # bearer tokens: guessing one must be hopeless
 OPEN = "open"  # RECONCILER_READ_TOKEN=open: the page, /status and /metrics need no token
+MAX_LOOKBACK = 100  # one page of a GraphQL connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,7 @@ class GitHubSettings:
     concurrency: int = 8
     max_retry_wait: float = 30.0
     strategy: str = "auto"  # auto: GraphQL when authenticated, else REST conditional requests
+    lookback: int = 20  # RECONCILER_LOOKBACK: commits of each branch read for a ready one (0: off)
 
     @property
     def authenticated(self) -> bool:
@@ -204,7 +206,13 @@ def _github(env: Mapping[str, str]) -> GitHubSettings:
             f"RECONCILER_GITHUB_STRATEGY must be one of {', '.join(GITHUB_STRATEGIES)}, "
             f"not {strategy!r}"
         )
+    lookback = env.get("RECONCILER_LOOKBACK") or "20"
+    if not lookback.isdigit() or int(lookback) > MAX_LOOKBACK:
+        raise SettingsError(
+            f"RECONCILER_LOOKBACK must be a whole number from 0 to {MAX_LOOKBACK}, not {lookback!r}"
+        )
     return GitHubSettings(
+        lookback=int(lookback),
         api_url=(env.get("GITHUB_API_URL") or DEFAULT_GITHUB_API).rstrip("/"),
         token=env.get("GITHUB_TOKEN") or None,
         app_id=app_id,

@@ -136,3 +136,11 @@ def test_the_app_key_file_is_read_only_for_a_github_app(tmp_path: Path) -> None:
         }
     )
     assert s.github.app_private_key == key.read_text()
+
+
+@pytest.mark.parametrize("value", ["-1", "x", "101", "2.5"])
+def test_lookback_must_be_a_small_whole_number(value: str) -> None:
+    with pytest.raises(SettingsError, match="RECONCILER_LOOKBACK"):
+        Settings.from_env({"RECONCILER_LOOKBACK": value})
+    assert Settings.from_env({"RECONCILER_LOOKBACK": "0"}).github.lookback == 0
+    assert Settings.from_env({}).github.lookback == 20
