@@ -11,6 +11,7 @@ from reconciler.core.errors import ErrorKind, SettingsError
 DEFAULT_GITHUB_API = "https://api.github.com"
 GITHUB_STRATEGIES = ("auto", "graphql", "rest")
 LOG_FORMATS = ("json", "text")
+MAX_LOOKBACK = 100  # one page of a GraphQL connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,7 @@ class GitHubSettings:
     concurrency: int = 8
     max_retry_wait: float = 30.0
     strategy: str = "auto"  # auto: GraphQL when authenticated, else REST conditional requests
+    lookback: int = 20  # RECONCILER_LOOKBACK: commits of each branch read for a ready one (0: off)
 
     @property
     def authenticated(self) -> bool:
@@ -184,7 +186,13 @@ def _github(env: Mapping[str, str]) -> GitHubSettings:
             f"RECONCILER_GITHUB_STRATEGY must be one of {', '.join(GITHUB_STRATEGIES)}, "
             f"not {strategy!r}"
         )
+    lookback = env.get("RECONCILER_LOOKBACK") or "20"
+    if not lookback.isdigit() or int(lookback) > MAX_LOOKBACK:
+        raise SettingsError(
+            f"RECONCILER_LOOKBACK must be a whole number from 0 to {MAX_LOOKBACK}, not {lookback!r}"
+        )
     return GitHubSettings(
+        lookback=int(lookback),
         api_url=(env.get("GITHUB_API_URL") or DEFAULT_GITHUB_API).rstrip("/"),
         token=env.get("GITHUB_TOKEN") or None,
         app_id=app_id,

@@ -75,6 +75,7 @@ def build_notifier(engine: Engine, settings: Settings) -> Notifier:
 def build_process(config_path: str, settings: Settings) -> Process:
     """Everything `serve` runs in its worker: engine, Lease, Service, Pub/Sub, the WSGI app."""
     from reconciler.serve.app import create_app
+    from reconciler.serve.commitinfo import CommitInfo
     from reconciler.serve.process import BackgroundTrigger, Process, cached
     from reconciler.serve.service import Service
 
@@ -100,6 +101,7 @@ def build_process(config_path: str, settings: Settings) -> Process:
         lease_renew_deadline=settings.lease_seconds * 2 / 3,
         web_url=settings.github.web_url,
         notifier=build_notifier(engine, settings),
+        commit_info=CommitInfo(engine.heads) if isinstance(engine.heads, CommitLog) else None,
     )
     service.extra_health["kubernetes"] = cached(lambda: kube.ping(api), HEALTH_CHECK_TTL)
     triggers: list[BackgroundTrigger] = []

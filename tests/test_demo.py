@@ -213,3 +213,27 @@ def test_the_demo_deploys_rolls_back_holds_and_stops_clean(
     assert not left, f"processes left behind: {left}"
     assert not [u for u in urls if _listening(u)], "a port still listens"
     assert not (demo.dir / "demo.json").exists()
+
+
+def test_without_github_the_demo_says_so_and_offers_offline(tmp_path: Path) -> None:
+    # GitHub made unreachable through a proxy that refuses connections (loopback, closed port).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    proxy = f"http://127.0.0.1:{closed}"
+    env = {**os.environ, "RECONCILER_DEMO_DIR": str(tmp_path / "demo")}
+    env.update(https_proxy=proxy, HTTPS_PROXY=proxy, no_proxy="", NO_PROXY="")
+    out = subprocess.run(
+        [str(DEMO)], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "GitHub cannot be reached" in out.stderr and "scripts/demo --offline" in out.stderr
+    assert "starting the local cluster" not in out.stdout  # nothing was started
+
+
+def test_push_without_a_running_demo_says_so(tmp_path: Path) -> None:
+    env = {**os.environ, "RECONCILER_DEMO_DIR": str(tmp_path / "demo")}
+    out = subprocess.run(
+        [str(DEMO), "push", "blog"], env=env, capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 1 and "no demo is running" in out.stderr, out.stderr

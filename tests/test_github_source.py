@@ -9,7 +9,14 @@ from collections.abc import Iterator
 import pytest
 
 from reconciler.adapters.github import GitHubSettings, GitHubSource, _Check, _checks_verdict
-from reconciler.core.model import BranchHead, HeadError, ImageStatus, RepoRef, VerifyRequest
+from reconciler.core.model import (
+    BranchHead,
+    CommitState,
+    HeadError,
+    ImageStatus,
+    RepoRef,
+    VerifyRequest,
+)
 from testkit.github import GitHubStandIn, random_sha
 from testkit.github_fixtures import TOKEN
 
@@ -43,14 +50,36 @@ def test_graphql_batches_many_repos_for_one_point_per_hundred(github: GitHubStan
     assert all(h.branch == "main" for h in heads.values() if isinstance(h, BranchHead))
     stats = github.stats()
     assert stats["graphql_queries"] == 3
-    assert stats["by_token"][TOKEN]["points"].get("graphql") == 3
+    # With the last 20 commits of each branch (and their checks): 2 points per 100 repositories.
+    assert stats["by_token"][TOKEN]["points"].get("graphql") == 5
     assert stats["by_token"][TOKEN]["points"].get("core", 0) == 0
+    github.reset_stats()
+    source(github, lookback=0).resolve(refs)
+    assert github.stats()["by_token"][TOKEN]["points"].get("graphql") == 3
+
+
+def test_heads_come_with_their_recent_history_and_checks(github: GitHubStandIn) -> None:
+    github.add_repo("acme/blog", {"main": "a" * 40})
+    for sha in ("b" * 40, "c" * 40, "d" * 40):
+        github.set_branch("acme/blog", "main", sha)
+    github.set_checks("acme/blog", "c" * 40, "success")
+    github.set_checks("acme/blog", "d" * 40, "pending")
+    ref = RepoRef("acme/blog", "main")
+    head = source(github, lookback=3).resolve([ref])[ref]
+    assert isinstance(head, BranchHead) and head.sha == "d" * 40
+    assert head.history == (
+        CommitState("d" * 40, "PENDING"),
+        CommitState("c" * 40, "SUCCESS"),
+        CommitState("b" * 40, None),
+    )
+    plain = source(github, lookback=0).resolve([ref])[ref]
+    assert plain == BranchHead("acme/blog", "main", "d" * 40)
 
 
 def test_same_repo_two_branches_and_default(github: GitHubStandIn) -> None:
     github.add_repo("acme/blog", {"trunk": "a" * 40, "preview": "b" * 40}, default_branch="trunk")
     refs = [RepoRef("acme/blog", None), RepoRef("acme/blog", "preview")]
-    heads = source(github).resolve(refs)
+    heads = source(github, lookback=0).resolve(refs)
     assert heads[refs[0]] == BranchHead("acme/blog", "trunk", "a" * 40)
     assert heads[refs[1]] == BranchHead("acme/blog", "preview", "b" * 40)
     assert github.stats()["graphql_queries"] == 1

@@ -104,3 +104,11 @@ def test_event_subscriptions_and_the_webhook_secret() -> None:
         ("gcr", "projects/p/subscriptions/gcr"),
     )
     assert s.webhook_secret == "s"
+
+
+@pytest.mark.parametrize("value", ["-1", "x", "101", "2.5"])
+def test_lookback_must_be_a_small_whole_number(value: str) -> None:
+    with pytest.raises(SettingsError, match="RECONCILER_LOOKBACK"):
+        Settings.from_env({"RECONCILER_LOOKBACK": value})
+    assert Settings.from_env({"RECONCILER_LOOKBACK": "0"}).github.lookback == 0
+    assert Settings.from_env({}).github.lookback == 20

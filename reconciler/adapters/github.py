@@ -20,7 +20,14 @@ from urllib3.util.retry import Retry
 from reconciler.core.errors import DeliveryError, ErrorKind, GitHubError
 from reconciler.core.fanout import bounded_map
 from reconciler.core.messages import MAX_COMMITS, Commit, Comparison, Notification
-from reconciler.core.model import BranchHead, HeadError, HeadResult, ImageStatus, RepoRef
+from reconciler.core.model import (
+    BranchHead,
+    CommitState,
+    HeadError,
+    HeadResult,
+    ImageStatus,
+    RepoRef,
+)
 from reconciler.core.notifyconfig import Channel, EventKind
 from reconciler.core.ports import RateLimit, VerifyRequest
 from reconciler.settings import GitHubSettings
@@ -278,7 +285,7 @@ class GitHubSource:
         )
 
     def _graphql_batch(self, batch: list[list[RepoRef]]) -> dict[RepoRef, HeadResult]:
-        query, variables, aliases = _heads_query(batch)
+        query, variables, aliases = _heads_query(batch, self.settings.lookback)
         response = self._request(
             "POST", self._graphql_url(), body={"query": query, "variables": variables}
         )
@@ -334,7 +341,8 @@ class GitHubSource:
                     else:
                         missing.append(ref)
                     continue
-                out[ref] = BranchHead(ref.repo, target["name"], target["target"]["oid"])
+                head = target["target"]
+                out[ref] = BranchHead(ref.repo, target["name"], head["oid"], _history(head))
         for ref in missing:
             out[ref] = self._missing_branch(ref)
         return out
@@ -461,7 +469,12 @@ class GitHubSource:
         data = r.json() or {}
         raw = data.get("commits") or []
         commits = tuple(_commit_line(c) for c in raw[-MAX_COMMITS:])
-        return Comparison(commits, int(data.get("total_commits", len(raw))))
+        old = data.get("base_commit")
+        return Comparison(
+            commits,
+            int(data.get("total_commits", len(raw))),
+            _commit_line(old) if isinstance(old, dict) else None,
+        )
 
 
 CHECK_PAGES = 10  # 1,000 statuses and 1,000 check runs per commit at most
@@ -546,12 +559,19 @@ def _commit_line(c: Mapping[str, Any]) -> Commit:
 
 
 def _heads_query(
-    batch: list[list[RepoRef]],
+    batch: list[list[RepoRef]], lookback: int = 0
 ) -> tuple[str, dict[str, str], dict[str, list[tuple[RepoRef, str]]]]:
-    """An aliased GraphQL query for a batch of repositories (grouped refs of one repo each)."""
+    """An aliased GraphQL query for a batch of repositories (grouped refs of one repo each),
+    with the last ``lookback`` commits of each branch and their checks' rollup state."""
     params: list[str] = []
     fields: list[str] = []
     variables: dict[str, str] = {}
+    history = (
+        f" ... on Commit {{ history(first: {lookback}) {{ nodes {{ oid statusCheckRollup"
+        " { state } } } }"
+        if lookback > 0
+        else ""
+    )
     aliases: dict[str, list[tuple[RepoRef, str]]] = {}
     for i, group in enumerate(batch):
         owner, name = group[0].repo.split("/", 1)
@@ -570,7 +590,7 @@ def _heads_query(
             params.append(f"${var}: String!")
             selections.append(f"{var}: ref(qualifiedName: ${var})")
             entries.append((ref, var))
-        body = " ".join(f"{s} {{ name target {{ oid }} }}" for s in selections)
+        body = " ".join(f"{s} {{ name target {{ oid{history} }} }}" for s in selections)
         fields.append(f"r{i}: repository(owner: $o{i}, name: $n{i}) {{ {body} }}")
         aliases[f"r{i}"] = entries
     query = (
@@ -579,6 +599,16 @@ def _heads_query(
         + "\n  rateLimit { cost remaining limit resetAt }\n}"
     )
     return query, variables, aliases
+
+
+def _history(target: Any) -> tuple[CommitState, ...]:
+    """The commits of a ``history`` connection, newest first, with their rollup state."""
+    nodes = ((target.get("history") or {}).get("nodes")) or []
+    return tuple(
+        CommitState(n["oid"], (n.get("statusCheckRollup") or {}).get("state"))
+        for n in nodes
+        if isinstance(n, dict) and isinstance(n.get("oid"), str)
+    )
 
 
 def _quote(branch: str) -> str:

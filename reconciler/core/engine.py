@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from reconciler.core import annotations as ann
-from reconciler.core import planner, rollout
+from reconciler.core import fallback, planner, rollout
 from reconciler.core.config import Config
 from reconciler.core.errors import ErrorKind, ReconcilerError
 from reconciler.core.fanout import bounded_map
@@ -175,8 +175,18 @@ class Engine:
             if (d := _deployment(observed, site)) is not None
         }
         result = planner.plan(selected, heads, observed, now=now, troubles=troubles)
-        if not result.updates:
-            return result
+        result = self._gate(result)
+
+        def replan(site: Site, head: BranchHead) -> SitePlan:
+            view = {site.ref: head}
+            return planner.plan_site(
+                site, view, observed, now=now, troubles=troubles.get(site.name, ())
+            )
+
+        return self._fall_back(result, heads, replan)
+
+    def _gate(self, result: Plan) -> Plan:
+        """Verify every update's target (registry or checks); missing ones become skips."""
         wanted = {r for r in map(planner.verify_request, result.updates) if r is not None}
         if not wanted:
             return result
@@ -186,6 +196,53 @@ class Engine:
         except ReconcilerError as exc:
             statuses = {r: ImageStatus(None, str(exc)) for r in wanted}
         return planner.gate(result, statuses)
+
+    def _fall_back(
+        self,
+        result: Plan,
+        heads: Mapping[RepoRef, HeadResult],
+        replan: Callable[[Site, BranchHead], SitePlan],
+    ) -> Plan:
+        """Sites whose head is not ready deploy the newest older commit that is, forward only
+        (reconciler.core.fallback); one verification round for all their candidates."""
+        options: dict[str, tuple[BranchHead, tuple[fallback.Candidate, ...]]] = {}
+        for p in result.sites:
+            head = heads.get(p.site.ref)
+            if isinstance(head, BranchHead) and fallback.not_ready(p):
+                found = fallback.candidates(p, head)
+                if found:
+                    options[p.site.name] = (head, found)
+        if not options:
+            return result
+        by_name = {p.site.name: p for p in result.sites}
+        wanted = {
+            c: VerifyRequest(c.image, head.repo, c.sha, site.verify, site.required_checks)
+            for name, (head, found) in options.items()
+            if (site := by_name[name].site).verify != "none"
+            for c in found
+        }
+        statuses: Mapping[VerifyRequest, ImageStatus] = {}
+        if wanted:
+            try:
+                statuses = self.verifier.verify(set(wanted.values()))
+            except ReconcilerError:  # the heads stay as they are; the next sync tries again
+                return result
+        out = []
+        for p in result.sites:
+            head, found = options.get(p.site.name, (None, ()))
+            ready = (c for c in found if c not in wanted or _passed(statuses.get(wanted[c])))
+            chosen = next(ready, None)
+            if head is None or chosen is None:
+                out.append(p)
+                continue
+            alternative = replan(p.site, replace(head, sha=chosen.sha, history=()))
+            if alternative.action is not Action.UPDATE:
+                out.append(p)
+                continue
+            (pinned,) = planner.gate(Plan((alternative,)), statuses).sites
+            why = fallback.reason(p, head, chosen)
+            out.append(replace(pinned, reason=why, fallback=why))
+        return Plan(tuple(out))
 
     def run(self, config: Config, request: SyncRequest) -> SyncReport:
         """Plan, then (unless plan_only) apply every update; one site's failure stays its own."""
@@ -292,7 +349,8 @@ class Engine:
             changed_at=stamp,
             running_sha=p.sha,
             rollout=Rollout.PROGRESSING,
-            reason=f"deployed {p.branch}@{(p.sha or '')[:7]} (was {was})",
+            reason=f"deployed {p.branch}@{(p.sha or '')[:7]} (was {was})"
+            + (f"; {p.fallback}" if p.fallback else ""),
         )
         return SiteResult(p, applied=True)
 
@@ -412,6 +470,10 @@ def _deployment(observed: Mapping[str, NamespaceView], site: Site) -> ObservedDe
 
 def _writes(p: SitePlan) -> bool:
     return p.action is Action.UPDATE or p.write is not None
+
+
+def _passed(status: ImageStatus | None) -> bool:
+    return status is not None and status.exists is True
 
 
 def _open() -> str | None:

@@ -52,12 +52,23 @@ class RepoRef:
 
 
 @dataclass(frozen=True, slots=True)
+class CommitState:
+    """A commit of a branch's recent history and its checks' combined state as GitHub rolls
+    them up (SUCCESS, PENDING, FAILURE, ERROR, EXPECTED; None when it has none)."""
+
+    sha: str
+    checks: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BranchHead:
-    """The commit a branch points at, as GitHub reported it."""
+    """The commit a branch points at, as GitHub reported it, and (when asked for) its recent
+    first-parent history, newest first, starting with the head itself."""
 
     repo: str
     branch: str
     sha: str
+    history: tuple[CommitState, ...] = field(default=(), compare=False)  # derived from sha
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +254,7 @@ class SitePlan:
     held_by: str | None = None
     held_at: str | None = None
     failed_sha: str | None = None  # a commit remembered as bad on the Deployment
+    fallback: str = ""  # why an older commit than the head is the target (core/fallback.py)
     write: DeploymentPatch | None = None  # what a rolled-back / held verdict writes
     clear: tuple[str, ...] = ()  # hold annotations an update removes (the branch moved on)
 

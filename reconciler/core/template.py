@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 
@@ -64,10 +65,13 @@ def render(template: str, *, owner: str, repo: str, branch: str, sha: str) -> st
     )
 
 
+@functools.lru_cache(maxsize=16384)
 def pattern(template: str, *, owner: str, repo: str, branch: str | None) -> re.Pattern[str]:
     """A regex that fully matches every image `template` can render for this owner and repo.
 
-    Group "sha" (or "short_sha") captures the commit; `branch` None matches any branch.
+    Group "sha" (or "short_sha") captures the commit; `branch` None matches any branch. Cached:
+    matching one image against every site's template must not compile a regex per site (re's
+    own cache holds 512, fewer than the sites of a large config).
     """
     any_branch = r"[A-Za-z0-9_.-]+"
     fixed = {

@@ -416,8 +416,40 @@ class GqlBuilder:
                 "id": node_id(f"rollup:{sha}"),
                 "state": state,
             }
+
+        def history(
+            info: GraphQLResolveInfo[Any], first: int | None = None, **_: Any
+        ) -> dict[str, Json]:
+            """The commit and its first-parent ancestors, newest first (one page)."""
+            shas: list[str] = []
+            with self._lock:
+                at: str | None = sha
+                while at is not None and at in repo.commits and at not in shas:
+                    shas.append(at)
+                    parents = repo.commits[at].parents
+                    at = parents[0] if parents else None
+            page = shas[: first if first is not None else 100]
+            nodes = [self.commit(repo, repo_obj, c) for c in page]
+            return {
+                "__typename": "CommitHistoryConnection",
+                "totalCount": len(shas),
+                "nodes": nodes,
+                "edges": [
+                    {"__typename": "CommitEdge", "node": n, "cursor": f"{sha} {i}"}
+                    for i, n in enumerate(nodes)
+                ],
+                "pageInfo": {
+                    "__typename": "PageInfo",
+                    "hasNextPage": len(page) < len(shas),
+                    "hasPreviousPage": False,
+                    "startCursor": None,
+                    "endCursor": None,
+                },
+            }
+
         return {
             "__typename": "Commit",
+            "history": history,
             "id": node_id(f"06:Commit{repo.id}:{sha}"),
             "oid": sha,
             "abbreviatedOid": sha[:7],
