@@ -91,7 +91,7 @@ class Demo:
         self.demo_dir = demo_dir
         self.offline = offline
         self.port = port
-        self.trigger_token = secrets.token_urlsafe(18)
+        self.trigger_token = secrets.token_urlsafe(32)  # serve refuses under 32 bytes
         self.control_token = secrets.token_urlsafe(18)
         self.started = time.monotonic()
         self.github: GitHubStandIn | None = None
@@ -206,6 +206,7 @@ class Demo:
             GITHUB_API_URL=api_url,
             KUBECONFIG=str(kubeconfig),
             RECONCILER_TRIGGER_TOKEN=self.trigger_token,
+            RECONCILER_READ_TOKEN="open",  # on loopback only: the page opens without a token
             RECONCILER_LEASE="off",
             LOG_FORMAT="text",
         )

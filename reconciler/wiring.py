@@ -75,6 +75,7 @@ def build_notifier(engine: Engine, settings: Settings) -> Notifier:
 def build_process(config_path: str, settings: Settings) -> Process:
     """Everything `serve` runs in its worker: engine, Lease, Service, Pub/Sub, the WSGI app."""
     from reconciler.serve.app import create_app
+    from reconciler.serve.commitinfo import CommitInfo
     from reconciler.serve.process import BackgroundTrigger, Process, cached
     from reconciler.serve.service import Service
 
@@ -100,13 +101,18 @@ def build_process(config_path: str, settings: Settings) -> Process:
         lease_renew_deadline=settings.lease_seconds * 2 / 3,
         web_url=settings.github.web_url,
         notifier=build_notifier(engine, settings),
+        commit_info=CommitInfo(engine.heads) if isinstance(engine.heads, CommitLog) else None,
     )
     service.extra_health["kubernetes"] = cached(lambda: kube.ping(api), HEALTH_CHECK_TTL)
     triggers: list[BackgroundTrigger] = []
     for kind, subscription in settings.subscriptions:
         triggers.append(_pubsub(service, kind, subscription, settings))
     app = create_app(
-        service, trigger_token=settings.trigger_token, webhook_secret=settings.webhook_secret
+        service,
+        trigger_token=settings.trigger_token,
+        webhook_secret=settings.webhook_secret,
+        read_token=settings.read_token,
+        reads_open=settings.reads_open,
     )
     return Process(service, app, triggers)
 

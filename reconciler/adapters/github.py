@@ -469,7 +469,12 @@ class GitHubSource:
         data = r.json() or {}
         raw = data.get("commits") or []
         commits = tuple(_commit_line(c) for c in raw[-MAX_COMMITS:])
-        return Comparison(commits, int(data.get("total_commits", len(raw))))
+        old = data.get("base_commit")
+        return Comparison(
+            commits,
+            int(data.get("total_commits", len(raw))),
+            _commit_line(old) if isinstance(old, dict) else None,
+        )
 
 
 CHECK_PAGES = 10  # 1,000 statuses and 1,000 check runs per commit at most

@@ -42,6 +42,12 @@ class Comparison:
 
     commits: tuple[Commit, ...]
     total: int
+    base: Commit | None = None  # the old commit itself (what runs)
+
+    @property
+    def head(self) -> Commit | None:
+        """The new commit (the branch head): the newest listed, or the base when identical."""
+        return self.commits[-1] if self.commits else (self.base if self.total == 0 else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.registry import Collector
 
 from reconciler.core.engine import SiteResult, SyncReport
 from reconciler.core.model import Action, Rollout
@@ -115,6 +116,9 @@ class Metrics:
     def notification(self, channel: str, event: str, delivered: bool) -> None:
         outcome = "delivered" if delivered else "undelivered"
         self.notifications.labels(channel, event, outcome).inc()
+
+    def register(self, collector: Collector) -> None:
+        self.registry.register(collector)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -16,14 +16,17 @@ from reconciler.core import commands
 from reconciler.core import config as config_mod
 from reconciler.core.engine import Engine, SiteResult, SyncReport, SyncRequest
 from reconciler.core.errors import ConfigError, ConfigUnavailable
+from reconciler.core.messages import Commit
 from reconciler.core.model import Rollout, Site
 from reconciler.core.notifier import Notifier
 from reconciler.core.runner import Runner
 from reconciler.serve import state
+from reconciler.serve.commitinfo import CommitInfo
 from reconciler.serve.follower import Follower, SharedLease
 from reconciler.serve.leader import LEASE_SECONDS, Lease, LeaseHolder
 from reconciler.serve.metrics import Metrics
 from reconciler.serve.schedule import Schedule
+from reconciler.serve.site_metrics import SiteMetrics
 from reconciler.serve.state import Board, ConfigState, RunRecord
 
 __all__ = ["Lease", "RunRecord", "Service"]
@@ -46,6 +49,7 @@ class Service:
         clock: Callable[[], float] = time.time,
         web_url: str = "https://github.com",
         notifier: Notifier | None = None,
+        commit_info: CommitInfo | None = None,
     ) -> None:
         self.config_path = config_path
         self.engine = engine
@@ -62,6 +66,9 @@ class Service:
         self.clock = clock
         self.web_url = web_url.rstrip("/")
         self.metrics = Metrics()
+        self.site_metrics = SiteMetrics(clock)
+        self.commit_info = commit_info
+        self.metrics.register(self.site_metrics)
         self.notifier = notifier
         if notifier is not None:
             notifier.outbox.on_result = self.metrics.notification
@@ -123,6 +130,7 @@ class Service:
             recovered = self.config.error is not None
             self.config = ConfigState(good=fresh, loaded_at=self.clock())
             self.board.keep_only(fresh.names)
+        self.site_metrics.keep_only(set(fresh.names))
         if recovered:
             log.info("sites.toml is valid again", extra={"event": "config_valid"})
         self.metrics.config_valid.set(1)
@@ -173,6 +181,9 @@ class Service:
 
     def _record(self, report: SyncReport) -> None:
         self.metrics.record(report, self.engine.heads.rate_limits())
+        self.site_metrics.record(report)
+        if self.commit_info is not None and not (report.dry_run or report.plan_only):
+            self.commit_info.refresh(report.results)
         self.follower.track_report(report)
         with self._lock:
             counts = self.board.record(report)
@@ -188,6 +199,7 @@ class Service:
     def _followed(self, result: SiteResult, before: Rollout | None) -> None:
         """What following a rollout saw: the site's state, and the rollout's outcome."""
         self.metrics.followed(result, before)
+        self.site_metrics.followed(result, before)
         cfg = self.config.good
         if self.notifier is not None and cfg is not None:
             try:
@@ -258,7 +270,29 @@ class Service:
                 web_url=self.web_url,
             )
         view["notifications"] = self._notifications()
+        self._add_commits(view["sites"])
         return view
+
+    def _add_commits(self, sites: list[dict[str, Any]]) -> None:
+        """Subject and author of what runs and of the head, and the commits in between."""
+        if self.commit_info is None:
+            return
+        with self._lock:
+            results = {name: record.result for name, record in self.board.sites.items()}
+        for site in sites:
+            result = results.get(site["site"])
+            key = CommitInfo.key(result) if result is not None else None
+            found = self.commit_info.get(key)
+            if key is None or found is None:
+                continue
+            repo, running, head = key
+            site["running_commit"] = _commit_view(found.base)
+            site["head_commit"] = _commit_view(found.head)
+            site["commits_behind"] = found.total
+            site["behind_commits"] = [_commit_view(c) for c in found.commits[-5:]]
+            if running != head:
+                site["compare_url"] = f"{self.web_url}/{repo}/compare/{running}...{head}"
+            self.site_metrics.commits_behind(site["site"], found.total)
 
     def _notifications(self) -> dict[str, Any] | None:
         """Delivery counts and the last undelivered messages (None: notifications are off)."""
@@ -303,3 +337,9 @@ class Service:
         if done and self.notifier is not None:
             self.notifier.outbox.close(min(timeout, 5.0))
         return done
+
+
+def _commit_view(c: Commit | None) -> dict[str, str] | None:
+    if c is None:
+        return None
+    return {"sha": c.sha, "subject": c.subject, "author": c.author, "url": c.url}
