@@ -37,6 +37,7 @@ def test_a_failed_rollout_is_rolled_back_in_the_background(
     served.request("POST", "/sync/blog", TRIGGER)  # the sync sees it progressing: followed
     assert site(served)["rollout"] == "progressing"
     assert site(served)["progress"] == "0/2 ready"
+    assert "0/2 ready" in served.request("GET", "/")[1]
 
     write_status(api, ns, "blog", rollout="failed")  # the follower, not a sync, sees this
     rolled = served.wait_for(
