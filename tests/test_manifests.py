@@ -261,6 +261,16 @@ def test_networkpolicy_is_on_and_admits_only_the_http_port_from_the_listed_clien
 # On the real API server
 
 
+def _event(namespace: str, deployment: str) -> Any:
+    """A bare Event about a Deployment (what the reconciler records on an update)."""
+    return k8s.CoreV1Event(
+        metadata=k8s.V1ObjectMeta(name="x"),
+        involved_object=k8s.V1ObjectReference(
+            kind="Deployment", name=deployment, namespace=namespace
+        ),
+    )
+
+
 def _status(call: Callable[[], object]) -> int:
     try:
         call()
@@ -370,13 +380,7 @@ def test_serviceaccount_is_denied_everything_else(
         "get itself": lambda: apps.read_namespaced_deployment("reconciler", installed),
         "list deployments here": lambda: apps.list_namespaced_deployment(installed),
         "create event here": lambda: core.create_namespaced_event(
-            installed,
-            k8s.CoreV1Event(
-                metadata=k8s.V1ObjectMeta(name="x"),
-                involved_object=k8s.V1ObjectReference(
-                    kind="Deployment", name="reconciler", namespace=installed
-                ),
-            ),
+            installed, _event(installed, "reconciler")
         ),
         "patch deployment elsewhere": lambda: apps.patch_namespaced_deployment(
             "blog", other_namespace, patch
@@ -391,13 +395,7 @@ def test_serviceaccount_is_denied_everything_else(
         "list nodes": core.list_node,
         "list namespaces": core.list_namespace,
         "create event elsewhere": lambda: core.create_namespaced_event(
-            other_namespace,
-            k8s.CoreV1Event(
-                metadata=k8s.V1ObjectMeta(name="x"),
-                involved_object=k8s.V1ObjectReference(
-                    kind="Deployment", name="blog", namespace=other_namespace
-                ),
-            ),
+            other_namespace, _event(other_namespace, "blog")
         ),
         "get another lease": lambda: coord.read_namespaced_lease("other", installed),
         "list leases": lambda: coord.list_namespaced_lease(installed),
