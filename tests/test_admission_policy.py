@@ -207,6 +207,19 @@ def test_a_real_sync_and_dry_run_as_the_serviceaccount_are_admitted(
     assert annotations["reconciler.dev/sha"] == sha
     assert sha[:7] in annotations["kubernetes.io/change-cause"]
 
+    # The real commands, as the ServiceAccount: rollback (to the image before), hold, resume.
+    def command(*argv: str) -> int:
+        config = ["--config", str(tmp_path / "sites.toml")]
+        return main([*argv, *config], env=env, stdout=io.StringIO(), stderr=io.StringIO())
+
+    assert command("rollback", "site") == 0
+    assert app_image() == "gcr.io/p/site:old"
+    assert command("resume", "site") == 0
+    assert app_image() == f"gcr.io/p/site:{sha}"
+    assert command("hold", "site", "--reason", "launch freeze") == 0
+    held = get_deployment(kube_api_client, namespace, "site")["metadata"]["annotations"]
+    assert held["reconciler.dev/hold"] == "launch freeze"
+
 
 def test_rollback_hold_and_resume_patches_are_admitted(
     policed: tuple[str, Any], kube_api_client: Any
