@@ -25,6 +25,7 @@ from testkit.github import GitHubStandIn
 from testkit.github_fixtures import TOKEN
 from testkit.rollout_world import RolloutWorld
 from testkit.serve_process import ServeProcess
+from testkit.serve_world import TRIGGER
 
 REPO = Path(__file__).resolve().parents[1]
 WAIT = ("--wait", "--wait-timeout", "180")
@@ -153,7 +154,7 @@ def serve(world: RolloutWorld, tmp_path: Path, name: str) -> ServeProcess:
         "GITHUB_API_URL": world.github.url,
         "GITHUB_TOKEN": TOKEN,
         "KUBECONFIG": world.env["KUBECONFIG"],
-        "RECONCILER_TRIGGER_TOKEN": "t",
+        "RECONCILER_TRIGGER_TOKEN": TRIGGER,
         "POD_NAMESPACE": world.ns,
         "POD_NAME": name,
     }
