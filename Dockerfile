@@ -5,12 +5,26 @@
 #
 # Both stages use the same base image, so the venv built in the first runs unchanged in the
 # second (its scripts point at /usr/local/bin/python3.11).
+#
+# The base image is named by tag here. Pin it by digest for a reproducible build: look the
+# digest up where you build (`docker buildx imagetools inspect python:3.11-slim-bookworm`, the
+# "Digest:" of the index) and pass it,
+#   docker build --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:<digest> .
+# or write it below. No digest is committed because none was verified against the registry.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
+
+# The build tools themselves (pip, setuptools, wheel), pinned and checked against their hashes
+# in build-requirements.lock before anything else runs: nothing below uses the base image's
+# own pip, and the reconciler's wheel is built with these, not with whatever a build
+# isolation environment would fetch.
+COPY build-requirements.lock ./
+RUN python -m pip install --require-hashes --no-deps --only-binary=:all: \
+        -r build-requirements.lock
 
 # Every pinned dependency as a wheel, each checked against its hash in requirements.lock.
 # Binary wheels only, so nothing is compiled and no compiler is needed. The lock also pins
@@ -23,7 +37,7 @@ RUN pip wheel --require-hashes --no-deps --only-binary=:all: \
 # The reconciler itself as a wheel.
 COPY pyproject.toml README.md ./
 COPY reconciler ./reconciler
-RUN pip wheel --no-deps --wheel-dir /wheels .
+RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
 
 # The runtime venv, without pip: the reconciler and its dependencies, resolved from the
 # verified wheels only (no index), with bytecode compiled now since the image's root

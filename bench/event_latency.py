@@ -121,7 +121,10 @@ class Patches:
 def _idle(serve: ServeProcess, timeout: float = 120.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with urllib.request.urlopen(serve.url + "/status", timeout=30) as r:
+        request = urllib.request.Request(
+            serve.url + "/status", headers={"Authorization": f"Bearer {TRIGGER_TOKEN}"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as r:
             status: dict[str, Any] = json.loads(r.read())
         if not status["syncing"]:
             return status

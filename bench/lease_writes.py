@@ -28,7 +28,7 @@ from testkit.github import GitHubStandIn, random_sha  # noqa: E402
 from testkit.serve_process import ServeProcess  # noqa: E402
 
 TOKEN = "ghp_bench"
-TRIGGER = "bench-trigger"
+TRIGGER = "bench-trigger-token-of-at-least-32-bytes"
 NS = "web"
 SITES = ("blog", "shop", "docs")
 LEASE_SECONDS = 60  # as shipped

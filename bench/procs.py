@@ -247,7 +247,10 @@ class ServeProcess:
 
     def _get_json(self, path: str) -> Any:
         try:
-            with urllib.request.urlopen(self.url + path, timeout=5) as r:
+            request = urllib.request.Request(
+                self.url + path, headers={"Authorization": f"Bearer {self.token}"}
+            )
+            with urllib.request.urlopen(request, timeout=5) as r:
                 return json.loads(r.read())
         except (OSError, ValueError):
             return None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import calendar
+import contextlib
 import json
 import statistics
 import sys
@@ -27,6 +28,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import kubernetes  # noqa: E402
+import urllib3  # noqa: E402
 
 from testkit.controlplane import (  # noqa: E402
     ControlPlane,
@@ -50,7 +53,7 @@ from testkit.github import GitHubStandIn, random_sha  # noqa: E402
 from testkit.serve_process import ServeProcess  # noqa: E402
 
 TOKEN = "ghp_bench"
-TRIGGER = "bench-trigger"
+TRIGGER = "bench-trigger-token-of-at-least-32-bytes"
 SA_NS, SA = "bench-system", "reconciler"
 
 
@@ -86,8 +89,8 @@ class Watcher:
         self.good_image = ""
         self._stop = threading.Event()
         self._threads = [
-            threading.Thread(target=self._deployments, daemon=True),
-            threading.Thread(target=self._pods, daemon=True),
+            threading.Thread(target=self._quietly, args=(self._deployments,), daemon=True),
+            threading.Thread(target=self._quietly, args=(self._pods,), daemon=True),
         ]
 
     def start(self, bad_image: str, good_image: str) -> None:
@@ -97,6 +100,11 @@ class Watcher:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _quietly(self, watch: Callable[[], None]) -> None:
+        """A watch ends with the cluster (or its timeout): that is not news."""
+        with contextlib.suppress(urllib3.exceptions.HTTPError, kubernetes.client.ApiException):
+            watch()
 
     def _deployments(self) -> None:
         apps = kubernetes.client.AppsV1Api(self.api)

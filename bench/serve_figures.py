@@ -29,7 +29,7 @@ from testkit.pubsub_emulator import PubSubEmulator  # noqa: E402
 from testkit.serve_process import ServeProcess  # noqa: E402
 
 TOKEN = "ghp_bench"
-TRIGGER = "bench-trigger"
+TRIGGER = "bench-trigger-token-of-at-least-32-bytes"
 NS = "web"
 
 

@@ -33,7 +33,7 @@ CONTAINER = "app"
 SA_NAMESPACE = "bench-system"
 IDENTITIES = {"serve": "reconciler-serve", "cli": "reconciler-cli", "baseline": "baseline"}
 TOKENS = {"serve": "ghp_bench_serve", "cli": "ghp_bench_cli", "baseline": "ghp_bench_baseline"}
-TRIGGER_TOKEN = "bench-trigger-token"
+TRIGGER_TOKEN = "bench-trigger-token-of-at-least-32-bytes"
 # A schedule that does not fire during a run (29 February, midnight): only POST /sync syncs.
 QUIET_SCHEDULE = "0 0 29 2 *"
 SCENARIOS = ("cold", "steady", "moved")

@@ -31,6 +31,14 @@ from testkit.processes import die_with_parent, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 GITHUB_API = "https://api.github.com"
+# Where the online demo asks GitHub (a test points it at the stand-in playing GitHub).
+GITHUB_API_ENV = "RECONCILER_DEMO_GITHUB_API"
+
+
+def github_api() -> str:
+    return os.environ.get(GITHUB_API_ENV) or GITHUB_API
+
+
 # Variables that would point serve elsewhere than the demo's world (a real cluster, a token).
 _FOREIGN_ENV = ("GITHUB_", "PUBSUB_", "RECONCILER_", "KUBE", "POD_", "LOG_", "DOCKER_CONFIG")
 
@@ -47,9 +55,9 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def github_unreachable() -> str | None:
-    """Why api.github.com cannot be reached from here, or None when it answers."""
-    req = urllib.request.Request(GITHUB_API + "/rate_limit", headers={"User-Agent": "reconciler"})
+def github_unreachable(api: str) -> str | None:
+    """Why GitHub's API cannot be reached from here, or None when it answers."""
+    req = urllib.request.Request(api + "/rate_limit", headers={"User-Agent": "reconciler"})
     try:
         with urllib.request.urlopen(req, timeout=8) as r:
             core = json.loads(r.read())["resources"]["core"]
@@ -83,7 +91,7 @@ class Demo:
         self.demo_dir = demo_dir
         self.offline = offline
         self.port = port
-        self.trigger_token = secrets.token_urlsafe(18)
+        self.trigger_token = secrets.token_urlsafe(32)  # serve refuses under 32 bytes
         self.control_token = secrets.token_urlsafe(18)
         self.started = time.monotonic()
         self.github: GitHubStandIn | None = None
@@ -124,16 +132,16 @@ class Demo:
 
     def _start(self, stack: contextlib.ExitStack) -> None:
         self.demo_dir.mkdir(parents=True, exist_ok=True)
-        api_url = GITHUB_API
+        api_url = github_api()
         if self.offline:
             self.github = self._standin()
             stack.callback(self.github.stop)
             api_url = self.github.url
         else:
-            reason = github_unreachable()
+            reason = github_unreachable(api_url)
             if reason is not None:
                 raise StartFailed(
-                    f"GitHub cannot be reached from this machine ({GITHUB_API}: {reason}).\n"
+                    f"GitHub cannot be reached from this machine ({api_url}: {reason}).\n"
                     "The demo follows real public repositories through GitHub's anonymous REST\n"
                     "API. Without GitHub, run it offline: a local GitHub stand-in whose branches\n"
                     "you move yourself, with `push`:\n\n"
@@ -198,6 +206,7 @@ class Demo:
             GITHUB_API_URL=api_url,
             KUBECONFIG=str(kubeconfig),
             RECONCILER_TRIGGER_TOKEN=self.trigger_token,
+            RECONCILER_READ_TOKEN="open",  # on loopback only: the page opens without a token
             RECONCILER_LEASE="off",
             LOG_FORMAT="text",
         )

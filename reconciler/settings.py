@@ -11,6 +11,8 @@ from reconciler.core.errors import ErrorKind, SettingsError
 DEFAULT_GITHUB_API = "https://api.github.com"
 GITHUB_STRATEGIES = ("auto", "graphql", "rest")
 LOG_FORMATS = ("json", "text")
+MIN_TOKEN_BYTES = 32  # bearer tokens: guessing one must be hopeless
+OPEN = "open"  # RECONCILER_READ_TOKEN=open: the page, /status and /metrics need no token
 MAX_LOOKBACK = 100  # one page of a GraphQL connection
 
 
@@ -49,7 +51,9 @@ class Settings:
     github: GitHubSettings = field(default_factory=GitHubSettings)
     kubeconfig: str | None = None  # KUBECONFIG
     in_cluster: bool = False  # KUBERNETES_SERVICE_HOST is set: use the pod's ServiceAccount
-    trigger_token: str | None = None  # RECONCILER_TRIGGER_TOKEN
+    trigger_token: str | None = None  # RECONCILER_TRIGGER_TOKEN (at least 32 bytes)
+    read_token: str | None = None  # RECONCILER_READ_TOKEN (at least 32 bytes; "open": no token)
+    reads_open: bool = False  # RECONCILER_READ_TOKEN=open
     pubsub_subscription: str | None = None  # PUBSUB_SUBSCRIPTION
     pubsub_emulator_host: str | None = None  # PUBSUB_EMULATOR_HOST (the client reads it too)
     pubsub_cloud_build_subscription: str | None = None  # PUBSUB_CLOUD_BUILD_SUBSCRIPTION
@@ -105,6 +109,7 @@ class Settings:
         if metadata is None and in_cluster:
             metadata = "metadata.google.internal"
         log_format = env.get("LOG_FORMAT") or None
+        read_open = (env.get("RECONCILER_READ_TOKEN") or "").strip() == OPEN
         if log_format is not None and log_format not in LOG_FORMATS:
             raise SettingsError(f"LOG_FORMAT must be json or text, not {log_format!r}")
         return cls(
@@ -112,7 +117,9 @@ class Settings:
             github=_github(env),
             kubeconfig=env.get("KUBECONFIG") or None,
             in_cluster=in_cluster,
-            trigger_token=env.get("RECONCILER_TRIGGER_TOKEN") or None,
+            trigger_token=_token(env, "RECONCILER_TRIGGER_TOKEN"),
+            read_token=None if read_open else _token(env, "RECONCILER_READ_TOKEN"),
+            reads_open=read_open,
             pubsub_subscription=env.get("PUBSUB_SUBSCRIPTION") or None,
             pubsub_emulator_host=env.get("PUBSUB_EMULATOR_HOST") or None,
             pubsub_cloud_build_subscription=env.get("PUBSUB_CLOUD_BUILD_SUBSCRIPTION") or None,
@@ -144,6 +151,17 @@ def _hosts(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(h.strip() for h in env.get(name, "").split(",") if h.strip())
 
 
+def _token(env: Mapping[str, str], name: str) -> str | None:
+    """A bearer token: unset or empty is None; shorter than MIN_TOKEN_BYTES is refused."""
+    value = env.get(name) or None
+    if value is not None and len(value.encode()) < MIN_TOKEN_BYTES:
+        raise SettingsError(
+            f"{name} is {len(value.encode())} bytes; a token must be at least {MIN_TOKEN_BYTES} "
+            "bytes (generate one with: openssl rand -hex 32)"
+        )
+    return value
+
+
 def _integer(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if not raw:
@@ -161,7 +179,9 @@ def _github(env: Mapping[str, str]) -> GitHubSettings:
     """GITHUB_TOKEN, or GITHUB_APP_ID + GITHUB_APP_PRIVATE_KEY[_FILE] + _INSTALLATION_ID."""
     key = env.get("GITHUB_APP_PRIVATE_KEY") or None
     key_file = env.get("GITHUB_APP_PRIVATE_KEY_FILE")
-    if key is None and key_file:
+    # Read only for a GitHub App: the manifests always name the file, which exists only when
+    # the Secret holds a key.
+    if key is None and key_file and env.get("GITHUB_APP_ID"):
         try:
             with open(key_file, encoding="utf-8") as f:
                 key = f.read()

@@ -108,7 +108,11 @@ def build_process(config_path: str, settings: Settings) -> Process:
     for kind, subscription in settings.subscriptions:
         triggers.append(_pubsub(service, kind, subscription, settings))
     app = create_app(
-        service, trigger_token=settings.trigger_token, webhook_secret=settings.webhook_secret
+        service,
+        trigger_token=settings.trigger_token,
+        webhook_secret=settings.webhook_secret,
+        read_token=settings.read_token,
+        reads_open=settings.reads_open,
     )
     return Process(service, app, triggers)
 

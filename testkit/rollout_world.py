@@ -100,3 +100,18 @@ class RolloutWorld:
             for e in core.list_namespaced_event(self.ns).items
             if e.involved_object.name == "blog" and reason in (None, e.reason)
         ]
+
+
+def on_local_cluster(
+    cluster: Any, api: Any, ns: str, github: GitHubStandIn, tmp: Path, *, site_extra: str = ""
+) -> RolloutWorld:
+    """A RolloutWorld on the local cluster (a testkit.controlplane.LocalCluster)."""
+    return RolloutWorld(
+        api,
+        ns,
+        github,
+        tmp,
+        kubeconfig=cluster.kubeconfig_path,
+        kubectl=cluster.kubectl,
+        site_extra=site_extra,
+    )

@@ -83,11 +83,18 @@ class ServeProcess:
         timeout: float = 60.0,
         body: Any = None,
     ) -> tuple[int, Any]:
+        """`token` goes as a bearer token; a GET without one carries the read token (the
+        RECONCILER_READ_TOKEN or trigger token of the env, as an operator's client would), and
+        token="" sends none at all."""
+        if token is None and method == "GET":
+            token = self.env.get("RECONCILER_READ_TOKEN") or self.env.get(
+                "RECONCILER_TRIGGER_TOKEN"
+            )
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data, method=method)
         if data is not None:
             req.add_header("Content-Type", "application/json")
-        if token is not None:
+        if token:
             req.add_header("Authorization", f"Bearer {token}")
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:

@@ -14,7 +14,7 @@ from testkit.github import GitHubStandIn, random_sha
 from testkit.github_fixtures import TOKEN
 from testkit.serve_process import ServeProcess
 
-TRIGGER = "s3cret-trigger-token"
+TRIGGER = "s3cret-trigger-token-of-at-least-32-bytes"
 
 
 def sites_toml(ns: str, extra: str = "") -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,11 @@ from kubernetes.client import ApiException
 
 from reconciler.adapters.kube import check_response
 from reconciler.cli.main import main
+from testkit.controlplane import REPO_ROOT
 from testkit.deployments import create_deployment, get_deployment
 from testkit.github_fixtures import TOKEN
 from testkit.github_standin import GitHubStandIn, random_sha
-from testkit.manifests import POLICY
+from testkit.manifests import POLICY, apply, kustomize, one, policy_for
 
 pytestmark = pytest.mark.controlplane
 
@@ -207,6 +209,19 @@ def test_a_real_sync_and_dry_run_as_the_serviceaccount_are_admitted(
     assert annotations["reconciler.dev/sha"] == sha
     assert sha[:7] in annotations["kubernetes.io/change-cause"]
 
+    # The real commands, as the ServiceAccount: rollback (to the image before), hold, resume.
+    def command(*argv: str) -> int:
+        config = ["--config", str(tmp_path / "sites.toml")]
+        return main([*argv, *config], env=env, stdout=io.StringIO(), stderr=io.StringIO())
+
+    assert command("rollback", "site") == 0
+    assert app_image() == "gcr.io/p/site:old"
+    assert command("resume", "site") == 0
+    assert app_image() == f"gcr.io/p/site:{sha}"
+    assert command("hold", "site", "--reason", "launch freeze") == 0
+    held = get_deployment(kube_api_client, namespace, "site")["metadata"]["annotations"]
+    assert held["reconciler.dev/hold"] == "launch freeze"
+
 
 def test_rollback_hold_and_resume_patches_are_admitted(
     policed: tuple[str, Any], kube_api_client: Any
@@ -282,3 +297,40 @@ def test_a_policy_refusal_is_not_reported_as_missing_rbac(policed: tuple[str, An
         f"cannot patch deployment {namespace}/site: refused by an admission policy ("
     )
     assert "RBAC" not in str(error) and ALLOWED in str(error)
+
+
+def _type_checked(api: Any, name: str) -> Any:
+    """The policy's status.typeChecking once kube-controller-manager has checked this
+    generation of it."""
+    admission = k8s.AdmissionregistrationV1Api(api)
+    deadline = time.monotonic() + 120
+    while True:
+        policy: Any = admission.read_validating_admission_policy(name)
+        status = policy.status
+        if status is not None and status.observed_generation == policy.metadata.generation:
+            return status.type_checking
+        assert time.monotonic() < deadline, f"policy {name} was never type-checked"
+        time.sleep(0.2)
+
+
+def test_the_policy_type_checks_against_the_deployment_schema(
+    local_cluster: Any, cluster_api_client: Any, kubectl: str
+) -> None:
+    docs = [d for d in kustomize(kubectl, REPO_ROOT / "k8s") if d["kind"].startswith("Valid")]
+    suffix = f"typecheck-{uuid.uuid4().hex[:6]}"
+    shipped = policy_for(docs, suffix)
+    # A control case, so that "no warnings" means something: a misspelt field is reported.
+    broken = json.loads(json.dumps(one(shipped, "ValidatingAdmissionPolicy")))
+    broken["metadata"]["name"] += "-broken"
+    broken["spec"]["validations"] = [{"expression": "object.spec.replicaz > 0"}]
+    apply(kubectl, local_cluster, [*shipped, broken])
+    admission = k8s.AdmissionregistrationV1Api(cluster_api_client)
+    try:
+        checked = _type_checked(cluster_api_client, f"{POLICY}-{suffix}")
+        assert checked is None or not checked.expression_warnings, checked
+        warned = _type_checked(cluster_api_client, broken["metadata"]["name"])
+        assert warned is not None and "replicaz" in str(warned.expression_warnings), warned
+    finally:
+        admission.delete_validating_admission_policy_binding(f"{POLICY}-{suffix}")
+        admission.delete_validating_admission_policy(f"{POLICY}-{suffix}")
+        admission.delete_validating_admission_policy(broken["metadata"]["name"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from reconciler.cli.main import main
@@ -88,3 +89,25 @@ def test_missing_kube_context_says_what_to_do(tmp_path: Path) -> None:
 def test_bad_usage() -> None:
     assert run("frobnicate")[0] == 2
     assert run("sync", "--output", "yaml")[0] == 2
+
+
+def test_sync_wait_exits_1_when_a_rollout_does_not_finish_in_time(tmp_path: Path) -> None:
+    from reconciler.core.model import DeploymentStatus
+
+    cfg = tmp_path / "sites.toml"
+    cfg.write_text(SITES.replace("[defaults]", '[defaults]\nverify = "none"'))
+    parts = fakes()
+    assert isinstance(parts.cluster, FakeCluster)
+    d = parts.cluster.deployments[("default", "blog")]
+    status = DeploymentStatus(observed_generation=1, desired=1, updated=1, replicas=1, available=1)
+    parts.cluster.add(replace(d, generation=1, status=status))
+    code, out, _ = run("plan", "--config", str(cfg), "-o", "json", parts=parts)
+    assert json.loads(out)[0]["rollout"] == "available"  # before any change, too
+    code, out, _ = run(
+        "sync", "--wait", "--wait-timeout", "0", "--config", str(cfg), "-o", "json", parts=parts
+    )
+    [row] = json.loads(out)
+    assert code == 1 and row["applied"] and row["rollout"] == "progressing"
+    assert "still progressing after 0s" in row["reason"]
+    code, out, _ = run("sync", "--config", str(cfg), "-o", "json", parts=parts)
+    assert code == 0 and json.loads(out)[0]["action"] == "in-sync"  # never waits by default

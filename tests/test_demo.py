@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
+from demo.run import GITHUB_API_ENV
 from testkit.controlplane import ControlPlaneUnavailable, find_binaries, find_cluster_binaries
 from testkit.controlplane.cluster import wait_for
+from testkit.github import GitHubStandIn, random_sha
 from tests.test_status_page import browser  # noqa: F401  # the headless Chromium fixture
-
-pytestmark = [pytest.mark.cluster, pytest.mark.browser]
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "scripts" / "demo"
@@ -87,10 +87,10 @@ class Demo:
         self.proc: subprocess.Popen[bytes] | None = None
         self.state: dict[str, Any] = {}
 
-    def start(self) -> None:
+    def start(self, *, offline: bool = True) -> None:
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [str(DEMO), "--offline", "--port", "0"],
+                [str(DEMO), *(["--offline"] if offline else []), "--port", "0"],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -161,6 +161,8 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
         d.stop()
 
 
+@pytest.mark.cluster
+@pytest.mark.browser
 def test_the_demo_deploys_rolls_back_holds_and_stops_clean(
     demo: Demo,
     browser: Any,  # noqa: F811
@@ -213,6 +215,35 @@ def test_the_demo_deploys_rolls_back_holds_and_stops_clean(
     assert not left, f"processes left behind: {left}"
     assert not [u for u in urls if _listening(u)], "a port still listens"
     assert not (demo.dir / "demo.json").exists()
+
+
+@pytest.mark.cluster
+def test_online_the_demo_follows_public_repositories_anonymously_and_rolls_back(
+    demo: Demo, github: GitHubStandIn
+) -> None:
+    # The stand-in plays GitHub: the repositories the online demo follows, their default branches.
+    for repo, branch in (
+        ("octocat/Hello-World", "master"),
+        ("kubernetes/kubernetes", "master"),
+        ("python/cpython", "main"),
+    ):
+        github.add_repo(repo, {branch: random_sha()}, default_branch=branch)
+    demo.env[GITHUB_API_ENV] = github.url
+    demo.start(offline=False)
+    assert "anonymous REST API" in demo.log and "60 requests an hour" in demo.log
+    config = (demo.dir / "sites.toml").read_text()
+    assert 'repo = "python/cpython"' in config and "crashloop" in config
+    blog = demo.until("blog", "follows octocat/Hello-World", state="in-sync")
+    assert blog["running_sha"] == github.branch_sha("octocat/Hello-World", "master")
+    # Every commit of checkout crash-loops: its first deploy is rolled back.
+    checkout = demo.until("checkout", "its crash-looping commit rolled back", state="rolled-back")
+    assert checkout["failed_sha"] == github.branch_sha("python/cpython", "main")
+    stats = github.stats()
+    assert all(k.startswith("anonymous:") for k in stats["by_token"]), stats  # no token
+    assert stats["graphql_queries"] == 0, stats  # anonymous GraphQL is not allowed: REST
+    assert demo.proc is not None
+    demo.proc.send_signal(signal.SIGINT)
+    assert demo.proc.wait(90) == 0, demo.log
 
 
 def test_without_github_the_demo_says_so_and_offers_offline(tmp_path: Path) -> None:

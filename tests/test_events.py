@@ -94,6 +94,9 @@ def test_deleted_other_branch_and_unsigned_deliveries(
     status, body = _deliver(hooked, "push", w.push("acme/blog", "main", w.ZERO_SHA, head))
     assert status == 202 and body["outcome"] == "reported" and body["sites"] == ["blog"]
     assert "deleted" in body["reason"] and "id" not in body
+    shown = {x["site"]: x for x in hooked.request("GET", "/status")[1]["sites"]}
+    assert "deleted" in shown["blog"]["notice"]["reason"] and "notice" not in shown["shop"]
+    assert "was deleted" in hooked.request("GET", "/")[1], "the page shows it too"
     status, body = _deliver(hooked, "push", w.push("acme/blog", "feature", random_sha(), head))
     assert status == 202 and body["outcome"] == "ignored"
     assert _deliver(hooked, "deployment", w.example("deployment", "created"))[1]["outcome"] == (
@@ -200,6 +203,8 @@ def test_cloud_build_and_registry_messages_deploy_once_and_never_back(
         events = proc.log_events()
         settled = {e.get("message_id"): e["event"] for e in events if "message_id" in e}
         assert settled[deleted] == "pubsub.reported" and settled[unrelated] == "pubsub.ignored"
+        blog = next(x for x in proc.request("GET", "/status")[1]["sites"] if x["site"] == "blog")
+        assert blog["notice"]["event"] == "gcr" and "deleted" in blog["notice"]["reason"]
         assert settled[bad] == "pubsub.malformed"
 
         shop = gh.set_branch("acme/shop", "main", random_sha())

@@ -18,7 +18,7 @@ from testkit.controlplane import LocalCluster, crashloop_sha, wait_for
 from testkit.github import GitHubStandIn
 from testkit.github import rest as standin_rest
 from testkit.github_fixtures import TOKEN
-from testkit.rollout_world import RolloutWorld
+from testkit.rollout_world import on_local_cluster
 
 STATUS = "http://status.test"
 
@@ -116,13 +116,12 @@ def test_deployments_follow_a_real_rollout_and_rollback(
     tmp_path: Path,
 ) -> None:
     standin_rest.REQUEST_VIOLATIONS.clear()
-    world = RolloutWorld(
+    world = on_local_cluster(
+        local_cluster,
         cluster_api_client,
         cluster_namespace,
         github,
         tmp_path,
-        kubeconfig=local_cluster.kubeconfig_path,
-        kubectl=local_cluster.kubectl,
         site_extra=(
             "rollout_timeout = 1\n"
             f'notify = {{ github_deployments = true, status_url = "{STATUS}" }}\n'

@@ -11,7 +11,7 @@ import pytest
 from reconciler.cli.main import main
 from testkit.controlplane import LocalCluster, crashloop_sha
 from testkit.github import GitHubStandIn
-from testkit.rollout_world import RolloutWorld
+from testkit.rollout_world import on_local_cluster
 
 pytestmark = pytest.mark.cluster
 WAIT = ("--wait", "--wait-timeout", "180")
@@ -24,13 +24,12 @@ def test_history_names_commits_who_and_outcomes(
     github: GitHubStandIn,
     tmp_path: Path,
 ) -> None:
-    world = RolloutWorld(
+    world = on_local_cluster(
+        local_cluster,
         cluster_api_client,
         cluster_namespace,
         github,
         tmp_path,
-        kubeconfig=local_cluster.kubeconfig_path,
-        kubectl=local_cluster.kubectl,
         site_extra="rollout_timeout = 1\n",
     )
     good = world.head()

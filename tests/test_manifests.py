@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import uuid
@@ -137,6 +138,7 @@ def test_deployment_is_hardened_and_wired_as_documented(rendered: list[Doc]) -> 
         "runAsNonRoot": True,
         "runAsUser": 10001,
         "runAsGroup": 10001,
+        "fsGroup": 10001,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     (container,) = pod["containers"]
@@ -160,16 +162,27 @@ def test_deployment_is_hardened_and_wired_as_documented(rendered: list[Doc]) -> 
     assert env["PORT"]["value"] == "8080"
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
-    for key in ("GITHUB_TOKEN", "RECONCILER_TRIGGER_TOKEN", "GITHUB_WEBHOOK_SECRET"):
+    secrets = ("GITHUB_TOKEN", "RECONCILER_TRIGGER_TOKEN", "RECONCILER_READ_TOKEN")
+    for key in (*secrets, "GITHUB_WEBHOOK_SECRET"):
         assert env[key]["valueFrom"]["secretKeyRef"] == {
             "name": "reconciler-secrets",
             "key": key,
             "optional": True,
         }
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    assert mounts == {"/etc/reconciler": "sites", "/tmp": "tmp"}
+    key_dir = "/var/run/secrets/reconciler/github-app"
+    assert mounts == {"/etc/reconciler": "sites", "/tmp": "tmp", key_dir: "github-app"}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes["tmp"]
+    # The GitHub App key is a file from the Secret, never an environment variable.
+    assert "GITHUB_APP_PRIVATE_KEY" not in env
+    assert env["GITHUB_APP_PRIVATE_KEY_FILE"]["value"] == f"{key_dir}/private-key.pem"
+    assert volumes["github-app"]["secret"] == {
+        "secretName": "reconciler-secrets",
+        "optional": True,
+        "defaultMode": 0o440,
+        "items": [{"key": "GITHUB_APP_PRIVATE_KEY", "path": "private-key.pem"}],
+    }
 
     service = one(rendered, "Service", "reconciler")
     assert service["spec"]["type"] == "ClusterIP"
@@ -246,6 +259,16 @@ def test_networkpolicy_is_on_and_admits_only_the_http_port_from_the_listed_clien
 
 # --------------------------------------------------------------------------------------------
 # On the real API server
+
+
+def _event(namespace: str, deployment: str) -> Any:
+    """A bare Event about a Deployment (what the reconciler records on an update)."""
+    return k8s.CoreV1Event(
+        metadata=k8s.V1ObjectMeta(name="x"),
+        involved_object=k8s.V1ObjectReference(
+            kind="Deployment", name=deployment, namespace=namespace
+        ),
+    )
 
 
 def _status(call: Callable[[], object]) -> int:
@@ -357,13 +380,7 @@ def test_serviceaccount_is_denied_everything_else(
         "get itself": lambda: apps.read_namespaced_deployment("reconciler", installed),
         "list deployments here": lambda: apps.list_namespaced_deployment(installed),
         "create event here": lambda: core.create_namespaced_event(
-            installed,
-            k8s.CoreV1Event(
-                metadata=k8s.V1ObjectMeta(name="x"),
-                involved_object=k8s.V1ObjectReference(
-                    kind="Deployment", name="reconciler", namespace=installed
-                ),
-            ),
+            installed, _event(installed, "reconciler")
         ),
         "patch deployment elsewhere": lambda: apps.patch_namespaced_deployment(
             "blog", other_namespace, patch
@@ -378,13 +395,7 @@ def test_serviceaccount_is_denied_everything_else(
         "list nodes": core.list_node,
         "list namespaces": core.list_namespace,
         "create event elsewhere": lambda: core.create_namespaced_event(
-            other_namespace,
-            k8s.CoreV1Event(
-                metadata=k8s.V1ObjectMeta(name="x"),
-                involved_object=k8s.V1ObjectReference(
-                    kind="Deployment", name="blog", namespace=other_namespace
-                ),
-            ),
+            other_namespace, _event(other_namespace, "blog")
         ),
         "get another lease": lambda: coord.read_namespaced_lease("other", installed),
         "list leases": lambda: coord.list_namespaced_lease(installed),
@@ -420,3 +431,30 @@ def test_extra_namespace_overlay_lets_the_reconciler_manage_sites_there(
     lease = k8s.V1Lease(metadata=k8s.V1ObjectMeta(name="reconciler"))
     coord = k8s.CoordinationV1Api(as_reconciler)
     assert _status(lambda: coord.create_namespaced_lease(namespace, lease)) == 403
+
+
+def test_the_namespace_enforces_pod_security_restricted_and_the_pod_passes(
+    kube_api_client: Any, rendered: list[Doc]
+) -> None:
+    namespace = one(rendered, "Namespace")
+    name = f"t-psa-{uuid.uuid4().hex[:8]}"
+    core = k8s.CoreV1Api(kube_api_client)
+    labels = namespace["metadata"]["labels"]
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name, labels=labels)))
+    template = one(rendered, "Deployment")["spec"]["template"]
+    metadata = {"name": "reconciler", "labels": template["metadata"]["labels"]}
+    pod: Any = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
+    core.create_namespaced_pod(name, pod, dry_run="All")  # admitted as shipped
+    privileged: Any = json.loads(json.dumps(pod))
+    privileged["spec"]["containers"][0]["securityContext"] = {"privileged": True}
+    with pytest.raises(ApiException) as refused:
+        core.create_namespaced_pod(name, privileged, dry_run="All")
+    message = json.loads(refused.value.body or "{}").get("message", "")
+    assert refused.value.status == 403 and 'violates PodSecurity "restricted' in message
+
+
+def test_the_uninstall_command_deletes_the_kustomization_in_k8s() -> None:
+    guide = (REPO_ROOT / "docs" / "gke.md").read_text()
+    uninstall = guide.split("## Uninstall", 1)[1]
+    assert "kubectl delete -k k8s/" in uninstall
+    assert "kubectl delete -k ." not in guide

@@ -25,6 +25,7 @@ from testkit.github import GitHubStandIn
 from testkit.github_fixtures import TOKEN
 from testkit.rollout_world import RolloutWorld
 from testkit.serve_process import ServeProcess
+from testkit.serve_world import TRIGGER
 
 REPO = Path(__file__).resolve().parents[1]
 WAIT = ("--wait", "--wait-timeout", "180")
@@ -75,7 +76,8 @@ def test_a_good_commit_rolls_out_and_becomes_available(
     assert done["rollout"] == "available" and done["progress"] == "2/2 ready"
     history = local_cluster.kubectl("rollout", "history", "deployment/blog", "-n", world.ns)
     assert f"reconciler: acme/blog@main {sha[:7]}" in history.stdout
-    assert world.sync()["action"] == "in-sync"
+    again = world.sync()
+    assert again["action"] == "in-sync" and again["rollout"] == "available"
 
 
 @pytest.mark.parametrize(
@@ -135,7 +137,8 @@ def test_set_image_holds_and_set_env_does_not(world: RolloutWorld) -> None:
     world.head()
     world.sync(*WAIT)
     world.kubectl("set", "env", "deployment/blog", "-c", "app", "FEATURE=on")
-    assert world.sync()["action"] == "in-sync"
+    again = world.sync()
+    assert again["action"] == "in-sync" and again["rollout"] == "available"
     world.kubectl("set", "image", "deployment/blog", "app=gcr.io/p/blog:hotfix")
     for _ in range(2):
         held = world.sync()
@@ -151,7 +154,7 @@ def serve(world: RolloutWorld, tmp_path: Path, name: str) -> ServeProcess:
         "GITHUB_API_URL": world.github.url,
         "GITHUB_TOKEN": TOKEN,
         "KUBECONFIG": world.env["KUBECONFIG"],
-        "RECONCILER_TRIGGER_TOKEN": "t",
+        "RECONCILER_TRIGGER_TOKEN": TRIGGER,
         "POD_NAMESPACE": world.ns,
         "POD_NAME": name,
     }

@@ -37,6 +37,7 @@ def test_a_failed_rollout_is_rolled_back_in_the_background(
     served.request("POST", "/sync/blog", TRIGGER)  # the sync sees it progressing: followed
     assert site(served)["rollout"] == "progressing"
     assert site(served)["progress"] == "0/2 ready"
+    assert "0/2 ready" in served.request("GET", "/")[1]
 
     write_status(api, ns, "blog", rollout="failed")  # the follower, not a sync, sees this
     rolled = served.wait_for(
@@ -76,6 +77,7 @@ def test_hold_resume_and_rollback_over_http(world: dict[str, Any], served: Serve
     assert status == 200, body
     held = served.wait_for(lambda: (s := site(served))["state"] == "held" and s, what="held")
     assert held["held_by"] == "carol (http)" and "launch freeze" in held["reason"]
+    assert 'reconciler_sites{state="held"} 1.0' in served.request("GET", "/metrics")[1]
     gh.set_branch("acme/blog", "main", random_sha())
     served.request("POST", "/sync/blog", TRIGGER)
     assert image(world, "blog", "app") == f"gcr.io/p/blog:{second}"

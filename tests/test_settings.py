@@ -79,7 +79,13 @@ def test_every_variable(tmp_path: Path) -> None:
         ({"RECONCILER_GITHUB_STRATEGY": "soap"}, "RECONCILER_GITHUB_STRATEGY must be one of"),
         ({"GITHUB_APP_ID": "1"}, "a GitHub App needs all three"),
         ({"GITHUB_APP_INSTALLATION_ID": "x"}, "GITHUB_APP_INSTALLATION_ID must be a number"),
-        ({"GITHUB_APP_PRIVATE_KEY_FILE": "/nonexistent/key.pem"}, "cannot read"),
+        (
+            {"GITHUB_APP_ID": "1", "GITHUB_APP_PRIVATE_KEY_FILE": "/nonexistent/key.pem"},
+            "cannot read",
+        ),
+        ({"RECONCILER_TRIGGER_TOKEN": "s3cret"}, "RECONCILER_TRIGGER_TOKEN is 6 bytes; a token"),
+        ({"RECONCILER_TRIGGER_TOKEN": "x" * 31}, "must be at least 32 bytes"),
+        ({"RECONCILER_READ_TOKEN": "r" * 31}, "RECONCILER_READ_TOKEN is 31 bytes"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
@@ -104,3 +110,37 @@ def test_event_subscriptions_and_the_webhook_secret() -> None:
         ("gcr", "projects/p/subscriptions/gcr"),
     )
     assert s.webhook_secret == "s"
+
+
+def test_tokens_and_open_reads() -> None:
+    trigger, read = "t" * 32, "r" * 40
+    s = Settings.from_env({"RECONCILER_TRIGGER_TOKEN": trigger, "RECONCILER_READ_TOKEN": read})
+    assert (s.trigger_token, s.read_token, s.reads_open) == (trigger, read, False)
+    s = Settings.from_env({"RECONCILER_TRIGGER_TOKEN": trigger, "RECONCILER_READ_TOKEN": "open"})
+    assert (s.trigger_token, s.read_token, s.reads_open) == (trigger, None, True)
+    assert Settings.from_env({"RECONCILER_TRIGGER_TOKEN": ""}).trigger_token is None
+
+
+def test_the_app_key_file_is_read_only_for_a_github_app(tmp_path: Path) -> None:
+    # The manifests always set GITHUB_APP_PRIVATE_KEY_FILE; with a plain token it may not exist.
+    missing = str(tmp_path / "github-app" / "private-key.pem")
+    s = Settings.from_env({"GITHUB_TOKEN": "ghp_x", "GITHUB_APP_PRIVATE_KEY_FILE": missing})
+    assert s.github.token == "ghp_x" and s.github.app_private_key is None
+    key = tmp_path / "key.pem"
+    key.write_text("-----BEGIN RSA PRIVATE KEY-----\n")
+    s = Settings.from_env(
+        {
+            "GITHUB_APP_ID": "1",
+            "GITHUB_APP_INSTALLATION_ID": "2",
+            "GITHUB_APP_PRIVATE_KEY_FILE": str(key),
+        }
+    )
+    assert s.github.app_private_key == key.read_text()
+
+
+@pytest.mark.parametrize("value", ["-1", "x", "101", "2.5"])
+def test_lookback_must_be_a_small_whole_number(value: str) -> None:
+    with pytest.raises(SettingsError, match="RECONCILER_LOOKBACK"):
+        Settings.from_env({"RECONCILER_LOOKBACK": value})
+    assert Settings.from_env({"RECONCILER_LOOKBACK": "0"}).github.lookback == 0
+    assert Settings.from_env({}).github.lookback == 20

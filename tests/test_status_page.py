@@ -55,6 +55,11 @@ def browser() -> Iterator[Any]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+def page_url(proc: ServeProcess) -> str:
+    """The page, with the token as the password a browser would be asked for (any user)."""
+    return f"http://operator:{TRIGGER}@127.0.0.1:{proc.port}/"
+
+
 def text_of(driver: Any, css: str) -> str:
     from selenium.webdriver.common.by import By
 
@@ -71,7 +76,7 @@ def test_status_page_shows_what_runs_where_and_sync_now_works(
     proc: ServeProcess
     with start(world, tmp_path) as proc:
         proc.wait_for(lambda: proc.request("GET", "/status")[1]["last_sync"], what="startup")
-        browser.get(proc.url + "/")
+        browser.get(page_url(proc))
         rows = browser.find_elements(By.CSS_SELECTOR, "#sites tbody tr")
         assert [r.get_attribute("data-site") for r in rows] == ["blog", "shop"]
         blog = text_of(browser, 'tr[data-site="blog"]')
@@ -113,7 +118,7 @@ def test_broken_config_is_shown_on_the_page(
         proc.wait_for(lambda: proc.request("GET", "/status")[1]["last_sync"], what="startup")
         (tmp_path / "sites.toml").write_text("[sites.blog]\nrepo = 'acme/blog'\nimage = 3\n")
         proc.request("POST", "/sync", TRIGGER)
-        browser.get(proc.url + "/")
+        browser.get(page_url(proc))
         banner = text_of(browser, "#config-error")
         assert "sites.toml is invalid" in banner
         assert 'sites.toml:3: site "blog": "image" must be a string' in banner

@@ -12,7 +12,7 @@ import pytest
 
 from testkit.github import GitHubStandIn
 from testkit.serve_world import TRIGGER, start
-from tests.test_status_page import browser, text_of
+from tests.test_status_page import browser, page_url, text_of
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.browser]
 __all__ = ["browser"]
@@ -51,7 +51,7 @@ def test_page_shows_commit_subjects_authors_and_commits_behind(
         }
         assert found["shop"]["running_commit"]["author"] == "Grace Hopper"
 
-        browser.get(proc.url + "/")
+        browser.get(page_url(proc))
         shop = text_of(browser, "#site-shop")
         assert "paused" in shop and "2 commits behind" in shop
         assert "Fix coupon rounding — Alan Turing" in shop

@@ -18,6 +18,7 @@ from reconciler.settings import Settings
 if TYPE_CHECKING:  # the clients are imported only by the commands that use them
     from reconciler.core.behind import Behind
     from reconciler.core.engine import Engine, SiteResult, SyncReport
+    from reconciler.core.model import Site
     from reconciler.wiring import Parts
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -266,6 +267,26 @@ def _merged(r: SiteResult, w: SiteResult | None, timeout: float) -> SiteResult:
     return replace(r, plan=plan)
 
 
+def _one_site(
+    args: argparse.Namespace,
+    config: config_mod.Config,
+    parts: Parts | None,
+    settings: Settings,
+    err: TextIO,
+) -> tuple[Site, Engine] | None:
+    """The site a one-site command names (None after saying it is unknown), and an engine."""
+    from reconciler.wiring import Parts, build_engine
+
+    if args.site not in config.names:
+        known = ", ".join(config.names)
+        print(f"reconciler: unknown site {args.site}; known: {known}", file=err)
+        return None
+    parts = parts or Parts()
+    if args.context:
+        parts.kube_context = args.context
+    return config.select([args.site])[0], build_engine(parts, settings)
+
+
 def _command(
     args: argparse.Namespace,
     config: config_mod.Config,
@@ -278,17 +299,11 @@ def _command(
     from reconciler.cli import output
     from reconciler.core import commands
     from reconciler.core.engine import SyncRequest
-    from reconciler.wiring import Parts, build_engine
 
-    if args.site not in config.names:
-        known = ", ".join(config.names)
-        print(f"reconciler: unknown site {args.site}; known: {known}", file=err)
+    found = _one_site(args, config, parts, settings, err)
+    if found is None:
         return EXIT_USAGE
-    site = config.select([args.site])[0]
-    parts = parts or Parts()
-    if args.context:
-        parts.kube_context = args.context
-    engine = build_engine(parts, settings)
+    site, engine = found
     by = f"{settings.user or 'someone'} (cli)"
     try:
         if args.command == "hold":
@@ -327,16 +342,12 @@ def _history(
     """`reconciler history SITE`: what the cluster remembers of the site's deploys."""
     from reconciler.cli import output
     from reconciler.core import history, planner
-    from reconciler.wiring import Parts, build_engine
 
-    if args.site not in config.names:
-        print(f"reconciler: unknown site {args.site}; known: {', '.join(config.names)}", file=err)
+    found = _one_site(args, config, parts, settings, err)
+    if found is None:
         return EXIT_USAGE
-    site = config.select([args.site])[0]
-    parts = parts or Parts()
-    if args.context:
-        parts.kube_context = args.context
-    cluster = build_engine(parts, settings).cluster
+    site, engine = found
+    cluster = engine.cluster
     deployment = cluster.read(site.namespace, site.deployment)
     if deployment is None:
         print(f"reconciler: deployment {site.namespace}/{site.deployment} not found", file=err)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -14,6 +13,7 @@ from flask import Flask, Response, jsonify, render_template, request
 from reconciler import __version__
 from reconciler.core.engine import SyncRequest
 from reconciler.core.errors import CommandError, ReconcilerError, ShuttingDown
+from reconciler.serve.auth import Access
 from reconciler.serve.events import MAX_BODY, GitHubHooks
 from reconciler.serve.service import Service
 from reconciler.serve.state import report_dict
@@ -29,10 +29,14 @@ def create_app(
     trigger_token: str | None,
     wait_limit: float = DEFAULT_WAIT,
     webhook_secret: str | None = None,
+    read_token: str | None = None,
+    reads_open: bool = False,
 ) -> Flask:
     """The WSGI app over a Service; the token guards POST /sync (None disables the trigger),
-    the secret verifies GitHub's deliveries to POST /hooks/github (None disables them)."""
+    the secret verifies GitHub's deliveries to POST /hooks/github (None disables them), and
+    reads need the read or trigger token (see Access)."""
     app = Flask(__name__)
+    access = Access(trigger_token, read_token, reads_open)
     hooks = GitHubHooks(service, webhook_secret)
     app.config["JSON_SORT_KEYS"] = False
     app.extensions["reconciler"] = service
@@ -46,19 +50,26 @@ def create_app(
                 403,
                 "the HTTP trigger is disabled: set RECONCILER_TRIGGER_TOKEN to enable it",
             )
-        header = request.headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), trigger_token.encode()
-        ):
-            log.warning(
-                "rejected a trigger with a missing or wrong token",
-                extra={"event": "trigger_unauthorized", "remote": request.remote_addr},
-            )
+        if not access.may_trigger(request.headers.get("Authorization", ""), request.remote_addr):
             response, status = error(401, "missing or wrong bearer token")
             response.headers["WWW-Authenticate"] = 'Bearer realm="reconciler"'
             return response, status
         return None
+
+    @app.before_request
+    def reads_need_a_token() -> Any:
+        """GET endpoints other than /healthz and /readyz need the read (or trigger) token."""
+        if request.method not in ("GET", "HEAD") or request.path in ("/healthz", "/readyz"):
+            return None
+        if access.may_read(request.headers.get("Authorization", ""), request.remote_addr):
+            return None
+        response, status = error(
+            401, "this page needs the read token (RECONCILER_READ_TOKEN) or the trigger token"
+        )
+        # The page asks a browser for it (any user name, the token as password).
+        scheme = "Basic" if request.path == "/" else "Bearer"
+        response.headers["WWW-Authenticate"] = f'{scheme} realm="reconciler"'
+        return response, status
 
     @app.post("/sync")
     @app.post("/sync/<site>")
@@ -144,8 +155,14 @@ def create_app(
 
     @app.get("/readyz")
     def readyz() -> Any:
+        """Ready or not for anyone (the kubelet's probe); which check fails only with a token."""
         readiness = service.readiness()
-        return jsonify(readiness), 200 if readiness["ready"] else 503
+        code = 200 if readiness["ready"] else 503
+        if not access.may_read(
+            request.headers.get("Authorization", ""), request.remote_addr, quiet=True
+        ):
+            return jsonify({"ready": readiness["ready"]}), code
+        return jsonify(readiness), code
 
     @app.get("/metrics")
     def metrics() -> Response:

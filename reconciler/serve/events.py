@@ -99,6 +99,8 @@ class GitHubHooks:
         self, hint: Hint, where: dict[str, Any], *, status: int = 202, run: str | None = None
     ) -> tuple[int, dict[str, Any]]:
         self._count(hint.event or "-", hint.outcome)
+        if hint.outcome is Outcome.REPORTED:
+            self.service.report_event(hint.sites or (), f"github {hint.event}", hint.reason)
         level = logging.WARNING if hint.outcome is Outcome.REPORTED else logging.INFO
         log.log(
             level,
@@ -157,6 +159,7 @@ def pubsub_classifier(service: Service, kind: str) -> Classifier:
             hint = jobs.classify_job(data, attributes, [s.name for s in sites])
         service.metrics.events.labels("pubsub", hint.event, hint.outcome.value).inc()
         if hint.outcome is Outcome.REPORTED:
+            service.report_event(hint.sites or (), hint.event, hint.reason)
             log.warning(
                 "%s: %s", hint.event, hint.reason, extra={"event": "reported", **_fields(hint)}
             )

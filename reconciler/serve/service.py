@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
@@ -27,7 +27,7 @@ from reconciler.serve.leader import LEASE_SECONDS, Lease, LeaseHolder
 from reconciler.serve.metrics import Metrics
 from reconciler.serve.schedule import Schedule
 from reconciler.serve.site_metrics import SiteMetrics
-from reconciler.serve.state import Board, ConfigState, RunRecord
+from reconciler.serve.state import Board, ConfigState, Notice, RunRecord
 
 __all__ = ["Lease", "RunRecord", "Service"]
 
@@ -150,6 +150,13 @@ class Service:
         """Each site's branch head (SHA) as the last sync that covered it saw it."""
         with self._lock:
             return {n: s.result.plan.sha for n, s in self.board.sites.items() if s.result.plan.sha}
+
+    def report_event(self, sites: Collection[str], event: str, reason: str) -> None:
+        """Show an event that deploys nothing (a deleted branch or image) on its sites."""
+        notice = Notice(self.clock(), event, reason)
+        with self._lock:
+            for name in sites:
+                self.board.notices[name] = notice
 
     # -- a run -------------------------------------------------------------------------------
 

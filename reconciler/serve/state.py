@@ -43,6 +43,15 @@ class SiteRecord:
     trigger: str
 
 
+@dataclass(frozen=True)
+class Notice:
+    """An event reported on a site that deploys nothing (a deleted branch or image)."""
+
+    at: float
+    event: str
+    reason: str
+
+
 @dataclass
 class RunRecord:
     """A submitted request, readable at /runs/<id>."""
@@ -59,6 +68,7 @@ class Board:
 
     def __init__(self) -> None:
         self.sites: dict[str, SiteRecord] = {}
+        self.notices: dict[str, Notice] = {}  # the last reported event of each site
         self.last_report: SyncReport | None = None
         self.runs: OrderedDict[str, RunRecord] = OrderedDict()
 
@@ -80,18 +90,23 @@ class Board:
         return counts
 
     def followed(self, result: SiteResult, at: float) -> dict[SiteState, int]:
-        """Take in what following a site's rollout saw (a rollback, or its progress)."""
+        """Take in what following a site's rollout saw (a rollback, or its progress); the new
+        counts when a site's state changed, else nothing (progress alone changes no count)."""
         record = self.sites.get(result.plan.site.name)
-        if record is not None:
-            record.result = merged(record.result, result)
-            if result.applied:
-                record.at, record.trigger = at, "rollout"
-        return self.counts()
+        if record is None:
+            return {}
+        was = record.result.state
+        record.result = merged(record.result, result)
+        if result.applied:
+            record.at, record.trigger = at, "rollout"
+        return self.counts() if record.result.state is not was else {}
 
     def keep_only(self, names: Collection[str]) -> None:
         """Forget the sites a reloaded config no longer has."""
         for gone in set(self.sites) - set(names):
             del self.sites[gone]
+        for gone in set(self.notices) - set(names):
+            del self.notices[gone]
 
     def add_run(self, record: RunRecord) -> None:
         self.runs[record.id] = record
@@ -133,6 +148,7 @@ def status_view(
         },
         "sites": [
             site_view(site.name, site.repo, board.sites.get(site.name), web_url)
+            | _notice(board.notices.get(site.name))
             for site in (cfg.sites if cfg else ())
         ],
     }
@@ -162,6 +178,12 @@ def site_view(name: str, repo: str, record: SiteRecord | None, web_url: str) -> 
         branch_url=f"{web_url}/{repo}/tree/{data['branch']}" if data.get("branch") else None,
     )
     return data
+
+
+def _notice(notice: Notice | None) -> dict[str, Any]:
+    if notice is None:
+        return {}
+    return {"notice": {"at": notice.at, "event": notice.event, "reason": notice.reason}}
 
 
 def readiness_view(

@@ -79,6 +79,8 @@ DEFAULT_CONTROLLERS = (
     "replicaset-controller",
     "garbage-collector-controller",
     "namespace-controller",
+    # Type-checks ValidatingAdmissionPolicies against the matched kinds' schemas (status only).
+    "validatingadmissionpolicy-status-controller",
 )
 
 T = TypeVar("T")
