@@ -77,6 +77,7 @@ def test_hold_resume_and_rollback_over_http(world: dict[str, Any], served: Serve
     assert status == 200, body
     held = served.wait_for(lambda: (s := site(served))["state"] == "held" and s, what="held")
     assert held["held_by"] == "carol (http)" and "launch freeze" in held["reason"]
+    assert 'reconciler_sites{state="held"} 1.0' in served.request("GET", "/metrics")[1]
     gh.set_branch("acme/blog", "main", random_sha())
     served.request("POST", "/sync/blog", TRIGGER)
     assert image(world, "blog", "app") == f"gcr.io/p/blog:{second}"

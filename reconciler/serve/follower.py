@@ -105,7 +105,10 @@ class Follower:
                 self._wake.wait()
                 self._wake.clear()
                 continue
-            self.tick(names)
+            try:
+                self.tick(names)
+            except Exception:  # a bug here must not end the following for good
+                log.exception("following rollouts failed; trying again")
             self._stop.wait(self.interval)
 
     def tick(self, names: Iterable[str] | None = None) -> None:

@@ -90,13 +90,16 @@ class Board:
         return counts
 
     def followed(self, result: SiteResult, at: float) -> dict[SiteState, int]:
-        """Take in what following a site's rollout saw (a rollback, or its progress)."""
+        """Take in what following a site's rollout saw (a rollback, or its progress); the new
+        counts when a site's state changed, else nothing (progress alone changes no count)."""
         record = self.sites.get(result.plan.site.name)
-        if record is not None:
-            record.result = merged(record.result, result)
-            if result.applied:
-                record.at, record.trigger = at, "rollout"
-        return self.counts()
+        if record is None:
+            return {}
+        was = record.result.state
+        record.result = merged(record.result, result)
+        if result.applied:
+            record.at, record.trigger = at, "rollout"
+        return self.counts() if record.result.state is not was else {}
 
     def keep_only(self, names: Collection[str]) -> None:
         """Forget the sites a reloaded config no longer has."""
