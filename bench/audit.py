@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 READ_VERBS = frozenset({"get", "list", "watch"})
@@ -25,6 +26,8 @@ class KubeCounts:
     by_verb_resource: collections.Counter[tuple[str, str]] = field(
         default_factory=collections.Counter
     )
+    # reads received after the sync had finished: serve following the rollouts it started
+    follow_reads: int = 0
 
     @property
     def reads(self) -> int:
@@ -53,6 +56,7 @@ class KubeCounts:
             "writes": self.writes,
             "deployment_writes": self.deployment_writes,
             "event_creates": self.event_creates,
+            "follow_reads": self.follow_reads,
             "by_verb": {f"{v} {r}": n for (v, r), n in sorted(self.by_verb_resource.items())},
         }
 
@@ -73,8 +77,12 @@ class AuditWindow:
     def mark(self) -> None:
         self._start = self._size()
 
-    def count(self, username: str) -> KubeCounts:
-        """Resource requests by ``username`` received since mark() (only whole lines)."""
+    def count(self, username: str, sync_end: float | None = None) -> KubeCounts:
+        """Resource requests by ``username`` received since mark() (only whole lines).
+
+        Reads received after ``sync_end`` (Unix time; serve's report says when its sync ended)
+        are not the sync's own: they are counted apart, as ``follow_reads``. Writes are the
+        sync's whenever they come."""
         counts = KubeCounts()
         with self.path.open("rb") as f:
             f.seek(self._start)
@@ -90,5 +98,15 @@ class AuditWindow:
             ref = event.get("objectRef")
             if user != username or not ref:
                 continue
-            counts.by_verb_resource[str(event.get("verb")), str(ref.get("resource"))] += 1
+            verb = str(event.get("verb"))
+            if sync_end is not None and verb in READ_VERBS and _received(event) > sync_end:
+                counts.follow_reads += 1
+                continue
+            counts.by_verb_resource[verb, str(ref.get("resource"))] += 1
         return counts
+
+
+def _received(event: dict[str, object]) -> float:
+    """When the API server received the request (Unix time; same host, same clock)."""
+    stamp = str(event.get("requestReceivedTimestamp", "")).replace("Z", "+00:00")
+    return datetime.fromisoformat(stamp).timestamp() if stamp else 0.0

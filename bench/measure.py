@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
@@ -38,6 +39,8 @@ from bench.setup import (
 from reconciler.core.rollout import FIELD_MANAGER
 
 SETTLE_S = 0.3  # let the last audit lines reach the file
+FOLLOW_WAIT_S = 30.0  # at most, for serve's follower to read the rollouts a sync started
+COMPARE_ROUTE = "rest:compare"  # serve's status page: commits behind, fetched in the background
 
 
 @dataclass
@@ -142,6 +145,23 @@ class Meter:
         time.sleep(SETTLE_S)
         return self.audit.count(self.users[mode])
 
+    def _kube_serve(self, reply: dict[str, Any]) -> KubeCounts:
+        """serve's requests: the sync's, then the reads of the follower it woke. Each rollout the
+        sync started is followed: on this control plane (no controller reports a rollout) one
+        read tells it so and it stops: a LIST of each namespace with several such sites, else a
+        GET of the site. Waits for those reads so that none falls into a later window."""
+        started = collections.Counter(
+            r["namespace"] for r in reply.get("results", []) if r.get("rollout") == "progressing"
+        )
+        expected = len(started)
+        end = float(reply["finished_at"])
+        deadline = time.monotonic() + FOLLOW_WAIT_S
+        while True:
+            time.sleep(SETTLE_S)
+            counts = self.audit.count(self.users["serve"], sync_end=end)
+            if counts.follow_reads >= expected or time.monotonic() > deadline:
+                return counts
+
     def measure_serve(
         self, serve: ServeProcess, n: int, scenario: str, expected: int
     ) -> Measurement:
@@ -151,8 +171,12 @@ class Meter:
         self._begin()
         reply, wall = serve.sync()
         cpu = self._cpu_used(reconciler=(cpu_seconds(serve.worker_pid) or 0.0) - worker_cpu)
-        kube = self._kube("serve")
+        kube = self._kube_serve(reply)
         requests, points, not_modified = self._github("serve")
+        # Compares are the status page's, in the background after a sync (the sync itself asks
+        # GitHub nothing else over REST): counted apart, each 1 REST point.
+        compares = self.world.gh.stats()["by_route"].get(COMPARE_ROUTE, 0)
+        requests, points = requests - compares, points - compares
         results = reply.get("results", [])
         return Measurement(
             n=n,
@@ -172,6 +196,7 @@ class Meter:
             extra={
                 "peak_rss_scope": "this sync" if hwm_reset else "worker lifetime",
                 "cpu_s": cpu,
+                "github_compares_in_window": compares,
             },
         )
 
@@ -293,9 +318,11 @@ def summary(m: Measurement) -> str:
     if spread:
         sync += f" (median of {m.extra['repeats']}, {spread[0]:.2f}-{spread[1]:.2f})"
     ext = f" (extrapolated from {m.extrapolated_from})" if m.extrapolated_from else ""
+    follow = m.kube.get("follow_reads")
     return (
         f"sync {sync} wall {m.wall_s:.2f}s, GitHub {m.gh_requests} req/{m.gh_points} pts, "
-        f"kube {m.reads} reads/{m.writes} writes, updated {m.updated}/{m.expected_updates}"
+        f"kube {m.reads} reads/{m.writes} writes{f' (+{follow} follow reads)' if follow else ''}"
+        f", updated {m.updated}/{m.expected_updates}"
         f"{', ERRORS ' + str(len(m.errors)) if m.errors else ''}"
         f"{'' if m.rss_mb is None else f', RSS {m.rss_mb:.0f} MB'}{ext}"
     )

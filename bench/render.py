@@ -74,7 +74,8 @@ def table_rows(results: Sequence[Measurement]) -> list[list[str]]:
                 _fmt(m.wall_s),
                 str(m.gh_requests),
                 str(m.gh_points),
-                str(m.reads),
+                str(m.reads)
+                + (f" (+{m.kube['follow_reads']} follow)" if m.kube.get("follow_reads") else ""),
                 str(m.writes),
                 str(m.kube["deployment_writes"]),
                 str(m.kube["event_creates"]),

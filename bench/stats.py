@@ -44,8 +44,9 @@ def combine(runs: Sequence[Measurement]) -> Measurement:
         for m in runs
     ]
     worst_kube = dict(median.kube)
-    for k in ("reads", "writes", "deployment_writes", "event_creates"):
-        worst_kube[k] = max(int(m.kube[k]) for m in runs)
+    for k in ("reads", "writes", "deployment_writes", "event_creates", "follow_reads"):
+        if k in median.kube:
+            worst_kube[k] = max(int(m.kube.get(k, 0)) for m in runs)
     rss = [m.rss_mb for m in runs if m.rss_mb is not None]
     syncs = [m.sync_s for m in runs if m.sync_s is not None]
     return replace(

@@ -6,13 +6,24 @@ from dataclasses import replace
 
 import pytest
 
+from reconciler.adapters.delivery import WebhookSender
 from reconciler.core import config
-from reconciler.core.engine import SiteResult
+from reconciler.core.engine import SiteResult, SyncReport
 from reconciler.core.errors import ConfigError, ErrorKind
-from reconciler.core.messages import Commit, Comparison, Notification, payload, sign, slack
+from reconciler.core.messages import (
+    Commit,
+    Comparison,
+    Notification,
+    google_chat,
+    payload,
+    sign,
+    slack,
+)
 from reconciler.core.model import Action, Rollout, SitePlan, Skip
+from reconciler.core.notifier import Notifier
 from reconciler.core.notify import Memory, Policy, Snapshot, Status, decide, snapshot
 from reconciler.core.notifyconfig import ChannelKind, EventKind, SecretRef
+from reconciler.core.outbox import Outbox
 
 BASE = """\
 [defaults]
@@ -295,3 +306,53 @@ def test_signature_is_hmac_sha256_of_the_body() -> None:
     assert sign(b"key", body) == (
         "sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
     )
+
+
+def test_google_chat_message_is_text_with_links() -> None:
+    body = google_chat(notification())
+    assert list(body) == ["text"]
+    text = body["text"]
+    assert text.startswith("*✅ blog deployed main@bbbbbbb*")
+    assert f"<https://github.com/acme/blog/compare/{OLD}...{NEW}|compare>" in text
+    assert "<https://deploy.example.com/#site-blog|Status page>" in text
+
+
+class _Store:
+    """Records the notifier's annotation writes (KubeCluster.annotate)."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[str, str, str]] = []
+
+    def annotate(self, namespace: str, deployment: str, key: str, value: str) -> None:
+        self.writes.append((deployment, key, value))
+
+
+def test_a_site_without_channels_gets_no_notification_writes() -> None:
+    """No channel: nothing to tell, so nothing is written on the Deployment, neither when a
+    deploy starts nor when the next sync (with nothing to change) sees it done; a site with
+    channels still remembers its state there (restarts and other replicas read it)."""
+    cfg = config.parse(BASE)
+    quiet = next(s for s in cfg.sites if s.name == "quiet")
+    blog = next(s for s in cfg.sites if s.name == "blog")
+    store = _Store()
+    outbox = Outbox(WebhookSender({}), backoff=())
+    notifier = Notifier(outbox, store)
+    old, new = "a" * 40, "b" * 40
+
+    def sync(*steps: tuple[SitePlan, bool]) -> None:
+        results = tuple(SiteResult(p, applied=applied) for p, applied in steps)
+        notifier.observe(cfg, SyncReport("r", "schedule", False, False, 0.0, 0.0, results))
+
+    try:
+        for site in (quiet, blog):
+            seen = SitePlan(site, Action.IN_SYNC, branch="main", sha=old, running_sha=old)
+            sync((seen, False))  # first sight
+            sync((replace(seen, action=Action.UPDATE, sha=new), True))  # deploys
+            done = replace(seen, sha=new, running_sha=new)
+            sync((done, False))  # nothing to change
+            sync((done, False))
+        assert [d for d, _, _ in store.writes if d == "quiet"] == []
+        assert {d for d, _, _ in store.writes} == {"blog"}
+        assert notifier.memory()["quiet"].key == f"in-sync:{new}"
+    finally:
+        outbox.close(0)

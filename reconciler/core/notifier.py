@@ -107,7 +107,10 @@ class Notifier:
         now = self.clock()
         decision = decide(prev, snap, now, Policy(blocked_after=settings.blocked_after))
         if decision.memory != prev:
-            self._remember(site.namespace, site.deployment, site.name, decision.memory)
+            # A site with no channel has no one to tell: its state stays in this process's
+            # memory, and its Deployment gets no write of its own (a deploy is one PATCH).
+            keep = bool(settings.channels)
+            self._remember(site.namespace, site.deployment, site.name, decision.memory, keep)
         channels = settings.channels_for(decision.event) if decision.event else ()
         if decision.event is None or not channels:
             return None
@@ -121,9 +124,11 @@ class Notifier:
         )
         return n
 
-    def _remember(self, namespace: str, deployment: str, name: str, memory: Memory) -> None:
+    def _remember(
+        self, namespace: str, deployment: str, name: str, memory: Memory, keep: bool
+    ) -> None:
         self._memory[name] = memory
-        if self.store is None:
+        if self.store is None or not keep:
             return
         try:
             self.store.annotate(namespace, deployment, NOTIFIED_ANNOTATION, memory.dumps())
