@@ -65,6 +65,8 @@ def test_site_page_shows_history_with_triggers_and_why_a_site_waits(  # noqa: PL
         for row in browser.find_elements(By.CSS_SELECTOR, "#sites tbody tr"):
             if "in-sync" not in (row.get_attribute("class") or ""):
                 assert row.find_element(By.CSS_SELECTOR, ".reason").text.strip(), row.text
+        browser.save_screenshot(str(tmp_path / "page.png"))
+        shutil.copy(tmp_path / "page.png", "/tmp/reconciler-status-why.png")
 
         browser.get(page_url(proc) + "sites/blog")
         rows = browser.find_elements(By.CSS_SELECTOR, "#history tbody tr")
