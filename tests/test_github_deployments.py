@@ -145,3 +145,46 @@ def test_deployments_follow_a_real_rollout_and_rollback(
     assert deployment.environment == "blog"
     assert deployment.statuses[-1].log_url == f"{STATUS}/#site-blog"
     assert standin_rest.REQUEST_VIOLATIONS == []
+
+
+def test_a_lost_answer_to_the_create_makes_no_duplicate_deployment(github: GitHubStandIn) -> None:
+    """GitHub creates the deployment and then answers 502: the client does not retry the POST,
+    the outbox's retry finds the deployment it created and reuses it."""
+    standin_rest.REQUEST_VIOLATIONS.clear()
+    github.add_repo("acme/blog", {"main": "0" * 40})
+    sha = github.set_branch("acme/blog", "main")
+    source = GitHubSource(GitHubSettings(api_url=github.url, token=TOKEN))
+    box = Outbox(NoHttp(), deployments=GitHubDeployments(source), backoff=(0.01,) * 3)
+    github.fail_after("rest:deployments-create", status=502)
+    channel = Channel(ChannelKind.GITHUB_DEPLOYMENTS)
+    box.post(notification(EventKind.DEPLOYING, sha), [channel])
+    assert box.flush(30)
+    box.post(notification(EventKind.DEPLOYED, sha), [channel])
+    assert box.flush(30)
+    assert (box.delivered, box.undelivered) == (2, 0), list(box.failures)
+    assert states(github) == {sha: ["in_progress", "success"]}
+    assert len(github.deployments("acme/blog")) == 1
+    routes = github.stats()["by_route"]
+    assert routes["rest:deployments-create"] == 1  # the 502 was not retried by the client
+    assert routes["rest:deployments"] == 3  # looked up before each create: none, then it
+    assert standin_rest.REQUEST_VIOLATIONS == []
+    box.close(0)
+
+
+def test_a_deployment_someone_else_made_for_the_commit_is_not_taken_over(
+    github: GitHubStandIn,
+) -> None:
+    github.add_repo("acme/blog", {"main": "0" * 40})
+    sha = github.set_branch("acme/blog", "main")
+    source = GitHubSource(GitHubSettings(api_url=github.url, token=TOKEN))
+    theirs = source._request(
+        "POST",
+        "/repos/acme/blog/deployments",
+        body={"ref": sha, "environment": "blog", "required_contexts": [], "payload": {}},
+    )
+    assert theirs.status == 201
+    deployments = GitHubDeployments(source)
+    deployments.send(Channel(ChannelKind.GITHUB_DEPLOYMENTS), notification(EventKind.DEPLOYED, sha))
+    mine = [d for d in github.deployments("acme/blog") if d.payload.get("site") == "blog"]
+    assert len(github.deployments("acme/blog")) == 2 and len(mine) == 1
+    assert [s.state for s in mine[0].statuses] == ["success"]

@@ -50,6 +50,8 @@ def test_history_names_commits_who_and_outcomes(
         (bad, "reconciler", "failed, rolled back"),
         (None, "a person or another tool", "replaced"),
     ]
+    # who triggered each: the CLI's syncs; none for what kubectl or a person did
+    assert [d["trigger"] for d in deploys] == [None, "cli", "cli", None]
     newest = deploys[0]
     assert newest["sha"] == good and newest["by"].startswith("kubectl (a person's change")
     assert newest["outcome"].startswith("running")

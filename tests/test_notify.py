@@ -10,7 +10,15 @@ from reconciler.adapters.delivery import WebhookSender
 from reconciler.core import config
 from reconciler.core.engine import SiteResult, SyncReport
 from reconciler.core.errors import ConfigError, ErrorKind
-from reconciler.core.messages import Commit, Comparison, Notification, payload, sign, slack
+from reconciler.core.messages import (
+    Commit,
+    Comparison,
+    Notification,
+    google_chat,
+    payload,
+    sign,
+    slack,
+)
 from reconciler.core.model import Action, Rollout, SitePlan, Skip
 from reconciler.core.notifier import Notifier
 from reconciler.core.notify import Memory, Policy, Snapshot, Status, decide, snapshot
@@ -298,6 +306,15 @@ def test_signature_is_hmac_sha256_of_the_body() -> None:
     assert sign(b"key", body) == (
         "sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
     )
+
+
+def test_google_chat_message_is_text_with_links() -> None:
+    body = google_chat(notification())
+    assert list(body) == ["text"]
+    text = body["text"]
+    assert text.startswith("*✅ blog deployed main@bbbbbbb*")
+    assert f"<https://github.com/acme/blog/compare/{OLD}...{NEW}|compare>" in text
+    assert "<https://deploy.example.com/#site-blog|Status page>" in text
 
 
 class _Store:

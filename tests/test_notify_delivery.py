@@ -285,3 +285,18 @@ def test_a_second_replica_reading_the_annotation_does_not_repeat(world: World) -
     assert again.observe(w.cfg, w.report(synced)) == []
     assert w.notifier.observe(w.cfg, w.report(synced)) == []  # its own memory is older
     assert w.notifier.outbox.flush(10)
+
+
+def test_secrets_from_mounted_files(world: World, tmp_path: Any) -> None:
+    url, key = tmp_path / "url", tmp_path / "key"
+    url.write_text(world.receiver.url("/from-file") + "\n")
+    key.write_text("file-secret\n")
+    channel = Channel(ChannelKind.WEBHOOK, SecretRef(file=str(url)), SecretRef(file=str(key)))
+    box = Outbox(WebhookSender({}), None, backoff=())
+    box.post(
+        Notification(id="f", event=EventKind.FAILING, at=0.0, reason="r", site="blog"), [channel]
+    )
+    [got] = world.receiver.wait_for(1)
+    expected = "sha256=" + hmac.new(b"file-secret", got.body, hashlib.sha256).hexdigest()
+    assert got.path == "/from-file" and got.headers[SIGNATURE_HEADER] == expected
+    box.close(1)

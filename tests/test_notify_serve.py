@@ -35,12 +35,12 @@ def test_serve_announces_deploys_and_shows_undelivered(
         got = receiver.wait_for(2)
         events = sorted((r.json()["event"], r.json()["site"]) for r in got)
         assert events == [("deployed", "blog"), ("deployed", "shop")]
-        proc.wait_for(
-            lambda: proc.request("GET", "/status")[1]["notifications"]["undelivered"] == 2,
-            what="the Slack failures counted",
-        )
-        notifications = proc.request("GET", "/status")[1]["notifications"]
-        assert notifications["delivered"] == 2
+
+        def counted() -> dict[str, Any] | None:
+            n = proc.request("GET", "/status")[1]["notifications"]
+            return n if (n["delivered"], n["undelivered"]) == (2, 2) else None
+
+        notifications = proc.wait_for(counted, what="deliveries and the Slack failures counted")
         assert "404" in notifications["recent_failures"][0]["error"]
         page = proc.request("GET", "/")[1]
         assert "2 undelivered" in str(page) and 'id="site-blog"' in str(page)

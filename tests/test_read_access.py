@@ -15,7 +15,7 @@ from testkit.serve_process import ServeProcess
 from testkit.serve_world import TRIGGER, start
 
 READ = "r3ad-token-for-the-status-page-and-metrics"
-READS = ("/status", "/metrics", "/runs/unknown", "/")
+READS = ("/status", "/metrics", "/runs/unknown", "/", "/sites/blog")
 
 
 def test_reads_need_the_trigger_token_by_default(served: ServeProcess) -> None:

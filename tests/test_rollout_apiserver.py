@@ -55,6 +55,8 @@ def world(
 def test_failed_rollout_is_rolled_back_remembered_and_the_next_commit_deploys(
     world: World,
 ) -> None:
+    good = world.sync()["sha"]  # the rollback goes back to a commit of the branch
+    world.status()
     bad = world.head()
     first = world.sync()
     assert first["action"] == "update" and first["applied"]
@@ -69,7 +71,7 @@ def test_failed_rollout_is_rolled_back_remembered_and_the_next_commit_deploys(
     back = world.sync()
     assert back["action"] == "rolled-back" and back["applied"] and back["failed_sha"] == bad
     assert "timed out" in back["reason"]
-    assert world.image() == "gcr.io/p/blog:before"
+    assert world.image() == f"gcr.io/p/blog:{good}"
     notes = world.get()["metadata"]["annotations"]
     assert notes[ann.FAILED_SHA] == bad and ann.PREVIOUS_IMAGE not in notes
     assert {"RolloutFailed", "RolledBack"} <= set(world.events())
@@ -82,10 +84,10 @@ def test_failed_rollout_is_rolled_back_remembered_and_the_next_commit_deploys(
         assert skipped["rollout"] == "available"
     assert world.resource_version() == rv  # no write
 
-    good = world.head()
+    fixed = world.head()
     again = world.sync()
     assert again["action"] == "update" and again["applied"]
-    assert world.image() == f"gcr.io/p/blog:{good}"
+    assert world.image() == f"gcr.io/p/blog:{fixed}"
 
 
 def test_kubectl_set_image_holds_until_a_new_commit_and_set_env_does_not(world: World) -> None:

@@ -9,12 +9,16 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import quote
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote, urlsplit
 
 import requests
 import urllib3
 from github import Auth, Github, GithubException
+from urllib3.connectionpool import ConnectionPool
+from urllib3.exceptions import MaxRetryError
+from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 from reconciler.core.errors import DeliveryError, ErrorKind, GitHubError
@@ -101,7 +105,7 @@ class GitHubSource:
         """A Github per thread: PyGithub's Requester is not thread-safe."""
         gh = getattr(self._local, "github", None)
         if gh is None:
-            retry = Retry(
+            retry = _ReadRetry(
                 total=3,
                 connect=3,
                 read=2,
@@ -109,7 +113,7 @@ class GitHubSource:
                 backoff_factor=0.5,
                 backoff_max=5,
                 status_forcelist=(500, 502, 503, 504),
-                allowed_methods=frozenset({"GET", "POST"}),  # GraphQL POSTs here only read
+                allowed_methods=frozenset({"GET", "POST"}),  # GraphQL POSTs only: _ReadRetry
                 respect_retry_after_header=True,
                 raise_on_status=False,
             )
@@ -642,6 +646,27 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
+FIND_PAGE = 10  # deployments of one (sha, environment) looked at for the reconciler's own
+
+
+class _ReadRetry(Retry):
+    """urllib3's retries for reads (GET, and GraphQL POSTs, which only read here), never for a
+    REST POST that creates something: GitHub may have done it before its answer was lost."""
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: BaseHTTPResponse | None = None,
+        error: Exception | None = None,
+        _pool: ConnectionPool | None = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> Self:
+        if method == "POST" and url is not None and not urlsplit(url).path.endswith("/graphql"):
+            raise MaxRetryError(_pool, url, error)  # type: ignore[arg-type]  # it takes None
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
 class GitHubDeployments:
     """A GitHub Deployment per deployed commit, its statuses following the rollout: deploying →
     in_progress, deployed → success (GitHub marks the previous ones inactive), rolled back →
@@ -661,16 +686,12 @@ class GitHubDeployments:
                 deployment = self._create(n.repo, n.new_sha, environment, n)
                 self._status(n.repo, deployment, "in_progress", n, "rolling out")
             elif n.event is EventKind.DEPLOYED:
-                deployment = self._find(n.repo, n.new_sha, environment) or self._create(
-                    n.repo, n.new_sha, environment, n
-                )
+                deployment = self._create(n.repo, n.new_sha, environment, n)
                 self._status(n.repo, deployment, "success", n, "available")
             elif n.event is EventKind.ROLLED_BACK:
-                bad = self._find(n.repo, n.new_sha, environment) or self._create(
-                    n.repo, n.new_sha, environment, n
-                )
+                bad = self._create(n.repo, n.new_sha, environment, n)
                 self._status(n.repo, bad, "failure", n, f"rolled back: {n.reason}")
-                good = self._find(n.repo, n.old_sha, environment) if n.old_sha else None
+                good = self._find(n.repo, n.old_sha, environment, n.site) if n.old_sha else None
                 if good is not None:
                     self._status(n.repo, good, "success", n, "running again after a rollback")
         except _Halt as halt:
@@ -679,13 +700,24 @@ class GitHubDeployments:
             retryable = exc.kind in (ErrorKind.GITHUB_UNAVAILABLE, ErrorKind.GITHUB_UNREACHABLE)
             raise DeliveryError(f"github_deployments: {exc}", retryable=retryable) from exc
 
-    def _find(self, repo: str, sha: str, environment: str) -> int | None:
-        query = f"sha={sha}&environment={quote(environment, safe='')}&per_page=1"
+    def _find(self, repo: str, sha: str, environment: str, site: str) -> int | None:
+        """The newest deployment of (sha, environment) this reconciler created for the site."""
+        query = f"sha={sha}&environment={quote(environment, safe='')}&per_page={FIND_PAGE}"
         r = self._checked(self.source._request("GET", f"/repos/{repo}/deployments?{query}"))
-        found = r.json() or []
-        return int(found[0]["id"]) if found else None
+        for found in r.json() or []:
+            payload = found.get("payload")
+            if isinstance(payload, dict) and payload.get("site") == site:
+                return int(found["id"])
+        return None
 
     def _create(self, repo: str, sha: str, environment: str, n: Notification) -> int:
+        """Idempotent: a deployment this reconciler created for (sha, environment) before is
+        reused, so a retry after an answer that was lost (a 5xx after GitHub created it; the
+        POST itself is never retried by the client, see _ReadRetry) creates no duplicate."""
+        assert n.site
+        existing = self._find(repo, sha, environment, n.site)
+        if existing is not None:
+            return existing
         body = {
             "ref": sha,
             "environment": environment,

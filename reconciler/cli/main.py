@@ -341,27 +341,25 @@ def _history(
 ) -> int:
     """`reconciler history SITE`: what the cluster remembers of the site's deploys."""
     from reconciler.cli import output
-    from reconciler.core import history, planner
+    from reconciler.core import history
 
     found = _one_site(args, config, parts, settings, err)
     if found is None:
         return EXIT_USAGE
     site, engine = found
-    cluster = engine.cluster
-    deployment = cluster.read(site.namespace, site.deployment)
-    if deployment is None:
-        print(f"reconciler: deployment {site.namespace}/{site.deployment} not found", file=err)
+    try:
+        deploys = history.of_site(engine.cluster, site)
+    except ReconcilerError as exc:
+        print(f"reconciler: {exc}", file=err)
         return EXIT_FAILED
-    container = planner.container_of(site, deployment)
-    if container is None or not isinstance(cluster, history.RevisionSource):
-        print(f"reconciler: cannot tell which container of {site.name} is managed", file=err)
-        return EXIT_FAILED
-    deploys = history.deploys(deployment, container, cluster.replica_sets(deployment))
     if args.output == "json":
         print(json.dumps([d.as_dict() for d in deploys], indent=2), file=out)
         return EXIT_OK
-    rows = [[str(d.revision), d.at, (d.sha or "?")[:7], d.by, d.outcome, d.image] for d in deploys]
-    header = ["revision", "when", "commit", "by", "outcome", "image"]
+    rows = [
+        [str(d.revision), d.at, (d.sha or "?")[:7], d.by, d.trigger or "-", d.outcome, d.image]
+        for d in deploys
+    ]
+    header = ["revision", "when", "commit", "by", "trigger", "outcome", "image"]
     print(output.table(rows, header) if rows else f"{site.name}: no ReplicaSets yet", file=out)
     return EXIT_OK
 

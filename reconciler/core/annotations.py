@@ -8,6 +8,7 @@ REPO = PREFIX + "repo"  # written on update: where the image came from ...
 BRANCH = PREFIX + "branch"
 SHA = PREFIX + "sha"  # ... the commit it runs (read back when planning)
 UPDATED_AT = PREFIX + "updated-at"  # when the reconciler last changed it
+TRIGGER = PREFIX + "trigger"  # what made it change the image (schedule, http, a person, ...)
 PREVIOUS_IMAGE = PREFIX + "previous-image"  # the image an update replaced: a rollback's target
 PREVIOUS_SHA = PREFIX + "previous-sha"  # ... and the commit it was built from, when known
 FAILED_SHA = PREFIX + "failed-sha"  # a commit whose rollout failed: never deployed again

@@ -255,7 +255,9 @@ class Engine:
             results = tuple(SiteResult(p) for p in the_plan.sites)
         else:
             t1 = time.monotonic()
-            results = self._apply(the_plan, config, dry_run=request.dry_run)
+            results = self._apply(
+                the_plan, config, dry_run=request.dry_run, trigger=request.trigger
+            )
             timings["apply"] = time.monotonic() - t1
         report = SyncReport(
             run_id=run_id,
@@ -287,10 +289,12 @@ class Engine:
         )
         return report
 
-    def _apply(self, the_plan: Plan, config: Config, *, dry_run: bool) -> tuple[SiteResult, ...]:
+    def _apply(
+        self, the_plan: Plan, config: Config, *, dry_run: bool, trigger: str
+    ) -> tuple[SiteResult, ...]:
         writes = [p for p in the_plan.sites if _writes(p)]
         applied = bounded_map(
-            lambda p: self._apply_one(p, dry_run=dry_run),
+            lambda p: self._apply_one(p, dry_run=dry_run, trigger=trigger),
             writes,
             limit=self.apply_concurrency,
             name="apply",
@@ -298,7 +302,7 @@ class Engine:
         done = dict(zip((p.site.name for p in writes), applied, strict=True))
         return tuple(done.get(p.site.name, SiteResult(p)) for p in the_plan.sites)
 
-    def _apply_one(self, p: SitePlan, *, dry_run: bool) -> SiteResult:
+    def _apply_one(self, p: SitePlan, *, dry_run: bool, trigger: str) -> SiteResult:
         for _ in range(CONFLICT_RETRIES):
             if self.stopping.is_set():
                 reason = "not applied: the reconciler is shutting down; the next sync will"
@@ -309,7 +313,7 @@ class Engine:
             if fenced is not None:
                 return SiteResult(_failed(p, f"not applied: {fenced}", ErrorKind.LEASE))
             try:
-                result = self._send(p, dry_run=dry_run)
+                result = self._send(p, dry_run=dry_run, trigger=trigger)
             except ReconcilerError as exc:  # an adapter bug must not sink the other sites
                 return SiteResult(_failed(p, f"patch failed: {exc}", exc.kind))
             if result.ok:
@@ -324,11 +328,17 @@ class Engine:
             _failed(p, "the Deployment kept changing under us (409 conflicts)", ErrorKind.CONFLICT)
         )
 
-    def _send(self, p: SitePlan, *, dry_run: bool) -> ApplyResult:
+    def _send(self, p: SitePlan, *, dry_run: bool, trigger: str) -> ApplyResult:
+        """The write, recording what triggered it in the same patch (copied onto the ReplicaSet)."""
         if p.action is Action.UPDATE:
-            return self.cluster.apply(planner.change_for(p), dry_run=dry_run)
+            change = replace(planner.change_for(p), trigger=trigger)
+            return self.cluster.apply(change, dry_run=dry_run)
         assert p.write is not None
-        return self.cluster.patch(p.write, dry_run=dry_run)
+        write = p.write
+        if p.action is Action.ROLLED_BACK and write.image is not None:
+            notes = {**write.annotations, ann.TRIGGER: f"rollback ({trigger})"[:100]}
+            write = replace(write, annotations=notes)
+        return self.cluster.patch(write, dry_run=dry_run)
 
     def _done(self, p: SitePlan, *, dry_run: bool) -> SiteResult:
         if p.action is Action.HELD:  # only the hold's branch head was recorded
@@ -427,7 +437,7 @@ class Engine:
             return SiteResult(SitePlan(site, Action.ERROR, reason=str(exc), error_kind=exc.kind))
         p = self._plan_one(site, {}, fresh)
         if p.action is Action.ROLLED_BACK and act:
-            result = self._apply_one(p, dry_run=False)
+            result = self._apply_one(p, dry_run=False, trigger="follower")
             if result.applied:
                 log.warning(
                     "%s: %s",

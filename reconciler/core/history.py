@@ -1,5 +1,6 @@
-"""Pure: a site's deploy history from what the cluster keeps (ReplicaSet revisions and the
-annotations the Deployment controller copies onto them). No database, no I/O."""
+"""A site's deploy history from what the cluster keeps (ReplicaSet revisions and the annotations
+the Deployment controller copies onto them): pure, plus one reader over the cluster port. No
+database."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from reconciler.core import annotations as ann
-from reconciler.core import rollout
-from reconciler.core.model import ObservedDeployment
+from reconciler.core import planner, rollout
+from reconciler.core.errors import ErrorKind, ReconcilerError
+from reconciler.core.model import ObservedDeployment, Site
+from reconciler.core.ports import Cluster
 
 REVISION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
@@ -51,6 +54,7 @@ class Deploy:
     by: str
     outcome: str
     cause: str = ""
+    trigger: str | None = None  # what asked for it: schedule, http, a person's rollback, ...
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -61,6 +65,7 @@ class Deploy:
             "by": self.by,
             "outcome": self.outcome,
             "change_cause": self.cause or None,
+            "trigger": self.trigger,
         }
 
 
@@ -83,9 +88,11 @@ def deploys(
         ours = bool(noted) and (noted in image or noted[:7] in image)
         sha = noted if ours else None
         by = _by(rs, ours=ours)
+        trigger = _trigger(rs, ours=ours)
         owner = deployment.image_owners.get(container)
         if rs.revision == current and owner is not None and owner.manager != rollout.FIELD_MANAGER:
             by = f"{owner.manager} (a person's change, {owner.time or 'time unknown'})"
+            trigger = None
         if rs.revision == current:
             outcome = f"running: {state.value} {progress}".strip() if state else "running"
         elif sha and sha in failed:
@@ -106,9 +113,28 @@ def deploys(
                 by=by,
                 outcome=outcome,
                 cause=rs.annotations.get(ann.CHANGE_CAUSE, ""),
+                trigger=trigger,
             )
         )
     return out
+
+
+def of_site(cluster: Cluster, site: Site) -> list[Deploy]:
+    """The site's deploys, newest first (the CLI's `history` and the status page alike);
+    raises ReconcilerError when its Deployment or managed container cannot be found."""
+    deployment = cluster.read(site.namespace, site.deployment)
+    if deployment is None:
+        raise ReconcilerError(
+            f"deployment {site.namespace}/{site.deployment} not found",
+            kind=ErrorKind.DEPLOYMENT_NOT_FOUND,
+        )
+    container = planner.container_of(site, deployment)
+    if container is None or not isinstance(cluster, RevisionSource):
+        raise ReconcilerError(
+            f"cannot tell which container of {site.name} is managed",
+            kind=ErrorKind.CONTAINER_NOT_FOUND,
+        )
+    return deploys(deployment, container, cluster.replica_sets(deployment))
 
 
 def _by(rs: ReplicaSetRecord, *, ours: bool) -> str:
@@ -123,6 +149,20 @@ def _by(rs: ReplicaSetRecord, *, ours: bool) -> str:
     if reused:
         return "a rollback (kubectl rollout undo or another tool)"
     return "reconciler" if ours else "a person or another tool"
+
+
+def _trigger(rs: ReplicaSetRecord, *, ours: bool) -> str | None:
+    """The trigger the reconciler recorded with this revision's image change: the Deployment's
+    annotations are copied onto every new ReplicaSet, so a revision made by someone else (its
+    image not from the recorded commit, or an older revision brought back by another tool)
+    carries a stale one and gets none."""
+    trigger = rs.annotations.get(ann.TRIGGER)
+    if not trigger:
+        return None
+    reused = bool(rs.annotations.get(REVISION_HISTORY))
+    rolled_back = bool(rs.annotations.get(ann.FAILED_SHA)) and trigger.startswith("rollback (")
+    by_us = reused and (rolled_back or trigger.endswith("(rollback command)"))
+    return trigger if (ours and not reused) or by_us else None
 
 
 def _current_revision(d: ObservedDeployment) -> int:

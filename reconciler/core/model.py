@@ -303,6 +303,7 @@ class ImageChange:
     resource_version: str = ""
     previous_sha: str = ""  # the commit previous_image was built from, when known
     clear: tuple[str, ...] = ()  # reconciler.dev/ annotations this update removes (a hold)
+    trigger: str = ""  # what asked for the sync that makes it (recorded on the Deployment)
 
 
 @dataclass(frozen=True, slots=True)

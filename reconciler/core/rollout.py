@@ -211,6 +211,7 @@ def update_annotations(change: ImageChange, now: float) -> dict[str, str | None]
         ann.BRANCH: change.branch,
         ann.SHA: change.sha,
         ann.UPDATED_AT: stamp(now),
+        ann.TRIGGER: change.trigger[:100] or None,
         ann.PREVIOUS_IMAGE: change.previous_image or None,
         ann.PREVIOUS_SHA: change.previous_sha or None,
     }
@@ -268,6 +269,7 @@ def manual_rollback_patch(
             ann.HOLD_BY: by,
             ann.HOLD_AT: stamp(now),
             ann.HELD_HEAD: None,
+            ann.TRIGGER: f"{by} (rollback command)"[:100],
         },
         container=container,
         image=image,

@@ -67,7 +67,10 @@ def create_app(
             401, "this page needs the read token (RECONCILER_READ_TOKEN) or the trigger token"
         )
         # The page asks a browser for it (any user name, the token as password).
-        scheme = "Basic" if request.path == "/" else "Bearer"
+        page = request.path == "/" or (
+            request.path.startswith("/sites/") and request.path.count("/") == 2
+        )
+        scheme = "Basic" if page else "Bearer"
         response.headers["WWW-Authenticate"] = f'{scheme} realm="reconciler"'
         return response, status
 
@@ -182,6 +185,16 @@ def create_app(
             now=time.time(),
         )
 
+    @app.get("/sites/<site>")
+    def site_page(site: str) -> Any:
+        """One site: what the page says of it, and its deploy history (HTML; JSON when asked)."""
+        if site not in service.site_names():
+            return error(404, f'unknown site "{site}"', known=list(service.site_names()))
+        view = service.site_history(site)
+        if request.args.get("format") == "json":
+            return jsonify(view)
+        return render_template("site.html", view=view, version=__version__, now=time.time())
+
     @app.template_filter("when")
     def when(value: float | str | None) -> str:
         if value is None or value == "":
@@ -195,14 +208,20 @@ def create_app(
         if value is None:
             return ""
         delta = time.time() - value
-        future = delta < 0
-        delta = abs(delta)
-        if delta < 60:
-            text = f"{delta:.0f}s"
-        elif delta < 3600:
-            text = f"{delta / 60:.0f} min"
-        else:
-            text = f"{delta / 3600:.1f} h"
-        return f"in {text}" if future else f"{text} ago"
+        text = _span(abs(delta))
+        return f"in {text}" if delta < 0 else f"{text} ago"
+
+    @app.template_filter("lasting")
+    def lasting(value: float | None) -> str:
+        """How long since `value`: "for 12 min" (the page's "why" of a site not in sync)."""
+        return "" if value is None else f"for {_span(max(0.0, time.time() - value))}"
 
     return app
+
+
+def _span(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -69,7 +69,7 @@ class GitHubHooks:
         delivery = headers.get("X-GitHub-Delivery", "")
         where = {"delivery": delivery or None, "github_event": event or None, "remote": remote}
         if not self._signed(headers.get("X-Hub-Signature-256", ""), body):
-            self._count(event or "-", Outcome.REJECTED)
+            self._count("-", Outcome.REJECTED)  # never a label an unsigned client chose
             log.warning(
                 "webhook: rejected a delivery with a missing or wrong signature",
                 extra={"event": "webhook.unauthorized", **where, "bytes": len(body)},

@@ -12,10 +12,10 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
-from reconciler.core import commands
+from reconciler.core import commands, history
 from reconciler.core import config as config_mod
 from reconciler.core.engine import Engine, SiteResult, SyncReport, SyncRequest
-from reconciler.core.errors import ConfigError, ConfigUnavailable
+from reconciler.core.errors import ConfigError, ConfigUnavailable, ReconcilerError
 from reconciler.core.messages import Commit
 from reconciler.core.model import Rollout, Site
 from reconciler.core.notifier import Notifier
@@ -279,6 +279,20 @@ class Service:
         view["notifications"] = self._notifications()
         self._add_commits(view["sites"])
         return view
+
+    def site_history(self, name: str) -> dict[str, Any]:
+        """GET /sites/<name>: the site as on the page and its deploys, read from the
+        cluster's ReplicaSets like `reconciler history` (an error says why there are none)."""
+        site = next(s for s in self.current_sites() if s.name == name)
+        view = next(s for s in self.status()["sites"] if s["site"] == name)
+        try:
+            deploys = [d.as_dict() for d in history.of_site(self.engine.cluster, site)]
+        except ReconcilerError as exc:
+            return {"site": view, "deploys": [], "error": str(exc)}
+        for d in deploys:
+            if d["sha"]:
+                d["url"] = f"{self.web_url}/{site.repo}/commit/{d['sha']}"
+        return {"site": view, "deploys": deploys, "error": None}
 
     def _add_commits(self, sites: list[dict[str, Any]]) -> None:
         """Subject and author of what runs and of the head, and the commits in between."""

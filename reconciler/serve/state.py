@@ -69,6 +69,8 @@ class Board:
     def __init__(self) -> None:
         self.sites: dict[str, SiteRecord] = {}
         self.notices: dict[str, Notice] = {}  # the last reported event of each site
+        # since when each site not in sync has been so with the same head: (state, head), time
+        self.since: dict[str, tuple[tuple[SiteState, str | None], float]] = {}
         self.last_report: SyncReport | None = None
         self.runs: OrderedDict[str, RunRecord] = OrderedDict()
 
@@ -80,7 +82,16 @@ class Board:
                 self.sites[result.plan.site.name] = SiteRecord(
                     result, report.finished_at, report.run_id, report.trigger
                 )
+                self._track(result, report.started_at)
         return self.counts()
+
+    def _track(self, result: SiteResult, at: float) -> None:
+        """Keep since when a site has been out of sync in the same way (same state and head)."""
+        name, key = result.plan.site.name, (result.state, result.plan.sha)
+        if result.state is SiteState.IN_SYNC:
+            self.since.pop(name, None)
+        elif name not in self.since or self.since[name][0] != key:
+            self.since[name] = (key, at)
 
     def counts(self) -> dict[SiteState, int]:
         """How many sites are in each state."""
@@ -97,6 +108,7 @@ class Board:
             return {}
         was = record.result.state
         record.result = merged(record.result, result)
+        self._track(record.result, at)
         if result.applied:
             record.at, record.trigger = at, "rollout"
         return self.counts() if record.result.state is not was else {}
@@ -107,6 +119,8 @@ class Board:
             del self.sites[gone]
         for gone in set(self.notices) - set(names):
             del self.notices[gone]
+        for gone in set(self.since) - set(names):
+            del self.since[gone]
 
     def add_run(self, record: RunRecord) -> None:
         self.runs[record.id] = record
@@ -149,6 +163,7 @@ def status_view(
         "sites": [
             site_view(site.name, site.repo, board.sites.get(site.name), web_url)
             | _notice(board.notices.get(site.name))
+            | _since(board.since.get(site.name))
             for site in (cfg.sites if cfg else ())
         ],
     }
@@ -178,6 +193,11 @@ def site_view(name: str, repo: str, record: SiteRecord | None, web_url: str) -> 
         branch_url=f"{web_url}/{repo}/tree/{data['branch']}" if data.get("branch") else None,
     )
     return data
+
+
+def _since(since: tuple[tuple[SiteState, str | None], float] | None) -> dict[str, Any]:
+    """When a site not in sync first was so with this state and head (this replica saw it)."""
+    return {} if since is None else {"since": since[1]}
 
 
 def _notice(notice: Notice | None) -> dict[str, Any]:

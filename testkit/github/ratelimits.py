@@ -49,6 +49,7 @@ class Fault:
     status: int
     path_contains: str | None
     retry_after: int | None
+    after_route: str | None = None  # answer after doing the work of this route (a lost answer)
 
 
 def parse_token(header: str | None) -> str | None:
@@ -255,6 +256,22 @@ class RateLimits(Core):
         with self._lock:
             self._faults.append(Fault(n, status, path_contains, retry_after))
 
+    def fail_after(self, route: str, n: int = 1, status: int = 502) -> None:
+        """Carry out the next n requests of `route` (e.g. "rest:deployments-create"), then
+        answer `status`: GitHub did the work, the client never learned it (a retry's trap)."""
+        with self._lock:
+            self._faults.append(Fault(n, status, None, None, after_route=route))
+
+    def _take_after_fault(self, route: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.remaining > 0 and fault.after_route == route:
+                    fault.remaining -= 1
+                    if fault.remaining == 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
@@ -262,8 +279,10 @@ class RateLimits(Core):
     def _take_fault(self, path: str) -> Fault | None:
         with self._lock:
             for fault in self._faults:
-                if fault.remaining > 0 and (
-                    fault.path_contains is None or fault.path_contains in path
+                if (
+                    fault.remaining > 0
+                    and fault.after_route is None
+                    and (fault.path_contains is None or fault.path_contains in path)
                 ):
                     fault.remaining -= 1
                     if fault.remaining == 0:

@@ -244,6 +244,12 @@ class GitHubStandIn(GraphQLApi):
             reply = self._limited(caller, path, "core", in_flight) or self._rest(
                 found, split.query, headers, body, caller
             )
+            lost = self._take_after_fault(route) if reply.status < 300 else None
+            if lost is not None:  # done, but the answer is a failure
+                self._bump("faults_injected")
+                reply = fault_reply(lost)
+                reply.resource = "core"
+                self._with_bucket(reply, caller)
         self._finish(reply)
         self._record(route, caller, reply)
         return reply
