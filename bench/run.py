@@ -55,8 +55,8 @@ def run_size(world: World, meter: Meter, n: int) -> list[Measurement]:
     try:
         if not serve.ready():
             raise RuntimeError("reconciler serve is not ready:\n" + serve.log_tail())
-        for scenario in SCENARIOS:
-            for mode in MODES:
+        for scenario in world.opts.scenarios:
+            for mode in world.opts.modes:
                 repeats = 1 if mode == "baseline" else max(1, world.opts.repeats)
                 runs: list[Measurement] = []
                 for _ in range(repeats):
@@ -179,6 +179,20 @@ def _parse_args(argv: Sequence[str] | None) -> Options:
     )
     parser.add_argument("--validate", action="store_true", help="stand-in schema validation")
     parser.add_argument("--workdir", type=Path, help="keep kubeconfigs, logs, audit log here")
+    parser.add_argument("--namespaces", type=int, default=10, help="sites spread over this many")
+    parser.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help="a subset of cold,steady,moved"
+    )
+    parser.add_argument("--modes", default=",".join(MODES), help="a subset of serve,cli,baseline")
+    parser.add_argument(
+        "--lookback", type=int, help="RECONCILER_LOOKBACK for serve and the CLI (default: theirs)"
+    )
+    parser.add_argument(
+        "--setup-concurrency",
+        type=int,
+        default=16,
+        help="admin requests at once creating Deployments",
+    )
     args = parser.parse_args(argv)
     return Options(
         sizes=tuple(int(s) for s in args.sizes.split(",") if s.strip()),
@@ -191,7 +205,21 @@ def _parse_args(argv: Sequence[str] | None) -> Options:
         repeats=args.repeats,
         validate=args.validate,
         workdir=args.workdir,
+        namespaces=args.namespaces,
+        scenarios=_subset(args.scenarios, SCENARIOS, "--scenarios"),
+        modes=_subset(args.modes, MODES, "--modes"),
+        lookback=args.lookback,
+        setup_concurrency=args.setup_concurrency,
     )
+
+
+def _subset(text: str, allowed: tuple[str, ...], flag: str) -> tuple[str, ...]:
+    """The named members of `allowed`, in its order; exits on an unknown name."""
+    names = {s.strip() for s in text.split(",") if s.strip()}
+    unknown = names - set(allowed)
+    if unknown or not names:
+        raise SystemExit(f"{flag}: choose from {','.join(allowed)}, not {text!r}")
+    return tuple(a for a in allowed if a in names)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -59,6 +59,10 @@ class Options:
     validate: bool = False  # stand-in schema validation (costs CPU on the shared 2 cores)
     workdir: Path | None = None
     print_table: bool = True
+    scenarios: tuple[str, ...] = SCENARIOS  # a subset, in this order (cold first: it stales)
+    modes: tuple[str, ...] = MODES
+    lookback: int | None = None  # RECONCILER_LOOKBACK for serve and the CLI (None: the default)
+    setup_concurrency: int = 16  # the admin's requests at once when creating Deployments
 
 
 @dataclass(frozen=True)
@@ -89,14 +93,15 @@ class World:
         self.stale = 0
         self.kube_tokens: dict[str, str] = {}
         self.kubeconfigs: dict[str, Path] = {}
-        self.namespaces = [f"bench-{i:02d}" for i in range(opts.namespaces)]
+        width = max(2, len(str(opts.namespaces - 1)))
+        self.namespaces = [f"bench-{i:0{width}d}" for i in range(opts.namespaces)]
 
     def _admin_client(self) -> kubernetes.client.ApiClient:
         cfg = kubernetes.client.Configuration()
         kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=str(self.cp.kubeconfig_path), client_configuration=cfg
         )
-        cfg.connection_pool_maxsize = 32
+        cfg.connection_pool_maxsize = max(32, self.opts.setup_concurrency + 2)
         return kubernetes.client.ApiClient(cfg)
 
     def setup_cluster(self) -> None:
@@ -187,7 +192,7 @@ class World:
         log(f"created {len(new)} Deployments in {time.monotonic() - started:.1f}s (total {n})")
 
     def _parallel(self, fn: Callable[[BenchSite], None], sites: Iterable[BenchSite]) -> None:
-        with ThreadPoolExecutor(16, thread_name_prefix="setup") as pool:
+        with ThreadPoolExecutor(self.opts.setup_concurrency, thread_name_prefix="setup") as pool:
             for _ in pool.map(fn, sites):
                 pass
 
@@ -250,6 +255,8 @@ class World:
             GITHUB_TOKEN=TOKENS[mode],
             KUBECONFIG=str(self.kubeconfigs[mode]),
         )
+        if self.opts.lookback is not None:
+            env["RECONCILER_LOOKBACK"] = str(self.opts.lookback)
         return env
 
     def baseline_sample(self, n: int) -> list[BenchSite]:

@@ -71,6 +71,7 @@ class Settings:
     bind: str = "0.0.0.0"  # BIND (--bind wins)
     port: int = 8080  # PORT (--port wins)
     http_threads: int = 64  # RECONCILER_HTTP_THREADS: requests handled at once
+    apply_concurrency: int = 32  # RECONCILER_APPLY_CONCURRENCY: Deployment patches sent at once
     http_connections: int = 1000  # RECONCILER_HTTP_CONNECTIONS: open connections at most
     malloc_arenas: int = 2  # RECONCILER_MALLOC_ARENAS
     log_format: str | None = None  # LOG_FORMAT: json | text (default: text on a terminal)
@@ -137,6 +138,7 @@ class Settings:
             bind=env.get("BIND") or "0.0.0.0",
             port=_integer(env, "PORT", 8080),
             http_threads=_integer(env, "RECONCILER_HTTP_THREADS", 64),
+            apply_concurrency=_integer(env, "RECONCILER_APPLY_CONCURRENCY", 32),
             http_connections=_integer(env, "RECONCILER_HTTP_CONNECTIONS", 1000),
             malloc_arenas=_integer(env, "RECONCILER_MALLOC_ARENAS", 2),
             log_format=log_format,

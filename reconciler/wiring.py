@@ -49,14 +49,21 @@ def build_engine(parts: Parts | None, settings: Settings) -> Engine:
             parts.kube_context,
             in_cluster=settings.in_cluster,
         )
-        cluster = kube.KubeCluster(api, reporter=settings.identity)
+        cluster = kube.KubeCluster(
+            api, reporter=settings.identity, writes=settings.apply_concurrency
+        )
     verifier = parts.verifier
     if verifier is None:
         by_mode: dict[str, ImageVerifier] = {"registry": RegistryVerifier.from_settings(settings)}
         if isinstance(heads, GitHubSource):
             by_mode["checks"] = heads
         verifier = Verifiers(by_mode)
-    return Engine(heads=heads, cluster=cluster, verifier=verifier)
+    return Engine(
+        heads=heads,
+        cluster=cluster,
+        verifier=verifier,
+        apply_concurrency=settings.apply_concurrency,
+    )
 
 
 def build_notifier(engine: Engine, settings: Settings) -> Notifier:
@@ -81,7 +88,12 @@ def build_process(config_path: str, settings: Settings) -> Process:
 
     api = kube.api_client(settings.kubeconfig, in_cluster=settings.in_cluster)
     engine = build_engine(
-        Parts(cluster=kube.KubeCluster(api, reporter=settings.identity)), settings
+        Parts(
+            cluster=kube.KubeCluster(
+                api, reporter=settings.identity, writes=settings.apply_concurrency
+            )
+        ),
+        settings,
     )
     the_lease = None
     if settings.lease_active:

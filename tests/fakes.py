@@ -54,6 +54,7 @@ class FakeCluster:
     patches: list[DeploymentPatch] = field(default_factory=list)
     troubles: dict[str, tuple[str, ...]] = field(default_factory=dict)  # by deployment name
     now: float = 0.0
+    settled: int = 0  # settle() calls: one after each run that patched
 
     def add(self, d: ObservedDeployment) -> None:
         self.deployments[(d.namespace, d.name)] = d
@@ -137,6 +138,9 @@ class FakeCluster:
         self, namespace: str, selector: Mapping[str, str], container: str, image: str
     ) -> tuple[str, ...]:
         return self.troubles.get(namespace + "/" + image, ())
+
+    def settle(self) -> None:
+        self.settled += 1
 
 
 @dataclass

@@ -65,9 +65,11 @@ def test_sync_updates_only_what_is_behind_and_second_sync_writes_nothing() -> No
     assert report.ok and report.updated == 2
     assert heads.calls[0] == {s.ref for s in cfg.sites}  # one batched call
     assert [v.image for v in verifier.seen] == ["gcr.io/p/blog:" + "1" * 40]  # docs: none
+    assert cluster.settled == 1  # the run waited for its patches' Events
     cluster.applied.clear()
     again = engine.run(cfg, SyncRequest())
     assert cluster.applied == [] and again.count(Action.IN_SYNC) == 3
+    assert cluster.settled == 1  # nothing patched: nothing to wait for
 
 
 def test_a_conflict_keeps_the_verified_digest() -> None:

@@ -90,6 +90,7 @@ def test_patch_changes_only_the_named_container(
     assert notes["kubernetes.io/change-cause"].startswith("reconciler: acme/blog@main aaaaaaa")
     managers = {m["manager"] for m in after["metadata"]["managedFields"]}
     assert "reconciler" in managers
+    cluster.settle()  # the Event is created in the background
     events = events_for(kube_api_client, k8s_namespace, "blog")
     assert len(events) == 1 and "aaaaaaa" in events[0].message
     assert events[0].involved_object.uid == after["metadata"]["uid"]
@@ -295,6 +296,9 @@ def test_whole_sync_against_the_api_server(
     assert by["blog"].applied and by["shop"].applied
     assert by["gone"].action is Action.ERROR and "not found" in by["gone"].plan.reason
     assert by["nodeploy"].action is Action.ERROR
+    # Events go out in the background, yet each update's is written before the run reports.
+    for name in ("blog", "shop"):
+        assert len(events_for(kube_api_client, k8s_namespace, name)) == 1, name
     blog = get_deployment(kube_api_client, k8s_namespace, "blog")
     assert containers(blog)["app"]["image"] == f"gcr.io/p/blog:{sha}"
     assert containers(blog)["proxy"]["image"] == "envoyproxy/envoy:v1.30.1"

@@ -68,6 +68,8 @@ def test_every_variable(tmp_path: Path) -> None:
     assert s.user == "ops" and Settings.from_env({"USER": "ana", "LOGNAME": "x"}).user == "ana"
     assert Settings.from_env({}).lease_seconds == 60
     assert Settings.from_env({"RECONCILER_LEASE_SECONDS": "4"}).lease_seconds == 4
+    assert Settings.from_env({}).apply_concurrency == 32
+    assert Settings.from_env({"RECONCILER_APPLY_CONCURRENCY": "4"}).apply_concurrency == 4
 
 
 @pytest.mark.parametrize(
@@ -75,6 +77,7 @@ def test_every_variable(tmp_path: Path) -> None:
     [
         ({"PORT": "http"}, "PORT must be a whole number"),
         ({"RECONCILER_HTTP_THREADS": "0"}, "RECONCILER_HTTP_THREADS must be at least 1"),
+        ({"RECONCILER_APPLY_CONCURRENCY": "0"}, "RECONCILER_APPLY_CONCURRENCY must be at least 1"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be json or text"),
         ({"RECONCILER_GITHUB_STRATEGY": "soap"}, "RECONCILER_GITHUB_STRATEGY must be one of"),
         ({"GITHUB_APP_ID": "1"}, "a GitHub App needs all three"),

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import threading
 import uuid
 from collections.abc import Collection, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,23 +65,32 @@ def api_client(
 
 
 class KubeCluster:
-    """Observes Deployments with one LIST per namespace and patches one container's image."""
+    """Observes Deployments with one LIST per namespace and patches one container's image.
+
+    A patch's Events are created in the background (on at most `writes` threads), so the next
+    patch does not wait for them; settle() waits until they are all written.
+    """
 
     def __init__(
         self,
         api: Any,
         *,
         concurrency: int = 8,
+        writes: int = 8,
         reporter: str | None = None,
         events: bool = True,
     ) -> None:
+        # patches and Events in flight at once, plus the namespace LISTs
         api.configuration.connection_pool_maxsize = max(
-            api.configuration.connection_pool_maxsize or 0, concurrency + 2
+            api.configuration.connection_pool_maxsize or 0, 2 * writes + concurrency + 2
         )
         self.api = api
         self.concurrency = concurrency
         self.reporter = reporter or socket.gethostname()
         self.events = events
+        self._event_pool = ThreadPoolExecutor(writes, thread_name_prefix="events")
+        self._pending: set[Future[None]] = set()
+        self._pending_lock = threading.Lock()
 
     @property
     def host(self) -> str:
@@ -158,10 +169,35 @@ class KubeCluster:
             return ApplyResult(False, "conflict", ErrorKind.CONFLICT, conflict=True)
         except KubernetesError as error:
             return ApplyResult(False, str(error), error.kind)
-        if not dry_run and self.events:
-            for note in patch.events:
-                self.event(patch.namespace, patch.deployment, note, patched.get("metadata") or {})
+        if not dry_run and self.events and patch.events:
+            self._post_events(patch, patched.get("metadata") or {})
         return ApplyResult(True, generation=(patched.get("metadata") or {}).get("generation"))
+
+    def _post_events(self, patch: DeploymentPatch, meta: Mapping[str, Any]) -> None:
+        """Queue the patch's Events (in order, on one thread); settle() waits for them."""
+
+        def post() -> None:
+            for note in patch.events:
+                self.event(patch.namespace, patch.deployment, note, meta)
+
+        future = self._event_pool.submit(post)
+        with self._pending_lock:
+            self._pending.add(future)
+        future.add_done_callback(self._forget)
+
+    def _forget(self, future: Future[None]) -> None:
+        with self._pending_lock:
+            self._pending.discard(future)
+
+    def settle(self) -> None:
+        """Wait for every Event queued so far (each failure is logged by event(), never raised)."""
+        with self._pending_lock:
+            pending = list(self._pending)
+        for future in pending:
+            try:
+                future.result()
+            except Exception:  # event() logs its own failures; anything else is logged here
+                log.exception("creating an event failed")
 
     def replica_sets(self, d: ObservedDeployment) -> list[ReplicaSetRecord]:
         """The Deployment's ReplicaSets (one LIST by its selector, kept when it owns them)."""

@@ -99,6 +99,7 @@ def _write(
             raise CommandError(f"{site.name}: cannot tell which container it manages")
         result = engine.cluster.patch(make(d, container), dry_run=False)
         if result.ok:
+            engine.cluster.settle()  # its Event is written before the command reports
             return
         if not result.conflict:
             raise CommandError(f"{site.name}: {result.reason}")

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from reconciler.core import annotations as ann
@@ -158,16 +159,11 @@ class Engine:
         selected = config.select(sites)
         refs = {s.ref for s in selected if not s.paused}
         namespaces = {s.namespace for s in selected}
-        heads: Mapping[RepoRef, HeadResult]
-        try:
-            heads = self.heads.resolve(refs)
-        except ReconcilerError as exc:  # a source bug or outage fails every site, visibly
-            heads = {ref: HeadError(str(exc), exc.kind) for ref in refs}
-        observed: Mapping[str, NamespaceView]
-        try:
-            observed = self.cluster.observe(namespaces)
-        except ReconcilerError as exc:
-            observed = {ns: NamespaceError(str(exc), exc.kind) for ns in namespaces}
+        # GitHub and the cluster are read at the same time: neither waits for the other.
+        with ThreadPoolExecutor(1, thread_name_prefix="observe") as pool:
+            observing = pool.submit(self._observe, namespaces)
+            heads = self._resolve(refs)
+            observed = observing.result()
         now = self.clock()
         troubles = {
             site.name: self._troubles(site, d, now)
@@ -184,6 +180,18 @@ class Engine:
             )
 
         return self._fall_back(result, heads, replan)
+
+    def _resolve(self, refs: Collection[RepoRef]) -> Mapping[RepoRef, HeadResult]:
+        try:
+            return self.heads.resolve(refs)
+        except ReconcilerError as exc:  # a source bug or outage fails every site, visibly
+            return {ref: HeadError(str(exc), exc.kind) for ref in refs}
+
+    def _observe(self, namespaces: Collection[str]) -> Mapping[str, NamespaceView]:
+        try:
+            return self.cluster.observe(namespaces)
+        except ReconcilerError as exc:
+            return {ns: NamespaceError(str(exc), exc.kind) for ns in namespaces}
 
     def _gate(self, result: Plan) -> Plan:
         """Verify every update's target (registry or checks); missing ones become skips."""
@@ -299,6 +307,7 @@ class Engine:
             limit=self.apply_concurrency,
             name="apply",
         )
+        self.cluster.settle()  # the Events of these patches are written before the run ends
         done = dict(zip((p.site.name for p in writes), applied, strict=True))
         return tuple(done.get(p.site.name, SiteResult(p)) for p in the_plan.sites)
 
@@ -420,7 +429,10 @@ class Engine:
                 views = self.cluster.observe(shared)
             except ReconcilerError as exc:
                 views = {ns: NamespaceError(str(exc), exc.kind) for ns in shared}
-        return [self._follow_one(site, views, act=act) for site in sites]
+        results = [self._follow_one(site, views, act=act) for site in sites]
+        if act:
+            self.cluster.settle()  # the Events of any rollback are written before it reports
+        return results
 
     def _follow_one(
         self, site: Site, views: Mapping[str, NamespaceView], *, act: bool

@@ -62,6 +62,10 @@ class Cluster(Protocol):
         """Why pods running `image` in `container` are stuck (CrashLoopBackOff, ...); () if not."""
         ...
 
+    def settle(self) -> None:
+        """Wait until what patch() left to finish in the background (its Events) is done."""
+        ...
+
 
 class ImageVerifier(Protocol):
     """Tells whether target images exist (registry) or their commit's checks passed."""
