@@ -1,7 +1,7 @@
 """One sync in this process under cProfile: where a steady or cold sync at N sites spends its time.
 
     .venv/bin/python -m bench.profile_sync [--sites 1000] [--namespaces 10]
-        [--scenario cold|steady] [--latency-ms 200] [--lookback 20] [--top 25]
+        [--scenario cold|steady] [--latency-ms 200] [--lookback 20] [--top 25] [--no-events]
 
 Sets up the benchmark's world (real kube-apiserver + etcd, GitHub stand-in, N Deployments; see
 bench/setup.py), builds the engine as `reconciler serve` does (reconciler.wiring, the serve
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import resource
 import sys
@@ -25,7 +26,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.procs import children, comm, cpu_seconds
 from bench.setup import TOKENS, Options, World, log
+from reconciler.adapters.kube import KubeCluster
 from reconciler.core import config
 from reconciler.core.engine import SyncRequest
 from reconciler.settings import Settings
@@ -47,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=200.0)
     parser.add_argument("--lookback", type=int)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--no-events", action="store_true", help="write no Events (what they cost a cold sync)"
+    )
     args = parser.parse_args(argv)
     opts = Options(
         sizes=(args.sites,),
@@ -72,18 +78,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config.load(world.write_config(args.sites))
         env = world.env("serve")
         engine = build_engine(Parts(kubeconfig=env["KUBECONFIG"]), Settings.from_env(env))
+        if args.no_events:
+            assert isinstance(engine.cluster, KubeCluster)
+            engine.cluster.events = False
+        servers = {
+            name: pid
+            for pid in children(os.getpid())
+            if (name := comm(pid)) in ("kube-apiserver", "etcd")
+        }
         engine.run(cfg, SyncRequest(trigger="warm-up"))
         if args.scenario == "cold":
             world.make_stale(world.sites)
         profiler = cProfile.Profile()
         cpu, started = _cpu(), time.monotonic()
+        server_cpu = {name: cpu_seconds(pid) or 0.0 for name, pid in servers.items()}
         profiler.enable()
         report = engine.run(cfg, SyncRequest(trigger="profile"))
         profiler.disable()
         wall, cpu = time.monotonic() - started, _cpu() - cpu
+        used = {n: (cpu_seconds(pid) or 0.0) - server_cpu[n] for n, pid in servers.items()}
         log(
             f"{args.scenario} N={args.sites}: {report.summary()} in {wall:.2f}s, "
-            f"{cpu:.2f} CPU s (this process, stand-in included); phases "
+            f"{cpu:.2f} CPU s (this process, stand-in included), "
+            + ", ".join(f"{n} {v:.2f} CPU s" for n, v in used.items())
+            + "; phases "
             + ", ".join(f"{k} {v:.2f}s" for k, v in report.timings.items())
         )
         out = io.StringIO()
