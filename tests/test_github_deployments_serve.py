@@ -31,7 +31,7 @@ def test_serve_reports_deployments_from_sync_and_follower(
     api, ns = world["api"], world["ns"]
     notify = f'\n[notify]\nstatus_url = "{STATUS}"\ngithub_deployments = true\n'
     (tmp_path / "sites.toml").write_text(sites_toml(ns) + notify)
-    first = gh.branch_sha("acme/blog", "main")
+    first = gh.head("acme/blog", "main")
     with start(world, tmp_path) as proc:
         proc.wait_for(lambda: proc.request("GET", "/status")[1]["last_sync"], what="startup")
         # the startup sync deployed; no controller has reported on the rollout yet

@@ -29,10 +29,9 @@ def test_every_trigger_is_recorded_in_the_same_write_as_the_image() -> None:
         assert cluster.applied, trigger
         for change, _ in cluster.applied:
             assert change.trigger == trigger
-            assert (
-                cluster.read(change.namespace, change.deployment).annotations[ann.TRIGGER]
-                == trigger
-            )
+            observed = cluster.read(change.namespace, change.deployment)
+            assert observed is not None
+            assert observed.annotations[ann.TRIGGER] == trigger
         assert not cluster.patches  # no extra write for it
 
 
