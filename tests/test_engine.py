@@ -8,7 +8,8 @@ from concurrent.futures import Future
 import pytest
 
 from reconciler.core import config
-from reconciler.core.engine import Engine, SyncReport, SyncRequest
+from reconciler.core.engine import CONFLICT_RETRIES, Engine, SyncReport, SyncRequest
+from reconciler.core.errors import ErrorKind
 from reconciler.core.model import Action, Container, ObservedDeployment
 from reconciler.core.runner import Runner, ShuttingDown
 from tests.fakes import FakeCluster, FakeHeads, FakeVerifier
@@ -122,6 +123,26 @@ def test_conflict_is_replanned_and_retried() -> None:
         cfg, SyncRequest(sites=frozenset({"blog"}))
     )
     assert report.results[0].applied, report.results[0]
+
+
+def test_a_run_of_conflicts_like_a_rolling_deployments_status_updates_is_outlasted() -> None:
+    cfg, heads, cluster, verifier = world()
+    cluster.conflicts = 5  # a Deployment whose status the controller keeps updating
+    engine = Engine(heads=heads, cluster=cluster, verifier=verifier)
+    engine.conflict_pause = lambda attempt: 0.0
+    report = engine.run(cfg, SyncRequest(sites=frozenset({"blog"})))
+    assert report.results[0].applied, report.results[0]
+
+
+def test_conflicts_without_end_fail_that_site_only() -> None:
+    cfg, heads, cluster, verifier = world()
+    cluster.conflicts = 100
+    engine = Engine(heads=heads, cluster=cluster, verifier=verifier)
+    engine.conflict_pause = lambda attempt: 0.0
+    report = engine.run(cfg, SyncRequest(sites=frozenset({"blog"})))
+    [blog] = report.results
+    assert blog.plan.error_kind is ErrorKind.CONFLICT and not blog.applied
+    assert cluster.conflicts == 100 - CONFLICT_RETRIES
 
 
 def test_selected_sites_only() -> None:

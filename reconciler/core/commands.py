@@ -90,7 +90,9 @@ def _write(
     make: Callable[[ObservedDeployment, str], DeploymentPatch],
 ) -> None:
     """Read, build the patch, send it guarded by resourceVersion; re-read on a conflict."""
-    for _ in range(CONFLICT_RETRIES):
+    for attempt in range(CONFLICT_RETRIES):
+        if attempt and engine.stopping.wait(engine.conflict_pause(attempt - 1)):
+            break
         d = engine.cluster.read(site.namespace, site.deployment)
         if d is None:
             raise CommandError(f"deployment {site.namespace}/{site.deployment} not found")

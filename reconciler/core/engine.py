@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 import uuid
@@ -38,7 +39,14 @@ from reconciler.core.ports import Cluster, HeadSource, ImageVerifier, VerifyRequ
 
 log = logging.getLogger(__name__)
 
-CONFLICT_RETRIES = 3
+# A Deployment's status changes (and bumps its resourceVersion) while it rolls out, so a patch
+# guarded by resourceVersion can meet several 409s in a row on a busy Deployment.
+CONFLICT_RETRIES = 8
+
+
+def conflict_pause(attempt: int) -> float:
+    """Seconds to wait before re-reading after the attempt-th 409: doubling, jittered, <= 1.5 s."""
+    return min(1.0, 0.05 * (1 << attempt)) * random.uniform(0.5, 1.5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +161,7 @@ class Engine:
         # Why this replica may not write now (None: it may), asked before every patch; serve
         # sets it to the Lease holder's answer, so a lost Lease stops every further patch.
         self.fence: Callable[[], str | None] = _open
+        self.conflict_pause: Callable[[int], float] = conflict_pause  # tests make it 0
 
     def plan(self, config: Config, sites: Collection[str] | None = None) -> Plan:
         """Plan the selected sites (all when None): reads GitHub and the cluster, writes nothing."""
@@ -312,7 +321,9 @@ class Engine:
         return tuple(done.get(p.site.name, SiteResult(p)) for p in the_plan.sites)
 
     def _apply_one(self, p: SitePlan, *, dry_run: bool, trigger: str) -> SiteResult:
-        for _ in range(CONFLICT_RETRIES):
+        for attempt in range(CONFLICT_RETRIES):
+            if attempt:
+                self.stopping.wait(self.conflict_pause(attempt - 1))
             if self.stopping.is_set():
                 reason = "not applied: the reconciler is shutting down; the next sync will"
                 return SiteResult(
