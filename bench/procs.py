@@ -17,10 +17,9 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
-from testkit.processes import die_with_parent, free_port, tail
+from testkit.processes import Started, die_with_parent, free_port, tail
 
 GNU_TIME = "/usr/bin/time"
 
@@ -182,7 +181,7 @@ def run_measured(
 # The warm service
 
 
-class ServeProcess:
+class ServeProcess(Started):
     """`reconciler serve` on a free loopback port (one process: waitress and the syncs)."""
 
     def __init__(
@@ -197,7 +196,7 @@ class ServeProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.worker_pid: int | None = None
 
-    def start(self, timeout: float = 300.0) -> ServeProcess:
+    def start(self, timeout: float = 300.0) -> Self:
         env = {
             **self.env,
             "RECONCILER_TRIGGER_TOKEN": self.token,
@@ -294,14 +293,3 @@ class ServeProcess:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
-
-    def __enter__(self) -> ServeProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

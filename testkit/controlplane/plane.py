@@ -11,7 +11,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import kubernetes
@@ -31,13 +30,13 @@ from testkit.controlplane.pki import (
     make_pki,
     write_kubeconfig,
 )
-from testkit.processes import free_port, tail
+from testkit.processes import Started, free_port, tail
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 
 
-class ControlPlane:
+class ControlPlane(Started):
     """etcd + kube-apiserver on loopback. Use as a context manager, or start()/stop().
 
     Attributes (valid after start()): ``host`` (``https://127.0.0.1:PORT``), ``port``,
@@ -92,17 +91,6 @@ class ControlPlane:
         self._owns_work_dir = False
 
     # -- lifecycle ---------------------------------------------------------------------------
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def running(self) -> bool:

@@ -13,8 +13,7 @@ import urllib.parse
 from collections import deque
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from testkit.github import rest
 from testkit.github.graphql import GraphQLApi
@@ -27,6 +26,7 @@ from testkit.github.ratelimits import (
 )
 from testkit.github.replies import DOCS, Headers, Reply, error
 from testkit.github.schemas import preload, rest_schema_errors
+from testkit.processes import Started
 
 _GRAPHQL_PATHS = frozenset({"/graphql", "/api/graphql"})
 
@@ -91,7 +91,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
 
-class GitHubStandIn(GraphQLApi):
+class GitHubStandIn(GraphQLApi, Started):
     """A GitHub API stand-in on 127.0.0.1; use as a context manager and point clients at .url."""
 
     def __init__(
@@ -142,7 +142,7 @@ class GitHubStandIn(GraphQLApi):
 
     # ---- lifecycle -----------------------------------------------------------------------
 
-    def start(self) -> GitHubStandIn:
+    def start(self) -> Self:
         if self._server is not None:
             return self
         if self._preload:
@@ -165,17 +165,6 @@ class GitHubStandIn(GraphQLApi):
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-
-    def __enter__(self) -> GitHubStandIn:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def port(self) -> int:
