@@ -43,7 +43,7 @@ from bench.setup import (
 )
 from testkit import webhooks
 from testkit.controlplane import ControlPlane
-from testkit.github_standin import GitHubStandIn
+from testkit.github import GitHubStandIn
 
 SECRET = "bench-webhook-secret"
 POLL_INTERVALS = (60, 120)

@@ -19,8 +19,8 @@ from reconciler.adapters.kube import check_response
 from reconciler.cli.main import main
 from testkit.controlplane import REPO_ROOT
 from testkit.deployments import create_deployment, get_deployment
+from testkit.github import GitHubStandIn, random_sha
 from testkit.github_fixtures import TOKEN
-from testkit.github_standin import GitHubStandIn, random_sha
 from testkit.manifests import POLICY, apply, kustomize, one, policy_for
 
 pytestmark = pytest.mark.controlplane

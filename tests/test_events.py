@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from testkit import webhooks as w
-from testkit.github_standin import GitHubStandIn, random_sha
+from testkit.github import GitHubStandIn, random_sha
 from testkit.pubsub_fixtures import PubSubTopic
 from testkit.serve_process import ServeProcess
 from testkit.serve_world import image, start

@@ -13,7 +13,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from testkit.github_standin import GitHubStandIn, random_sha
+from testkit.github import GitHubStandIn, random_sha
 from testkit.processes import free_port
 from testkit.serve_process import ServeProcess
 from testkit.serve_world import TRIGGER, image, start

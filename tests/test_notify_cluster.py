@@ -19,8 +19,8 @@ from reconciler.core.outbox import Outbox
 from reconciler.settings import GitHubSettings
 from testkit.controlplane import ControlPlane
 from testkit.deployments import create_deployment, get_deployment
+from testkit.github import GitHubStandIn
 from testkit.github_fixtures import TOKEN
-from testkit.github_standin import GitHubStandIn
 from testkit.webhook_receiver import Receiver
 from tests.fakes import FakeVerifier
 

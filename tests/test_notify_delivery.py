@@ -25,8 +25,8 @@ from reconciler.core.notifyconfig import Channel, ChannelKind, EventKind, Secret
 from reconciler.core.outbox import Outbox
 from reconciler.serve.metrics import Metrics
 from reconciler.settings import GitHubSettings
+from testkit.github import GitHubStandIn
 from testkit.github_fixtures import TOKEN
-from testkit.github_standin import GitHubStandIn
 from testkit.webhook_receiver import Received, Receiver
 
 SECRET = "s3cret-hmac-key"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from testkit.github_standin import random_sha
+from testkit.github import random_sha
 from testkit.serve_process import ServeProcess
 from testkit.serve_world import TRIGGER, image, start
 from testkit.slow_clients import stalled_clients
