@@ -18,8 +18,7 @@ from typing import Any
 from reconciler.adapters.delivery import WebhookSender
 from reconciler.adapters.github import GitHubSource
 from reconciler.core import config
-from reconciler.core.engine import SiteResult, SyncReport
-from reconciler.core.model import Action, SitePlan
+from reconciler.core.model import Action, SitePlan, SiteResult, SyncReport
 from reconciler.core.notifier import Notifier
 from reconciler.core.outbox import Outbox
 from reconciler.settings import GitHubSettings

@@ -30,7 +30,7 @@ from bench.procs import children, comm, cpu_seconds
 from bench.setup import TOKENS, Options, World, log
 from reconciler.adapters.kube import KubeCluster
 from reconciler.core import config
-from reconciler.core.engine import SyncRequest
+from reconciler.core.model import SyncRequest
 from reconciler.settings import Settings
 from reconciler.wiring import Parts, build_engine
 from testkit.controlplane import ControlPlane

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from reconciler.core import annotations as ann
 from reconciler.core import config
-from reconciler.core.engine import Engine, SyncRequest
+from reconciler.core.engine import Engine
 from reconciler.core.errors import ErrorKind
 from reconciler.core.fallback import candidates, not_ready, reason
 from reconciler.core.model import (
@@ -19,6 +19,7 @@ from reconciler.core.model import (
     Site,
     SitePlan,
     Skip,
+    SyncRequest,
 )
 from tests.fakes import FakeCluster, FakeHeads, FakeVerifier
 

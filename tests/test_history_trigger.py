@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from reconciler.adapters.kube import patch_body
 from reconciler.core import annotations as ann
 from reconciler.core import commands, history
-from reconciler.core.engine import Engine, SyncRequest
+from reconciler.core.engine import Engine
 from reconciler.core.history import REVISION, REVISION_HISTORY, ReplicaSetRecord
-from reconciler.core.model import Container, ImageChange, ObservedDeployment
+from reconciler.core.model import Container, ImageChange, ObservedDeployment, SyncRequest
 from tests.test_engine import world
 from tests.test_rollout import GOOD, NEXT, deployed
 from tests.test_rollout import world as rollout_world

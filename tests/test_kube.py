@@ -15,9 +15,9 @@ from reconciler.adapters.kube import KubeCluster, api_client, request
 from reconciler.adapters.lease import KubeLease
 from reconciler.adapters.registry import RegistryVerifier
 from reconciler.core import config
-from reconciler.core.engine import Engine, SyncRequest
+from reconciler.core.engine import Engine
 from reconciler.core.errors import KubernetesError, LeaseBusy
-from reconciler.core.model import Action, ImageChange
+from reconciler.core.model import Action, ImageChange, SyncRequest
 from testkit.controlplane import ControlPlane
 from testkit.deployments import create_deployment, get_deployment
 from testkit.github import GitHubStandIn, random_sha

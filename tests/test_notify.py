@@ -8,7 +8,6 @@ import pytest
 
 from reconciler.adapters.delivery import WebhookSender
 from reconciler.core import config
-from reconciler.core.engine import SiteResult, SyncReport
 from reconciler.core.errors import ConfigError, ErrorKind
 from reconciler.core.messages import (
     Commit,
@@ -19,7 +18,7 @@ from reconciler.core.messages import (
     sign,
     slack,
 )
-from reconciler.core.model import Action, Rollout, SitePlan, Skip
+from reconciler.core.model import Action, Rollout, SitePlan, SiteResult, Skip, SyncReport
 from reconciler.core.notifier import Notifier
 from reconciler.core.notify import Memory, Policy, Snapshot, Status, decide, snapshot
 from reconciler.core.notifyconfig import ChannelKind, EventKind, SecretRef

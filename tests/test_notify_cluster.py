@@ -12,7 +12,8 @@ from reconciler.adapters.delivery import WebhookSender
 from reconciler.adapters.github import GitHubSource
 from reconciler.adapters.kube import KubeCluster, api_client
 from reconciler.core import config
-from reconciler.core.engine import Engine, SyncRequest
+from reconciler.core.engine import Engine
+from reconciler.core.model import SyncRequest
 from reconciler.core.notifier import Notifier
 from reconciler.core.notify import NOTIFIED_ANNOTATION
 from reconciler.core.outbox import Outbox

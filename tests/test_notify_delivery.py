@@ -15,10 +15,9 @@ import pytest
 from reconciler.adapters.delivery import WebhookSender
 from reconciler.adapters.github import GitHubSource
 from reconciler.core import config
-from reconciler.core.engine import SiteResult, SyncReport
 from reconciler.core.errors import ErrorKind
 from reconciler.core.messages import SIGNATURE_HEADER, Notification
-from reconciler.core.model import Action, Site, SitePlan
+from reconciler.core.model import Action, Site, SitePlan, SiteResult, SyncReport
 from reconciler.core.notifier import Notifier
 from reconciler.core.notify import NOTIFIED_ANNOTATION
 from reconciler.core.notifyconfig import Channel, ChannelKind, EventKind, SecretRef

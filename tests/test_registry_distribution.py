@@ -10,8 +10,15 @@ from pathlib import Path
 
 from reconciler.adapters.registry import RegistryVerifier
 from reconciler.core.config import parse
-from reconciler.core.engine import Engine, SyncRequest
-from reconciler.core.model import Action, Container, ImageStatus, ObservedDeployment, VerifyRequest
+from reconciler.core.engine import Engine
+from reconciler.core.model import (
+    Action,
+    Container,
+    ImageStatus,
+    ObservedDeployment,
+    SyncRequest,
+    VerifyRequest,
+)
 from testkit.registry import PASSWORD, USER, DistributionRegistry
 from tests.fakes import FakeCluster, FakeHeads
 

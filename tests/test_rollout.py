@@ -8,7 +8,7 @@ import pytest
 
 from reconciler.core import annotations as ann
 from reconciler.core import commands, config, planner, rollout
-from reconciler.core.engine import Engine, SiteResult, SyncRequest
+from reconciler.core.engine import Engine
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.model import (
     Action,
@@ -20,6 +20,8 @@ from reconciler.core.model import (
     Rollout,
     Site,
     SitePlan,
+    SiteResult,
+    SyncRequest,
 )
 from reconciler.serve.follower import Follower, SharedLease
 from reconciler.serve.state import merged

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reconciler.core.engine import SyncReport, SyncRequest
+from reconciler.core.model import SyncReport, SyncRequest
 from reconciler.core.runner import Runner
 from tests.test_engine import SlowRun
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.core.engine import Engine, SyncRequest
+from reconciler.core.engine import Engine
 from reconciler.core.errors import KubernetesError, LeaseBusy, ReconcilerError
-from reconciler.core.model import Container, ObservedDeployment
+from reconciler.core.model import Container, ObservedDeployment, SyncRequest
 from reconciler.serve.service import Service
 from testkit.wait import wait_until
 from tests.fakes import FakeCluster, FakeHeads, FakeVerifier, GatedCluster

@@ -6,8 +6,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from reconciler.core.engine import Engine, SyncRequest
-from reconciler.core.model import Container, ObservedDeployment
+from reconciler.core.engine import Engine
+from reconciler.core.model import Container, ObservedDeployment, SyncRequest
 from reconciler.serve.app import create_app
 from reconciler.serve.service import Service
 from testkit.wait import wait_until

@@ -38,9 +38,9 @@ from typing import Any
 
 from google.cloud import pubsub_v1
 
-from reconciler.core.engine import SyncReport, SyncRequest
 from reconciler.core.errors import PubSubError
 from reconciler.core.hints import Hint, Outcome
+from reconciler.core.model import SyncReport, SyncRequest
 from reconciler.core.runner import ShuttingDown
 
 __all__ = ["TRIGGER", "PubSubTrigger"]

@@ -17,8 +17,8 @@ from reconciler.settings import Settings
 
 if TYPE_CHECKING:  # the clients are imported only by the commands that use them
     from reconciler.core.behind import Behind
-    from reconciler.core.engine import Engine, SiteResult, SyncReport
-    from reconciler.core.model import Site
+    from reconciler.core.engine import Engine
+    from reconciler.core.model import Site, SiteResult, SyncReport
     from reconciler.wiring import Parts
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -170,7 +170,7 @@ def _plan_or_sync(
     err: TextIO,
 ) -> int:
     from reconciler.cli import output
-    from reconciler.core.engine import SyncRequest
+    from reconciler.core.model import SyncRequest
     from reconciler.wiring import Parts, build_engine
 
     names = frozenset(args.site) if args.site else None
@@ -298,7 +298,7 @@ def _command(
 ) -> int:
     from reconciler.cli import output
     from reconciler.core import commands
-    from reconciler.core.engine import SyncRequest
+    from reconciler.core.model import SyncRequest
 
     found = _one_site(args, config, parts, settings, err)
     if found is None:

@@ -6,8 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 
 from reconciler.core.behind import Behind
-from reconciler.core.engine import SiteResult, SyncReport
-from reconciler.core.model import Action
+from reconciler.core.model import Action, SiteResult, SyncReport
 
 SYMBOL = {
     Action.UPDATE: "→",

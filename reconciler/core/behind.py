@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from reconciler.core.engine import SiteResult
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.fanout import bounded_map
 from reconciler.core.messages import Comparison
+from reconciler.core.model import SiteResult
 from reconciler.core.outbox import CommitLog
 
 MAX_PARALLEL = 8

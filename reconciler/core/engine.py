@@ -10,7 +10,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from reconciler.core import annotations as ann
 from reconciler.core import fallback, planner, rollout
@@ -32,8 +32,10 @@ from reconciler.core.model import (
     Rollout,
     Site,
     SitePlan,
-    SiteState,
+    SiteResult,
     Skip,
+    SyncReport,
+    SyncRequest,
 )
 from reconciler.core.ports import Cluster, HeadSource, ImageVerifier, VerifyRequest
 
@@ -47,97 +49,6 @@ CONFLICT_RETRIES = 8
 def conflict_pause(attempt: int) -> float:
     """Seconds to wait before re-reading after the attempt-th 409: doubling, jittered, <= 1.5 s."""
     return min(1.0, 0.05 * (1 << attempt)) * random.uniform(0.5, 1.5)
-
-
-@dataclass(frozen=True, slots=True)
-class SyncRequest:
-    """What a trigger asks for: some sites (None = all), and whether to stop after planning."""
-
-    sites: frozenset[str] | None = None
-    dry_run: bool = False
-    plan_only: bool = False
-    trigger: str = "cli"
-
-
-@dataclass(frozen=True, slots=True)
-class SiteResult:
-    """A site's final verdict after a run: its plan, and whether the change was applied."""
-
-    plan: SitePlan
-    applied: bool = False
-    dry_run: bool = False
-
-    @property
-    def action(self) -> Action:
-        return self.plan.action
-
-    @property
-    def ok(self) -> bool:
-        return self.plan.ok
-
-    @property
-    def state(self) -> SiteState:
-        """in-sync, behind, failing or paused, from the verdict (a dry run changes nothing)."""
-        return self.plan.state(applied=self.applied and not self.dry_run)
-
-    def as_dict(self) -> dict[str, object]:
-        p = self.plan
-        return {
-            "site": p.site.name,
-            "repo": p.site.repo,
-            "branch": p.branch,
-            "sha": p.sha,
-            "namespace": p.site.namespace,
-            "deployment": p.site.deployment,
-            "container": p.container,
-            "current_image": p.current_image,
-            "target_image": p.target_image,
-            "action": p.action.value,
-            "reason": p.reason,
-            "applied": self.applied,
-            "error_kind": p.error_kind or None,
-            "running_sha": p.running_sha,
-            "changed_at": p.changed_at,
-            "rollout": p.rollout.value if p.rollout else None,
-            "progress": p.progress or None,
-            "held_by": p.held_by,
-            "held_at": p.held_at,
-            "failed_sha": p.failed_sha,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class SyncReport:
-    """The outcome of one run, for every site it covered."""
-
-    run_id: str
-    trigger: str
-    dry_run: bool
-    plan_only: bool
-    started_at: float
-    finished_at: float
-    results: tuple[SiteResult, ...] = ()
-    config_path: str = ""
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return all(r.ok for r in self.results)
-
-    @property
-    def duration(self) -> float:
-        return self.finished_at - self.started_at
-
-    def count(self, action: Action) -> int:
-        return sum(1 for r in self.results if r.action is action)
-
-    @property
-    def updated(self) -> int:
-        return sum(1 for r in self.results if r.applied)
-
-    def summary(self) -> str:
-        parts = [f"{self.count(a)} {a.value}" for a in Action if self.count(a)]
-        return ", ".join(parts) or "no sites"
 
 
 class Engine:

@@ -10,10 +10,9 @@ from collections.abc import Callable, Mapping
 from typing import Protocol, runtime_checkable
 
 from reconciler.core.config import Config
-from reconciler.core.engine import SiteResult, SyncReport
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.messages import Notification
-from reconciler.core.model import Action, Rollout
+from reconciler.core.model import Action, Rollout, SiteResult, SyncReport
 from reconciler.core.notify import (
     NOTIFIED_ANNOTATION,
     RATE_LIMITED,

@@ -8,8 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from reconciler.core.annotations import NOTIFIED as NOTIFIED_ANNOTATION
-from reconciler.core.engine import SiteResult
-from reconciler.core.model import Rollout, SiteState
+from reconciler.core.model import Rollout, SiteResult, SiteState
 from reconciler.core.notifyconfig import EventKind
 
 __all__ = ["NOTIFIED_ANNOTATION", "Decision", "Memory", "Policy", "Snapshot", "decide", "snapshot"]

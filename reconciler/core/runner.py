@@ -8,8 +8,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from reconciler.core.engine import SyncReport, SyncRequest
 from reconciler.core.errors import ShuttingDown
+from reconciler.core.model import SyncReport, SyncRequest
 
 __all__ = ["Runner", "ShuttingDown"]
 

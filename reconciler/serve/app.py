@@ -11,8 +11,8 @@ from typing import Any
 from flask import Flask, Response, jsonify, render_template, request
 
 from reconciler import __version__
-from reconciler.core.engine import SyncRequest
 from reconciler.core.errors import CommandError, ReconcilerError, ShuttingDown
+from reconciler.core.model import SyncRequest
 from reconciler.serve.auth import Access
 from reconciler.serve.events import MAX_BODY, GitHubHooks
 from reconciler.serve.service import Service

@@ -7,9 +7,9 @@ import logging
 import threading
 from collections.abc import Sequence
 
-from reconciler.core.engine import SiteResult
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.messages import Comparison
+from reconciler.core.model import SiteResult
 from reconciler.core.outbox import CommitLog
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from reconciler.core import cloud_events, jobs, webhooks
-from reconciler.core.engine import SyncRequest
 from reconciler.core.hints import Hint, Outcome
+from reconciler.core.model import SyncRequest
 from reconciler.core.runner import ShuttingDown
 from reconciler.serve.service import Service
 

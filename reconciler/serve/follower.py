@@ -13,9 +13,9 @@ import threading
 from collections.abc import Callable, Iterable
 
 from reconciler.core.config import Config
-from reconciler.core.engine import Engine, SiteResult, SyncReport
+from reconciler.core.engine import Engine
 from reconciler.core.errors import ReconcilerError
-from reconciler.core.model import Action, Rollout, Site
+from reconciler.core.model import Action, Rollout, Site, SiteResult, SyncReport
 from reconciler.serve.leader import Lease
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,7 @@ from collections.abc import Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.registry import Collector
 
-from reconciler.core.engine import SiteResult, SyncReport
-from reconciler.core.model import Action, Rollout
+from reconciler.core.model import Action, Rollout, SiteResult, SyncReport
 from reconciler.core.ports import RateLimit
 
 

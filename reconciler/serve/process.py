@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from reconciler.core.engine import SyncRequest
+from reconciler.core.model import SyncRequest
 from reconciler.serve.service import Service
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from reconciler.core.config import ServiceSettings
-from reconciler.core.engine import SyncRequest
 from reconciler.core.errors import ShuttingDown
+from reconciler.core.model import SyncRequest
 
 log = logging.getLogger(__name__)
 

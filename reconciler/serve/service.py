@@ -14,10 +14,10 @@ from typing import Any
 
 from reconciler.core import commands, history
 from reconciler.core import config as config_mod
-from reconciler.core.engine import Engine, SiteResult, SyncReport, SyncRequest
+from reconciler.core.engine import Engine
 from reconciler.core.errors import ConfigError, ConfigUnavailable, ReconcilerError
 from reconciler.core.messages import Commit
-from reconciler.core.model import Rollout, Site
+from reconciler.core.model import Rollout, Site, SiteResult, SyncReport, SyncRequest
 from reconciler.core.notifier import Notifier
 from reconciler.core.runner import Runner
 from reconciler.serve import state

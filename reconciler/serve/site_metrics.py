@@ -11,8 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from reconciler.core import rollout
-from reconciler.core.engine import SiteResult, SyncReport
-from reconciler.core.model import Action, Rollout, SiteState
+from reconciler.core.model import Action, Rollout, SiteResult, SiteState, SyncReport
 
 
 @dataclass

@@ -9,8 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reconciler.core.config import Config
-from reconciler.core.engine import SiteResult, SyncReport, SyncRequest
-from reconciler.core.model import Action, SiteState, Skip
+from reconciler.core.model import Action, SiteResult, SiteState, Skip, SyncReport, SyncRequest
 
 RUN_HISTORY = 200
 COUNTED_STATES = (
