@@ -36,7 +36,7 @@ from bench.setup import (
     BenchSite,
     World,
 )
-from reconciler.core.rollout import FIELD_MANAGER
+from reconciler.core.rollout.state import FIELD_MANAGER
 
 SETTLE_S = 0.3  # let the last audit lines reach the file
 FOLLOW_WAIT_S = 30.0  # at most, for serve's follower to read the rollouts a sync started

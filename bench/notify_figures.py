@@ -17,11 +17,11 @@ from typing import Any
 
 from reconciler.adapters.delivery import WebhookSender
 from reconciler.adapters.github import GitHubSource
-from reconciler.core import config
+from reconciler.core.config import sites as config
 from reconciler.core.model import Action, SitePlan, SiteResult, SyncReport
-from reconciler.core.notifier import Notifier
-from reconciler.core.outbox import Outbox
 from reconciler.settings import GitHubSettings
+from reconciler.sync.notifier import Notifier
+from reconciler.sync.outbox import Outbox
 from testkit.github import GitHubStandIn
 from testkit.github_fixtures import TOKEN
 

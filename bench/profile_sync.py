@@ -29,7 +29,7 @@ from pathlib import Path
 from bench.procs import children, comm, cpu_seconds
 from bench.setup import TOKENS, Options, World, log
 from reconciler.adapters.kube import KubeCluster
-from reconciler.core import config
+from reconciler.core.config import sites as config
 from reconciler.core.model import SyncRequest
 from reconciler.settings import Settings
 from reconciler.wiring import Parts, build_engine

@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from google.cloud import pubsub_v1
 
 from reconciler.adapters.pubsub import PubSubTrigger
-from reconciler.core.jobs import classify_job
 from reconciler.core.model import SyncReport, SyncRequest
+from reconciler.core.triggers.jobs import classify_job
 from testkit.pubsub_emulator import PubSubEmulator
 
 

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import kubernetes
 
-from reconciler.core.rollout import FIELD_MANAGER
+from reconciler.core.rollout.state import FIELD_MANAGER
 from testkit.controlplane import (
     ControlPlane,
     kubeconfig_for_token,
@@ -201,7 +201,7 @@ class World:
 
         Written under the reconciler's field manager, as an older rollout of its own would be:
         an image another manager set is a person's change, which the reconciler holds
-        (reconciler.core.rollout.hold_of) instead of updating."""
+        (reconciler.core.rollout.state.hold_of) instead of updating."""
         self.stale += 1
         tag = f"stale-{self.stale}"
 

@@ -12,11 +12,11 @@ from reconciler.adapters import kube, lease
 from reconciler.adapters.delivery import WebhookSender
 from reconciler.adapters.github import GitHubDeployments, GitHubSource
 from reconciler.adapters.registry import RegistryVerifier, Verifiers
-from reconciler.core.engine import Engine
-from reconciler.core.notifier import NoteStore, Notifier
-from reconciler.core.outbox import CommitLog, Outbox
 from reconciler.core.ports import Cluster, HeadSource, ImageVerifier
 from reconciler.settings import Settings
+from reconciler.sync.engine import Engine
+from reconciler.sync.notifier import NoteStore, Notifier
+from reconciler.sync.outbox import CommitLog, Outbox
 
 if TYPE_CHECKING:  # serve (Flask, APScheduler) is imported only when serving
     from reconciler.adapters.pubsub import PubSubTrigger
@@ -132,7 +132,7 @@ def build_process(config_path: str, settings: Settings) -> Process:
 def _pubsub(service: Service, kind: str, subscription: str, settings: Settings) -> PubSubTrigger:
     """A Pub/Sub trigger for messages of ``kind`` on ``subscription``, with its health check."""
     from reconciler.adapters.pubsub import PubSubTrigger
-    from reconciler.serve.events import pubsub_classifier
+    from reconciler.serve.triggers import pubsub_classifier
 
     trigger = PubSubTrigger(
         subscription,

@@ -6,7 +6,6 @@ import threading
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 
-from reconciler.core import rollout
 from reconciler.core.errors import ErrorKind
 from reconciler.core.model import (
     ApplyResult,
@@ -23,6 +22,7 @@ from reconciler.core.model import (
     RepoRef,
 )
 from reconciler.core.ports import RateLimit, VerifyRequest
+from reconciler.core.rollout import state as rollout
 
 
 @dataclass

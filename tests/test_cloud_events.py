@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from reconciler.core.cloud_events import classify_build, classify_gcr, sites_for_image
-from reconciler.core.hints import Outcome
 from reconciler.core.model import Site
-from reconciler.core.template import pattern
+from reconciler.core.plan.template import pattern
+from reconciler.core.triggers.cloud_events import classify_build, classify_gcr, sites_for_image
+from reconciler.core.triggers.hints import Outcome
 
 A = "0123456789abcdef0123456789abcdef01234567"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.core import config
+from reconciler.core.config import sites as config
 from reconciler.core.errors import ConfigError
 
 GOOD = """\

@@ -7,11 +7,11 @@ from concurrent.futures import Future
 
 import pytest
 
-from reconciler.core import config
-from reconciler.core.engine import CONFLICT_RETRIES, Engine
+from reconciler.core.config import sites as config
 from reconciler.core.errors import ErrorKind
 from reconciler.core.model import Action, Container, ObservedDeployment, SyncReport, SyncRequest
-from reconciler.core.runner import Runner, ShuttingDown
+from reconciler.sync.engine import CONFLICT_RETRIES, Engine
+from reconciler.sync.runner import Runner, ShuttingDown
 from tests.fakes import FakeCluster, FakeHeads, FakeVerifier
 
 SITES = """\

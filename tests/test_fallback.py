@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from reconciler.core import annotations as ann
-from reconciler.core import config
-from reconciler.core.engine import Engine
+from reconciler.core.config import sites as config
 from reconciler.core.errors import ErrorKind
-from reconciler.core.fallback import candidates, not_ready, reason
 from reconciler.core.model import (
     Action,
     BranchHead,
@@ -21,6 +19,8 @@ from reconciler.core.model import (
     Skip,
     SyncRequest,
 )
+from reconciler.core.plan.fallback import candidates, not_ready, reason
+from reconciler.sync.engine import Engine
 from tests.fakes import FakeCluster, FakeHeads, FakeVerifier
 
 H, C3, C2, C1, C0 = ("e" * 40, "d" * 40, "c" * 40, "b" * 40, "a" * 40)  # newest first

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from reconciler.adapters.github import GitHubDeployments, GitHubSource
-from reconciler.core import config
-from reconciler.core.messages import Notification
-from reconciler.core.notifyconfig import Channel, ChannelKind, EventKind
-from reconciler.core.outbox import Outbox
+from reconciler.core.config import sites as config
+from reconciler.core.notify.config import Channel, ChannelKind, EventKind
+from reconciler.core.notify.render import Notification
 from reconciler.settings import GitHubSettings
+from reconciler.sync.outbox import Outbox
 from testkit.controlplane import LocalCluster, crashloop_sha, wait_for
 from testkit.github import GitHubStandIn
 from testkit.github import rest as standin_rest

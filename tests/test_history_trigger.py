@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 
 from reconciler.adapters.kube import patch_body
 from reconciler.core import annotations as ann
-from reconciler.core import commands, history
-from reconciler.core.engine import Engine
-from reconciler.core.history import REVISION, REVISION_HISTORY, ReplicaSetRecord
 from reconciler.core.model import Container, ImageChange, ObservedDeployment, SyncRequest
+from reconciler.core.rollout import history
+from reconciler.core.rollout.history import REVISION, REVISION_HISTORY, ReplicaSetRecord
+from reconciler.sync import commands
+from reconciler.sync.engine import Engine
 from tests.test_engine import world
 from tests.test_rollout import GOOD, NEXT, deployed
 from tests.test_rollout import world as rollout_world

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from reconciler.core.errors import ReconcilerError
-from reconciler.core.jobs import JobError, parse_job
+from reconciler.core.triggers.jobs import JobError, parse_job
 
 KNOWN = ("blog", "shop", "docs")
 

@@ -14,10 +14,10 @@ import pytest
 from reconciler.adapters.kube import KubeCluster, api_client, request
 from reconciler.adapters.lease import KubeLease
 from reconciler.adapters.registry import RegistryVerifier
-from reconciler.core import config
-from reconciler.core.engine import Engine
+from reconciler.core.config import sites as config
 from reconciler.core.errors import KubernetesError, LeaseBusy
 from reconciler.core.model import Action, ImageChange, SyncRequest
+from reconciler.sync.engine import Engine
 from testkit.controlplane import ControlPlane
 from testkit.deployments import create_deployment, get_deployment
 from testkit.github import GitHubStandIn, random_sha

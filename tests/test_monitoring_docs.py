@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml  # type: ignore[import-untyped]
 
-from reconciler.core import config
+from reconciler.core.config import sites as config
 from reconciler.core.model import Action, SitePlan, SiteResult, SyncReport
 from reconciler.serve.metrics import Metrics
 from reconciler.serve.site_metrics import SiteMetrics

@@ -10,8 +10,8 @@ import pytest
 
 from reconciler.adapters.github import GitHubSettings, GitHubSource
 from reconciler.adapters.kube import KubeCluster
-from reconciler.core.engine import Engine
 from reconciler.core.model import Action, SyncRequest
+from reconciler.sync.engine import Engine
 from testkit.deployments import create_deployment, get_deployment
 from testkit.github import GitHubStandIn, random_sha
 from testkit.github_fixtures import TOKEN

@@ -7,9 +7,12 @@ from dataclasses import replace
 import pytest
 
 from reconciler.adapters.delivery import WebhookSender
-from reconciler.core import config
+from reconciler.core.config import sites as config
 from reconciler.core.errors import ConfigError, ErrorKind
-from reconciler.core.messages import (
+from reconciler.core.model import Action, Rollout, SitePlan, SiteResult, Skip, SyncReport
+from reconciler.core.notify.config import ChannelKind, EventKind, SecretRef
+from reconciler.core.notify.decide import Memory, Policy, Snapshot, Status, decide, snapshot
+from reconciler.core.notify.render import (
     Commit,
     Comparison,
     Notification,
@@ -18,11 +21,8 @@ from reconciler.core.messages import (
     sign,
     slack,
 )
-from reconciler.core.model import Action, Rollout, SitePlan, SiteResult, Skip, SyncReport
-from reconciler.core.notifier import Notifier
-from reconciler.core.notify import Memory, Policy, Snapshot, Status, decide, snapshot
-from reconciler.core.notifyconfig import ChannelKind, EventKind, SecretRef
-from reconciler.core.outbox import Outbox
+from reconciler.sync.notifier import Notifier
+from reconciler.sync.outbox import Outbox
 
 BASE = """\
 [defaults]

@@ -11,13 +11,13 @@ import pytest
 from reconciler.adapters.delivery import WebhookSender
 from reconciler.adapters.github import GitHubSource
 from reconciler.adapters.kube import KubeCluster, api_client
-from reconciler.core import config
-from reconciler.core.engine import Engine
+from reconciler.core.config import sites as config
 from reconciler.core.model import SyncRequest
-from reconciler.core.notifier import Notifier
-from reconciler.core.notify import NOTIFIED_ANNOTATION
-from reconciler.core.outbox import Outbox
+from reconciler.core.notify.decide import NOTIFIED_ANNOTATION
 from reconciler.settings import GitHubSettings
+from reconciler.sync.engine import Engine
+from reconciler.sync.notifier import Notifier
+from reconciler.sync.outbox import Outbox
 from testkit.controlplane import ControlPlane
 from testkit.deployments import create_deployment, get_deployment
 from testkit.github import GitHubStandIn

@@ -14,16 +14,16 @@ import pytest
 
 from reconciler.adapters.delivery import WebhookSender
 from reconciler.adapters.github import GitHubSource
-from reconciler.core import config
+from reconciler.core.config import sites as config
 from reconciler.core.errors import ErrorKind
-from reconciler.core.messages import SIGNATURE_HEADER, Notification
 from reconciler.core.model import Action, Site, SitePlan, SiteResult, SyncReport
-from reconciler.core.notifier import Notifier
-from reconciler.core.notify import NOTIFIED_ANNOTATION
-from reconciler.core.notifyconfig import Channel, ChannelKind, EventKind, SecretRef
-from reconciler.core.outbox import Outbox
+from reconciler.core.notify.config import Channel, ChannelKind, EventKind, SecretRef
+from reconciler.core.notify.decide import NOTIFIED_ANNOTATION
+from reconciler.core.notify.render import SIGNATURE_HEADER, Notification
 from reconciler.serve.metrics import Metrics
 from reconciler.settings import GitHubSettings
+from reconciler.sync.notifier import Notifier
+from reconciler.sync.outbox import Outbox
 from testkit.github import GitHubStandIn
 from testkit.github_fixtures import TOKEN
 from testkit.webhook_receiver import Received, Receiver

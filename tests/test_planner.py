@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import pytest
 
-from reconciler.core import planner
 from reconciler.core.errors import ErrorKind
 from reconciler.core.model import (
     Action,
@@ -21,6 +20,7 @@ from reconciler.core.model import (
     Site,
     Skip,
 )
+from reconciler.core.plan import planner
 
 SHA = "a" * 40
 OLD = "b" * 40

@@ -22,10 +22,10 @@ from google.cloud import pubsub_v1
 
 from reconciler.adapters.pubsub import PubSubTrigger
 from reconciler.core.errors import PubSubError
-from reconciler.core.hints import Hint
-from reconciler.core.jobs import classify_job
 from reconciler.core.model import SyncReport, SyncRequest
-from reconciler.core.runner import ShuttingDown
+from reconciler.core.triggers.hints import Hint
+from reconciler.core.triggers.jobs import classify_job
+from reconciler.sync.runner import ShuttingDown
 from testkit.pubsub_fixtures import ACK_DEADLINE_SECONDS, PubSubTopic
 from testkit.wait import stays, wait_until
 

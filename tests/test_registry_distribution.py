@@ -9,8 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from reconciler.adapters.registry import RegistryVerifier
-from reconciler.core.config import parse
-from reconciler.core.engine import Engine
+from reconciler.core.config.sites import parse
 from reconciler.core.model import (
     Action,
     Container,
@@ -19,6 +18,7 @@ from reconciler.core.model import (
     SyncRequest,
     VerifyRequest,
 )
+from reconciler.sync.engine import Engine
 from testkit.registry import PASSWORD, USER, DistributionRegistry
 from tests.fakes import FakeCluster, FakeHeads
 

@@ -7,8 +7,7 @@ from dataclasses import replace
 import pytest
 
 from reconciler.core import annotations as ann
-from reconciler.core import commands, config, planner, rollout
-from reconciler.core.engine import Engine
+from reconciler.core.config import sites as config
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.model import (
     Action,
@@ -23,8 +22,12 @@ from reconciler.core.model import (
     SiteResult,
     SyncRequest,
 )
+from reconciler.core.plan import planner
+from reconciler.core.rollout import state as rollout
 from reconciler.serve.follower import Follower, SharedLease
 from reconciler.serve.state import merged
+from reconciler.sync import commands
+from reconciler.sync.engine import Engine
 from tests.fakes import FakeCluster, FakeHeads, FakeVerifier
 
 GOOD, BAD, NEXT = "1" * 40, "2" * 40, "3" * 40

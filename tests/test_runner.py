@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from reconciler.core.model import SyncReport, SyncRequest
-from reconciler.core.runner import Runner
+from reconciler.sync.runner import Runner
 from tests.test_engine import SlowRun
 
 

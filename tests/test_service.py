@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.core.engine import Engine
 from reconciler.core.errors import KubernetesError, LeaseBusy, ReconcilerError
 from reconciler.core.model import Container, ObservedDeployment, SyncRequest
 from reconciler.serve.service import Service
+from reconciler.sync.engine import Engine
 from testkit.wait import wait_until
 from tests.fakes import FakeCluster, FakeHeads, FakeVerifier, GatedCluster
 
@@ -111,7 +111,7 @@ def test_lease_is_held_for_the_sync_and_released(tmp_path: Path) -> None:
 
 
 def test_shutdown_refuses_new_triggers(tmp_path: Path) -> None:
-    from reconciler.core.runner import ShuttingDown
+    from reconciler.sync.runner import ShuttingDown
 
     svc, _, _ = service(tmp_path)
     svc.shutdown(1)

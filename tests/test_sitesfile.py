@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.cli.sitesfile import add_site, list_rows
-from reconciler.core.config import load, parse
+from reconciler.core.config.sites import load, parse
 from reconciler.core.errors import ConfigError, ReconcilerError, SitesFileError
 
 ROOT_SITES = Path(__file__).resolve().parents[1] / "sites.toml"

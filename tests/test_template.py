@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.core.template import render, template_problems
+from reconciler.core.plan.template import render, template_problems
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 

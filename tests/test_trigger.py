@@ -6,10 +6,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from reconciler.core.engine import Engine
 from reconciler.core.model import Container, ObservedDeployment, SyncRequest
 from reconciler.serve.app import create_app
 from reconciler.serve.service import Service
+from reconciler.sync.engine import Engine
 from testkit.wait import wait_until
 from tests.fakes import FakeHeads, FakeVerifier, GatedCluster
 

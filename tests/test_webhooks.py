@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from reconciler.core.hints import Outcome
 from reconciler.core.model import Site
-from reconciler.core.webhooks import classify
+from reconciler.core.triggers.hints import Outcome
+from reconciler.core.triggers.webhooks import classify
 from testkit import webhooks as w
 
 A, B = "a" * 40, "b" * 40

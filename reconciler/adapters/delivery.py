@@ -9,8 +9,8 @@ from collections.abc import Mapping
 import requests
 
 from reconciler.core.errors import DeliveryError
-from reconciler.core.messages import SIGNATURE_HEADER, Notification, render, sign
-from reconciler.core.notifyconfig import Channel, SecretRef
+from reconciler.core.notify.config import Channel, SecretRef
+from reconciler.core.notify.render import SIGNATURE_HEADER, Notification, render, sign
 
 TIMEOUT = (5.0, 10.0)  # connect, read
 

@@ -22,8 +22,6 @@ from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 from reconciler.core.errors import DeliveryError, ErrorKind, GitHubError
-from reconciler.core.fanout import bounded_map
-from reconciler.core.messages import MAX_COMMITS, Commit, Comparison, Notification
 from reconciler.core.model import (
     BranchHead,
     CommitState,
@@ -32,9 +30,11 @@ from reconciler.core.model import (
     ImageStatus,
     RepoRef,
 )
-from reconciler.core.notifyconfig import Channel, EventKind
+from reconciler.core.notify.config import Channel, EventKind
+from reconciler.core.notify.render import MAX_COMMITS, Commit, Comparison, Notification
 from reconciler.core.ports import RateLimit, VerifyRequest
 from reconciler.settings import GitHubSettings
+from reconciler.sync.fanout import bounded_map
 
 __all__ = ["GitHubSettings", "GitHubSource"]
 

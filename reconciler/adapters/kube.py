@@ -18,10 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from reconciler.core import annotations as ann
-from reconciler.core import rollout
 from reconciler.core.errors import ConflictError, ErrorKind, KubernetesError
-from reconciler.core.fanout import bounded_map
-from reconciler.core.history import ReplicaSetRecord
 from reconciler.core.model import (
     ApplyResult,
     Container,
@@ -33,6 +30,9 @@ from reconciler.core.model import (
     Note,
     ObservedDeployment,
 )
+from reconciler.core.rollout import state as rollout
+from reconciler.core.rollout.history import ReplicaSetRecord
+from reconciler.sync.fanout import bounded_map
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
 """The Pub/Sub trigger: messages on a subscription become sync requests.
 
-One trigger per subscription: Cloud Scheduler jobs (reconciler.core.jobs), Cloud Build and
-Artifact Registry notifications (reconciler.core.cloud_events); ``classify`` turns a message into
-a Hint. The only module that talks to ``google.cloud.pubsub_v1`` (ruff's TID251 bans it elsewhere).
+One trigger per subscription: Cloud Scheduler jobs (reconciler.core.triggers.jobs), Cloud
+Build and Artifact Registry notifications (reconciler.core.triggers.cloud_events); ``classify``
+turns a message into a Hint. The only module that talks to ``google.cloud.pubsub_v1`` (ruff's
+TID251 bans it elsewhere).
 
 Delivery semantics (Pub/Sub is at-least-once; a sync is idempotent, so a repeat costs one run):
 
@@ -39,9 +40,9 @@ from typing import Any
 from google.cloud import pubsub_v1
 
 from reconciler.core.errors import PubSubError
-from reconciler.core.hints import Hint, Outcome
 from reconciler.core.model import SyncReport, SyncRequest
-from reconciler.core.runner import ShuttingDown
+from reconciler.core.triggers.hints import Hint, Outcome
+from reconciler.sync.runner import ShuttingDown
 
 __all__ = ["TRIGGER", "PubSubTrigger"]
 

@@ -19,10 +19,10 @@ from urllib.parse import urlsplit
 import requests
 
 from reconciler.core.errors import ErrorKind, RegistryError
-from reconciler.core.fanout import bounded_map
 from reconciler.core.model import ImageStatus
 from reconciler.core.ports import ImageVerifier, VerifyRequest
 from reconciler.settings import Settings
+from reconciler.sync.fanout import bounded_map
 
 log = logging.getLogger(__name__)
 

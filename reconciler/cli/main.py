@@ -11,14 +11,14 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from reconciler import __version__
-from reconciler.core import config as config_mod
+from reconciler.core.config import sites as config_mod
 from reconciler.core.errors import ConfigError, ReconcilerError
 from reconciler.settings import Settings
 
 if TYPE_CHECKING:  # the clients are imported only by the commands that use them
-    from reconciler.core.behind import Behind
-    from reconciler.core.engine import Engine
     from reconciler.core.model import Site, SiteResult, SyncReport
+    from reconciler.sync.behind import Behind
+    from reconciler.sync.engine import Engine
     from reconciler.wiring import Parts
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -207,8 +207,8 @@ def _plan_or_sync(
 
 def _behind(engine: Engine, report: SyncReport, settings: Settings) -> Mapping[str, Behind]:
     """For `plan`: how many commits each site is behind (one compare request per such site)."""
-    from reconciler.core import behind
-    from reconciler.core.outbox import CommitLog
+    from reconciler.sync import behind
+    from reconciler.sync.outbox import CommitLog
 
     if not isinstance(engine.heads, CommitLog):
         return behind.wanted(report.results, settings.github.web_url)
@@ -297,8 +297,8 @@ def _command(
     err: TextIO,
 ) -> int:
     from reconciler.cli import output
-    from reconciler.core import commands
     from reconciler.core.model import SyncRequest
+    from reconciler.sync import commands
 
     found = _one_site(args, config, parts, settings, err)
     if found is None:
@@ -341,7 +341,7 @@ def _history(
 ) -> int:
     """`reconciler history SITE`: what the cluster remembers of the site's deploys."""
     from reconciler.cli import output
-    from reconciler.core import history
+    from reconciler.core.rollout import history
 
     found = _one_site(args, config, parts, settings, err)
     if found is None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from reconciler.core.behind import Behind
 from reconciler.core.model import Action, SiteResult, SyncReport
+from reconciler.sync.behind import Behind
 
 SYMBOL = {
     Action.UPDATE: "→",

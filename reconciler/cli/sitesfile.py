@@ -14,9 +14,9 @@ from typing import Any
 
 import tomlkit
 
-from reconciler.core.config import Config, parse
+from reconciler.core.config.lines import header_key, header_line
+from reconciler.core.config.sites import Config, parse
 from reconciler.core.errors import ConfigError, ConfigProblem, SitesFileError
-from reconciler.core.tomllines import header_key, header_line
 
 NEW_FILE_MODE = 0o644
 

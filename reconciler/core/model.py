@@ -254,7 +254,7 @@ class SitePlan:
     held_by: str | None = None
     held_at: str | None = None
     failed_sha: str | None = None  # a commit remembered as bad on the Deployment
-    fallback: str = ""  # why an older commit than the head is the target (core/fallback.py)
+    fallback: str = ""  # why an older commit than the head is the target (core/plan/fallback.py)
     write: DeploymentPatch | None = None  # what a rolled-back / held verdict writes
     clear: tuple[str, ...] = ()  # hold annotations an update removes (the branch moved on)
 

@@ -14,9 +14,9 @@ from reconciler import __version__
 from reconciler.core.errors import CommandError, ReconcilerError, ShuttingDown
 from reconciler.core.model import SyncRequest
 from reconciler.serve.auth import Access
-from reconciler.serve.events import MAX_BODY, GitHubHooks
 from reconciler.serve.service import Service
 from reconciler.serve.state import report_dict
+from reconciler.serve.triggers import MAX_BODY, GitHubHooks
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ import threading
 from collections.abc import Sequence
 
 from reconciler.core.errors import ReconcilerError
-from reconciler.core.messages import Comparison
 from reconciler.core.model import SiteResult
-from reconciler.core.outbox import CommitLog
+from reconciler.core.notify.render import Comparison
+from reconciler.sync.outbox import CommitLog
 
 log = logging.getLogger(__name__)
 

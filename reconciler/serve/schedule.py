@@ -9,7 +9,7 @@ from collections.abc import Callable
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from reconciler.core.config import ServiceSettings
+from reconciler.core.config.sites import ServiceSettings
 from reconciler.core.errors import ShuttingDown
 from reconciler.core.model import SyncRequest
 

@@ -12,14 +12,11 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
-from reconciler.core import commands, history
-from reconciler.core import config as config_mod
-from reconciler.core.engine import Engine
+from reconciler.core.config import sites as config_mod
 from reconciler.core.errors import ConfigError, ConfigUnavailable, ReconcilerError
-from reconciler.core.messages import Commit
 from reconciler.core.model import Rollout, Site, SiteResult, SyncReport, SyncRequest
-from reconciler.core.notifier import Notifier
-from reconciler.core.runner import Runner
+from reconciler.core.notify.render import Commit
+from reconciler.core.rollout import history
 from reconciler.serve import state
 from reconciler.serve.commitinfo import CommitInfo
 from reconciler.serve.follower import Follower, SharedLease
@@ -28,6 +25,10 @@ from reconciler.serve.metrics import Metrics
 from reconciler.serve.schedule import Schedule
 from reconciler.serve.site_metrics import SiteMetrics
 from reconciler.serve.state import Board, ConfigState, Notice, RunRecord
+from reconciler.sync import commands
+from reconciler.sync.engine import Engine
+from reconciler.sync.notifier import Notifier
+from reconciler.sync.runner import Runner
 
 __all__ = ["Lease", "RunRecord", "Service"]
 

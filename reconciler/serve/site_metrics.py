@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from reconciler.core import rollout
 from reconciler.core.model import Action, Rollout, SiteResult, SiteState, SyncReport
+from reconciler.core.rollout import state as rollout
 
 
 @dataclass

@@ -8,7 +8,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from reconciler.core.config import Config
+from reconciler.core.config.sites import Config
 from reconciler.core.model import Action, SiteResult, SiteState, Skip, SyncReport, SyncRequest
 
 RUN_HISTORY = 200

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reconciler.core.config.lines import Lines
 from reconciler.core.errors import ConfigError, ConfigProblem
 from reconciler.core.model import Site
-from reconciler.core.notifyconfig import NotifyConfig, parse_notify
-from reconciler.core.template import template_problems
-from reconciler.core.tomllines import Lines
+from reconciler.core.notify.config import NotifyConfig, parse_notify
+from reconciler.core.plan.template import template_problems
 
 SITE_KEYS = (
     "repo",

@@ -7,12 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from reconciler.core import annotations as ann
-from reconciler.core import planner, rollout
-from reconciler.core.engine import CONFLICT_RETRIES, Engine
 from reconciler.core.errors import CommandError
 from reconciler.core.model import DeploymentPatch, ObservedDeployment, Site
+from reconciler.core.plan import planner
+from reconciler.core.plan.template import render
 from reconciler.core.ports import VerifyRequest
-from reconciler.core.template import render
+from reconciler.core.rollout import state as rollout
+from reconciler.sync.engine import CONFLICT_RETRIES, Engine
 
 __all__ = ["CommandError", "Done", "hold", "resume", "rollback"]
 

@@ -13,10 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from reconciler.core import annotations as ann
-from reconciler.core import fallback, planner, rollout
-from reconciler.core.config import Config
+from reconciler.core.config.sites import Config
 from reconciler.core.errors import ErrorKind, ReconcilerError
-from reconciler.core.fanout import bounded_map
 from reconciler.core.model import (
     Action,
     ApplyResult,
@@ -37,7 +35,10 @@ from reconciler.core.model import (
     SyncReport,
     SyncRequest,
 )
+from reconciler.core.plan import fallback, planner
 from reconciler.core.ports import Cluster, HeadSource, ImageVerifier, VerifyRequest
+from reconciler.core.rollout import state as rollout
+from reconciler.sync.fanout import bounded_map
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ class Engine:
         replan: Callable[[Site, BranchHead], SitePlan],
     ) -> Plan:
         """Sites whose head is not ready deploy the newest older commit that is, forward only
-        (reconciler.core.fallback); one verification round for all their candidates."""
+        (reconciler.core.plan.fallback); one verification round for all their candidates."""
         options: dict[str, tuple[BranchHead, tuple[fallback.Candidate, ...]]] = {}
         for p in result.sites:
             head = heads.get(p.site.ref)

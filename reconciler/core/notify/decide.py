@@ -9,7 +9,7 @@ from typing import Any
 
 from reconciler.core.annotations import NOTIFIED as NOTIFIED_ANNOTATION
 from reconciler.core.model import Rollout, SiteResult, SiteState
-from reconciler.core.notifyconfig import EventKind
+from reconciler.core.notify.config import EventKind
 
 __all__ = ["NOTIFIED_ANNOTATION", "Decision", "Memory", "Policy", "Snapshot", "decide", "snapshot"]
 FLAP_WINDOW = 3600.0  # seconds: failures counted over this window

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from reconciler.core.hints import Hint, Outcome, follows
 from reconciler.core.model import Site
+from reconciler.core.triggers.hints import Hint, Outcome, follows
 
 __all__ = ["CHECK_EVENTS", "ZERO_SHA", "classify"]
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from reconciler.core.errors import ErrorKind
 from reconciler.core.model import Action, BranchHead, SitePlan, Skip
-from reconciler.core.template import render
+from reconciler.core.plan.template import render
 
 __all__ = ["Candidate", "candidates", "not_ready", "reason"]
 

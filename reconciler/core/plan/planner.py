@@ -6,7 +6,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from reconciler.core import annotations as ann
-from reconciler.core import rollout
 from reconciler.core.errors import ErrorKind
 from reconciler.core.model import (
     Action,
@@ -26,7 +25,8 @@ from reconciler.core.model import (
     Skip,
     VerifyRequest,
 )
-from reconciler.core.template import render
+from reconciler.core.plan.template import render
+from reconciler.core.rollout import state as rollout
 
 __all__ = [
     "ImageStatus",

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.core.notifyconfig import ChannelKind, EventKind
+from reconciler.core.notify.config import ChannelKind, EventKind
 
 PAYLOAD_VERSION = 1
 SIGNATURE_HEADER = "X-Reconciler-Signature-256"

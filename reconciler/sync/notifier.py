@@ -9,11 +9,11 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Protocol, runtime_checkable
 
-from reconciler.core.config import Config
+from reconciler.core.config.sites import Config
 from reconciler.core.errors import ReconcilerError
-from reconciler.core.messages import Notification
 from reconciler.core.model import Action, Rollout, SiteResult, SyncReport
-from reconciler.core.notify import (
+from reconciler.core.notify.config import EventKind
+from reconciler.core.notify.decide import (
     NOTIFIED_ANNOTATION,
     RATE_LIMITED,
     Decision,
@@ -24,8 +24,8 @@ from reconciler.core.notify import (
     decide,
     snapshot,
 )
-from reconciler.core.notifyconfig import EventKind
-from reconciler.core.outbox import Outbox
+from reconciler.core.notify.render import Notification
+from reconciler.sync.outbox import Outbox
 
 log = logging.getLogger(__name__)
 

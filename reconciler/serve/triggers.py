@@ -1,6 +1,6 @@
 """Event triggers of serve: GitHub webhook deliveries and Pub/Sub event messages become syncs.
 
-The parsing is pure (reconciler.core.webhooks, .cloud_events, .jobs); this module checks
+The parsing is pure (reconciler.core.triggers.webhooks, .cloud_events, .jobs); this module checks
 signatures, forgets nothing it has handled for a while (redeliveries), counts every event in
 the metrics by source, event and outcome, and hands syncs to the Service's one door, submit().
 It never waits for a sync: a webhook is answered at once and the runner does the work.
@@ -18,11 +18,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from reconciler.core import cloud_events, jobs, webhooks
-from reconciler.core.hints import Hint, Outcome
 from reconciler.core.model import SyncRequest
-from reconciler.core.runner import ShuttingDown
+from reconciler.core.triggers import cloud_events, jobs, webhooks
+from reconciler.core.triggers.hints import Hint, Outcome
 from reconciler.serve.service import Service
+from reconciler.sync.runner import ShuttingDown
 
 __all__ = ["WEBHOOK_TRIGGER", "GitHubHooks", "pubsub_classifier"]
 

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from reconciler.core import annotations as ann
-from reconciler.core import planner, rollout
 from reconciler.core.errors import ErrorKind, ReconcilerError
 from reconciler.core.model import ObservedDeployment, Site
+from reconciler.core.plan import planner
 from reconciler.core.ports import Cluster
+from reconciler.core.rollout import state as rollout
 
 REVISION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"

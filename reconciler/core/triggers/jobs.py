@@ -16,7 +16,7 @@ import json
 from collections.abc import Collection, Mapping
 
 from reconciler.core.errors import JobError
-from reconciler.core.hints import Hint, Outcome
+from reconciler.core.triggers.hints import Hint, Outcome
 
 __all__ = ["JOBS", "JOB_EVENT", "JobError", "classify_job", "parse_job"]
 

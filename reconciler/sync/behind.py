@@ -6,10 +6,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from reconciler.core.errors import ReconcilerError
-from reconciler.core.fanout import bounded_map
-from reconciler.core.messages import Comparison
 from reconciler.core.model import SiteResult
-from reconciler.core.outbox import CommitLog
+from reconciler.core.notify.render import Comparison
+from reconciler.sync.fanout import bounded_map
+from reconciler.sync.outbox import CommitLog
 
 MAX_PARALLEL = 8
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
 from reconciler.core.errors import DeliveryError, ReconcilerError
-from reconciler.core.messages import Comparison, Notification
-from reconciler.core.notifyconfig import Channel, ChannelKind
+from reconciler.core.notify.config import Channel, ChannelKind
+from reconciler.core.notify.render import Comparison, Notification
 
 log = logging.getLogger(__name__)
 

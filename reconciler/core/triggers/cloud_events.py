@@ -16,9 +16,9 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from reconciler.core.hints import Hint, Outcome, follows
 from reconciler.core.model import Site
-from reconciler.core.template import pattern
+from reconciler.core.plan.template import pattern
+from reconciler.core.triggers.hints import Hint, Outcome, follows
 
 __all__ = ["BUILD_EVENT", "GCR_EVENT", "classify_build", "classify_gcr", "sites_for_image"]
 

@@ -1,0 +1,1 @@
+"""sites.toml: its text parsed and validated into frozen values (pure)."""

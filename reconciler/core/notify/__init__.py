@@ -1,0 +1,1 @@
+"""Notifications: their settings, when to send one, how it reads (pure)."""

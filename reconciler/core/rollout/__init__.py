@@ -1,0 +1,1 @@
+"""Rollouts: state, failure, holds, the patches that roll back, hold and resume, history (pure)."""

@@ -1,0 +1,1 @@
+"""Trigger messages (webhooks, Cloud Build, gcr, Cloud Scheduler) into hints (pure)."""

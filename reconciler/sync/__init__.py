@@ -1,0 +1,1 @@
+"""Orchestration: runs syncs, commands and notifications through the ports (threads live here)."""
