@@ -29,9 +29,9 @@ from pathlib import Path
 from bench.procs import children, comm, cpu_seconds
 from bench.setup import TOKENS, Options, World, log
 from reconciler.adapters.kube import KubeCluster
-from reconciler.core.config import sites as config
 from reconciler.core.model import SyncRequest
 from reconciler.settings import Settings
+from reconciler.sync import config_file
 from reconciler.wiring import Parts, build_engine
 from testkit.controlplane import ControlPlane
 from testkit.github import GitHubStandIn
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         world = World(cp, gh, workdir, opts)
         world.setup_cluster()
         world.grow_to(args.sites)
-        cfg = config.load(world.write_config(args.sites))
+        cfg = config_file.load(world.write_config(args.sites))
         env = world.env("serve")
         engine = build_engine(Parts(kubeconfig=env["KUBECONFIG"]), Settings.from_env(env))
         if args.no_events:

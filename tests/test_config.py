@@ -8,6 +8,8 @@ import pytest
 
 from reconciler.core.config import sites as config
 from reconciler.core.errors import ConfigError
+from reconciler.serve.schedule import cron_problem
+from reconciler.sync import config_file
 
 GOOD = """\
 [defaults]
@@ -35,7 +37,7 @@ paused = true
 
 def problems(text: str) -> list[str]:
     with pytest.raises(ConfigError) as exc:
-        config.parse(text, "sites.toml")
+        config.parse(text, "sites.toml", schedule_problem=cron_problem)
     return [str(p) for p in exc.value.problems]
 
 
@@ -210,13 +212,13 @@ def test_load_names_the_real_path(tmp_path: Path) -> None:
     path = tmp_path / "my-sites.toml"
     path.write_text('[sites.blog]\nrepo = "a/b"\nimage = "x:{sha}"\ntypo = 1\n')
     with pytest.raises(ConfigError) as exc:
-        config.load(path)
+        config_file.load(path)
     assert str(exc.value).startswith(f'{path}:4: site "blog": unknown key')
     with pytest.raises(ConfigError, match="file not found"):
-        config.load(tmp_path / "missing.toml")
+        config_file.load(tmp_path / "missing.toml")
 
 
 def test_the_example_at_the_repo_root_is_valid() -> None:
     root = Path(__file__).resolve().parents[1] / "sites.toml"
-    cfg = config.load(root)
+    cfg = config_file.load(root)
     assert cfg.sites

@@ -17,6 +17,7 @@ from reconciler.adapters.registry import RegistryVerifier
 from reconciler.core.config import sites as config
 from reconciler.core.errors import KubernetesError, LeaseBusy
 from reconciler.core.model import Action, ImageChange, SyncRequest
+from reconciler.sync import config_file
 from reconciler.sync.engine import Engine
 from testkit.controlplane import ControlPlane
 from testkit.deployments import create_deployment, get_deployment
@@ -264,7 +265,7 @@ def write_sites(tmp_path: Path, ns: str, body: str) -> config.Config:
         f'[defaults]\nnamespace = "{ns}"\nimage = "gcr.io/p/{{repo}}:{{sha}}"\nverify = "none"\n\n'
         + body
     )
-    return config.load(path)
+    return config_file.load(path)
 
 
 def test_whole_sync_against_the_api_server(

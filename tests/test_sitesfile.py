@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from reconciler.cli.sitesfile import add_site, list_rows
-from reconciler.core.config.sites import load, parse
+from reconciler.core.config.sites import parse
 from reconciler.core.errors import ConfigError, ReconcilerError, SitesFileError
+from reconciler.sync.config_file import load
 
 ROOT_SITES = Path(__file__).resolve().parents[1] / "sites.toml"
 

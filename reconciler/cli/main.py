@@ -143,7 +143,7 @@ def main(
             return serve(path, port=args.port, bind=args.bind, settings=settings)
         if args.command == "sites":
             return _sites(args, path, out)
-        config = config_mod.load(path)
+        config = _load(path)
         if args.command == "validate":
             print(f"{path}: ok, {len(config.sites)} site(s)", file=out)
             return EXIT_OK
@@ -364,13 +364,20 @@ def _history(
     return EXIT_OK
 
 
+def _load(path: str) -> config_mod.Config:
+    from reconciler.serve.schedule import cron_problem
+    from reconciler.sync import config_file
+
+    return config_file.load(path, schedule_problem=cron_problem)
+
+
 def _sites(args: argparse.Namespace, path: str, out: TextIO) -> int:
     from pathlib import Path
 
     from reconciler.cli import output, sitesfile
 
     if args.sites_command == "list":
-        rows = sitesfile.list_rows(config_mod.load(path))
+        rows = sitesfile.list_rows(_load(path))
         if args.output == "json":
             print(json.dumps(rows, indent=2), file=out)
         elif rows:

@@ -17,6 +17,7 @@ import tomlkit
 from reconciler.core.config.lines import header_key, header_line
 from reconciler.core.config.sites import Config, parse
 from reconciler.core.errors import ConfigError, ConfigProblem, SitesFileError
+from reconciler.serve.schedule import cron_problem
 
 NEW_FILE_MODE = 0o644
 
@@ -70,7 +71,7 @@ def add_site(path: Path, name: str, fields: Mapping[str, str | bool]) -> str:
         # appending at the very end is always right for TOML that parsed.
         new_text = _insert(text, table, at_end=True)
     try:
-        parse(new_text, where)
+        parse(new_text, where, schedule_problem=cron_problem)
     except ConfigError as exc:
         headline = f"{refused}: the result would not be a valid sites.toml"
         raise SitesFileError(list(exc.problems), headline) from exc
@@ -159,7 +160,7 @@ def _loads_or_none(text: str) -> dict[str, Any] | None:
 
 def _problems(text: str, where: str) -> list[ConfigProblem]:
     try:
-        parse(text, where)
+        parse(text, where, schedule_problem=cron_problem)
     except ConfigError as exc:
         return list(exc.problems)
     return []

@@ -18,6 +18,15 @@ log = logging.getLogger(__name__)
 JOB_ID = "sync"
 
 
+def cron_problem(schedule: str, timezone: str) -> str | None:
+    """Why a crontab expression or time zone is unusable, or None."""
+    try:
+        CronTrigger.from_crontab(schedule, timezone=timezone)
+    except (ValueError, LookupError) as exc:
+        return f'"schedule" {schedule!r} (timezone {timezone!r}) is not valid: {exc}'
+    return None
+
+
 class Schedule:
     """Submits SyncRequest(trigger="schedule") at the cron's times; follows config reloads."""
 

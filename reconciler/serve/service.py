@@ -22,10 +22,10 @@ from reconciler.serve.commitinfo import CommitInfo
 from reconciler.serve.follower import Follower, SharedLease
 from reconciler.serve.leader import LEASE_SECONDS, Lease, LeaseHolder
 from reconciler.serve.metrics import Metrics
-from reconciler.serve.schedule import Schedule
+from reconciler.serve.schedule import Schedule, cron_problem
 from reconciler.serve.site_metrics import SiteMetrics
 from reconciler.serve.state import Board, ConfigState, Notice, RunRecord
-from reconciler.sync import commands
+from reconciler.sync import commands, config_file
 from reconciler.sync.engine import Engine
 from reconciler.sync.notifier import Notifier
 from reconciler.sync.runner import Runner
@@ -111,7 +111,7 @@ class Service:
     def reload(self) -> config_mod.Config | None:
         """Re-read sites.toml; a broken file keeps the last good config and is reported."""
         try:
-            fresh = config_mod.load(self.config_path)
+            fresh = config_file.load(self.config_path, schedule_problem=cron_problem)
         except ConfigError as exc:
             message = str(exc)
             with self._lock:

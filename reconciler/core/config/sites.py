@@ -1,14 +1,15 @@
-"""sites.toml: load, validate and default it into frozen dataclasses; errors name file:line:site."""
+"""sites.toml text: validate and default it into frozen dataclasses; errors name file:line:site.
+
+Pure: reading the file is reconciler.sync.config_file, the cron check serve.schedule's (passed
+in as `schedule_problem`)."""
 
 from __future__ import annotations
 
 import difflib
-import functools
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from reconciler.core.config.lines import Lines
@@ -87,32 +88,15 @@ class Config:
         return tuple(s for s in self.sites if s.name in wanted)
 
 
-def load(path: str | Path) -> Config:
-    """Read and validate a sites.toml; raise ConfigError naming every problem."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            [ConfigProblem(str(p), None, "file not found (pass --config PATH or create it)")]
-        ) from None
-    except OSError as exc:
-        raise ConfigError([ConfigProblem(str(p), None, f"cannot read: {exc.strerror}")]) from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError([ConfigProblem(str(p), None, f"not UTF-8 text: {exc}")]) from exc
-    return _parse_unchanged(text, str(p))
+# Why a crontab expression in a time zone is unusable, or None (serve.schedule.cron_problem).
+ScheduleCheck = Callable[[str, str], str | None]
 
 
-@functools.lru_cache(maxsize=4)
-def _parse_unchanged(text: str, path: str) -> Config:
-    """parse(), remembered for the same text: serve re-reads sites.toml before every sync, and
-    validating 1,000 sites again costs 0.2-0.5 s of an event's latency. A Config is immutable;
-    a file that does not validate is never remembered (it raises) and is checked again."""
-    return parse(text, path)
-
-
-def parse(text: str, path: str = "sites.toml") -> Config:
-    """Validate TOML text as a sites.toml; `path` is only used in messages."""
+def parse(
+    text: str, path: str = "sites.toml", *, schedule_problem: ScheduleCheck | None = None
+) -> Config:
+    """Validate TOML text as a sites.toml; `path` is only used in messages. Without
+    `schedule_problem` the [service] schedule is not checked beyond being a string."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -120,13 +104,14 @@ def parse(text: str, path: str = "sites.toml") -> Config:
         line = int(match.group(1)) if match else None
         message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc)) if match else str(exc)
         raise ConfigError([ConfigProblem(path, line, f"invalid TOML: {message}")]) from exc
-    return _Validator(text, path).validate(data)
+    return _Validator(text, path, schedule_problem).validate(data)
 
 
 class _Validator:
-    def __init__(self, text: str, path: str) -> None:
+    def __init__(self, text: str, path: str, schedule_problem: ScheduleCheck | None) -> None:
         self.lines = Lines(text)
         self.path = path
+        self.schedule_problem = schedule_problem
         self.problems: list[ConfigProblem] = []
         self.default_timeout: int | None = None
 
@@ -236,7 +221,7 @@ class _Validator:
                 (*where, "jitter"), '"jitter" must be a whole number of seconds, 0 to 3600'
             )
             jitter = 0
-        problem = cron_problem(schedule, timezone)
+        problem = self.schedule_problem(schedule, timezone) if self.schedule_problem else None
         if problem:
             self.problem((*where, "schedule"), problem)
         return ServiceSettings(schedule=schedule, jitter=jitter, timezone=timezone)
@@ -370,14 +355,3 @@ class _Validator:
                         f"(line {other.line}): {what}",
                         site.name,
                     )
-
-
-def cron_problem(schedule: str, timezone: str) -> str | None:
-    """Why a crontab expression or time zone is unusable, or None."""
-    from apscheduler.triggers.cron import CronTrigger
-
-    try:
-        CronTrigger.from_crontab(schedule, timezone=timezone)
-    except (ValueError, LookupError) as exc:
-        return f'"schedule" {schedule!r} (timezone {timezone!r}) is not valid: {exc}'
-    return None
