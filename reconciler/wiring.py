@@ -12,11 +12,11 @@ from reconciler.adapters import kube, lease
 from reconciler.adapters.delivery import WebhookSender
 from reconciler.adapters.github import GitHubDeployments, GitHubSource
 from reconciler.adapters.registry import RegistryVerifier, Verifiers
-from reconciler.core.ports import Cluster, HeadSource, ImageVerifier
+from reconciler.core.ports import Cluster, CommitLog, HeadSource, ImageVerifier, NoteStore
 from reconciler.settings import Settings
 from reconciler.sync.engine import Engine
-from reconciler.sync.notifier import NoteStore, Notifier
-from reconciler.sync.outbox import CommitLog, Outbox
+from reconciler.sync.notifier import Notifier
+from reconciler.sync.outbox import Outbox
 
 if TYPE_CHECKING:  # serve (Flask, APScheduler) is imported only when serving
     from reconciler.adapters.pubsub import PubSubTrigger

@@ -207,8 +207,8 @@ def _plan_or_sync(
 
 def _behind(engine: Engine, report: SyncReport, settings: Settings) -> Mapping[str, Behind]:
     """For `plan`: how many commits each site is behind (one compare request per such site)."""
+    from reconciler.core.ports import CommitLog
     from reconciler.sync import behind
-    from reconciler.sync.outbox import CommitLog
 
     if not isinstance(engine.heads, CommitLog):
         return behind.wanted(report.results, settings.github.web_url)
@@ -341,7 +341,7 @@ def _history(
 ) -> int:
     """`reconciler history SITE`: what the cluster remembers of the site's deploys."""
     from reconciler.cli import output
-    from reconciler.core.rollout import history
+    from reconciler.sync import history
 
     found = _one_site(args, config, parts, settings, err)
     if found is None:

@@ -1,10 +1,10 @@
-"""The small Protocols the core talks to; the adapters (GitHub, Kubernetes, registry) fit them."""
+"""Every port: the small Protocols the sync layer and serve talk to; the adapters fit them."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from reconciler.core.model import (
     ApplyResult,
@@ -17,8 +17,22 @@ from reconciler.core.model import (
     RepoRef,
     VerifyRequest,
 )
+from reconciler.core.notify.config import Channel
+from reconciler.core.notify.render import Comparison, Notification
+from reconciler.core.rollout.history import ReplicaSetRecord
 
-__all__ = ["Cluster", "HeadSource", "ImageVerifier", "RateLimit", "VerifyRequest"]
+__all__ = [
+    "Cluster",
+    "CommitLog",
+    "HeadSource",
+    "ImageVerifier",
+    "Lease",
+    "NoteStore",
+    "RateLimit",
+    "RevisionSource",
+    "Sender",
+    "VerifyRequest",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +87,40 @@ class ImageVerifier(Protocol):
     def verify(
         self, requests: Collection[VerifyRequest]
     ) -> Mapping[VerifyRequest, ImageStatus]: ...
+
+
+class Sender(Protocol):
+    """Delivers one notification to one channel; raises DeliveryError."""
+
+    def send(self, channel: Channel, notification: Notification) -> None: ...
+
+
+@runtime_checkable
+class CommitLog(Protocol):
+    """The commits between two SHAs, in one request; raises ReconcilerError."""
+
+    def compare(self, repo: str, base: str, head: str) -> Comparison: ...
+
+
+@runtime_checkable
+class NoteStore(Protocol):
+    """Writes one annotation on a Deployment (a merge patch); raises ReconcilerError."""
+
+    def annotate(self, namespace: str, deployment: str, key: str, value: str) -> None: ...
+
+
+@runtime_checkable
+class RevisionSource(Protocol):
+    """Lists a Deployment's ReplicaSets (the Kubernetes adapter)."""
+
+    def replica_sets(self, d: ObservedDeployment) -> list[ReplicaSetRecord]: ...
+
+
+class Lease(Protocol):
+    """One replica at a time: acquire raises (LeaseBusy) while another holds it."""
+
+    def acquire(self) -> None: ...
+
+    def renew(self) -> None: ...
+
+    def release(self) -> None: ...

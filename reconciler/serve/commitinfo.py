@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.model import SiteResult
 from reconciler.core.notify.render import Comparison
-from reconciler.sync.outbox import CommitLog
+from reconciler.core.ports import CommitLog
 
 log = logging.getLogger(__name__)
 

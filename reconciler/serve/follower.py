@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from reconciler.core.config.sites import Config
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.model import Action, Rollout, Site, SiteResult, SyncReport
-from reconciler.serve.leader import Lease
+from reconciler.core.ports import Lease
 from reconciler.sync.engine import Engine
 
 log = logging.getLogger(__name__)

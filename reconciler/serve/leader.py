@@ -7,23 +7,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Protocol
 
 from reconciler.core.errors import ReconcilerError
+from reconciler.core.ports import Lease
 
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 60.0
-
-
-class Lease(Protocol):
-    """One replica at a time: acquire raises (LeaseBusy) while another holds it."""
-
-    def acquire(self) -> None: ...
-
-    def renew(self) -> None: ...
-
-    def release(self) -> None: ...
 
 
 class LeaseHolder:

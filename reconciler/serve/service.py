@@ -16,16 +16,16 @@ from reconciler.core.config import sites as config_mod
 from reconciler.core.errors import ConfigError, ConfigUnavailable, ReconcilerError
 from reconciler.core.model import Rollout, Site, SiteResult, SyncReport, SyncRequest
 from reconciler.core.notify.render import Commit
-from reconciler.core.rollout import history
+from reconciler.core.ports import Lease
 from reconciler.serve import state
 from reconciler.serve.commitinfo import CommitInfo
 from reconciler.serve.follower import Follower, SharedLease
-from reconciler.serve.leader import LEASE_SECONDS, Lease, LeaseHolder
+from reconciler.serve.leader import LEASE_SECONDS, LeaseHolder
 from reconciler.serve.metrics import Metrics
 from reconciler.serve.schedule import Schedule, cron_problem
 from reconciler.serve.site_metrics import SiteMetrics
 from reconciler.serve.state import Board, ConfigState, Notice, RunRecord
-from reconciler.sync import commands, config_file
+from reconciler.sync import commands, config_file, history
 from reconciler.sync.engine import Engine
 from reconciler.sync.notifier import Notifier
 from reconciler.sync.runner import Runner

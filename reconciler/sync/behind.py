@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.model import SiteResult
 from reconciler.core.notify.render import Comparison
+from reconciler.core.ports import CommitLog
 from reconciler.sync.fanout import bounded_map
-from reconciler.sync.outbox import CommitLog
 
 MAX_PARALLEL = 8
 

@@ -7,7 +7,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Protocol, runtime_checkable
 
 from reconciler.core.config.sites import Config
 from reconciler.core.errors import ReconcilerError
@@ -25,16 +24,10 @@ from reconciler.core.notify.decide import (
     snapshot,
 )
 from reconciler.core.notify.render import Notification
+from reconciler.core.ports import NoteStore
 from reconciler.sync.outbox import Outbox
 
 log = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class NoteStore(Protocol):
-    """Writes one annotation on a Deployment (a merge patch); raises ReconcilerError."""
-
-    def annotate(self, namespace: str, deployment: str, key: str, value: str) -> None: ...
 
 
 class Notifier:

@@ -10,30 +10,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol, runtime_checkable
 
 from reconciler.core.errors import DeliveryError, ReconcilerError
 from reconciler.core.notify.config import Channel, ChannelKind
-from reconciler.core.notify.render import Comparison, Notification
+from reconciler.core.notify.render import Notification
+from reconciler.core.ports import CommitLog, Sender
 
 log = logging.getLogger(__name__)
 
 BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # seconds before each retry; then it is undelivered
 MAX_QUEUED = 1000
 RECENT_FAILURES = 20
-
-
-class Sender(Protocol):
-    """Delivers one notification to one channel; raises DeliveryError."""
-
-    def send(self, channel: Channel, notification: Notification) -> None: ...
-
-
-@runtime_checkable
-class CommitLog(Protocol):
-    """The commits between two SHAs, in one request; raises ReconcilerError."""
-
-    def compare(self, repo: str, base: str, head: str) -> Comparison: ...
 
 
 @dataclass(frozen=True, slots=True)

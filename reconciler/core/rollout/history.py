@@ -1,18 +1,14 @@
 """A site's deploy history from what the cluster keeps (ReplicaSet revisions and the annotations
-the Deployment controller copies onto them): pure, plus one reader over the cluster port. No
-database."""
+the Deployment controller copies onto them), pure; sync.history reads them through the cluster
+port. No database."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 from reconciler.core import annotations as ann
-from reconciler.core.errors import ErrorKind, ReconcilerError
-from reconciler.core.model import ObservedDeployment, Site
-from reconciler.core.plan import planner
-from reconciler.core.ports import Cluster
+from reconciler.core.model import ObservedDeployment
 from reconciler.core.rollout import state as rollout
 
 REVISION = "deployment.kubernetes.io/revision"
@@ -35,13 +31,6 @@ class ReplicaSetRecord:
             return int(self.annotations.get(REVISION, "0"))
         except ValueError:
             return 0
-
-
-@runtime_checkable
-class RevisionSource(Protocol):
-    """Lists a Deployment's ReplicaSets (the Kubernetes adapter)."""
-
-    def replica_sets(self, d: ObservedDeployment) -> list[ReplicaSetRecord]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,24 +107,6 @@ def deploys(
             )
         )
     return out
-
-
-def of_site(cluster: Cluster, site: Site) -> list[Deploy]:
-    """The site's deploys, newest first (the CLI's `history` and the status page alike);
-    raises ReconcilerError when its Deployment or managed container cannot be found."""
-    deployment = cluster.read(site.namespace, site.deployment)
-    if deployment is None:
-        raise ReconcilerError(
-            f"deployment {site.namespace}/{site.deployment} not found",
-            kind=ErrorKind.DEPLOYMENT_NOT_FOUND,
-        )
-    container = planner.container_of(site, deployment)
-    if container is None or not isinstance(cluster, RevisionSource):
-        raise ReconcilerError(
-            f"cannot tell which container of {site.name} is managed",
-            kind=ErrorKind.CONTAINER_NOT_FOUND,
-        )
-    return deploys(deployment, container, cluster.replica_sets(deployment))
 
 
 def _by(rs: ReplicaSetRecord, *, ours: bool) -> str:
