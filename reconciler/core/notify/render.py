@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from reconciler.core.notify.config import ChannelKind, EventKind
+from reconciler.core.rollout.state import stamp
 
 PAYLOAD_VERSION = 1
 SIGNATURE_HEADER = "X-Reconciler-Signature-256"
@@ -104,7 +104,7 @@ def _short(sha: str | None) -> str:
 
 
 def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    return stamp(ts)
 
 
 def payload(n: Notification) -> dict[str, Any]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import calendar
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from reconciler.core import annotations as ann
 from reconciler.core.model import (
@@ -34,7 +34,8 @@ STUCK_REASONS = frozenset(
 
 
 def stamp(now: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    """RFC 3339 UTC, whole seconds (fractions ignored), as annotations and messages carry it."""
+    return datetime.fromtimestamp(int(now), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(value: str | None) -> float | None:
@@ -42,9 +43,10 @@ def parse_time(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return float(calendar.timegm(time.strptime(value[:19], "%Y-%m-%dT%H:%M:%S")))
+        parsed = datetime.strptime(value[:19], "%Y-%m-%dT%H:%M:%S")
     except ValueError:
         return None
+    return float(calendar.timegm(parsed.timetuple()))
 
 
 def state(d: ObservedDeployment) -> tuple[Rollout | None, str]:
