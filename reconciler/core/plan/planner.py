@@ -82,47 +82,11 @@ def plan_site(
     troubles: tuple[str, ...] = (),
 ) -> SitePlan:
     """The verdict for one site; never raises for bad data, it becomes an error verdict."""
-    base = SitePlan(site=site, action=Action.ERROR, branch=site.branch, container=site.container)
-    view = observed.get(site.namespace)
-    deployment: ObservedDeployment | None = None
-    if isinstance(view, NamespaceError):
-        return replace(base, reason=view.reason, error_kind=view.kind)
-    if view is not None:
-        deployment = view.get(site.deployment)
-
     head = heads.get(site.ref)
-    if isinstance(head, BranchHead):
-        base = replace(base, branch=head.branch, sha=head.sha)
-
-    if site.paused:
-        current = _current_image(site, deployment)
-        return replace(
-            base,
-            action=Action.SKIP,
-            skip=Skip.PAUSED,
-            reason="paused in sites.toml",
-            current_image=current,
-        )
-    if deployment is None:
-        if view is None:
-            return replace(
-                base,
-                reason=f"namespace {site.namespace} was not observed",
-                error_kind=ErrorKind.INTERNAL,
-            )
-        return replace(
-            base,
-            reason=f"deployment {site.namespace}/{site.deployment} not found",
-            error_kind=ErrorKind.DEPLOYMENT_NOT_FOUND,
-        )
-
-    base = replace(
-        base,
-        resource_version=deployment.resource_version,
-        running_sha=deployment.annotations.get(ann.SHA),
-        changed_at=deployment.annotations.get(ann.UPDATED_AT),
-        notified=deployment.annotations.get(ann.NOTIFIED),
-    )
+    found = _deployment_of(site, head, observed)
+    if isinstance(found, SitePlan):
+        return found
+    base, deployment = found
     container, problem = _pick_container(site, deployment)
     if container is None:
         return replace(base, reason=problem, error_kind=ErrorKind.CONTAINER_NOT_FOUND)
@@ -148,7 +112,6 @@ def plan_site(
 
     head_sha = head.sha if isinstance(head, BranchHead) else None
     hold = rollout.hold_of(site, deployment, container, head_sha, now)
-    clear: tuple[str, ...] = ()
     if hold is not None and not hold.resumes:
         return replace(
             base,
@@ -158,24 +121,92 @@ def plan_site(
             held_at=hold.at,
             write=hold.write,
         )
-    if hold is not None:
-        clear = ann.HOLD_KEYS
+    base, back = _failed_rollout(base, deployment, troubles, now)
+    if back is not None:
+        return back
+    return _versus_head(base, deployment, head, hold)
 
-    why = rollout.failure(deployment, troubles) if rollout.ours(deployment, container) else None
-    if why is not None:
-        base = replace(base, rollout=Rollout.FAILED)
-        back = rollout.rollback_patch(site, deployment, container, why, now)
-        if back is not None:
-            bad = deployment.annotations.get(ann.SHA, "")
+
+def _deployment_of(
+    site: Site, head: HeadResult | None, observed: Mapping[str, NamespaceView]
+) -> SitePlan | tuple[SitePlan, ObservedDeployment]:
+    """The site's Deployment and the verdict so far, or a final verdict: paused in sites.toml,
+    its namespace unreadable or not observed, or the Deployment not found."""
+    base = SitePlan(site=site, action=Action.ERROR, branch=site.branch, container=site.container)
+    view = observed.get(site.namespace)
+    deployment: ObservedDeployment | None = None
+    if isinstance(view, NamespaceError):
+        return replace(base, reason=view.reason, error_kind=view.kind)
+    if view is not None:
+        deployment = view.get(site.deployment)
+    if isinstance(head, BranchHead):
+        base = replace(base, branch=head.branch, sha=head.sha)
+
+    if site.paused:
+        current = _current_image(site, deployment)
+        return replace(
+            base,
+            action=Action.SKIP,
+            skip=Skip.PAUSED,
+            reason="paused in sites.toml",
+            current_image=current,
+        )
+    if deployment is None:
+        if view is None:
             return replace(
                 base,
-                action=Action.ROLLED_BACK,
-                reason=f"rollout of {bad[:7]} failed ({why}); back to {back.image}",
-                target_image=back.image,
-                failed_sha=bad,
-                write=back,
+                reason=f"namespace {site.namespace} was not observed",
+                error_kind=ErrorKind.INTERNAL,
             )
+        return replace(
+            base,
+            reason=f"deployment {site.namespace}/{site.deployment} not found",
+            error_kind=ErrorKind.DEPLOYMENT_NOT_FOUND,
+        )
+    base = replace(
+        base,
+        resource_version=deployment.resource_version,
+        running_sha=deployment.annotations.get(ann.SHA),
+        changed_at=deployment.annotations.get(ann.UPDATED_AT),
+        notified=deployment.annotations.get(ann.NOTIFIED),
+    )
+    return base, deployment
 
+
+def _failed_rollout(
+    base: SitePlan, deployment: ObservedDeployment, troubles: tuple[str, ...], now: float
+) -> tuple[SitePlan, SitePlan | None]:
+    """When our rollout failed: the verdict marked so, and the rollback verdict (None when
+    there is nothing to go back to)."""
+    container = base.container
+    assert container is not None
+    why = rollout.failure(deployment, troubles) if rollout.ours(deployment, container) else None
+    if why is None:
+        return base, None
+    base = replace(base, rollout=Rollout.FAILED)
+    back = rollout.rollback_patch(base.site, deployment, container, why, now)
+    if back is None:
+        return base, None
+    bad = deployment.annotations.get(ann.SHA, "")
+    return base, replace(
+        base,
+        action=Action.ROLLED_BACK,
+        reason=f"rollout of {bad[:7]} failed ({why}); back to {back.image}",
+        target_image=back.image,
+        failed_sha=bad,
+        write=back,
+    )
+
+
+def _versus_head(
+    base: SitePlan,
+    deployment: ObservedDeployment,
+    head: HeadResult | None,
+    hold: rollout.Hold | None,
+) -> SitePlan:
+    """The verdict against the branch head: in sync, an update (lifting a resumed hold), the
+    failed commit waited out, or why the head is unknown."""
+    site, current = base.site, base.current_image or ""
     if head is None:
         return replace(base, reason=f"no branch head for {site.ref}", error_kind=ErrorKind.INTERNAL)
     if isinstance(head, HeadError):
@@ -185,7 +216,7 @@ def plan_site(
         site.image, owner=site.owner, repo=site.repo_name, branch=head.branch, sha=head.sha
     )
     base = replace(base, target_image=target)
-    if failed_sha and head.sha == failed_sha:
+    if base.failed_sha and head.sha == base.failed_sha:
         why = deployment.annotations.get(ann.FAILED_REASON, "")
         return replace(
             base,
@@ -206,8 +237,10 @@ def plan_site(
     running = deployment.annotations.get(ann.SHA)
     was = f"ran {running[:7]}" if running else f"ran {current}"
     reason = f"{head.branch} is at {head.sha[:7]}; {was}"
+    clear: tuple[str, ...] = ()
     if hold is not None:
         reason += f"; resumes after {hold.reason}"
+        clear = ann.HOLD_KEYS
     return replace(base, action=Action.UPDATE, reason=reason, clear=clear)
 
 
