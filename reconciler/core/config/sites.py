@@ -238,60 +238,12 @@ class _Validator:
         if not _SITE_NAME_RE.match(name):
             self.problem(where, "site names use letters, digits, '-', '_' and '.'", name)
         self.unknown_keys(raw, SITE_KEYS, where, name)
-
-        def pick(key: str) -> str | None:
-            if key in raw:
-                return self.string(raw, key, where, name)
-            return self.string(defaults, key, ("defaults",), name)
-
-        repo = self.string(raw, "repo", where, name)
-        if "repo" not in raw:
-            self.problem(where, 'missing required key "repo" (e.g. repo = "owner/name")', name)
-        elif repo is not None and not _REPO_RE.match(repo):
-            self.problem(
-                (*where, "repo"), f'"repo" must look like "owner/name", not {repo!r}', name
-            )
-
-        branch = pick("branch")
+        repo = self._repo(raw, where, name)
+        branch = self._pick(raw, defaults, "branch", where, name)
         if branch is not None and _BRANCH_BAD.search(branch):
             self.problem((*where, "branch"), f"{branch!r} is not a valid git branch name", name)
-
-        namespace = pick("namespace") or "default"
-        if not _LABEL_RE.match(namespace):
-            self.problem(
-                (*where, "namespace"),
-                f"namespace {namespace!r} is not a valid Kubernetes name (lowercase, digits, '-')",
-                name,
-            )
-        deployment = self.string(raw, "deployment", where, name) or name
-        if not _SUBDOMAIN_RE.match(deployment):
-            hint = (
-                "" if "deployment" in raw else ' (it defaults to the site name; set "deployment")'
-            )
-            self.problem(
-                (*where, "deployment"),
-                f"deployment {deployment!r} is not a valid Kubernetes name{hint}",
-                name,
-            )
-        container = pick("container")
-        if container is not None and not _LABEL_RE.match(container):
-            self.problem(
-                (*where, "container"),
-                f"container {container!r} is not a valid container name",
-                name,
-            )
-        image = pick("image")
-        if image is None:
-            if "image" not in raw and "image" not in defaults:
-                self.problem(
-                    where,
-                    'no "image" template: set image = "registry/path:{sha}" here or in [defaults]',
-                    name,
-                )
-        else:
-            key_where = (*where, "image") if "image" in raw else ("defaults", "image")
-            for message in template_problems(image):
-                self.problem(key_where, message, name)
+        namespace, deployment, container = self._target(raw, defaults, where, name)
+        image = self._image(raw, defaults, where, name)
         verify = self._verify(raw, where, name) or default_verify
         timeout = (
             self._timeout(raw, where, name) if "rollout_timeout" in raw else self.default_timeout
@@ -321,6 +273,84 @@ class _Validator:
             required_checks=required,
             rollout_timeout=timeout,
         )
+
+    def _pick(
+        self,
+        raw: Mapping[str, Any],
+        defaults: Mapping[str, Any],
+        key: str,
+        where: tuple[str, ...],
+        name: str,
+    ) -> str | None:
+        """The site's string setting, else the one in [defaults]."""
+        if key in raw:
+            return self.string(raw, key, where, name)
+        return self.string(defaults, key, ("defaults",), name)
+
+    def _repo(self, raw: Mapping[str, Any], where: tuple[str, ...], name: str) -> str | None:
+        repo = self.string(raw, "repo", where, name)
+        if "repo" not in raw:
+            self.problem(where, 'missing required key "repo" (e.g. repo = "owner/name")', name)
+        elif repo is not None and not _REPO_RE.match(repo):
+            self.problem(
+                (*where, "repo"), f'"repo" must look like "owner/name", not {repo!r}', name
+            )
+        return repo
+
+    def _target(
+        self,
+        raw: Mapping[str, Any],
+        defaults: Mapping[str, Any],
+        where: tuple[str, ...],
+        name: str,
+    ) -> tuple[str, str, str | None]:
+        """namespace, deployment and container, each a valid Kubernetes name."""
+        namespace = self._pick(raw, defaults, "namespace", where, name) or "default"
+        if not _LABEL_RE.match(namespace):
+            self.problem(
+                (*where, "namespace"),
+                f"namespace {namespace!r} is not a valid Kubernetes name (lowercase, digits, '-')",
+                name,
+            )
+        deployment = self.string(raw, "deployment", where, name) or name
+        if not _SUBDOMAIN_RE.match(deployment):
+            hint = (
+                "" if "deployment" in raw else ' (it defaults to the site name; set "deployment")'
+            )
+            self.problem(
+                (*where, "deployment"),
+                f"deployment {deployment!r} is not a valid Kubernetes name{hint}",
+                name,
+            )
+        container = self._pick(raw, defaults, "container", where, name)
+        if container is not None and not _LABEL_RE.match(container):
+            self.problem(
+                (*where, "container"),
+                f"container {container!r} is not a valid container name",
+                name,
+            )
+        return namespace, deployment, container
+
+    def _image(
+        self,
+        raw: Mapping[str, Any],
+        defaults: Mapping[str, Any],
+        where: tuple[str, ...],
+        name: str,
+    ) -> str | None:
+        image = self._pick(raw, defaults, "image", where, name)
+        if image is None:
+            if "image" not in raw and "image" not in defaults:
+                self.problem(
+                    where,
+                    'no "image" template: set image = "registry/path:{sha}" here or in [defaults]',
+                    name,
+                )
+        else:
+            key_where = (*where, "image") if "image" in raw else ("defaults", "image")
+            for message in template_problems(image):
+                self.problem(key_where, message, name)
+        return image
 
     def _required_checks(
         self, raw: Mapping[str, Any], where: tuple[str, ...], name: str, verify: str
