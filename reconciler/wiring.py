@@ -132,7 +132,7 @@ def build_process(config_path: str, settings: Settings) -> Process:
 def _pubsub(service: Service, kind: str, subscription: str, settings: Settings) -> PubSubTrigger:
     """A Pub/Sub trigger for messages of ``kind`` on ``subscription``, with its health check."""
     from reconciler.adapters.pubsub import PubSubTrigger
-    from reconciler.serve.triggers import pubsub_classifier
+    from reconciler.serve.triggers.messages import pubsub_classifier
 
     trigger = PubSubTrigger(
         subscription,

@@ -8,7 +8,7 @@ import pytest
 
 from reconciler.core.config import sites as config
 from reconciler.core.errors import ConfigError
-from reconciler.serve.schedule import cron_problem
+from reconciler.serve.triggers.schedule import cron_problem
 from reconciler.sync import config_file
 
 GOOD = """\

@@ -10,7 +10,7 @@ from typing import Any
 from flask.testing import FlaskClient
 
 from reconciler.serve.app import create_app
-from reconciler.serve.triggers import GitHubHooks
+from reconciler.serve.triggers.messages import GitHubHooks
 from testkit import webhooks as w
 from tests.test_service import service
 

@@ -365,7 +365,7 @@ def _history(
 
 
 def _load(path: str) -> config_mod.Config:
-    from reconciler.serve.schedule import cron_problem
+    from reconciler.serve.triggers.schedule import cron_problem
     from reconciler.sync import config_file
 
     return config_file.load(path, schedule_problem=cron_problem)

@@ -17,7 +17,7 @@ import tomlkit
 from reconciler.core.config.lines import header_key, header_line
 from reconciler.core.config.sites import Config, parse
 from reconciler.core.errors import ConfigError, ConfigProblem, SitesFileError
-from reconciler.serve.schedule import cron_problem
+from reconciler.serve.triggers.schedule import cron_problem
 
 NEW_FILE_MODE = 0o644
 

@@ -16,7 +16,7 @@ from reconciler.core.model import SyncRequest
 from reconciler.serve.auth import Access
 from reconciler.serve.service import Service
 from reconciler.serve.state import report_dict
-from reconciler.serve.triggers import MAX_BODY, GitHubHooks
+from reconciler.serve.triggers.messages import MAX_BODY, GitHubHooks
 
 log = logging.getLogger(__name__)
 

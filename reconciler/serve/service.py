@@ -22,9 +22,9 @@ from reconciler.serve.commitinfo import CommitInfo
 from reconciler.serve.follower import Follower, SharedLease
 from reconciler.serve.leader import LEASE_SECONDS, LeaseHolder
 from reconciler.serve.metrics import Metrics
-from reconciler.serve.schedule import Schedule, cron_problem
 from reconciler.serve.site_metrics import SiteMetrics
 from reconciler.serve.state import Board, ConfigState, Notice, RunRecord
+from reconciler.serve.triggers.schedule import Schedule, cron_problem
 from reconciler.sync import commands, config_file, history
 from reconciler.sync.engine import Engine
 from reconciler.sync.notifier import Notifier
