@@ -1,26 +1,18 @@
-"""The HTTP face of the service (Flask app factory): trigger, health, metrics, status page."""
+"""The HTTP face of the service (Flask app factory): the blueprints of the triggers, the reads,
+the pages and GitHub's hooks, one read check before every GET, one error handler."""
 
 from __future__ import annotations
 
-import logging
-import time
-from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import UTC, datetime
-from typing import Any
+from flask import Flask, Response, request
 
-from flask import Flask, Response, jsonify, render_template, request
-
-from reconciler import __version__
-from reconciler.core.errors import CommandError, ReconcilerError, ShuttingDown
-from reconciler.core.model import SyncRequest
+from reconciler.serve import pages, reads
 from reconciler.serve.auth import Access
 from reconciler.serve.service import Service
-from reconciler.serve.state import report_dict
-from reconciler.serve.triggers.messages import MAX_BODY, GitHubHooks
+from reconciler.serve.triggers import http
+from reconciler.serve.triggers.messages import GitHubHooks, hooks_blueprint
+from reconciler.serve.web import DEFAULT_WAIT, HttpError, Web, answer
 
-log = logging.getLogger(__name__)
-
-DEFAULT_WAIT = 300.0
+__all__ = ["create_app"]
 
 
 def create_app(
@@ -36,192 +28,33 @@ def create_app(
     the secret verifies GitHub's deliveries to POST /hooks/github (None disables them), and
     reads need the read or trigger token (see Access)."""
     app = Flask(__name__)
-    access = Access(trigger_token, read_token, reads_open)
-    hooks = GitHubHooks(service, webhook_secret)
+    web = Web(service, Access(trigger_token, read_token, reads_open), trigger_token, wait_limit)
     app.config["JSON_SORT_KEYS"] = False
     app.extensions["reconciler"] = service
-
-    def error(status: int, message: str, **extra: Any) -> tuple[Response, int]:
-        return jsonify({"error": message, **extra}), status
-
-    def authorized() -> tuple[Response, int] | None:
-        if not trigger_token:
-            return error(
-                403,
-                "the HTTP trigger is disabled: set RECONCILER_TRIGGER_TOKEN to enable it",
-            )
-        if not access.may_trigger(request.headers.get("Authorization", ""), request.remote_addr):
-            response, status = error(401, "missing or wrong bearer token")
-            response.headers["WWW-Authenticate"] = 'Bearer realm="reconciler"'
-            return response, status
-        return None
-
-    @app.before_request
-    def reads_need_a_token() -> Any:
-        """GET endpoints other than /healthz and /readyz need the read (or trigger) token."""
-        if request.method not in ("GET", "HEAD") or request.path in ("/healthz", "/readyz"):
-            return None
-        if access.may_read(request.headers.get("Authorization", ""), request.remote_addr):
-            return None
-        response, status = error(
-            401, "this page needs the read token (RECONCILER_READ_TOKEN) or the trigger token"
-        )
-        # The page asks a browser for it (any user name, the token as password).
-        page = request.path == "/" or (
-            request.path.startswith("/sites/") and request.path.count("/") == 2
-        )
-        scheme = "Basic" if page else "Bearer"
-        response.headers["WWW-Authenticate"] = f'{scheme} realm="reconciler"'
-        return response, status
-
-    @app.post("/sync")
-    @app.post("/sync/<site>")
-    def trigger(site: str | None = None) -> Any:
-        denied = authorized()
-        if denied:
-            return denied
-        sites = None
-        if site is not None:
-            if site not in service.site_names():
-                return error(404, f'unknown site "{site}"', known=list(service.site_names()))
-            sites = frozenset({site})
-        try:
-            record = service.submit(SyncRequest(sites=sites, trigger="http"))
-        except ShuttingDown:
-            return error(503, "shutting down; retry against another replica")
-        log.info(
-            "HTTP trigger for %s",
-            site or "all sites",
-            extra={"event": "trigger", "trigger": "http", "site": site, "run": record.id},
-        )
-        wait = request.args.get("wait", "true").lower() not in ("false", "0", "no")
-        if not wait:
-            return jsonify({"id": record.id, "status_url": f"/runs/{record.id}"}), 202
-        try:
-            report = record.future.result(timeout=wait_limit)
-        except FutureTimeout:
-            return jsonify({"id": record.id, "status_url": f"/runs/{record.id}"}), 202
-        except ShuttingDown:
-            return error(503, "shutting down before the sync ran; retry", id=record.id)
-        except Exception as exc:  # the run could not happen at all (config, lease)
-            return error(503, f"the sync could not run: {exc}", id=record.id)
-        body = {"id": record.id, **report_dict(report, sites)}
-        return jsonify(body), 200 if body["ok"] else 502
-
-    @app.post("/sites/<site>/<action>")
-    def site_command(site: str, action: str) -> Any:
-        """hold | resume | rollback one site; JSON body: reason, to (a commit SHA), by."""
-        if action not in ("hold", "resume", "rollback"):
-            return error(404, f"no such action {action!r}; use hold, resume or rollback")
-        denied = authorized()
-        if denied:
-            return denied
-        if site not in service.site_names():
-            return error(404, f'unknown site "{site}"', known=list(service.site_names()))
-        body = request.get_json(silent=True) or {}
-        if not isinstance(body, dict):
-            return error(400, "the body must be a JSON object")
-        by = str(body.get("by") or "http")[:100]
-        try:
-            done = service.command(
-                site,
-                action,
-                by=f"{by} (http)" if by != "http" else by,
-                reason=str(body.get("reason") or "")[:500],
-                to=str(body["to"]) if body.get("to") else None,
-            )
-        except CommandError as exc:
-            return error(409, str(exc))
-        except ShuttingDown:
-            return error(503, "shutting down; retry against another replica")
-        except ReconcilerError as exc:
-            return error(503, str(exc))
-        return jsonify(done), 200
-
-    @app.post("/hooks/github")
-    def github_hook() -> Any:
-        if (request.content_length or 0) > MAX_BODY:
-            return error(413, "payload larger than GitHub's 25 MB")
-        status, body = hooks.receive(request.headers, request.get_data(), request.remote_addr)
-        return jsonify(body), status
-
-    @app.get("/runs/<run_id>")
-    def run(run_id: str) -> Any:
-        status = service.run_status(run_id)
-        if status is None:
-            return error(404, f"no run {run_id} (only the last few hundred are kept)")
-        return jsonify(status)
-
-    @app.get("/healthz")
-    def healthz() -> Any:
-        return jsonify({"ok": True, "version": __version__})
-
-    @app.get("/readyz")
-    def readyz() -> Any:
-        """Ready or not for anyone (the kubelet's probe); which check fails only with a token."""
-        readiness = service.readiness()
-        code = 200 if readiness["ready"] else 503
-        if not access.may_read(
-            request.headers.get("Authorization", ""), request.remote_addr, quiet=True
-        ):
-            return jsonify({"ready": readiness["ready"]}), code
-        return jsonify(readiness), code
-
-    @app.get("/metrics")
-    def metrics() -> Response:
-        return Response(service.metrics.render(), mimetype="text/plain; version=0.0.4")
-
-    @app.get("/status")
-    def status() -> Any:
-        return jsonify(service.status())
-
-    @app.get("/")
-    def index() -> str:
-        return render_template(
-            "status.html",
-            status=service.status(),
-            version=__version__,
-            trigger_enabled=bool(trigger_token),
-            now=time.time(),
-        )
-
-    @app.get("/sites/<site>")
-    def site_page(site: str) -> Any:
-        """One site: what the page says of it, and its deploy history (HTML; JSON when asked)."""
-        if site not in service.site_names():
-            return error(404, f'unknown site "{site}"', known=list(service.site_names()))
-        view = service.site_history(site)
-        if request.args.get("format") == "json":
-            return jsonify(view)
-        return render_template("site.html", view=view, version=__version__, now=time.time())
-
-    @app.template_filter("when")
-    def when(value: float | str | None) -> str:
-        if value is None or value == "":
-            return "—"
-        if isinstance(value, str):
-            return value.replace("T", " ").replace("Z", " UTC")
-        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-    @app.template_filter("ago")
-    def ago(value: float | None) -> str:
-        if value is None:
-            return ""
-        delta = time.time() - value
-        text = _span(abs(delta))
-        return f"in {text}" if delta < 0 else f"{text} ago"
-
-    @app.template_filter("lasting")
-    def lasting(value: float | None) -> str:
-        """How long since `value`: "for 12 min" (the page's "why" of a site not in sync)."""
-        return "" if value is None else f"for {_span(max(0.0, time.time() - value))}"
-
+    app.register_error_handler(HttpError, answer)
+    app.before_request(lambda: _reads_need_a_token(web.access))
+    app.register_blueprint(http.blueprint(web))
+    app.register_blueprint(hooks_blueprint(GitHubHooks(service, webhook_secret)))
+    app.register_blueprint(reads.blueprint(web))
+    app.register_blueprint(pages.blueprint(web))
     return app
 
 
-def _span(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+def _reads_need_a_token(access: Access) -> tuple[Response, int] | None:
+    """GET endpoints other than /healthz and /readyz need the read (or trigger) token."""
+    if request.method not in ("GET", "HEAD") or request.path in ("/healthz", "/readyz"):
+        return None
+    if access.may_read(request.headers.get("Authorization", ""), request.remote_addr):
+        return None
+    # The page asks a browser for it (any user name, the token as password).
+    page = request.path == "/" or (
+        request.path.startswith("/sites/") and request.path.count("/") == 2
+    )
+    scheme = "Basic" if page else "Bearer"
+    return answer(
+        HttpError(
+            401,
+            "this page needs the read token (RECONCILER_READ_TOKEN) or the trigger token",
+            headers={"WWW-Authenticate": f'{scheme} realm="reconciler"'},
+        )
+    )

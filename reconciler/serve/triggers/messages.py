@@ -18,13 +18,16 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from flask import Blueprint, jsonify, request
+
 from reconciler.core.model import SyncRequest
 from reconciler.core.triggers import cloud_events, jobs, webhooks
 from reconciler.core.triggers.hints import Hint, Outcome
 from reconciler.serve.service import Service
+from reconciler.serve.web import fail
 from reconciler.sync.runner import ShuttingDown
 
-__all__ = ["WEBHOOK_TRIGGER", "GitHubHooks", "pubsub_classifier"]
+__all__ = ["WEBHOOK_TRIGGER", "GitHubHooks", "hooks_blueprint", "pubsub_classifier"]
 
 log = logging.getLogger(__name__)
 
@@ -178,3 +181,17 @@ def _json_text(body: bytes) -> bytes | str:
 
 def _fields(hint: Hint) -> dict[str, Any]:
     return {"outcome": hint.outcome.value, "reason": hint.reason, "sites": hint.as_dict()["sites"]}
+
+
+def hooks_blueprint(hooks: GitHubHooks) -> Blueprint:
+    """POST /hooks/github: GitHub's deliveries, answered at once."""
+    bp = Blueprint("hooks", __name__)
+
+    @bp.post("/hooks/github")
+    def github_hook() -> Any:
+        if (request.content_length or 0) > MAX_BODY:
+            fail(413, "payload larger than GitHub's 25 MB")
+        status, body = hooks.receive(request.headers, request.get_data(), request.remote_addr)
+        return jsonify(body), status
+
+    return bp

@@ -1,0 +1,91 @@
+"""The HTTP trigger: POST /sync[/<site>] and POST /sites/<site>/<action> (hold, resume,
+rollback), behind the trigger token; the run's typed errors become HTTP answers here, once."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from reconciler.core.errors import CommandError, ReconcilerError, ShuttingDown
+from reconciler.core.model import SyncRequest
+from reconciler.serve.state import report_dict
+from reconciler.serve.web import HttpError, Web, answer, fail, known_site
+
+log = logging.getLogger(__name__)
+
+
+def blueprint(web: Web) -> Blueprint:
+    bp = Blueprint("triggers", __name__)
+    service = web.service
+
+    def authorized() -> None:
+        if not web.trigger_token:
+            fail(403, "the HTTP trigger is disabled: set RECONCILER_TRIGGER_TOKEN to enable it")
+        if not web.access.may_trigger(
+            request.headers.get("Authorization", ""), request.remote_addr
+        ):
+            raise HttpError(
+                401,
+                "missing or wrong bearer token",
+                headers={"WWW-Authenticate": 'Bearer realm="reconciler"'},
+            )
+
+    @bp.errorhandler(ReconcilerError)
+    def refused(exc: ReconcilerError) -> tuple[Response, int]:
+        if isinstance(exc, ShuttingDown):
+            return answer(HttpError(503, "shutting down; retry against another replica"))
+        status = 409 if isinstance(exc, CommandError) else 503
+        return answer(HttpError(status, str(exc)))
+
+    @bp.post("/sync")
+    @bp.post("/sync/<site>")
+    def trigger(site: str | None = None) -> Any:
+        authorized()
+        sites = None
+        if site is not None:
+            known_site(service, site)
+            sites = frozenset({site})
+        record = service.submit(SyncRequest(sites=sites, trigger="http"))
+        log.info(
+            "HTTP trigger for %s",
+            site or "all sites",
+            extra={"event": "trigger", "trigger": "http", "site": site, "run": record.id},
+        )
+        accepted = {"id": record.id, "status_url": f"/runs/{record.id}"}
+        if request.args.get("wait", "true").lower() in ("false", "0", "no"):
+            return jsonify(accepted), 202
+        try:
+            report = record.future.result(timeout=web.wait_limit)
+        except FutureTimeout:
+            return jsonify(accepted), 202
+        except ShuttingDown:
+            fail(503, "shutting down before the sync ran; retry", id=record.id)
+        except Exception as exc:  # the run could not happen at all (config, lease)
+            fail(503, f"the sync could not run: {exc}", id=record.id)
+        body = {"id": record.id, **report_dict(report, sites)}
+        return jsonify(body), 200 if body["ok"] else 502
+
+    @bp.post("/sites/<site>/<action>")
+    def site_command(site: str, action: str) -> Any:
+        """hold | resume | rollback one site; JSON body: reason, to (a commit SHA), by."""
+        if action not in ("hold", "resume", "rollback"):
+            fail(404, f"no such action {action!r}; use hold, resume or rollback")
+        authorized()
+        known_site(service, site)
+        body = request.get_json(silent=True) or {}
+        if not isinstance(body, dict):
+            fail(400, "the body must be a JSON object")
+        by = str(body.get("by") or "http")[:100]
+        done = service.command(
+            site,
+            action,
+            by=f"{by} (http)" if by != "http" else by,
+            reason=str(body.get("reason") or "")[:500],
+            to=str(body["to"]) if body.get("to") else None,
+        )
+        return jsonify(done), 200
+
+    return bp
