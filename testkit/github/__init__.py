@@ -42,9 +42,9 @@ Adding a REST endpoint (say GET /repos/{owner}/{repo}/deployments, the Deploymen
     templates the most specific wins (see rest:compare for a {basehead} route, _paged for a Link
     header). POST handlers read req.body and answer with e.g. req.answer(201, obj). The route's
     name is the key of stats()["by_route"].
- 4. tests/test_github_standin.py checks that every route's method, template and operationId exist
-    in the document; add a case for the new body to its REST_CASES (schema-checked) and a test of
-    its behaviour.
+ 4. tests/integration/test_github_standin.py checks that every route's method, template and
+    operationId exist in the document; add a case for the new body to its REST_CASES
+    (schema-checked) and a test of its behaviour.
 """
 
 from testkit.github.ratelimits import Caller

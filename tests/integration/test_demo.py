@@ -23,9 +23,9 @@ from demo.run import GITHUB_API_ENV
 from testkit.controlplane import ControlPlaneUnavailable, find_binaries, find_cluster_binaries
 from testkit.controlplane.cluster import wait_for
 from testkit.github import GitHubStandIn, random_sha
-from tests.test_status_page import browser  # noqa: F401  # the headless Chromium fixture
+from tests.integration.test_status_page import browser  # noqa: F401  # the headless Chromium fixture
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "scripts" / "demo"
 
 

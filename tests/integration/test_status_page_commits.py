@@ -12,7 +12,7 @@ import pytest
 
 from testkit.github import GitHubStandIn
 from testkit.serve_world import TRIGGER, start
-from tests.test_status_page import browser, page_url, text_of
+from tests.integration.test_status_page import browser, page_url, text_of
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.browser]
 __all__ = ["browser"]

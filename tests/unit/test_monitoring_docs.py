@@ -13,7 +13,7 @@ from reconciler.core.model import Action, SitePlan, SiteResult, SyncReport
 from reconciler.serve.metrics import Metrics
 from reconciler.serve.site_metrics import SiteMetrics
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "monitoring"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "monitoring"
 NAME = re.compile(r"\breconciler_[a-z_]+")
 
 

@@ -27,7 +27,7 @@ from testkit.rollout_world import RolloutWorld
 from testkit.serve_process import ServeProcess
 from testkit.serve_world import TRIGGER
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WAIT = ("--wait", "--wait-timeout", "180")
 
 

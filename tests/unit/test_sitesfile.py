@@ -14,7 +14,7 @@ from reconciler.core.config.sites import parse
 from reconciler.core.errors import ConfigError, ReconcilerError, SitesFileError
 from reconciler.sync.config_file import load
 
-ROOT_SITES = Path(__file__).resolve().parents[1] / "sites.toml"
+ROOT_SITES = Path(__file__).resolve().parents[2] / "sites.toml"
 
 EXAMPLE = """\
 # Our sites. Keep this comment.

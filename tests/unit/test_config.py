@@ -219,6 +219,6 @@ def test_load_names_the_real_path(tmp_path: Path) -> None:
 
 
 def test_the_example_at_the_repo_root_is_valid() -> None:
-    root = Path(__file__).resolve().parents[1] / "sites.toml"
+    root = Path(__file__).resolve().parents[2] / "sites.toml"
     cfg = config_file.load(root)
     assert cfg.sites

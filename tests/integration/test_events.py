@@ -16,7 +16,7 @@ from testkit.github import GitHubStandIn, random_sha
 from testkit.pubsub_fixtures import PubSubTopic
 from testkit.serve_process import ServeProcess
 from testkit.serve_world import image, start
-from tests.test_kube import events_for
+from tests.integration.test_kube import events_for
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(180)]
 

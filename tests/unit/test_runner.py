@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from reconciler.core.model import SyncReport, SyncRequest
 from reconciler.sync.runner import Runner
-from tests.test_engine import SlowRun
+from tests.unit.test_engine import SlowRun
 
 
 class KindRun(SlowRun):

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from reconciler.serve.app import create_app
 from reconciler.serve.triggers.messages import GitHubHooks
 from testkit import webhooks as w
-from tests.test_service import service
+from tests.unit.test_service import service
 
 SECRET = "s"
 

@@ -15,7 +15,7 @@ from reconciler.sync.engine import Engine
 from testkit.deployments import create_deployment, get_deployment
 from testkit.github import GitHubStandIn, random_sha
 from testkit.github_fixtures import TOKEN
-from tests.test_kube import cluster, containers, write_sites
+from tests.integration.test_kube import cluster, containers, write_sites
 
 pytestmark = pytest.mark.controlplane
 __all__ = ["cluster"]  # the fixture, used by name

@@ -14,7 +14,7 @@ from testkit.controlplane import LocalCluster
 from testkit.deployments import create_deployment
 from testkit.github import GitHubStandIn, random_sha
 from testkit.serve_world import TRIGGER, sites_toml, start
-from tests.test_status_page import browser, page_url, text_of
+from tests.integration.test_status_page import browser, page_url, text_of
 
 pytestmark = [pytest.mark.cluster, pytest.mark.browser]
 __all__ = ["browser"]

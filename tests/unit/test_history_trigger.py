@@ -13,9 +13,9 @@ from reconciler.core.rollout import history
 from reconciler.core.rollout.history import REVISION, REVISION_HISTORY, ReplicaSetRecord
 from reconciler.sync import commands
 from reconciler.sync.engine import Engine
-from tests.test_engine import world
-from tests.test_rollout import GOOD, NEXT, deployed
-from tests.test_rollout import world as rollout_world
+from tests.unit.test_engine import world
+from tests.unit.test_rollout import GOOD, NEXT, deployed
+from tests.unit.test_rollout import world as rollout_world
 
 SHA = "a" * 40
 OLD = "b" * 40

@@ -1,0 +1,1 @@
+"""Unit tests: pure, no servers, no binaries; the everyday loop (a few seconds)."""
