@@ -147,7 +147,8 @@ class KubeCluster:
         A strategic-merge patch merges the containers list by name, so sidecars, init containers
         and every other field stay as they are (a JSON merge patch would replace the whole list).
         """
-        return self.patch(update_patch(change, datetime.now(UTC)), dry_run=dry_run)
+        now = datetime.now(UTC).timestamp()
+        return self.patch(rollout.update_patch(change, now), dry_run=dry_run)
 
     def patch(self, patch: DeploymentPatch, *, dry_run: bool) -> ApplyResult:
         """Send one DeploymentPatch (field manager `reconciler`), then its Events."""
@@ -303,40 +304,9 @@ class KubeCluster:
             log.warning("changed %s/%s but %s", namespace, deployment, error)
 
 
-def update_patch(change: ImageChange, now: datetime) -> DeploymentPatch:
-    """The DeploymentPatch of one image update: the image and where it came from."""
-    return DeploymentPatch(
-        change.namespace,
-        change.deployment,
-        rollout.update_annotations(change, now.timestamp()),
-        container=change.container,
-        image=change.image,
-        change_cause=(
-            f"reconciler: {change.repo}@{change.branch} {change.sha[:7]} "
-            f"({change.container}={_readable(change.image)})"
-        ),
-        events=(
-            Note(
-                "Normal",
-                "ImageUpdated",
-                f"container {change.container}: {change.previous_image} -> {change.image} "
-                f"({change.repo}@{change.branch} {change.sha[:7]})",
-            ),
-        ),
-        resource_version=change.resource_version,
-    )
-
-
-def _readable(image: str) -> str:
-    """An image for `kubectl rollout history`: a pinned digest cut to 12 hex digits."""
-    name, at, digest = image.partition("@")
-    algorithm, _, hexdigest = digest.partition(":")
-    return f"{name}@{algorithm}:{hexdigest[:12]}" if at and hexdigest else image
-
-
 def patch_body(change: ImageChange, now: datetime) -> dict[str, Any]:
     """The strategic-merge patch for one change: the container's image and where it came from."""
-    return smp_body(update_patch(change, now))
+    return smp_body(rollout.update_patch(change, now.timestamp()))
 
 
 def smp_body(patch: DeploymentPatch) -> dict[str, Any]:

@@ -206,6 +206,37 @@ def rollback_patch(
     )
 
 
+def update_patch(change: ImageChange, now: float) -> DeploymentPatch:
+    """The DeploymentPatch of one image update: the image and where it came from."""
+    return DeploymentPatch(
+        change.namespace,
+        change.deployment,
+        update_annotations(change, now),
+        container=change.container,
+        image=change.image,
+        change_cause=(
+            f"reconciler: {change.repo}@{change.branch} {change.sha[:7]} "
+            f"({change.container}={_readable(change.image)})"
+        ),
+        events=(
+            Note(
+                "Normal",
+                "ImageUpdated",
+                f"container {change.container}: {change.previous_image} -> {change.image} "
+                f"({change.repo}@{change.branch} {change.sha[:7]})",
+            ),
+        ),
+        resource_version=change.resource_version,
+    )
+
+
+def _readable(image: str) -> str:
+    """An image for `kubectl rollout history`: a pinned digest cut to 12 hex digits."""
+    name, at, digest = image.partition("@")
+    algorithm, _, hexdigest = digest.partition(":")
+    return f"{name}@{algorithm}:{hexdigest[:12]}" if at and hexdigest else image
+
+
 def update_annotations(change: ImageChange, now: float) -> dict[str, str | None]:
     """What an image update records: where the image came from and what it replaced."""
     notes: dict[str, str | None] = {
