@@ -32,6 +32,7 @@ from reconciler.core.model import (
 )
 from reconciler.core.notify.config import Channel, EventKind
 from reconciler.core.notify.render import MAX_COMMITS, Commit, Comparison, Notification
+from reconciler.core.plan.checks import Check, checks_verdict
 from reconciler.core.ports import RateLimit, VerifyRequest
 from reconciler.settings import GitHubSettings
 from reconciler.sync.fanout import bounded_map
@@ -421,7 +422,7 @@ class GitHubSource:
     def verify(self, requests_: Collection[VerifyRequest]) -> Mapping[VerifyRequest, ImageStatus]:
         """ImageStatus per request from the checks of the commit its image was built from."""
         out: dict[VerifyRequest, ImageStatus] = {}
-        seen: dict[tuple[str, str], tuple[list[_Check], str | None]] = {}
+        seen: dict[tuple[str, str], tuple[list[Check], str | None]] = {}
         for r in requests_:
             if r.mode != "checks":
                 continue
@@ -432,7 +433,7 @@ class GitHubSource:
                 out[r] = (
                     ImageStatus(None, problem, kind=ErrorKind.GITHUB)
                     if problem
-                    else _checks_verdict(checks, r.sha, r.required_checks)
+                    else checks_verdict(checks, r.sha, r.required_checks)
                 )
             except _Halt as halt:
                 out[r] = ImageStatus(None, halt.error.reason, kind=halt.error.kind)
@@ -440,9 +441,9 @@ class GitHubSource:
                 out[r] = ImageStatus(None, str(exc), kind=exc.kind)
         return out
 
-    def _commit_checks(self, repo: str, sha: str) -> tuple[list[_Check], str | None]:
+    def _commit_checks(self, repo: str, sha: str) -> tuple[list[Check], str | None]:
         """Every commit status and (latest) check run of a commit, all pages; or a problem."""
-        checks: list[_Check] = []
+        checks: list[Check] = []
         for what, items in (("status", "statuses"), ("check-runs", "check_runs")):
             for page in range(1, CHECK_PAGES + 1):
                 url = f"/repos/{repo}/commits/{sha}/{what}?per_page=100&page={page}"
@@ -451,7 +452,7 @@ class GitHubSource:
                 if r.status != 200 or not isinstance(body, dict):
                     return [], f"GitHub answered {r.status} for the checks of {sha[:7]}"
                 got = [c for c in body.get(items) or [] if isinstance(c, dict)]
-                checks += map(_Check.of_status if what == "status" else _Check.of_run, got)
+                checks += map(_of_status if what == "status" else _of_run, got)
                 if len(got) < 100 or page * 100 >= int(body.get("total_count") or 0):
                     break
             else:
@@ -482,73 +483,17 @@ class GitHubSource:
 
 
 CHECK_PAGES = 10  # 1,000 statuses and 1,000 check runs per commit at most
-FAILED = frozenset(
-    {"failure", "error", "timed_out", "cancelled", "action_required", "startup_failure", "stale"}
-)
 
 
-@dataclass(frozen=True, slots=True)
-class _Check:
-    """A commit status or check run reduced to its name and state (pending, success, ...)."""
-
-    name: str
-    state: str
-
-    @classmethod
-    def of_status(cls, s: Mapping[str, Any]) -> _Check:
-        return cls(str(s.get("context", "")), str(s.get("state") or "pending"))
-
-    @classmethod
-    def of_run(cls, c: Mapping[str, Any]) -> _Check:
-        done = c.get("status") == "completed"
-        return cls(str(c.get("name", "")), str(c.get("conclusion") or "") if done else "pending")
+def _of_status(s: Mapping[str, Any]) -> Check:
+    """A commit status as a Check."""
+    return Check(str(s.get("context", "")), str(s.get("state") or "pending"))
 
 
-def _checks_verdict(checks: list[_Check], sha: str, required: tuple[str, ...]) -> ImageStatus:
-    """Passed (True), waiting (False: pending or not reported yet) or failed (None).
-
-    Without `required`, every check counts, at least one must have succeeded, and neutral or
-    skipped ones are ignored. With `required`, only the named checks count and each must have
-    succeeded: a named check that was skipped or neutral did not pass.
-    """
-    short = sha[:7]
-    if required:
-        by_name: dict[str, list[str]] = {}
-        for c in checks:
-            by_name.setdefault(c.name, []).append(c.state)
-        missing = [n for n in required if n not in by_name]
-        failed = [
-            f"{n} ({s})"
-            for n in required
-            for s in by_name.get(n, ())
-            if s not in ("success", "pending")
-        ]
-        pending = [n for n in required if "pending" in by_name.get(n, ())]
-    else:
-        if not checks:
-            return ImageStatus(
-                False,
-                f"waiting: no checks have reported on {short} yet, so its image may not exist",
-            )
-        missing = []
-        failed = [f"{c.name} ({c.state})" for c in checks if c.state in FAILED]
-        pending = [c.name for c in checks if c.state == "pending"]
-        if not failed and not pending and not any(c.state == "success" for c in checks):
-            return ImageStatus(
-                None,
-                f"no check succeeded on {short} (all neutral or skipped)",
-                kind=ErrorKind.CHECKS_FAILED,
-            )
-    if failed:
-        return ImageStatus(
-            None,
-            f"checks failed on {short}: {', '.join(sorted(failed))}",
-            kind=ErrorKind.CHECKS_FAILED,
-        )
-    if pending or missing:
-        waiting = [*(f"{n} (running)" for n in pending), *(f"{n} (not reported)" for n in missing)]
-        return ImageStatus(False, f"waiting for checks on {short}: {', '.join(waiting)}")
-    return ImageStatus(True)
+def _of_run(c: Mapping[str, Any]) -> Check:
+    """A check run as a Check: its conclusion once completed, else pending."""
+    done = c.get("status") == "completed"
+    return Check(str(c.get("name", "")), str(c.get("conclusion") or "") if done else "pending")
 
 
 def _commit_line(c: Mapping[str, Any]) -> Commit:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from reconciler.adapters.github import GitHubSettings, GitHubSource, _Check, _checks_verdict
+from reconciler.adapters.github import GitHubSettings, GitHubSource
 from reconciler.core.model import (
     BranchHead,
     CommitState,
@@ -17,6 +17,7 @@ from reconciler.core.model import (
     RepoRef,
     VerifyRequest,
 )
+from reconciler.core.plan.checks import Check, checks_verdict
 from testkit.github import GitHubStandIn, random_sha
 from testkit.github_fixtures import TOKEN
 
@@ -284,8 +285,8 @@ def test_commit_checks_gate(
 def test_stale_check_run_is_a_failure() -> None:
     """REST's published schema has no "stale" conclusion (so the stand-in cannot send one), but
     GitHub marks check runs stale after 14 days: it must not pass."""
-    runs = [_Check("a", "success"), _Check("b", "stale")]
-    status = _checks_verdict(runs, "f" * 40, ())
+    runs = [Check("a", "success"), Check("b", "stale")]
+    status = checks_verdict(runs, "f" * 40, ())
     assert status.exists is None and "b (stale)" in status.reason
 
 
