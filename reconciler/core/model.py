@@ -192,7 +192,8 @@ class Skip(StrEnum):
 
 
 class SiteState(StrEnum):
-    """What an operator wants to know about a site at a glance."""
+    """What an operator wants to know about a site at a glance: the one name of a site's state
+    (the status page, the metrics and the notifications alike)."""
 
     IN_SYNC = "in-sync"
     BEHIND = "behind"
@@ -200,6 +201,7 @@ class SiteState(StrEnum):
     PAUSED = "paused"
     HELD = "held"
     ROLLED_BACK = "rolled-back"  # runs the image from before a failed rollout
+    DEPLOYING = "deploying"  # for notifications: the rollout this sync started still progresses
     UNKNOWN = "unknown"
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 
 from reconciler.core.config.sites import Config
 from reconciler.core.errors import ReconcilerError
-from reconciler.core.model import Action, Rollout, SiteResult, SyncReport
+from reconciler.core.model import Action, Rollout, SiteResult, SiteState, SyncReport
 from reconciler.core.notify.config import EventKind
 from reconciler.core.notify.decide import (
     NOTIFIED_ANNOTATION,
@@ -19,7 +19,6 @@ from reconciler.core.notify.decide import (
     Memory,
     Policy,
     Snapshot,
-    Status,
     decide,
     snapshot,
 )
@@ -77,7 +76,7 @@ class Notifier:
         if p.action is Action.ROLLED_BACK:
             snap = snapshot(result)
         elif p.rollout is Rollout.AVAILABLE and p.running_sha:
-            snap = Snapshot(Status.IN_SYNC, running=p.running_sha, reason=p.reason)
+            snap = Snapshot(SiteState.IN_SYNC, running=p.running_sha, reason=p.reason)
         else:
             return None
         with self._lock:

@@ -9,9 +9,9 @@ import pytest
 from reconciler.adapters.delivery import WebhookSender
 from reconciler.core.config import sites as config
 from reconciler.core.errors import ConfigError, ErrorKind
-from reconciler.core.model import Action, Rollout, SitePlan, SiteResult, Skip, SyncReport
+from reconciler.core.model import Action, Rollout, SitePlan, SiteResult, SiteState, Skip, SyncReport
 from reconciler.core.notify.config import ChannelKind, EventKind, SecretRef
-from reconciler.core.notify.decide import Memory, Policy, Snapshot, Status, decide, snapshot
+from reconciler.core.notify.decide import Memory, Policy, Snapshot, decide, snapshot
 from reconciler.core.notify.render import (
     Commit,
     Comparison,
@@ -120,15 +120,15 @@ def run(states: list[tuple[float, Snapshot]]) -> list[EventKind | None]:
 
 
 def in_sync(sha: str) -> Snapshot:
-    return Snapshot(Status.IN_SYNC, head=sha, running=sha)
+    return Snapshot(SiteState.IN_SYNC, head=sha, running=sha)
 
 
 def deploying(sha: str) -> Snapshot:
-    return Snapshot(Status.DEPLOYING, head=sha, running=sha)
+    return Snapshot(SiteState.DEPLOYING, head=sha, running=sha)
 
 
 def test_one_message_per_state_change_not_per_sync() -> None:
-    failing = Snapshot(Status.FAILING, head=NEW, running=NEW, detail="forbidden")
+    failing = Snapshot(SiteState.FAILING, head=NEW, running=NEW, detail="forbidden")
     events = run(
         [
             (0, in_sync(OLD)),  # first sight of a healthy site: nothing to say
@@ -160,7 +160,7 @@ def test_one_message_per_state_change_not_per_sync() -> None:
 
 
 def test_blocked_once_the_head_stays_not_ready_longer_than_the_threshold() -> None:
-    behind = Snapshot(Status.BEHIND, head=NEW, running=OLD, reason="image missing")
+    behind = Snapshot(SiteState.BEHIND, head=NEW, running=OLD, reason="image missing")
     events = run(
         [
             (0, in_sync(OLD)),
@@ -176,7 +176,7 @@ def test_blocked_once_the_head_stays_not_ready_longer_than_the_threshold() -> No
 
 
 def test_a_site_that_keeps_failing_is_summarised_then_quiet_until_it_settles() -> None:
-    failing = Snapshot(Status.FAILING, head=OLD, running=OLD, detail="kubernetes")
+    failing = Snapshot(SiteState.FAILING, head=OLD, running=OLD, detail="kubernetes")
     timeline = [(0.0, in_sync(OLD))]
     for i in range(1, 9):
         timeline.append((i * 60.0, failing if i % 2 else in_sync(OLD)))
@@ -198,7 +198,7 @@ def test_a_site_that_keeps_failing_is_summarised_then_quiet_until_it_settles() -
 
 
 def test_deploys_and_waits_are_not_flapping() -> None:
-    behind = Snapshot(Status.BEHIND, head=NEW, running=OLD)
+    behind = Snapshot(SiteState.BEHIND, head=NEW, running=OLD)
     timeline: list[tuple[float, Snapshot]] = [(0, in_sync(OLD))]
     for i in range(1, 6):
         sha = f"{i}" * 40
@@ -212,8 +212,8 @@ def test_deploys_and_waits_are_not_flapping() -> None:
 
 
 def test_held_and_rolled_back_are_notified_once() -> None:
-    held = Snapshot(Status.HELD, head=NEW, running=OLD, detail="kubectl-rollout")
-    rolled = Snapshot(Status.ROLLED_BACK, head=NEW, running=OLD, detail=NEW)
+    held = Snapshot(SiteState.HELD, head=NEW, running=OLD, detail="kubectl-rollout")
+    rolled = Snapshot(SiteState.ROLLED_BACK, head=NEW, running=OLD, detail=NEW)
     assert run([(0, held), (60, held), (120, rolled), (180, rolled)]) == [
         EventKind.HELD,
         None,
@@ -227,24 +227,24 @@ def test_snapshot_of_results() -> None:
 
     site = Site("blog", "acme/blog", "main", "web", "blog", "app", "img:{sha}")
     plan = SitePlan(site, Action.UPDATE, sha=NEW, running_sha=OLD, branch="main")
-    assert snapshot(SiteResult(plan, applied=True)).status is Status.DEPLOYING
+    assert snapshot(SiteResult(plan, applied=True)).status is SiteState.DEPLOYING
     synced = replace(plan, action=Action.IN_SYNC, running_sha=NEW)
     assert snapshot(SiteResult(synced)) == in_sync(NEW)
     progressing = replace(synced, rollout=Rollout.PROGRESSING)
-    assert snapshot(SiteResult(progressing)).status is Status.DEPLOYING
+    assert snapshot(SiteResult(progressing)).status is SiteState.DEPLOYING
     held = replace(plan, action=Action.HELD, held_by="kubectl-rollout", held_at="t")
     assert snapshot(SiteResult(held)) == Snapshot(
-        Status.HELD, head=NEW, running=OLD, detail="kubectl-rollout", held_at="t"
+        SiteState.HELD, head=NEW, running=OLD, detail="kubectl-rollout", held_at="t"
     )
     failed = replace(plan, action=Action.SKIP, skip=Skip.FAILED_COMMIT, failed_sha=NEW)
-    assert snapshot(SiteResult(failed)).status is Status.ROLLED_BACK
+    assert snapshot(SiteResult(failed)).status is SiteState.ROLLED_BACK
     skipped = replace(plan, action=Action.SKIP, skip=Skip.IMAGE_MISSING, reason="img missing")
-    assert snapshot(SiteResult(skipped)).status is Status.BEHIND
+    assert snapshot(SiteResult(skipped)).status is SiteState.BEHIND
     paused = replace(plan, action=Action.SKIP, skip=Skip.PAUSED, reason="paused in sites.toml")
-    assert snapshot(SiteResult(paused)).status is Status.PAUSED
+    assert snapshot(SiteResult(paused)).status is SiteState.PAUSED
     error = replace(plan, action=Action.ERROR, error_kind=ErrorKind.FORBIDDEN)
     assert snapshot(SiteResult(error)) == Snapshot(
-        Status.FAILING, head=NEW, running=OLD, detail="forbidden"
+        SiteState.FAILING, head=NEW, running=OLD, detail="forbidden"
     )
 
 

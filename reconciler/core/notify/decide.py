@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from typing import Any
 
 from reconciler.core.annotations import NOTIFIED as NOTIFIED_ANNOTATION
@@ -17,23 +16,11 @@ FLAP_THRESHOLD = 3  # this many new failures within the window: one summary, the
 RATE_LIMITED = "rate_limited"
 
 
-class Status(StrEnum):
-    """A site's state as far as people are concerned."""
-
-    IN_SYNC = "in-sync"
-    DEPLOYING = "deploying"
-    BEHIND = "behind"
-    FAILING = "failing"
-    HELD = "held"
-    ROLLED_BACK = "rolled-back"
-    PAUSED = "paused"
-
-
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """What one sync says about a site, reduced to what notifications care about."""
 
-    status: Status
+    status: SiteState
     head: str | None = None  # the branch head
     running: str | None = None  # the commit the Deployment runs
     detail: str = ""  # error kind for failing; who for held; the bad commit for rolled-back
@@ -44,9 +31,9 @@ class Snapshot:
     @property
     def key(self) -> tuple[str, str]:
         """Two snapshots with the same key are the same state: no new message."""
-        if self.status is Status.BEHIND:
+        if self.status is SiteState.BEHIND:
             return (self.status.value, self.head or "")
-        if self.status in (Status.IN_SYNC, Status.DEPLOYING):
+        if self.status in (SiteState.IN_SYNC, SiteState.DEPLOYING):
             return (self.status.value, self.running or "")
         return (self.status.value, self.detail)
 
@@ -117,35 +104,35 @@ class Policy:
 def snapshot(result: SiteResult) -> Snapshot:
     """The Snapshot of a sync result (dry runs and plans are never fed to decide())."""
     p = result.plan
-    base = Snapshot(Status.BEHIND, head=p.sha, running=p.running_sha, reason=p.reason)
+    base = Snapshot(SiteState.BEHIND, head=p.sha, running=p.running_sha, reason=p.reason)
     state = p.state(applied=result.applied)
     if state is SiteState.HELD:
-        return replace(base, status=Status.HELD, detail=p.held_by or "", held_at=p.held_at)
+        return replace(base, status=SiteState.HELD, detail=p.held_by or "", held_at=p.held_at)
     if state is SiteState.ROLLED_BACK:
-        return replace(base, status=Status.ROLLED_BACK, detail=p.failed_sha or p.sha or "")
+        return replace(base, status=SiteState.ROLLED_BACK, detail=p.failed_sha or p.sha or "")
     if state is SiteState.FAILING:
-        return replace(base, status=Status.FAILING, detail=p.error_kind or "error")
+        return replace(base, status=SiteState.FAILING, detail=p.error_kind or "error")
     if result.applied:  # the rollout starts now: "deployed" once it is available (sync --wait
         # reports both in one result)
         done = p.rollout is Rollout.AVAILABLE
-        status = Status.IN_SYNC if done else Status.DEPLOYING
+        status = SiteState.IN_SYNC if done else SiteState.DEPLOYING
         return replace(base, status=status, running=p.sha, applied=True)
     if state is SiteState.IN_SYNC:
         # a rollout the controller has not reported on (None) counts as done: nothing better
         # is known; a failed one becomes a rollback verdict on its own
         progressing = p.rollout is Rollout.PROGRESSING
         return replace(
-            base, status=Status.DEPLOYING if progressing else Status.IN_SYNC, running=p.sha
+            base, status=SiteState.DEPLOYING if progressing else SiteState.IN_SYNC, running=p.sha
         )
     if state is SiteState.PAUSED:
-        return replace(base, status=Status.PAUSED)
+        return replace(base, status=SiteState.PAUSED)
     return base
 
 
 _NOTABLE = {
-    Status.FAILING: EventKind.FAILING,
-    Status.HELD: EventKind.HELD,
-    Status.ROLLED_BACK: EventKind.ROLLED_BACK,
+    SiteState.FAILING: EventKind.FAILING,
+    SiteState.HELD: EventKind.HELD,
+    SiteState.ROLLED_BACK: EventKind.ROLLED_BACK,
 }
 
 
@@ -155,7 +142,7 @@ def decide(prev: Memory | None, snap: Snapshot, now: float, policy: Policy) -> D
     failure (then one message saying where it ended)."""
     key = ":".join(snap.key)
     changed = prev is None or prev.key != key
-    failed = changed and snap.status is Status.FAILING and snap.detail != RATE_LIMITED
+    failed = changed and snap.status is SiteState.FAILING and snap.detail != RATE_LIMITED
     changes = tuple(c for c in (prev.changes if prev else ()) if now - c < policy.flap_window)
     if failed:
         changes = (*changes, now)[-policy.flap_threshold :]
@@ -180,14 +167,14 @@ def decide(prev: Memory | None, snap: Snapshot, now: float, policy: Policy) -> D
         return Decision(flap, EventKind.FLAPPING, old_sha=old, flaps=len(changes))
     if settled:
         event = _NOTABLE.get(snap.status)
-        if snap.status is Status.IN_SYNC:
+        if snap.status is SiteState.IN_SYNC:
             event = EventKind.RECOVERED
         if event is None or snap.detail == RATE_LIMITED:
             return Decision(replace(memory, sent=""))
         return Decision(replace(memory, sent=event.value), event, old_sha=old)
     if not changed:
         return _same_state(memory, snap, now, policy)
-    if snap.status is Status.FAILING and snap.detail == RATE_LIMITED:
+    if snap.status is SiteState.FAILING and snap.detail == RATE_LIMITED:
         return Decision(memory)  # one global message, not one per site
     event = _event_for_change(prev, snap)
     if event is None:
@@ -197,7 +184,7 @@ def decide(prev: Memory | None, snap: Snapshot, now: float, policy: Policy) -> D
 
 def _last_good(prev: Memory | None, snap: Snapshot) -> str | None:
     """The commit last seen running with its rollout done: "old" of the next "deployed"."""
-    if snap.status is Status.IN_SYNC:
+    if snap.status is SiteState.IN_SYNC:
         return snap.running
     return prev.running if prev else None
 
@@ -205,12 +192,12 @@ def _last_good(prev: Memory | None, snap: Snapshot) -> str | None:
 def _event_for_change(prev: Memory | None, snap: Snapshot) -> EventKind | None:
     if snap.status in _NOTABLE:
         return _NOTABLE[snap.status]
-    if snap.status is Status.DEPLOYING:
+    if snap.status is SiteState.DEPLOYING:
         return EventKind.DEPLOYING  # only GitHub Deployments (and who asks for it) take it
-    if snap.status is Status.IN_SYNC:
+    if snap.status is SiteState.IN_SYNC:
         if prev is None:  # first sight (a new site, or nothing recorded)
             return EventKind.DEPLOYED if snap.applied else None
-        if prev.status == Status.DEPLOYING.value or (
+        if prev.status == SiteState.DEPLOYING.value or (
             prev.running is not None and prev.running != snap.running
         ):
             return EventKind.DEPLOYED
@@ -220,7 +207,11 @@ def _event_for_change(prev: Memory | None, snap: Snapshot) -> EventKind | None:
 
 
 def _same_state(prev: Memory, snap: Snapshot, now: float, policy: Policy) -> Decision:
-    if snap.status is Status.BEHIND and not prev.sent and now - prev.since >= policy.blocked_after:
+    if (
+        snap.status is SiteState.BEHIND
+        and not prev.sent
+        and now - prev.since >= policy.blocked_after
+    ):
         blocked = replace(prev, sent=EventKind.BLOCKED.value)
         return Decision(blocked, EventKind.BLOCKED, old_sha=snap.running or prev.running)
     return Decision(prev)
