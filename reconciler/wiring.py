@@ -5,6 +5,8 @@ Tests inject their own parts here.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,11 +22,14 @@ from reconciler.sync.outbox import Outbox
 
 if TYPE_CHECKING:  # serve (Flask, APScheduler) is imported only when serving
     from reconciler.adapters.pubsub import PubSubTrigger
+    from reconciler.core.ports import Lease
+    from reconciler.serve.commitinfo import CommitInfo
     from reconciler.serve.process import Process
     from reconciler.serve.service import Service
 
 LEASE_NAME = "reconciler"  # k8s/lease-rbac.yaml grants get/update on this name only
 HEALTH_CHECK_TTL = 10.0
+LEASE_SECONDS = 60.0  # serve.leader.LEASE_SECONDS: the defaults of build_service
 
 
 @dataclass
@@ -79,12 +84,75 @@ def build_notifier(engine: Engine, settings: Settings) -> Notifier:
     return Notifier(outbox, store, web_url=settings.github.web_url)
 
 
+def build_service(
+    config_path: str,
+    engine: Engine,
+    *,
+    lease: Lease | None = None,
+    lease_wait: float = 30.0,
+    lease_renew_every: float = LEASE_SECONDS / 4,
+    lease_renew_deadline: float = LEASE_SECONDS * 2 / 3,
+    clock: Callable[[], float] = time.time,
+    web_url: str = "https://github.com",
+    notifier: Notifier | None = None,
+    commit_info: CommitInfo | None = None,
+) -> Service:
+    """The Service and its parts: the runner, the schedule and the follower bound to it, the
+    Lease shared by runner and follower (its holder fences the engine's patches), the metrics."""
+    from reconciler.serve.follower import Follower, SharedLease
+    from reconciler.serve.leader import LeaseHolder
+    from reconciler.serve.metrics import Metrics
+    from reconciler.serve.service import Service
+    from reconciler.serve.site_metrics import SiteMetrics
+    from reconciler.serve.triggers.schedule import Schedule
+    from reconciler.sync.runner import Runner
+
+    shared = SharedLease(lease) if lease is not None else None  # runner and follower
+    leader = None
+    if shared is not None:
+        leader = LeaseHolder(
+            shared,
+            wait=lease_wait,
+            renew_every=lease_renew_every,
+            renew_deadline=lease_renew_deadline,
+        )
+        engine.fence = leader.fence  # a lost Lease stops this replica's patches
+    metrics, site_metrics = Metrics(), SiteMetrics(clock)
+    metrics.register(site_metrics)
+    if notifier is not None:
+        notifier.outbox.on_result = metrics.notification
+    # The runner, the schedule and the follower call the Service back; it exists by the time
+    # they first do (they start after it is built), so they are bound to it late (PLW0108 would
+    # have the lambdas read built[0] now).
+    built: list[Service] = []
+    service = Service(
+        config_path,
+        engine,
+        runner=Runner(lambda request: built[0].run(request)),  # noqa: PLW0108
+        schedule=Schedule(lambda request: built[0].submit(request)),  # noqa: PLW0108
+        follower=Follower(
+            engine,
+            lambda: built[0].config.good,
+            on_result=lambda result, before: built[0].followed(result, before),  # noqa: PLW0108
+            lease=shared,
+        ),
+        metrics=metrics,
+        site_metrics=site_metrics,
+        leader=leader,
+        clock=clock,
+        web_url=web_url,
+        notifier=notifier,
+        commit_info=commit_info,
+    )
+    built.append(service)
+    return service
+
+
 def build_process(config_path: str, settings: Settings) -> Process:
     """Everything `serve` runs in its worker: engine, Lease, Service, Pub/Sub, the WSGI app."""
     from reconciler.serve.app import create_app
     from reconciler.serve.commitinfo import CommitInfo
     from reconciler.serve.process import BackgroundTrigger, Process, cached
-    from reconciler.serve.service import Service
 
     api = kube.api_client(settings.kubeconfig, in_cluster=settings.in_cluster)
     engine = build_engine(
@@ -105,7 +173,7 @@ def build_process(config_path: str, settings: Settings) -> Process:
             settings.identity,
             duration=settings.lease_seconds,
         )
-    service = Service(
+    service = build_service(
         config_path,
         engine,
         lease=the_lease,

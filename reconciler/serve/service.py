@@ -1,4 +1,4 @@
-"""The thin service: wires config reload, the runner, the Lease, the schedule and the state."""
+"""The thin service: the one door submit(), config reload, a run under the Lease, the views."""
 
 from __future__ import annotations
 
@@ -16,11 +16,10 @@ from reconciler.core.config import sites as config_mod
 from reconciler.core.errors import ConfigError, ConfigUnavailable, ReconcilerError
 from reconciler.core.model import Rollout, Site, SiteResult, SyncReport, SyncRequest
 from reconciler.core.notify.render import Commit
-from reconciler.core.ports import Lease
 from reconciler.serve import state
 from reconciler.serve.commitinfo import CommitInfo
-from reconciler.serve.follower import Follower, SharedLease
-from reconciler.serve.leader import LEASE_SECONDS, LeaseHolder
+from reconciler.serve.follower import Follower
+from reconciler.serve.leader import LeaseHolder
 from reconciler.serve.metrics import Metrics
 from reconciler.serve.site_metrics import SiteMetrics
 from reconciler.serve.state import Board, ConfigState, Notice, RunRecord
@@ -30,7 +29,7 @@ from reconciler.sync.engine import Engine
 from reconciler.sync.notifier import Notifier
 from reconciler.sync.runner import Runner
 
-__all__ = ["Lease", "RunRecord", "Service"]
+__all__ = ["RunRecord", "Service"]
 
 log = logging.getLogger(__name__)
 
@@ -43,47 +42,37 @@ class Service:
         config_path: str,
         engine: Engine,
         *,
-        lease: Lease | None = None,
-        lease_wait: float = 30.0,
-        lease_renew_every: float = LEASE_SECONDS / 4,
-        lease_renew_deadline: float = LEASE_SECONDS * 2 / 3,
+        runner: Runner,
+        schedule: Schedule,
+        follower: Follower,
+        metrics: Metrics,
+        site_metrics: SiteMetrics,
+        leader: LeaseHolder | None = None,
         clock: Callable[[], float] = time.time,
         web_url: str = "https://github.com",
         notifier: Notifier | None = None,
         commit_info: CommitInfo | None = None,
     ) -> None:
+        """The parts come built from the composition root (wiring.build_service), which also
+        binds their callbacks to this Service."""
         self.config_path = config_path
         self.engine = engine
-        self.lease = SharedLease(lease) if lease is not None else None  # runner and follower
-        self.leader: LeaseHolder | None = None
-        if self.lease is not None:
-            self.leader = LeaseHolder(
-                self.lease,
-                wait=lease_wait,
-                renew_every=lease_renew_every,
-                renew_deadline=lease_renew_deadline,
-            )
-            engine.fence = self.leader.fence  # a lost Lease stops this replica's patches
+        self.runner = runner
+        self.schedule = schedule
+        self.follower = follower
+        self.metrics = metrics
+        self.site_metrics = site_metrics
+        self.leader = leader
         self.clock = clock
         self.web_url = web_url.rstrip("/")
-        self.metrics = Metrics()
-        self.site_metrics = SiteMetrics(clock)
-        self.commit_info = commit_info
-        self.metrics.register(self.site_metrics)
         self.notifier = notifier
-        if notifier is not None:
-            notifier.outbox.on_result = self.metrics.notification
+        self.commit_info = commit_info
         self.config = ConfigState()
         self.board = Board()
-        self.runner = Runner(self._run)
-        self.schedule = Schedule(self.submit)
         self._lock = threading.Lock()
         self.started_at = clock()
         self.stopping = False
         self.extra_health: dict[str, Callable[[], str | None]] = {}
-        self.follower = Follower(
-            engine, lambda: self.config.good, on_result=self._followed, lease=self.lease
-        )
         self.reload()
 
     # -- the one door ------------------------------------------------------------------------
@@ -161,7 +150,8 @@ class Service:
 
     # -- a run -------------------------------------------------------------------------------
 
-    def _run(self, request: SyncRequest) -> SyncReport:
+    def run(self, request: SyncRequest) -> SyncReport:
+        """One sync under the Lease (the runner calls it, one at a time)."""
         cfg = self.reload()
         if cfg is None:
             self.metrics.trigger_failures.labels(request.trigger).inc()
@@ -204,7 +194,7 @@ class Service:
         """Follow rollouts in the background (each sync's report says which)."""
         self.follower.start()
 
-    def _followed(self, result: SiteResult, before: Rollout | None) -> None:
+    def followed(self, result: SiteResult, before: Rollout | None) -> None:
         """What following a rollout saw: the site's state, and the rollout's outcome."""
         self.metrics.followed(result, before)
         self.site_metrics.followed(result, before)

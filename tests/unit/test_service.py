@@ -10,6 +10,7 @@ from reconciler.core.errors import KubernetesError, LeaseBusy, ReconcilerError
 from reconciler.core.model import Container, ObservedDeployment, SyncRequest
 from reconciler.serve.service import Service
 from reconciler.sync.engine import Engine
+from reconciler.wiring import build_service
 from testkit.wait import wait_until
 from tests.fakes import FakeCluster, FakeHeads, FakeVerifier, GatedCluster
 
@@ -59,7 +60,7 @@ def service(tmp_path: Path, **kw: object) -> tuple[Service, FakeCluster, Path]:
         )
     )
     engine = Engine(heads=heads, cluster=cluster, verifier=FakeVerifier())
-    return Service(str(path), engine, **kw), cluster, path  # type: ignore[arg-type]
+    return build_service(str(path), engine, **kw), cluster, path  # type: ignore[arg-type]
 
 
 def test_reload_keeps_the_last_good_config(tmp_path: Path) -> None:
@@ -147,7 +148,7 @@ def test_a_lost_lease_stops_every_further_patch(tmp_path: Path, error: Exception
     cluster.add(ObservedDeployment("default", "blog", (Container("app", "gcr.io/p/blog:x"),)))
     lease = LosingLease(error)
     engine = Engine(heads=heads, cluster=cluster, verifier=FakeVerifier())
-    svc = Service(str(path), engine, lease=lease, lease_renew_every=0.01)
+    svc = build_service(str(path), engine, lease=lease, lease_renew_every=0.01)
     try:
         future = svc.submit_future(SyncRequest())
         assert cluster.entered.wait(5)  # the run holds the Lease and is planning

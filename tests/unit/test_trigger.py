@@ -8,8 +8,8 @@ from typing import Any
 
 from reconciler.core.model import Container, ObservedDeployment, SyncRequest
 from reconciler.serve.app import create_app
-from reconciler.serve.service import Service
 from reconciler.sync.engine import Engine
+from reconciler.wiring import build_service
 from testkit.wait import wait_until
 from tests.fakes import FakeHeads, FakeVerifier, GatedCluster
 
@@ -34,7 +34,7 @@ def test_a_site_trigger_is_answered_about_its_own_sites(tmp_path: Path) -> None:
     cluster = GatedCluster()
     for name in ("blog", "shop"):
         cluster.add(ObservedDeployment("default", name, (Container("app", f"gcr.io/p/{name}:x"),)))
-    svc = Service(str(path), Engine(heads=heads, cluster=cluster, verifier=FakeVerifier()))
+    svc = build_service(str(path), Engine(heads=heads, cluster=cluster, verifier=FakeVerifier()))
     app = create_app(svc, trigger_token=TOKEN)
     try:
         svc.submit(SyncRequest(trigger="startup"))  # in flight until the gate opens
