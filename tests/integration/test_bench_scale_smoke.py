@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(300)]
 
 N = 200
 NAMESPACES = 20
-BATCH = 100  # repositories per GraphQL query (reconciler.adapters.github.BATCH_SIZE)
+BATCH = 100  # repositories per GraphQL query (reconciler.adapters.github.heads.BATCH_SIZE)
 
 
 def run(tmp_path: Path, scenarios: tuple[str, ...], lookback: int) -> dict[str, dict[str, Any]]:

@@ -177,7 +177,7 @@ def test_a_deployment_someone_else_made_for_the_commit_is_not_taken_over(
     github.add_repo("acme/blog", {"main": "0" * 40})
     sha = github.set_branch("acme/blog", "main")
     source = GitHubSource(GitHubSettings(api_url=github.url, token=TOKEN))
-    theirs = source._request(
+    theirs = source.request(
         "POST",
         "/repos/acme/blog/deployments",
         body={"ref": sha, "environment": "blog", "required_contexts": [], "payload": {}},
