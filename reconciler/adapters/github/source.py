@@ -3,8 +3,8 @@ ImageVerifier (verify = "checks") and CommitLog (compare), sharing the rate-limi
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
+from functools import cached_property
 
 from reconciler.adapters.github.checks import CheckReader
 from reconciler.adapters.github.client import GitHubClient
@@ -13,23 +13,23 @@ from reconciler.adapters.github.heads import HeadReader
 from reconciler.core.model import HeadResult, ImageStatus, RepoRef
 from reconciler.core.notify.render import Comparison
 from reconciler.core.ports import VerifyRequest
-from reconciler.settings import GitHubSettings
 
 
 class GitHubSource(GitHubClient):
-    """Branch heads, commit checks and compares over one client."""
+    """Branch heads, commit checks and compares over one client (the readers keep no state of
+    their own: all of it, rate limits and ETags, is the client's)."""
 
-    def __init__(
-        self,
-        settings: GitHubSettings,
-        *,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(settings, sleep=sleep, clock=clock)
-        self._heads = HeadReader(self)
-        self._checks = CheckReader(self)
-        self._commits = CommitReader(self)
+    @cached_property
+    def _heads(self) -> HeadReader:
+        return HeadReader(self)
+
+    @cached_property
+    def _checks(self) -> CheckReader:
+        return CheckReader(self)
+
+    @cached_property
+    def _commits(self) -> CommitReader:
+        return CommitReader(self)
 
     def resolve(self, refs: Collection[RepoRef]) -> Mapping[RepoRef, HeadResult]:
         return self._heads.resolve(refs)
