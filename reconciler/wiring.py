@@ -14,7 +14,14 @@ from reconciler.adapters import kube, lease
 from reconciler.adapters.delivery import WebhookSender
 from reconciler.adapters.github import GitHubDeployments, GitHubSource
 from reconciler.adapters.registry import RegistryVerifier, Verifiers
-from reconciler.core.ports import Cluster, CommitLog, HeadSource, ImageVerifier, NoteStore
+from reconciler.core.ports import (
+    BackgroundTrigger,
+    Cluster,
+    CommitLog,
+    HeadSource,
+    ImageVerifier,
+    NoteStore,
+)
 from reconciler.settings import Settings
 from reconciler.sync.engine import Engine
 from reconciler.sync.notifier import Notifier
@@ -152,7 +159,7 @@ def build_process(config_path: str, settings: Settings) -> Process:
     """Everything `serve` runs in its worker: engine, Lease, Service, Pub/Sub, the WSGI app."""
     from reconciler.serve.app import create_app
     from reconciler.serve.commitinfo import CommitInfo
-    from reconciler.serve.process import BackgroundTrigger, Process, cached
+    from reconciler.serve.process import Process, cached
 
     api = kube.api_client(settings.kubeconfig, in_cluster=settings.in_cluster)
     engine = build_engine(

@@ -22,9 +22,11 @@ from reconciler.core.notify.render import Comparison, Notification
 from reconciler.core.rollout.history import ReplicaSetRecord
 
 __all__ = [
+    "BackgroundTrigger",
     "Cluster",
     "CommitLog",
     "HeadSource",
+    "HeaderLookup",
     "ImageVerifier",
     "Lease",
     "NoteStore",
@@ -124,3 +126,17 @@ class Lease(Protocol):
     def renew(self) -> None: ...
 
     def release(self) -> None: ...
+
+
+class BackgroundTrigger(Protocol):
+    """A trigger with a life of its own (the Pub/Sub subscriber)."""
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float) -> None: ...
+
+
+class HeaderLookup(Protocol):
+    """Request headers, looked up by name."""
+
+    def get(self, key: str, default: str) -> str: ...

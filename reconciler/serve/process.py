@@ -6,22 +6,15 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from reconciler.core.model import SyncRequest
+from reconciler.core.ports import BackgroundTrigger
 from reconciler.serve.service import Service
 
 log = logging.getLogger(__name__)
 
 GRACEFUL_TIMEOUT = 25  # the pod's terminationGracePeriodSeconds (60) leaves room for this
-
-
-class BackgroundTrigger(Protocol):
-    """A trigger with a life of its own (the Pub/Sub subscriber)."""
-
-    def start(self) -> None: ...
-
-    def stop(self, timeout: float) -> None: ...
 
 
 class Process:

@@ -16,11 +16,12 @@ import threading
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from flask import Blueprint, jsonify, request
 
 from reconciler.core.model import SyncRequest
+from reconciler.core.ports import HeaderLookup
 from reconciler.core.triggers import cloud_events, jobs, webhooks
 from reconciler.core.triggers.hints import Hint, Outcome
 from reconciler.serve.service import Service
@@ -35,12 +36,6 @@ WEBHOOK_TRIGGER = "webhook"
 REMEMBERED_DELIVERIES = 4096  # recent X-GitHub-Delivery ids kept to spot redeliveries
 MAX_BODY = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
 _SOURCE = "github"
-
-
-class HeaderLookup(Protocol):
-    """Request headers, looked up by name."""
-
-    def get(self, key: str, default: str) -> str: ...
 
 
 class GitHubHooks:
