@@ -128,21 +128,9 @@ def build_service(
     metrics.register(site_metrics)
     if notifier is not None:
         notifier.outbox.on_result = metrics.notification
-    # The runner, the schedule and the follower call the Service back; it exists by the time
-    # they first do (they start after it is built), so they are bound to it late (PLW0108 would
-    # have the lambdas read built[0] now).
-    built: list[Service] = []
     service = Service(
         config_path,
         engine,
-        runner=Runner(lambda request: built[0].run(request)),  # noqa: PLW0108
-        schedule=Schedule(lambda request: built[0].submit(request)),  # noqa: PLW0108
-        follower=Follower(
-            engine,
-            lambda: built[0].config.good,
-            on_result=lambda result, before: built[0].followed(result, before),  # noqa: PLW0108
-            lease=shared,
-        ),
         metrics=metrics,
         site_metrics=site_metrics,
         leader=leader,
@@ -151,7 +139,11 @@ def build_service(
         notifier=notifier,
         commit_info=commit_info,
     )
-    built.append(service)
+    service.attach(
+        Runner(service.run),
+        Schedule(service.submit),
+        Follower(engine, service.good_config, on_result=service.followed, lease=shared),
+    )
     return service
 
 

@@ -42,9 +42,6 @@ class Service:
         config_path: str,
         engine: Engine,
         *,
-        runner: Runner,
-        schedule: Schedule,
-        follower: Follower,
         metrics: Metrics,
         site_metrics: SiteMetrics,
         leader: LeaseHolder | None = None,
@@ -53,13 +50,13 @@ class Service:
         notifier: Notifier | None = None,
         commit_info: CommitInfo | None = None,
     ) -> None:
-        """The parts come built from the composition root (wiring.build_service), which also
-        binds their callbacks to this Service."""
+        """The parts come built from the composition root (wiring.build_service), which then
+        attaches the runner, the schedule and the follower (they call this Service back)."""
         self.config_path = config_path
         self.engine = engine
-        self.runner = runner
-        self.schedule = schedule
-        self.follower = follower
+        self.runner: Runner
+        self.schedule: Schedule
+        self.follower: Follower
         self.metrics = metrics
         self.site_metrics = site_metrics
         self.leader = leader
@@ -73,7 +70,16 @@ class Service:
         self.started_at = clock()
         self.stopping = False
         self.extra_health: dict[str, Callable[[], str | None]] = {}
+
+    def attach(self, runner: Runner, schedule: Schedule, follower: Follower) -> None:
+        """The parts bound to this Service's run(), submit() and followed(); then the first
+        read of sites.toml (which sets the schedule's cron)."""
+        self.runner, self.schedule, self.follower = runner, schedule, follower
         self.reload()
+
+    def good_config(self) -> config_mod.Config | None:
+        """The last valid sites.toml (what the follower follows)."""
+        return self.config.good
 
     # -- the one door ------------------------------------------------------------------------
 
