@@ -25,9 +25,9 @@ from reconciler.core.model import (
     DeploymentPatch,
     DeploymentStatus,
     ImageChange,
+    KubeEvent,
     NamespaceError,
     NamespaceView,
-    Note,
     ObservedDeployment,
 )
 from reconciler.core.rollout import state as rollout
@@ -261,7 +261,9 @@ class KubeCluster:
         )
         return pod_troubles(pods.get("items") or [], container, image)
 
-    def event(self, namespace: str, deployment: str, note: Note, meta: Mapping[str, Any]) -> None:
+    def event(
+        self, namespace: str, deployment: str, note: KubeEvent, meta: Mapping[str, Any]
+    ) -> None:
         """Record an Event on the Deployment; failing to do so fails nothing."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         now_micro = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

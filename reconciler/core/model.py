@@ -158,8 +158,8 @@ class Rollout(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Note:
-    """An Event to record on the Deployment."""
+class KubeEvent:
+    """A Kubernetes Event to record on the Deployment ("events" of a patch mean these)."""
 
     type: str  # Normal | Warning
     reason: str
@@ -177,7 +177,7 @@ class DeploymentPatch:
     container: str | None = None
     image: str | None = None
     change_cause: str | None = None
-    events: tuple[Note, ...] = ()
+    events: tuple[KubeEvent, ...] = ()
     resource_version: str = ""
 
 

@@ -12,7 +12,7 @@ from reconciler.core.model import (
     DeploymentPatch,
     FieldOwner,
     ImageChange,
-    Note,
+    KubeEvent,
     ObservedDeployment,
     Rollout,
     Site,
@@ -146,7 +146,7 @@ def hold_of(
             d.name,
             {ann.HELD_HEAD: head_sha},
             events=(
-                Note(
+                KubeEvent(
                     "Normal",
                     "Held",
                     f"{what}; the reconciler leaves it until {site.repo} moves past "
@@ -199,8 +199,8 @@ def rollback_patch(
         image=previous,
         change_cause=f"reconciler: rolled back {site.repo} {bad[:7]} -> {was} (rollout failed)",
         events=(
-            Note("Warning", "RolloutFailed", f"{current} ({bad[:7]}): {why}"[:1024]),
-            Note("Normal", "RolledBack", f"container {container}: {current} -> {previous}"),
+            KubeEvent("Warning", "RolloutFailed", f"{current} ({bad[:7]}): {why}"[:1024]),
+            KubeEvent("Normal", "RolledBack", f"container {container}: {current} -> {previous}"),
         ),
         resource_version=d.resource_version,
     )
@@ -219,7 +219,7 @@ def update_patch(change: ImageChange, now: float) -> DeploymentPatch:
             f"({change.container}={_readable(change.image)})"
         ),
         events=(
-            Note(
+            KubeEvent(
                 "Normal",
                 "ImageUpdated",
                 f"container {change.container}: {change.previous_image} -> {change.image} "
@@ -259,7 +259,7 @@ def hold_patch(d: ObservedDeployment, by: str, reason: str, now: float) -> Deplo
         d.namespace,
         d.name,
         {ann.HOLD: why, ann.HOLD_BY: by, ann.HOLD_AT: stamp(now)},
-        events=(Note("Normal", "Held", f"held by {by}: {why}"[:1024]),),
+        events=(KubeEvent("Normal", "Held", f"held by {by}: {why}"[:1024]),),
         resource_version=d.resource_version,
     )
 
@@ -271,7 +271,7 @@ def resume_patch(d: ObservedDeployment, by: str, now: float) -> DeploymentPatch:
         d.namespace,
         d.name,
         notes,
-        events=(Note("Normal", "Resumed", f"resumed by {by}"),),
+        events=(KubeEvent("Normal", "Resumed", f"resumed by {by}"),),
         resource_version=d.resource_version,
     )
 
@@ -308,7 +308,9 @@ def manual_rollback_patch(
         image=image,
         change_cause=f"reconciler: rolled back {site.repo} to {target} by {by}",
         events=(
-            Note("Normal", "RolledBack", f"by {by}: container {container}: {current} -> {image}"),
+            KubeEvent(
+                "Normal", "RolledBack", f"by {by}: container {container}: {current} -> {image}"
+            ),
         ),
         resource_version=d.resource_version,
     )
