@@ -15,7 +15,8 @@ import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, Literal
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -448,3 +449,68 @@ def commit_message(
 
 def pull_title(site: str, new_sha: str) -> str:
     return f"Deploy {site} at {_short(new_sha)}"
+
+
+# ---- what the adapter is asked to do, and what it did --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GitPerson:
+    """A commit's author or committer (GitHub: the token's user when not given)."""
+
+    name: str
+    email: str
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRequest:
+    """Deploy `new_sha` of `source_repo` to `site` by writing `image` into `path` on `branch` of
+    the configuration repository `repo`: a commit there (mode "commit"), or a pull request from
+    the site's own branch (mode "pr")."""
+
+    site: str
+    repo: str
+    branch: str
+    path: str
+    target: Target
+    image: ImageRef
+    source_repo: str
+    new_sha: str
+    old_sha: str | None = None
+    comparison: Comparison | None = None
+    compare_url: str | None = None
+    mode: Literal["commit", "pr"] = "commit"
+    author: GitPerson | None = None
+    committer: GitPerson | None = None
+
+    def message(self, edit: Edit) -> str:
+        return commit_message(
+            site=self.site,
+            file=self.path,
+            edit=edit,
+            repo=self.source_repo,
+            old_sha=self.old_sha,
+            new_sha=self.new_sha,
+            comparison=self.comparison,
+            compare_url=self.compare_url,
+        )
+
+
+class WriteOutcome(StrEnum):
+    COMMITTED = "committed"  # a commit on the branch
+    UNCHANGED = "unchanged"  # the branch already holds the image: nothing committed
+    PR_OPENED = "pr_opened"
+    PR_UPDATED = "pr_updated"  # the site's open pull request now carries this image
+    PR_CURRENT = "pr_current"  # the open pull request already carried it: nothing pushed
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    outcome: WriteOutcome
+    edit: Edit
+    commit: str | None = None  # the commit made (on the branch, or the pull request's head)
+    pull_number: int | None = None
+    pull_url: str | None = None
+    closed_pulls: tuple[int, ...] = ()  # superseded pull requests closed
+    attempts: int = 1
+    requests: int = 0  # GitHub requests this write made
