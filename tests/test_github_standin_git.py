@@ -15,6 +15,7 @@ import requests
 
 from testkit.ci import unavailable
 from testkit.github import GitHubStandIn, rest_schema_errors
+from testkit.github import rest as standin_rest
 from testkit.github.git import EMPTY_TREE, Entry, GitStore, Person
 
 TOKEN = "ghp_writer"
@@ -25,6 +26,7 @@ KUSTOMIZATION = "images:\n- name: app\n  newTag: v1\n"
 
 @pytest.fixture
 def gh() -> Iterator[GitHubStandIn]:
+    standin_rest.REQUEST_VIOLATIONS.clear()
     with GitHubStandIn(tokens=[TOKEN, READER]) as server:
         server.add_repo(REPO)
         server.commit_files(
@@ -36,6 +38,7 @@ def gh() -> Iterator[GitHubStandIn]:
         yield server
         assert server.schema_violations == []
         assert server.internal_errors == []
+        assert standin_rest.REQUEST_VIOLATIONS == []
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from reconciler.core.writeback import (
 )
 from reconciler.settings import GitHubSettings
 from testkit.github import GitHubStandIn
+from testkit.github import rest as standin_rest
 
 TOKEN = "ghp_deployer"
 READER = "ghp_reader"
@@ -39,12 +40,14 @@ images:
 
 @pytest.fixture
 def gh() -> Iterator[GitHubStandIn]:
+    standin_rest.REQUEST_VIOLATIONS.clear()
     with GitHubStandIn(tokens=[TOKEN, READER]) as server:
         server.add_repo(CONFIG)
         server.commit_files(CONFIG, "main", {PATH: KUSTOMIZATION, "README.md": "x\n"}, "Layout")
         yield server
         assert server.schema_violations == []
         assert server.internal_errors == []
+        assert standin_rest.REQUEST_VIOLATIONS == []
 
 
 def writer(gh: GitHubStandIn, token: str = TOKEN, **kwargs: Any) -> GitRepoWriter:
@@ -249,6 +252,9 @@ def test_pr_mode_opens_one_pull_request_and_updates_it(gh: GitHubStandIn) -> Non
     w = writer(gh)
     opened = w.write(request(mode="pr"))
     assert opened.outcome is WriteOutcome.PR_OPENED
+    # read the file and the open pulls; base ref, site ref (404), base commit; tree, commit,
+    # ref; the pull request
+    assert opened.requests == 9
     assert gh.head(CONFIG, "main") == main  # nothing pushed to the base
     [pull] = gh.pulls(CONFIG)
     assert (pull.number, pull.head, pull.base, pull.state) == (1, "reconciler/web", "main", "open")
@@ -261,10 +267,12 @@ def test_pr_mode_opens_one_pull_request_and_updates_it(gh: GitHubStandIn) -> Non
     same = w.write(request(mode="pr"))
     assert same.outcome is WriteOutcome.PR_CURRENT
     assert same.commit == opened.commit  # nothing pushed again
+    assert same.requests == 6
 
     newer = w.write(request("9f8e7d6", mode="pr", new_sha="9f8e7d6" + "0" * 33))
     assert newer.outcome is WriteOutcome.PR_UPDATED
     assert newer.pull_number == 1
+    assert newer.requests == 11
     [pull] = gh.pulls(CONFIG)  # never a second one
     assert pull.title == "Deploy web at 9f8e7d6"
     assert pull.head_sha == newer.commit
@@ -279,6 +287,7 @@ def test_pr_mode_closes_the_pull_request_a_newer_base_supersedes(gh: GitHubStand
     result = w.write(request(mode="pr"))
     assert result.outcome is WriteOutcome.UNCHANGED
     assert result.closed_pulls == (1,)
+    assert result.requests == 3
     [pull] = gh.pulls(CONFIG)
     assert pull.state == "closed"
     assert "Superseded" in (pull.body or "")
