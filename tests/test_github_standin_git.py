@@ -242,6 +242,18 @@ def test_git_data_commit_and_fast_forward_rules(gh: GitHubStandIn, http: request
     assert gh.file_at(REPO, made["sha"], "README.md") == "config\n"
 
 
+def test_schema_quirks_are_relaxed_only_where_github_needs_it() -> None:
+    """A directory (an array) passes the discriminated oneOf of GET contents, and an error body
+    both error schemas accept passes the Contents API's 409; a body no alternative accepts, or
+    a file without its required fields, still fails."""
+    assert rest_schema_errors("repos/get-content", 200, []) == []
+    assert rest_schema_errors("repos/get-content", 200, 5) != []
+    assert rest_schema_errors("repos/get-content", 200, {"type": "file", "name": "x"}) != []
+    conflict = {"message": "x is at a but expected b", "documentation_url": "d", "status": "409"}
+    assert rest_schema_errors("repos/create-or-update-file-contents", 409, conflict) == []
+    assert rest_schema_errors("repos/create-or-update-file-contents", 409, ["no"]) != []
+
+
 def test_a_bad_request_body_is_422(gh: GitHubStandIn, http: requests.Session) -> None:
     from testkit.github import rest
 

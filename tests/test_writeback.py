@@ -121,6 +121,14 @@ def test_digest_mode_writes_new_name_and_digest_after_the_name() -> None:
     assert [c.key for c in again.changes] == ["images[name=web].digest"]
 
 
+def test_a_flow_style_entry_is_edited_in_place_but_not_extended() -> None:
+    text = "images: [{name: web, newTag: v1}]  # one line\n"
+    edit = set_image(text, KustomizeImage("web"), ImageRef("web", "v2"))
+    assert edit.text == "images: [{name: web, newTag: v2}]  # one line\n"
+    with pytest.raises(WriteBackError, match=r"cannot add images\[name=web\].newName to a flow"):
+        set_image(text, KustomizeImage("web", digest=True), NEW, file="k.yaml")
+
+
 def test_crlf_line_endings_and_a_missing_final_newline_are_kept() -> None:
     text = "images:\r\n  - name: web\r\n    newTag: v1\r\n"
     assert set_image(text, KustomizeImage("web"), NEW).text == text.replace("v1", "5d6e7f8")

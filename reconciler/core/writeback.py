@@ -338,8 +338,13 @@ def _insertion(
 ) -> tuple[tuple[int, int, int, str], Change]:
     """A new `key: value` line after the anchor key's line, at the anchor's indentation."""
     owner = slot.owner
-    if slot.anchor is None or slot.anchor not in owner or flow:
+    if slot.anchor is None or slot.anchor not in owner:
         raise WriteBackError(f"{file}:{_line(owner)}: no key {slot.label!r} to write")
+    if flow:
+        raise WriteBackError(
+            f"{file}:{_line(owner)}: cannot add {slot.label} to a flow-style entry "
+            f"({{...}}); add `{slot.key}:` to it once by hand"
+        )
     line, col = owner.lc.key(slot.anchor)
     value_line, _ = owner.lc.value(slot.anchor)
     if value_line != line:
