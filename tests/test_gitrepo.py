@@ -236,6 +236,14 @@ def test_bad_yaml_and_missing_key_fail_with_the_file_named(gh: GitHubStandIn) ->
     assert err.value.kind is ErrorKind.WRITEBACK_TARGET
 
 
+def test_a_directory_or_a_file_over_1_mb_is_refused(gh: GitHubStandIn) -> None:
+    gh.commit_files(CONFIG, "main", {"big.yaml": "# padding\n" * 120_000})
+    with pytest.raises(WriteBackError, match=r"big.yaml@main is larger than the Contents API"):
+        writer(gh).write(request(path="big.yaml"))
+    with pytest.raises(WriteBackError, match=r"apps/web@main is not a file"):
+        writer(gh).write(request(path="apps/web"))
+
+
 def test_unreachable_github_is_a_github_error() -> None:
     settings = GitHubSettings(api_url="http://127.0.0.1:9", token=TOKEN, timeout=2.0)
     with pytest.raises(GitHubError) as err:

@@ -152,9 +152,14 @@ class GitRepoWriter:
                 kind=ErrorKind.WRITEBACK_NOT_FOUND,
             )
         body = self._expect(r, (200,), repo, f"reading {path}@{ref}")
-        if body.get("type") != "file" or body.get("encoding") != "base64":
+        if body.get("type") != "file":
             raise WriteBackError(
                 f"{repo}: {path}@{ref} is not a file", kind=ErrorKind.WRITEBACK_TARGET
+            )
+        if body.get("encoding") != "base64":  # "none": over 1 MB, served without its content
+            raise WriteBackError(
+                f"{repo}: {path}@{ref} is larger than the Contents API serves (1 MB)",
+                kind=ErrorKind.WRITEBACK_TARGET,
             )
         try:
             text = base64.b64decode(str(body["content"])).decode("utf-8")

@@ -36,6 +36,7 @@ _CONTENTS_DOCS = f"{_DOCS}/repos/contents"
 _GIT_DOCS = f"{_DOCS}/git"
 _PULLS_DOCS = f"{_DOCS}/pulls/pulls"
 _PULL_IDS = itertools.count(3_000_001)
+CONTENTS_LIMIT = 1024 * 1024  # larger files: GET contents answers encoding "none", no content
 RULE_VIOLATION = "Repository rule violations found\n\nChanges must be made through a pull request."
 
 
@@ -171,7 +172,11 @@ def _get_content(req: RestRequest) -> Reply:
         ]
         return req.ok(listing)
     obj = _content_entry(repo, req.api, path, ref, entry)
-    obj.update(encoding="base64", content=_base64_lines(repo.git.blobs[entry.sha]))
+    data = repo.git.blobs[entry.sha]
+    if len(data) > CONTENTS_LIMIT:  # GitHub: 1-100 MB files come without their content
+        obj.update(encoding="none", content="")
+    else:
+        obj.update(encoding="base64", content=_base64_lines(data))
     return req.ok(obj)
 
 
