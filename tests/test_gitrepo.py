@@ -260,8 +260,8 @@ def test_pr_mode_opens_one_pull_request_and_updates_it(gh: GitHubStandIn) -> Non
     w = writer(gh)
     opened = w.write(request(mode="pr"))
     assert opened.outcome is WriteOutcome.PR_OPENED
-    # read the file and the open pulls; base ref, site ref (404), base commit; tree, commit,
-    # ref; the pull request
+    # base ref, the file there, open pulls; site ref (404), base commit; tree, commit, ref;
+    # the pull request
     assert opened.requests == 9
     assert gh.head(CONFIG, "main") == main  # nothing pushed to the base
     [pull] = gh.pulls(CONFIG)
@@ -295,7 +295,7 @@ def test_pr_mode_closes_the_pull_request_a_newer_base_supersedes(gh: GitHubStand
     result = w.write(request(mode="pr"))
     assert result.outcome is WriteOutcome.UNCHANGED
     assert result.closed_pulls == (1,)
-    assert result.requests == 3
+    assert result.requests == 4  # base ref, file, open pulls, close
     [pull] = gh.pulls(CONFIG)
     assert pull.state == "closed"
     assert "Superseded" in (pull.body or "")
@@ -311,3 +311,28 @@ def test_pr_mode_rebuilds_the_branch_on_a_moved_base(gh: GitHubStandIn) -> None:
     assert gh.git_commit(CONFIG, again.commit or "").parents == (moved,)
     assert gh.file_at(CONFIG, "reconciler/web", "README.md") == "changed\n"
     assert len(gh.pulls(CONFIG)) == 1
+
+
+def test_pr_mode_builds_on_the_commit_whose_file_it_edited(
+    gh: GitHubStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The base moves (a person edits the same file) after the file was read: the pull request's
+    commit has the commit it read as parent, so it reverts nothing of the person's edit."""
+    w = writer(gh)
+    original = w._read
+    read_at = gh.head(CONFIG, "main")
+
+    def read_then_person_commits(*args: Any) -> RepoFile:
+        found = original(*args)
+        text = found.text.replace("# web, production", "# web, production (reviewed)")
+        gh.commit_files(CONFIG, "main", {PATH: text}, "A person's edit")
+        monkeypatch.setattr(w, "_read", original)
+        return found
+
+    monkeypatch.setattr(w, "_read", read_then_person_commits)
+    result = w.write(request(mode="pr"))
+    assert result.outcome is WriteOutcome.PR_OPENED
+    assert gh.git_commit(CONFIG, result.commit or "").parents == (read_at,)
+    assert gh.file_at(CONFIG, "reconciler/web", PATH) == KUSTOMIZATION.replace(
+        "1a2b3c4 ", "5d6e7f8 "
+    )

@@ -178,9 +178,10 @@ class GitRepoWriter:
         return replace(result, requests=call.requests)
 
     def _edit(self, call: _Call, req: WriteRequest, ref: str) -> tuple[RepoFile, Edit]:
+        """The file at `ref` (the branch, or a commit of it) and the edit that writes the image."""
         found = self._read(call, req.repo, ref, req.path)
-        edit = set_image(found.text, req.target, req.image, file=f"{req.repo}/{req.path}@{ref}")
-        return found, edit
+        where = f"{req.repo}/{req.path}@{req.branch}"
+        return found, set_image(found.text, req.target, req.image, file=where)
 
     def _commit(self, call: _Call, req: WriteRequest) -> WriteResult:
         url = f"{self._repo_url(req.repo)}/contents/{quote(req.path.strip('/'))}"
@@ -212,7 +213,12 @@ class GitRepoWriter:
     # ---- pull requests -----------------------------------------------------------------------
 
     def _pull_request(self, call: _Call, req: WriteRequest) -> WriteResult:
-        _, edit = self._edit(call, req, req.branch)
+        base = self._ref(call, req.repo, req.branch)
+        if base is None:
+            raise WriteBackError(
+                f"{req.repo}: no branch {req.branch!r}", kind=ErrorKind.WRITEBACK_NOT_FOUND
+            )
+        _, edit = self._edit(call, req, base)  # the file of that very commit, the new one's parent
         head = pr_branch(req.site)
         open_pull = self._open_pull(call, req.repo, head, req.branch)
         if not edit.changed:
@@ -221,7 +227,7 @@ class GitRepoWriter:
                 self._close(call, req, int(open_pull["number"]))
                 closed = (int(open_pull["number"]),)
             return WriteResult(WriteOutcome.UNCHANGED, edit, closed_pulls=closed)
-        commit, pushed = self._push_branch(call, req, head, edit)
+        commit, pushed = self._push_branch(call, req, base, head, edit)
         title, body = pull_title(req.site, req.new_sha), req.message(edit)
         if open_pull is None:
             made = self._open(call, req, head, title, body)
@@ -261,15 +267,10 @@ class GitRepoWriter:
         self._expect(r, (200,), req.repo, f"closing pull request #{number}")
 
     def _push_branch(
-        self, call: _Call, req: WriteRequest, head: str, edit: Edit
+        self, call: _Call, req: WriteRequest, base: str, head: str, edit: Edit
     ) -> tuple[str, bool]:
-        """The site branch's head carrying `edit` on top of the base's head, and whether it had
-        to be pushed (False: it already was exactly that)."""
-        base = self._ref(call, req.repo, req.branch)
-        if base is None:
-            raise WriteBackError(
-                f"{req.repo}: no branch {req.branch!r}", kind=ErrorKind.WRITEBACK_NOT_FOUND
-            )
+        """The site branch's head carrying `edit` on top of commit `base`, and whether it had to
+        be pushed (False: it already was exactly that)."""
         current = self._ref(call, req.repo, head)
         if current is not None:
             commit = self._git(call, req.repo, "GET", f"commits/{current}")
