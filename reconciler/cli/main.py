@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("validate", parents=[common], help="check sites.toml and exit")
+    sub.add_parser("schema", help="print the JSON Schema of sites.toml (for editors)")
     sub.add_parser(
         "plan", parents=[common, selecting], help="show what a sync would do (reads only)"
     )
@@ -134,6 +135,11 @@ def main(
             format="%(levelname)s %(name)s: %(message)s",
             stream=err,
         )
+    if args.command == "schema":
+        from reconciler.core.configschema import json_schema
+
+        print(json.dumps(json_schema(), indent=2), file=out)
+        return EXIT_OK
     try:
         settings = Settings.from_env(env)
         path = config_path(args, settings)
