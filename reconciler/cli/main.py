@@ -10,10 +10,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, TextIO
 
-from reconciler import __version__
 from reconciler.core import config as config_mod
 from reconciler.core.errors import ConfigError, ReconcilerError
 from reconciler.settings import Settings
+from reconciler.version import version_line
 
 if TYPE_CHECKING:  # the clients are imported only by the commands that use them
     from reconciler.core.behind import Behind
@@ -24,6 +24,23 @@ if TYPE_CHECKING:  # the clients are imported only by the commands that use them
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 NOTIFY_WAIT = 30.0  # seconds a CLI sync waits for its notifications (retries included)
 DEFAULT_WAIT = 900.0
+
+
+class _Version(argparse.Action):
+    """--version: the version and the commit it was built from (git is asked only then)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        print(version_line(), file=sys.stdout)
+        parser.exit()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="reconciler",
         description="Keep every site's Deployment on the image built from its GitHub branch head.",
     )
-    parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
+    parser.add_argument("--version", action=_Version, help="print the version and commit, exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("validate", parents=[common], help="check sites.toml and exit")
