@@ -112,7 +112,14 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", parents=[common], help="run the long-lived service")
     serve.add_argument("--port", type=int, help="HTTP port (default: $PORT, else 8080)")
     serve.add_argument("--bind", default=None, help="address to bind (default 0.0.0.0)")
+    _sites_parser(sub, common)
+    return parser
 
+
+def _sites_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """`sites list | add`."""
     sites = sub.add_parser("sites", help="list or add sites in sites.toml")
     sites_sub = sites.add_subparsers(dest="sites_command", required=True, metavar="ACTION")
     listing = sites_sub.add_parser("list", parents=[common], help="effective settings per site")
@@ -123,7 +130,6 @@ def _parser() -> argparse.ArgumentParser:
     for key in ("branch", "namespace", "deployment", "container", "image"):
         add.add_argument(f"--{key}")
     add.add_argument("--verify", choices=config_mod.VERIFY_MODES)
-    return parser
 
 
 def config_path(args: argparse.Namespace, settings: Settings) -> str:
