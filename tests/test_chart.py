@@ -15,7 +15,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from reconciler import __version__
-from testkit.controlplane import REPO_ROOT
+from testkit.controlplane import REPO_ROOT, ControlPlaneUnavailable, find_helm
 from testkit.helm import Doc, Helm
 from testkit.manifests import kustomize, one, overlay
 
@@ -271,3 +271,13 @@ def test_the_chart_follows_the_reconciler_version(h: Helm) -> None:
     docs = h.template("r", CHART, "--set-file", f"sites.toml={SITES}")
     image = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image.endswith(f"/reconciler:{__version__}")
+
+
+def test_find_helm_takes_an_explicit_binary_and_names_a_bad_one(
+    helm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECONCILER_HELM", str(helm))
+    assert find_helm() == helm
+    monkeypatch.setenv("RECONCILER_HELM", str(tmp_path / "no-helm"))
+    with pytest.raises(ControlPlaneUnavailable, match=r"RECONCILER_HELM=.*not executable"):
+        find_helm()
