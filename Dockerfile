@@ -34,10 +34,14 @@ COPY requirements.lock ./
 RUN pip wheel --require-hashes --no-deps --only-binary=:all: \
         --wheel-dir /wheels -r requirements.lock
 
-# The reconciler itself as a wheel.
+# The reconciler itself as a wheel, stamped with the commit it is built from, which
+# `reconciler --version` prints (the build context has no .git):
+#   docker build --build-arg GIT_COMMIT="$(git rev-parse HEAD)" -t reconciler:"$VERSION" .
 COPY pyproject.toml README.md ./
 COPY reconciler ./reconciler
-RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
+ARG GIT_COMMIT=""
+RUN printf '%s\n' "$GIT_COMMIT" > reconciler/COMMIT \
+    && pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
 
 # The runtime venv, without pip: the reconciler and its dependencies, resolved from the
 # verified wheels only (no index), with bytecode compiled now since the image's root
@@ -45,10 +49,12 @@ RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
 RUN python -m venv --without-pip /opt/venv \
     && pip --python /opt/venv/bin/python install --no-index --find-links /wheels \
         /wheels/reconciler-*.whl \
-    && /opt/venv/bin/reconciler --help > /dev/null
+    && /opt/venv/bin/reconciler --version
 
 
 FROM ${PYTHON_IMAGE}
+ARG GIT_COMMIT=""
+LABEL org.opencontainers.image.revision="${GIT_COMMIT}"
 LABEL org.opencontainers.image.title="reconciler" \
       org.opencontainers.image.description="Continuous deployment for Kubernetes: keeps every site's Deployment on the image of its GitHub branch head." \
       org.opencontainers.image.licenses="Apache-2.0"

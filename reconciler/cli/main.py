@@ -10,10 +10,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, TextIO
 
-from reconciler import __version__
 from reconciler.core.config import sites as config_mod
 from reconciler.core.errors import ConfigError, ReconcilerError
 from reconciler.settings import Settings
+from reconciler.version import version_line
 
 if TYPE_CHECKING:  # the clients are imported only by the commands that use them
     from reconciler.core.model import Site, SiteResult, SyncReport
@@ -24,6 +24,23 @@ if TYPE_CHECKING:  # the clients are imported only by the commands that use them
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 NOTIFY_WAIT = 30.0  # seconds a CLI sync waits for its notifications (retries included)
 DEFAULT_WAIT = 900.0
+
+
+class _Version(argparse.Action):
+    """--version: the version and the commit it was built from (git is asked only then)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        print(version_line(), file=sys.stdout)
+        parser.exit()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,10 +61,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="reconciler",
         description="Keep every site's Deployment on the image built from its GitHub branch head.",
     )
-    parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
+    parser.add_argument("--version", action=_Version, help="print the version and commit, exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("validate", parents=[common], help="check sites.toml and exit")
+    sub.add_parser("schema", help="print the JSON Schema of sites.toml (for editors)")
     sub.add_parser(
         "plan", parents=[common, selecting], help="show what a sync would do (reads only)"
     )
@@ -94,7 +112,14 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", parents=[common], help="run the long-lived service")
     serve.add_argument("--port", type=int, help="HTTP port (default: $PORT, else 8080)")
     serve.add_argument("--bind", default=None, help="address to bind (default 0.0.0.0)")
+    _sites_parser(sub, common)
+    return parser
 
+
+def _sites_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """`sites list | add`."""
     sites = sub.add_parser("sites", help="list or add sites in sites.toml")
     sites_sub = sites.add_subparsers(dest="sites_command", required=True, metavar="ACTION")
     listing = sites_sub.add_parser("list", parents=[common], help="effective settings per site")
@@ -105,7 +130,6 @@ def _parser() -> argparse.ArgumentParser:
     for key in ("branch", "namespace", "deployment", "container", "image"):
         add.add_argument(f"--{key}")
     add.add_argument("--verify", choices=config_mod.VERIFY_MODES)
-    return parser
 
 
 def config_path(args: argparse.Namespace, settings: Settings) -> str:
@@ -134,6 +158,11 @@ def main(
             format="%(levelname)s %(name)s: %(message)s",
             stream=err,
         )
+    if args.command == "schema":
+        from reconciler.core.configschema import json_schema
+
+        print(json.dumps(json_schema(), indent=2), file=out)
+        return EXIT_OK
     try:
         settings = Settings.from_env(env)
         path = config_path(args, settings)

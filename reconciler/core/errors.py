@@ -48,6 +48,13 @@ class ErrorKind(StrEnum):
     SHUTTING_DOWN = "shutting_down"
     COMMAND = "command"  # a hold, resume or rollback that cannot be done
     DELIVERY = "delivery"  # a notification could not be delivered
+    # writing the image into a configuration repository (GitOps write-back)
+    WRITEBACK_YAML = "writeback_yaml"  # the file does not parse
+    WRITEBACK_TARGET = "writeback_target"  # the entry, key or container is not in the file
+    WRITEBACK_NOT_FOUND = "writeback_not_found"  # no such repository, branch or file
+    WRITEBACK_FORBIDDEN = "writeback_forbidden"  # the token may not push
+    WRITEBACK_PROTECTED = "writeback_protected"  # the branch refuses direct writes
+    WRITEBACK_CONFLICT = "writeback_conflict"  # the file kept moving under us
 
 
 class ReconcilerError(Exception):
@@ -181,3 +188,10 @@ class CommandError(ReconcilerError):
     """A hold, resume or rollback that cannot be done, and why."""
 
     default_kind = ErrorKind.COMMAND
+
+
+class WriteBackError(ReconcilerError):
+    """The image cannot be written into the site's configuration repository: that site's
+    failure, with a message naming the repository, branch, file and what is wrong."""
+
+    default_kind = ErrorKind.WRITEBACK_TARGET

@@ -6,12 +6,15 @@ graphql-schema.json for queries); a body that does not match its schema becomes 
 
 Modules, by concern:
     state       repositories, branches, commits, checks; the methods tests use to set them
+    git         a real git object store (blobs, trees, commits with git's SHA-1 ids)
+    gitstate    files on branches, protected branches, push access, pull requests
     ratelimits  tokens and callers, primary buckets, secondary limits, injected faults
     stats       counters (by route, status, caller; points; in flight) and the GraphQL log
     schemas     loading ../shared/github: REST response validators, the GraphQL schema
     replies     the Reply value, GitHub's error body, ETags and 304s
     objects     REST JSON shapes built from the state
     rest        the REST route table and its handlers
+    gitrest     the write routes: Contents API, Git data API, pull requests
     graphql     the GraphQL endpoint, its cost model and resolvers
     server      the HTTP server and GitHubStandIn (lifecycle, dispatch, headers, validation)
 
@@ -47,6 +50,7 @@ Adding a REST endpoint (say GET /repos/{owner}/{repo}/deployments, the Deploymen
     (schema-checked) and a test of its behaviour.
 """
 
+from testkit.github.gitstate import Pull
 from testkit.github.ratelimits import Caller
 from testkit.github.rest import ROUTES, RestRequest, Route, route
 from testkit.github.schemas import (
@@ -66,6 +70,7 @@ __all__ = [
     "CallerStats",
     "CheckState",
     "GitHubStandIn",
+    "Pull",
     "RestRequest",
     "Route",
     "StandInStats",

@@ -32,8 +32,9 @@ Json = Any
 #: Request bodies the stand-in refused (schema violations); the fixtures assert it stays empty.
 REQUEST_VIOLATIONS: list[str] = []
 
-#: Path parameters whose values may contain "/" (branch names, refs such as heads/main).
-SLASHED_PARAMS = frozenset({"branch", "ref", "basehead"})
+#: Path parameters whose values may contain "/" (branch names, refs such as heads/main, file
+#: paths).
+SLASHED_PARAMS = frozenset({"branch", "ref", "basehead", "path"})
 _REPO_PREFIX = "/repos/{owner}/{repo}"
 _SHA_MEDIA_RE = re.compile(r"application/vnd\.github(?:\.v3)?[.+]sha\b")
 _PARAM_RE = re.compile(r"\{([a-z_]+)\}")

@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
-from testkit.github import rest
+from testkit.github import gitrest, rest
+from testkit.github.gitstate import GitRepoState
 from testkit.github.graphql import GraphQLApi
 from testkit.github.ratelimits import (
     Caller,
@@ -29,6 +30,7 @@ from testkit.github.schemas import preload, rest_schema_errors
 from testkit.processes import Started
 
 _GRAPHQL_PATHS = frozenset({"/graphql", "/api/graphql"})
+_WRITE_ROUTES = gitrest  # registers the Contents, Git data and pull-request routes
 
 
 class _Server(ThreadingHTTPServer):
@@ -91,7 +93,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
 
-class GitHubStandIn(GraphQLApi, Started):
+class GitHubStandIn(GraphQLApi, GitRepoState, Started):
     """A GitHub API stand-in on 127.0.0.1; use as a context manager and point clients at .url."""
 
     def __init__(

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from testkit.github.git import GitStore
+
 Json = Any
 CheckState = Literal[
     "success",
@@ -119,6 +121,10 @@ class Repo:
     checks: dict[str, list[Check]] = field(default_factory=dict)
     full_cache: dict[str, Json] | None = None
     deployments: dict[int, Deployment] = field(default_factory=dict)
+    git: GitStore = field(default_factory=GitStore)  # real git objects (gitstate.py)
+    protected: set[str] = field(default_factory=set)  # branches that refuse direct writes
+    push_denied: set[str] = field(default_factory=set)  # tokens that may read but not write
+    pulls: dict[int, Any] = field(default_factory=dict)  # number -> gitstate.Pull
 
     @property
     def full_name(self) -> str:

@@ -12,46 +12,27 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler.core import configkeys
 from reconciler.core.config.lines import Lines
 from reconciler.core.errors import ConfigError, ConfigProblem
 from reconciler.core.model import Site
 from reconciler.core.notify.config import NotifyConfig, parse_notify
 from reconciler.core.plan.template import template_problems
 
-SITE_KEYS = (
-    "repo",
-    "branch",
-    "namespace",
-    "deployment",
-    "container",
-    "image",
-    "paused",
-    "verify",
-    "pin_digest",
-    "required_checks",
-    "rollout_timeout",
-    "notify",
-)
-DEFAULT_KEYS = (
-    "branch",
-    "namespace",
-    "container",
-    "image",
-    "verify",
-    "pin_digest",
-    "rollout_timeout",
-)
-MAX_ROLLOUT_TIMEOUT = 86400
-SERVICE_KEYS = ("schedule", "jitter", "timezone")
-TOP_KEYS = ("defaults", "service", "sites", "notify")
-VERIFY_MODES = ("registry", "checks", "none")
+# The keys, enums, ranges and patterns come from the one model the JSON Schema is made of.
+SITE_KEYS = tuple(configkeys.SITE)
+DEFAULT_KEYS = tuple(configkeys.DEFAULTS)
+MAX_ROLLOUT_TIMEOUT = configkeys.MAX_ROLLOUT_TIMEOUT
+SERVICE_KEYS = tuple(configkeys.SERVICE)
+TOP_KEYS = tuple(configkeys.TOP)
+VERIFY_MODES = configkeys.VERIFY_MODES
 DEFAULT_SCHEDULE = "0 * * * *"
 DEFAULT_TIMEZONE = "UTC"
 
-_REPO_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
+_REPO_RE = re.compile(configkeys.REPO_PATTERN)
 _LABEL_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
-_SUBDOMAIN_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?$")
-_SITE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_SUBDOMAIN_RE = re.compile(configkeys.SUBDOMAIN_PATTERN)
+_SITE_NAME_RE = re.compile(configkeys.SITE_NAME_PATTERN)
 _BRANCH_BAD = re.compile(r"(^/|/$|\.\.|[\x00-\x20~^:?*\[\\]|@\{|//|\.lock$|^-)")
 
 
@@ -216,9 +197,10 @@ class _Validator:
         schedule = self.string(table, "schedule", where, None) or DEFAULT_SCHEDULE
         timezone = self.string(table, "timezone", where, None) or DEFAULT_TIMEZONE
         jitter = table.get("jitter", 0)
-        if not isinstance(jitter, int) or isinstance(jitter, bool) or not 0 <= jitter <= 3600:
+        top = configkeys.MAX_JITTER
+        if not isinstance(jitter, int) or isinstance(jitter, bool) or not 0 <= jitter <= top:
             self.problem(
-                (*where, "jitter"), '"jitter" must be a whole number of seconds, 0 to 3600'
+                (*where, "jitter"), f'"jitter" must be a whole number of seconds, 0 to {top}'
             )
             jitter = 0
         problem = self.schedule_problem(schedule, timezone) if self.schedule_problem else None

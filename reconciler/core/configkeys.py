@@ -1,0 +1,109 @@
+"""Every key of sites.toml's [defaults], [service] and [sites.NAME] tables: its type, allowed
+values, range and a one-line description. The one model both the validator (config.py: known
+keys, enums, ranges, name patterns) and the JSON Schema (configschema.py) read, so they cannot
+disagree; [notify] is modelled by notifyconfig.py's tables, which the schema reads too."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["string", "boolean", "integer", "strings", "table"]
+
+VERIFY_MODES = ("registry", "checks", "none")
+MAX_ROLLOUT_TIMEOUT = 86400
+MAX_JITTER = 3600
+# Patterns a value must match wherever it is written (JSON Schema and Python agree on them).
+REPO_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$"
+SITE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+SUBDOMAIN_PATTERN = r"^[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?$"
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One key: ``strings`` is a list of non-empty strings, ``table`` a sub-table."""
+
+    kind: Kind
+    description: str
+    enum: tuple[str, ...] = ()
+    minimum: int | None = None
+    maximum: int | None = None
+    pattern: str | None = None
+
+
+_BRANCH = Key("string", "Branch to follow; default: the repository's default branch.")
+_NAMESPACE = Key("string", 'Kubernetes namespace of the Deployment; default "default".')
+_CONTAINER = Key(
+    "string", "Container to update; default: the Deployment's only container (several: error)."
+)
+_IMAGE = Key(
+    "string",
+    "Image template, e.g. gcr.io/p/{repo}:{sha}; placeholders {sha} {short_sha} {branch} "
+    "{owner} {repo}, and it must contain {sha} or {short_sha}.",
+)
+_VERIFY = Key(
+    "string",
+    "How a commit is known to be ready: registry (the image exists, default), checks (its "
+    "GitHub checks passed) or none.",
+    enum=VERIFY_MODES,
+)
+_PIN_DIGEST = Key(
+    "boolean", "Deploy image:tag@sha256:<digest the registry answered>; default true."
+)
+_ROLLOUT_TIMEOUT = Key(
+    "integer",
+    "Seconds new pods may crash-loop or fail to pull before the rollout counts as failed; "
+    "default: the Deployment's progressDeadlineSeconds.",
+    minimum=1,
+    maximum=MAX_ROLLOUT_TIMEOUT,
+)
+
+SITE: Mapping[str, Key] = {
+    "repo": Key("string", 'Required: the GitHub repository, "owner/name".', pattern=REPO_PATTERN),
+    "branch": _BRANCH,
+    "namespace": _NAMESPACE,
+    "deployment": Key(
+        "string", "The Deployment's name; default: the site's name.", pattern=SUBDOMAIN_PATTERN
+    ),
+    "container": _CONTAINER,
+    "image": _IMAGE,
+    "paused": Key("boolean", "true: report the site, never change it; default false."),
+    "verify": _VERIFY,
+    "pin_digest": _PIN_DIGEST,
+    "required_checks": Key(
+        "strings", 'Check runs or statuses that must pass (only with verify = "checks").'
+    ),
+    "rollout_timeout": _ROLLOUT_TIMEOUT,
+    "notify": Key("table", "This site's notifications ([sites.NAME.notify]), or false: none."),
+}
+DEFAULTS: Mapping[str, Key] = {
+    name: SITE[name]
+    for name in (
+        "branch",
+        "namespace",
+        "container",
+        "image",
+        "verify",
+        "pin_digest",
+        "rollout_timeout",
+    )
+}
+SERVICE: Mapping[str, Key] = {
+    "schedule": Key(
+        "string", 'When to sync every site, a crontab expression; default "0 * * * *".'
+    ),
+    "jitter": Key(
+        "integer",
+        "Seconds of random delay added to each scheduled run; default 0.",
+        minimum=0,
+        maximum=MAX_JITTER,
+    ),
+    "timezone": Key("string", 'IANA time zone of the schedule; default "UTC".'),
+}
+TOP: Mapping[str, str] = {
+    "defaults": "Values every site inherits unless it sets the key itself.",
+    "service": "Settings of `reconciler serve`.",
+    "sites": "One table per site, [sites.NAME]: letters, digits, - _ and . in NAME.",
+    "notify": "Notifications (docs/notifications.md); secrets are named, never written here.",
+}
