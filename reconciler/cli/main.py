@@ -159,7 +159,7 @@ def main(
             stream=err,
         )
     if args.command == "schema":
-        from reconciler.core.configschema import json_schema
+        from reconciler.core.config.schema import json_schema
 
         print(json.dumps(json_schema(), indent=2), file=out)
         return EXIT_OK

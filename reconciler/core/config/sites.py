@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.core import configkeys
+from reconciler.core.config import keys as configkeys
 from reconciler.core.config.lines import Lines
 from reconciler.core.errors import ConfigError, ConfigProblem
 from reconciler.core.model import Site

@@ -1,5 +1,5 @@
-"""schema/sites.schema.json: generated from the model the validator reads (core/configkeys.py,
-core/notifyconfig.py), committed and up to date; it accepts the README's reference file and the
+"""schema/sites.schema.json: generated from the model the validator reads (core/config/keys.py,
+core/notify/config.py), committed and up to date; it accepts the README's reference file and the
 examples, and rejects what the validator rejects for structural reasons (unknown keys, wrong
 types, bad enum values, out-of-range numbers, a missing repo)."""
 
@@ -16,9 +16,9 @@ import pytest
 
 from demo.world import sites_toml as demo_sites_toml
 from reconciler.cli.main import main
-from reconciler.core import configkeys
+from reconciler.core.config import keys as configkeys
+from reconciler.core.config.schema import json_schema
 from reconciler.core.config.sites import parse
-from reconciler.core.configschema import json_schema
 from reconciler.core.errors import ConfigError
 from testkit.controlplane import REPO_ROOT
 

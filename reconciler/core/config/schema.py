@@ -1,5 +1,5 @@
-"""The JSON Schema of sites.toml, made from the model the validator reads (configkeys.py for
-[defaults], [service] and [sites.NAME]; notifyconfig.py's tables for [notify]). It checks the
+"""The JSON Schema of sites.toml, made from the model the validator reads (keys.py for
+[defaults], [service] and [sites.NAME]; notify/config.py's tables for [notify]). It checks the
 structure an editor can check as you type (known keys, types, enums, ranges, name patterns);
 `reconciler validate` checks that and the rest (templates, cron, duplicate targets, ...).
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from reconciler.core import configkeys
-from reconciler.core.configkeys import Key
+from reconciler.core.config import keys as configkeys
+from reconciler.core.config.keys import Key
 from reconciler.core.notify.config import CHANNEL_KEYS, NOTIFY_KEYS, ChannelKind, EventKind
 
 DRAFT = "http://json-schema.org/draft-07/schema#"  # the newest draft Taplo reads

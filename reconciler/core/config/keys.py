@@ -1,7 +1,7 @@
 """Every key of sites.toml's [defaults], [service] and [sites.NAME] tables: its type, allowed
-values, range and a one-line description. The one model both the validator (config.py: known
-keys, enums, ranges, name patterns) and the JSON Schema (configschema.py) read, so they cannot
-disagree; [notify] is modelled by notifyconfig.py's tables, which the schema reads too."""
+values, range and a one-line description. The one model both the validator (sites.py: known
+keys, enums, ranges, name patterns) and the JSON Schema (schema.py) read, so they cannot
+disagree; [notify] is modelled by notify/config.py's tables, which the schema reads too."""
 
 from __future__ import annotations
 
