@@ -82,7 +82,8 @@ def test_schedule_runs_through_the_runner_and_follows_the_file(tmp_path: Path) -
         first = svc.next_run()
         assert first is not None
         assert svc.status()["schedule"] == "*/5 * * * *"
-        path.write_text(SITES.replace("*/5 * * * *", "0 3 * * *"))
+        # 03:01 is never the next run of */5 too (03:00 was, from 02:55 to 03:00)
+        path.write_text(SITES.replace("*/5 * * * *", "1 3 * * *"))
         svc.reload()
         assert svc.next_run() != first
         assert svc.scheduler is not None
