@@ -116,6 +116,8 @@ RULE = {"cron": None, "rrule": "FREQ=WEEKLY;BYDAY=FR"}
         ({**RULE, "rrule": "FREQ=WEEKLY;INTERVAL=2"}, "rrule", '"start"'),
         ({**RULE, "rrule": "FREQ=DAILY;COUNT=3"}, "rrule", '"start"'),
         ({**RULE, "rrule": 7}, "rrule", "RRULE string"),
+        ({**RULE, "rrule": "FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30"}, "rrule", "never"),
+        ({**RULE, "rrule": "FREQ=YEARLY;BYMONTH=4,6;BYMONTHDAY=-31"}, "rrule", "never"),
         ({"rrule": "FREQ=DAILY"}, "cron", "not both"),
         ({**DATED, "end": None}, "end", "needs"),
         ({**DATED, "end": "2026-12-20"}, "end", "after"),
@@ -371,6 +373,26 @@ def test_a_long_running_minutely_rule_is_cheap_to_evaluate() -> None:
     w = one(kind="deny", rrule="FREQ=MINUTELY;INTERVAL=1;BYSECOND=0", duration="1m", timezone="UTC")
     # anchored in 2000: the rule is moved forward by whole minutes, not walked 14 million times
     assert covering(w, datetime(2026, 12, 8, 12, 0, 30, tzinfo=UTC)) is not None
+
+
+def test_a_monthly_rule_walks_from_its_anchor_in_whole_months() -> None:
+    w = one(kind="deny", rrule="FREQ=MONTHLY;BYDAY=1MO;BYHOUR=9", duration="2h", timezone="UTC")
+    span = covering(w, datetime(2026, 12, 7, 10, tzinfo=UTC))  # the first Monday of December
+    assert span is not None and span.start == datetime(2026, 12, 7, 9, tzinfo=UTC)
+    assert decide([w], datetime(2026, 12, 14, 10, tzinfo=UTC)).may_deploy
+    v = decide([w], datetime(2027, 1, 4, 9, 30, tzinfo=UTC))
+    assert v.until == datetime(2027, 1, 4, 11, tzinfo=UTC)
+    yearly = one(
+        kind="deny", rrule="FREQ=YEARLY;BYMONTH=12;BYMONTHDAY=24", duration="3d", timezone="UTC"
+    )
+    assert not decide([yearly], datetime(2026, 12, 26, tzinfo=UTC)).may_deploy
+    assert decide([yearly], datetime(2026, 12, 27, tzinfo=UTC)).may_deploy
+
+
+def test_windows_parsed_twice_are_equal_and_hashable() -> None:
+    first, second = one(**WEEKEND_CRON, timezone="UTC"), one(**WEEKEND_CRON, timezone="UTC")
+    assert first == second and hash(first) == hash(second)
+    assert first != one(**WEEKEND_RRULE, timezone="UTC")
 
 
 # --- daylight saving ----------------------------------------------------------------------

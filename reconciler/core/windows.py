@@ -56,9 +56,10 @@ here gate only what the sync deploys by itself: rollbacks, hold, resume and roll
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -111,8 +112,9 @@ _SLACK = timedelta(days=1)  # covers any UTC offset difference between wall cloc
 _MAX_STEPS = 1000
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?$")
-_RRULE_FREQS = {"YEARLY", "MONTHLY", "WEEKLY", "DAILY", "HOURLY", "MINUTELY", "SECONDLY"}
-_PERIOD = {
+_PERIOD: dict[str, timedelta | int] = {  # one period of each frequency; months as a number
+    "YEARLY": 12,
+    "MONTHLY": 1,
     "WEEKLY": timedelta(weeks=1),
     "DAILY": timedelta(days=1),
     "HOURLY": timedelta(hours=1),
@@ -142,20 +144,46 @@ class _Recurrence:
 
 
 class _Rule(_Recurrence):
-    """An RRULE counted from `anchor`. When the rule has neither COUNT nor a monthly or yearly
-    frequency, its anchor moves forward by whole periods (weeks, days, ...) before a query, which
-    leaves every start where it was and spares walking from 2000 at each call."""
+    """An RRULE counted from `anchor`. Unless it has COUNT, the anchor moves forward by whole
+    periods of the rule (``step``: a span for weekly to secondly rules, a number of months for
+    monthly and yearly ones) before a query: that leaves every start where it was and spares
+    walking from 2000 at each call."""
 
-    def __init__(self, text: str, anchor: datetime, period: timedelta | None) -> None:
-        self.text, self.anchor, self.period = text, anchor, period
+    def __init__(self, text: str, anchor: datetime, step: timedelta | int | None) -> None:
+        self.text, self.anchor, self.step = text, anchor, step
 
     def starts(self, lo: datetime) -> Iterator[datetime]:
-        anchor = self.anchor
-        if self.period is not None and lo - anchor > 2 * self.period:
-            anchor += ((lo - anchor) // self.period - 1) * self.period
-        for s in rrulestr(self.text, dtstart=anchor):
+        for s in _parsed(self.text, self._rebased(lo)):
             if s >= lo:
                 yield s
+
+    def _rebased(self, lo: datetime) -> datetime:
+        anchor, step = self.anchor, self.step
+        if isinstance(step, timedelta) and lo - anchor > 2 * step:
+            return anchor + ((lo - anchor) // step - 1) * step
+        if isinstance(step, int) and anchor.day <= 28:  # every month has that day
+            periods = ((lo.year - anchor.year) * 12 + lo.month - anchor.month) // step - 1
+            if periods > 0:
+                month = anchor.month - 1 + periods * step
+                return anchor.replace(year=anchor.year + month // 12, month=month % 12 + 1)
+        return anchor
+
+
+def _never(parts: Mapping[str, str]) -> bool:
+    """Whether BYMONTHDAY names only days its BYMONTH months lack (dateutil would search such a
+    rule up to the year 9999 at every query, for seconds)."""
+    days = [abs(int(d)) for d in parts.get("BYMONTHDAY", "").split(",") if d.lstrip("+-").isdigit()]
+    months = [
+        int(m) for m in parts.get("BYMONTH", "").split(",") if m.isdigit() and 0 < int(m) < 13
+    ]
+    longest = max(_MONTH_DAYS[m - 1] for m in months or range(1, 13))
+    return bool(days) and min(days) > longest
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(text: str, anchor: datetime) -> rrule:
+    """The rule counted from `anchor` (rrulestr costs more than a short walk: remembered)."""
+    return rrulestr(text, dtstart=anchor)
 
 
 class _Cron(_Recurrence):
@@ -198,7 +226,7 @@ class Window:
     duration: timedelta | None = None
     start: datetime | None = None
     end: datetime | None = None
-    recurrence: _Recurrence | None = None
+    recurrence: _Recurrence | None = field(default=None, compare=False, repr=False)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -404,8 +432,11 @@ def _rrule(text: str, start: datetime | None, fail: Callable[[str, str], None]) 
             '"rrule" is one RRULE line: give its first start as "start" and its zone as "timezone"',
         )
         return None
-    if parts.get("FREQ") not in _RRULE_FREQS:
-        fail("rrule", f'"rrule" {text!r} needs FREQ=, one of ' + ", ".join(sorted(_RRULE_FREQS)))
+    if parts.get("FREQ") not in _PERIOD:
+        fail("rrule", f'"rrule" {text!r} needs FREQ=, one of ' + ", ".join(_PERIOD))
+        return None
+    if _never(parts):
+        fail("rrule", f'"rrule" {text!r}: that day of the month never comes in those months')
         return None
     interval = parts.get("INTERVAL", "1")
     if start is None and ("COUNT" in parts or interval != "1"):
@@ -420,8 +451,10 @@ def _rrule(text: str, start: datetime | None, fail: Callable[[str, str], None]) 
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         fail("rrule", f'"rrule" {text!r} is not a valid RFC 5545 RRULE: {exc}')
         return None
-    period = _PERIOD.get(parts["FREQ"]) if "COUNT" not in parts else None
-    step = period * int(interval) if period is not None and interval.isdigit() else None
+    step: timedelta | int | None = None
+    if "COUNT" not in parts and interval.isdigit():
+        unit = _PERIOD[parts["FREQ"]]
+        step = unit * int(interval)
     return _Rule(body, anchor, step)
 
 
@@ -451,8 +484,8 @@ def _cron(text: str) -> _Cron:
     if len(fields) != 5:
         raise ValueError("needs five fields: minute hour day-of-month month day-of-week")
     values: dict[str, tuple[int, ...] | None] = {}
-    for (name, low, high, names), field in zip(_CRON_FIELDS, fields, strict=True):
-        chosen = _cron_field(field.lower(), low, high, names, name)
+    for (name, low, high, names), text_field in zip(_CRON_FIELDS, fields, strict=True):
+        chosen = _cron_field(text_field.lower(), low, high, names, name)
         if name == "weekday":  # cron: 0 and 7 are Sunday; dateutil: Monday is 0
             chosen = tuple(sorted({(d - 1) % 7 for d in chosen}))
         full = len(chosen) == (7 if name == "weekday" else high - low + 1)
