@@ -117,6 +117,10 @@ RULE = {"cron": None, "rrule": "FREQ=WEEKLY;BYDAY=FR"}
         ({**RULE, "rrule": "FREQ=DAILY;COUNT=3"}, "rrule", '"start"'),
         ({**RULE, "rrule": 7}, "rrule", "RRULE string"),
         ({**RULE, "rrule": "FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30"}, "rrule", "never"),
+        ({**RULE, "rrule": "FREQ=DAILY;UNTIL=20261201T000000Z"}, "rrule", "drop the trailing Z"),
+        ({**RULE, "rrule": "FREQ=DAILY;INTERVAL=x"}, "rrule", "INTERVAL"),
+        ({**RULE, "rrule": "FREQ=DAILY;BYHOUR=25"}, "rrule", "RFC 5545"),
+        ({**RULE, "rrule": "FREQ=DAILY;FOO=1"}, "rrule", "RFC 5545"),
         ({**RULE, "rrule": "FREQ=YEARLY;BYMONTH=4,6;BYMONTHDAY=-31"}, "rrule", "never"),
         ({"rrule": "FREQ=DAILY"}, "cron", "not both"),
         ({**DATED, "end": None}, "end", "needs"),
@@ -338,6 +342,12 @@ def test_a_rule_with_an_interval_counts_from_its_start() -> None:
     assert not decide([fortnightly], datetime(2026, 12, 5, 12, tzinfo=UTC)).may_deploy
     assert decide([fortnightly], datetime(2026, 12, 12, 12, tzinfo=UTC)).may_deploy
     assert not decide([fortnightly], datetime(2026, 12, 19, 12, tzinfo=UTC)).may_deploy
+
+
+def test_an_rrule_may_be_written_in_lower_case_and_with_its_rrule_prefix() -> None:
+    for text in ("freq=weekly;byday=fr;byhour=16", "RRULE:FREQ=WEEKLY;BYDAY=FR;BYHOUR=16"):
+        w = one(kind="deny", rrule=text, duration="65h", timezone="UTC")
+        assert not decide([w], datetime(2026, 12, 5, tzinfo=UTC)).may_deploy
 
 
 def test_a_rule_that_ended_no_longer_freezes() -> None:

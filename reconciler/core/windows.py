@@ -422,40 +422,42 @@ def _recurrence(
 
 
 def _rrule(text: str, start: datetime | None, fail: Callable[[str, str], None]) -> _Rule | None:
-    body = text.strip()
-    if body.upper().startswith("RRULE:"):
-        body = body[6:]
-    parts = dict(p.split("=", 1) for p in body.upper().split(";") if "=" in p)
-    if "\n" in body or any(k in body.upper() for k in ("DTSTART", "TZID", "EXDATE", "RDATE")):
-        fail(
-            "rrule",
-            '"rrule" is one RRULE line: give its first start as "start" and its zone as "timezone"',
-        )
-        return None
-    if parts.get("FREQ") not in _PERIOD:
-        fail("rrule", f'"rrule" {text!r} needs FREQ=, one of ' + ", ".join(_PERIOD))
-        return None
-    if _never(parts):
-        fail("rrule", f'"rrule" {text!r}: that day of the month never comes in those months')
-        return None
-    interval = parts.get("INTERVAL", "1")
-    if start is None and ("COUNT" in parts or interval != "1"):
-        fail("rrule", '"rrule" with COUNT or INTERVAL counts from its first start: set "start"')
+    body = text.strip().upper()
+    body = body.removeprefix("RRULE:")
+    parts = dict(p.split("=", 1) for p in body.split(";") if "=" in p)
+    problem = _rrule_problem(body, parts, start)
+    if problem is not None:
+        fail("rrule", f'"rrule" {text!r}: {problem}')
         return None
     anchor = start or DEFAULT_ANCHOR
     try:
         first = rrulestr(body, dtstart=anchor)
         if not isinstance(first, rrule):
             raise ValueError("more than one rule")
-        iter(first)
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         fail("rrule", f'"rrule" {text!r} is not a valid RFC 5545 RRULE: {exc}')
         return None
     step: timedelta | int | None = None
-    if "COUNT" not in parts and interval.isdigit():
-        unit = _PERIOD[parts["FREQ"]]
-        step = unit * int(interval)
+    if "COUNT" not in parts:
+        step = _PERIOD[parts["FREQ"]] * int(parts.get("INTERVAL", "1"))
     return _Rule(body, anchor, step)
+
+
+def _rrule_problem(body: str, parts: Mapping[str, str], start: datetime | None) -> str | None:
+    if "\n" in body or any(k in body for k in ("DTSTART", "TZID", "EXDATE", "RDATE")):
+        return 'write one RRULE line; its first start goes in "start", its zone in "timezone"'
+    if parts.get("FREQ") not in _PERIOD:
+        return "it needs FREQ=, one of " + ", ".join(_PERIOD)
+    if re.search(r"UNTIL=[0-9T]+Z", body):
+        return 'UNTIL is a local time in "timezone": drop the trailing Z (or bound it with "end")'
+    interval = parts.get("INTERVAL", "1")
+    if not interval.isdigit() or int(interval) < 1:
+        return "INTERVAL must be a whole number above 0"
+    if start is None and ("COUNT" in parts or interval != "1"):
+        return 'with COUNT or INTERVAL it counts from its first start: set "start"'
+    if _never(parts):
+        return "that day of the month never comes in those months"
+    return None
 
 
 _CRON_ALIASES = {
