@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -101,6 +102,9 @@ RULE = {"cron": None, "rrule": "FREQ=WEEKLY;BYDAY=FR"}
         ({"kind": "block"}, "kind", '"allow"'),
         ({"timezone": None}, "timezone", "IANA"),
         ({"timezone": "Mars/Base"}, "timezone", "IANA"),
+        ({"timezone": "Europe"}, "timezone", "IANA"),
+        ({"timezone": "localtime"}, "timezone", "IANA"),
+        ({"duration": "400d"}, "duration", "longer than a year"),
         ({"duration": None}, "duration", "required"),
         ({"duration": "65"}, "duration", "65h"),
         ({"duration": 65}, "duration", "65h"),
@@ -140,6 +144,40 @@ def test_problems_name_the_key_at_fault(changes: dict[str, Any], key: str, words
     assert where == ("windows", "freeze", key)
     assert words in message
     assert site is None
+
+
+def test_windows_as_tomllib_reads_them_from_sites_toml() -> None:
+    data = tomllib.loads(
+        """
+[windows.weekend-freeze]
+kind = "deny"
+cron = "0 16 * * fri"
+duration = "65h"
+timezone = "Europe/Berlin"
+
+[windows.launch-freeze]
+kind = "deny"
+start = 2026-12-21
+end = 2027-01-04
+timezone = "Europe/Berlin"
+
+[windows.business-hours]
+kind = "allow"
+rrule = "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR;BYHOUR=8;BYMINUTE=0"
+duration = "9h"
+timezone = "America/New_York"
+start = 2026-01-05T00:00:00
+"""
+    )
+    problems: Problems = []
+    windows = parse_windows(data, lambda w, m, s: problems.append((w, m, s)))
+    assert problems == []
+    assert list(windows) == ["weekend-freeze", "launch-freeze", "business-hours"]
+    launch = windows["launch-freeze"]
+    assert (launch.start, launch.end) == (datetime(2026, 12, 21), datetime(2027, 1, 5))
+    offset = tomllib.loads('[windows.x]\nkind="deny"\ntimezone="UTC"\nstart=2026-12-21T00:00:00Z')
+    _, problems = parse(offset["windows"])
+    assert problems[0][0] == ("windows", "x", "start") and "offset" in problems[0][1]
 
 
 def test_every_problem_of_a_window_is_reported_not_only_the_first() -> None:
@@ -370,6 +408,8 @@ def test_cron_day_of_month_and_day_of_week_both_restricted_match_either() -> Non
         ("0 0 * dec sun", datetime(2026, 12, 6, 0, 30), datetime(2026, 11, 29, 0, 30)),
         ("0 0 * * 7", datetime(2026, 12, 6, 0, 30), datetime(2026, 12, 7, 0, 30)),
         ("@daily", datetime(2026, 12, 8, 0, 30), datetime(2026, 12, 8, 1, 30)),
+        ("* 9 * * *", datetime(2026, 12, 8, 10, 58, 30), datetime(2026, 12, 8, 11, 0)),
+        ("30 9 * * *", datetime(2026, 12, 8, 10, 29), datetime(2026, 12, 8, 10, 30)),
         ("0 0 1,15 * *", datetime(2026, 12, 15, 0, 30), datetime(2026, 12, 14, 0, 30)),
     ],
 )
@@ -377,6 +417,20 @@ def test_cron_forms(cron: str, frozen: datetime, free: datetime) -> None:
     w = one(kind="deny", cron=cron, duration="1h", timezone="UTC")
     assert not decide([w], frozen.replace(tzinfo=UTC)).may_deploy
     assert decide([w], free.replace(tzinfo=UTC)).may_deploy
+
+
+def test_every_hour_of_a_cron_start_counts_and_a_freeze_without_end_says_so() -> None:
+    hourly = one(kind="deny", cron="30 * * * *", duration="30m", timezone="UTC")
+    assert not decide([hourly], datetime(2026, 12, 8, 13, 45, tzinfo=UTC)).may_deploy
+    assert decide([hourly], datetime(2026, 12, 8, 13, 15, tzinfo=UTC)).may_deploy
+    always = one(kind="deny", cron="30 * * * *", duration="1h", timezone="UTC")
+    v = decide([always], datetime(2026, 12, 8, 13, 45, tzinfo=UTC))
+    assert v.state is WindowState.FROZEN and v.until is None
+    assert v.reason == "frozen by window w: no opening found ahead"
+    never = one(kind="allow", start="2020-01-01", end="2020-01-02", timezone="UTC")
+    v = decide([never], datetime(2026, 12, 8, tzinfo=UTC))
+    assert v.state is WindowState.OUTSIDE and v.until is None
+    assert v.reason == "outside allowed time (window w): no opening found ahead"
 
 
 def test_a_long_running_minutely_rule_is_cheap_to_evaluate() -> None:

@@ -32,7 +32,8 @@ Rules of `decide`:
   still holds on Sunday;
 - "until when" is the first instant a deploy may go: past the end of every deny occurrence that
   covers it (chained or overlapping freezes add up) and inside an allow window if there are any;
-  searched up to a year ahead (``until`` None beyond that);
+  searched up to a year and 1,000 window changes ahead (``until`` None beyond: "no opening found
+  ahead", e.g. a deny window that always covers the next start);
 - times are wall-clock in the window's zone. A start in the hour a spring-forward skips moves
   forward by the gap (02:30 on the last Sunday of March in Europe/Berlin starts at 03:30 CEST); a
   start in the hour an autumn fold repeats is the first of the two (fold=0), so it happens once,
@@ -245,7 +246,7 @@ class Span:
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """Whether a deploy may go now; if not, why (`reason`), by which window, and from when on it
-    may (`until`, aware UTC; None when open, or when no opening lies within a year)."""
+    may (`until`, aware UTC; None when open, or when none was found ahead)."""
 
     state: WindowState
     reason: str = ""
@@ -354,11 +355,12 @@ def _window(
 
 
 def _zone_ok(zone: str) -> bool:
+    """An IANA zone name ("localtime" would be whatever the machine says: refused)."""
     try:
         ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a directory
         return False
-    return True
+    return zone != "localtime"
 
 
 def _moment(
@@ -391,10 +393,14 @@ def _duration(t: Mapping[str, Any], fail: Callable[[str, str], None]) -> timedel
         return None
     value = t["duration"]
     try:
-        return parse_duration(value if isinstance(value, str) else repr(value))
+        span = parse_duration(value if isinstance(value, str) else repr(value))
     except ValueError as exc:
         fail("duration", f'"duration" {exc}')
         return None
+    if span > HORIZON:
+        fail("duration", f'"duration" {value!r} is longer than a year: use "start" and "end"')
+        return None
+    return span
 
 
 def _recurrence(
@@ -491,7 +497,8 @@ def _cron(text: str) -> _Cron:
         if name == "weekday":  # cron: 0 and 7 are Sunday; dateutil: Monday is 0
             chosen = tuple(sorted({(d - 1) % 7 for d in chosen}))
         full = len(chosen) == (7 if name == "weekday" else high - low + 1)
-        values[name] = None if full else chosen
+        # a full minute or hour field stays a list: rrule would fill a missing one from dtstart
+        values[name] = None if full and name in ("day", "month", "weekday") else chosen
     # as cron does: when both day fields are restricted and neither starts with "*", either matches
     either = not fields[2].startswith("*") and not fields[4].startswith("*")
     either = either and values["day"] is not None and values["weekday"] is not None
@@ -613,13 +620,15 @@ def decide(windows: Sequence[Window], now: datetime) -> Verdict:
     if deny:
         by = max(deny, key=lambda s: (s.end, s.window.name)).window
         names = tuple(dict.fromkeys(s.window.name for s in deny))
-        when = f"until {_when(until, by.zone, now)}" if until else "with no opening within a year"
-        reason = f"frozen {when} by window {by.name}"
+        if until is None:
+            reason = f"frozen by window {by.name}: no opening found ahead"
+        else:
+            reason = f"frozen until {_when(until, by.zone, now)} by window {by.name}"
         return Verdict(WindowState.FROZEN, reason, by.name, names, until)
     names = tuple(w.name for w in allows)
     label = ("window " if len(names) == 1 else "windows ") + ", ".join(names)
     zone = allows[0].zone
-    when = f"next opens {_when(until, zone, now)}" if until else "no opening within a year"
+    when = f"next opens {_when(until, zone, now)}" if until else "no opening found ahead"
     reason = f"outside allowed time ({label}): {when}"
     return Verdict(WindowState.OUTSIDE, reason, names[0], names, until)
 
@@ -630,7 +639,7 @@ def _in_force(windows: Sequence[Window], kind: Kind, t: datetime) -> list[Span]:
 
 def _opens(windows: Sequence[Window], now: datetime) -> datetime | None:
     """The first instant from `now` on at which no deny window and (if any) an allow window is
-    in force; None when there is none within a year."""
+    in force; None when none is found within a year and _MAX_STEPS changes."""
     allows = [w for w in windows if w.kind is Kind.ALLOW]
     t = now
     for _ in range(_MAX_STEPS):
