@@ -232,9 +232,15 @@ def test_no_windows_means_a_deploy_may_go() -> None:
     assert v.may_deploy and v.reason == ""
 
 
-def test_the_clock_must_be_an_aware_value() -> None:
+def test_the_clock_is_an_aware_value_or_seconds_since_the_epoch() -> None:
     with pytest.raises(ValueError, match="aware"):
         decide([], datetime(2026, 12, 25))
+    w = one(**WEEKEND_CRON, timezone="Europe/Berlin")
+    saturday = at(BERLIN, 2026, 12, 5, 12)
+    assert decide([w], saturday.timestamp()) == decide([w], saturday)
+    frozen = decide([w], saturday)
+    o = override(frozen, "urgent", "alice", saturday.timestamp())
+    assert o is not None and o.at == "2026-12-05T11:00:00Z"
 
 
 @pytest.mark.parametrize("table", [WEEKEND_CRON, WEEKEND_RRULE], ids=["cron", "rrule"])

@@ -1,7 +1,7 @@
 """Deploy windows (pure): when a site may take a new image, from named windows and a clock value.
 
 A ``[windows.NAME]`` table of sites.toml becomes a `Window` (`parse_windows`); a site (or the
-defaults) names the windows it obeys (`select`); `decide(windows, now)` says whether a deploy
+defaults) names the windows it obeys (`select`); `decide(windows, clock)` says whether a deploy
 may go at ``now`` and, if not, until when and because of which window, as a `Verdict` with a
 human text ("frozen until Mon 09:00 Europe/Berlin by window weekend-freeze"). The clock is
 always passed in, never read here.
@@ -607,10 +607,10 @@ def next_start(w: Window, now: datetime) -> datetime | None:
     return best
 
 
-def decide(windows: Sequence[Window], now: datetime) -> Verdict:
-    """Whether a deploy may go at `now` (aware) under `windows`: the rules of this module."""
-    if now.tzinfo is None:
-        raise ValueError("decide() needs an aware datetime (the clock value, in UTC)")
+def decide(windows: Sequence[Window], clock: datetime | float) -> Verdict:
+    """Whether a deploy may go at `clock` (an aware datetime, or seconds since the epoch as the
+    engine's clock gives them) under `windows`: the rules of this module."""
+    now = _aware(clock)
     deny = _in_force(windows, Kind.DENY, now)
     allows = [w for w in windows if w.kind is Kind.ALLOW]
     allowed = not allows or any(covering(w, now) is not None for w in allows)
@@ -631,6 +631,14 @@ def decide(windows: Sequence[Window], now: datetime) -> Verdict:
     when = f"next opens {_when(until, zone, now)}" if until else "no opening found ahead"
     reason = f"outside allowed time ({label}): {when}"
     return Verdict(WindowState.OUTSIDE, reason, names[0], names, until)
+
+
+def _aware(clock: datetime | float) -> datetime:
+    if isinstance(clock, datetime):
+        if clock.tzinfo is None:
+            raise ValueError("a clock value must be aware (UTC) or seconds since the epoch")
+        return clock
+    return datetime.fromtimestamp(clock, UTC)
 
 
 def _in_force(windows: Sequence[Window], kind: Kind, t: datetime) -> list[Span]:
@@ -690,7 +698,7 @@ class Override:
 
 
 def override(
-    verdict: Verdict, reason: str, by: str, now: datetime, sha: str | None = None
+    verdict: Verdict, reason: str, by: str, clock: datetime | float, sha: str | None = None
 ) -> Override | None:
     """The override to record when a deploy goes out despite `verdict`; None when the window was
     open (nothing was overridden). A missing, multi-line or overlong reason is a CommandError."""
@@ -699,8 +707,7 @@ def override(
         raise CommandError('--override-window needs --reason "why this cannot wait"')
     if "\n" in reason.strip() or len(why) > MAX_REASON:
         raise CommandError(f"the override reason must be one line, at most {MAX_REASON} characters")
-    if now.tzinfo is None:
-        raise ValueError("override() needs an aware datetime (the clock value, in UTC)")
+    now = _aware(clock)
     if verdict.may_deploy:
         return None
     at = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
