@@ -2,9 +2,14 @@
 
 A ``[windows.NAME]`` table of sites.toml becomes a `Window` (`parse_windows`); a site (or the
 defaults) names the windows it obeys (`select`); `decide(windows, clock)` says whether a deploy
-may go at ``now`` and, if not, until when and because of which window, as a `Verdict` with a
-human text ("frozen until Mon 09:00 Europe/Berlin by window weekend-freeze"). The clock is
+may go at that moment and, if not, until when and because of which window, as a `Verdict` with
+a human text ("frozen until Mon 09:00 Europe/Berlin by window weekend-freeze"). The clock is
 always passed in, never read here.
+
+An urgent deploy through a closed window (``sync --site X --override-window --reason "…"``)
+is recorded by `override`: a one-line reason is required; `override_annotations` gives the
+``reconciler.dev/window-override*`` annotations for the Deployment, `Override.text` the line
+for its Event and the notification, and `read_override` reads it back for the page.
 
 A window is a recurrence of starts with a duration, or one span from a date to a date:
 
@@ -49,10 +54,11 @@ same look-back (its SyncWindows.active takes the first cron start after now minu
 They differ in that Argo CD adds the duration as elapsed time to the start instant (a Friday 16:00
 freeze of 65 h ends Mon 10:00 or 08:00 on a DST weekend), has no one-off dated window and no RRULE,
 and its override is a standing per-window ``manualSync`` flag; here an override is one explicit
-deploy with a reason, recorded on the workload (`override`). Kargo has no deploy windows in its
-open-source release; a proposed ``PromotionWindow`` resource (akuity/kargo#5544) follows Argo
-CD's model (cron, duration, timeZone, allow/deny) and gates only automatic promotion, as windows
-here gate only what the sync deploys by itself: rollbacks, hold, resume and rollback always run.
+deploy with a reason, recorded on the workload (`override`). Kargo's open-source release had no
+deploy windows when this was written (its paid edition has them); the proposed ``PromotionWindow``
+resource (akuity/kargo#5544, open then) follows Argo CD's model (cron, duration, timeZone,
+allow/deny, no RRULE, no dated window) and gates only automatic promotion, as windows here gate
+only what the sync deploys by itself: rollbacks, hold, resume and rollback always run.
 """
 
 from __future__ import annotations
