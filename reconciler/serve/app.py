@@ -197,7 +197,7 @@ def create_app(
 
     @app.template_filter("when")
     def when(value: float | str | None) -> str:
-        if value is None or value == "":
+        if not isinstance(value, (int, float, str)) or value == "":  # a site not synced yet
             return "—"
         if isinstance(value, str):
             return value.replace("T", " ").replace("Z", " UTC")
@@ -205,7 +205,7 @@ def create_app(
 
     @app.template_filter("ago")
     def ago(value: float | None) -> str:
-        if value is None:
+        if not isinstance(value, (int, float)):  # None, or a site not synced yet
             return ""
         delta = time.time() - value
         text = _span(abs(delta))
