@@ -162,7 +162,7 @@ def create_app(
             request.headers.get("Authorization", ""), request.remote_addr, quiet=True
         ):
             return jsonify({"ready": readiness["ready"]}), code
-        return jsonify(readiness), code
+        return jsonify({**readiness, "leader": service.leadership()}), code
 
     @app.get("/metrics")
     def metrics() -> Response:

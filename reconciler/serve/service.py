@@ -91,8 +91,8 @@ class Service:
         self.follower = Follower(
             engine, lambda: self.config.good, on_result=self._followed, lease=self.lease
         )
-        if self.lease is not None:  # taking over: follow what another replica left running
-            self.lease.on_taken_over = self.follower.discover
+        if self.lease is not None:
+            self.lease.on_taken_over = self._taken_over
         self.metrics.leader.labels(identity).set_function(lambda: float(self.leading()))
         self.reload()
 
@@ -228,6 +228,14 @@ class Service:
 
     # -- rollouts ----------------------------------------------------------------------------
 
+    def _taken_over(self) -> None:
+        """This replica holds the Lease after another did: follow what that one left running."""
+        log.info(
+            "took the Lease after another replica: looking for rollouts in progress",
+            extra={"event": "lease_taken_over"},
+        )
+        self.follower.discover()
+
     def start_following(self) -> None:
         """Follow rollouts in the background (each sync's report says which)."""
         self.follower.start()
@@ -292,9 +300,7 @@ class Service:
             "scheduler": None if self.schedule.running else "scheduler not running"
         }
         checks.update({name: check() for name, check in self.extra_health.items()})
-        view = state.readiness_view(self.config, checks, stopping=self.stopping)
-        view["leader"] = self.leadership()
-        return view
+        return state.readiness_view(self.config, checks, stopping=self.stopping)
 
     def leading(self) -> bool:
         """True while this replica holds the Lease (for a sync or a rollback)."""
