@@ -385,3 +385,18 @@ def test_cli_plan_and_sync_json(
     assert code == 0 and synced[0]["applied"] is True
     code, again = run("sync")
     assert again[0]["action"] == "in-sync" and again[0]["applied"] is False
+
+
+def test_reading_the_lease_record_counts_as_observing_it(
+    kube_api_client: Any, k8s_namespace: str
+) -> None:
+    """A replica whose page or /status shows the Lease takes a dead holder's Lease over once
+    it has seen the record unchanged for the Lease's duration, not only from its first try."""
+    a = KubeLease(kube_api_client, k8s_namespace, "reconciler", "pod-a", duration=30)
+    a.acquire()  # ... and dies
+    clock = Clock()
+    b = KubeLease(kube_api_client, k8s_namespace, "reconciler", "pod-b", clock=clock)
+    assert b.record().holder == "pod-a"
+    clock.now += 31
+    b.acquire()
+    assert b.record().holder == "pod-b"

@@ -131,13 +131,15 @@ class KubeLease:
             self._seen, self._seen_at = record, self.clock()
 
     def record(self) -> LeaseRecord:
-        """The Lease as the cluster has it now (nobody holds a Lease not created yet)."""
+        """The Lease as the cluster has it now (nobody holds a Lease not created yet). Seeing
+        the record counts as observing it: a dead holder's Lease runs out sooner here."""
         try:
             spec = self._read().get("spec") or {}
         except KubernetesError as error:
             if error.kind is ErrorKind.NOT_FOUND:
                 return LeaseRecord(holder=None)
             raise
+        self._observe(spec)
         return LeaseRecord(
             holder=spec.get("holderIdentity") or None,
             acquired_at=_epoch(spec.get("acquireTime")),
