@@ -184,7 +184,10 @@ def test_the_survivor_of_a_killed_holder_answers_takes_over_and_rolls_back_once(
         )
         assert run["state"] == "queued" and run["waiting_for_lease"]["holder"] == REPLICAS[0]
         leader = survivor.wait_for(  # the Lease as the page shows it is read every 2 s at most
-            lambda: (v := survivor.request("GET", "/status")[1]["leader"])["holder"] and v,
+            lambda: (
+                (v := survivor.request("GET", "/status")[1]["leader"])["holder"] == REPLICAS[0]
+                and v
+            ),
             what="the survivor's page to name the holder",
         )
         assert leader["identity"] == REPLICAS[1] and leader["holder"] == REPLICAS[0]
