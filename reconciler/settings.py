@@ -14,6 +14,7 @@ LOG_FORMATS = ("json", "text")
 MIN_TOKEN_BYTES = 32  # bearer tokens: guessing one must be hopeless
 OPEN = "open"  # RECONCILER_READ_TOKEN=open: the page, /status and /metrics need no token
 MAX_LOOKBACK = 100  # one page of a GraphQL connection
+LEASE_WAIT_MARGIN = 15  # a trigger waits for a dead holder's whole Lease, and this much more
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,9 @@ class Settings:
     lease_namespace: str | None = None  # RECONCILER_LEASE_NAMESPACE, else POD_NAMESPACE
     lease_enabled: bool = True  # RECONCILER_LEASE=off disables it
     lease_seconds: int = 60  # RECONCILER_LEASE_SECONDS: renewed every quarter of it
+    # RECONCILER_LEASE_WAIT: how long a trigger waits for the Lease another replica holds before
+    # it is answered "queued" (its sync stays queued); default: the Lease and LEASE_WAIT_MARGIN
+    lease_wait_seconds: int | None = None
     docker_config: str | None = None  # DOCKER_CONFIG (a directory holding config.json)
     insecure_registries: tuple[str, ...] = ()  # RECONCILER_INSECURE_REGISTRIES, comma-separated
     registry_auth_hosts: tuple[str, ...] = ()  # RECONCILER_REGISTRY_AUTH_HOSTS, comma-separated
@@ -101,6 +105,11 @@ class Settings:
     def lease_active(self) -> bool:
         return self.lease_enabled and bool(self.lease_namespace)
 
+    @property
+    def lease_wait(self) -> float:
+        """Seconds a trigger waits for the Lease before its answer says "queued"."""
+        return float(self.lease_wait_seconds or self.lease_seconds + LEASE_WAIT_MARGIN)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Read and check the environment; a bad value raises SettingsError naming the variable."""
@@ -131,6 +140,7 @@ class Settings:
             lease_namespace=env.get("RECONCILER_LEASE_NAMESPACE") or pod_namespace,
             lease_enabled=env.get("RECONCILER_LEASE", "on") != "off",
             lease_seconds=_integer(env, "RECONCILER_LEASE_SECONDS", 60),
+            lease_wait_seconds=_integer(env, "RECONCILER_LEASE_WAIT", 0) or None,
             docker_config=env.get("DOCKER_CONFIG") or None,
             insecure_registries=_hosts(env, "RECONCILER_INSECURE_REGISTRIES"),
             registry_auth_hosts=_hosts(env, "RECONCILER_REGISTRY_AUTH_HOSTS"),

@@ -29,7 +29,7 @@ class BusyLease:
     def __init__(self) -> None:
         self.acquired = 0
 
-    def acquire(self) -> None:
+    def acquire(self) -> bool:
         raise ReconcilerError("replica pod-b is syncing")
 
     def renew(self) -> None: ...
@@ -40,8 +40,9 @@ class BusyLease:
 class FreeLease(BusyLease):
     released = 0
 
-    def acquire(self) -> None:
+    def acquire(self) -> bool:
         self.acquired += 1
+        return False
 
     def release(self) -> None:
         self.released += 1

@@ -145,9 +145,23 @@ class ConflictError(KubernetesError):
 
 
 class LeaseBusy(KubernetesError):
-    """Another replica holds the Lease (or took it from us)."""
+    """Another replica holds the Lease (or took it from us): `holder` names it when known, and
+    `remaining` says in how many seconds this replica takes it over unless it is renewed."""
 
     default_kind = ErrorKind.LEASE
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        kind: ErrorKind | None = None,
+        holder: str | None = None,
+        remaining: float | None = None,
+    ) -> None:
+        super().__init__(message, kind=kind)
+        self.status = None
+        self.holder = holder
+        self.remaining = remaining
 
 
 class RegistryError(ReconcilerError):

@@ -315,3 +315,22 @@ class ApplyResult:
     error_kind: ErrorKind | None = None
     conflict: bool = False
     generation: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRecord:
+    """The Lease as the cluster has it: who holds it (None: nobody) and the holder's stamps
+    (Unix times, by the holder's clock: shown to people, never used to judge expiry)."""
+
+    holder: str | None
+    acquired_at: float | None = None
+    renewed_at: float | None = None
+    duration: int | None = None
+    transitions: int = 0
+
+    @property
+    def expires_at(self) -> float | None:
+        """When the holder's Lease runs out unless renewed (by the holder's clock)."""
+        if self.holder is None or self.renewed_at is None or self.duration is None:
+            return None
+        return self.renewed_at + self.duration

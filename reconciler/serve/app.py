@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
 
 from reconciler import __version__
-from reconciler.core.engine import SyncRequest
+from reconciler.core.engine import SyncReport, SyncRequest
 from reconciler.core.errors import CommandError, ReconcilerError, ShuttingDown
 from reconciler.serve.auth import Access
 from reconciler.serve.events import MAX_BODY, GitHubHooks
-from reconciler.serve.service import Service
+from reconciler.serve.service import LeaseWait, Service
 from reconciler.serve.state import report_dict
 
 log = logging.getLogger(__name__)
@@ -95,18 +94,16 @@ def create_app(
             extra={"event": "trigger", "trigger": "http", "site": site, "run": record.id},
         )
         wait = request.args.get("wait", "true").lower() not in ("false", "0", "no")
-        if not wait:
-            return jsonify({"id": record.id, "status_url": f"/runs/{record.id}"}), 202
         try:
-            report = record.future.result(timeout=wait_limit)
-        except FutureTimeout:
-            return jsonify({"id": record.id, "status_url": f"/runs/{record.id}"}), 202
+            outcome = service.await_run(record, wait_limit if wait else 0.0)
         except ShuttingDown:
             return error(503, "shutting down before the sync ran; retry", id=record.id)
         except Exception as exc:  # the run could not happen at all (config, lease)
             return error(503, f"the sync could not run: {exc}", id=record.id)
-        body = {"id": record.id, **report_dict(report, sites)}
-        return jsonify(body), 200 if body["ok"] else 502
+        if isinstance(outcome, SyncReport):
+            body = {"id": record.id, **report_dict(outcome, sites)}
+            return jsonify(body), 200 if body["ok"] else 502
+        return jsonify(queued(record.id, outcome or service.lease_wait())), 202
 
     @app.post("/sites/<site>/<action>")
     def site_command(site: str, action: str) -> Any:
@@ -165,7 +162,7 @@ def create_app(
             request.headers.get("Authorization", ""), request.remote_addr, quiet=True
         ):
             return jsonify({"ready": readiness["ready"]}), code
-        return jsonify(readiness), code
+        return jsonify({**readiness, "leader": service.leadership()}), code
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -197,7 +194,7 @@ def create_app(
 
     @app.template_filter("when")
     def when(value: float | str | None) -> str:
-        if value is None or value == "":
+        if not isinstance(value, (int, float, str)) or value == "":  # a site not synced yet
             return "—"
         if isinstance(value, str):
             return value.replace("T", " ").replace("Z", " UTC")
@@ -205,7 +202,7 @@ def create_app(
 
     @app.template_filter("ago")
     def ago(value: float | None) -> str:
-        if value is None:
+        if not isinstance(value, (int, float)):  # None, or a site not synced yet
             return ""
         delta = time.time() - value
         text = _span(abs(delta))
@@ -217,6 +214,19 @@ def create_app(
         return "" if value is None else f"for {_span(max(0.0, time.time() - value))}"
 
     return app
+
+
+def queued(run_id: str, waiting: LeaseWait | None) -> dict[str, Any]:
+    """202: the sync is queued (or running); while it waits for another replica's Lease, who
+    holds it and until when."""
+    body: dict[str, Any] = {"id": run_id, "status_url": f"/runs/{run_id}"}
+    if waiting is not None:
+        body |= {
+            "state": "queued",
+            "message": waiting.describe(),
+            "waiting_for_lease": waiting.as_dict(),
+        }
+    return body
 
 
 def _span(seconds: float) -> str:

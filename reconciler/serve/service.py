@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 from typing import Any
 
@@ -17,21 +18,23 @@ from reconciler.core import config as config_mod
 from reconciler.core.engine import Engine, SiteResult, SyncReport, SyncRequest
 from reconciler.core.errors import ConfigError, ConfigUnavailable, ReconcilerError
 from reconciler.core.messages import Commit
-from reconciler.core.model import Rollout, Site
+from reconciler.core.model import LeaseRecord, Rollout, Site
 from reconciler.core.notifier import Notifier
 from reconciler.core.runner import Runner
 from reconciler.serve import state
 from reconciler.serve.commitinfo import CommitInfo
 from reconciler.serve.follower import Follower, SharedLease
-from reconciler.serve.leader import LEASE_SECONDS, Lease, LeaseHolder
+from reconciler.serve.leader import DEFAULT_WAIT, LEASE_SECONDS, Lease, LeaseHolder, LeaseWait
 from reconciler.serve.metrics import Metrics
 from reconciler.serve.schedule import Schedule
 from reconciler.serve.site_metrics import SiteMetrics
 from reconciler.serve.state import Board, ConfigState, Notice, RunRecord
 
-__all__ = ["Lease", "RunRecord", "Service"]
+__all__ = ["Lease", "LeaseWait", "RunRecord", "Service"]
 
 log = logging.getLogger(__name__)
+
+LEASE_VIEW_TTL = 2.0  # the page and probes read the Lease record at most this often
 
 
 class Service:
@@ -43,7 +46,9 @@ class Service:
         engine: Engine,
         *,
         lease: Lease | None = None,
-        lease_wait: float = 30.0,
+        lease_record: Callable[[], LeaseRecord] | None = None,
+        identity: str = "",
+        lease_wait: float = DEFAULT_WAIT,
         lease_renew_every: float = LEASE_SECONDS / 4,
         lease_renew_deadline: float = LEASE_SECONDS * 2 / 3,
         clock: Callable[[], float] = time.time,
@@ -63,6 +68,9 @@ class Service:
                 renew_deadline=lease_renew_deadline,
             )
             engine.fence = self.leader.fence  # a lost Lease stops this replica's patches
+        self.identity = identity
+        self.lease_record = lease_record
+        self._lease_seen: tuple[float, LeaseRecord | str] | None = None
         self.clock = clock
         self.web_url = web_url.rstrip("/")
         self.metrics = Metrics()
@@ -83,6 +91,9 @@ class Service:
         self.follower = Follower(
             engine, lambda: self.config.good, on_result=self._followed, lease=self.lease
         )
+        if self.lease is not None:
+            self.lease.on_taken_over = self._taken_over
+        self.metrics.leader.labels(identity).set_function(lambda: float(self.leading()))
         self.reload()
 
     # -- the one door ------------------------------------------------------------------------
@@ -104,6 +115,24 @@ class Service:
     def submit_future(self, request: SyncRequest) -> Future[SyncReport]:
         """submit() for callers that only want the Future (the Pub/Sub trigger)."""
         return self.submit(request).future
+
+    def await_run(self, record: RunRecord, limit: float) -> SyncReport | LeaseWait | None:
+        """The report of the run covering `record` within `limit` seconds; what it waits for
+        once it has waited for another replica's Lease as long as the Lease wait allows (it
+        stays queued); None when `limit` passed. Raises what the run raised."""
+        deadline = time.monotonic() + limit
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                return record.future.result(timeout=min(left, 0.5))
+            except FutureTimeout:
+                waiting = self.lease_wait()
+                if waiting is not None and time.monotonic() >= waiting.answer_by:
+                    return waiting
+        return None
+
+    def lease_wait(self) -> LeaseWait | None:
+        """Whom the sync in flight waits for (every queued request waits behind it)."""
+        return self.leader.waiting if self.leader is not None else None
 
     # -- config ------------------------------------------------------------------------------
 
@@ -199,6 +228,14 @@ class Service:
 
     # -- rollouts ----------------------------------------------------------------------------
 
+    def _taken_over(self) -> None:
+        """This replica holds the Lease after another did: follow what that one left running."""
+        log.info(
+            "took the Lease after another replica: looking for rollouts in progress",
+            extra={"event": "lease_taken_over"},
+        )
+        self.follower.discover()
+
     def start_following(self) -> None:
         """Follow rollouts in the background (each sync's report says which)."""
         self.follower.start()
@@ -265,6 +302,46 @@ class Service:
         checks.update({name: check() for name, check in self.extra_health.items()})
         return state.readiness_view(self.config, checks, stopping=self.stopping)
 
+    def leading(self) -> bool:
+        """True while this replica holds the Lease (for a sync or a rollback)."""
+        if self.lease is None or not self.lease.held:
+            return False
+        return self.leader is None or self.leader.fence() is None
+
+    def leadership(self) -> dict[str, Any]:
+        """This replica, the Lease's holder and since when, and what a sync waits for."""
+        waiting = self.lease_wait()
+        view: dict[str, Any] = {
+            "identity": self.identity,
+            "lease": self.lease is not None,
+            "leading": self.leading(),
+            "waiting": waiting.as_dict() if waiting is not None else None,
+        }
+        if self.lease is None:
+            return view
+        seen = self._read_lease()
+        if isinstance(seen, str):
+            return view | {"holder": None, "error": seen}
+        return view | {
+            "holder": seen.holder,
+            "held_since": seen.acquired_at if seen.holder else None,
+            "until": seen.expires_at,
+            "error": None,
+        }
+
+    def _read_lease(self) -> LeaseRecord | str:
+        """The Lease record (read at most every LEASE_VIEW_TTL seconds), or why it cannot be."""
+        if self.lease_record is None:
+            return LeaseRecord(holder=None)
+        now = time.monotonic()
+        if self._lease_seen is None or now - self._lease_seen[0] > LEASE_VIEW_TTL:
+            try:
+                seen: LeaseRecord | str = self.lease_record()
+            except ReconcilerError as exc:
+                seen = f"cannot read the Lease: {exc}"
+            self._lease_seen = (now, seen)
+        return self._lease_seen[1]
+
     def status(self) -> dict[str, Any]:
         next_run, syncing = self.next_run(), self.runner.busy
         with self._lock:
@@ -277,6 +354,7 @@ class Service:
                 web_url=self.web_url,
             )
         view["notifications"] = self._notifications()
+        view["leader"] = self.leadership()
         self._add_commits(view["sites"])
         return view
 
@@ -339,7 +417,10 @@ class Service:
     def run_status(self, run_id: str) -> dict[str, Any] | None:
         with self._lock:
             record = self.board.runs.get(run_id)
-        return None if record is None else state.run_view(record)
+        if record is None:
+            return None
+        waiting = None if record.future.done() else self.lease_wait()
+        return state.run_view(record, waiting.as_dict() if waiting is not None else None)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -222,12 +222,15 @@ def readiness_view(
     return {"ready": all(v is None for v in problems.values()), "checks": detail}
 
 
-def run_view(record: RunRecord) -> dict[str, Any]:
-    """GET /runs/<id>: queued, running, failed (why) or done (with the results)."""
+def run_view(record: RunRecord, lease_wait: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """GET /runs/<id>: queued (waiting for the Lease: who holds it, until when), running,
+    failed (why) or done (with the results)."""
     out: dict[str, Any] = {"id": record.id, "sites": record.sites, "submitted": record.submitted}
     future = record.future
     if not future.done():
-        out["state"] = "running" if future.running() else "queued"
+        out["state"] = "running" if future.running() and not lease_wait else "queued"
+        if lease_wait:
+            out["waiting_for_lease"] = dict(lease_wait)
         return out
     exc = future.exception()
     if exc is not None:
