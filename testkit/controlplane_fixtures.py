@@ -14,6 +14,8 @@ conftest (or ``-p testkit.controlplane_fixtures``).
   and kwok nodes: Deployments roll out; images with a marker crash-loop or fail to pull, see
   testkit/controlplane/cluster.py). Same CI/skip rules as ``control_plane``.
 - ``cluster_api_client`` (session): admin ``kubernetes.client.ApiClient`` for it.
+- ``helm`` (session): the path of the pinned ``helm`` binary (``find_helm``); CI fails without
+  it, elsewhere the test is skipped saying how to get it.
 - ``cluster_namespace`` (function): a fresh namespace in it, deleted after the test (the
   namespace controller runs there, so its Deployments, ReplicaSets and Pods go too).
 
@@ -40,6 +42,7 @@ from testkit.controlplane import (
     LocalCluster,
     find_binaries,
     find_cluster_binaries,
+    find_helm,
 )
 
 
@@ -126,3 +129,11 @@ def cluster_namespace(
     cluster_api_client: kubernetes.client.ApiClient, request: pytest.FixtureRequest
 ) -> Iterator[str]:
     yield from _fresh_namespace(cluster_api_client, request)
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    """The pinned helm binary (tools/build-helm.sh, or $RECONCILER_HELM)."""
+    return _binaries(
+        find_helm, "helm", "install Go >= 1.26 or set RECONCILER_HELM to a helm binary"
+    )

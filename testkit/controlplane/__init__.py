@@ -18,7 +18,8 @@ become Ready, or crash-loop / fail to pull when their image says so.
 Binaries come from ``$RECONCILER_CONTROLPLANE_BIN`` (a dir with ``kube-apiserver`` and
 ``etcd``), else ``$KUBEBUILDER_ASSETS``, else ``tools/build-controlplane.sh`` builds them from
 the Go module proxy into a cache dir outside the repo (the first build takes minutes); the
-cluster's from ``$RECONCILER_CLUSTER_BIN``, else ``tools/build-cluster.sh``.
+cluster's from ``$RECONCILER_CLUSTER_BIN``, else ``tools/build-cluster.sh``; ``helm`` (any chart,
+for tests or delivery) from ``$RECONCILER_HELM`` (the binary), else ``tools/build-helm.sh``.
 
 Child processes run in their own sessions and get ``PR_SET_PDEATHSIG=SIGKILL``, so they die
 with the Python process that started them (start the control plane from the main thread or
@@ -35,9 +36,11 @@ from testkit.controlplane.audit import AUDIT_POLICY, audit_events, audit_verb_co
 from testkit.controlplane.binaries import (
     BUILD_SCRIPT,
     CLUSTER_BUILD_SCRIPT,
+    HELM_BUILD_SCRIPT,
     REPO_ROOT,
     find_binaries,
     find_cluster_binaries,
+    find_helm,
     pinned_versions,
 )
 from testkit.controlplane.clients import (
@@ -68,6 +71,7 @@ __all__ = [
     "BUILD_SCRIPT",
     "CLUSTER_BUILD_SCRIPT",
     "CRASHLOOP_MARKERS",
+    "HELM_BUILD_SCRIPT",
     "PULLFAIL_MARKERS",
     "REPO_ROOT",
     "SERVICE_ACCOUNT_ISSUER",
@@ -83,6 +87,7 @@ __all__ = [
     "ensure_service_account",
     "find_binaries",
     "find_cluster_binaries",
+    "find_helm",
     "impersonating_api_client",
     "kubeconfig_for_token",
     "pinned_versions",

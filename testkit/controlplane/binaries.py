@@ -14,6 +14,7 @@ from testkit.controlplane.errors import ControlPlaneError, ControlPlaneUnavailab
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "tools" / "build-controlplane.sh"
 CLUSTER_BUILD_SCRIPT = REPO_ROOT / "tools" / "build-cluster.sh"
+HELM_BUILD_SCRIPT = REPO_ROOT / "tools" / "build-helm.sh"
 _GO_MODULES = REPO_ROOT / "tools" / "controlplane"
 
 CONTROLPLANE_BINARIES = ("kube-apiserver", "etcd")
@@ -109,4 +110,38 @@ def find_cluster_binaries(*, build: bool = True) -> Path:
         CLUSTER_BUILD_SCRIPT,
         CLUSTER_BINARIES,
         "set RECONCILER_CLUSTER_BIN to a dir holding " + ", ".join(CLUSTER_BINARIES),
+    )
+
+
+def find_helm(*, build: bool = True) -> Path:
+    """The ``helm`` binary (any chart, any cluster): ``$RECONCILER_HELM`` (a path to it), else
+    (``build=True``) the output of tools/build-helm.sh, which reuses its cache even without Go.
+    Raises ControlPlaneUnavailable (``go_missing`` when it cannot be built here)."""
+    explicit = os.environ.get("RECONCILER_HELM")
+    if explicit:
+        if not os.access(explicit, os.X_OK):
+            raise ControlPlaneUnavailable(f"RECONCILER_HELM={explicit} is not executable")
+        return Path(explicit)
+    if not build:
+        raise ControlPlaneUnavailable("no helm binary and building is disabled")
+    proc = subprocess.run(
+        ["bash", str(HELM_BUILD_SCRIPT)],
+        stdout=subprocess.PIPE,
+        stderr=None,  # progress straight to our stderr
+        stdin=subprocess.DEVNULL,
+        check=False,
+        text=True,
+    )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode == 0 and lines and os.access(lines[-1], os.X_OK):
+        return Path(lines[-1])
+    if shutil.which("go") is None:
+        raise ControlPlaneUnavailable(
+            "helm is not available: 'go' is not on PATH to build it "
+            "(install Go >= 1.26, or set RECONCILER_HELM to a helm binary)",
+            go_missing=True,
+        )
+    raise ControlPlaneUnavailable(
+        f"{HELM_BUILD_SCRIPT.relative_to(REPO_ROOT)} failed (exit {proc.returncode}); "
+        "see its output on stderr"
     )
