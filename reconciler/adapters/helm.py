@@ -266,8 +266,9 @@ class HelmCLI:
         timeout: float = 300.0,
     ) -> Upgraded:
         """`helm upgrade NAME <its deployed chart> --reuse-values --set-string K=V ...`. Values
-        go through --set-string: with --set, helm would turn a tag such as 0123456 into the
-        number 123456. dry_run: `--dry-run=server`, the API server validates, nothing is kept."""
+        go through --set-string: with --set, helm would turn a tag such as 1234567 into a
+        number (and a chart's schema may refuse it). dry_run: `--dry-run=server`, the API
+        server validates, nothing is kept."""
         where = f"helm release {namespace}/{name}"
         deployed = current(self.history(namespace, name))
         if deployed is None:
@@ -317,7 +318,10 @@ class HelmCLI:
 def _failure(where: str, verb: str, output: str) -> HelmError:
     """The one mapping of helm's failures: helm's own last lines, and a kind."""
     lines = [ln.strip() for ln in output.strip().splitlines() if ln.strip()]
-    message = (lines[-1] if lines else "no output").removeprefix("Error: ")
+    # helm's error is its last "Error: ..." line and any lines after it (a schema's findings)
+    start = max((i for i, ln in enumerate(lines) if ln.startswith("Error: ")), default=-1)
+    said = lines[start:] if start >= 0 else lines[-1:]
+    message = " ".join(said).removeprefix("Error: ")[:1000] or "no output"
     lowered = output.lower()
     if any(w in lowered for w in _NOT_FOUND):
         return HelmError(f"{where}: not found ({message})", kind=ErrorKind.HELM_RELEASE_NOT_FOUND)
