@@ -278,3 +278,16 @@ def test_rollback_target_skips_commits_already_rolled_back_and_failed_revisions(
     target = rollback_target(history, 5, images)
     assert target is not None and target.number == 1
     assert rollback_target(history[:1], 1) is None
+
+
+def test_resume_compares_instants_whatever_zone_helm_wrote() -> None:
+    """helm records times in the zone of the machine that ran it: 05:00+02:00 is 03:00Z."""
+    history = [
+        rev(1, deploy_description("main", SHA_B)),
+        rev(2, "Upgrade complete", "deployed", "2026-12-07T05:00:00.123456789+02:00"),
+    ]
+    images = {1: img("b"), 2: img("hotfix")}
+    assert person_change(history, images, resumed_at="2026-12-07T03:00:30Z") is None
+    assert person_change(history, images, resumed_at="2026-12-07T02:59:30Z") is not None
+    # a time that does not parse never lifts a hold
+    assert person_change(history, images, resumed_at="yesterday") is not None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -303,12 +304,12 @@ def person_change(
     image differs from that of the reconciler's last revision before it; the change reported is
     the newest live revision not written by the reconciler that changed the image. None when
     the reconciler never deployed this release (it is adopted, not held), or when the change is
-    not newer than `resumed_at` (RFC 3339, as helm writes times: they compare as text in UTC)."""
+    not newer than `resumed_at` (RFC 3339; an unreadable time never lifts a hold)."""
     now = current(history)
     if now is None or now.ours:
         return None
     live = [r for r in sorted(history, key=lambda r: r.number) if r.number <= now.number]
-    ours = [r for r in live if r.ours and r.status in LIVE | {"deployed"}]
+    ours = [r for r in live if r.ours and r.status in LIVE]
     if not ours or now.number not in images or ours[-1].number not in images:
         return None
     base = ours[-1]
@@ -322,16 +323,23 @@ def person_change(
         if images[r.number] != previous and not r.ours:
             change = PersonChange(r.number, r.description, r.updated, images[r.number], previous)
         previous = images[r.number]
-    if change is None or (
-        resumed_at and change.updated and _utc(change.updated) <= _utc(resumed_at)
-    ):
+    if change is None:
+        return None
+    changed, resumed = _instant(change.updated), _instant(resumed_at)
+    if changed is not None and resumed is not None and changed <= resumed:
         return None
     return change
 
 
-def _utc(helm_time: str) -> str:
-    """helm's times ("2026-12-07T02:50:01.123+00:00" or "...Z") as 'YYYY-MM-DDTHH:MM:SS'."""
-    return helm_time[:19]
+def _instant(text: str | None) -> float | None:
+    """Seconds since the epoch of an RFC 3339 time: helm writes them in the zone of the machine
+    that ran it ("2026-12-07T05:00:00.123456789+02:00"), the reconciler in UTC ("...Z")."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
 
 
 def rollback_target(
