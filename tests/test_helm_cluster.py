@@ -178,6 +178,8 @@ def test_a_dry_run_renders_the_change_and_writes_nothing(
     assert [(str(w), w.containers[0].image) for w in changed] == [
         ("Deployment/web", "registry.example/web:1234567")
     ]
+    assert "s3cr3t-t0ken" not in got.manifest  # a plan never carries a Secret's data
+    assert "kind: Secret" not in got.manifest
     assert cli.history(ns, release) == before.history
     assert helm_secrets(cluster_api_client, ns) == stored
     assert deployment(cluster_api_client, ns)["metadata"]["generation"] == generation

@@ -268,7 +268,8 @@ class HelmCLI:
         """`helm upgrade NAME <its deployed chart> --reuse-values --set-string K=V ...`. Values
         go through --set-string: with --set, helm would turn a tag such as 1234567 into a
         number (and a chart's schema may refuse it). dry_run: `--dry-run=server`, the API
-        server validates, nothing is kept."""
+        server validates, nothing is kept, and the manifest comes without the chart's Secrets
+        (`--hide-secret`), so a plan never shows their data."""
         where = f"helm release {namespace}/{name}"
         deployed = current(self.history(namespace, name))
         if deployed is None:
@@ -276,7 +277,7 @@ class HelmCLI:
         argv = ["upgrade", name]
         flags = ["-n", namespace, "--reuse-values", "--description", description, "-o", "json"]
         flags += [a for k, v in values for a in ("--set-string", set_argument(k, v))]
-        flags += ["--dry-run=server"] if dry_run else []
+        flags += ["--dry-run=server", "--hide-secret"] if dry_run else []
         flags += [f"--timeout={int(timeout)}s"] + (["--wait=watcher"] if wait else [])
         with tempfile.TemporaryDirectory(prefix="chart-", dir=self.home) as tmp:
             chart = self.export_chart(namespace, name, deployed.number, Path(tmp))
