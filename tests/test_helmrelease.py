@@ -13,6 +13,7 @@ from reconciler.core.helmrelease import (
     Workload,
     bad_commits,
     deploy_description,
+    hold_revisions,
     mark,
     person_change,
     release_image,
@@ -291,3 +292,18 @@ def test_resume_compares_instants_whatever_zone_helm_wrote() -> None:
     assert person_change(history, images, resumed_at="2026-12-07T02:59:30Z") is not None
     # a time that does not parse never lifts a hold
     assert person_change(history, images, resumed_at="yesterday") is not None
+
+
+def test_hold_revisions_are_only_those_a_hold_needs() -> None:
+    ours_last = [rev(1, "Install complete"), rev(2, deploy_description("main", SHA_B), "deployed")]
+    assert hold_revisions(ours_last) == ()
+    assert hold_revisions([rev(1, "Install complete", "deployed")]) == ()
+    history = [
+        rev(1, "Install complete"),
+        rev(2, deploy_description("main", SHA_A)),
+        rev(3, deploy_description("main", SHA_B, SHA_A)),
+        rev(4, 'Upgrade "web" failed: boom', "failed"),
+        rev(5, "Rollback to 2", "deployed"),
+        rev(6, "Upgrade complete", "pending-upgrade"),
+    ]
+    assert hold_revisions(history) == (3, 5)

@@ -295,6 +295,20 @@ def current(history: Sequence[Revision]) -> Revision | None:
     return newest[-1] if newest else None
 
 
+def hold_revisions(history: Sequence[Revision]) -> tuple[int, ...]:
+    """The revisions whose image values person_change needs: none when the deployed revision is
+    the reconciler's or it never deployed the release; else its last live revision and the live
+    ones after it, up to the deployed one (one `helm get values` each)."""
+    now = current(history)
+    if now is None or now.ours:
+        return ()
+    live = [r for r in history if r.number <= now.number and r.status in LIVE]
+    ours = [r.number for r in live if r.ours]
+    if not ours:
+        return ()
+    return tuple(sorted(r.number for r in live if r.number >= ours[-1]))
+
+
 def person_change(
     history: Sequence[Revision],
     images: Mapping[int, ReleaseImage],
