@@ -42,6 +42,8 @@ DEFAULT_KEYS = (
     "rollout_timeout",
 )
 MAX_ROLLOUT_TIMEOUT = 86400
+MAX_MESSAGE = 400  # characters of one problem; the middle of a longer one is cut
+MAX_NAME_SHOWN = 80  # characters of a site name in a message
 MAX_CONFLICTS_SHOWN = 10  # sites on one Deployment reported one by one; the rest as a count
 SERVICE_KEYS = ("schedule", "jitter", "timezone")
 TOP_KEYS = ("defaults", "service", "sites", "notify")
@@ -93,15 +95,18 @@ def load(path: str | Path) -> Config:
     """Read and validate a sites.toml; raise ConfigError naming every problem."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        data = p.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
             [ConfigProblem(str(p), None, "file not found (pass --config PATH or create it)")]
         ) from None
     except OSError as exc:
         raise ConfigError([ConfigProblem(str(p), None, f"cannot read: {exc.strerror}")]) from exc
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError([ConfigProblem(str(p), None, f"not UTF-8 text: {exc}")]) from exc
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([ConfigProblem(str(p), line, f"not UTF-8 text: {exc}")]) from None
     return _parse_unchanged(text, str(p))
 
 
@@ -131,7 +136,8 @@ def _unparsable(text: str, path: str, exc: ValueError | RecursionError) -> Confi
         )
     if isinstance(exc, tomllib.TOMLDecodeError):
         match = re.search(r"\(at line (\d+), column \d+\)", str(exc))
-        at = int(match.group(1)) if match else None
+        # "(at end of document)": the last line that has anything on it
+        at = int(match.group(1)) if match else text.rstrip().count("\n") + 1
         message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         return ConfigProblem(path, at, f"invalid TOML: {message}")
     # int() refuses a decimal integer of more digits than sys.get_int_max_str_digits()
@@ -149,6 +155,13 @@ class _Validator:
         self.default_timeout: int | None = None
 
     def problem(self, where: tuple[str, ...], message: str, site: str | None = None) -> None:
+        """Record a problem at the line of `where`; a key or name of any length quoted in it
+        is cut (a message stays readable, and as long as the file at most)."""
+        if len(message) > MAX_MESSAGE:
+            half, cut = MAX_MESSAGE // 2, len(message) - MAX_MESSAGE
+            message = f"{message[:half]}[... {cut:,} characters]{message[-half:]}"
+        if site is not None and len(site) > MAX_NAME_SHOWN:
+            site = f"{site[:MAX_NAME_SHOWN]}..."
         self.problems.append(ConfigProblem(self.path, self.lines.of(*where), message, site))
 
     def unknown_keys(

@@ -34,9 +34,16 @@ def unquote(part: str) -> str:
     return part
 
 
+def toml_lines(text: str) -> list[str]:
+    """The lines of a TOML text as TOML (and tomllib's line numbers) count them: split at "\n"
+    only (str.splitlines also splits at U+0085, U+2028, form feeds, ... which TOML strings and
+    comments may hold)."""
+    return text.split("\n")
+
+
 def header_line(text: str, key: tuple[str, ...]) -> int | None:
     """The 1-based line of the header of table `key`, or None."""
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(toml_lines(text), start=1):
         if header_key(line) == key:
             return number
     return None
@@ -70,7 +77,7 @@ class Lines:
         # (`sites_` of `[sites_.blog]` or of `sites_.blog.repo = ...`)
         self.within: dict[tuple[str, ...], int] = {}
         table: tuple[str, ...] = ()
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in enumerate(toml_lines(text), start=1):
             header = header_key(line)
             if header is not None:
                 table = header
