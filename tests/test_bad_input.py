@@ -80,6 +80,30 @@ def test_an_integer_too_long_to_read_is_an_error_at_its_line(tmp_path: Path) -> 
     assert err.startswith("sites.toml:4: invalid TOML: a number too long to read"), err[:200]
 
 
+@pytest.mark.parametrize(
+    ("data", "start"),
+    [
+        (f'{SITE}x = "unterminated'.encode(), "sites.toml:4: invalid TOML: Unterminated string"),
+        (f"{SITE}x = [\n\n".encode(), "sites.toml:4: invalid TOML: "),
+        (SITE.encode() + b"# caf\xe9\n", "sites.toml:4: not UTF-8 text"),
+        (f'[notify."\x85"]\n{SITE}typo = 1\n'.encode(), 'sites.toml:5: site "blog": unknown key'),
+        (f'{SITE}"{"k" * 5000}" = 1\n'.encode(), 'sites.toml:4: site "blog": unknown key "kkk'),
+    ],
+    ids=["end-of-document", "open-array", "not-utf8", "u0085-in-a-key", "a-5000-character-key"],
+)
+def test_every_problem_names_its_line(tmp_path: Path, data: bytes, start: str) -> None:
+    """Found by the property tests: errors at the end of the document and in a file that is
+    not UTF-8 had no line; U+0085 in a string shifted every line after it (str.splitlines);
+    a 5,000-character key was quoted back whole."""
+    path = tmp_path / "sites.toml"
+    path.write_bytes(data)
+    err = io.StringIO()
+    code = main(["validate", "--config", str(path)], env={}, stdout=io.StringIO(), stderr=err)
+    message = err.getvalue().replace(str(path), "sites.toml")
+    assert code == 2 and any(line.startswith(start) for line in message.split("\n")), message
+    assert len(message) < 1000
+
+
 def test_thousands_of_sites_on_one_deployment_are_reported_once_each_and_bounded() -> None:
     """#23 item 3: every pair was reported (quadratic): 2,000 sites made a 287 MB message."""
     text = '[defaults]\nimage = "gcr.io/p/x:{sha}"\ncontainer = "app"\n'
@@ -155,6 +179,45 @@ def test_serve_refuses_a_value_it_cannot_use_naming_it(
     err = io.StringIO()
     code = main(["serve", "--config", str(path), *argv], env=env, stderr=err)
     assert code == 2 and err.getvalue().startswith(f"reconciler: {variable} must be "), err
+
+
+def test_serve_exits_2_when_it_cannot_listen(tmp_path: Path) -> None:
+    """#23 item 6: an address serve cannot listen on was a traceback (ValueError, OSError)."""
+    import socket
+    import subprocess
+    import sys
+
+    sites = tmp_path / "sites.toml"
+    sites.write_text(SITE)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        '{"apiVersion": "v1", "kind": "Config", "current-context": "c",'
+        ' "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],'
+        ' "users": [{"name": "u", "user": {"token": "t"}}],'
+        ' "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}'
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "KUBECONFIG": str(kubeconfig),
+            "RECONCILER_LEASE": "off",
+            "BIND": "127.0.0.1",
+            "PORT": str(taken.getsockname()[1]),
+            "LOG_FORMAT": "text",
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "reconciler", "serve", "--config", str(sites)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "reconciler: cannot listen on 127.0.0.1:" in done.stderr
+    assert "(BIND or --bind, PORT or --port)" in done.stderr
 
 
 # -- GitHub webhooks ---------------------------------------------------------------------------
