@@ -4,7 +4,9 @@ API server that accepts connections and never answers.
 `GET /readyz` asked the API server in the request (the kube client's timeouts and retries: 12 s
 per request), every probe for itself: as many probes as threads held every thread, and then
 `GET //status`, `/healthz`, anything waited behind them. Now the check runs in the background,
-one at a time, and a probe reads its last verdict.
+one at a time, and a probe reads its last verdict. `GET /sites/<site>` read the site's history
+in the request too (30 s read timeout, retried: over 2 minutes); now it waits at most 5 s for
+the one read in flight.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tests.test_service import service
 
 THREADS = 4  # request threads of the server under test
 PROBES = 5 * THREADS
+PAGES = THREADS + 1  # each waits 5 s for the site's history
 
 
 class SilentAPIServer:
@@ -120,13 +123,21 @@ def test_probes_never_wait_on_an_api_server_that_does_not_answer(
     with ServeProcess(sites, env, tmp_path / "serve.log") as served:
         with ThreadPoolExecutor(PROBES) as pool:
             probes = list(pool.map(_get, [f"{served.url}/readyz?format=json"] * PROBES))
+            asked = silent_api.asked("/version")
             status = _get(f"{served.url}//status")
+            pages = list(pool.map(_get, [f"{served.url}/sites/blog?format=json"] * PAGES))
         # Every probe was answered while the API server had answered nothing, and all of
         # them together asked it once (a check in flight is never started twice).
-        assert silent_api.asked("/version") == 1, silent_api.requests
+        assert asked == 1, silent_api.requests
         assert [code for code, _ in probes] == [503] * PROBES
         assert {p["checks"]["kubernetes"] for _, p in probes} == {"not checked yet"}
         assert status[0] == 200 and status[1]["sites"][0]["site"] == "blog"
+        # So was every request for the site's page (its history is read from the cluster):
+        # one read in flight, the page says the API server has not answered.
+        deployment = "/apis/apps/v1/namespaces/default/deployments/blog"
+        assert silent_api.asked(deployment) == 1, silent_api.requests
+        assert [code for code, _ in pages] == [200] * PAGES
+        assert all("has not answered" in page["error"] for _, page in pages), pages[0]
         wait_until(lambda: served.request("GET", "/healthz")[0] == 200, "/healthz answers")
         silent_api.close()  # the startup sync, still waiting on it, fails now: a quick stop
 
