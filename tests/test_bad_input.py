@@ -73,7 +73,7 @@ def test_deeply_nested_toml_is_an_error_at_its_line(tmp_path: Path, value: str) 
 
 
 def test_an_integer_too_long_to_read_is_an_error_at_its_line(tmp_path: Path) -> None:
-    """Found by the property test: int() refuses more than 4,300 digits, a ValueError that is
+    """Found while fuzzing the loader: int() refuses more than 4,300 digits, a ValueError that is
     not a TOMLDecodeError."""
     code, err = validate(tmp_path, f"{SITE}x = {'1' * 5000}\n")
     assert code == 2 and "Traceback" not in err
