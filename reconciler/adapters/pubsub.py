@@ -28,7 +28,6 @@ connects to that host over an insecure channel with anonymous credentials (googl
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -42,13 +41,13 @@ from reconciler.core.engine import SyncReport, SyncRequest
 from reconciler.core.errors import PubSubError
 from reconciler.core.hints import Hint, Outcome
 from reconciler.core.runner import ShuttingDown
+from reconciler.settings import SUBSCRIPTION
 
 __all__ = ["TRIGGER", "PubSubTrigger"]
 
 log = logging.getLogger(__name__)
 
 TRIGGER = "pubsub"
-_SUBSCRIPTION = re.compile(r"projects/([^/\s]+)/subscriptions/([^/\s]+)")
 
 # A sync can run longer than the subscription's ack deadline (10-600 s). The client library's
 # leaser keeps extending the lease of every message it holds (modifyAckDeadline) until it is
@@ -92,7 +91,7 @@ class PubSubTrigger:
         retry_max: float = 60.0,
         emulator_host: str | None = None,
     ) -> None:
-        if not _SUBSCRIPTION.fullmatch(subscription or ""):
+        if not SUBSCRIPTION.fullmatch(subscription or ""):
             raise PubSubError(
                 f"invalid Pub/Sub subscription {subscription!r}: expected the full name "
                 "projects/PROJECT/subscriptions/SUBSCRIPTION"

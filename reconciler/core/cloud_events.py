@@ -12,10 +12,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from reconciler.core import jsontext
 from reconciler.core.hints import Hint, Outcome, follows
 from reconciler.core.model import Site
 from reconciler.core.template import pattern
@@ -97,7 +97,7 @@ def classify_gcr(data: bytes, sites: Iterable[Site]) -> Hint:
 
 def _json_object(data: bytes) -> dict[str, Any] | None:
     try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        doc = jsontext.decode(data)
+    except ValueError:  # not UTF-8, not JSON, nested too deeply
         return None
     return doc if isinstance(doc, dict) else None

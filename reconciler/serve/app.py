@@ -194,7 +194,7 @@ def create_app(
 
     @app.template_filter("when")
     def when(value: float | str | None) -> str:
-        if not isinstance(value, (int, float, str)) or value == "":  # a site not synced yet
+        if not isinstance(value, int | float | str) or value == "":  # None; not there yet
             return "—"
         if isinstance(value, str):
             return value.replace("T", " ").replace("Z", " UTC")
@@ -202,7 +202,7 @@ def create_app(
 
     @app.template_filter("ago")
     def ago(value: float | None) -> str:
-        if not isinstance(value, (int, float)):  # None, or a site not synced yet
+        if not isinstance(value, int | float):  # None; a site not synced yet has no value
             return ""
         delta = time.time() - value
         text = _span(abs(delta))
@@ -211,7 +211,9 @@ def create_app(
     @app.template_filter("lasting")
     def lasting(value: float | None) -> str:
         """How long since `value`: "for 12 min" (the page's "why" of a site not in sync)."""
-        return "" if value is None else f"for {_span(max(0.0, time.time() - value))}"
+        if not isinstance(value, int | float):
+            return ""
+        return f"for {_span(max(0.0, time.time() - value))}"
 
     return app
 

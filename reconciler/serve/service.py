@@ -35,6 +35,7 @@ __all__ = ["Lease", "LeaseWait", "RunRecord", "Service"]
 log = logging.getLogger(__name__)
 
 LEASE_VIEW_TTL = 2.0  # the page and probes read the Lease record at most this often
+HISTORY_WAIT = 5.0  # seconds GET /sites/<site> waits for the cluster's answer
 
 
 class Service:
@@ -88,6 +89,7 @@ class Service:
         self.started_at = clock()
         self.stopping = False
         self.extra_health: dict[str, Callable[[], str | None]] = {}
+        self._history_reads: dict[str, Future[list[history.Deploy]]] = {}
         self.follower = Follower(
             engine, lambda: self.config.good, on_result=self._followed, lease=self.lease
         )
@@ -360,17 +362,41 @@ class Service:
 
     def site_history(self, name: str) -> dict[str, Any]:
         """GET /sites/<name>: the site as on the page and its deploys, read from the
-        cluster's ReplicaSets like `reconciler history` (an error says why there are none)."""
+        cluster's ReplicaSets like `reconciler history` (an error says why there are none).
+        The read runs beside the request, one per site at a time; the page waits for it at
+        most HISTORY_WAIT seconds (the client's timeouts and retries allow minutes)."""
         site = next(s for s in self.current_sites() if s.name == name)
         view = next(s for s in self.status()["sites"] if s["site"] == name)
         try:
-            deploys = [d.as_dict() for d in history.of_site(self.engine.cluster, site)]
+            found = self._history_read(site).result(timeout=HISTORY_WAIT)
+        except FutureTimeout:
+            error = f"the API server has not answered in {HISTORY_WAIT:.0f} s; reload to retry"
+            return {"site": view, "deploys": [], "error": error}
         except ReconcilerError as exc:
             return {"site": view, "deploys": [], "error": str(exc)}
+        deploys = [d.as_dict() for d in found]
         for d in deploys:
             if d["sha"]:
                 d["url"] = f"{self.web_url}/{site.repo}/commit/{d['sha']}"
         return {"site": view, "deploys": deploys, "error": None}
+
+    def _history_read(self, site: Site) -> Future[list[history.Deploy]]:
+        """The read of `site`'s history in flight, or a new one."""
+        with self._lock:
+            reading = self._history_reads.get(site.name)
+            if reading is not None and not reading.done():
+                return reading
+            future: Future[list[history.Deploy]] = Future()
+            self._history_reads[site.name] = future
+
+        def read() -> None:
+            try:
+                future.set_result(history.of_site(self.engine.cluster, site))
+            except Exception as exc:  # ReconcilerError; anything else is the page's to show
+                future.set_exception(exc)
+
+        threading.Thread(target=read, name=f"history-{site.name}", daemon=True).start()
+        return future
 
     def _add_commits(self, sites: list[dict[str, Any]]) -> None:
         """Subject and author of what runs and of the head, and the commits in between."""
