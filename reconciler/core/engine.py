@@ -252,7 +252,7 @@ class Engine:
             if head is None or chosen is None:
                 out.append(p)
                 continue
-            alternative = replan(p.site, replace(head, sha=chosen.sha, history=()))
+            alternative = replan(p.site, replace(head, sha=chosen.sha))
             if alternative.action is not Action.UPDATE:
                 out.append(p)
                 continue
