@@ -15,6 +15,7 @@ SIGNATURE_HEADER = "X-Reconciler-Signature-256"
 MAX_COMMITS = 10
 
 _TITLES = {
+    EventKind.DEPLOYING: "🚀 {site} is deploying {ref}",
     EventKind.DEPLOYED: "✅ {site} deployed {ref}",
     EventKind.ROLLED_BACK: "⏪ {site}: rollout of {new} failed and was rolled back",
     EventKind.HELD: "✋ {site} is held by {who}",

@@ -13,7 +13,7 @@ from reconciler.core.config import Config
 from reconciler.core.engine import SiteResult, SyncReport
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.messages import Notification
-from reconciler.core.model import Action, Rollout
+from reconciler.core.model import Action, Rollout, SitePlan
 from reconciler.core.notify import (
     NOTIFIED_ANNOTATION,
     RATE_LIMITED,
@@ -152,7 +152,7 @@ class Notifier:
             id=uuid.uuid4().hex,
             event=d.event,
             at=now,
-            reason=p.reason,
+            reason=_what_happened(p, d.event, new),
             site=p.site.name,
             repo=p.site.repo,
             branch=p.branch or p.site.branch,
@@ -189,6 +189,20 @@ class Notifier:
     def memory(self) -> Mapping[str, Memory]:
         with self._lock:
             return dict(self._memory)
+
+
+def _what_happened(p: SitePlan, event: EventKind, sha: str | None) -> str:
+    """What a message says happened. A deploy or a recovery says what runs now (a follower's
+    plan has no branch head: its reason is no news for people); other events keep the
+    verdict's reason, which is why the site is in that state."""
+    if event not in (EventKind.DEPLOYED, EventKind.RECOVERED):
+        return p.reason
+    ref = f"{p.branch or p.site.branch or '?'}@{(sha or '?')[:7]}"
+    text = f"deployed {ref}" if event is EventKind.DEPLOYED else f"runs {ref} again"
+    ready = p.progress.removesuffix(" ready")
+    if p.rollout is Rollout.AVAILABLE and ready:
+        text += f", available {ready}"
+    return f"{text}; {p.fallback}" if p.fallback else text
 
 
 def _detail(result: SiteResult, d: Decision) -> str:
