@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from reconciler.core import annotations as ann
 from reconciler.core import config
-from reconciler.core.engine import Engine, SyncRequest
+from reconciler.core.engine import Engine, SiteResult, SyncRequest
 from reconciler.core.errors import ErrorKind
 from reconciler.core.fallback import candidates, not_ready, reason
 from reconciler.core.model import (
@@ -197,3 +197,21 @@ def test_the_running_commit_of_a_plan_is_one_notion() -> None:
     assert running.running_sha(site, {}, "nginx:1.27", _head()) is None
     plan = replace(_plan(running=None), current_image=pinned)
     assert running.runs(plan, C1, f"gcr.io/p/blog:{C1}")
+
+
+def test_the_plan_of_a_fallback_names_the_head_and_the_target() -> None:
+    """#17: HEAD is the branch head; the commit going out instead has its own column / key."""
+    import json
+
+    from reconciler.cli.output import report_json, report_text
+    from reconciler.core.engine import SyncReport
+
+    cfg, heads, cluster, verifier = _world(C0)
+    verifier.missing |= {f"gcr.io/p/blog:{H}", f"gcr.io/p/blog:{C3}"}
+    (p,) = Engine(heads=heads, cluster=cluster, verifier=verifier).plan(cfg).sites
+    report = SyncReport("r", "cli", False, True, 0.0, 0.0, (SiteResult(p),))
+    (row,) = json.loads(report_json(report))
+    assert (row["head_sha"], row["target_sha"]) == (H, C2)
+    header, line = report_text(report).splitlines()[:2]
+    assert header.split()[4:6] == ["HEAD", "TARGET"]
+    assert line.split()[5:7] == [f"main@{H[:7]}", C2[:7]]

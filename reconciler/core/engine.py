@@ -87,6 +87,8 @@ class SiteResult:
             "repo": p.site.repo,
             "branch": p.branch,
             "sha": p.sha,
+            "head_sha": p.head_sha,
+            "target_sha": p.sha,
             "namespace": p.site.namespace,
             "deployment": p.site.deployment,
             "container": p.container,
@@ -258,7 +260,7 @@ class Engine:
                 continue
             (pinned,) = planner.gate(Plan((alternative,)), statuses).sites
             why = fallback.reason(p, head, chosen)
-            out.append(replace(pinned, reason=why, fallback=why))
+            out.append(replace(pinned, reason=why, fallback=why, head_sha=head.sha))
         return Plan(tuple(out))
 
     def run(self, config: Config, request: SyncRequest) -> SyncReport:
@@ -396,8 +398,15 @@ class Engine:
             heads[site.ref] = BranchHead(site.repo, p.branch, p.sha)
         fresh_plan = self._plan_one(site, heads, fresh)
         if fresh_plan.action is Action.UPDATE and p.action is Action.UPDATE and p.target_image:
-            # same commit, same verified image: keep the digest the gate pinned
-            fresh_plan = replace(fresh_plan, target_image=p.target_image)
+            # same commit, same verified image: keep the digest the gate pinned (and, during a
+            # fallback, the branch head and why an older commit goes out)
+            fresh_plan = replace(
+                fresh_plan,
+                target_image=p.target_image,
+                head_sha=p.head_sha,
+                fallback=p.fallback,
+                reason=p.reason,
+            )
         return fresh_plan
 
     def _plan_one(

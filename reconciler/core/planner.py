@@ -88,7 +88,7 @@ def plan_site(
 
     head = heads.get(site.ref)
     if isinstance(head, BranchHead):
-        base = replace(base, branch=head.branch, sha=head.sha)
+        base = replace(base, branch=head.branch, sha=head.sha, head_sha=head.sha)
 
     if site.paused:
         current = _current_image(site, deployment)

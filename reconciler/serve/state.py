@@ -179,7 +179,7 @@ def site_view(name: str, repo: str, record: SiteRecord | None, web_url: str) -> 
             "reason": "not synced yet",
         }
     data = record.result.as_dict()
-    sha = data.get("sha")
+    sha = data.get("head_sha") or data.get("sha")
     running = data.get("running_sha")
     failed = data.get("failed_sha")
     data.update(
