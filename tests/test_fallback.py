@@ -193,7 +193,9 @@ def test_the_running_commit_of_a_plan_is_one_notion() -> None:
     site = Site("blog", "acme/blog", "main", "web", "blog", None, IMAGE)
     pinned = f"gcr.io/p/blog:{C1}@{DIGEST}"
     assert running.running_sha(site, {}, pinned, _head()) == C1
-    assert running.running_sha(site, {ann.SHA: C2}, pinned, _head()) == C2  # as recorded
+    # the image wins over a stale record (a person's `kubectl set image` to another commit)
+    assert running.running_sha(site, {ann.SHA: C2}, pinned, _head()) == C1
+    assert running.running_sha(site, {ann.SHA: C2}, "nginx:1.27", _head()) == C2
     assert running.running_sha(site, {}, "nginx:1.27", _head()) is None
     plan = replace(_plan(running=None), current_image=pinned)
     assert running.runs(plan, C1, f"gcr.io/p/blog:{C1}")

@@ -72,6 +72,8 @@ class Notification:
     status_url: str | None = None
     web_url: str = "https://github.com"
     comparison: Comparison | None = None
+    running_sha: str | None = None  # held: the commit its image is (None: not a commit of it)
+    image: str | None = None  # held: the image it runs
 
     @property
     def compare_url(self) -> str | None:
@@ -132,6 +134,8 @@ def payload(n: Notification) -> dict[str, Any]:
         "reason": n.reason,
         "detail": n.detail or None,
         "held_at": n.held_at,
+        "running_sha": n.running_sha,
+        "image": n.image,
         "flaps": n.flaps or None,
         "status_url": n.site_url,
     }

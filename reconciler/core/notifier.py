@@ -27,6 +27,7 @@ from reconciler.core.notify import (
 )
 from reconciler.core.notifyconfig import EventKind
 from reconciler.core.outbox import Outbox
+from reconciler.core.running import commit_of_image
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ class Notifier:
             old = p.running_sha or old
         elif d.event is EventKind.RECOVERED:
             old = new = p.running_sha or p.sha
+        held = d.event is EventKind.HELD
         return Notification(
             id=uuid.uuid4().hex,
             event=d.event,
@@ -165,6 +167,8 @@ class Notifier:
             flaps=d.flaps,
             status_url=status_url,
             web_url=self.web_url,
+            running_sha=_image_commit(p) if held else None,
+            image=p.current_image if held else None,
         )
 
     def _global(self, config: Config, report: SyncReport) -> Notification | None:
@@ -189,6 +193,14 @@ class Notifier:
     def memory(self) -> Mapping[str, Memory]:
         with self._lock:
             return dict(self._memory)
+
+
+def _image_commit(p: SitePlan) -> str | None:
+    """The commit of the branch whose image a held site runs (its annotation may be stale)."""
+    if not p.current_image:
+        return None
+    known = [s for s in (p.running_sha, p.sha) if s]
+    return commit_of_image(p.site, p.branch or p.site.branch, p.current_image, known)
 
 
 def _what_happened(p: SitePlan, event: EventKind, sha: str | None) -> str:

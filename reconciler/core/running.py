@@ -1,9 +1,9 @@
 """The commit a Deployment runs (pure): one notion for the planner, the fallback and the notes.
 
-A workload runs commit C when its ``reconciler.dev/sha`` says so, or when its image is C's
-image: the site's template rendered for C, as a tag with or without a pinned digest
-(``app:<sha>`` and ``app:<sha>@sha256:…`` are one image), or, for a ``{short_sha}`` template,
-the commit of the branch's recent history whose SHA starts with the tag's short SHA. So a
+A workload runs commit C when its image is C's image: the site's template rendered for C, as a
+tag with or without a pinned digest (``app:<sha>`` and ``app:<sha>@sha256:…`` are one image),
+or, for a ``{short_sha}`` template, the commit of the branch's recent history whose SHA starts
+with the tag's short SHA; failing that, the commit its ``reconciler.dev/sha`` records. So a
 Deployment first rolled out by another tool (Skaffold, Cloud Deploy, ``kubectl set image
 …@sha256:…``) and adopted has a running commit too, and the newest-ready walk stops at it.
 """
@@ -50,14 +50,18 @@ def running_sha(
     image: str,
     head: HeadResult | None,
 ) -> str | None:
-    """The commit the workload runs: its recorded ``reconciler.dev/sha``, else its image's."""
-    recorded = annotations.get(ann.SHA)
-    if recorded:
-        return recorded
-    if not isinstance(head, BranchHead):
-        return commit_of_image(site, site.branch, image)
-    known = (head.sha, *(c.sha for c in head.history))
-    return commit_of_image(site, head.branch, image, known)
+    """The commit the workload runs: its image's, else its recorded ``reconciler.dev/sha``.
+
+    The image wins: after a person's ``kubectl set image`` to another commit's image the
+    annotation still names the commit before it. The annotation serves where the image says
+    nothing (a tag the template does not render, a short SHA older than the history).
+    """
+    recorded = annotations.get(ann.SHA) or None
+    known = tuple(s for s in (recorded,) if s)
+    if isinstance(head, BranchHead):
+        known += (head.sha, *(c.sha for c in head.history))
+    branch = head.branch if isinstance(head, BranchHead) else site.branch
+    return commit_of_image(site, branch, image, known) or recorded
 
 
 def runs(p: SitePlan, sha: str, image: str) -> bool:
