@@ -12,7 +12,7 @@ from flask import Flask, Response, jsonify, render_template, request
 
 from reconciler import __version__
 from reconciler.core.engine import SyncRequest
-from reconciler.core.errors import CommandError, ReconcilerError, ShuttingDown
+from reconciler.core.errors import CommandError, ErrorKind, ReconcilerError, ShuttingDown
 from reconciler.serve.auth import Access
 from reconciler.serve.events import MAX_BODY, GitHubHooks
 from reconciler.serve.service import Service
@@ -105,8 +105,7 @@ def create_app(
             return error(503, "shutting down before the sync ran; retry", id=record.id)
         except Exception as exc:  # the run could not happen at all (config, lease)
             return error(503, f"the sync could not run: {exc}", id=record.id)
-        body = {"id": record.id, **report_dict(report, sites)}
-        return jsonify(body), 200 if body["ok"] else 502
+        return _answer({"id": record.id, **report_dict(report, sites)}, service)
 
     @app.post("/sites/<site>/<action>")
     def site_command(site: str, action: str) -> Any:
@@ -217,6 +216,19 @@ def create_app(
         return "" if value is None else f"for {_span(max(0.0, time.time() - value))}"
 
     return app
+
+
+def _answer(body: dict[str, Any], service: Service) -> tuple[Response, int]:
+    """200 when every site asked for is fine; 503 with Retry-After (when GitHub's limit resets)
+    when the only failures are GitHub's exhausted rate limit; else 502."""
+    if body["ok"]:
+        return jsonify(body), 200
+    kinds = {r["error_kind"] for r in body["results"] if r["action"] == "error"}
+    if kinds != {ErrorKind.RATE_LIMITED.value}:
+        return jsonify(body), 502
+    response = jsonify(body)
+    response.headers["Retry-After"] = str(service.retry_after())
+    return response, 503
 
 
 def _span(seconds: float) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 import uuid
@@ -136,6 +137,17 @@ class Service:
         self.metrics.config_valid.set(1)
         self.schedule.follow(fresh.service)
         return fresh
+
+    def retry_after(self) -> int:
+        """Whole seconds until GitHub's exhausted rate limit resets (60 when none is known:
+        a secondary limit, whose retry-after the source keeps to itself)."""
+        now = self.clock()
+        resets = [
+            limit.reset_epoch - now
+            for limit in self.engine.heads.rate_limits().values()
+            if limit.remaining <= 0 and limit.reset_epoch > now
+        ]
+        return max(1, math.ceil(min(resets))) if resets else 60
 
     def site_names(self) -> tuple[str, ...]:
         good = self.config.good
