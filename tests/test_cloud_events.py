@@ -113,6 +113,8 @@ def test_a_build_that_names_its_branch_syncs_only_that_branchs_sites() -> None:
     )
     images = {"images": [{"name": f"gcr.io/p/www:{A}"}]}
     built = _build("SUCCESS", results=images, substitutions={"BRANCH_NAME": "staging"})
-    assert classify_build(built, {}, sites).sites == {"www-staging", "www-default"}
+    assert classify_build(built, {}, sites).sites == frozenset({"www-staging", "www-default"})
     unnamed = _build("SUCCESS", results=images)
-    assert classify_build(unnamed, {}, sites).sites == {"www", "www-staging", "www-default"}
+    assert classify_build(unnamed, {}, sites).sites == frozenset(
+        {"www", "www-staging", "www-default"}
+    )
