@@ -138,7 +138,10 @@ class SyncReport:
         return sum(1 for r in self.results if r.applied)
 
     def summary(self) -> str:
-        parts = [f"{self.count(a)} {a.value}" for a in Action if self.count(a)]
+        """E.g. "1 update, 2 in-sync"; a site that skips its rolled-back commit counts as
+        rolled-back, the word the page's counts use for it."""
+        words = Counter(_word(r.plan) for r in self.results)
+        parts = [f"{words[a.value]} {a.value}" for a in Action if words[a.value]]
         return ", ".join(parts) or "no sites"
 
 
@@ -508,6 +511,10 @@ def _deployment(observed: Mapping[str, NamespaceView], site: Site) -> ObservedDe
     if view is None or isinstance(view, NamespaceError):
         return None
     return view.get(site.deployment)
+
+
+def _word(p: SitePlan) -> str:
+    return Action.ROLLED_BACK.value if p.skip is Skip.FAILED_COMMIT else p.action.value
 
 
 def _writes(p: SitePlan) -> bool:

@@ -51,9 +51,11 @@ class Service:
         web_url: str = "https://github.com",
         notifier: Notifier | None = None,
         commit_info: CommitInfo | None = None,
+        cli_name: str = "reconciler",
     ) -> None:
         self.config_path = config_path
         self.engine = engine
+        self.cli_name = cli_name  # how the page's hints name the CLI (`reconciler resume blog`)
         self.lease = SharedLease(lease) if lease is not None else None  # runner and follower
         self.leader: LeaseHolder | None = None
         if self.lease is not None:
@@ -290,6 +292,9 @@ class Service:
             )
         view["notifications"] = self._notifications()
         self._add_commits(view["sites"])
+        if self.cli_name != state.CLI:
+            for site in view["sites"]:
+                site["reason"] = state.hint(site.get("reason") or "", self.cli_name)
         return view
 
     def site_history(self, name: str) -> dict[str, Any]:
