@@ -467,3 +467,16 @@ def test_the_text_of_every_event_kind_says_what_happened() -> None:
     for n in sent:  # every channel says the same thing
         assert google_chat(n)["text"].split("\n")[1] == n.reason == payload(n)["reason"]
         assert "no branch head" not in n.reason
+
+
+def test_a_held_site_moved_to_another_commit_is_news() -> None:
+    """#17: a second `kubectl rollout undo` by the same manager holds the site on another
+    commit: GitHub Deployments must hear of it (the same hold seen again stays quiet)."""
+    first = Snapshot(Status.HELD, head=NEW, running=OLD, detail="kubectl")
+    again = replace(first, running="c" * 40)
+    assert run([(0, first), (60, first), (120, again), (180, again)]) == [
+        EventKind.HELD,
+        None,
+        EventKind.HELD,
+        None,
+    ]
