@@ -257,4 +257,9 @@ def test_a_persons_rollout_undo_shows_on_github_as_what_runs(
     held = world.sync()
     assert held["action"] == "held" and held["running_sha"] == c0
     assert states(github) == {c0: ["success", "inactive", "success"], c1: ["success", "inactive"]}
+    world.kubectl("rollout", "undo", "deployment/blog")  # and back again: c1 runs, still held
+    wait_for(lambda: world.image() == f"gcr.io/p/blog:{c1}", what="the second undo")
+    held = world.sync()
+    assert held["action"] == "held" and held["running_sha"] == c1
+    assert states(github)[c1][-1] == "success" and states(github)[c0][-1] == "inactive"
     assert standin_rest.REQUEST_VIOLATIONS == []
