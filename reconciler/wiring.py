@@ -115,6 +115,7 @@ def build_process(config_path: str, settings: Settings) -> Process:
         lease_renew_every=settings.lease_seconds / 4,
         lease_renew_deadline=settings.lease_seconds * 2 / 3,
         web_url=settings.github.web_url,
+        cli_name=settings.cli_name,
         notifier=build_notifier(engine, settings),
         commit_info=CommitInfo(engine.heads) if isinstance(engine.heads, CommitLog) else None,
     )

@@ -3,7 +3,9 @@
 - Cloud Build (topic ``cloud-builds``): data is the Build resource as JSON. A ``SUCCESS`` build
   syncs the sites its substitutions name (``REPO_FULL_NAME`` or ``REPO_NAME``, and
   ``BRANCH_NAME`` when present) and the sites one of whose images (``results.images[].name``)
-  their image template can render. Any other state is ignored.
+  their image template can render; when the build names its branch (``BRANCH_NAME``), only
+  the sites following that branch (or the default branch: not known here). Any other state is
+  ignored.
 - Artifact Registry / Container Registry (topic ``gcr``): data is
   ``{"action": "INSERT"|"DELETE", "digest": ..., "tag": ...}``. An ``INSERT`` whose tag one of
   the sites' templates can render syncs those sites; a ``DELETE`` of such a tag is reported on
@@ -50,6 +52,9 @@ def classify_build(data: bytes, attributes: Mapping[str, str], sites: Iterable[S
     subs = doc.get("substitutions")
     subs = subs if isinstance(subs, dict) else {}
     names = set(_named_by_substitutions(subs, sites))
+    branch = subs.get("BRANCH_NAME")
+    if isinstance(branch, str) and branch:  # the build names its branch: only its followers
+        sites = tuple(s for s in sites if s.branch in (None, branch))
     results = doc.get("results")
     images = results.get("images") if isinstance(results, dict) else None
     for entry in images if isinstance(images, list) else ():

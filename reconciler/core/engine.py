@@ -87,6 +87,8 @@ class SiteResult:
             "repo": p.site.repo,
             "branch": p.branch,
             "sha": p.sha,
+            "head_sha": p.head_sha,
+            "target_sha": p.sha,
             "namespace": p.site.namespace,
             "deployment": p.site.deployment,
             "container": p.container,
@@ -136,7 +138,10 @@ class SyncReport:
         return sum(1 for r in self.results if r.applied)
 
     def summary(self) -> str:
-        parts = [f"{self.count(a)} {a.value}" for a in Action if self.count(a)]
+        """E.g. "1 update, 2 in-sync"; a site that skips its rolled-back commit counts as
+        rolled-back, the word the page's counts use for it."""
+        words = Counter(_word(r.plan) for r in self.results)
+        parts = [f"{words[a.value]} {a.value}" for a in Action if words[a.value]]
         return ", ".join(parts) or "no sites"
 
 
@@ -252,13 +257,13 @@ class Engine:
             if head is None or chosen is None:
                 out.append(p)
                 continue
-            alternative = replan(p.site, replace(head, sha=chosen.sha, history=()))
+            alternative = replan(p.site, replace(head, sha=chosen.sha))
             if alternative.action is not Action.UPDATE:
                 out.append(p)
                 continue
             (pinned,) = planner.gate(Plan((alternative,)), statuses).sites
             why = fallback.reason(p, head, chosen)
-            out.append(replace(pinned, reason=why, fallback=why))
+            out.append(replace(pinned, reason=why, fallback=why, head_sha=head.sha))
         return Plan(tuple(out))
 
     def run(self, config: Config, request: SyncRequest) -> SyncReport:
@@ -396,8 +401,15 @@ class Engine:
             heads[site.ref] = BranchHead(site.repo, p.branch, p.sha)
         fresh_plan = self._plan_one(site, heads, fresh)
         if fresh_plan.action is Action.UPDATE and p.action is Action.UPDATE and p.target_image:
-            # same commit, same verified image: keep the digest the gate pinned
-            fresh_plan = replace(fresh_plan, target_image=p.target_image)
+            # same commit, same verified image: keep the digest the gate pinned (and, during a
+            # fallback, the branch head and why an older commit goes out)
+            fresh_plan = replace(
+                fresh_plan,
+                target_image=p.target_image,
+                head_sha=p.head_sha,
+                fallback=p.fallback,
+                reason=p.reason,
+            )
         return fresh_plan
 
     def _plan_one(
@@ -499,6 +511,10 @@ def _deployment(observed: Mapping[str, NamespaceView], site: Site) -> ObservedDe
     if view is None or isinstance(view, NamespaceError):
         return None
     return view.get(site.deployment)
+
+
+def _word(p: SitePlan) -> str:
+    return Action.ROLLED_BACK.value if p.skip is Skip.FAILED_COMMIT else p.action.value
 
 
 def _writes(p: SitePlan) -> bool:

@@ -239,7 +239,7 @@ class SitePlan:
     action: Action
     reason: str = ""
     branch: str | None = None
-    sha: str | None = None
+    sha: str | None = None  # the commit the plan targets: the head, or an older ready one
     container: str | None = None
     current_image: str | None = None
     target_image: str | None = None
@@ -257,6 +257,7 @@ class SitePlan:
     fallback: str = ""  # why an older commit than the head is the target (core/fallback.py)
     write: DeploymentPatch | None = None  # what a rolled-back / held verdict writes
     clear: tuple[str, ...] = ()  # hold annotations an update removes (the branch moved on)
+    head_sha: str | None = None  # the branch head (differs from sha during a fallback)
 
     @property
     def ok(self) -> bool:

@@ -49,6 +49,8 @@ class Snapshot:
             return (self.status.value, self.head or "")
         if self.status in (Status.IN_SYNC, Status.DEPLOYING):
             return (self.status.value, self.running or "")
+        if self.status is Status.HELD and self.running:  # held on another commit: news too
+            return (self.status.value, f"{self.detail}@{self.running}")
         return (self.status.value, self.detail)
 
 

@@ -11,7 +11,7 @@ from flask import Flask, Response, jsonify, render_template, request
 
 from reconciler import __version__
 from reconciler.core.engine import SyncReport, SyncRequest
-from reconciler.core.errors import CommandError, ReconcilerError, ShuttingDown
+from reconciler.core.errors import CommandError, ErrorKind, ReconcilerError, ShuttingDown
 from reconciler.serve.auth import Access
 from reconciler.serve.events import MAX_BODY, GitHubHooks
 from reconciler.serve.service import LeaseWait, Service
@@ -101,8 +101,7 @@ def create_app(
         except Exception as exc:  # the run could not happen at all (config, lease)
             return error(503, f"the sync could not run: {exc}", id=record.id)
         if isinstance(outcome, SyncReport):
-            body = {"id": record.id, **report_dict(outcome, sites)}
-            return jsonify(body), 200 if body["ok"] else 502
+            return _answer({"id": record.id, **report_dict(outcome, sites)}, service)
         return jsonify(queued(record.id, outcome or service.lease_wait())), 202
 
     @app.post("/sites/<site>/<action>")
@@ -229,6 +228,19 @@ def queued(run_id: str, waiting: LeaseWait | None) -> dict[str, Any]:
             "waiting_for_lease": waiting.as_dict(),
         }
     return body
+
+
+def _answer(body: dict[str, Any], service: Service) -> tuple[Response, int]:
+    """200 when every site asked for is fine; 503 with Retry-After (when GitHub's limit resets)
+    when the only failures are GitHub's exhausted rate limit; else 502."""
+    if body["ok"]:
+        return jsonify(body), 200
+    kinds = {r["error_kind"] for r in body["results"] if r["action"] == "error"}
+    if kinds != {ErrorKind.RATE_LIMITED.value}:
+        return jsonify(body), 502
+    response = jsonify(body)
+    response.headers["Retry-After"] = str(service.retry_after())
+    return response, 503
 
 
 def _span(seconds: float) -> str:

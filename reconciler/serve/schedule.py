@@ -53,7 +53,8 @@ class Schedule:
         trigger = CronTrigger.from_crontab(settings.schedule, timezone=settings.timezone)
         if settings.jitter:
             trigger.jitter = settings.jitter
-        scheduler.add_job(self.fire, trigger, id=JOB_ID, replace_existing=True, name="hourly sync")
+        name = f"scheduled sync ({settings.schedule})"  # the log names the cron, not "hourly"
+        scheduler.add_job(self.fire, trigger, id=JOB_ID, replace_existing=True, name=name)
         self._key = key
         log.info(
             "schedule: %s (%s), jitter %ss", settings.schedule, settings.timezone, settings.jitter

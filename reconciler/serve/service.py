@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 import uuid
@@ -56,9 +57,11 @@ class Service:
         web_url: str = "https://github.com",
         notifier: Notifier | None = None,
         commit_info: CommitInfo | None = None,
+        cli_name: str = "reconciler",
     ) -> None:
         self.config_path = config_path
         self.engine = engine
+        self.cli_name = cli_name  # how the page's hints name the CLI (`reconciler resume blog`)
         self.lease = SharedLease(lease) if lease is not None else None  # runner and follower
         self.leader: LeaseHolder | None = None
         if self.lease is not None:
@@ -167,6 +170,17 @@ class Service:
         self.metrics.config_valid.set(1)
         self.schedule.follow(fresh.service)
         return fresh
+
+    def retry_after(self) -> int:
+        """Whole seconds until GitHub's exhausted rate limit resets (60 when none is known:
+        a secondary limit, whose retry-after the source keeps to itself)."""
+        now = self.clock()
+        resets = [
+            limit.reset_epoch - now
+            for limit in self.engine.heads.rate_limits().values()
+            if limit.remaining <= 0 and limit.reset_epoch > now
+        ]
+        return max(1, math.ceil(min(resets))) if resets else 60
 
     def site_names(self) -> tuple[str, ...]:
         good = self.config.good
@@ -358,6 +372,9 @@ class Service:
         view["notifications"] = self._notifications()
         view["leader"] = self.leadership()
         self._add_commits(view["sites"])
+        if self.cli_name != state.CLI:
+            for site in view["sites"]:
+                site["reason"] = state.hint(site.get("reason") or "", self.cli_name)
         return view
 
     def site_history(self, name: str) -> dict[str, Any]:

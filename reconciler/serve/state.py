@@ -13,6 +13,14 @@ from reconciler.core.engine import SiteResult, SyncReport, SyncRequest
 from reconciler.core.model import Action, SiteState, Skip
 
 RUN_HISTORY = 200
+CLI = "reconciler"  # how the verdicts' hints name the CLI: `reconciler resume blog`
+
+
+def hint(reason: str, cli: str) -> str:
+    """`reason` with its CLI hints naming the command people run here (RECONCILER_CLI_NAME)."""
+    return reason.replace(f"`{CLI} ", f"`{cli} ")
+
+
 COUNTED_STATES = (
     SiteState.IN_SYNC,
     SiteState.BEHIND,
@@ -179,7 +187,7 @@ def site_view(name: str, repo: str, record: SiteRecord | None, web_url: str) -> 
             "reason": "not synced yet",
         }
     data = record.result.as_dict()
-    sha = data.get("sha")
+    sha = data.get("head_sha") or data.get("sha")
     running = data.get("running_sha")
     failed = data.get("failed_sha")
     data.update(
