@@ -12,6 +12,31 @@
 #   docker build --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:<digest> .
 # or write it below. No digest is committed because none was verified against the registry.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# The Go toolchain that builds helm: the same release as the one tools/build-helm.sh used for the
+# checksum below (a different toolchain builds different bytes). Pin it by digest as above.
+ARG GO_IMAGE=golang:1.26.8-bookworm
+
+# helm (helm.sh/helm/v4, for sites delivered by a Helm release), built from source like the
+# binary the tests run: the wrapper module tools/helm, every module checked against its go.sum
+# (and Go's checksum database) before anything is compiled, then a reproducible build
+# (-trimpath, no cgo, no VCS stamp, the version stamped as helm's Makefile does, the flags of
+# tools/build-helm.sh) whose result must have the pinned SHA-256 or the build stops.
+# HELM_SHA256 is for linux/amd64; building for another platform, pass its own:
+#   docker build --build-arg HELM_SHA256=<sha256 of that platform's build> .
+FROM ${GO_IMAGE} AS helm
+ARG HELM_VERSION=v4.3.2
+ARG HELM_SHA256=e4bad970668fd9c3c6e08b2a5f14dc5704ac09e7776ecad0fb8b54e3a624492f
+ENV CGO_ENABLED=0 \
+    GOTOOLCHAIN=local \
+    GOFLAGS="-trimpath -mod=readonly -buildvcs=false"
+WORKDIR /src
+COPY tools/helm/go.mod tools/helm/go.sum tools/helm/main.go ./
+RUN go mod download && go mod verify
+RUN vpkg=helm.sh/helm/v4/internal/version \
+    && go build -ldflags "-s -w -X $vpkg.version=${HELM_VERSION} -X $vpkg.gitTreeState=clean" -o /out/helm . \
+    && echo "${HELM_SHA256}  /out/helm" | sha256sum -c - \
+    && /out/helm version --template '{{.Version}}' | grep -qx "${HELM_VERSION}"
+
 
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
@@ -64,6 +89,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PORT=8080 \
     RECONCILER_CONFIG=/etc/reconciler/sites.toml
 COPY --from=builder /opt/venv /opt/venv
+COPY --from=helm /out/helm /usr/local/bin/helm
 # Numeric, so Kubernetes can verify runAsNonRoot; owns nothing in the image.
 USER 10001:10001
 EXPOSE 8080

@@ -1,4 +1,4 @@
-"""scripts/demo [--offline] [--port N] | push SITE [--bad] | kubectl ARGS..."""
+"""scripts/demo [--offline] [--port N] | push SITE [--bad] | kubectl ARGS... | run ARGS..."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from demo.control import DemoNotRunning, PushRefused, push, read_state
+from demo.control import FOREIGN_ENV, DemoNotRunning, PushRefused, push, read_state
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     push_p.add_argument("site")
     push_p.add_argument("--bad", action="store_true", help="a commit whose image crash-loops")
     sub.add_parser("kubectl", help="kubectl ARGS...: the demo's kubectl, on the demo's cluster")
+    sub.add_parser(
+        "run",
+        help="run ARGS...: the reconciler CLI (`run resume shop`, `run plan`, `run history blog`) "
+        "with the demo's sites.toml, cluster and GitHub",
+    )
     return p
 
 
@@ -64,10 +69,30 @@ def _kubectl(args: list[str]) -> int:
     os.execve(kubectl, [kubectl, f"--kubeconfig={state['kubeconfig']}", *args], env)
 
 
+def _run(args: list[str]) -> int:
+    """The reconciler CLI against the running demo: its sites.toml, kubeconfig and GitHub (the
+    stand-in offline), so the commands the page and the banner print work as printed."""
+    try:
+        state = read_state(demo_dir())
+    except DemoNotRunning as e:
+        print(f"scripts/demo run: {e}", file=sys.stderr)
+        return 1
+    env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_ENV)}
+    env.update(
+        RECONCILER_CONFIG=state["sites_toml"],
+        KUBECONFIG=state["kubeconfig"],
+        GITHUB_API_URL=state["github"],
+        PYTHONPATH=str(REPO),
+    )
+    os.execve(sys.executable, [sys.executable, "-m", "reconciler", *args], env)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["kubectl"]:  # everything after it is kubectl's, flags included
         return _kubectl(argv[1:])
+    if argv[:1] == ["run"]:  # and after this, the reconciler CLI's
+        return _run(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "push":
         return _push(args.site, args.bad)

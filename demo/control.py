@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 STATE_FILE = "demo.json"
+# Variables that would point the reconciler elsewhere than the demo's world (a real cluster, a
+# token): serve and `scripts/demo run` go without them.
+FOREIGN_ENV = ("GITHUB_", "PUBSUB_", "RECONCILER_", "KUBE", "POD_", "LOG_", "DOCKER_CONFIG")
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from demo import world
 from demo.build import ensure_binaries
-from demo.control import ControlServer, PushRefused, clear_state, write_state
+from demo.control import FOREIGN_ENV, ControlServer, PushRefused, clear_state, write_state
 from testkit.controlplane import LocalCluster
 from testkit.controlplane.cluster import crashloop_sha
 from testkit.github import GitHubStandIn, random_sha, shared_dir
@@ -37,10 +37,6 @@ GITHUB_API_ENV = "RECONCILER_DEMO_GITHUB_API"
 
 def github_api() -> str:
     return os.environ.get(GITHUB_API_ENV) or GITHUB_API
-
-
-# Variables that would point serve elsewhere than the demo's world (a real cluster, a token).
-_FOREIGN_ENV = ("GITHUB_", "PUBSUB_", "RECONCILER_", "KUBE", "POD_", "LOG_", "DOCKER_CONFIG")
 
 
 class Interrupted(BaseException):
@@ -70,7 +66,10 @@ def github_unreachable(api: str) -> str | None:
 
 
 def _port_free(port: int) -> bool:
+    """Whether serve can listen on `port`: like serve's own socket, the probe allows reuse, so
+    connections of a demo stopped a moment ago (TIME_WAIT) do not count as taking it."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -201,13 +200,14 @@ class Demo:
         port = self.port if self.port and _port_free(self.port) else free_port()
         if self.port and port != self.port:
             say(f"port {self.port} is taken: serving on {port} instead")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN_ENV)}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_ENV)}
         env.update(
             GITHUB_API_URL=api_url,
             KUBECONFIG=str(kubeconfig),
             RECONCILER_TRIGGER_TOKEN=self.trigger_token,
             RECONCILER_READ_TOKEN="open",  # on loopback only: the page opens without a token
             RECONCILER_LEASE="off",
+            RECONCILER_CLI_NAME=f"{command_name()} run",  # the page's hints, as they work here
             LOG_FORMAT="text",
         )
         say(f"starting reconciler serve on 127.0.0.1:{port} ...")
@@ -338,6 +338,7 @@ class Demo:
             f"  {demo} kubectl -n {ns} rollout undo deployment/{world.UNDO_SITE}"
             "   # a person's rollback: the site is held"
         )
+        say(f"  {demo} run resume {world.UNDO_SITE}   # lift the hold (the reconciler CLI, here)")
         if not self.offline:
             say(
                 "    (once the reconciler has deployed a second commit of it: undoing its first"
@@ -347,6 +348,7 @@ class Demo:
             f"  {demo} kubectl -n {ns} rollout history deployment/blog   # commits, by change-cause"
         )
         say(f"  {demo} kubectl -n {ns} get deployments,pods")
+        say(f"  {demo} run plan   # or: run history blog, run hold blog, run rollback blog")
         say(f"  curl -X POST -H 'Authorization: Bearer {self.trigger_token}' {self.url}/sync")
         say(f"  (the kubectl is {cluster.kubectl_path} with KUBECONFIG={kubeconfig})")
         say()

@@ -22,13 +22,14 @@ from reconciler.core.ports import (
     ImageVerifier,
     NoteStore,
 )
-from reconciler.settings import Settings
+from reconciler.settings import LEASE_WAIT_MARGIN, Settings
 from reconciler.sync.engine import Engine
 from reconciler.sync.notifier import Notifier
 from reconciler.sync.outbox import Outbox
 
 if TYPE_CHECKING:  # serve (Flask, APScheduler) is imported only when serving
     from reconciler.adapters.pubsub import PubSubTrigger
+    from reconciler.core.model import LeaseRecord
     from reconciler.core.ports import Lease
     from reconciler.serve.commitinfo import CommitInfo
     from reconciler.serve.process import Process
@@ -96,13 +97,16 @@ def build_service(
     engine: Engine,
     *,
     lease: Lease | None = None,
-    lease_wait: float = 30.0,
+    lease_record: Callable[[], LeaseRecord] | None = None,
+    identity: str = "",
+    lease_wait: float = LEASE_SECONDS + LEASE_WAIT_MARGIN,
     lease_renew_every: float = LEASE_SECONDS / 4,
     lease_renew_deadline: float = LEASE_SECONDS * 2 / 3,
     clock: Callable[[], float] = time.time,
     web_url: str = "https://github.com",
     notifier: Notifier | None = None,
     commit_info: CommitInfo | None = None,
+    cli_name: str = "reconciler",
 ) -> Service:
     """The Service and its parts: the runner, the schedule and the follower bound to it, the
     Lease shared by runner and follower (its holder fences the engine's patches), the metrics."""
@@ -134,16 +138,23 @@ def build_service(
         metrics=metrics,
         site_metrics=site_metrics,
         leader=leader,
+        lease=shared,
+        lease_record=lease_record,
+        identity=identity,
         clock=clock,
         web_url=web_url,
         notifier=notifier,
         commit_info=commit_info,
+        cli_name=cli_name,
     )
     service.attach(
         Runner(service.run),
         Schedule(service.submit),
         Follower(engine, service.good_config, on_result=service.followed, lease=shared),
     )
+    if shared is not None:
+        shared.on_taken_over = service.taken_over  # follow what another replica left running
+    metrics.leader.labels(identity).set_function(lambda: float(service.leading()))
     return service
 
 
@@ -176,9 +187,13 @@ def build_process(config_path: str, settings: Settings) -> Process:
         config_path,
         engine,
         lease=the_lease,
+        lease_record=the_lease.record if the_lease is not None else None,
+        identity=settings.identity,
+        lease_wait=settings.lease_wait,
         lease_renew_every=settings.lease_seconds / 4,
         lease_renew_deadline=settings.lease_seconds * 2 / 3,
         web_url=settings.github.web_url,
+        cli_name=settings.cli_name,
         notifier=build_notifier(engine, settings),
         commit_info=CommitInfo(engine.heads) if isinstance(engine.heads, CommitLog) else None,
     )

@@ -13,6 +13,7 @@ from typing import Any
 
 from reconciler.adapters.kube import request
 from reconciler.core.errors import ConflictError, ErrorKind, KubernetesError, LeaseBusy
+from reconciler.core.model import LeaseRecord
 
 __all__ = ["KubeLease", "LeaseBusy"]
 
@@ -48,9 +49,12 @@ class KubeLease:
         self.clock = clock
         self._seen: tuple[Any, ...] | None = None  # the record as last seen ...
         self._seen_at = 0.0  # ... and when (self.clock) it was first seen like that
+        self._mine: int | None = None  # leaseTransitions when this replica last took it
 
-    def acquire(self) -> None:
-        """Take the Lease or raise LeaseBusy (held by a live holder) / KubernetesError."""
+    def acquire(self) -> bool:
+        """Take the Lease or raise LeaseBusy (held by a live holder) / KubernetesError. True
+        when another replica may have held it since this one last did (or this is the first
+        time): what it started is then followed from what the cluster says."""
         stamp = _stamp()
         spec: dict[str, Any] = {
             "holderIdentity": self.identity,
@@ -74,18 +78,31 @@ class KubeLease:
             except ConflictError as exc:
                 raise LeaseBusy("another replica took the Lease first") from exc
             self._observe(body["spec"])
-            return
+            self._mine = 0
+            return True
         current = lease.get("spec") or {}
         self._observe(current)
         holder = current.get("holderIdentity")
-        if holder and holder != self.identity and not self._expired(current):
-            raise LeaseBusy(f"replica {holder} is syncing (Lease {self.name})")
+        if holder and holder != self.identity:
+            remaining = self._remaining(current)
+            if remaining >= 0:
+                raise LeaseBusy(
+                    f"replica {holder} is syncing (Lease {self.name})",
+                    holder=holder,
+                    remaining=remaining,
+                )
+        transitions = int(current.get("leaseTransitions") or 0)
+        others = self._mine is None or transitions != self._mine
         if holder == self.identity:
             spec["acquireTime"] = current.get("acquireTime") or stamp
         else:
-            spec["leaseTransitions"] = int(current.get("leaseTransitions") or 0) + 1
+            others = others or bool(holder)
+            transitions += 1
+            spec["leaseTransitions"] = transitions
         lease["spec"] = {**current, **spec}
         self._replace(lease)
+        self._mine = transitions
+        return others
 
     def renew(self) -> None:
         """Renew our hold; LeaseBusy when another replica holds it now, KubernetesError when the
@@ -113,9 +130,28 @@ class KubeLease:
         if record != self._seen:
             self._seen, self._seen_at = record, self.clock()
 
-    def _expired(self, spec: Mapping[str, Any]) -> bool:
+    def record(self) -> LeaseRecord:
+        """The Lease as the cluster has it now (nobody holds a Lease not created yet). Seeing
+        the record counts as observing it: a dead holder's Lease runs out sooner here."""
+        try:
+            spec = self._read().get("spec") or {}
+        except KubernetesError as error:
+            if error.kind is ErrorKind.NOT_FOUND:
+                return LeaseRecord(holder=None)
+            raise
+        self._observe(spec)
+        return LeaseRecord(
+            holder=spec.get("holderIdentity") or None,
+            acquired_at=_epoch(spec.get("acquireTime")),
+            renewed_at=_epoch(spec.get("renewTime")),
+            duration=spec.get("leaseDurationSeconds"),
+            transitions=int(spec.get("leaseTransitions") or 0),
+        )
+
+    def _remaining(self, spec: Mapping[str, Any]) -> float:
+        """Seconds until this replica may take the Lease over (negative: it may now)."""
         duration = float(spec.get("leaseDurationSeconds") or self.duration)
-        return self.clock() - self._seen_at > duration
+        return duration - (self.clock() - self._seen_at)
 
     @property
     def _what(self) -> str:
@@ -145,6 +181,16 @@ _RECORD = (
     "renewTime",
     "leaseTransitions",
 )
+
+
+def _epoch(stamp: Any) -> float | None:
+    """A Lease's MicroTime ("2026-01-02T03:04:05.123456Z") as a Unix time; None if unset."""
+    if not isinstance(stamp, str) or not stamp:
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _stamp() -> str:

@@ -29,7 +29,6 @@ connects to that host over an insecure channel with anonymous credentials (googl
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -42,6 +41,7 @@ from google.cloud import pubsub_v1
 from reconciler.core.errors import PubSubError
 from reconciler.core.model import SyncReport, SyncRequest
 from reconciler.core.triggers.hints import Hint, Outcome
+from reconciler.settings import SUBSCRIPTION
 from reconciler.sync.runner import ShuttingDown
 
 __all__ = ["TRIGGER", "PubSubTrigger"]
@@ -49,7 +49,6 @@ __all__ = ["TRIGGER", "PubSubTrigger"]
 log = logging.getLogger(__name__)
 
 TRIGGER = "pubsub"
-_SUBSCRIPTION = re.compile(r"projects/([^/\s]+)/subscriptions/([^/\s]+)")
 
 # A sync can run longer than the subscription's ack deadline (10-600 s). The client library's
 # leaser keeps extending the lease of every message it holds (modifyAckDeadline) until it is
@@ -93,7 +92,7 @@ class PubSubTrigger:
         retry_max: float = 60.0,
         emulator_host: str | None = None,
     ) -> None:
-        if not _SUBSCRIPTION.fullmatch(subscription or ""):
+        if not SUBSCRIPTION.fullmatch(subscription or ""):
             raise PubSubError(
                 f"invalid Pub/Sub subscription {subscription!r}: expected the full name "
                 "projects/PROJECT/subscriptions/SUBSCRIPTION"

@@ -64,7 +64,9 @@ def report_text(report: SyncReport, behind: Mapping[str, Behind] | None = None) 
         action = p.action.value
         if r.applied and p.action is Action.UPDATE:
             action = "updated" if not report.dry_run else "update (dry run ok)"
-        head = f"{p.branch or '?'}@{p.sha[:7]}" if p.sha else (p.branch or "")
+        top = p.head_sha or p.sha
+        head = f"{p.branch or '?'}@{top[:7]}" if top else (p.branch or "")
+        target = (p.sha or "")[:7] if p.action is Action.UPDATE else ""
         rows.append(
             [
                 f"{SYMBOL[p.action]} {p.site.name}",
@@ -72,13 +74,14 @@ def report_text(report: SyncReport, behind: Mapping[str, Behind] | None = None) 
                 f"{p.site.namespace}/{p.site.deployment}",
                 p.container or p.site.container or "",
                 head,
+                target,
                 _image_cell(r),
                 _rollout_cell(r),
                 *([_behind_cell(behind.get(p.site.name))] if behind is not None else []),
                 p.reason,
             ]
         )
-    header = ["site", "action", "deployment", "container", "head", "image", "rollout"]
+    header = ["site", "action", "deployment", "container", "head", "target", "image", "rollout"]
     header += [*(["behind"] if behind is not None else []), "reason"]
     mode = "plan" if report.plan_only else ("dry run" if report.dry_run else "sync")
     footer = f"{mode}: {report.summary()} in {report.duration:.1f}s"

@@ -18,6 +18,7 @@ import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from reconciler.core.errors import SettingsError
 from reconciler.serve.process import GRACEFUL_TIMEOUT
 from reconciler.settings import Settings
 
@@ -104,15 +105,24 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 def serve(
     config_path: str, *, port: int | None = None, bind: str | None = None, settings: Settings
 ) -> int:
-    """Run the service until SIGTERM/SIGINT; returns the exit code."""
+    """Run the service until SIGTERM/SIGINT; returns the exit code. A --port or --bind that
+    cannot be used, or an address this host cannot listen on, raises SettingsError."""
     from reconciler import logs
     from reconciler.wiring import build_process
 
+    settings = settings.listening(bind, port)
     limit_malloc_arenas(settings.malloc_arenas)
     logs.setup(settings)
-    host, port = bind or settings.bind, port or settings.port
+    host, port = settings.bind, settings.port
     log.info("starting on %s:%s with %s", host, port, config_path, extra={"event": "starting"})
-    _Server(build_process(config_path, settings), host, port, settings).run()
+    process = build_process(config_path, settings)
+    try:
+        server = _Server(process, host, port, settings)
+    except (OSError, ValueError) as exc:  # in use, not an address of this host, ...
+        raise SettingsError(
+            f"cannot listen on {host}:{port} (BIND or --bind, PORT or --port): {exc}"
+        ) from exc
+    server.run()
     log.info("stopped", extra={"event": "stopped"})
     return 0
 

@@ -55,6 +55,13 @@ class ErrorKind(StrEnum):
     WRITEBACK_FORBIDDEN = "writeback_forbidden"  # the token may not push
     WRITEBACK_PROTECTED = "writeback_protected"  # the branch refuses direct writes
     WRITEBACK_CONFLICT = "writeback_conflict"  # the file kept moving under us
+    # delivering through a Helm release
+    HELM = "helm"  # helm failed; the message is helm's
+    HELM_MISSING = "helm_missing"  # no helm binary where the settings say
+    HELM_RELEASE_NOT_FOUND = "helm_release_not_found"
+    HELM_BUSY = "helm_busy"  # another install/upgrade/rollback of the release is in progress
+    HELM_TIMEOUT = "helm_timeout"
+    HELM_CHART = "helm_chart"  # the deployed chart cannot be rebuilt from the release record
 
 
 class ReconcilerError(Exception):
@@ -145,9 +152,23 @@ class ConflictError(KubernetesError):
 
 
 class LeaseBusy(KubernetesError):
-    """Another replica holds the Lease (or took it from us)."""
+    """Another replica holds the Lease (or took it from us): `holder` names it when known, and
+    `remaining` says in how many seconds this replica takes it over unless it is renewed."""
 
     default_kind = ErrorKind.LEASE
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        kind: ErrorKind | None = None,
+        holder: str | None = None,
+        remaining: float | None = None,
+    ) -> None:
+        super().__init__(message, kind=kind)
+        self.status = None
+        self.holder = holder
+        self.remaining = remaining
 
 
 class RegistryError(ReconcilerError):
@@ -195,3 +216,10 @@ class WriteBackError(ReconcilerError):
     failure, with a message naming the repository, branch, file and what is wrong."""
 
     default_kind = ErrorKind.WRITEBACK_TARGET
+
+
+class HelmError(ReconcilerError):
+    """A Helm release cannot be read, upgraded or rolled back: that site's failure, with a
+    message naming the release and, when helm failed, helm's own words."""
+
+    default_kind = ErrorKind.HELM

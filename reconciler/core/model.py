@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -241,7 +242,7 @@ class SitePlan:
     action: Action
     reason: str = ""
     branch: str | None = None
-    sha: str | None = None
+    sha: str | None = None  # the commit the plan targets: the head, or an older ready one
     container: str | None = None
     current_image: str | None = None
     target_image: str | None = None
@@ -259,6 +260,7 @@ class SitePlan:
     fallback: str = ""  # why an older commit than the head is the target (core/plan/fallback.py)
     write: DeploymentPatch | None = None  # what a rolled-back / held verdict writes
     clear: tuple[str, ...] = ()  # hold annotations an update removes (the branch moved on)
+    head_sha: str | None = None  # the branch head (differs from sha during a fallback)
 
     @property
     def ok(self) -> bool:
@@ -320,6 +322,25 @@ class ApplyResult:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseRecord:
+    """The Lease as the cluster has it: who holds it (None: nobody) and the holder's stamps
+    (Unix times, by the holder's clock: shown to people, never used to judge expiry)."""
+
+    holder: str | None
+    acquired_at: float | None = None
+    renewed_at: float | None = None
+    duration: int | None = None
+    transitions: int = 0
+
+    @property
+    def expires_at(self) -> float | None:
+        """When the holder's Lease runs out unless renewed (by the holder's clock)."""
+        if self.holder is None or self.renewed_at is None or self.duration is None:
+            return None
+        return self.renewed_at + self.duration
+
+
+@dataclass(frozen=True, slots=True)
 class SyncRequest:
     """What a trigger asks for: some sites (None = all), and whether to stop after planning."""
 
@@ -357,6 +378,8 @@ class SiteResult:
             "repo": p.site.repo,
             "branch": p.branch,
             "sha": p.sha,
+            "head_sha": p.head_sha,
+            "target_sha": p.sha,
             "namespace": p.site.namespace,
             "deployment": p.site.deployment,
             "container": p.container,
@@ -406,5 +429,12 @@ class SyncReport:
         return sum(1 for r in self.results if r.applied)
 
     def summary(self) -> str:
-        parts = [f"{self.count(a)} {a.value}" for a in Action if self.count(a)]
+        """E.g. "1 update, 2 in-sync"; a site that skips its rolled-back commit counts as
+        rolled-back, the word the page's counts use for it."""
+        words = Counter(_word(r.plan) for r in self.results)
+        parts = [f"{words[a.value]} {a.value}" for a in Action if words[a.value]]
         return ", ".join(parts) or "no sites"
+
+
+def _word(p: SitePlan) -> str:
+    return Action.ROLLED_BACK.value if p.skip is Skip.FAILED_COMMIT else p.action.value

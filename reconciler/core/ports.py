@@ -119,9 +119,10 @@ class RevisionSource(Protocol):
 
 
 class Lease(Protocol):
-    """One replica at a time: acquire raises (LeaseBusy) while another holds it."""
+    """One replica at a time: acquire raises (LeaseBusy) while another holds it, and says
+    whether another replica may have held it since this one last did."""
 
-    def acquire(self) -> None: ...
+    def acquire(self) -> bool: ...
 
     def renew(self) -> None: ...
 

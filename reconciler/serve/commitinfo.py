@@ -35,9 +35,10 @@ class CommitInfo:
     def key(result: SiteResult) -> Key | None:
         p = result.plan
         running = p.sha if result.applied else p.running_sha
-        if not (p.sha and running):
+        head = p.head_sha or p.sha
+        if not (head and running):
             return None
-        return (p.site.repo, running, p.sha)
+        return (p.site.repo, running, head)
 
     def refresh(self, results: Sequence[SiteResult]) -> threading.Thread | None:
         """Queue the pairs not known yet (at most per_round) and start the worker if it is

@@ -4,6 +4,10 @@ Runs beside the runner (never inside a sync), so a failed rollout is rolled back
 while other syncs and triggers go on. The rollback itself is planned from what the API server
 says (level-triggered) and sent with the resourceVersion it was planned against, so two
 replicas cannot both roll back; with a Lease, only the replica holding it rolls back.
+
+Which rollouts to follow comes from each sync's report and, at start and whenever this replica
+takes the Lease after another replica held it, from a sweep of every managed site's Deployment:
+a rollout started by a replica that died is followed by the one that takes over.
 """
 
 from __future__ import annotations
@@ -30,14 +34,23 @@ class SharedLease:
 
     def __init__(self, lease: Lease) -> None:
         self.lease = lease
+        self.on_taken_over: Callable[[], None] | None = None
         self._users = 0
         self._lock = threading.Lock()
 
-    def acquire(self) -> None:
+    @property
+    def held(self) -> bool:
+        return self._users > 0
+
+    def acquire(self) -> bool:
+        """Take the Lease (if not held here already); True, after on_taken_over, when another
+        replica may have held it since this one last did."""
         with self._lock:
-            if self._users == 0:
-                self.lease.acquire()
+            taken = self.lease.acquire() if self._users == 0 else False
             self._users += 1
+        if taken and self.on_taken_over is not None:
+            self.on_taken_over()
+        return bool(taken)
 
     def renew(self) -> None:
         self.lease.renew()
@@ -67,6 +80,7 @@ class Follower:
         self.lease = lease
         self.interval = interval
         self.tracked: dict[str, Rollout | None] = {}
+        self._sweep = threading.Event()  # look at every managed site's rollout
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -87,7 +101,15 @@ class Follower:
                 self.tracked.setdefault(name, Rollout.PROGRESSING)
         self._wake.set()
 
+    def discover(self) -> None:
+        """Look at every managed site's Deployment soon (on the follower's thread) and follow
+        each rollout in progress, whoever started it."""
+        self._sweep.set()
+        self._wake.set()
+
     def start(self) -> None:
+        """Follow rollouts in the background, starting with a sweep of every managed site."""
+        self.discover()
         self._thread = threading.Thread(target=self._loop, name="follow", daemon=True)
         self._thread.start()
 
@@ -99,10 +121,16 @@ class Follower:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            if self._sweep.is_set():
+                self._sweep.clear()
+                try:
+                    self._discover()
+                except Exception:  # a bug here must not end the following for good
+                    log.exception("looking for rollouts in progress failed")
             with self._lock:
                 names = list(self.tracked)
-            if not names:
-                self._wake.wait()
+            if not names:  # a sweep that failed is tried again after a pause
+                self._wake.wait(self.interval if self._sweep.is_set() else None)
                 self._wake.clear()
                 continue
             try:
@@ -110,6 +138,31 @@ class Follower:
             except Exception:  # a bug here must not end the following for good
                 log.exception("following rollouts failed; trying again")
             self._stop.wait(self.interval)
+
+    def _discover(self) -> None:
+        """Track every managed site whose rollout is in progress or failed, as the cluster says
+        (one LIST per namespace holding several sites); a failed read is tried at the next."""
+        cfg = self.config()
+        if cfg is None or not cfg.sites:
+            return
+        try:
+            seen = self.engine.follow_all(cfg.sites, act=False)
+        except ReconcilerError as exc:
+            log.warning("looking for rollouts in progress: %s", exc)
+            self._sweep.set()
+            return
+        found = [
+            r.plan.site.name
+            for r in seen
+            if r.plan.rollout is Rollout.PROGRESSING or r.action is Action.ROLLED_BACK
+        ]
+        if found:
+            log.info(
+                "following the rollouts in progress of %s",
+                ", ".join(sorted(found)),
+                extra={"event": "rollouts_found", "sites": sorted(found)},
+            )
+            self.track(found)
 
     def tick(self, names: Iterable[str] | None = None) -> None:
         """Follow the tracked sites once (the loop calls this each second)."""

@@ -80,6 +80,12 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.leader = Gauge(
+            "reconciler_leader",
+            "1 while this replica (pod) holds the Lease, for a sync or a rollback, else 0",
+            ["pod"],
+            registry=r,
+        )
         self.rollbacks = Counter(
             "reconciler_rollbacks",
             "Failed rollouts rolled back to the image before them",

@@ -43,7 +43,7 @@ def blueprint(web: Web) -> Blueprint:
 
 
 def when(value: float | str | None) -> str:
-    if value is None or value == "":
+    if not isinstance(value, int | float | str) or value == "":  # None; not there yet
         return "—"
     if isinstance(value, str):
         return value.replace("T", " ").replace("Z", " UTC")
@@ -51,7 +51,7 @@ def when(value: float | str | None) -> str:
 
 
 def ago(value: float | None) -> str:
-    if value is None:
+    if not isinstance(value, int | float):  # None; a site not synced yet has no value
         return ""
     delta = time.time() - value
     text = _span(abs(delta))
@@ -60,7 +60,9 @@ def ago(value: float | None) -> str:
 
 def lasting(value: float | None) -> str:
     """How long since `value`: "for 12 min" (the page's "why" of a site not in sync)."""
-    return "" if value is None else f"for {_span(max(0.0, time.time() - value))}"
+    if not isinstance(value, int | float):
+        return ""
+    return f"for {_span(max(0.0, time.time() - value))}"
 
 
 def _span(seconds: float) -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +17,7 @@ from reconciler.serve.service import Service
 log = logging.getLogger(__name__)
 
 GRACEFUL_TIMEOUT = 25  # the pod's terminationGracePeriodSeconds (60) leaves room for this
+FIRST_CHECK_WAIT = 2.0  # seconds the first /readyz waits for a health check's first verdict
 
 
 class Process:
@@ -45,14 +48,41 @@ class Process:
             log.warning("exiting with a sync still running", extra={"event": "shutdown_late"})
 
 
-def cached(check: Callable[[], str | None], ttl: float) -> Callable[[], str | None]:
-    """A health check asked at most once per `ttl` seconds (readiness probes come often)."""
-    state: dict[str, Any] = {"at": 0.0, "value": None}
+def cached(
+    check: Callable[[], str | None], ttl: float, *, first_wait: float = FIRST_CHECK_WAIT
+) -> Callable[[], str | None]:
+    """A health check run at most once per `ttl` seconds, in the background, one run at a time:
+    asking never waits for it (only the very first ask waits, at most `first_wait` seconds, for
+    a first verdict). Run in the request, a check of an API server that does not answer held
+    each /readyz for as long as the client's timeouts and retries (12 s), and as many probes
+    as there are threads held every thread: then no request at all was answered."""
+    lock = threading.Lock()
+    state: dict[str, Any] = {
+        "at": -math.inf,
+        "value": "not checked yet",
+        "running": False,
+        "waited": False,  # the first wait is over: nobody waits again
+    }
+    first = threading.Event()
+
+    def refresh() -> None:
+        try:
+            value = check()
+        except Exception as exc:  # a check that breaks is a failing check
+            value = f"health check failed: {type(exc).__name__}: {exc}"
+        with lock:
+            state.update(value=value, at=time.monotonic(), running=False)
+        first.set()
 
     def run() -> str | None:
-        now = time.monotonic()
-        if now - state["at"] > ttl:
-            state["value"], state["at"] = check(), now
+        with lock:
+            start = not state["running"] and time.monotonic() - state["at"] > ttl
+            state["running"] = state["running"] or start
+        if start:
+            threading.Thread(target=refresh, name="health-check", daemon=True).start()
+        if not state["waited"]:
+            first.wait(first_wait)
+            state["waited"] = True
         return state["value"]  # type: ignore[no-any-return]
 
     return run

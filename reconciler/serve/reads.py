@@ -35,7 +35,7 @@ def blueprint(web: Web) -> Blueprint:
             request.headers.get("Authorization", ""), request.remote_addr, quiet=True
         ):
             return jsonify({"ready": readiness["ready"]}), code
-        return jsonify(readiness), code
+        return jsonify({**readiness, "leader": service.leadership()}), code
 
     @bp.get("/metrics")
     def metrics() -> Response:

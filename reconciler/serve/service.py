@@ -4,27 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 import uuid
 from collections.abc import Callable, Collection
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 from typing import Any
 
 from reconciler.core.config import sites as config_mod
-from reconciler.core.errors import ConfigError, ConfigUnavailable, ReconcilerError
-from reconciler.core.model import Rollout, Site, SiteResult, SyncReport, SyncRequest
-from reconciler.core.notify.render import Commit
-from reconciler.serve import state
+from reconciler.core.errors import ConfigError, ConfigUnavailable
+from reconciler.core.model import LeaseRecord, Rollout, SiteResult, SyncReport, SyncRequest
+from reconciler.core.rollout.history import Deploy
 from reconciler.serve.commitinfo import CommitInfo
-from reconciler.serve.follower import Follower
-from reconciler.serve.leader import LeaseHolder
+from reconciler.serve.follower import Follower, SharedLease
+from reconciler.serve.leader import LeaseHolder, LeaseWait
 from reconciler.serve.metrics import Metrics
 from reconciler.serve.site_metrics import SiteMetrics
 from reconciler.serve.state import Board, ConfigState, Notice, RunRecord
 from reconciler.serve.triggers.schedule import Schedule, cron_problem
-from reconciler.sync import commands, config_file, history
+from reconciler.serve.views import ServiceViews
+from reconciler.sync import commands, config_file
 from reconciler.sync.engine import Engine
 from reconciler.sync.notifier import Notifier
 from reconciler.sync.runner import Runner
@@ -34,7 +36,7 @@ __all__ = ["RunRecord", "Service"]
 log = logging.getLogger(__name__)
 
 
-class Service:
+class Service(ServiceViews):
     """Everything `serve` runs besides HTTP; every trigger comes in through submit()."""
 
     def __init__(
@@ -45,10 +47,14 @@ class Service:
         metrics: Metrics,
         site_metrics: SiteMetrics,
         leader: LeaseHolder | None = None,
+        lease: SharedLease | None = None,
+        lease_record: Callable[[], LeaseRecord] | None = None,
+        identity: str = "",
         clock: Callable[[], float] = time.time,
         web_url: str = "https://github.com",
         notifier: Notifier | None = None,
         commit_info: CommitInfo | None = None,
+        cli_name: str = "reconciler",
     ) -> None:
         """The parts come built from the composition root (wiring.build_service), which then
         attaches the runner, the schedule and the follower (they call this Service back)."""
@@ -60,6 +66,11 @@ class Service:
         self.metrics = metrics
         self.site_metrics = site_metrics
         self.leader = leader
+        self.lease = lease  # shared by the runner and the follower
+        self.identity = identity
+        self.lease_record = lease_record
+        self._lease_seen: tuple[float, LeaseRecord | str] | None = None
+        self.cli_name = cli_name  # how the page's hints name the CLI (`reconciler resume blog`)
         self.clock = clock
         self.web_url = web_url.rstrip("/")
         self.notifier = notifier
@@ -70,6 +81,7 @@ class Service:
         self.started_at = clock()
         self.stopping = False
         self.extra_health: dict[str, Callable[[], str | None]] = {}
+        self._history_reads: dict[str, Future[list[Deploy]]] = {}
 
     def attach(self, runner: Runner, schedule: Schedule, follower: Follower) -> None:
         """The parts bound to this Service's run(), submit() and followed(); then the first
@@ -100,6 +112,20 @@ class Service:
     def submit_future(self, request: SyncRequest) -> Future[SyncReport]:
         """submit() for callers that only want the Future (the Pub/Sub trigger)."""
         return self.submit(request).future
+
+    def await_run(self, record: RunRecord, limit: float) -> SyncReport | LeaseWait | None:
+        """The report of the run covering `record` within `limit` seconds; what it waits for
+        once it has waited for another replica's Lease as long as the Lease wait allows (it
+        stays queued); None when `limit` passed. Raises what the run raised."""
+        deadline = time.monotonic() + limit
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                return record.future.result(timeout=min(left, 0.5))
+            except FutureTimeout:
+                waiting = self.lease_wait()
+                if waiting is not None and time.monotonic() >= waiting.answer_by:
+                    return waiting
+        return None
 
     # -- config ------------------------------------------------------------------------------
 
@@ -133,14 +159,20 @@ class Service:
         self.schedule.follow(fresh.service)
         return fresh
 
+    def retry_after(self) -> int:
+        """Whole seconds until GitHub's exhausted rate limit resets (60 when none is known:
+        a secondary limit, whose retry-after the source keeps to itself)."""
+        now = self.clock()
+        resets = [
+            limit.reset_epoch - now
+            for limit in self.engine.heads.rate_limits().values()
+            if limit.remaining <= 0 and limit.reset_epoch > now
+        ]
+        return max(1, math.ceil(min(resets))) if resets else 60
+
     def site_names(self) -> tuple[str, ...]:
         good = self.config.good
         return good.names if good else ()
-
-    def current_sites(self) -> tuple[Site, ...]:
-        """The sites of the last good config (what events are matched against)."""
-        good = self.config.good
-        return good.sites if good else ()
 
     def known_heads(self) -> dict[str, str]:
         """Each site's branch head (SHA) as the last sync that covered it saw it."""
@@ -196,6 +228,14 @@ class Service:
 
     # -- rollouts ----------------------------------------------------------------------------
 
+    def taken_over(self) -> None:
+        """This replica holds the Lease after another did: follow what that one left running."""
+        log.info(
+            "took the Lease after another replica: looking for rollouts in progress",
+            extra={"event": "lease_taken_over"},
+        )
+        self.follower.discover()
+
     def start_following(self) -> None:
         """Follow rollouts in the background (each sync's report says which)."""
         self.follower.start()
@@ -246,97 +286,11 @@ class Service:
     def _scheduled(self) -> None:
         self.schedule.fire()
 
-    def next_run(self) -> float | None:
-        return self.schedule.next_run()
-
     # -- views -------------------------------------------------------------------------------
 
     @property
     def runs(self) -> dict[str, RunRecord]:
         return self.board.runs
-
-    def readiness(self) -> dict[str, Any]:
-        checks: dict[str, str | None] = {
-            "scheduler": None if self.schedule.running else "scheduler not running"
-        }
-        checks.update({name: check() for name, check in self.extra_health.items()})
-        return state.readiness_view(self.config, checks, stopping=self.stopping)
-
-    def status(self) -> dict[str, Any]:
-        next_run, syncing = self.next_run(), self.runner.busy
-        with self._lock:
-            view = state.status_view(
-                self.board,
-                self.config,
-                self.config_path,
-                next_run=next_run,
-                syncing=syncing,
-                web_url=self.web_url,
-            )
-        view["notifications"] = self._notifications()
-        self._add_commits(view["sites"])
-        return view
-
-    def site_history(self, name: str) -> dict[str, Any]:
-        """GET /sites/<name>: the site as on the page and its deploys, read from the
-        cluster's ReplicaSets like `reconciler history` (an error says why there are none)."""
-        site = next(s for s in self.current_sites() if s.name == name)
-        view = next(s for s in self.status()["sites"] if s["site"] == name)
-        try:
-            deploys = [d.as_dict() for d in history.of_site(self.engine.cluster, site)]
-        except ReconcilerError as exc:
-            return {"site": view, "deploys": [], "error": str(exc)}
-        for d in deploys:
-            if d["sha"]:
-                d["url"] = f"{self.web_url}/{site.repo}/commit/{d['sha']}"
-        return {"site": view, "deploys": deploys, "error": None}
-
-    def _add_commits(self, sites: list[dict[str, Any]]) -> None:
-        """Subject and author of what runs and of the head, and the commits in between."""
-        if self.commit_info is None:
-            return
-        with self._lock:
-            results = {name: record.result for name, record in self.board.sites.items()}
-        for site in sites:
-            result = results.get(site["site"])
-            key = CommitInfo.key(result) if result is not None else None
-            found = self.commit_info.get(key)
-            if key is None or found is None:
-                continue
-            repo, running, head = key
-            site["running_commit"] = _commit_view(found.base)
-            site["head_commit"] = _commit_view(found.head)
-            site["commits_behind"] = found.total
-            site["behind_commits"] = [_commit_view(c) for c in found.commits[-5:]]
-            if running != head:
-                site["compare_url"] = f"{self.web_url}/{repo}/compare/{running}...{head}"
-            self.site_metrics.commits_behind(site["site"], found.total)
-
-    def _notifications(self) -> dict[str, Any] | None:
-        """Delivery counts and the last undelivered messages (None: notifications are off)."""
-        if self.notifier is None:
-            return None
-        box = self.notifier.outbox
-        return {
-            "delivered": box.delivered,
-            "undelivered": box.undelivered,
-            "pending": box.pending,
-            "recent_failures": [
-                {
-                    "at": f.at,
-                    "channel": f.channel,
-                    "event": f.event,
-                    "site": f.site,
-                    "error": f.error,
-                }
-                for f in reversed(box.failures)
-            ],
-        }
-
-    def run_status(self, run_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            record = self.board.runs.get(run_id)
-        return None if record is None else state.run_view(record)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -355,9 +309,3 @@ class Service:
         if done and self.notifier is not None:
             self.notifier.outbox.close(min(timeout, 5.0))
         return done
-
-
-def _commit_view(c: Commit | None) -> dict[str, str] | None:
-    if c is None:
-        return None
-    return {"sha": c.sha, "subject": c.subject, "author": c.author, "url": c.url}

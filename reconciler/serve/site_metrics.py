@@ -70,6 +70,7 @@ class SiteMetrics(Collector):
         p = result.plan
         state = p.state(applied=result.applied)
         running = p.sha if result.applied else p.running_sha
+        head = p.head_sha or p.sha
         old = self._sites.get(p.site.name)
         site = _Site(
             info={
@@ -79,15 +80,15 @@ class SiteMetrics(Collector):
                 "namespace": p.site.namespace,
                 "deployment": p.site.deployment,
                 "running_sha": running or "",
-                "head_sha": p.sha or "",
+                "head_sha": head or "",
                 "state": state.value,
             },
-            head=p.sha,
+            head=head,
             last_deploy=rollout.parse_time(p.changed_at) or (at if result.applied else None),
-            commits_behind=old.commits_behind if old and old.head == p.sha else None,
+            commits_behind=old.commits_behind if old and old.head == head else None,
         )
-        if p.sha and running != p.sha and state is not SiteState.IN_SYNC:
-            same = old is not None and old.head == p.sha and old.behind_since is not None
+        if head and running != head and state is not SiteState.IN_SYNC:
+            same = old is not None and old.head == head and old.behind_since is not None
             site.behind_since = old.behind_since if same and old else at
         self._sites[p.site.name] = site
 

@@ -12,6 +12,14 @@ from reconciler.core.config.sites import Config
 from reconciler.core.model import Action, SiteResult, SiteState, Skip, SyncReport, SyncRequest
 
 RUN_HISTORY = 200
+CLI = "reconciler"  # how the verdicts' hints name the CLI: `reconciler resume blog`
+
+
+def hint(reason: str, cli: str) -> str:
+    """`reason` with its CLI hints naming the command people run here (RECONCILER_CLI_NAME)."""
+    return reason.replace(f"`{CLI} ", f"`{cli} ")
+
+
 COUNTED_STATES = (
     SiteState.IN_SYNC,
     SiteState.BEHIND,
@@ -178,7 +186,7 @@ def site_view(name: str, repo: str, record: SiteRecord | None, web_url: str) -> 
             "reason": "not synced yet",
         }
     data = record.result.as_dict()
-    sha = data.get("sha")
+    sha = data.get("head_sha") or data.get("sha")
     running = data.get("running_sha")
     failed = data.get("failed_sha")
     data.update(
@@ -221,12 +229,15 @@ def readiness_view(
     return {"ready": all(v is None for v in problems.values()), "checks": detail}
 
 
-def run_view(record: RunRecord) -> dict[str, Any]:
-    """GET /runs/<id>: queued, running, failed (why) or done (with the results)."""
+def run_view(record: RunRecord, lease_wait: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """GET /runs/<id>: queued (waiting for the Lease: who holds it, until when), running,
+    failed (why) or done (with the results)."""
     out: dict[str, Any] = {"id": record.id, "sites": record.sites, "submitted": record.submitted}
     future = record.future
     if not future.done():
-        out["state"] = "running" if future.running() else "queued"
+        out["state"] = "running" if future.running() and not lease_wait else "queued"
+        if lease_wait:
+            out["waiting_for_lease"] = dict(lease_wait)
         return out
     exc = future.exception()
     if exc is not None:

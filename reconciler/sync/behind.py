@@ -39,8 +39,9 @@ def wanted(results: Sequence[SiteResult], web_url: str) -> dict[str, Behind]:
     out = {}
     for r in results:
         p = r.plan
-        if p.sha and p.running_sha and p.sha != p.running_sha:
-            out[p.site.name] = Behind(p.site.repo, p.running_sha, p.sha, web_url.rstrip("/"))
+        head = p.head_sha or p.sha
+        if head and p.running_sha and head != p.running_sha:
+            out[p.site.name] = Behind(p.site.repo, p.running_sha, head, web_url.rstrip("/"))
     return out
 
 

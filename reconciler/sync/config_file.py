@@ -14,15 +14,18 @@ def load(path: str | Path, *, schedule_problem: ScheduleCheck | None = None) -> 
     serve.schedule.cron_problem as `schedule_problem` (the cron check lives with the schedule)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        data = p.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
             [ConfigProblem(str(p), None, "file not found (pass --config PATH or create it)")]
         ) from None
     except OSError as exc:
         raise ConfigError([ConfigProblem(str(p), None, f"cannot read: {exc.strerror}")]) from exc
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError([ConfigProblem(str(p), None, f"not UTF-8 text: {exc}")]) from exc
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([ConfigProblem(str(p), line, f"not UTF-8 text: {exc}")]) from None
     return _parse_unchanged(text, str(p), schedule_problem)
 
 

@@ -164,13 +164,13 @@ class Engine:
             if head is None or chosen is None:
                 out.append(p)
                 continue
-            alternative = replan(p.site, replace(head, sha=chosen.sha, history=()))
+            alternative = replan(p.site, replace(head, sha=chosen.sha))
             if alternative.action is not Action.UPDATE:
                 out.append(p)
                 continue
             (pinned,) = planner.gate(Plan((alternative,)), statuses).sites
             why = fallback.reason(p, head, chosen)
-            out.append(replace(pinned, reason=why, fallback=why))
+            out.append(replace(pinned, reason=why, fallback=why, head_sha=head.sha))
         return Plan(tuple(out))
 
     def run(self, config: Config, request: SyncRequest) -> SyncReport:
@@ -308,8 +308,15 @@ class Engine:
             heads[site.ref] = BranchHead(site.repo, p.branch, p.sha)
         fresh_plan = self._plan_one(site, heads, fresh)
         if fresh_plan.action is Action.UPDATE and p.action is Action.UPDATE and p.target_image:
-            # same commit, same verified image: keep the digest the gate pinned
-            fresh_plan = replace(fresh_plan, target_image=p.target_image)
+            # same commit, same verified image: keep the digest the gate pinned (and, during a
+            # fallback, the branch head and why an older commit goes out)
+            fresh_plan = replace(
+                fresh_plan,
+                target_image=p.target_image,
+                head_sha=p.head_sha,
+                fallback=p.fallback,
+                reason=p.reason,
+            )
         return fresh_plan
 
     def _plan_one(

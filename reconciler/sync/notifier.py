@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 
 from reconciler.core.config.sites import Config
 from reconciler.core.errors import ReconcilerError
-from reconciler.core.model import Action, Rollout, SiteResult, SiteState, SyncReport
+from reconciler.core.model import Action, Rollout, SitePlan, SiteResult, SiteState, SyncReport
 from reconciler.core.notify.config import EventKind
 from reconciler.core.notify.decide import (
     NOTIFIED_ANNOTATION,
@@ -24,6 +24,7 @@ from reconciler.core.notify.decide import (
 )
 from reconciler.core.notify.render import Notification
 from reconciler.core.ports import NoteStore
+from reconciler.core.running import commit_of_image
 from reconciler.sync.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -139,11 +140,12 @@ class Notifier:
             old = p.running_sha or old
         elif d.event is EventKind.RECOVERED:
             old = new = p.running_sha or p.sha
+        held = d.event is EventKind.HELD
         return Notification(
             id=uuid.uuid4().hex,
             event=d.event,
             at=now,
-            reason=p.reason,
+            reason=_what_happened(p, d.event, new),
             site=p.site.name,
             repo=p.site.repo,
             branch=p.branch or p.site.branch,
@@ -156,6 +158,8 @@ class Notifier:
             flaps=d.flaps,
             status_url=status_url,
             web_url=self.web_url,
+            running_sha=_image_commit(p) if held else None,
+            image=p.current_image if held else None,
         )
 
     def _global(self, config: Config, report: SyncReport) -> Notification | None:
@@ -180,6 +184,28 @@ class Notifier:
     def memory(self) -> Mapping[str, Memory]:
         with self._lock:
             return dict(self._memory)
+
+
+def _image_commit(p: SitePlan) -> str | None:
+    """The commit of the branch whose image a held site runs (its annotation may be stale)."""
+    if not p.current_image:
+        return None
+    known = [s for s in (p.running_sha, p.sha) if s]
+    return commit_of_image(p.site, p.branch or p.site.branch, p.current_image, known)
+
+
+def _what_happened(p: SitePlan, event: EventKind, sha: str | None) -> str:
+    """What a message says happened. A deploy or a recovery says what runs now (a follower's
+    plan has no branch head: its reason is no news for people); other events keep the
+    verdict's reason, which is why the site is in that state."""
+    if event not in (EventKind.DEPLOYED, EventKind.RECOVERED):
+        return p.reason
+    ref = f"{p.branch or p.site.branch or '?'}@{(sha or '?')[:7]}"
+    text = f"deployed {ref}" if event is EventKind.DEPLOYED else f"runs {ref} again"
+    ready = p.progress.removesuffix(" ready")
+    if p.rollout is Rollout.AVAILABLE and ready:
+        text += f", available {ready}"
+    return f"{text}; {p.fallback}" if p.fallback else text
 
 
 def _detail(result: SiteResult, d: Decision) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
-from testkit.github import gitrest, rest
+from testkit.github import gitrest, rest, web
 from testkit.github.gitstate import GitRepoState
 from testkit.github.graphql import GraphQLApi
 from testkit.github.ratelimits import (
@@ -219,6 +219,9 @@ class GitHubStandIn(GraphQLApi, GitRepoState, Started):
         path = split.path
         if path.startswith("/api/v3/"):
             path = path[7:]
+        web_page = web.page(method, path, self._find_repo)
+        if web_page is not None:  # a link of the status page, not an API call
+            return web_page
         graphql = method == "POST" and path in _GRAPHQL_PATHS
         found = None if graphql else rest.match(method, path)
         route = "graphql" if graphql else found[0].name if found else "other"

@@ -268,3 +268,31 @@ def test_push_without_a_running_demo_says_so(tmp_path: Path) -> None:
         [str(DEMO), "push", "blog"], env=env, capture_output=True, text=True, check=False
     )
     assert out.returncode == 1 and "no demo is running" in out.stderr, out.stderr
+
+
+@pytest.mark.cluster
+def test_the_pages_hint_lifts_a_hold_as_printed(demo: Demo) -> None:
+    """#17: the page tells the person how to resume a held site; in the demo that command works
+    as printed (`scripts/demo run resume shop`: the demo's sites.toml, cluster and GitHub)."""
+    import re
+    import shlex
+
+    demo.start()
+    assert f"{DEMO.relative_to(REPO)} run resume shop" in demo.log  # the banner says it too
+    demo.until("shop", "the startup sync deploys the branch head", state="in-sync")
+    demo.run("kubectl", "-n", "demo", "rollout", "undo", "deployment/shop")
+    demo.request("POST", "/sync/shop")
+    shop = demo.until("shop", "held after kubectl rollout undo", state="held")
+    hints = re.findall(r"`([^`]* resume shop)`", shop["reason"])
+    assert hints and hints[0].endswith("scripts/demo run resume shop"), shop["reason"]
+    out = subprocess.run(
+        shlex.split(hints[0]),
+        env=demo.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    demo.request("POST", "/sync/shop")
+    demo.until("shop", "resumed: back on the branch head", state="in-sync")

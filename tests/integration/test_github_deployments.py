@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +189,77 @@ def test_a_deployment_someone_else_made_for_the_commit_is_not_taken_over(
     mine = [d for d in github.deployments("acme/blog") if d.payload.get("site") == "blog"]
     assert len(github.deployments("acme/blog")) == 2 and len(mine) == 1
     assert [s.state for s in mine[0].statuses] == ["success"]
+
+
+def test_a_held_site_shows_the_commit_it_runs(github: GitHubStandIn) -> None:
+    """#17: after a person's rollback (c1 -> c0) GitHub shows c0 live and c1 inactive; an image
+    that is no commit of the branch is said so on what was shown."""
+    standin_rest.REQUEST_VIOLATIONS.clear()
+    github.add_repo("acme/blog", {"main": "0" * 40})
+    c0 = github.set_branch("acme/blog", "main")
+    c1 = github.set_branch("acme/blog", "main")
+    source = GitHubSource(GitHubSettings(api_url=github.url, token=TOKEN))
+    box = Outbox(NoHttp(), deployments=GitHubDeployments(source), backoff=())
+    channel = Channel(ChannelKind.GITHUB_DEPLOYMENTS)
+    held = replace(notification(EventKind.HELD, c1), detail="kubectl", running_sha=c0)
+    elsewhere = replace(held, detail="kubectl-set", running_sha=None, image="nginx:1.27")
+    for n in (
+        notification(EventKind.DEPLOYED, c0),
+        notification(EventKind.DEPLOYED, c1, old=c0),
+        held,
+    ):
+        box.post(n, [channel])
+        assert box.flush(30)
+    assert states(github) == {c0: ["success", "inactive", "success"], c1: ["success", "inactive"]}
+    box.post(elsewhere, [channel])
+    assert box.flush(30)
+    assert (box.delivered, box.undelivered) == (4, 0), list(box.failures)
+    assert states(github) == {
+        c0: ["success", "inactive", "success", "inactive"],
+        c1: ["success", "inactive"],
+    }
+    [d0] = [d for d in github.deployments("acme/blog") if d.sha == c0]
+    assert d0.statuses[2].description == f"held by kubectl on {c0[:7]}"
+    assert (
+        d0.statuses[3].description == "held by kubectl-set: runs nginx:1.27, not a commit of main"
+    )
+    assert standin_rest.REQUEST_VIOLATIONS == []
+    box.close(0)
+
+
+@pytest.mark.cluster
+def test_a_persons_rollout_undo_shows_on_github_as_what_runs(
+    local_cluster: LocalCluster,
+    cluster_api_client: Any,
+    cluster_namespace: str,
+    github: GitHubStandIn,
+    tmp_path: Path,
+) -> None:
+    """#17: `kubectl rollout undo` (c1 -> c0) holds the site on c0; GitHub then shows c0 as the
+    live deployment and c1's as inactive, not c1 as still running."""
+    standin_rest.REQUEST_VIOLATIONS.clear()
+    world = on_local_cluster(
+        local_cluster,
+        cluster_api_client,
+        cluster_namespace,
+        github,
+        tmp_path,
+        site_extra="notify = { github_deployments = true }\n",
+    )
+    wait = ("--wait", "--wait-timeout", "180")
+    c0 = world.head()
+    assert world.sync(*wait)["rollout"] == "available"
+    c1 = world.head()
+    assert world.sync(*wait)["rollout"] == "available"
+    assert states(github) == {c0: ["success", "inactive"], c1: ["success"]}
+    world.kubectl("rollout", "undo", "deployment/blog")
+    wait_for(lambda: world.image() == f"gcr.io/p/blog:{c0}", what="the undo")
+    held = world.sync()
+    assert held["action"] == "held" and held["running_sha"] == c0
+    assert states(github) == {c0: ["success", "inactive", "success"], c1: ["success", "inactive"]}
+    world.kubectl("rollout", "undo", "deployment/blog")  # and back again: c1 runs, still held
+    wait_for(lambda: world.image() == f"gcr.io/p/blog:{c1}", what="the second undo")
+    held = world.sync()
+    assert held["action"] == "held" and held["running_sha"] == c1
+    assert states(github)[c1][-1] == "success" and states(github)[c0][-1] == "inactive"
+    assert standin_rest.REQUEST_VIOLATIONS == []

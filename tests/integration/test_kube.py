@@ -173,6 +173,29 @@ def test_lease_one_holder_at_a_time(kube_api_client: Any, k8s_namespace: str) ->
         a.acquire()
 
 
+def test_acquire_says_whether_another_replica_held_the_lease_since(
+    kube_api_client: Any, k8s_namespace: str
+) -> None:
+    a = KubeLease(kube_api_client, k8s_namespace, "reconciler", "pod-a", duration=30)
+    b = KubeLease(kube_api_client, k8s_namespace, "reconciler", "pod-b", duration=30)
+    assert a.record().holder is None  # not created yet
+    assert a.acquire() is True  # the first time: who knows
+    record = a.record()
+    assert record.holder == "pod-a" and record.duration == 30
+    assert record.acquired_at is not None and abs(record.acquired_at - time.time()) < 60
+    assert record.expires_at == record.renewed_at + 30  # type: ignore[operator]
+    with pytest.raises(LeaseBusy) as busy:
+        b.acquire()
+    assert busy.value.holder == "pod-a" and 0 < busy.value.remaining <= 30  # type: ignore[operator]
+    a.release()
+    assert a.record().holder is None
+    assert a.acquire() is False  # pod-a held it last
+    a.release()
+    assert b.acquire() is True
+    b.release()
+    assert a.acquire() is True  # pod-b held it since
+
+
 def test_expired_lease_can_be_taken_over(kube_api_client: Any, k8s_namespace: str) -> None:
     a = KubeLease(kube_api_client, k8s_namespace, "reconciler", "pod-a", duration=1)
     b = KubeLease(kube_api_client, k8s_namespace, "reconciler", "pod-b", duration=30)
@@ -363,3 +386,18 @@ def test_cli_plan_and_sync_json(
     assert code == 0 and synced[0]["applied"] is True
     code, again = run("sync")
     assert again[0]["action"] == "in-sync" and again[0]["applied"] is False
+
+
+def test_reading_the_lease_record_counts_as_observing_it(
+    kube_api_client: Any, k8s_namespace: str
+) -> None:
+    """A replica whose page or /status shows the Lease takes a dead holder's Lease over once
+    it has seen the record unchanged for the Lease's duration, not only from its first try."""
+    a = KubeLease(kube_api_client, k8s_namespace, "reconciler", "pod-a", duration=30)
+    a.acquire()  # ... and dies
+    clock = Clock()
+    b = KubeLease(kube_api_client, k8s_namespace, "reconciler", "pod-b", clock=clock)
+    assert b.record().holder == "pod-a"
+    clock.now += 31
+    b.acquire()
+    assert b.record().holder == "pod-b"

@@ -19,7 +19,7 @@ from reconciler.sync.engine import Engine
 from reconciler.sync.notifier import Notifier
 from reconciler.sync.outbox import Outbox
 from testkit.controlplane import ControlPlane
-from testkit.deployments import create_deployment, get_deployment
+from testkit.deployments import create_deployment, get_deployment, write_status
 from testkit.github import GitHubStandIn
 from testkit.github_fixtures import TOKEN
 from testkit.webhook_receiver import Receiver
@@ -99,3 +99,40 @@ image = "gcr.io/acme/blog:{{sha}}"
     assert (second["old_sha"], second["new_sha"]) == (new, newer)
     assert [(c["subject"], c["author"]) for c in second["commits"]] == [("Fix search", "Alan")]
     first.outbox.close(1)
+
+
+def test_a_deploy_the_follower_sees_done_says_what_was_deployed(
+    cluster: KubeCluster,
+    kube_api_client: Any,
+    k8s_namespace: str,
+    github: GitHubStandIn,
+    receiver: Receiver,
+) -> None:
+    """#17: the rollout follower's plan has no branch head; its "deployed" message says what was
+    deployed, not "no branch head for acme/blog@main"."""
+    old = "0" * 40
+    github.add_repo("acme/blog", {"main": old})
+    new = github.set_branch("acme/blog", "main")
+    create_deployment(kube_api_client, k8s_namespace, "blog", f"gcr.io/acme/blog:{old}")
+    cfg = config.parse(
+        f'[notify]\nwebhook = {{ url_env = "HOOK_URL" }}\nslack = {{ webhook_env = "SLACK" }}\n'
+        f'[sites.blog]\nrepo = "acme/blog"\nbranch = "main"\nnamespace = "{k8s_namespace}"\n'
+        'container = "app"\nimage = "gcr.io/acme/blog:{sha}"\n'
+    )
+    source = GitHubSource(GitHubSettings(api_url=github.url, token=TOKEN))
+    engine = Engine(heads=source, cluster=cluster, verifier=FakeVerifier())
+    env = {"HOOK_URL": receiver.url("/hook"), "SLACK": receiver.url("/slack")}
+    notifier = Notifier(Outbox(WebhookSender(env), backoff=()), cluster)
+    report = engine.run(cfg, SyncRequest(trigger="schedule"))
+    assert report.updated == 1
+    notifier.observe(cfg, report)  # the rollout starts
+    write_status(kube_api_client, k8s_namespace, "blog", rollout="available")
+    (site,) = cfg.sites
+    followed = engine.follow(site)
+    assert followed.plan.reason == "no branch head for acme/blog@main"  # the follower's plan
+    assert notifier.observe_followed(cfg, followed) is not None
+    got = {r.path: r.json() for r in receiver.wait_for(2)}
+    want = f"deployed main@{new[:7]}, available 2/2"
+    assert got["/hook"]["event"] == "deployed" and got["/hook"]["reason"] == want
+    assert got["/slack"]["text"] == f"✅ blog deployed main@{new[:7]}: {want}"
+    notifier.outbox.close(1)

@@ -199,3 +199,30 @@ def test_cloud_scheduler_job_over_pubsub(
         proc.wait_for(
             lambda: image(world, "shop") == f"gcr.io/p/shop:{other}", what="the all-sites job"
         )
+
+
+def test_a_trigger_while_the_rate_limit_is_exhausted_is_503_with_retry_after(
+    world: dict[str, Any], served: ServeProcess
+) -> None:
+    """#17: not a 502 (nothing is broken): 503 and Retry-After, the seconds until the reset."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    gh: GitHubStandIn = world["gh"]
+    gh.set_branch("acme/blog", "main", random_sha())
+    gh.set_remaining(TOKEN, 0, "graphql")
+    try:
+        request = urllib.request.Request(
+            served.url + "/sync/blog", method="POST", headers={"Authorization": f"Bearer {TRIGGER}"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(request, timeout=60)
+        reset = gh.rate_limit(TOKEN, "graphql")["reset"]
+        assert answer.value.code == 503
+        retry_after = int(answer.value.headers["Retry-After"])
+        assert 0 < retry_after <= reset - time.time() + 2
+        body = json.loads(answer.value.read())
+        assert body["results"][0]["error_kind"] == "rate_limited"
+    finally:
+        gh.set_remaining(TOKEN, 5000, "graphql")

@@ -102,3 +102,19 @@ def test_gcr_unrelated_untagged_and_malformed() -> None:
     assert classify_gcr(_gcr("INSERT", "gcr.io/p/x:1"), SITES).outcome is Outcome.IGNORED
     assert classify_gcr(_gcr("UPDATE", "gcr.io/p/x:1"), SITES).outcome is Outcome.MALFORMED
     assert classify_gcr(b"[]", SITES).outcome is Outcome.MALFORMED
+
+
+def test_a_build_that_names_its_branch_syncs_only_that_branchs_sites() -> None:
+    """#17: an image every branch's template renders no longer syncs the other branches."""
+    sites = (
+        _site("www", "acme/www", "gcr.io/p/{repo}:{sha}", "main"),
+        _site("www-staging", "acme/www", "gcr.io/p/{repo}:{sha}", "staging"),
+        _site("www-default", "acme/www", "gcr.io/p/{repo}:{sha}", None),
+    )
+    images = {"images": [{"name": f"gcr.io/p/www:{A}"}]}
+    built = _build("SUCCESS", results=images, substitutions={"BRANCH_NAME": "staging"})
+    assert classify_build(built, {}, sites).sites == frozenset({"www-staging", "www-default"})
+    unnamed = _build("SUCCESS", results=images)
+    assert classify_build(unnamed, {}, sites).sites == frozenset(
+        {"www", "www-staging", "www-default"}
+    )

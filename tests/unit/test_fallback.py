@@ -16,6 +16,7 @@ from reconciler.core.model import (
     RepoRef,
     Site,
     SitePlan,
+    SiteResult,
     Skip,
     SyncRequest,
 )
@@ -145,3 +146,76 @@ def test_a_ready_head_goes_out_as_before() -> None:
     cfg, heads, cluster, verifier = _world(C0)
     report = Engine(heads=heads, cluster=cluster, verifier=verifier).run(cfg, SyncRequest())
     assert report.results[0].plan.sha == H and report.results[0].applied
+
+
+DIGEST = "sha256:" + "9" * 64
+
+
+def _adopted(image: str, sites: str = SITES) -> tuple[config.Config, FakeHeads, FakeCluster]:
+    """A Deployment another tool rolled out (no reconciler.dev/ annotations), then adopted."""
+    cfg = config.parse(sites)
+    heads = FakeHeads()
+    heads.heads[RepoRef("acme/blog", "main")] = _head()
+    cluster = FakeCluster()
+    cluster.add(ObservedDeployment("web", "blog", (Container("app", image),), resource_version="1"))
+    return cfg, heads, cluster
+
+
+def test_an_adopted_digest_pinned_deployment_is_never_moved_back() -> None:
+    """#17: `app:<c2>@sha256:…` runs c2 although nothing records it; the walk stops there even
+    when c2's own image is gone from the registry and c1's is there."""
+    cfg, heads, cluster = _adopted(f"gcr.io/p/blog:{C2}@{DIGEST}")
+    verifier = FakeVerifier()
+    verifier.missing |= {f"gcr.io/p/blog:{s}" for s in (H, C3, C2)}
+    (blog,) = (
+        Engine(heads=heads, cluster=cluster, verifier=verifier).run(cfg, SyncRequest()).results
+    )
+    assert blog.action is Action.SKIP and not blog.applied, blog.plan.reason
+    assert cluster.applied == []
+    assert blog.plan.running_sha == C2
+    asked = {r.image for r in verifier.seen}
+    assert not asked & {f"gcr.io/p/blog:{C1}", f"gcr.io/p/blog:{C0}"}
+
+
+def test_an_adopted_short_sha_image_is_its_commit_too() -> None:
+    sites = SITES.replace("{repo}:{sha}", "{repo}:{short_sha}")
+    cfg, heads, cluster = _adopted(f"gcr.io/p/blog:{C2[:7]}@{DIGEST}", sites)
+    verifier = FakeVerifier()
+    verifier.missing |= {f"gcr.io/p/blog:{s[:7]}" for s in (H, C3)}
+    (blog,) = (
+        Engine(heads=heads, cluster=cluster, verifier=verifier).run(cfg, SyncRequest()).results
+    )
+    assert blog.action is Action.SKIP and not blog.applied and cluster.applied == []
+    assert blog.plan.running_sha == C2
+
+
+def test_the_running_commit_of_a_plan_is_one_notion() -> None:
+    from reconciler.core import running
+
+    site = Site("blog", "acme/blog", "main", "web", "blog", None, IMAGE)
+    pinned = f"gcr.io/p/blog:{C1}@{DIGEST}"
+    assert running.running_sha(site, {}, pinned, _head()) == C1
+    # the image wins over a stale record (a person's `kubectl set image` to another commit)
+    assert running.running_sha(site, {ann.SHA: C2}, pinned, _head()) == C1
+    assert running.running_sha(site, {ann.SHA: C2}, "nginx:1.27", _head()) == C2
+    assert running.running_sha(site, {}, "nginx:1.27", _head()) is None
+    plan = replace(_plan(running=None), current_image=pinned)
+    assert running.runs(plan, C1, f"gcr.io/p/blog:{C1}")
+
+
+def test_the_plan_of_a_fallback_names_the_head_and_the_target() -> None:
+    """#17: HEAD is the branch head; the commit going out instead has its own column / key."""
+    import json
+
+    from reconciler.cli.output import report_json, report_text
+    from reconciler.core.model import SyncReport
+
+    cfg, heads, cluster, verifier = _world(C0)
+    verifier.missing |= {f"gcr.io/p/blog:{H}", f"gcr.io/p/blog:{C3}"}
+    (p,) = Engine(heads=heads, cluster=cluster, verifier=verifier).plan(cfg).sites
+    report = SyncReport("r", "cli", False, True, 0.0, 0.0, (SiteResult(p),))
+    (row,) = json.loads(report_json(report))
+    assert (row["head_sha"], row["target_sha"]) == (H, C2)
+    header, line = report_text(report).splitlines()[:2]
+    assert header.split()[4:6] == ["HEAD", "TARGET"]
+    assert line.split()[5:7] == [f"main@{H[:7]}", C2[:7]]

@@ -355,3 +355,127 @@ def test_a_site_without_channels_gets_no_notification_writes() -> None:
         assert notifier.memory()["quiet"].key == f"in-sync:{new}"
     finally:
         outbox.close(0)
+
+
+class _Nowhere:
+    def send(self, channel: object, notification: Notification) -> None:
+        pass
+
+
+def test_the_text_of_every_event_kind_says_what_happened() -> None:
+    """#17: each kind's Slack, Google Chat and webhook text, not only that it was sent. A deploy
+    seen done by the rollout follower (whose plan has no branch head) says what was deployed."""
+    events = ", ".join(f'"{e.value}"' for e in EventKind)
+    cfg = config.parse(
+        '[defaults]\nimage = "gcr.io/p/{repo}:{sha}"\n'
+        f'[notify]\nslack = {{ webhook_env = "S" }}\nevents = [{events}]\nblocked_after = 600\n'
+        '[sites.blog]\nrepo = "acme/blog"\nbranch = "main"\n'
+    )
+    (site,) = cfg.sites
+    a, b, c, d = ("a" * 40, "b" * 40, "c" * 40, "d" * 40)
+    clock = [0.0]
+    outbox = Outbox(_Nowhere(), backoff=())
+    notifier = Notifier(outbox, clock=lambda: clock[0])
+    base = SitePlan(site, Action.IN_SYNC, "runs main@aaaaaaa", "main", a, "app", running_sha=a)
+    followed = SitePlan(  # what the rollout follower plans: no branch head
+        site,
+        Action.ERROR,
+        "no branch head for acme/blog@main",
+        "main",
+        error_kind=ErrorKind.INTERNAL,
+        running_sha=b,
+        rollout=Rollout.AVAILABLE,
+        progress="2/2 ready",
+    )
+    sent: list[Notification] = []
+
+    def sync(p: SitePlan, applied: bool = False, step: float = 1.0) -> None:
+        clock[0] += step
+        report = SyncReport("r", "schedule", False, False, 0.0, 0.0, (SiteResult(p, applied),))
+        sent.extend(notifier.observe(cfg, report))
+
+    def follow(p: SitePlan) -> None:
+        clock[0] += 1
+        n = notifier.observe_followed(cfg, SiteResult(p, applied=p.action is Action.ROLLED_BACK))
+        sent.extend([n] if n else [])
+
+    sync(base)  # first sight: nothing to say
+    sync(
+        replace(base, action=Action.UPDATE, sha=b, reason="deployed main@bbbbbbb (was aaaaaaa)"),
+        True,
+    )
+    follow(followed)
+    sync(replace(base, action=Action.UPDATE, sha=c, running_sha=b, reason="x"), True)
+    follow(
+        replace(
+            followed,
+            action=Action.ROLLED_BACK,
+            reason="rollout of ccccccc failed (CrashLoopBackOff); back to gcr.io/p/blog:" + b,
+            running_sha=c,
+            failed_sha=c,
+            rollout=Rollout.FAILED,
+            error_kind=None,
+        )
+    )
+    held = (
+        "image changed by kubectl-set at 2026-12-01T10:00:00Z; resume with `reconciler resume blog`"
+    )
+    sync(
+        replace(base, action=Action.HELD, sha=c, running_sha=a, reason=held, held_by="kubectl-set")
+    )
+    sync(replace(base, sha=b, running_sha=b, reason="runs main@bbbbbbb"))
+    missing = f"image gcr.io/p/blog:{d} does not exist; not rolled out"
+    waiting = replace(base, action=Action.SKIP, skip=Skip.IMAGE_MISSING, sha=d, running_sha=b)
+    sync(replace(waiting, reason=missing))
+    sync(replace(waiting, reason=missing), step=601)
+    gone = replace(base, action=Action.ERROR, error_kind=ErrorKind.REPO_NOT_FOUND, running_sha=b)
+    for _ in range(3):
+        sync(replace(gone, reason="repository acme/blog not found"))
+        sync(replace(base, sha=b, running_sha=b, reason="runs main@bbbbbbb"))
+    limited = replace(gone, error_kind=ErrorKind.RATE_LIMITED, reason="GitHub rate limit exhausted")
+    sync(limited, step=7200)
+    outbox.close(0)
+
+    texts = [(n.event.value, slack(n)["text"]) for n in sent]
+    assert texts == [
+        ("deploying", "🚀 blog is deploying main@bbbbbbb: deployed main@bbbbbbb (was aaaaaaa)"),
+        ("deployed", "✅ blog deployed main@bbbbbbb: deployed main@bbbbbbb, available 2/2"),
+        ("deploying", "🚀 blog is deploying main@ccccccc: x"),
+        (
+            "rolled-back",
+            "⏪ blog: rollout of ccccccc failed and was rolled back: rollout of ccccccc failed"
+            f" (CrashLoopBackOff); back to gcr.io/p/blog:{b}",
+        ),
+        ("held", f"✋ blog is held by kubectl-set: {held}"),
+        ("recovered", "✅ blog recovered: runs main@bbbbbbb again"),
+        ("blocked", f"⏳ blog is blocked: head ddddddd is not ready: {missing}"),
+        ("failing", "❌ blog is failing: repository acme/blog not found"),
+        ("recovered", "✅ blog recovered: runs main@bbbbbbb again"),
+        ("failing", "❌ blog is failing: repository acme/blog not found"),
+        ("recovered", "✅ blog recovered: runs main@bbbbbbb again"),
+        (
+            "flapping",
+            "🔁 blog is flapping (3 state changes within an hour): repository acme/blog not found",
+        ),
+        (
+            "rate-limited",
+            "🚦 GitHub rate limit exhausted: GitHub rate limit exhausted (1 site(s) not checked)",
+        ),
+    ]
+    assert {n.event for n in sent} == set(EventKind)
+    for n in sent:  # every channel says the same thing
+        assert google_chat(n)["text"].split("\n")[1] == n.reason == payload(n)["reason"]
+        assert "no branch head" not in n.reason
+
+
+def test_a_held_site_moved_to_another_commit_is_news() -> None:
+    """#17: a second `kubectl rollout undo` by the same manager holds the site on another
+    commit: GitHub Deployments must hear of it (the same hold seen again stays quiet)."""
+    first = Snapshot(SiteState.HELD, head=NEW, running=OLD, detail="kubectl")
+    again = replace(first, running="c" * 40)
+    assert run([(0, first), (60, first), (120, again), (180, again)]) == [
+        EventKind.HELD,
+        None,
+        EventKind.HELD,
+        None,
+    ]

@@ -28,6 +28,7 @@ from reconciler.serve.follower import Follower, SharedLease
 from reconciler.serve.state import merged
 from reconciler.sync import commands
 from reconciler.sync.engine import Engine
+from testkit.wait import wait_until
 from tests.fakes import FakeCluster, FakeHeads, FakeVerifier
 
 GOOD, BAD, NEXT = "1" * 40, "2" * 40, "3" * 40
@@ -318,10 +319,11 @@ class CountingLease:
         self.calls: list[str] = []
         self.busy = False
 
-    def acquire(self) -> None:
+    def acquire(self) -> bool:
         if self.busy:
             raise ReconcilerError("another replica holds the Lease")
         self.calls.append("acquire")
+        return False
 
     def renew(self) -> None:
         self.calls.append("renew")
@@ -394,3 +396,52 @@ def test_rollback_to_a_commit_deploys_its_verified_digest() -> None:
     pinned = f"{img(GOOD)}@sha256:{'d' * 64}"
     assert done.image == pinned
     assert cluster.deployments[("web", "blog")].containers[0].image == pinned
+
+
+def test_the_follower_finds_at_start_a_failed_rollout_no_sync_of_its_own_reported() -> None:
+    """A replica that dies after its patch leaves a rollout nobody's report names: the survivor
+    finds it from what the cluster says (#24)."""
+    cfg, _, cluster, engine = world()
+    seen: list[tuple[SiteResult, Rollout | None]] = []
+    follower = Follower(
+        engine, lambda: cfg, on_result=lambda r, b: seen.append((r, b)), interval=0.01
+    )
+    follower.start()  # no track(): no sync of this replica saw the rollout
+    try:
+        wait_until(lambda: seen, "the follower to roll the failed rollout back")
+    finally:
+        follower.stop()
+    assert len(cluster.patches) == 1 and seen[0][0].applied
+    assert cluster.deployments[("web", "blog")].containers[0].image == img(GOOD)
+
+
+def test_a_sweep_tracks_rollouts_in_progress_only() -> None:
+    cfg, _, cluster, engine = world()
+    follower = Follower(engine, lambda: cfg, on_result=lambda r, b: None)
+    cluster.deployments[("web", "blog")] = deployed(status=STUCK)
+    follower._discover()
+    assert follower.tracked == {"blog": Rollout.PROGRESSING} and cluster.patches == []
+    follower.tracked.clear()
+    cluster.deployments[("web", "blog")] = deployed()  # available: nothing to follow
+    follower._discover()
+    assert follower.tracked == {}
+
+
+class TakenOverLease(CountingLease):
+    """acquire() says another replica held the Lease since (the first time only)."""
+
+    def acquire(self) -> bool:
+        super().acquire()
+        return self.calls.count("acquire") == 1
+
+
+def test_taking_the_lease_after_another_replica_starts_a_sweep() -> None:
+    lease = TakenOverLease()
+    shared = SharedLease(lease)
+    swept: list[str] = []
+    shared.on_taken_over = lambda: swept.append("sweep")
+    assert shared.acquire() is True and swept == ["sweep"]
+    assert shared.acquire() is False  # held here already (a sync and the follower)
+    shared.release()
+    shared.release()
+    assert shared.acquire() is False and swept == ["sweep"]  # this replica held it last

@@ -30,7 +30,7 @@ class BusyLease:
     def __init__(self) -> None:
         self.acquired = 0
 
-    def acquire(self) -> None:
+    def acquire(self) -> bool:
         raise ReconcilerError("replica pod-b is syncing")
 
     def renew(self) -> None: ...
@@ -41,8 +41,9 @@ class BusyLease:
 class FreeLease(BusyLease):
     released = 0
 
-    def acquire(self) -> None:
+    def acquire(self) -> bool:
         self.acquired += 1
+        return False
 
     def release(self) -> None:
         self.released += 1
@@ -82,8 +83,8 @@ def test_schedule_runs_through_the_runner_and_follows_the_file(tmp_path: Path) -
         first = svc.next_run()
         assert first is not None
         assert svc.status()["schedule"] == "*/5 * * * *"
-        # 03:01 is never the next run of */5 too (03:00 was, from 02:55 to 03:00)
-        path.write_text(SITES.replace("*/5 * * * *", "1 3 * * *"))
+        # 03:07 is never on a 5-minute mark, so the next runs differ at any time of day
+        path.write_text(SITES.replace("*/5 * * * *", "7 3 * * *"))
         svc.reload()
         assert svc.next_run() != first
         assert svc.scheduler is not None

@@ -80,11 +80,46 @@ class GitHubDeployments:
                 good = self._find(n.repo, n.old_sha, environment, n.site) if n.old_sha else None
                 if good is not None:
                     self._status(n.repo, good, "success", n, "running again after a rollback")
+            elif n.event is EventKind.HELD:
+                self._held(n, environment)
         except Halt as halt:
             raise DeliveryError(f"github_deployments: {halt.error.reason}") from halt
         except GitHubError as exc:
             retryable = exc.kind in (ErrorKind.GITHUB_UNAVAILABLE, ErrorKind.GITHUB_UNREACHABLE)
             raise DeliveryError(f"github_deployments: {exc}", retryable=retryable) from exc
+
+    def _held(self, n: Notification, environment: str) -> None:
+        """A site held on another commit (a person's undo or set image, `reconciler rollback`):
+        the commit now running gets a deployment marked success, the one shown before is made
+        inactive; an image that is no commit of the branch is said so on the one shown."""
+        assert n.repo and n.site
+        who = n.detail or "someone"
+        active = self._active(n.repo, environment, n.site)
+        if n.running_sha is None:
+            if active is not None:
+                image = n.image or "an image"
+                what = f"held by {who}: runs {image}, not a commit of {n.branch or 'the branch'}"
+                self._status(n.repo, active, "inactive", n, what)
+            return
+        running = self._create(n.repo, n.running_sha, environment, n)
+        if active is not None and active != running:
+            what = f"replaced by {n.running_sha[:7]}: held by {who}"
+            self._status(n.repo, active, "inactive", n, what)
+        self._status(n.repo, running, "success", n, f"held by {who} on {n.running_sha[:7]}")
+
+    def _active(self, repo: str, environment: str, site: str) -> int | None:
+        """The site's deployment GitHub shows as live: the newest whose last status is success."""
+        query = f"environment={quote(environment, safe='')}&per_page={FIND_PAGE}"
+        r = self._checked(self.source.request("GET", f"/repos/{repo}/deployments?{query}"))
+        for found in r.json() or []:
+            payload = found.get("payload")
+            if not (isinstance(payload, dict) and payload.get("site") == site):
+                continue
+            url = f"/repos/{repo}/deployments/{int(found['id'])}/statuses?per_page=1"
+            latest = self._checked(self.source.request("GET", url)).json() or []
+            if latest and isinstance(latest[0], dict) and latest[0].get("state") == "success":
+                return int(found["id"])
+        return None
 
     def _find(self, repo: str, sha: str, environment: str, site: str) -> int | None:
         """The newest deployment of (sha, environment) this reconciler created for the site."""

@@ -8,7 +8,12 @@ import tomllib
 
 _HEADER = re.compile(r"^\s*\[\[?\s*([^\[\]]+?)\s*\]\]?\s*(?:#.*)?$")
 _KEY_PART = re.compile(r'"(?:[^"\\]|\\.)*"|\'[^\']*\'|[^.\s]+')
-_KEY = re.compile(r"""^\s*("(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_-]+)\s*=""")
+_PART = r"""(?:"(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_-]+)"""
+_KEY = re.compile(rf"^\s*({_PART}(?:\s*\.\s*{_PART})*)\s*=")  # a bare, quoted or dotted key
+# What nesting depends on: strings and comments (skipped whole), brackets, braces and newlines.
+_NESTING = re.compile(
+    r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'|#[^\n]*|[\[\]{}\n]'
+)
 
 
 def header_key(line: str) -> tuple[str, ...] | None:
@@ -29,12 +34,37 @@ def unquote(part: str) -> str:
     return part
 
 
+def toml_lines(text: str) -> list[str]:
+    """The lines of a TOML text as TOML (and tomllib's line numbers) count them: split at "\n"
+    only (str.splitlines also splits at U+0085, U+2028, form feeds, ... which TOML strings and
+    comments may hold)."""
+    return text.split("\n")
+
+
 def header_line(text: str, key: tuple[str, ...]) -> int | None:
     """The 1-based line of the header of table `key`, or None."""
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(toml_lines(text), start=1):
         if header_key(line) == key:
             return number
     return None
+
+
+def deepest(text: str) -> tuple[int, int]:
+    """(how deep arrays and inline tables nest at most, the 1-based line where that depth is
+    first reached): where to point when a file nests too deeply to be parsed."""
+    depth = most = 0
+    line = most_line = 1
+    for match in _NESTING.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth > most:
+                most, most_line = depth, line
+        elif token in ("]", "}"):
+            depth = max(0, depth - 1)
+        else:
+            line += token.count("\n")
+    return most, most_line
 
 
 class Lines:
@@ -43,25 +73,34 @@ class Lines:
     def __init__(self, text: str) -> None:
         self.tables: dict[tuple[str, ...], int] = {}
         self.keys: dict[tuple[str, ...], int] = {}
+        # the first line that names something below a table no line of its own defines
+        # (`sites_` of `[sites_.blog]` or of `sites_.blog.repo = ...`)
+        self.within: dict[tuple[str, ...], int] = {}
         table: tuple[str, ...] = ()
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in enumerate(toml_lines(text), start=1):
             header = header_key(line)
             if header is not None:
                 table = header
                 self.tables.setdefault(table, number)
+                self._below(table, number)
                 continue
             key = _KEY.match(line)
             if key:
-                self.keys.setdefault((*table, unquote(key.group(1))), number)
+                path = (*table, *(unquote(p) for p in _KEY_PART.findall(key.group(1))))
+                self.keys.setdefault(path, number)
+                self._below(path, number)
+
+    def _below(self, path: tuple[str, ...], number: int) -> None:
+        for end in range(1, len(path)):
+            self.within.setdefault(path[:end], number)
 
     def of(self, *path: str) -> int | None:
         """The line of the key at `path`, else of the nearest enclosing table or key."""
         if path in self.keys:
             return self.keys[path]
         while path:
-            if path in self.tables:
-                return self.tables[path]
-            if path in self.keys:
-                return self.keys[path]
+            for known in (self.tables, self.keys, self.within):
+                if path in known:
+                    return known[path]
             path = path[:-1]
         return None

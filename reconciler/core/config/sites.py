@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.core.config import keys as configkeys
-from reconciler.core.config.lines import Lines
+from reconciler.core.config.lines import Lines, deepest
 from reconciler.core.errors import ConfigError, ConfigProblem
 from reconciler.core.model import Site
 from reconciler.core.notify.config import NotifyConfig, parse_notify
@@ -26,6 +27,9 @@ MAX_ROLLOUT_TIMEOUT = configkeys.MAX_ROLLOUT_TIMEOUT
 SERVICE_KEYS = tuple(configkeys.SERVICE)
 TOP_KEYS = tuple(configkeys.TOP)
 VERIFY_MODES = configkeys.VERIFY_MODES
+MAX_MESSAGE = 400  # characters of one problem; the middle of a longer one is cut
+MAX_NAME_SHOWN = 80  # characters of a site name in a message
+MAX_CONFLICTS_SHOWN = 10  # sites on one Deployment reported one by one; the rest as a count
 DEFAULT_SCHEDULE = "0 * * * *"
 DEFAULT_TIMEZONE = "UTC"
 
@@ -80,12 +84,29 @@ def parse(
     `schedule_problem` the [service] schedule is not checked beyond being a string."""
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        match = re.search(r"\(at line (\d+), column \d+\)", str(exc))
-        line = int(match.group(1)) if match else None
-        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc)) if match else str(exc)
-        raise ConfigError([ConfigProblem(path, line, f"invalid TOML: {message}")]) from exc
+    except (ValueError, RecursionError) as exc:  # TOMLDecodeError is a ValueError
+        raise ConfigError([_unparsable(text, path, exc)]) from None
     return _Validator(text, path, schedule_problem).validate(data)
+
+
+def _unparsable(text: str, path: str, exc: ValueError | RecursionError) -> ConfigProblem:
+    """Why tomllib could not read `text`, at the line it stopped on."""
+    if isinstance(exc, RecursionError):  # it recurses once per nested array or inline table
+        depth, line = deepest(text)
+        return ConfigProblem(
+            path, line, f"invalid TOML: arrays or inline tables nested {depth} levels deep"
+        )
+    if isinstance(exc, tomllib.TOMLDecodeError):
+        match = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        # "(at end of document)": the last line that has anything on it
+        at = int(match.group(1)) if match else text.rstrip().count("\n") + 1
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        return ConfigProblem(path, at, f"invalid TOML: {message}")
+    # int() refuses a decimal integer of more digits than sys.get_int_max_str_digits()
+    limit = sys.get_int_max_str_digits()
+    long_number = re.search(rf"[0-9](?:_?[0-9]){{{limit},}}", text)
+    where = text.count("\n", 0, long_number.start()) + 1 if long_number else None
+    return ConfigProblem(path, where, f"invalid TOML: a number too long to read ({exc})")
 
 
 class _Validator:
@@ -97,6 +118,13 @@ class _Validator:
         self.default_timeout: int | None = None
 
     def problem(self, where: tuple[str, ...], message: str, site: str | None = None) -> None:
+        """Record a problem at the line of `where`; a key or name of any length quoted in it
+        is cut (a message stays readable, and as long as the file at most)."""
+        if len(message) > MAX_MESSAGE:
+            half, cut = MAX_MESSAGE // 2, len(message) - MAX_MESSAGE
+            message = f"{message[:half]}[... {cut:,} characters]{message[-half:]}"
+        if site is not None and len(site) > MAX_NAME_SHOWN:
+            site = f"{site[:MAX_NAME_SHOWN]}..."
         self.problems.append(ConfigProblem(self.path, self.lines.of(*where), message, site))
 
     def unknown_keys(
@@ -203,6 +231,10 @@ class _Validator:
                 (*where, "jitter"), f'"jitter" must be a whole number of seconds, 0 to {top}'
             )
             jitter = 0
+        problem = timezone_problem(timezone)
+        if problem:
+            self.problem((*where, "timezone"), problem)
+            timezone = DEFAULT_TIMEZONE
         problem = self.schedule_problem(schedule, timezone) if self.schedule_problem else None
         if problem:
             self.problem((*where, "schedule"), problem)
@@ -349,21 +381,69 @@ class _Validator:
         return tuple(value)
 
     def _duplicates(self, sites: list[Site]) -> None:
-        seen: dict[tuple[str, str], list[Site]] = {}
+        """Each site that targets the container (or, without "container", the Deployment) of
+        an earlier site is reported once, against the first such site; at most
+        MAX_CONFLICTS_SHOWN per Deployment, then one line says how many more there are."""
+        groups: dict[tuple[str, str], list[Site]] = {}
         for site in sites:
-            seen.setdefault((site.namespace, site.deployment), []).append(site)
-        for (namespace, deployment), group in seen.items():
-            for i, site in enumerate(group):
-                for other in group[:i]:
-                    if site.container is None or other.container is None:
-                        what = 'the same Deployment (set a distinct "container" on each)'
-                    elif site.container == other.container:
-                        what = f'the same container "{site.container}"'
-                    else:
-                        continue
-                    self.problem(
-                        ("sites", site.name),
-                        f'targets {namespace}/{deployment} like site "{other.name}" '
-                        f"(line {other.line}): {what}",
-                        site.name,
-                    )
+            groups.setdefault((site.namespace, site.deployment), []).append(site)
+        for (namespace, deployment), group in groups.items():
+            clashes = _conflicts(group)
+            for site, other in clashes[:MAX_CONFLICTS_SHOWN]:
+                if site.container is None or other.container is None:
+                    what = 'the same Deployment (set a distinct "container" on each)'
+                else:
+                    what = f'the same container "{site.container}"'
+                self.problem(
+                    ("sites", site.name),
+                    f'targets {namespace}/{deployment} like site "{other.name}" '
+                    f"(line {other.line}): {what}",
+                    site.name,
+                )
+            rest = clashes[MAX_CONFLICTS_SHOWN:]
+            if rest:
+                lines = ", ".join(str(s.line) for s, _ in rest[:MAX_CONFLICTS_SHOWN])
+                more = ", ..." if len(rest) > MAX_CONFLICTS_SHOWN else ""
+                self.problem(
+                    ("sites", rest[0][0].name),
+                    f"and {len(rest):,} more sites target {namespace}/{deployment} the same way "
+                    f"(lines {lines}{more})",
+                )
+
+
+def _conflicts(group: list[Site]) -> list[tuple[Site, Site]]:
+    """(site, the first earlier site it conflicts with) for every site of one Deployment that
+    conflicts with an earlier one, in order: linear, however many sites share the Deployment."""
+    whole: int | None = None  # the first site without "container" (it takes them all)
+    by_container: dict[str, int] = {}  # the first site naming each container
+    out: list[tuple[Site, Site]] = []
+    for i, site in enumerate(group):
+        if site.container is None:
+            other = 0 if i else None
+            whole = i if whole is None else whole
+        else:
+            earlier = [j for j in (whole, by_container.get(site.container)) if j is not None]
+            other = min(earlier) if earlier else None
+            by_container.setdefault(site.container, i)
+        if other is not None:
+            out.append((site, group[other]))
+    return out
+
+
+def timezone_problem(timezone: str) -> str | None:
+    """Why a time zone name is not one of this machine's (IANA names such as "Europe/Paris")."""
+    from zoneinfo import ZoneInfo
+
+    try:
+        ZoneInfo(timezone)
+    except (LookupError, ValueError, OSError):  # unknown; malformed; too long, a directory
+        example = '(e.g. "UTC", "Europe/Paris")'
+        return f'"timezone" {shown(timezone)} is not a known time zone {example}'
+    return None
+
+
+def shown(value: str, limit: int = 80) -> str:
+    """A value quoted back in a message, cut to `limit` characters."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value):,} characters)"

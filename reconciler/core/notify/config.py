@@ -60,7 +60,10 @@ class SecretRef:
 
 
 # What GitHub Deployments follow: a deployment per commit, its statuses as the rollout goes.
-DEPLOYMENT_EVENTS = frozenset({EventKind.DEPLOYING, EventKind.DEPLOYED, EventKind.ROLLED_BACK})
+# A held site (a person's undo or set image, `reconciler rollback`) shows what runs instead.
+DEPLOYMENT_EVENTS = frozenset(
+    {EventKind.DEPLOYING, EventKind.DEPLOYED, EventKind.ROLLED_BACK, EventKind.HELD}
+)
 DEFAULT_EVENTS = frozenset(EventKind) - {EventKind.DEPLOYING}
 
 

@@ -35,6 +35,8 @@ class Snapshot:
             return (self.status.value, self.head or "")
         if self.status in (SiteState.IN_SYNC, SiteState.DEPLOYING):
             return (self.status.value, self.running or "")
+        if self.status is SiteState.HELD and self.running:  # held on another commit: news too
+            return (self.status.value, f"{self.detail}@{self.running}")
         return (self.status.value, self.detail)
 
 

@@ -15,6 +15,7 @@ SIGNATURE_HEADER = "X-Reconciler-Signature-256"
 MAX_COMMITS = 10
 
 _TITLES = {
+    EventKind.DEPLOYING: "🚀 {site} is deploying {ref}",
     EventKind.DEPLOYED: "✅ {site} deployed {ref}",
     EventKind.ROLLED_BACK: "⏪ {site}: rollout of {new} failed and was rolled back",
     EventKind.HELD: "✋ {site} is held by {who}",
@@ -71,6 +72,8 @@ class Notification:
     status_url: str | None = None
     web_url: str = "https://github.com"
     comparison: Comparison | None = None
+    running_sha: str | None = None  # held: the commit its image is (None: not a commit of it)
+    image: str | None = None  # held: the image it runs
 
     @property
     def compare_url(self) -> str | None:
@@ -131,6 +134,8 @@ def payload(n: Notification) -> dict[str, Any]:
         "reason": n.reason,
         "detail": n.detail or None,
         "held_at": n.held_at,
+        "running_sha": n.running_sha,
+        "image": n.image,
         "flaps": n.flaps or None,
         "status_url": n.site_url,
     }

@@ -5,8 +5,9 @@ A head is not ready when its image is missing, its checks are pending or failed 
 branch that came with the head (``BranchHead.history``, bounded by RECONCILER_LOOKBACK) are the
 candidates, newest first, under three rules:
 
-- forward only: the walk stops at the commit the Deployment runs (its ``reconciler.dev/sha``, or
-  the commit whose image it runs), so nothing older than what runs is ever a candidate;
+- forward only: the walk stops at the commit the Deployment runs (``core/running.py``: its
+  ``reconciler.dev/sha``, or the commit whose image it runs, tag with or without digest), so
+  nothing older than what runs is ever a candidate;
 - a commit the rollout watcher marked failed (``reconciler.dev/failed-sha``) is never one;
 - with ``verify = "checks"``, only commits whose checks roll up to SUCCESS are.
 
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from reconciler.core.errors import ErrorKind
 from reconciler.core.model import Action, BranchHead, SitePlan, Skip
 from reconciler.core.plan.template import render
+from reconciler.core.running import runs
 
 __all__ = ["Candidate", "candidates", "not_ready", "reason"]
 
@@ -54,8 +56,8 @@ def candidates(p: SitePlan, head: BranchHead) -> tuple[Candidate, ...]:
         image = render(
             site.image, owner=site.owner, repo=site.repo_name, branch=head.branch, sha=commit.sha
         )
-        if commit.sha == p.running_sha or image == p.current_image:
-            break  # what runs now: everything from here on is older
+        if runs(p, commit.sha, image):
+            break  # what runs now (tag, tag@digest or recorded): everything from here is older
         if commit.sha == p.failed_sha:
             continue
         if site.verify == "checks" and commit.checks != READY_CHECKS:

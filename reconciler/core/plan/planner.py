@@ -27,6 +27,7 @@ from reconciler.core.model import (
 )
 from reconciler.core.plan.template import render
 from reconciler.core.rollout import state as rollout
+from reconciler.core.running import running_sha, same_image
 
 __all__ = [
     "ImageStatus",
@@ -48,11 +49,6 @@ def verify_request(p: SitePlan) -> VerifyRequest | None:
     if not (p.target_image and p.sha):
         return None
     return VerifyRequest(p.target_image, p.site.repo, p.sha, p.site.verify, p.site.required_checks)
-
-
-def same_image(current: str, target: str) -> bool:
-    """Same image reference up to a pinned digest: `repo:tag` and `repo:tag@sha256:...` match."""
-    return current.partition("@")[0] == target.partition("@")[0]
 
 
 def plan(
@@ -97,6 +93,7 @@ def plan_site(
         base,
         container=container,
         current_image=current,
+        running_sha=running_sha(site, deployment.annotations, current, head),
         rollout=state,
         progress=progress,
         failed_sha=failed_sha,
@@ -140,7 +137,7 @@ def _deployment_of(
     if view is not None:
         deployment = view.get(site.deployment)
     if isinstance(head, BranchHead):
-        base = replace(base, branch=head.branch, sha=head.sha)
+        base = replace(base, branch=head.branch, sha=head.sha, head_sha=head.sha)
 
     if site.paused:
         current = _current_image(site, deployment)
@@ -234,8 +231,7 @@ def _versus_head(
             reason=f"runs {head.branch}@{head.sha[:7]}",
             running_sha=head.sha,
         )
-    running = deployment.annotations.get(ann.SHA)
-    was = f"ran {running[:7]}" if running else f"ran {current}"
+    was = f"ran {base.running_sha[:7]}" if base.running_sha else f"ran {current}"
     reason = f"{head.branch} is at {head.sha[:7]}; {was}"
     clear: tuple[str, ...] = ()
     if hold is not None:

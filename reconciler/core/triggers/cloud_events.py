@@ -3,7 +3,9 @@
 - Cloud Build (topic ``cloud-builds``): data is the Build resource as JSON. A ``SUCCESS`` build
   syncs the sites its substitutions name (``REPO_FULL_NAME`` or ``REPO_NAME``, and
   ``BRANCH_NAME`` when present) and the sites one of whose images (``results.images[].name``)
-  their image template can render. Any other state is ignored.
+  their image template can render; when the build names its branch (``BRANCH_NAME``), only
+  the sites following that branch (or the default branch: not known here). Any other state is
+  ignored.
 - Artifact Registry / Container Registry (topic ``gcr``): data is
   ``{"action": "INSERT"|"DELETE", "digest": ..., "tag": ...}``. An ``INSERT`` whose tag one of
   the sites' templates can render syncs those sites; a ``DELETE`` of such a tag is reported on
@@ -12,10 +14,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from reconciler.core import jsontext
 from reconciler.core.model import Site
 from reconciler.core.plan.template import pattern
 from reconciler.core.triggers.hints import Hint, Outcome, follows
@@ -50,6 +52,9 @@ def classify_build(data: bytes, attributes: Mapping[str, str], sites: Iterable[S
     subs = doc.get("substitutions")
     subs = subs if isinstance(subs, dict) else {}
     names = set(_named_by_substitutions(subs, sites))
+    branch = subs.get("BRANCH_NAME")
+    if isinstance(branch, str) and branch:  # the build names its branch: only its followers
+        sites = tuple(s for s in sites if s.branch in (None, branch))
     results = doc.get("results")
     images = results.get("images") if isinstance(results, dict) else None
     for entry in images if isinstance(images, list) else ():
@@ -97,7 +102,7 @@ def classify_gcr(data: bytes, sites: Iterable[Site]) -> Hint:
 
 def _json_object(data: bytes) -> dict[str, Any] | None:
     try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        doc = jsontext.decode(data)
+    except ValueError:  # not UTF-8, not JSON, nested too deeply
         return None
     return doc if isinstance(doc, dict) else None

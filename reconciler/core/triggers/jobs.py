@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Mapping
 
+from reconciler.core import jsontext
 from reconciler.core.errors import JobError
 from reconciler.core.triggers.hints import Hint, Outcome
 
@@ -67,12 +68,8 @@ def classify_job(data: bytes, attributes: Mapping[str, str], known_sites: Collec
 
 def _from_data(data: bytes) -> tuple[object, list[str] | None]:
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise JobError(f"message data is not UTF-8: {exc}") from exc
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
+        doc = jsontext.decode(data)
+    except ValueError as exc:  # not UTF-8, not JSON, nested too deeply
         raise JobError(f"message data is not JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise JobError(f"message data must be a JSON object, not {_json_type(doc)}")
@@ -127,5 +124,8 @@ def _json_type(value: object) -> str:
 
 
 def _show(value: object) -> str:
-    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
+    try:
+        text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
+    except RecursionError:  # parsed, but too deep to write back
+        text = _json_type(value)
     return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "..."

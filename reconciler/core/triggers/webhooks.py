@@ -60,13 +60,14 @@ def _push(payload: dict[str, Any], sites: tuple[Site, ...]) -> Hint:
     repo, default = _repository(payload)
     ref = _field(payload, "ref", str)
     after = _field(payload, "after", str)
+    deleted = _optional(payload, "deleted", bool)
     if not ref.startswith(_HEADS):
         return Hint("push", Outcome.IGNORED, f"push to {ref} of {repo}: not a branch")
     branch = ref[len(_HEADS) :]
     names = follows(sites, repo, branch, default)
     if not names:
         return Hint("push", Outcome.IGNORED, f"push to {repo}@{branch}: no site follows it")
-    if after == ZERO_SHA or payload.get("deleted") is True:
+    if after == ZERO_SHA or deleted is True:
         return Hint(
             "push",
             Outcome.REPORTED,
@@ -86,8 +87,7 @@ def _check(
         state = _field(payload, "state", str)
         if state == "pending":
             return Hint(event, Outcome.IGNORED, f"status of {repo}@{sha[:7]} is pending")
-        listed = payload.get("branches")
-        branches = [b.get("name") for b in listed if isinstance(b, dict)] if listed else []
+        branches = list(_branches(payload))
         what = f"status {state}"
     else:
         action = _field(payload, "action", str)
@@ -95,10 +95,13 @@ def _check(
         if action != "completed":
             return Hint(event, Outcome.IGNORED, f"{event} {action}: only completed is used")
         sha = _field(body, "head_sha", str, f"{event}.head_sha")
-        suite = body.get("check_suite") if event == "check_run" else body
-        branch = suite.get("head_branch") if isinstance(suite, dict) else None
-        branches = [branch if isinstance(branch, str) else None]
-        what = f"{event} completed ({body.get('conclusion') or 'no conclusion'})"
+        suite = body
+        if event == "check_run":
+            suite = _optional(body, "check_suite", dict, "check_run.check_suite") or {}
+        where = "check_run.check_suite" if event == "check_run" else event
+        branches = [_optional(suite, "head_branch", str, f"{where}.head_branch")]
+        conclusion = _optional(body, "conclusion", str, f"{event}.conclusion")
+        what = f"{event} completed ({conclusion or 'no conclusion'})"
     repo_sites = [s for s in sites if s.repo.lower() == repo.lower()]
     checked = [s for s in repo_sites if s.verify == "checks"]
     names = {s.name for s in repo_sites if known.get(s.name) == sha}
@@ -110,16 +113,48 @@ def _check(
     return Hint(event, Outcome.SYNC, f"{what} on {repo}@{sha[:7]}", frozenset(names))
 
 
+def _branches(payload: dict[str, Any]) -> Iterable[str]:
+    """The names in a status event's ``branches``: a list of objects, each with a ``name``."""
+    listed = _optional(payload, "branches", list) or []
+    for i, entry in enumerate(listed):
+        if not isinstance(entry, dict):
+            raise _Malformed(f'"branches[{i}]" is {_kind(entry)}, expected an object')
+        yield _field(entry, "name", str, f"branches[{i}].name")
+
+
 def _repository(payload: dict[str, Any]) -> tuple[str, str | None]:
     repo = _field(payload, "repository", dict)
     name = _field(repo, "full_name", str, "repository.full_name")
-    default = repo.get("default_branch")
-    return name, default if isinstance(default, str) else None
+    default = _optional(repo, "default_branch", str, "repository.default_branch")
+    return name, default
 
 
 def _field(doc: dict[str, Any], key: str, kind: type, where: str | None = None) -> Any:
+    """``doc[key]``, which must be a ``kind``: missing, null or another type is malformed."""
     value = doc.get(key)
     if not isinstance(value, kind):
-        shown = "missing" if value is None else f"a {type(value).__name__}"
-        raise _Malformed(f'"{where or key}" is {shown}, expected a {kind.__name__}')
+        shown = "missing" if value is None else _kind(value)
+        raise _Malformed(f'"{where or key}" is {shown}, expected {_KINDS[kind]}')
     return value
+
+
+def _optional(doc: dict[str, Any], key: str, kind: type, where: str | None = None) -> Any:
+    """``doc[key]`` if present and not null, else None; another type is malformed."""
+    return None if doc.get(key) is None else _field(doc, key, kind, where)
+
+
+_KINDS = {
+    str: "a string",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    list: "a list",
+    dict: "an object",
+}
+
+
+def _kind(value: object) -> str:
+    """How JSON calls the type of ``value``: a string, a number, an object, ..."""
+    if isinstance(value, bool):
+        return _KINDS[bool]
+    return next((name for kind, name in _KINDS.items() if isinstance(value, kind)), "null")

@@ -4,13 +4,14 @@ rollback), behind the trigger token; the run's typed errors become HTTP answers 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from reconciler.core.errors import CommandError, ReconcilerError, ShuttingDown
-from reconciler.core.model import SyncRequest
+from reconciler.core.errors import CommandError, ErrorKind, ReconcilerError, ShuttingDown
+from reconciler.core.model import SyncReport, SyncRequest
+from reconciler.serve.leader import LeaseWait
+from reconciler.serve.service import Service
 from reconciler.serve.state import report_dict
 from reconciler.serve.web import HttpError, Web, answer, fail, known_site
 
@@ -54,19 +55,16 @@ def blueprint(web: Web) -> Blueprint:
             site or "all sites",
             extra={"event": "trigger", "trigger": "http", "site": site, "run": record.id},
         )
-        accepted = {"id": record.id, "status_url": f"/runs/{record.id}"}
-        if request.args.get("wait", "true").lower() in ("false", "0", "no"):
-            return jsonify(accepted), 202
+        wait = request.args.get("wait", "true").lower() not in ("false", "0", "no")
         try:
-            report = record.future.result(timeout=web.wait_limit)
-        except FutureTimeout:
-            return jsonify(accepted), 202
+            outcome = service.await_run(record, web.wait_limit if wait else 0.0)
         except ShuttingDown:
             fail(503, "shutting down before the sync ran; retry", id=record.id)
         except Exception as exc:  # the run could not happen at all (config, lease)
             fail(503, f"the sync could not run: {exc}", id=record.id)
-        body = {"id": record.id, **report_dict(report, sites)}
-        return jsonify(body), 200 if body["ok"] else 502
+        if isinstance(outcome, SyncReport):
+            return _answer({"id": record.id, **report_dict(outcome, sites)}, service)
+        return jsonify(queued(record.id, outcome or service.lease_wait())), 202
 
     @bp.post("/sites/<site>/<action>")
     def site_command(site: str, action: str) -> Any:
@@ -89,3 +87,29 @@ def blueprint(web: Web) -> Blueprint:
         return jsonify(done), 200
 
     return bp
+
+
+def queued(run_id: str, waiting: LeaseWait | None) -> dict[str, Any]:
+    """202: the sync is queued (or running); while it waits for another replica's Lease, who
+    holds it and until when."""
+    body: dict[str, Any] = {"id": run_id, "status_url": f"/runs/{run_id}"}
+    if waiting is not None:
+        body |= {
+            "state": "queued",
+            "message": waiting.describe(),
+            "waiting_for_lease": waiting.as_dict(),
+        }
+    return body
+
+
+def _answer(body: dict[str, Any], service: Service) -> tuple[Response, int]:
+    """200 when every site asked for is fine; 503 with Retry-After (when GitHub's limit resets)
+    when the only failures are GitHub's exhausted rate limit; else 502."""
+    if body["ok"]:
+        return jsonify(body), 200
+    kinds = {r["error_kind"] for r in body["results"] if r["action"] == "error"}
+    if kinds != {ErrorKind.RATE_LIMITED.value}:
+        return jsonify(body), 502
+    response = jsonify(body)
+    response.headers["Retry-After"] = str(service.retry_after())
+    return response, 503

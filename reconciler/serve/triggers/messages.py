@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import threading
 import urllib.parse
@@ -20,6 +19,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
+from reconciler.core import jsontext
 from reconciler.core.model import SyncRequest
 from reconciler.core.ports import HeaderLookup
 from reconciler.core.triggers import cloud_events, jobs, webhooks
@@ -36,6 +36,8 @@ WEBHOOK_TRIGGER = "webhook"
 REMEMBERED_DELIVERIES = 4096  # recent X-GitHub-Delivery ids kept to spot redeliveries
 MAX_BODY = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
 _SOURCE = "github"
+# how a delivery that syncs nothing is answered: 202 (accepted, nothing to do) unless listed
+_STATUS = {Outcome.PING: 200, Outcome.MALFORMED: 400}
 
 
 class GitHubHooks:
@@ -77,15 +79,18 @@ class GitHubHooks:
             hint = Hint(event, Outcome.DUPLICATE, f"delivery {delivery} was handled already")
             return self._answer(hint, where)
         try:
-            payload = json.loads(_json_text(body))
-        except (UnicodeDecodeError, ValueError) as exc:
+            payload = jsontext.decode(_json_text(body))
+        except ValueError as exc:  # not UTF-8, not JSON, nested too deeply, a form without it
             hint = Hint(event, Outcome.MALFORMED, f"the payload is not JSON: {exc}")
             return self._answer(hint, where, status=400)
-        hint = webhooks.classify(
-            event, payload, self.service.current_sites(), self.service.known_heads()
-        )
+        sites, heads = self.service.current_sites(), self.service.known_heads()
+        try:
+            hint = webhooks.classify(event, payload, sites, heads)
+        except Exception as exc:  # the rules are total; a payload they missed
+            # is still the sender's mistake to hear about (400), never a 500
+            hint = Hint(event, Outcome.MALFORMED, f"the payload cannot be read: {_describe(exc)}")
         if not hint.syncs:
-            return self._answer(hint, where, status=200 if hint.outcome is Outcome.PING else 202)
+            return self._answer(hint, where, status=_STATUS.get(hint.outcome, 202))
         try:
             record = self.service.submit(SyncRequest(sites=hint.sites, trigger=WEBHOOK_TRIGGER))
         except ShuttingDown:
@@ -148,13 +153,18 @@ def pubsub_classifier(service: Service, kind: str) -> Classifier:
     against the service's current config; every message is counted."""
 
     def classify(data: bytes, attributes: Mapping[str, str]) -> Hint:
-        sites = service.current_sites()
-        if kind == cloud_events.BUILD_EVENT:
-            hint = cloud_events.classify_build(data, attributes, sites)
-        elif kind == cloud_events.GCR_EVENT:
-            hint = cloud_events.classify_gcr(data, sites)
-        else:
-            hint = jobs.classify_job(data, attributes, [s.name for s in sites])
+        sites = service.current_sites()  # raises only when no config could be read: transient
+        try:
+            if kind == cloud_events.BUILD_EVENT:
+                hint = cloud_events.classify_build(data, attributes, sites)
+            elif kind == cloud_events.GCR_EVENT:
+                hint = cloud_events.classify_gcr(data, sites)
+            else:
+                hint = jobs.classify_job(data, attributes, [s.name for s in sites])
+        except Exception as exc:  # a message no rule can read is poison: no retry
+            # would read it either, so it is acked as malformed (the rules are pure and total;
+            # this only keeps a message they missed from coming back forever)
+            hint = Hint(kind, Outcome.MALFORMED, f"the message cannot be read: {_describe(exc)}")
         service.metrics.events.labels("pubsub", hint.event, hint.outcome.value).inc()
         if hint.outcome is Outcome.REPORTED:
             service.report_event(hint.sites or (), hint.event, hint.reason)
@@ -168,10 +178,19 @@ def pubsub_classifier(service: Service, kind: str) -> Classifier:
 
 def _json_text(body: bytes) -> bytes | str:
     """The JSON of a delivery: the body, or its ``payload`` field when the webhook was set up
-    with the form content type (application/x-www-form-urlencoded)."""
+    with the form content type (application/x-www-form-urlencoded); ValueError if that form
+    cannot be read."""
     if body.startswith(b"payload="):
-        return urllib.parse.parse_qs(body.decode("utf-8"), strict_parsing=True)["payload"][0]
+        form = urllib.parse.parse_qs(
+            body.decode("utf-8"), keep_blank_values=True, strict_parsing=True
+        )
+        return form["payload"][0]
     return body
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()[:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _fields(hint: Hint) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from reconciler.core.config.sites import ServiceSettings
+from reconciler.core.config.sites import ServiceSettings, shown
 from reconciler.core.errors import ShuttingDown
 from reconciler.core.model import SyncRequest
 
@@ -23,7 +23,7 @@ def cron_problem(schedule: str, timezone: str) -> str | None:
     try:
         CronTrigger.from_crontab(schedule, timezone=timezone)
     except (ValueError, LookupError) as exc:
-        return f'"schedule" {schedule!r} (timezone {timezone!r}) is not valid: {exc}'
+        return f'"schedule" {shown(schedule)} (timezone {timezone!r}) is not valid: {exc}'
     return None
 
 
@@ -62,7 +62,8 @@ class Schedule:
         trigger = CronTrigger.from_crontab(settings.schedule, timezone=settings.timezone)
         if settings.jitter:
             trigger.jitter = settings.jitter
-        scheduler.add_job(self.fire, trigger, id=JOB_ID, replace_existing=True, name="hourly sync")
+        name = f"scheduled sync ({settings.schedule})"  # the log names the cron, not "hourly"
+        scheduler.add_job(self.fire, trigger, id=JOB_ID, replace_existing=True, name=name)
         self._key = key
         log.info(
             "schedule: %s (%s), jitter %ss", settings.schedule, settings.timezone, settings.jitter
