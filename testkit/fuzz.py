@@ -1,10 +1,10 @@
-"""How hard the property-based tests (tests/test_properties.py) try: seeded, bounded.
+"""How hard the property-based tests (tests/integration/test_properties.py) try: seeded, bounded.
 
 Every property test is derandomized (its seed comes from its name, so a run is the same run
 every time and in CI) and keeps no example database. It tries `RECONCILER_FUZZ_EXAMPLES`
 generated cases (default 200: a few seconds each); a longer run is one command:
 
-    RECONCILER_FUZZ_EXAMPLES=5000 .venv/bin/python -m pytest tests/test_properties.py \
+    RECONCILER_FUZZ_EXAMPLES=5000 .venv/bin/python -m pytest tests/integration/test_properties.py \
         --hypothesis-show-statistics
 """
 

@@ -14,7 +14,7 @@ pytest_plugins = [
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """What the property tests (tests/test_properties.py) tried, by outcome."""
+    """What the property tests (tests/integration/test_properties.py) tried, by outcome."""
     from testkit.fuzz import EXAMPLES, TALLY
 
     if TALLY:

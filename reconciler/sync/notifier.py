@@ -23,8 +23,8 @@ from reconciler.core.notify.decide import (
     snapshot,
 )
 from reconciler.core.notify.render import Notification
+from reconciler.core.plan.running import commit_of_image
 from reconciler.core.ports import NoteStore
-from reconciler.core.running import commit_of_image
 from reconciler.sync.outbox import Outbox
 
 log = logging.getLogger(__name__)

@@ -190,7 +190,7 @@ def test_an_adopted_short_sha_image_is_its_commit_too() -> None:
 
 
 def test_the_running_commit_of_a_plan_is_one_notion() -> None:
-    from reconciler.core import running
+    from reconciler.core.plan import running
 
     site = Site("blog", "acme/blog", "main", "web", "blog", None, IMAGE)
     pinned = f"gcr.io/p/blog:{C1}@{DIGEST}"

@@ -5,7 +5,7 @@ A head is not ready when its image is missing, its checks are pending or failed 
 branch that came with the head (``BranchHead.history``, bounded by RECONCILER_LOOKBACK) are the
 candidates, newest first, under three rules:
 
-- forward only: the walk stops at the commit the Deployment runs (``core/running.py``: its
+- forward only: the walk stops at the commit the Deployment runs (``core/plan/running.py``: its
   ``reconciler.dev/sha``, or the commit whose image it runs, tag with or without digest), so
   nothing older than what runs is ever a candidate;
 - a commit the rollout watcher marked failed (``reconciler.dev/failed-sha``) is never one;
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from reconciler.core.errors import ErrorKind
 from reconciler.core.model import Action, BranchHead, SitePlan, Skip
+from reconciler.core.plan.running import runs
 from reconciler.core.plan.template import render
-from reconciler.core.running import runs
 
 __all__ = ["Candidate", "candidates", "not_ready", "reason"]
 

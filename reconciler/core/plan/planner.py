@@ -25,9 +25,9 @@ from reconciler.core.model import (
     Skip,
     VerifyRequest,
 )
+from reconciler.core.plan.running import running_sha, same_image
 from reconciler.core.plan.template import render
 from reconciler.core.rollout import state as rollout
-from reconciler.core.running import running_sha, same_image
 
 __all__ = [
     "ImageStatus",

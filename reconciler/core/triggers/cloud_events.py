@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from reconciler.core import jsontext
 from reconciler.core.model import Site
 from reconciler.core.plan.template import pattern
+from reconciler.core.triggers import jsontext
 from reconciler.core.triggers.hints import Hint, Outcome, follows
 
 __all__ = ["BUILD_EVENT", "GCR_EVENT", "classify_build", "classify_gcr", "sites_for_image"]

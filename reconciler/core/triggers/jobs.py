@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Mapping
 
-from reconciler.core import jsontext
 from reconciler.core.errors import JobError
+from reconciler.core.triggers import jsontext
 from reconciler.core.triggers.hints import Hint, Outcome
 
 __all__ = ["JOBS", "JOB_EVENT", "JobError", "classify_job", "parse_job"]

@@ -19,10 +19,9 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from reconciler.core import jsontext
 from reconciler.core.model import SyncRequest
 from reconciler.core.ports import HeaderLookup
-from reconciler.core.triggers import cloud_events, jobs, webhooks
+from reconciler.core.triggers import cloud_events, jobs, jsontext, webhooks
 from reconciler.core.triggers.hints import Hint, Outcome
 from reconciler.serve.service import Service
 from reconciler.serve.web import fail

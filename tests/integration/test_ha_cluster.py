@@ -37,7 +37,7 @@ from testkit.serve_process import ServeProcess
 from testkit.serve_world import TRIGGER
 from testkit.wait import wait_until
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REPLICAS = ("reconciler-0", "reconciler-1")
 LONG = 240.0  # a bound for waits that span the 60 s Lease, never a measured figure
 

@@ -5,7 +5,7 @@ The invariant, for each: a clear error or ignored; never a crash, never a 5xx, n
 redelivered forever. Seeded and bounded (testkit/fuzz.py): RECONCILER_FUZZ_EXAMPLES cases per
 test (200 by default, a few seconds each); a longer run:
 
-    RECONCILER_FUZZ_EXAMPLES=5000 .venv/bin/python -m pytest tests/test_properties.py
+    RECONCILER_FUZZ_EXAMPLES=5000 .venv/bin/python -m pytest tests/integration/test_properties.py
 """
 
 from __future__ import annotations

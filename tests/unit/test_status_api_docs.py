@@ -13,7 +13,7 @@ from reconciler.sync.engine import Engine
 from reconciler.wiring import build_service
 from tests.fakes import FakeCluster, FakeHeads, FakeVerifier
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "status-api.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "status-api.md"
 TOKEN = "t0ken"
 SITES = '[defaults]\nimage = "gcr.io/p/{repo}:{sha}"\n\n[sites.blog]\nrepo = "acme/blog"\n'
 
