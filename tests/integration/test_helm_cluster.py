@@ -35,7 +35,7 @@ from testkit.controlplane import LocalCluster
 from testkit.helm import Helm
 from testkit.wait import wait_until
 
-CHART = Path(__file__).resolve().parent.parent / "testkit" / "charts" / "web"
+CHART = Path(__file__).resolve().parents[2] / "testkit" / "charts" / "web"
 KEYS = HelmValues(tag="image.tag", repository="image.repository")
 GOOD_A = "0a48ebe" + "a" * 33
 GOOD_B = "3f2c1a9" + "b" * 33
