@@ -35,6 +35,7 @@ from reconciler.core.promotion import (
     root,
 )
 from reconciler.core.rollout import FIELD_MANAGER, stamp
+from reconciler.core.tomllines import Lines
 
 Z, A, B, C = ("0" * 40, "a" * 40, "b" * 40, "c" * 40)  # oldest first
 T0 = 1_800_000_000.0  # when dev's rollout of A became available
@@ -544,3 +545,17 @@ def test_a_follower_of_another_repository_is_refused() -> None:
 
 def test_parse_soak_uses_the_duration_grammar_of_windows() -> None:
     assert [parse_soak(v) for v in ("30m", "1h30m", "2h", "1d")] == [1800, 5400, 7200, 86400]
+
+
+def test_every_problem_points_at_the_line_of_its_key() -> None:
+    """The loader names file:line from `where` with the one TOML line scanner."""
+    text = PIPELINE.replace('branch = "main"', 'promote_from = "prod"')
+    text = text.replace('soak = "1h30m"', 'soak = "soon"')
+    _, problems = promotions(tomllib.loads(text)["sites"])
+    lines = Lines(text)
+    assert [(p.site, lines.of(*p.where), p.message.split(":")[0]) for p in problems] == [
+        ("prod", 12, '"soak"'),
+        ("dev", 4, "promotion cycle"),
+        ("staging", 7, "promotion cycle"),
+        ("prod", 11, "promotion cycle"),
+    ]
