@@ -40,11 +40,17 @@ Deployments by `observe` (annotations, rollout status, managedFields). Its rules
 Level-triggered: every input is on the two Deployments, so the verdict after a restart is the one
 before it. "Available since" is ``reconciler.dev/available-at`` (`AVAILABLE_AT`), proposed here:
 nothing writes it yet. `available_patch` gives the write: the first observer that sees the
-rollout of the recorded commit available with no valid stamp records the time it saw it; the
-engine's ``_follow_one`` would send it (``self.cluster.patch(stamp)`` right after
-``p = self._plan_one(...)`` when ``act``), and the planner's verdict of a sync could carry it
-in ``write`` for rollouts that finished while no replica followed them. A rollout that finished
-while the reconciler was down is stamped late, so its soak starts late: never early.
+rollout of the recorded commit available with no valid stamp records the time it saw it. It
+plugs in where the Deployment is in hand, ``Engine._follow_one``, right after
+``p = self._plan_one(site, {}, fresh)``: ``if act and (w := available_patch(fresh,
+self.clock())): self.cluster.patch(w)``. The follower's ``tick`` follows with ``act=False``;
+its one line: where it sees a tracked rollout turn available (``before`` progressing,
+``final.plan.rollout`` available, as its metrics do), call ``self._roll_back(final.plan.site)``,
+whose Lease-holding ``engine.follow`` re-reads the Deployment and so writes the stamp. A sync's
+planner could carry the same patch in ``write`` for rollouts that finished while no replica
+followed them. A rollout that finished while the reconciler was down is stamped late, so its
+soak starts late: never early. A second replica or a restart finds the stamp valid and writes
+nothing, so the soak never starts over.
 
 Compared with Kargo (``requestedFreight[].sources.requiredSoakTime`` on the downstream Stage;
 ``Freight.HasSoakedIn`` / ``GetLongestSoak`` in its api/v1alpha1/freight_types.go): the same in
