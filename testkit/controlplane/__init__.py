@@ -53,7 +53,9 @@ from testkit.controlplane.clients import (
 )
 from testkit.controlplane.cluster import (
     CRASHLOOP_MARKERS,
+    JOBFAIL_MARKERS,
     PULLFAIL_MARKERS,
+    WORKLOAD_CONTROLLERS,
     LocalCluster,
     crashloop_sha,
     pullfail_sha,
@@ -72,10 +74,12 @@ __all__ = [
     "CLUSTER_BUILD_SCRIPT",
     "CRASHLOOP_MARKERS",
     "HELM_BUILD_SCRIPT",
+    "JOBFAIL_MARKERS",
     "PULLFAIL_MARKERS",
     "REPO_ROOT",
     "SERVICE_ACCOUNT_ISSUER",
     "SERVICE_CLUSTER_IP_RANGE",
+    "WORKLOAD_CONTROLLERS",
     "ControlPlane",
     "ControlPlaneError",
     "ControlPlaneUnavailable",
