@@ -4,6 +4,7 @@ DaemonSets and CronJobs created and changed with kubectl on a local cluster of t
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -20,11 +21,18 @@ from reconciler.core.workloads import (
     first_job,
     images,
     judge,
+    kind_image_owners,
     revisions,
     state,
     stuck_pods,
 )
-from testkit.controlplane import JOBFAIL_MARKERS, LocalCluster, crashloop_sha, wait_for
+from testkit.controlplane import (
+    JOBFAIL_MARKERS,
+    LocalCluster,
+    crashloop_sha,
+    pullfail_sha,
+    wait_for,
+)
 from testkit.controlplane.cluster import kwok_stages
 
 REPO = "gcr.io/p/web"
@@ -55,6 +63,10 @@ def _pods(api: Any, ns: str) -> list[dict[str, Any]]:
         "items"
     ]
     return [p for p in items if "deletionTimestamp" not in p["metadata"]]
+
+
+def _stuck(api: Any, ns: str, image: str) -> tuple[str, ...]:
+    return stuck_pods({"app": image}, _pods(api, ns))
 
 
 def _jobs(api: Any, ns: str) -> list[dict[str, Any]]:
@@ -188,6 +200,42 @@ def test_a_statefulset_rolls_out_and_rollout_undo_brings_the_previous_revision_b
     obj = _read(api, STATEFULSET, ns, "db")
     history = revisions(STATEFULSET, obj, _controller_revisions(api, ns))
     assert [(r.number, r.images["app"]) for r in history] == [(2, f"{REPO}:v2"), (3, f"{REPO}:v1")]
+    # ... and managedFields name the person's tool as the image's owner (what a hold reads;
+    # `rollout undo` of a StatefulSet patches as plain "kubectl")
+    owner = kind_image_owners(STATEFULSET, obj["metadata"]["managedFields"])["app"]
+    assert (owner.manager, owner.operation) == ("kubectl", "Update")
+
+
+def test_an_ondelete_statefulset_waits_for_its_pods_to_be_replaced(
+    workload_cluster: LocalCluster, workload_api_client: Any, workload_namespace: str
+) -> None:
+    api, ns, cluster = workload_api_client, workload_namespace, workload_cluster
+    body = _statefulset("db", f"{REPO}:v1")
+    body["spec"]["updateStrategy"] = {"type": "OnDelete"}
+    _apply(cluster, ns, body)
+    _wait_rollout(api, STATEFULSET, ns, "db", Rollout.AVAILABLE)
+
+    started = time.time()
+    cluster.kubectl("set", "image", "statefulset/db", f"app={REPO}:v2", "-n", ns)
+    wait_for(
+        lambda: (
+            _read(api, STATEFULSET, ns, "db")["status"].get("updateRevision")
+            != _read(api, STATEFULSET, ns, "db")["status"].get("currentRevision")
+        ),
+        what="the controller to see the new revision",
+    )
+    waiting = _verdict(api, STATEFULSET, ns, "db", started=started, now=started + 10 * TIMEOUT)
+    assert waiting == Verdict(
+        Rollout.PROGRESSING,
+        "0/2 ready",
+        "waiting for pods to be replaced (OnDelete): 0/2 updated",
+        timed=False,
+    )
+    # The person deletes the pods; the controller recreates them from the new revision.
+    cluster.kubectl("delete", "pod", "db-0", "db-1", "-n", ns, "--wait=false")
+    assert _wait_rollout(api, STATEFULSET, ns, "db", Rollout.AVAILABLE) == Verdict(
+        Rollout.AVAILABLE, "2/2 ready"
+    )
 
 
 def test_a_crash_looping_statefulset_fails_after_the_timeout(
@@ -313,12 +361,36 @@ def test_a_cronjobs_rollout_is_its_next_job(
         ("nightly-bad", "failed"),
     ]
 
+    # A person's `kubectl set image` owns the jobTemplate's image in managedFields.
+    owner = kind_image_owners(CRONJOB, cj["metadata"]["managedFields"])["app"]
+    assert owner.manager == "kubectl-set"
+
     # Suspended, with no Job of the current template yet: "suspended".
     cluster.kubectl("set", "image", "cronjob/nightly", f"app={REPO}:v3", "-n", ns)
     cluster.kubectl("patch", "cronjob/nightly", "-n", ns, "-p", '{"spec":{"suspend":true}}')
     assert _verdict(api, CRONJOB, ns, "nightly") == Verdict(
         Rollout.PROGRESSING, "no job yet", "suspended", timed=False
     )
+
+
+def test_a_cronjobs_job_whose_pods_are_stuck_fails_after_the_timeout(
+    workload_cluster: LocalCluster, workload_api_client: Any, workload_namespace: str
+) -> None:
+    """Job pods keep the crash-loop and pull-failure rules: such a Job never ends by itself,
+    so its stuck pods fail the rollout once it is older than the timeout."""
+    api, ns, cluster = workload_api_client, workload_namespace, workload_cluster
+    for n, bad in enumerate((f"{REPO}:{crashloop_sha()}", f"{REPO}:{pullfail_sha()}")):
+        name = f"nightly-{n}"
+        _apply(cluster, ns, _cronjob(name, bad))
+        started = time.time()
+        cluster.kubectl("create", "job", f"--from=cronjob/{name}", f"{name}-now", "-n", ns)
+        wait_for(functools.partial(_stuck, api, ns, bad), what=f"a stuck pod of {bad}")
+        early = _verdict(api, CRONJOB, ns, name, started=started, now=started + TIMEOUT - 1)
+        assert early == Verdict(Rollout.PROGRESSING, "0/1 succeeded", f"job {name}-now running")
+        failed = _wait_rollout(api, CRONJOB, ns, name, Rollout.FAILED, started=started)
+        reason = "CrashLoopBackOff" if n == 0 else "ImagePullBackOff"
+        assert failed.reason.startswith(f"new pods are not coming up: pod {name}-now-")
+        assert reason in failed.reason
 
 
 def test_the_stages_end_job_pods_by_their_image() -> None:
