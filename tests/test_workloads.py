@@ -87,7 +87,7 @@ def ds(
     strategy: str = "RollingUpdate",
 ) -> dict[str, Any]:
     return {
-        "metadata": {"name": "agent", "namespace": "ns", "generation": generation},
+        "metadata": {"name": "agent", "namespace": "ns", "uid": "u-ds", "generation": generation},
         "spec": {"updateStrategy": {"type": strategy}, "template": {"spec": _pod_spec(NEW)}},
         "status": {
             "observedGeneration": observed,
@@ -142,6 +142,7 @@ def job(
     return {
         "metadata": {
             "name": name,
+            "uid": f"u-{name}",
             "creationTimestamp": created,
             "ownerReferences": [{"kind": "CronJob", "uid": owner, "controller": True}],
             "annotations": {ann.SHA: "f" * 40},
@@ -154,13 +155,14 @@ def job(
     }
 
 
-def pod(name: str, image: str, reason: str | None = None) -> dict[str, Any]:
+def pod(name: str, image: str, reason: str | None = None, owner: str = "u-sts") -> dict[str, Any]:
     status: dict[str, Any] = {"containerStatuses": [{"name": "app", "restartCount": 4}]}
     if reason:
         status["containerStatuses"][0]["state"] = {"waiting": {"reason": reason}}
     else:
         status["containerStatuses"][0]["state"] = {"running": {}}
-    return {"metadata": {"name": name}, "spec": _pod_spec(image), "status": status}
+    meta = {"name": name, "ownerReferences": [{"uid": owner, "controller": True}]}
+    return {"metadata": meta, "spec": _pod_spec(image), "status": status}
 
 
 # --- StatefulSet --------------------------------------------------------------------------------
@@ -272,6 +274,11 @@ def test_stuck_new_pods_fail_a_statefulset_only_past_the_timeout() -> None:
     assert judge(STATEFULSET, obj, pods=slow, now=T0 + 600, timeout=60, started=T0).rollout is (
         Rollout.PROGRESSING
     )
+    # another workload's pods (same image, same namespace) are not this one's
+    others = [pod("web2-0", NEW, "CrashLoopBackOff", owner="u-other")]
+    assert judge(STATEFULSET, obj, pods=others, now=T0 + 600, timeout=60, started=T0).rollout is (
+        Rollout.PROGRESSING
+    )
     # old pods crash-looping are not the new commit's fault
     old_stuck = [pod("web-0", OLD, "CrashLoopBackOff")]
     assert judge(
@@ -313,7 +320,7 @@ def test_daemonset_rules(obj: dict[str, Any], expected: Verdict) -> None:
 
 def test_stuck_new_pods_fail_a_daemonset_past_the_timeout() -> None:
     obj = ds(updated=1, available=2)
-    pods = [pod("agent-a", NEW, "ImagePullBackOff"), pod("agent-b", OLD)]
+    pods = [pod("agent-a", NEW, "ImagePullBackOff", owner="u-ds"), pod("agent-b", OLD)]
     verdict = judge(DAEMONSET, obj, pods=pods, now=T0 + 61, timeout=60, started=T0)
     assert verdict == Verdict(
         Rollout.FAILED,
@@ -380,9 +387,14 @@ def test_a_cronjob_without_a_new_job_waits_for_its_schedule_or_is_suspended() ->
 def test_stuck_pods_of_the_new_job_fail_a_cronjob_past_the_timeout() -> None:
     cj = cronjob()
     running = job("nightly-2", NEW, "2026-12-07T03:10:00Z")
-    pods = [pod("nightly-2-x", NEW, "ImagePullBackOff")]
+    pods = [pod("nightly-2-x", NEW, "ImagePullBackOff", owner="u-nightly-2")]
     assert judge(
         CRONJOB, cj, jobs=[running], pods=pods, now=T0 + 5, timeout=60, started=T0
+    ).rollout is (Rollout.PROGRESSING)
+    # a pod of another Job (say one a person made from an older CronJob) does not count
+    stranger = [pod("manual-x", NEW, "ImagePullBackOff", owner="u-manual")]
+    assert judge(
+        CRONJOB, cj, jobs=[running], pods=stranger, now=T0 + 60, timeout=60, started=T0
     ).rollout is (Rollout.PROGRESSING)
     failed = judge(CRONJOB, cj, jobs=[running], pods=pods, now=T0 + 60, timeout=60, started=T0)
     assert failed.rollout is Rollout.FAILED

@@ -56,6 +56,8 @@ __all__ = [
     "Revision",
     "Verdict",
     "WorkloadPatch",
+    "first_job",
+    "image_body",
     "images",
     "judge",
     "kind_image_owners",
@@ -346,7 +348,8 @@ def judge(
 ) -> Verdict:
     """state(), failed when it has been progressing for `timeout` seconds or more (since
     `started`, else the ``updated-at`` the reconciler wrote) with stuck new pods (`pods`: those
-    of the workload, or of its Jobs). Without a start time it is never failed by pods."""
+    of its namespace; only the workload's own count, or those of a CronJob's first new Job).
+    Without a start time it is never failed by pods."""
     verdict = state(kind, obj, jobs, now)
     if verdict.rollout is not Rollout.PROGRESSING or not verdict.timed:
         return verdict
@@ -355,7 +358,8 @@ def judge(
         since = parse_time(_dig(obj, "metadata", "annotations", ann.UPDATED_AT))
     if since is None or now - since < timeout:
         return verdict
-    troubles = stuck_pods(images(kind, obj), pods)
+    owner = first_job(obj, jobs) if kind == CRONJOB else obj
+    troubles = stuck_pods(images(kind, obj), _owned(owner or {}, pods))
     if not troubles:
         return verdict
     why = "new pods are not coming up: " + "; ".join(troubles[:3])
@@ -442,9 +446,8 @@ def rollback_patch(
     if not previous:
         return None
     current = images(kind, obj)
-    init = container in _pod_images(
-        {"initContainers": _dig(obj, *template_path(kind), "spec", "initContainers")}
-    )
+    init_containers = _dig(obj, *template_path(kind), "spec", "initContainers") or ()
+    init = any(c.get("name") == container for c in init_containers)
     bad, previous_sha = notes.get(ann.SHA, ""), notes.get(ann.PREVIOUS_SHA) or None
     was = (previous_sha or "")[:7] or previous
     body = image_body(
