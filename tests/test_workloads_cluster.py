@@ -301,7 +301,8 @@ def test_a_daemonset_rolls_out_on_every_node_and_a_crash_loop_fails_it(
     wait_for(
         lambda: (
             sorted(
-                (p["spec"]["nodeName"], p["spec"]["containers"][0]["image"]) for p in _pods(api, ns)
+                (p["spec"].get("nodeName", ""), p["spec"]["containers"][0]["image"])
+                for p in _pods(api, ns)
             )
             == [(node, f"{REPO}:v2") for node in cluster.node_names]
         ),
