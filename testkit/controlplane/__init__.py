@@ -53,6 +53,7 @@ from testkit.controlplane.clients import (
 )
 from testkit.controlplane.cluster import (
     CRASHLOOP_MARKERS,
+    DEFAULT_CONTROLLERS,
     JOBFAIL_MARKERS,
     PULLFAIL_MARKERS,
     WORKLOAD_CONTROLLERS,
@@ -73,6 +74,7 @@ __all__ = [
     "BUILD_SCRIPT",
     "CLUSTER_BUILD_SCRIPT",
     "CRASHLOOP_MARKERS",
+    "DEFAULT_CONTROLLERS",
     "HELM_BUILD_SCRIPT",
     "JOBFAIL_MARKERS",
     "PULLFAIL_MARKERS",
