@@ -1,7 +1,10 @@
 """Local cluster figures: start time once built, a first rollout, a crash loop showing, and the
 resident memory of each component (testkit/controlplane/cluster.py).
 
-    .venv/bin/python -m bench.cluster_figures [--runs 3]
+    .venv/bin/python -m bench.cluster_figures [--runs 3] [--nodes 1] [--workload-controllers]
+
+``--workload-controllers`` also runs the statefulset, daemonset, job and cronjob controllers
+(WORKLOAD_CONTROLLERS) in kube-controller-manager, to compare the start time and memory.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ sys.path.insert(0, str(REPO))
 import kubernetes  # noqa: E402
 
 from testkit.controlplane import (  # noqa: E402
+    DEFAULT_CONTROLLERS,
+    WORKLOAD_CONTROLLERS,
     LocalCluster,
     crashloop_sha,
     find_binaries,
@@ -53,8 +58,15 @@ def _crashing(core: Any, ns: str, image: str) -> bool:
     return False
 
 
-def one_run(bin_dir: Path, cluster_bin_dir: Path) -> dict[str, float]:
-    with LocalCluster(bin_dir=bin_dir, cluster_bin_dir=cluster_bin_dir) as cluster:
+def one_run(
+    bin_dir: Path,
+    cluster_bin_dir: Path,
+    nodes: int = 1,
+    controllers: tuple[str, ...] = DEFAULT_CONTROLLERS,
+) -> dict[str, float]:
+    with LocalCluster(
+        bin_dir=bin_dir, cluster_bin_dir=cluster_bin_dir, nodes=nodes, controllers=controllers
+    ) as cluster:
         figures = {
             "control plane ready s": cluster.startup_seconds,
             "cluster ready s": cluster.cluster_startup_seconds,
@@ -84,11 +96,14 @@ def one_run(bin_dir: Path, cluster_bin_dir: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--workload-controllers", action="store_true")
     args = parser.parse_args()
+    controllers = WORKLOAD_CONTROLLERS if args.workload_controllers else DEFAULT_CONTROLLERS
     bin_dir, cluster_bin_dir = find_binaries(), find_cluster_binaries()
     runs = []
     for i in range(args.runs):
-        runs.append(one_run(bin_dir, cluster_bin_dir))
+        runs.append(one_run(bin_dir, cluster_bin_dir, args.nodes, controllers))
         print(f"run {i + 1}/{args.runs} done", file=sys.stderr)
     width = max(len(k) for k in runs[0])
     print(f"{'figure':<{width}}  {'median':>8}  {'min':>8}  {'max':>8}   ({args.runs} runs)")

@@ -18,6 +18,9 @@ conftest (or ``-p testkit.controlplane_fixtures``).
   it, elsewhere the test is skipped saying how to get it.
 - ``cluster_namespace`` (function): a fresh namespace in it, deleted after the test (the
   namespace controller runs there, so its Deployments, ReplicaSets and Pods go too).
+- ``workload_cluster`` (module): a LocalCluster of three kwok nodes that also runs the
+  statefulset, daemonset, job and cronjob controllers (WORKLOAD_CONTROLLERS); same CI/skip
+  rules. ``workload_api_client`` (module) and ``workload_namespace`` (function) go with it.
 
 Every test using ``control_plane`` (directly or through the other fixtures) gets the
 ``controlplane`` marker, and every test using ``local_cluster`` the ``cluster`` marker, so
@@ -37,6 +40,7 @@ import pytest
 
 from testkit.ci import unavailable
 from testkit.controlplane import (
+    WORKLOAD_CONTROLLERS,
     ControlPlane,
     ControlPlaneUnavailable,
     LocalCluster,
@@ -51,7 +55,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         fixtures = getattr(item, "fixturenames", ())
         if "control_plane" in fixtures:
             item.add_marker(pytest.mark.controlplane)
-        if "local_cluster" in fixtures:
+        if "local_cluster" in fixtures or "workload_cluster" in fixtures:
             item.add_marker(pytest.mark.cluster)
 
 
@@ -129,6 +133,32 @@ def cluster_namespace(
     cluster_api_client: kubernetes.client.ApiClient, request: pytest.FixtureRequest
 ) -> Iterator[str]:
     yield from _fresh_namespace(cluster_api_client, request)
+
+
+@pytest.fixture(scope="module")
+def workload_cluster() -> Iterator[LocalCluster]:
+    bin_dir = _binaries(find_binaries, "control plane", "install Go >= 1.26")
+    cluster_bin_dir = _binaries(find_cluster_binaries, "local cluster", "install Go >= 1.26")
+    with LocalCluster(
+        bin_dir=bin_dir,
+        cluster_bin_dir=cluster_bin_dir,
+        nodes=3,
+        controllers=WORKLOAD_CONTROLLERS,
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def workload_api_client(workload_cluster: LocalCluster) -> Iterator[kubernetes.client.ApiClient]:
+    with workload_cluster.api_client() as api:
+        yield api
+
+
+@pytest.fixture
+def workload_namespace(
+    workload_api_client: kubernetes.client.ApiClient, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    yield from _fresh_namespace(workload_api_client, request)
 
 
 @pytest.fixture(scope="session")

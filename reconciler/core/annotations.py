@@ -19,6 +19,7 @@ HOLD_BY = PREFIX + "hold-by"
 HOLD_AT = PREFIX + "hold-at"
 HELD_HEAD = PREFIX + "held-head"  # branch head when a person's image change was first seen
 RESUMED_AT = PREFIX + "resumed-at"  # `reconciler resume`: image changes before it do not hold
+AVAILABLE_AT = PREFIX + "available-at"  # when the rollout of SHA became available (#20, unwritten)
 HOLD_KEYS = (HOLD, HOLD_BY, HOLD_AT, HELD_HEAD)
 NOTIFIED = PREFIX + "notified"  # JSON: the state last notified about (core/notify/decide.py)
 CHANGE_CAUSE = "kubernetes.io/change-cause"  # what `kubectl rollout history` shows

@@ -744,3 +744,13 @@ def read_override(annotations: Mapping[str, str]) -> Override | None:
         windows,
         annotations.get(WINDOW_OVERRIDE_SHA) or None,
     )
+
+
+def cron_next(text: str, after: datetime) -> datetime:
+    """The first start of the five-field crontab `text` (or an alias such as ``@daily``) after
+    the naive wall-clock time `after` (its next whole minute or later); ValueError if `text` is
+    not one (used for CronJob schedules by core/workloads.py)."""
+    lo = after.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    for start in _cron(text).starts(lo):
+        return start
+    raise ValueError(f"{text!r} never starts")

@@ -20,7 +20,14 @@ Which pods come up is decided by their containers' images (anywhere in the refer
   grows by one every ~2 s;
 - an image containing ``pullfail`` or ``deadbee`` (PULLFAIL_MARKERS) cannot be pulled: the pod
   stays Pending, never Ready; that container waits with reason ``ImagePullBackOff``;
-- anything else becomes Running and Ready at once (init containers ``Completed``).
+- anything else becomes Running and Ready at once (init containers ``Completed``); a pod a Job
+  owns then ends at once: ``Failed`` (containers exited 1) when an image contains ``jobfail``
+  (JOBFAIL_MARKERS), else ``Succeeded`` (exited 0).
+
+With ``controllers=WORKLOAD_CONTROLLERS`` kube-controller-manager also runs the statefulset,
+daemonset, job and cronjob controllers: StatefulSets and DaemonSets roll out (DaemonSet pods
+on every kwok node) with their ControllerRevisions, and Jobs, created by a CronJob or
+``kubectl create job --from=cronjob/…``, complete or fail.
 
 The hex markers fit in a commit SHA, so a GitHub stand-in commit can be "bad": see
 crashloop_sha() and pullfail_sha() (the marker is the SHA's first 7 characters, so it
@@ -60,8 +67,10 @@ from testkit.processes import free_port, tail
 __all__ = [
     "CRASHLOOP_MARKERS",
     "DEFAULT_CONTROLLERS",
+    "JOBFAIL_MARKERS",
     "NODE_ANNOTATION",
     "PULLFAIL_MARKERS",
+    "WORKLOAD_CONTROLLERS",
     "LocalCluster",
     "crashloop_sha",
     "kwok_stages",
@@ -71,6 +80,7 @@ __all__ = [
 
 CRASHLOOP_MARKERS = ("crashloop", "badc0de")
 PULLFAIL_MARKERS = ("pullfail", "deadbee")
+JOBFAIL_MARKERS = ("jobfail",)
 STAGES_TEMPLATE = Path(__file__).with_name("kwok_stages.yaml")
 NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
@@ -81,6 +91,16 @@ DEFAULT_CONTROLLERS = (
     "namespace-controller",
     # Type-checks ValidatingAdmissionPolicies against the matched kinds' schemas (status only).
     "validatingadmissionpolicy-status-controller",
+)
+# DEFAULT_CONTROLLERS plus those of the other workload kinds (opt in with
+# ``LocalCluster(controllers=WORKLOAD_CONTROLLERS)``): StatefulSets and DaemonSets (each
+# controller keeps its own ControllerRevisions), Jobs and the CronJobs that create them.
+WORKLOAD_CONTROLLERS = (
+    *DEFAULT_CONTROLLERS,
+    "statefulset-controller",
+    "daemonset-controller",
+    "job-controller",
+    "cronjob-controller",
 )
 
 T = TypeVar("T")
@@ -114,6 +134,7 @@ def kwok_stages() -> str:
     for name, value in (
         ("CRASHLOOP_JQ", _jq_test(CRASHLOOP_MARKERS)),
         ("PULLFAIL_JQ", _jq_test(PULLFAIL_MARKERS)),
+        ("JOBFAIL_JQ", _jq_test(JOBFAIL_MARKERS)),
         ("CRASHLOOP_TPL", _tpl_test(CRASHLOOP_MARKERS)),
         ("PULLFAIL_TPL", _tpl_test(PULLFAIL_MARKERS)),
     ):

@@ -200,8 +200,15 @@ def test_cloud_build_and_registry_messages_deploy_once_and_never_back(
         proc.wait_for(lambda: set(ids) <= acked(), what="the INSERTs acked after their syncs")
         assert image(world, "blog", "app") == f"gcr.io/p/blog:{new}", "no downgrade"
         assert _image_updates(world, "blog") == updates + 1, "deployed exactly once"
-        events = proc.log_events()
-        settled = {e.get("message_id"): e["event"] for e in events if "message_id" in e}
+
+        def outcomes() -> dict[str, str]:
+            events = proc.log_events()
+            return {e["message_id"]: e["event"] for e in events if "message_id" in e}
+
+        # the other messages settle on their own schedule: wait for them, not for the INSERTs
+        others = {deleted, unrelated, bad}
+        proc.wait_for(lambda: others <= outcomes().keys(), what="the other messages settled")
+        settled = outcomes()
         assert settled[deleted] == "pubsub.reported" and settled[unrelated] == "pubsub.ignored"
         blog = next(x for x in proc.request("GET", "/status")[1]["sites"] if x["site"] == "blog")
         assert blog["notice"]["event"] == "gcr" and "deleted" in blog["notice"]["reason"]

@@ -39,6 +39,8 @@ def test_history_names_commits_who_and_outcomes(
     fixed = world.head()
     world.sync(*WAIT)
     world.kubectl("rollout", "undo", "deployment/blog")  # a person goes back to `good`
+    # the controller moves the revisions after the undo is accepted: wait for it to finish
+    world.kubectl("rollout", "status", "deployment/blog", "--timeout=180s")
 
     code, deploys = world.cli("history", "blog")
     assert code == 0, deploys
