@@ -1,0 +1,66 @@
+"""The pure rules of the watch-fed cache (core/watch.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from reconciler.core import annotations as ann
+from reconciler.core.model import Container, ObservedDeployment
+from reconciler.core.watch import (
+    Backoff,
+    is_gone,
+    relist_changes,
+    slim,
+    watch_seconds,
+)
+
+
+@pytest.mark.parametrize("draw", [0.0, 0.5, 0.999])
+def test_backoff_doubles_up_to_its_cap_with_jitter_never_below_half_a_step(draw: float) -> None:
+    b = Backoff(base=0.5, cap=30.0)
+    delays = [b.delay(attempt, draw) for attempt in range(1, 12)]
+    steps = [min(30.0, 0.5 * 2 ** (a - 1)) for a in range(1, 12)]
+    for delay, step in zip(delays, steps, strict=True):
+        assert step / 2 <= delay <= step
+    assert max(b.delay(10_000, draw) for _ in range(3)) <= 30.0
+
+
+def test_watch_seconds_spread_over_the_range() -> None:
+    assert watch_seconds(300, 600, 0.0) == 300
+    assert 300 <= watch_seconds(300, 600, 0.999) <= 600
+
+
+def test_gone_is_a_410_error_event_only() -> None:
+    assert is_gone({"type": "ERROR", "object": {"kind": "Status", "code": 410}})
+    assert is_gone({"type": "ERROR", "object": {"reason": "Expired", "code": 0}})
+    assert not is_gone({"type": "ERROR", "object": {"code": 500}})
+    assert not is_gone({"type": "MODIFIED", "object": {"code": 410}})
+
+
+def test_a_relist_reports_deletions_additions_and_changes() -> None:
+    old = {"a": 1, "b": 2, "gone": 3}
+    new = {"a": 1, "b": 20, "new": 4}
+    assert relist_changes(old, new) == [("gone", None), ("b", 20), ("new", 4)]
+    assert relist_changes(new, new) == []
+
+
+def test_slim_keeps_only_the_annotations_something_reads() -> None:
+    d = ObservedDeployment(
+        "ns",
+        "web",
+        (Container("app", "img:1"),),
+        annotations={
+            ann.SHA: "abc",
+            ann.CHANGE_CAUSE: "reconciler: ...",
+            "deployment.kubernetes.io/revision": "3",
+            "kubectl.kubernetes.io/last-applied-configuration": "{" + "x" * 5000 + "}",
+            "team": "payments",
+        },
+    )
+    assert dict(slim(d).annotations) == {
+        ann.SHA: "abc",
+        ann.CHANGE_CAUSE: "reconciler: ...",
+        "deployment.kubernetes.io/revision": "3",
+    }
+    lean = slim(d)
+    assert slim(lean) is lean
