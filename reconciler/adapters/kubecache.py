@@ -1,0 +1,424 @@
+"""A watch-fed cache of the workloads the reconciler manages: LIST, then WATCH, per namespace.
+
+One thread per namespace lists the kind (paged, as KubeCluster.observe does), then watches from
+the list's resourceVersion with allowWatchBookmarks, resuming from the last resourceVersion it
+saw whenever the watch ends (the server's timeoutSeconds, a dropped connection). A resume the
+API server answers with 410 Gone (its window no longer holds that version: a restart, etcd
+compaction) is followed by a fresh LIST, which replaces the namespace's objects and reports
+what changed meanwhile. Failures reconnect after a bounded, jittered backoff (core.watch.Backoff).
+
+Only what the reconciler reads is kept: the observed-Deployment value KubeCluster builds, with
+the annotations cut to the ones anything reads (core.watch.slim). Readers get a namespace's
+objects as the sync's LIST gives them (observe), a change counter to wait on (wait_for_change)
+and callbacks (subscribe). The threads are the cache's own: start() starts them, stop() ends
+every one of them (it shuts down the sockets their reads block on) and joins them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import sys
+import threading
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, TypeVar
+
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+from reconciler.adapters.kube import LIST_PAGE, check_response, observed, request
+from reconciler.core import watch
+from reconciler.core.errors import ErrorKind, KubernetesError
+from reconciler.core.model import NamespaceError, ObservedDeployment
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Callback = Callable[[str, str, Any], None]
+
+
+@dataclass(frozen=True)
+class Kind(Generic[T]):
+    """A kind the cache can hold: where its objects live and the value one becomes."""
+
+    group_version: str  # "apps/v1", or "v1" for the core group
+    plural: str  # "deployments"
+    reduce: Callable[[Mapping[str, Any]], T]
+
+    def path(self, namespace: str) -> str:
+        root = "/api" if "/" not in self.group_version else "/apis"
+        return f"{root}/{self.group_version}/namespaces/{namespace}/{self.plural}"
+
+
+def _slim_deployment(item: Mapping[str, Any]) -> ObservedDeployment:
+    d = watch.slim(observed(item))
+    return replace(d, namespace=sys.intern(d.namespace))  # one string per namespace
+
+
+DEPLOYMENTS: Kind[ObservedDeployment] = Kind("apps/v1", "deployments", _slim_deployment)
+BACKOFF = watch.Backoff()
+
+
+class Gone(Exception):
+    """The API server no longer has the resourceVersion we resumed from (410): re-list."""
+
+
+@dataclass
+class Stats:
+    """What the cache asked the API server, and what it heard (for tests and the benchmark)."""
+
+    lists: int = 0  # LIST requests (pages included)
+    watches: int = 0  # WATCH requests
+    relists: int = 0  # fresh LISTs after a 410
+    reconnects: int = 0  # watches that ended in an error and were retried after a backoff
+    events: int = 0  # ADDED / MODIFIED / DELETED applied
+    bookmarks: int = 0
+
+
+@dataclass
+class _Namespace(Generic[T]):
+    objects: dict[str, T] = field(default_factory=dict)
+    listed: bool = False
+    version: str = ""  # the last resourceVersion applied (a list's, an event's, a bookmark's)
+    error: NamespaceError | None = None  # the last failure before the first list
+    response: Any = None  # the watch being read, to shut down on stop()
+
+
+class KubeCache(Generic[T]):
+    """A LIST + WATCH cache of one kind in some namespaces; see the module docstring."""
+
+    def __init__(
+        self,
+        api: Any,
+        namespaces: Collection[str],
+        kind: Kind[T],
+        *,
+        watch_seconds: tuple[int, int] = (300, 600),
+        backoff: watch.Backoff = BACKOFF,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.api = api
+        self.kind = kind
+        self.watch_seconds = watch_seconds
+        self.backoff = backoff
+        self.stats = Stats()
+        self._rng = rng or random.Random()
+        self._ns: dict[str, _Namespace[T]] = {n: _Namespace() for n in sorted(set(namespaces))}
+        self._cond = threading.Condition()
+        self._version = 0
+        self._callbacks: list[Callback] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        _pool_at_least(api, len(self._ns) + 2)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._threads:
+            raise RuntimeError("the cache is already started")
+        self._stop.clear()
+        for namespace in self._ns:
+            t = threading.Thread(
+                target=self._run, args=(namespace,), name=f"kubecache-{namespace}", daemon=True
+            )
+            self._threads.append(t)
+            t.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """End every thread: no new request starts, the watches being read are shut down."""
+        self._stop.set()
+        with self._cond:
+            responses = [s.response for s in self._ns.values() if s.response is not None]
+            self._cond.notify_all()
+        for response in responses:
+            _shutdown(response)
+        for t in self._threads:
+            t.join(timeout)
+        alive = [t.name for t in self._threads if t.is_alive()]
+        self._threads = []
+        if alive:
+            raise RuntimeError(f"cache threads did not stop within {timeout}s: {alive}")
+
+    def __enter__(self) -> KubeCache[T]:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    @property
+    def synced(self) -> bool:
+        with self._cond:
+            return all(s.listed for s in self._ns.values())
+
+    @property
+    def version(self) -> int:
+        with self._cond:
+            return self._version
+
+    def observe(self, namespaces: Collection[str]) -> dict[str, Mapping[str, T] | NamespaceError]:
+        """Each namespace's objects (a copy), as one LIST per namespace would give them; a
+        NamespaceError for one not listed yet or not watched."""
+        out: dict[str, Mapping[str, T] | NamespaceError] = {}
+        with self._cond:
+            for namespace in sorted(set(namespaces)):
+                state = self._ns.get(namespace)
+                if state is None:
+                    out[namespace] = NamespaceError(
+                        f"namespace {namespace} is not watched by the cache", ErrorKind.KUBERNETES
+                    )
+                elif not state.listed:
+                    out[namespace] = state.error or NamespaceError(
+                        f"the cache has not listed {self.kind.plural} in {namespace} yet",
+                        ErrorKind.KUBE_UNREACHABLE,
+                    )
+                else:
+                    out[namespace] = dict(state.objects)
+        return out
+
+    def resource_version(self, namespace: str) -> str:
+        """The last resourceVersion the namespace's list or watch brought ("" before a list)."""
+        with self._cond:
+            return self._ns[namespace].version
+
+    def get(self, namespace: str, name: str) -> T | None:
+        with self._cond:
+            state = self._ns.get(namespace)
+            return None if state is None else state.objects.get(name)
+
+    def wait_for_change(self, after: int, timeout: float) -> int:
+        with self._cond:
+            self._cond.wait_for(lambda: self._version > after or self._stop.is_set(), timeout)
+            return self._version
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Block until `predicate()` (called under the cache's lock, after each change) holds."""
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout)
+
+    def subscribe(self, callback: Callback) -> Callable[[], None]:
+        with self._cond:
+            self._callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            with self._cond:
+                if callback in self._callbacks:
+                    self._callbacks.remove(callback)
+
+        return unsubscribe
+
+    # -- the namespace's thread ------------------------------------------------------------------
+
+    def _run(self, namespace: str) -> None:
+        version: str | None = None
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                if version is None:
+                    version = self._list(namespace)
+                version, heard = self._watch(namespace, version)
+                # a watch that ended with nothing heard waits before the next (no hot loop)
+                attempt = 0 if heard else attempt + 1
+            except Gone:
+                log.info(
+                    "%s in %s: version %s is gone, re-listing", self.kind.plural, namespace, version
+                )
+                self._count("relists")
+                version, attempt = None, 0
+                continue
+            except KubernetesError as error:
+                attempt += 1
+                self._count("reconnects")
+                self._failed(namespace, error)
+                log.warning("%s (attempt %d)", error, attempt)
+            except Exception:  # never let one namespace's thread die: log it, back off, retry
+                attempt += 1
+                self._count("reconnects")
+                log.exception("watching %s in %s failed", self.kind.plural, namespace)
+            if attempt:
+                self._stop.wait(self.backoff.delay(attempt, self._rng.random()))
+
+    def _count(self, what: str, n: int = 1) -> None:
+        with self._cond:
+            setattr(self.stats, what, getattr(self.stats, what) + n)
+
+    def _failed(self, namespace: str, error: KubernetesError) -> None:
+        with self._cond:
+            state = self._ns[namespace]
+            if not state.listed:
+                state.error = NamespaceError(str(error), error.kind)
+
+    def _list(self, namespace: str) -> str:
+        """LIST every page; replace the namespace's objects; the list's resourceVersion."""
+        objects: dict[str, T] = {}
+        token: str | None = None
+        while True:
+            self._count("lists")
+            page = request(
+                self.api,
+                "GET",
+                self.kind.path(namespace),
+                action=f"list {self.kind.plural} in namespace {namespace}",
+                query={"limit": LIST_PAGE, "continue": token},
+            )
+            for item in page.get("items") or []:
+                name = str((item.get("metadata") or {}).get("name") or "")
+                objects[name] = self.kind.reduce(item)
+            meta = page.get("metadata") or {}
+            token = meta.get("continue") or None
+            if not token:
+                break
+        version = str(meta.get("resourceVersion") or "")
+        with self._cond:
+            state = self._ns[namespace]
+            changes = watch.relist_changes(state.objects, objects) if state.listed else []
+            state.objects, state.listed, state.error = objects, True, None
+            state.version = version
+            self._version += 1 + len(changes)
+            self._cond.notify_all()
+        self._tell(namespace, changes)
+        return version
+
+    def _watch(self, namespace: str, version: str) -> tuple[str, int]:
+        """Watch from `version` until the watch ends: the last version seen, and how many events
+        (bookmarks included) were heard."""
+        seconds = watch.watch_seconds(*self.watch_seconds, self._rng.random())
+        self._count("watches")
+        response = self._open_watch(namespace, version, seconds)
+        heard = 0
+        with self._cond:
+            self._ns[namespace].response = response
+        try:
+            if self._stop.is_set():
+                return version, heard
+            for event in _events(response):
+                heard += 1
+                version = self._apply(namespace, event) or version
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            if self._stop.is_set():
+                return version, heard
+            action = f"watch {self.kind.plural} in {namespace} (cut after {heard} events)"
+            raise check_response(exc, action, self.host) from exc
+        finally:
+            with self._cond:
+                self._ns[namespace].response = None
+            response.release_conn()
+        return version, heard
+
+    def _open_watch(self, namespace: str, version: str, seconds: int) -> Any:
+        action = f"watch {self.kind.plural} in namespace {namespace}"
+        query = {
+            "watch": "1",
+            "resourceVersion": version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": seconds,
+        }
+        params = [(k, v) for k, v in query.items()]
+        serialized = self.api.param_serialize(
+            method="GET",
+            resource_path=self.kind.path(namespace),
+            query_params=params,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            wrapped = self.api.call_api(*serialized, _request_timeout=(5.0, seconds + 30.0))
+            response = wrapped.response  # the urllib3 response, its body not read yet
+            if response.status == 410:
+                response.release_conn()
+                raise Gone
+            if not 200 <= response.status <= 299:
+                wrapped.read()
+                raise ApiException.from_response(http_resp=wrapped, body=None, data=None)
+        except (ApiException, urllib3.exceptions.HTTPError) as exc:
+            raise check_response(exc, action, self.host) from exc
+        return response
+
+    def _apply(self, namespace: str, event: Mapping[str, Any]) -> str:
+        kind = event.get("type")
+        if watch.is_gone(event):
+            raise Gone
+        if kind == watch.EventType.ERROR:
+            status = event.get("object") or {}
+            raise KubernetesError(
+                f"watch {self.kind.plural} in {namespace}: the API server answered "
+                f"{status.get('code')}: {status.get('message')}",
+                status=status.get("code"),
+            )
+        if kind == watch.EventType.BOOKMARK:
+            with self._cond:
+                self.stats.bookmarks += 1  # under the lock, as every count
+                self._ns[namespace].version = watch.event_version(event)
+            return watch.event_version(event)
+        name = watch.event_name(event)
+        value = None if kind == watch.EventType.DELETED else self.kind.reduce(event["object"])
+        with self._cond:
+            objects = self._ns[namespace].objects
+            if value is None:
+                objects.pop(name, None)
+            else:
+                objects[name] = value
+            self._ns[namespace].version = watch.event_version(event)
+            self._version += 1
+            self.stats.events += 1
+            self._cond.notify_all()
+        self._tell(namespace, [(name, value)])
+        return watch.event_version(event)
+
+    def _tell(self, namespace: str, changes: list[tuple[str, T | None]]) -> None:
+        with self._cond:
+            callbacks = list(self._callbacks)
+        for name, value in changes:
+            for callback in callbacks:
+                try:
+                    callback(namespace, name, value)
+                except Exception:
+                    log.exception("a cache subscriber failed on %s/%s", namespace, name)
+
+    @property
+    def host(self) -> str:
+        return str(self.api.configuration.host)
+
+
+def deployment_cache(
+    api: Any, namespaces: Collection[str], **options: Any
+) -> KubeCache[ObservedDeployment]:
+    """The cache of the Deployments of `namespaces` (options as KubeCache's)."""
+    return KubeCache(api, namespaces, DEPLOYMENTS, **options)
+
+
+def _events(response: Any) -> Iterator[Mapping[str, Any]]:
+    """The watch's events, one JSON object per line, until the server closes the stream."""
+    pending = b""
+    for chunk in response.stream(65536, decode_content=True):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield json.loads(line)
+    if pending.strip():
+        yield json.loads(pending)
+
+
+def _pool_at_least(api: Any, size: int) -> None:
+    """Room in the client's connection pool for one watch per namespace (pools made from now on:
+    the client makes one per host when it first connects), so that a watch's connection is kept
+    for the next one rather than discarded."""
+    api.configuration.connection_pool_maxsize = max(
+        api.configuration.connection_pool_maxsize or 0, size
+    )
+    pool_kw = getattr(getattr(api.rest_client, "pool_manager", None), "connection_pool_kw", None)
+    if isinstance(pool_kw, dict):
+        pool_kw["maxsize"] = max(pool_kw.get("maxsize") or 0, size)
+
+
+def _shutdown(response: Any) -> None:
+    """Unblock a read of `response` from another thread (urllib3 >= 2.3)."""
+    try:
+        response.shutdown()
+    except Exception:  # already closed: nothing to unblock
+        log.debug("shutting down a watch failed", exc_info=True)
