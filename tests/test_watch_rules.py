@@ -8,6 +8,7 @@ from reconciler.core import annotations as ann
 from reconciler.core.model import Container, ObservedDeployment
 from reconciler.core.watch import (
     Backoff,
+    ended_too_soon,
     is_gone,
     relist_changes,
     slim,
@@ -64,3 +65,9 @@ def test_slim_keeps_only_the_annotations_something_reads() -> None:
     }
     lean = slim(d)
     assert slim(lean) is lean
+
+
+def test_only_a_silent_watch_cut_early_waits_before_the_next() -> None:
+    assert ended_too_soon(0, 0.01, 300)
+    assert not ended_too_soon(0, 299.0, 300)  # idle, ran its course: renewed at once
+    assert not ended_too_soon(3, 0.01, 300)  # it said something: renewed at once

@@ -21,6 +21,7 @@ import logging
 import random
 import sys
 import threading
+import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
@@ -220,9 +221,8 @@ class KubeCache(Generic[T]):
             try:
                 if version is None:
                     version = self._list(namespace)
-                version, heard = self._watch(namespace, version)
-                # a watch that ended with nothing heard waits before the next (no hot loop)
-                attempt = 0 if heard else attempt + 1
+                version, too_soon = self._watch(namespace, version)
+                attempt = attempt + 1 if too_soon else 0  # no hot loop on watches cut at once
             except Gone:
                 log.info(
                     "%s in %s: version %s is gone, re-listing", self.kind.plural, namespace, version
@@ -283,10 +283,11 @@ class KubeCache(Generic[T]):
         self._tell(namespace, changes)
         return version
 
-    def _watch(self, namespace: str, version: str) -> tuple[str, int]:
-        """Watch from `version` until the watch ends: the last version seen, and how many events
-        (bookmarks included) were heard."""
+    def _watch(self, namespace: str, version: str) -> tuple[str, bool]:
+        """Watch from `version` until the watch ends: the last version seen, and whether it ended
+        too soon (core.watch.ended_too_soon)."""
         seconds = watch.watch_seconds(*self.watch_seconds, self._rng.random())
+        started = time.monotonic()
         self._count("watches")
         response = self._open_watch(namespace, version, seconds)
         heard = 0
@@ -294,20 +295,20 @@ class KubeCache(Generic[T]):
             self._ns[namespace].response = response
         try:
             if self._stop.is_set():
-                return version, heard
+                return version, False
             for event in _events(response):
                 heard += 1
                 version = self._apply(namespace, event) or version
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             if self._stop.is_set():
-                return version, heard
+                return version, False
             action = f"watch {self.kind.plural} in {namespace} (cut after {heard} events)"
             raise check_response(exc, action, self.host) from exc
         finally:
             with self._cond:
                 self._ns[namespace].response = None
             response.release_conn()
-        return version, heard
+        return version, watch.ended_too_soon(heard, time.monotonic() - started, seconds)
 
     def _open_watch(self, namespace: str, version: str, seconds: int) -> Any:
         action = f"watch {self.kind.plural} in namespace {namespace}"

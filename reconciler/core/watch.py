@@ -54,6 +54,14 @@ def watch_seconds(low: int, high: int, draw: float) -> int:
     return low + int((high - low) * draw)
 
 
+def ended_too_soon(heard: int, elapsed: float, seconds: int) -> bool:
+    """A watch the server ended with nothing said in less than half its timeoutSeconds: something
+    cuts watches at once (a proxy, an overloaded server), so the next one waits a backoff. An
+    idle watch that runs its course hears nothing either (bookmarks are best effort) and is
+    renewed at once."""
+    return heard == 0 and elapsed < seconds / 2
+
+
 def is_gone(event: Mapping[str, Any]) -> bool:
     """An ERROR event saying the resourceVersion we resumed from is too old (410 Gone, or the
     older 'Expired' reason): the only way back is a fresh LIST."""
