@@ -77,6 +77,7 @@ def test_lists_like_the_sync_then_follows_changes_and_deletions(
     with deployment_cache(cache_api, [ns], backoff=FAST) as cache:
         cache.subscribe(lambda n, name, v: heard.append((n, name, v)))
         wait_until(lambda: cache.synced, "the cache to list")
+        assert cache.failing_for(ns) is None
         # the same values as the sync's LIST per namespace
         assert cache.observe([ns]) == KubeCluster(kube_api_client).observe([ns])
 
@@ -144,6 +145,7 @@ def test_changes_made_while_disconnected_are_seen_after_reconnecting(
         wait_until(lambda: cache.synced and proxy.live >= 1, "the watch to open")
         proxy.refuse()
         wait_until(lambda: cache.stats.reconnects >= 1, "the cache to lose the API server")
+        assert (cache.failing_for(ns) or -1) >= 0
         _set_image(kube_api_client, ns, "a", "img/a:2")
         _delete(kube_api_client, ns, "b")
         assert _image(cache, ns, "a") == "img/a:1"  # it cannot know yet
@@ -151,6 +153,7 @@ def test_changes_made_while_disconnected_are_seen_after_reconnecting(
         assert cache.wait_until(
             lambda: _image(cache, ns, "a") == "img/a:2" and cache.get(ns, "b") is None, 15
         )
+        assert cache.failing_for(ns) is None
         assert cache.stats.lists == 1 and cache.stats.relists == 0
 
 

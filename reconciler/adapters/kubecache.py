@@ -84,6 +84,7 @@ class _Namespace(Generic[T]):
     listed: bool = False
     version: str = ""  # the last resourceVersion applied (a list's, an event's, a bookmark's)
     error: NamespaceError | None = None  # the last failure before the first list
+    failing_since: float | None = None  # monotonic time of the first failure since it last read
     response: Any = None  # the watch being read, to shut down on stop()
 
 
@@ -135,8 +136,9 @@ class KubeCache(Generic[T]):
             self._cond.notify_all()
         for response in responses:
             _shutdown(response)
+        deadline = time.monotonic() + timeout
         for t in self._threads:
-            t.join(timeout)
+            t.join(max(0.0, deadline - time.monotonic()))
         alive = [t.name for t in self._threads if t.is_alive()]
         self._threads = []
         if alive:
@@ -251,6 +253,15 @@ class KubeCache(Generic[T]):
             state = self._ns[namespace]
             if not state.listed:
                 state.error = NamespaceError(str(error), error.kind)
+            if state.failing_since is None:
+                state.failing_since = time.monotonic()
+
+    def failing_for(self, namespace: str) -> float | None:
+        """Seconds since the namespace's list or watch started failing (its objects may be stale
+        since then: a patch's resourceVersion still guards the write); None while it is read."""
+        with self._cond:
+            since = self._ns[namespace].failing_since
+        return None if since is None else time.monotonic() - since
 
     def _list(self, namespace: str) -> str:
         """LIST every page; replace the namespace's objects; the list's resourceVersion."""
@@ -277,6 +288,7 @@ class KubeCache(Generic[T]):
             state = self._ns[namespace]
             changes = watch.relist_changes(state.objects, objects) if state.listed else []
             state.objects, state.listed, state.error = objects, True, None
+            state.failing_since = None
             state.version = version
             self._version += 1 + len(changes)
             self._cond.notify_all()
@@ -293,6 +305,7 @@ class KubeCache(Generic[T]):
         heard = 0
         with self._cond:
             self._ns[namespace].response = response
+            self._ns[namespace].failing_since = None
         try:
             if self._stop.is_set():
                 return version, False
