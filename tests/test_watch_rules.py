@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from reconciler.core import annotations as ann
-from reconciler.core.model import Container, ObservedDeployment
+from reconciler.core.model import Container, FieldOwner, ObservedDeployment
 from reconciler.core.watch import (
     Backoff,
     ended_too_soon,
@@ -63,8 +65,26 @@ def test_slim_keeps_only_the_annotations_something_reads() -> None:
         ann.CHANGE_CAUSE: "reconciler: ...",
         "deployment.kubernetes.io/revision": "3",
     }
-    lean = slim(d)
-    assert slim(lean) is lean
+    assert slim(d) == slim(slim(d))
+    assert replace(slim(d), annotations=d.annotations) == d  # nothing else changes
+
+
+def test_slim_shares_the_strings_deployments_repeat() -> None:
+    def made(name: str) -> ObservedDeployment:
+        # strings built at run time, as json.loads makes them: equal, not the same object
+        sidecar = "".join(["envoyproxy/envoy:", "v1.30.1"])
+        return ObservedDeployment(
+            "".join(["w", "eb"]),
+            name,
+            (Container("".join(["a", "pp"]), f"img/{name}:1"), Container("proxy", sidecar)),
+            image_owners={"".join(["a", "pp"]): FieldOwner("".join(["kube", "ctl"]))},
+        )
+
+    a, b = slim(made("a")), slim(made("b"))
+    assert a.namespace is b.namespace
+    assert a.containers[1].image is b.containers[1].image
+    assert a.containers[0].name is b.containers[0].name
+    assert a.image_owners["app"].manager is b.image_owners["app"].manager
 
 
 def test_only_a_silent_watch_cut_early_waits_before_the_next() -> None:

@@ -19,11 +19,10 @@ from __future__ import annotations
 import json
 import logging
 import random
-import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import urllib3
@@ -54,8 +53,7 @@ class Kind(Generic[T]):
 
 
 def _slim_deployment(item: Mapping[str, Any]) -> ObservedDeployment:
-    d = watch.slim(observed(item))
-    return replace(d, namespace=sys.intern(d.namespace))  # one string per namespace
+    return watch.slim(observed(item))
 
 
 DEPLOYMENTS: Kind[ObservedDeployment] = Kind("apps/v1", "deployments", _slim_deployment)

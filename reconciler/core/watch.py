@@ -7,13 +7,14 @@ is decided here, on plain values.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
 from reconciler.core import annotations as ann
-from reconciler.core.model import NamespaceView, ObservedDeployment
+from reconciler.core.model import Container, FieldOwner, NamespaceView, ObservedDeployment
 
 T = TypeVar("T")
 
@@ -93,9 +94,22 @@ def kept_annotations(annotations: Mapping[str, str]) -> dict[str, str]:
 
 
 def slim(d: ObservedDeployment) -> ObservedDeployment:
-    """The observed Deployment with only the annotations the reconciler reads."""
-    kept = kept_annotations(d.annotations)
-    return d if len(kept) == len(d.annotations) else replace(d, annotations=kept)
+    """The observed Deployment with only the annotations the reconciler reads, its strings that
+    many Deployments repeat (namespace, container names and images, field managers, keys) shared
+    rather than held once per Deployment."""
+    i = sys.intern
+    return replace(
+        d,
+        namespace=i(d.namespace),
+        containers=tuple(Container(i(c.name), i(c.image)) for c in d.containers),
+        init_containers=tuple(Container(i(c.name), i(c.image)) for c in d.init_containers),
+        annotations={i(k): v for k, v in kept_annotations(d.annotations).items()},
+        image_owners={
+            i(k): FieldOwner(i(o.manager), i(o.operation), o.time)
+            for k, o in d.image_owners.items()
+        },
+        selector={i(k): v for k, v in d.selector.items()},
+    )
 
 
 class WorkloadCache(Protocol):
