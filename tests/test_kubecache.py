@@ -17,9 +17,10 @@ import pytest
 
 from reconciler.adapters.kube import KubeCluster
 from reconciler.adapters.kubecache import KubeCache, deployment_cache
+from reconciler.core.errors import ErrorKind
 from reconciler.core.model import NamespaceError, ObservedDeployment
 from reconciler.core.watch import Backoff
-from testkit.controlplane import ControlPlane
+from testkit.controlplane import ControlPlane, impersonating_api_client
 from testkit.deployments import create_deployment
 from testkit.tcpproxy import TcpProxy
 from testkit.wait import wait_until
@@ -118,6 +119,47 @@ def test_not_synced_until_every_namespace_has_listed(
         assert not isinstance(seen, NamespaceError) and sorted(seen) == ["c"]
         unwatched = cache.observe(["elsewhere"])["elsewhere"]
         assert isinstance(unwatched, NamespaceError) and "not watched" in unwatched.reason
+
+
+def _grant_list_watch(api: Any, namespace: str, sa_name: str) -> None:
+    k8s = kubernetes.client
+    rbac = k8s.RbacAuthorizationV1Api(api)
+    rule = k8s.V1PolicyRule(api_groups=["apps"], resources=["deployments"], verbs=["list", "watch"])
+    meta = k8s.V1ObjectMeta(name="cache-reader")
+    rbac.create_namespaced_role(namespace, k8s.V1Role(metadata=meta, rules=[rule]))
+    ref = k8s.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name="cache-reader")
+    subject = k8s.RbacV1Subject(kind="ServiceAccount", name=sa_name, namespace=namespace)
+    rbac.create_namespaced_role_binding(
+        namespace, k8s.V1RoleBinding(metadata=meta, role_ref=ref, subjects=[subject])
+    )
+
+
+def test_a_forbidden_namespace_is_its_own_failure_and_keeps_the_cache_unready(
+    control_plane: ControlPlane, kube_api_client: Any, k8s_namespace: str
+) -> None:
+    allowed, denied = k8s_namespace, f"{k8s_namespace[:50]}-denied"
+    kubernetes.client.CoreV1Api(kube_api_client).create_namespace(_ns(denied))
+    _grant_list_watch(kube_api_client, allowed, "cache-reader")
+    create_deployment(kube_api_client, allowed, "a", "img/a:1")
+    with (
+        impersonating_api_client(control_plane, allowed, "cache-reader") as api,
+        deployment_cache(api, [allowed, denied], backoff=FAST) as cache,
+    ):
+        wait_until(
+            lambda: not isinstance(cache.observe([allowed])[allowed], NamespaceError),
+            "the allowed namespace to list",
+        )
+
+        def forbidden() -> bool:
+            view = cache.observe([denied])[denied]
+            return isinstance(view, NamespaceError) and view.kind is ErrorKind.FORBIDDEN
+
+        wait_until(forbidden, "the denied namespace to say it is forbidden")
+        view = cache.observe([denied])[denied]
+        assert isinstance(view, NamespaceError) and "forbidden by RBAC" in view.reason
+        assert not cache.synced
+        _set_image(kube_api_client, allowed, "a", "img/a:2")
+        assert cache.wait_until(lambda: _image(cache, allowed, "a") == "img/a:2", 10)
 
 
 def test_a_watch_cut_mid_stream_resumes_from_its_resource_version(
