@@ -16,14 +16,18 @@ import kubernetes
 import pytest
 
 from reconciler.adapters.kube import KubeCluster
-from reconciler.adapters.kubecache import KubeCache, deployment_cache
+from reconciler.adapters.kubecache import CachedCluster, KubeCache, deployment_cache
+from reconciler.core import config
+from reconciler.core.engine import Engine, SyncRequest
 from reconciler.core.errors import ErrorKind
 from reconciler.core.model import NamespaceError, ObservedDeployment
+from reconciler.core.ports import Cluster
 from reconciler.core.watch import Backoff
 from testkit.controlplane import ControlPlane, impersonating_api_client
-from testkit.deployments import create_deployment
+from testkit.deployments import create_deployment, get_deployment
 from testkit.tcpproxy import TcpProxy
 from testkit.wait import wait_until
+from tests.fakes import FakeHeads, FakeVerifier
 
 FAST = Backoff(base=0.1, cap=0.5)
 
@@ -268,3 +272,40 @@ def test_stop_ends_every_thread_even_while_backing_off(
     wait_until(lambda: cache.stats.reconnects >= 3, "every namespace to back off")
     cache.stop()
     assert _cache_threads() == []
+
+
+def test_a_sync_planned_on_a_stale_cache_meets_a_conflict_and_writes_right(
+    kube_api_client: Any, cache_api: Any, proxy: TcpProxy, k8s_namespace: str
+) -> None:
+    ns = k8s_namespace
+    create_deployment(kube_api_client, ns, "blog", "gcr.io/p/blog:old")
+    cfg = config.parse(
+        f'[defaults]\nnamespace = "{ns}"\nimage = "gcr.io/p/{{repo}}:{{sha}}"\n'
+        'verify = "none"\n\n[sites.blog]\nrepo = "acme/blog"\ncontainer = "app"\n'
+    )
+    heads = FakeHeads()
+    heads.set("acme/blog", None, "1" * 40)
+    with deployment_cache(cache_api, [ns], backoff=FAST) as cache:
+        wait_until(lambda: cache.synced and proxy.live >= 1, "the watch to open")
+        proxy.refuse()  # the cache stops hearing: what it holds goes stale
+        wait_until(lambda: cache.stats.reconnects >= 1, "the cache to lose the API server")
+        stale = cache.get(ns, "blog")
+        assert stale is not None
+        # someone else changes the Deployment meanwhile (not its image)
+        kubernetes.client.AppsV1Api(kube_api_client).patch_namespaced_deployment(
+            "blog", ns, {"metadata": {"labels": {"team": "web"}}}
+        )
+        port: Cluster = CachedCluster(cache, KubeCluster(kube_api_client))
+        engine = Engine(heads=heads, cluster=port, verifier=FakeVerifier())
+        engine.conflict_pause = lambda attempt: 0.0
+        report = engine.run(cfg, SyncRequest(trigger="test"))
+
+        (result,) = report.results
+        assert result.ok and result.applied, result.as_dict()
+        live = KubeCluster(kube_api_client).read(ns, "blog")
+        assert live is not None and live.resource_version != stale.resource_version
+        images = {c.name: c.image for c in live.containers}
+        assert images["app"] == "gcr.io/p/blog:" + "1" * 40
+        raw = get_deployment(kube_api_client, ns, "blog")
+        assert raw["metadata"]["labels"].get("team") == "web", "the other change is kept"
+        assert _image(cache, ns, "blog") == "gcr.io/p/blog:old", "planned on a stale cache"

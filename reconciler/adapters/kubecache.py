@@ -28,10 +28,17 @@ from typing import Any, Generic, TypeVar
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from reconciler.adapters.kube import LIST_PAGE, check_response, observed, request
+from reconciler.adapters.kube import LIST_PAGE, KubeCluster, check_response, observed, request
 from reconciler.core import watch
 from reconciler.core.errors import ErrorKind, KubernetesError
-from reconciler.core.model import NamespaceError, ObservedDeployment
+from reconciler.core.model import (
+    ApplyResult,
+    DeploymentPatch,
+    ImageChange,
+    NamespaceError,
+    NamespaceView,
+    ObservedDeployment,
+)
 
 log = logging.getLogger(__name__)
 
@@ -401,6 +408,37 @@ def deployment_cache(
 ) -> KubeCache[ObservedDeployment]:
     """The cache of the Deployments of `namespaces` (options as KubeCache's)."""
     return KubeCache(api, namespaces, DEPLOYMENTS, **options)
+
+
+class CachedCluster:
+    """The engine's Cluster port with its reads from the cache: observe() asks the API server
+    nothing. Every write still goes through `cluster` and carries the resourceVersion it was
+    planned against, so a stale cache costs a 409 and a fresh read (cluster.read), never a wrong
+    write. (serve would build one; the CLI keeps KubeCluster's LIST per namespace.)"""
+
+    def __init__(self, cache: KubeCache[ObservedDeployment], cluster: KubeCluster) -> None:
+        self.cache = cache
+        self.cluster = cluster
+
+    def observe(self, namespaces: Collection[str]) -> Mapping[str, NamespaceView]:
+        return self.cache.observe(namespaces)
+
+    def read(self, namespace: str, name: str) -> ObservedDeployment | None:
+        return self.cluster.read(namespace, name)
+
+    def apply(self, change: ImageChange, *, dry_run: bool) -> ApplyResult:
+        return self.cluster.apply(change, dry_run=dry_run)
+
+    def patch(self, patch: DeploymentPatch, *, dry_run: bool) -> ApplyResult:
+        return self.cluster.patch(patch, dry_run=dry_run)
+
+    def pod_troubles(
+        self, namespace: str, selector: Mapping[str, str], container: str, image: str
+    ) -> tuple[str, ...]:
+        return self.cluster.pod_troubles(namespace, selector, container, image)
+
+    def settle(self) -> None:
+        self.cluster.settle()
 
 
 def _events(response: Any) -> Iterator[Mapping[str, Any]]:
