@@ -166,6 +166,28 @@ def test_a_forbidden_namespace_is_its_own_failure_and_keeps_the_cache_unready(
         assert cache.wait_until(lambda: _image(cache, allowed, "a") == "img/a:2", 10)
 
 
+def test_namespaces_added_and_dropped_while_running(
+    kube_api_client: Any, cache_api: Any, k8s_namespace: str
+) -> None:
+    first, second = k8s_namespace, f"{k8s_namespace[:50]}-2"
+    kubernetes.client.CoreV1Api(kube_api_client).create_namespace(_ns(second))
+    create_deployment(kube_api_client, first, "a", "img/a:1")
+    create_deployment(kube_api_client, second, "b", "img/b:1")
+    with deployment_cache(cache_api, [first], backoff=FAST) as cache:
+        wait_until(lambda: cache.synced, "the first namespace to list")
+        assert _cache_threads() == [f"kubecache-{first}"]
+        cache.set_namespaces([first, second])
+        wait_until(lambda: cache.synced, "the added namespace to list")
+        assert _image(cache, second, "b") == "img/b:1"
+        cache.set_namespaces([second])
+        assert _cache_threads() == [f"kubecache-{second}"]
+        dropped = cache.observe([first])[first]
+        assert isinstance(dropped, NamespaceError) and "not watched" in dropped.reason
+        _set_image(kube_api_client, second, "b", "img/b:2")
+        assert cache.wait_until(lambda: _image(cache, second, "b") == "img/b:2", 10)
+    assert _cache_threads() == []
+
+
 def test_a_watch_cut_mid_stream_resumes_from_its_resource_version(
     kube_api_client: Any, cache_api: Any, proxy: TcpProxy, k8s_namespace: str
 ) -> None:

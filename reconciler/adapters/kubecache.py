@@ -85,6 +85,9 @@ class Stats:
 
 @dataclass
 class _Namespace(Generic[T]):
+    name: str
+    stop: threading.Event = field(default_factory=threading.Event)  # set: its thread ends
+    thread: threading.Thread | None = None
     objects: dict[str, T] = field(default_factory=dict)
     listed: bool = False
     version: str = ""  # the last resourceVersion applied (a list's, an event's, a bookmark's)
@@ -112,42 +115,57 @@ class KubeCache(Generic[T]):
         self.backoff = backoff
         self.stats = Stats()
         self._rng = rng or random.Random()
-        self._ns: dict[str, _Namespace[T]] = {n: _Namespace() for n in sorted(set(namespaces))}
+        self._ns: dict[str, _Namespace[T]] = {n: _Namespace(n) for n in sorted(set(namespaces))}
         self._cond = threading.Condition()
         self._version = 0
         self._callbacks: list[Callback] = []
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._running = False
         _pool_at_least(api, len(self._ns) + 2)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._threads:
-            raise RuntimeError("the cache is already started")
-        self._stop.clear()
-        for namespace in self._ns:
-            t = threading.Thread(
-                target=self._run, args=(namespace,), name=f"kubecache-{namespace}", daemon=True
-            )
-            self._threads.append(t)
-            t.start()
+        with self._cond:
+            if self._running:
+                raise RuntimeError("the cache is already started")
+            self._running = True
+            states = list(self._ns.values())
+        for state in states:
+            self._start_one(state)
+
+    def _start_one(self, state: _Namespace[T]) -> None:
+        state.stop.clear()
+        state.thread = threading.Thread(
+            target=self._run, args=(state,), name=f"kubecache-{state.name}", daemon=True
+        )
+        state.thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """End every thread: no new request starts, the watches being read are shut down."""
-        self._stop.set()
         with self._cond:
-            responses = [s.response for s in self._ns.values() if s.response is not None]
+            self._running = False
+            states = list(self._ns.values())
             self._cond.notify_all()
-        for response in responses:
-            _shutdown(response)
-        deadline = time.monotonic() + timeout
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        alive = [t.name for t in self._threads if t.is_alive()]
-        self._threads = []
-        if alive:
-            raise RuntimeError(f"cache threads did not stop within {timeout}s: {alive}")
+        _end(states, timeout)
+
+    def set_namespaces(self, namespaces: Collection[str], timeout: float = 10.0) -> None:
+        """Watch these namespaces from now on (a reloaded sites.toml): new ones are listed (the
+        cache is not synced until they are), dropped ones end their thread and are forgotten."""
+        wanted = set(namespaces)
+        with self._cond:
+            dropped = [s for n, s in self._ns.items() if n not in wanted]
+            added = [_Namespace[T](n) for n in sorted(wanted - set(self._ns))]
+            for state in dropped:
+                del self._ns[state.name]
+            self._ns.update((s.name, s) for s in added)
+            running = self._running
+            self._version += 1
+            self._cond.notify_all()
+        _pool_at_least(self.api, len(wanted) + 2)
+        _end(dropped, timeout)
+        if running:
+            for state in added:
+                self._start_one(state)
 
     def __enter__(self) -> KubeCache[T]:
         self.start()
@@ -191,7 +209,8 @@ class KubeCache(Generic[T]):
     def resource_version(self, namespace: str) -> str:
         """The last resourceVersion the namespace's list or watch brought ("" before a list)."""
         with self._cond:
-            return self._ns[namespace].version
+            state = self._ns.get(namespace)
+            return "" if state is None else state.version
 
     def get(self, namespace: str, name: str) -> T | None:
         with self._cond:
@@ -200,7 +219,7 @@ class KubeCache(Generic[T]):
 
     def wait_for_change(self, after: int, timeout: float) -> int:
         with self._cond:
-            self._cond.wait_for(lambda: self._version > after or self._stop.is_set(), timeout)
+            self._cond.wait_for(lambda: self._version > after or not self._running, timeout)
             return self._version
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
@@ -221,14 +240,15 @@ class KubeCache(Generic[T]):
 
     # -- the namespace's thread ------------------------------------------------------------------
 
-    def _run(self, namespace: str) -> None:
+    def _run(self, state: _Namespace[T]) -> None:
+        namespace = state.name
         version: str | None = None
         attempt = 0
-        while not self._stop.is_set():
+        while not state.stop.is_set():
             try:
                 if version is None:
-                    version = self._list(namespace)
-                version, too_soon = self._watch(namespace, version)
+                    version = self._list(state)
+                version, too_soon = self._watch(state, version)
                 attempt = attempt + 1 if too_soon else 0  # no hot loop on watches cut at once
             except Gone:
                 log.info(
@@ -240,22 +260,21 @@ class KubeCache(Generic[T]):
             except KubernetesError as error:
                 attempt += 1
                 self._count("reconnects")
-                self._failed(namespace, error)
+                self._failed(state, error)
                 log.warning("%s (attempt %d)", error, attempt)
             except Exception:  # never let one namespace's thread die: log it, back off, retry
                 attempt += 1
                 self._count("reconnects")
                 log.exception("watching %s in %s failed", self.kind.plural, namespace)
             if attempt:
-                self._stop.wait(self.backoff.delay(attempt, self._rng.random()))
+                state.stop.wait(self.backoff.delay(attempt, self._rng.random()))
 
     def _count(self, what: str, n: int = 1) -> None:
         with self._cond:
             setattr(self.stats, what, getattr(self.stats, what) + n)
 
-    def _failed(self, namespace: str, error: KubernetesError) -> None:
+    def _failed(self, state: _Namespace[T], error: KubernetesError) -> None:
         with self._cond:
-            state = self._ns[namespace]
             if not state.listed:
                 state.error = NamespaceError(str(error), error.kind)
             if state.failing_since is None:
@@ -265,11 +284,13 @@ class KubeCache(Generic[T]):
         """Seconds since the namespace's list or watch started failing (its objects may be stale
         since then: a patch's resourceVersion still guards the write); None while it is read."""
         with self._cond:
-            since = self._ns[namespace].failing_since
+            state = self._ns.get(namespace)
+            since = None if state is None else state.failing_since
         return None if since is None else time.monotonic() - since
 
-    def _list(self, namespace: str) -> str:
+    def _list(self, state: _Namespace[T]) -> str:
         """LIST every page; replace the namespace's objects; the list's resourceVersion."""
+        namespace = state.name
         objects: dict[str, T] = {}
         token: str | None = None
         while True:
@@ -290,7 +311,6 @@ class KubeCache(Generic[T]):
                 break
         version = str(meta.get("resourceVersion") or "")
         with self._cond:
-            state = self._ns[namespace]
             changes = watch.relist_changes(state.objects, objects) if state.listed else []
             state.objects, state.listed, state.error = objects, True, None
             state.failing_since = None
@@ -300,31 +320,31 @@ class KubeCache(Generic[T]):
         self._tell(namespace, changes)
         return version
 
-    def _watch(self, namespace: str, version: str) -> tuple[str, bool]:
+    def _watch(self, state: _Namespace[T], version: str) -> tuple[str, bool]:
         """Watch from `version` until the watch ends: the last version seen, and whether it ended
         too soon (core.watch.ended_too_soon)."""
         seconds = watch.watch_seconds(*self.watch_seconds, self._rng.random())
         started = time.monotonic()
         self._count("watches")
-        response = self._open_watch(namespace, version, seconds)
+        response = self._open_watch(state.name, version, seconds)
         heard = 0
         with self._cond:
-            self._ns[namespace].response = response
-            self._ns[namespace].failing_since = None
+            state.response = response
+            state.failing_since = None
         try:
-            if self._stop.is_set():
+            if state.stop.is_set():
                 return version, False
             for event in _events(response):
                 heard += 1
-                version = self._apply(namespace, event) or version
+                version = self._apply(state, event) or version
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-            if self._stop.is_set():
+            if state.stop.is_set():
                 return version, False
-            action = f"watch {self.kind.plural} in {namespace} (cut after {heard} events)"
+            action = f"watch {self.kind.plural} in {state.name} (cut after {heard} events)"
             raise check_response(exc, action, self.host) from exc
         finally:
             with self._cond:
-                self._ns[namespace].response = None
+                state.response = None
             response.release_conn()
         return version, watch.ended_too_soon(heard, time.monotonic() - started, seconds)
 
@@ -357,7 +377,8 @@ class KubeCache(Generic[T]):
             raise check_response(exc, action, self.host) from exc
         return response
 
-    def _apply(self, namespace: str, event: Mapping[str, Any]) -> str:
+    def _apply(self, state: _Namespace[T], event: Mapping[str, Any]) -> str:
+        namespace = state.name
         kind = event.get("type")
         if watch.is_gone(event):
             raise Gone
@@ -371,17 +392,17 @@ class KubeCache(Generic[T]):
         if kind == watch.EventType.BOOKMARK:
             with self._cond:
                 self.stats.bookmarks += 1  # under the lock, as every count
-                self._ns[namespace].version = watch.event_version(event)
+                state.version = watch.event_version(event)
             return watch.event_version(event)
         name = watch.event_name(event)
         value = None if kind == watch.EventType.DELETED else self.kind.reduce(event["object"])
         with self._cond:
-            objects = self._ns[namespace].objects
+            objects = state.objects
             if value is None:
                 objects.pop(name, None)
             else:
                 objects[name] = value
-            self._ns[namespace].version = watch.event_version(event)
+            state.version = watch.event_version(event)
             self._version += 1
             self.stats.events += 1
             self._cond.notify_all()
@@ -452,6 +473,24 @@ def _events(response: Any) -> Iterator[Mapping[str, Any]]:
                 yield json.loads(line)
     if pending.strip():
         yield json.loads(pending)
+
+
+def _end(states: list[_Namespace[Any]], timeout: float) -> None:
+    """Stop the namespaces' threads: shut down the watches they read, join them."""
+    for state in states:
+        state.stop.set()
+        response = state.response
+        if response is not None:
+            _shutdown(response)
+    deadline = time.monotonic() + timeout
+    for state in states:
+        if state.thread is not None:
+            state.thread.join(max(0.0, deadline - time.monotonic()))
+    alive = [s.thread.name for s in states if s.thread is not None and s.thread.is_alive()]
+    if alive:
+        raise RuntimeError(f"cache threads did not stop within {timeout}s: {alive}")
+    for state in states:
+        state.thread = None
 
 
 def _pool_at_least(api: Any, size: int) -> None:
