@@ -22,7 +22,7 @@ from reconciler.core.engine import Engine, SyncRequest
 from reconciler.core.errors import ErrorKind
 from reconciler.core.model import NamespaceError, ObservedDeployment
 from reconciler.core.ports import Cluster
-from reconciler.core.watch import Backoff
+from reconciler.core.watch import Backoff, WorkloadCache
 from testkit.controlplane import ControlPlane, impersonating_api_client
 from testkit.deployments import create_deployment, get_deployment
 from testkit.tcpproxy import TcpProxy
@@ -80,7 +80,8 @@ def test_lists_like_the_sync_then_follows_changes_and_deletions(
     create_deployment(kube_api_client, ns, "b", "img/b:1")
     heard: list[tuple[str, str, ObservedDeployment | None]] = []
     with deployment_cache(cache_api, [ns], backoff=FAST) as cache:
-        cache.subscribe(lambda n, name, v: heard.append((n, name, v)))
+        port: WorkloadCache = cache  # the port serve and the follower would read
+        port.subscribe(lambda n, name, v: heard.append((n, name, v)))
         wait_until(lambda: cache.synced, "the cache to list")
         assert cache.failing_for(ns) is None
         # the same values as the sync's LIST per namespace
