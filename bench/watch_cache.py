@@ -73,6 +73,7 @@ def idle_requests(
         elapsed = time.monotonic() - t0
         requests = cache.stats.lists - lists + cache.stats.watches - watches
         bookmarks, relists = cache.stats.bookmarks, cache.stats.relists
+        reconnects = cache.stats.reconnects
     per_ns_hour = requests / len(namespaces) * 3600 / elapsed
     scaled = per_ns_hour * watch / DEFAULT_WATCH_MEAN
     return {
@@ -83,6 +84,7 @@ def idle_requests(
         "bookmarks": bookmarks,
         "bookmarks_per_namespace_hour": round(bookmarks / len(namespaces) * 3600 / elapsed, 1),
         "relists": relists,
+        "reconnects": reconnects,
         "per_namespace_hour_at_this_timeout": round(per_ns_hour, 1),
         "per_namespace_hour_at_default_timeout": round(scaled, 1),
         "per_hour_100_namespaces_at_default_timeout": round(scaled * 100),

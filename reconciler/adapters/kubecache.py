@@ -69,6 +69,12 @@ def _slim_deployment(item: Mapping[str, Any]) -> ObservedDeployment:
 
 DEPLOYMENTS: Kind[ObservedDeployment] = Kind("apps/v1", "deployments", _slim_deployment)
 BACKOFF = watch.Backoff()
+# Opening a watch waits for its headers as long as a LIST waits for its answer; once open, a
+# read may wait until the server's own timeoutSeconds (plus a margin) before the connection
+# counts as dead. A request being sent cannot be interrupted: with urllib3's retries (3 by
+# default) of the connect, STOP_TIMEOUT bounds what stop() may have to wait for.
+OPEN_TIMEOUT = (5.0, 30.0)
+STOP_TIMEOUT = 60.0
 
 
 class Gone(Exception):
@@ -144,15 +150,16 @@ class KubeCache(Generic[T]):
         )
         state.thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """End every thread: no new request starts, the watches being read are shut down."""
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """End every thread: no new request starts, the watches being read are shut down (at
+        once); a request being sent ends by its own timeout (STOP_TIMEOUT bounds them)."""
         with self._cond:
             self._running = False
             states = list(self._ns.values())
             self._cond.notify_all()
         _end(states, timeout)
 
-    def set_namespaces(self, namespaces: Collection[str], timeout: float = 10.0) -> None:
+    def set_namespaces(self, namespaces: Collection[str], timeout: float = STOP_TIMEOUT) -> None:
         """Watch these namespaces from now on (a reloaded sites.toml): new ones are listed (the
         cache is not synced until they are), dropped ones end their thread and are forgotten."""
         wanted = set(namespaces)
@@ -369,7 +376,7 @@ class KubeCache(Generic[T]):
             auth_settings=["BearerToken"],
         )
         try:
-            wrapped = self.api.call_api(*serialized, _request_timeout=(5.0, seconds + 30.0))
+            wrapped = self.api.call_api(*serialized, _request_timeout=OPEN_TIMEOUT)
             response = wrapped.response  # the urllib3 response, its body not read yet
             if response.status == 410:
                 response.release_conn()
@@ -377,6 +384,7 @@ class KubeCache(Generic[T]):
             if not 200 <= response.status <= 299:
                 wrapped.read()
                 raise ApiException.from_response(http_resp=wrapped, body=None, data=None)
+            _read_timeout(response, seconds + 30.0)
         except (ApiException, urllib3.exceptions.HTTPError) as exc:
             raise check_response(exc, action, self.host) from exc
         return response
@@ -507,6 +515,13 @@ def _pool_at_least(api: Any, size: int) -> None:
     pool_kw = getattr(getattr(api.rest_client, "pool_manager", None), "connection_pool_kw", None)
     if isinstance(pool_kw, dict):
         pool_kw["maxsize"] = max(pool_kw.get("maxsize") or 0, size)
+
+
+def _read_timeout(response: Any, seconds: float) -> None:
+    """Let the reads of an open watch wait `seconds` (the request's timeout was for its headers)."""
+    sock = getattr(response.connection, "sock", None)
+    if sock is not None:
+        sock.settimeout(seconds)
 
 
 def _shutdown(response: Any) -> None:
