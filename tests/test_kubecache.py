@@ -26,7 +26,7 @@ from reconciler.core.watch import Backoff, WorkloadCache
 from testkit.controlplane import ControlPlane, impersonating_api_client
 from testkit.deployments import create_deployment, get_deployment
 from testkit.tcpproxy import TcpProxy
-from testkit.wait import wait_until
+from testkit.wait import stays, wait_until
 from tests.fakes import FakeHeads, FakeVerifier
 
 FAST = Backoff(base=0.1, cap=0.5)
@@ -187,6 +187,17 @@ def test_namespaces_added_and_dropped_while_running(
         _set_image(kube_api_client, second, "b", "img/b:2")
         assert cache.wait_until(lambda: _image(cache, second, "b") == "img/b:2", 10)
     assert _cache_threads() == []
+
+
+def test_a_quiet_watch_is_not_cut_by_the_timeout_for_its_headers(
+    cache_api: Any, k8s_namespace: str
+) -> None:
+    # headers within 1 s; then nothing is said for the watch's 4 s: no read may time out
+    options: dict[str, Any] = {"open_timeout": (5.0, 1.0), "watch_seconds": (4, 4)}
+    with deployment_cache(cache_api, [k8s_namespace], backoff=FAST, **options) as cache:
+        wait_until(lambda: cache.synced, "the cache to list")
+        stays(lambda: cache.stats.reconnects == 0, 6, "a quiet watch was cut as dead")
+        assert cache.stats.watches >= 2  # ran its course and was renewed
 
 
 def test_a_watch_cut_mid_stream_resumes_from_its_resource_version(

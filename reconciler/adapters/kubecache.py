@@ -117,12 +117,14 @@ class KubeCache(Generic[T]):
         *,
         watch_seconds: tuple[int, int] = (300, 600),
         backoff: watch.Backoff = BACKOFF,
+        open_timeout: tuple[float, float] = OPEN_TIMEOUT,
         rng: random.Random | None = None,
     ) -> None:
         self.api = api
         self.kind = kind
         self.watch_seconds = watch_seconds
         self.backoff = backoff
+        self.open_timeout = open_timeout
         self.stats = Stats()
         self._rng = rng or random.Random()
         self._ns: dict[str, _Namespace[T]] = {n: _Namespace(n) for n in sorted(set(namespaces))}
@@ -376,7 +378,7 @@ class KubeCache(Generic[T]):
             auth_settings=["BearerToken"],
         )
         try:
-            wrapped = self.api.call_api(*serialized, _request_timeout=OPEN_TIMEOUT)
+            wrapped = self.api.call_api(*serialized, _request_timeout=self.open_timeout)
             response = wrapped.response  # the urllib3 response, its body not read yet
             if response.status == 410:
                 response.release_conn()
