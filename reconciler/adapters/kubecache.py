@@ -258,9 +258,10 @@ class KubeCache(Generic[T]):
         version: str | None = None
         attempt = 0
         while not state.stop.is_set():
+            listed = False
             try:
                 if version is None:
-                    version = self._list(state)
+                    version, listed = self._list(state), True
                 version, too_soon = self._watch(state, version)
                 attempt = attempt + 1 if too_soon else 0  # no hot loop on watches cut at once
             except Gone:
@@ -268,8 +269,9 @@ class KubeCache(Generic[T]):
                     "%s in %s: version %s is gone, re-listing", self.kind.plural, namespace, version
                 )
                 self._count("relists")
-                version, attempt = None, 0
-                continue
+                version = None
+                # a version gone the moment it was listed: back off rather than LIST in a loop
+                attempt = attempt + 1 if listed else 0
             except KubernetesError as error:
                 attempt += 1
                 self._count("reconnects")
