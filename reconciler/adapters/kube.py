@@ -370,6 +370,11 @@ def _status(item: Mapping[str, Any]) -> DeploymentStatus | None:
     )
 
 
+def observed(item: Mapping[str, Any]) -> ObservedDeployment:
+    """The ObservedDeployment of one Deployment as the API server returns it."""
+    return _observed(item)
+
+
 def _observed(item: Mapping[str, Any]) -> ObservedDeployment:
     meta = item.get("metadata") or {}
     pod = ((item.get("spec") or {}).get("template") or {}).get("spec") or {}

@@ -409,7 +409,7 @@ def test_secondary_limit_on_concurrency() -> None:
 
 def test_many_concurrent_connections_and_latency() -> None:
     with GitHubStandIn(
-        tokens=[TOKEN], max_concurrent=1000, latency_median_ms=500, latency_sigma=0
+        tokens=[TOKEN], max_concurrent=1000, latency_median_ms=2000, latency_sigma=0
     ) as gh:
         gh.add_repo("o/r")
         outcomes: list[int | str] = []
@@ -427,17 +427,15 @@ def test_many_concurrent_connections_and_latency() -> None:
             with lock:
                 outcomes.append(outcome)
 
-        started = time.monotonic()
         threads = [threading.Thread(target=call) for _ in range(150)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        elapsed = time.monotonic() - started
         # The anonymous limit is 60/h per IP: 60 succeed, the rest are rate limited.
         assert sorted(outcomes, key=str) == [200] * 60 + [403] * 90
+        # each answer takes 2 s, far longer than 150 released threads take to send: most overlap
         assert gh.stats()["max_in_flight"] > 100
-        assert 0.5 <= elapsed < 20
 
 
 def test_latency_is_lognormal_around_median() -> None:

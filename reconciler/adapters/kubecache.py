@@ -1,0 +1,536 @@
+"""A watch-fed cache of the workloads the reconciler manages: LIST, then WATCH, per namespace.
+
+One thread per namespace lists the kind (paged, as KubeCluster.observe does), then watches from
+the list's resourceVersion with allowWatchBookmarks, resuming from the last resourceVersion it
+saw whenever the watch ends (the server's timeoutSeconds, a dropped connection). A resume the
+API server answers with 410 Gone (its window no longer holds that version: a restart, etcd
+compaction) is followed by a fresh LIST, which replaces the namespace's objects and reports
+what changed meanwhile. Failures reconnect after a bounded, jittered backoff (core.watch.Backoff).
+
+Only what the reconciler reads is kept: the observed-Deployment value KubeCluster builds, with
+the annotations cut to the ones anything reads (core.watch.slim). Readers get a namespace's
+objects as the sync's LIST gives them (observe), a change counter to wait on (wait_for_change)
+and callbacks (subscribe); it fits core.watch.WorkloadCache. The threads are the cache's own:
+start() starts them, set_namespaces() starts and ends them as sites.toml changes, stop() ends
+every one of them (it shuts down the sockets their reads block on) and joins them.
+
+CachedCluster is the engine's Cluster port reading the cache and writing through KubeCluster.
+Not wired into serve yet.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+from reconciler.adapters.kube import LIST_PAGE, KubeCluster, check_response, observed, request
+from reconciler.core import watch
+from reconciler.core.errors import ErrorKind, KubernetesError
+from reconciler.core.model import (
+    ApplyResult,
+    DeploymentPatch,
+    ImageChange,
+    NamespaceError,
+    NamespaceView,
+    ObservedDeployment,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Callback = Callable[[str, str, Any], None]
+
+
+@dataclass(frozen=True)
+class Kind(Generic[T]):
+    """A kind the cache can hold: where its objects live and the value one becomes."""
+
+    group_version: str  # "apps/v1", or "v1" for the core group
+    plural: str  # "deployments"
+    reduce: Callable[[Mapping[str, Any]], T]
+
+    def path(self, namespace: str) -> str:
+        root = "/api" if "/" not in self.group_version else "/apis"
+        return f"{root}/{self.group_version}/namespaces/{namespace}/{self.plural}"
+
+
+def _slim_deployment(item: Mapping[str, Any]) -> ObservedDeployment:
+    return watch.slim(observed(item))
+
+
+DEPLOYMENTS: Kind[ObservedDeployment] = Kind("apps/v1", "deployments", _slim_deployment)
+BACKOFF = watch.Backoff()
+# Opening a watch waits for its headers as long as a LIST waits for its answer; once open, a
+# read may wait until the server's own timeoutSeconds (plus a margin) before the connection
+# counts as dead. A request being sent cannot be interrupted: with urllib3's retries (3 by
+# default) of the connect, STOP_TIMEOUT bounds what stop() may have to wait for.
+OPEN_TIMEOUT = (5.0, 30.0)
+STOP_TIMEOUT = 60.0
+
+
+class Gone(Exception):
+    """The API server no longer has the resourceVersion we resumed from (410): re-list."""
+
+
+@dataclass
+class Stats:
+    """What the cache asked the API server, and what it heard (for tests and the benchmark)."""
+
+    lists: int = 0  # LIST requests (pages included)
+    watches: int = 0  # WATCH requests
+    relists: int = 0  # fresh LISTs after a 410
+    reconnects: int = 0  # watches that ended in an error and were retried after a backoff
+    events: int = 0  # ADDED / MODIFIED / DELETED applied
+    bookmarks: int = 0
+
+
+@dataclass
+class _Namespace(Generic[T]):
+    name: str
+    stop: threading.Event = field(default_factory=threading.Event)  # set: its thread ends
+    thread: threading.Thread | None = None
+    objects: dict[str, T] = field(default_factory=dict)
+    listed: bool = False
+    version: str = ""  # the last resourceVersion applied (a list's, an event's, a bookmark's)
+    error: NamespaceError | None = None  # the last failure before the first list
+    failing_since: float | None = None  # monotonic time of the first failure since it last read
+    response: Any = None  # the watch being read, to shut down on stop()
+
+
+class KubeCache(Generic[T]):
+    """A LIST + WATCH cache of one kind in some namespaces; see the module docstring."""
+
+    def __init__(
+        self,
+        api: Any,
+        namespaces: Collection[str],
+        kind: Kind[T],
+        *,
+        watch_seconds: tuple[int, int] = (300, 600),
+        backoff: watch.Backoff = BACKOFF,
+        open_timeout: tuple[float, float] = OPEN_TIMEOUT,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.api = api
+        self.kind = kind
+        self.watch_seconds = watch_seconds
+        self.backoff = backoff
+        self.open_timeout = open_timeout
+        self.stats = Stats()
+        self._rng = rng or random.Random()
+        self._ns: dict[str, _Namespace[T]] = {n: _Namespace(n) for n in sorted(set(namespaces))}
+        self._cond = threading.Condition()
+        self._version = 0
+        self._callbacks: list[Callback] = []
+        self._running = False
+        _pool_at_least(api, len(self._ns) + 2)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._cond:
+            if self._running:
+                raise RuntimeError("the cache is already started")
+            self._running = True
+            states = list(self._ns.values())
+        for state in states:
+            self._start_one(state)
+
+    def _start_one(self, state: _Namespace[T]) -> None:
+        state.stop.clear()
+        state.thread = threading.Thread(
+            target=self._run, args=(state,), name=f"kubecache-{state.name}", daemon=True
+        )
+        state.thread.start()
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """End every thread: no new request starts, the watches being read are shut down (at
+        once); a request being sent ends by its own timeout (STOP_TIMEOUT bounds them)."""
+        with self._cond:
+            self._running = False
+            states = list(self._ns.values())
+            self._cond.notify_all()
+        _end(states, timeout)
+
+    def set_namespaces(self, namespaces: Collection[str], timeout: float = STOP_TIMEOUT) -> None:
+        """Watch these namespaces from now on (a reloaded sites.toml): new ones are listed (the
+        cache is not synced until they are), dropped ones end their thread and are forgotten."""
+        wanted = set(namespaces)
+        with self._cond:
+            dropped = [s for n, s in self._ns.items() if n not in wanted]
+            added = [_Namespace[T](n) for n in sorted(wanted - set(self._ns))]
+            for state in dropped:
+                del self._ns[state.name]
+            self._ns.update((s.name, s) for s in added)
+            running = self._running
+            self._version += 1
+            self._cond.notify_all()
+        _pool_at_least(self.api, len(wanted) + 2)
+        _end(dropped, timeout)
+        if running:
+            for state in added:
+                self._start_one(state)
+
+    def __enter__(self) -> KubeCache[T]:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    @property
+    def synced(self) -> bool:
+        with self._cond:
+            return all(s.listed for s in self._ns.values())
+
+    @property
+    def version(self) -> int:
+        with self._cond:
+            return self._version
+
+    def observe(self, namespaces: Collection[str]) -> dict[str, Mapping[str, T] | NamespaceError]:
+        """Each namespace's objects (a copy), as one LIST per namespace would give them; a
+        NamespaceError for one not listed yet or not watched."""
+        out: dict[str, Mapping[str, T] | NamespaceError] = {}
+        with self._cond:
+            for namespace in sorted(set(namespaces)):
+                state = self._ns.get(namespace)
+                if state is None:
+                    out[namespace] = NamespaceError(
+                        f"namespace {namespace} is not watched by the cache", ErrorKind.KUBERNETES
+                    )
+                elif not state.listed:
+                    out[namespace] = state.error or NamespaceError(
+                        f"the cache has not listed {self.kind.plural} in {namespace} yet",
+                        ErrorKind.KUBE_UNREACHABLE,
+                    )
+                else:
+                    out[namespace] = dict(state.objects)
+        return out
+
+    def resource_version(self, namespace: str) -> str:
+        """The last resourceVersion the namespace's list or watch brought ("" before a list)."""
+        with self._cond:
+            state = self._ns.get(namespace)
+            return "" if state is None else state.version
+
+    def get(self, namespace: str, name: str) -> T | None:
+        with self._cond:
+            state = self._ns.get(namespace)
+            return None if state is None else state.objects.get(name)
+
+    def wait_for_change(self, after: int, timeout: float) -> int:
+        with self._cond:
+            self._cond.wait_for(lambda: self._version > after or not self._running, timeout)
+            return self._version
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Block until `predicate()` (called under the cache's lock, after each change) holds."""
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout)
+
+    def subscribe(self, callback: Callback) -> Callable[[], None]:
+        with self._cond:
+            self._callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            with self._cond:
+                if callback in self._callbacks:
+                    self._callbacks.remove(callback)
+
+        return unsubscribe
+
+    # -- the namespace's thread ------------------------------------------------------------------
+
+    def _run(self, state: _Namespace[T]) -> None:
+        namespace = state.name
+        version: str | None = None
+        attempt = 0
+        while not state.stop.is_set():
+            listed = False
+            try:
+                if version is None:
+                    version, listed = self._list(state), True
+                version, too_soon = self._watch(state, version)
+                attempt = attempt + 1 if too_soon else 0  # no hot loop on watches cut at once
+            except Gone:
+                log.info(
+                    "%s in %s: version %s is gone, re-listing", self.kind.plural, namespace, version
+                )
+                self._count("relists")
+                version = None
+                # a version gone the moment it was listed: back off rather than LIST in a loop
+                attempt = attempt + 1 if listed else 0
+            except KubernetesError as error:
+                attempt += 1
+                self._count("reconnects")
+                self._failed(state, error)
+                log.warning("%s (attempt %d)", error, attempt)
+            except Exception:  # never let one namespace's thread die: log it, back off, retry
+                attempt += 1
+                self._count("reconnects")
+                log.exception("watching %s in %s failed", self.kind.plural, namespace)
+            if attempt:
+                state.stop.wait(self.backoff.delay(attempt, self._rng.random()))
+
+    def _count(self, what: str, n: int = 1) -> None:
+        with self._cond:
+            setattr(self.stats, what, getattr(self.stats, what) + n)
+
+    def _failed(self, state: _Namespace[T], error: KubernetesError) -> None:
+        with self._cond:
+            if not state.listed:
+                state.error = NamespaceError(str(error), error.kind)
+            if state.failing_since is None:
+                state.failing_since = time.monotonic()
+
+    def failing_for(self, namespace: str) -> float | None:
+        """Seconds since the namespace's list or watch started failing (its objects may be stale
+        since then: a patch's resourceVersion still guards the write); None while it is read."""
+        with self._cond:
+            state = self._ns.get(namespace)
+            since = None if state is None else state.failing_since
+        return None if since is None else time.monotonic() - since
+
+    def _list(self, state: _Namespace[T]) -> str:
+        """LIST every page; replace the namespace's objects; the list's resourceVersion."""
+        namespace = state.name
+        objects: dict[str, T] = {}
+        token: str | None = None
+        while True:
+            self._count("lists")
+            page = request(
+                self.api,
+                "GET",
+                self.kind.path(namespace),
+                action=f"list {self.kind.plural} in namespace {namespace}",
+                query={"limit": LIST_PAGE, "continue": token},
+            )
+            for item in page.get("items") or []:
+                name = str((item.get("metadata") or {}).get("name") or "")
+                objects[name] = self.kind.reduce(item)
+            meta = page.get("metadata") or {}
+            token = meta.get("continue") or None
+            if not token:
+                break
+        version = str(meta.get("resourceVersion") or "")
+        with self._cond:
+            changes = watch.relist_changes(state.objects, objects) if state.listed else []
+            state.objects, state.listed, state.error = objects, True, None
+            state.failing_since = None
+            state.version = version
+            self._version += 1 + len(changes)
+            self._cond.notify_all()
+        self._tell(namespace, changes)
+        return version
+
+    def _watch(self, state: _Namespace[T], version: str) -> tuple[str, bool]:
+        """Watch from `version` until the watch ends: the last version seen, and whether it ended
+        too soon (core.watch.ended_too_soon)."""
+        seconds = watch.watch_seconds(*self.watch_seconds, self._rng.random())
+        started = time.monotonic()
+        self._count("watches")
+        response = self._open_watch(state.name, version, seconds)
+        heard = 0
+        with self._cond:
+            state.response = response
+            state.failing_since = None
+        try:
+            if state.stop.is_set():
+                return version, False
+            for event in _events(response):
+                heard += 1
+                version = self._apply(state, event) or version
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            if state.stop.is_set():
+                return version, False
+            action = f"watch {self.kind.plural} in {state.name} (cut after {heard} events)"
+            raise check_response(exc, action, self.host) from exc
+        finally:
+            with self._cond:
+                state.response = None
+            response.release_conn()
+        return version, watch.ended_too_soon(heard, time.monotonic() - started, seconds)
+
+    def _open_watch(self, namespace: str, version: str, seconds: int) -> Any:
+        action = f"watch {self.kind.plural} in namespace {namespace}"
+        query = {
+            "watch": "1",
+            "resourceVersion": version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": seconds,
+        }
+        params = [(k, v) for k, v in query.items()]
+        serialized = self.api.param_serialize(
+            method="GET",
+            resource_path=self.kind.path(namespace),
+            query_params=params,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            wrapped = self.api.call_api(*serialized, _request_timeout=self.open_timeout)
+            response = wrapped.response  # the urllib3 response, its body not read yet
+            if response.status == 410:
+                response.release_conn()
+                raise Gone
+            if not 200 <= response.status <= 299:
+                wrapped.read()
+                raise ApiException.from_response(http_resp=wrapped, body=None, data=None)
+            _read_timeout(response, seconds + 30.0)
+        except (ApiException, urllib3.exceptions.HTTPError) as exc:
+            raise check_response(exc, action, self.host) from exc
+        return response
+
+    def _apply(self, state: _Namespace[T], event: Mapping[str, Any]) -> str:
+        namespace = state.name
+        kind = event.get("type")
+        if watch.is_gone(event):
+            raise Gone
+        if kind == watch.EventType.ERROR:
+            status = event.get("object") or {}
+            raise KubernetesError(
+                f"watch {self.kind.plural} in {namespace}: the API server answered "
+                f"{status.get('code')}: {status.get('message')}",
+                status=status.get("code"),
+            )
+        if kind == watch.EventType.BOOKMARK:
+            with self._cond:
+                self.stats.bookmarks += 1  # under the lock, as every count
+                state.version = watch.event_version(event)
+            return watch.event_version(event)
+        name = watch.event_name(event)
+        value = None if kind == watch.EventType.DELETED else self.kind.reduce(event["object"])
+        with self._cond:
+            objects = state.objects
+            if value is None:
+                objects.pop(name, None)
+            else:
+                objects[name] = value
+            state.version = watch.event_version(event)
+            self._version += 1
+            self.stats.events += 1
+            self._cond.notify_all()
+        self._tell(namespace, [(name, value)])
+        return watch.event_version(event)
+
+    def _tell(self, namespace: str, changes: list[tuple[str, T | None]]) -> None:
+        with self._cond:
+            callbacks = list(self._callbacks)
+        for name, value in changes:
+            for callback in callbacks:
+                try:
+                    callback(namespace, name, value)
+                except Exception:
+                    log.exception("a cache subscriber failed on %s/%s", namespace, name)
+
+    @property
+    def host(self) -> str:
+        return str(self.api.configuration.host)
+
+
+def deployment_cache(
+    api: Any, namespaces: Collection[str], **options: Any
+) -> KubeCache[ObservedDeployment]:
+    """The cache of the Deployments of `namespaces` (options as KubeCache's)."""
+    return KubeCache(api, namespaces, DEPLOYMENTS, **options)
+
+
+class CachedCluster:
+    """The engine's Cluster port with its reads from the cache: observe() asks the API server
+    nothing. Every write still goes through `cluster` and carries the resourceVersion it was
+    planned against, so a stale cache costs a 409 and a fresh read (cluster.read), never a wrong
+    write. (serve would build one; the CLI keeps KubeCluster's LIST per namespace.)"""
+
+    def __init__(self, cache: KubeCache[ObservedDeployment], cluster: KubeCluster) -> None:
+        self.cache = cache
+        self.cluster = cluster
+
+    def observe(self, namespaces: Collection[str]) -> Mapping[str, NamespaceView]:
+        return self.cache.observe(namespaces)
+
+    def read(self, namespace: str, name: str) -> ObservedDeployment | None:
+        return self.cluster.read(namespace, name)
+
+    def apply(self, change: ImageChange, *, dry_run: bool) -> ApplyResult:
+        return self.cluster.apply(change, dry_run=dry_run)
+
+    def patch(self, patch: DeploymentPatch, *, dry_run: bool) -> ApplyResult:
+        return self.cluster.patch(patch, dry_run=dry_run)
+
+    def pod_troubles(
+        self, namespace: str, selector: Mapping[str, str], container: str, image: str
+    ) -> tuple[str, ...]:
+        return self.cluster.pod_troubles(namespace, selector, container, image)
+
+    def settle(self) -> None:
+        self.cluster.settle()
+
+
+def _events(response: Any) -> Iterator[Mapping[str, Any]]:
+    """The watch's events, one JSON object per line, until the server closes the stream."""
+    pending = b""
+    for chunk in response.stream(65536, decode_content=True):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield json.loads(line)
+    if pending.strip():
+        yield json.loads(pending)
+
+
+def _end(states: list[_Namespace[Any]], timeout: float) -> None:
+    """Stop the namespaces' threads: shut down the watches they read, join them."""
+    for state in states:
+        state.stop.set()
+        response = state.response
+        if response is not None:
+            _shutdown(response)
+    deadline = time.monotonic() + timeout
+    for state in states:
+        if state.thread is not None:
+            state.thread.join(max(0.0, deadline - time.monotonic()))
+    alive = [s.thread.name for s in states if s.thread is not None and s.thread.is_alive()]
+    if alive:
+        raise RuntimeError(f"cache threads did not stop within {timeout}s: {alive}")
+    for state in states:
+        state.thread = None
+
+
+def _pool_at_least(api: Any, size: int) -> None:
+    """Room in the client's connection pool for one watch per namespace (pools made from now on:
+    the client makes one per host when it first connects), so that a watch's connection is kept
+    for the next one rather than discarded."""
+    api.configuration.connection_pool_maxsize = max(
+        api.configuration.connection_pool_maxsize or 0, size
+    )
+    pool_kw = getattr(getattr(api.rest_client, "pool_manager", None), "connection_pool_kw", None)
+    if isinstance(pool_kw, dict):
+        pool_kw["maxsize"] = max(pool_kw.get("maxsize") or 0, size)
+
+
+def _read_timeout(response: Any, seconds: float) -> None:
+    """Let the reads of an open watch wait `seconds` (the request's timeout was for its headers)."""
+    sock = getattr(response.connection, "sock", None)
+    if sock is not None:
+        sock.settimeout(seconds)
+
+
+def _shutdown(response: Any) -> None:
+    """Unblock a read of `response` from another thread (urllib3 >= 2.3)."""
+    try:
+        response.shutdown()
+    except Exception:  # already closed: nothing to unblock
+        log.debug("shutting down a watch failed", exc_info=True)
