@@ -10,7 +10,7 @@ what changed meanwhile. Failures reconnect after a bounded, jittered backoff (co
 Only what the reconciler reads is kept: the observed-Deployment value KubeCluster builds, with
 the annotations cut to the ones anything reads (core.watch.slim). Readers get a namespace's
 objects as the sync's LIST gives them (observe), a change counter to wait on (wait_for_change)
-and callbacks (subscribe); it fits core.watch.WorkloadCache. The threads are the cache's own:
+and callbacks (subscribe); it fits core.ports.WorkloadCache. The threads are the cache's own:
 start() starts them, set_namespaces() starts and ends them as sites.toml changes, stop() ends
 every one of them (it shuts down the sockets their reads block on) and joins them.
 

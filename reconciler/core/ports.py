@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -34,6 +34,7 @@ __all__ = [
     "RevisionSource",
     "Sender",
     "VerifyRequest",
+    "WorkloadCache",
 ]
 
 
@@ -141,3 +142,33 @@ class HeaderLookup(Protocol):
     """Request headers, looked up by name."""
 
     def get(self, key: str, default: str) -> str: ...
+
+
+class WorkloadCache(Protocol):
+    """A watch-fed view of the Deployments of some namespaces (the port serve would read instead
+    of one LIST per namespace; the follower would wait on it instead of polling)."""
+
+    @property
+    def synced(self) -> bool:
+        """Every namespace has listed at least once (readiness)."""
+        ...
+
+    def observe(self, namespaces: Collection[str]) -> Mapping[str, NamespaceView]:
+        """As Cluster.observe: each namespace's Deployments, or why there are none to give."""
+        ...
+
+    @property
+    def version(self) -> int:
+        """Grows by one with every change the cache applies."""
+        ...
+
+    def wait_for_change(self, after: int, timeout: float) -> int:
+        """Block until `version` passes `after` (or `timeout` seconds); the version then."""
+        ...
+
+    def subscribe(
+        self, callback: Callable[[str, str, ObservedDeployment | None], None]
+    ) -> Callable[[], None]:
+        """Call `callback(namespace, name, value or None when deleted)` on every change, from the
+        cache's thread; returns the unsubscribe function."""
+        ...

@@ -1,5 +1,6 @@
 """The rules of a watch-fed cache (pure): backoff, what a watch event does, what a re-list changed,
-which annotations are worth keeping; and the WorkloadCache port a sync or a follower reads.
+which annotations are worth keeping (the WorkloadCache port a sync or a follower reads is in
+core.ports).
 
 The adapter (adapters/kubecache.py) owns the threads and the connections; everything it decides
 is decided here, on plain values.
@@ -8,13 +9,13 @@ is decided here, on plain values.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from reconciler.core import annotations as ann
-from reconciler.core.model import Container, FieldOwner, NamespaceView, ObservedDeployment
+from reconciler.core.model import Container, FieldOwner, ObservedDeployment
 
 T = TypeVar("T")
 
@@ -110,33 +111,3 @@ def slim(d: ObservedDeployment) -> ObservedDeployment:
         },
         selector={i(k): v for k, v in d.selector.items()},
     )
-
-
-class WorkloadCache(Protocol):
-    """A watch-fed view of the Deployments of some namespaces (the port serve would read instead
-    of one LIST per namespace; the follower would wait on it instead of polling)."""
-
-    @property
-    def synced(self) -> bool:
-        """Every namespace has listed at least once (readiness)."""
-        ...
-
-    def observe(self, namespaces: Collection[str]) -> Mapping[str, NamespaceView]:
-        """As Cluster.observe: each namespace's Deployments, or why there are none to give."""
-        ...
-
-    @property
-    def version(self) -> int:
-        """Grows by one with every change the cache applies."""
-        ...
-
-    def wait_for_change(self, after: int, timeout: float) -> int:
-        """Block until `version` passes `after` (or `timeout` seconds); the version then."""
-        ...
-
-    def subscribe(
-        self, callback: Callable[[str, str, ObservedDeployment | None], None]
-    ) -> Callable[[], None]:
-        """Call `callback(namespace, name, value or None when deleted)` on every change, from the
-        cache's thread; returns the unsubscribe function."""
-        ...

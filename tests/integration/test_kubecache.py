@@ -17,12 +17,12 @@ import pytest
 
 from reconciler.adapters.kube import KubeCluster
 from reconciler.adapters.kubecache import CachedCluster, KubeCache, deployment_cache
-from reconciler.core import config
-from reconciler.core.engine import Engine, SyncRequest
+from reconciler.core.config import sites as config
 from reconciler.core.errors import ErrorKind
-from reconciler.core.model import NamespaceError, ObservedDeployment
-from reconciler.core.ports import Cluster
-from reconciler.core.watch import Backoff, WorkloadCache
+from reconciler.core.model import NamespaceError, ObservedDeployment, SyncRequest
+from reconciler.core.ports import Cluster, WorkloadCache
+from reconciler.core.watch import Backoff
+from reconciler.sync.engine import Engine
 from testkit.controlplane import ControlPlane, impersonating_api_client
 from testkit.deployments import create_deployment, get_deployment
 from testkit.tcpproxy import TcpProxy
