@@ -1,6 +1,13 @@
 """Shared fixtures: the real control plane, the GitHub stand-in, the Pub/Sub emulator."""
 
+import os
 from typing import Any
+
+# Before anything imports gRPC (testkit.pubsub_fixtures does): testkit starts its servers with a
+# preexec_fn, a real fork(), and gRPC's fork support would restart its poller in the child, which
+# then aborts with "epoll_wait: Bad file descriptor" (grpc/grpc#43055). Nothing here forks to run
+# gRPC in the child, so it is off; the processes started inherit it.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 pytest_plugins = [
     "testkit.controlplane_fixtures",

@@ -398,19 +398,30 @@ class Engine:
         timeout: float,
         interval: float = 1.0,
     ) -> dict[str, SiteResult]:
-        """Follow the named sites until no rollout is progressing (or `timeout` seconds)."""
+        """Follow the named sites until no rollout is progressing (or `timeout` seconds); one no
+        controller has reported on yet is followed until one does."""
         pending = {s.name: s for s in config.select(names)}
         out: dict[str, SiteResult] = {}
         deadline = time.monotonic() + timeout
         while pending:
             for name, site in list(pending.items()):
                 out[name] = result = self.follow(site)
-                if result.plan.rollout is not Rollout.PROGRESSING or result.applied:
+                if not _following(result):
                     del pending[name]
             if not pending or time.monotonic() >= deadline or self.stopping.is_set():
                 break
             self.stopping.wait(interval)
         return out
+
+
+def _following(r: SiteResult) -> bool:
+    """Whether wait() goes on following a site: not once it rolled back; yes while its rollout
+    is progressing, or while no controller has reported on its Deployment yet (just created)."""
+    if r.applied:
+        return False
+    if r.plan.rollout is None:
+        return r.plan.current_image is not None  # read, but no status: not when unreadable
+    return r.plan.rollout is Rollout.PROGRESSING
 
 
 def _deployment(observed: Mapping[str, NamespaceView], site: Site) -> ObservedDeployment | None:

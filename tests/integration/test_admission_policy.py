@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from testkit.deployments import create_deployment, get_deployment
 from testkit.github import GitHubStandIn, random_sha
 from testkit.github_fixtures import TOKEN
 from testkit.manifests import POLICY, apply, kustomize, one, policy_for
+from testkit.wait import wait_until
 
 pytestmark = pytest.mark.controlplane
 
@@ -63,16 +63,24 @@ def policed(
     env), with the shipped policy in force for the installed reconciler's ServiceAccount.
     Returns (namespace, ApiClient acting as the ServiceAccount)."""
     create_deployment(kube_api_client, site_namespace, "site", "gcr.io/p/site:old")
-    deadline = time.monotonic() + 60
     # The API server compiled every expression when the policy was created (a CEL error is
     # refused there and then); the binding takes effect once its policy informer has seen both.
     # Wait until a forbidden change is refused by the policy.
     replicas = _patch(as_reconciler, site_namespace, {"spec": {"replicas": 7}})
-    while (message := _refusal(replicas)) is None or "ValidatingAdmissionPolicy" not in message:
-        assert time.monotonic() < deadline, f"the policy never refused a replicas change: {message}"
+    seen: list[str | None] = []
+
+    def refused_by_the_policy() -> bool:
+        seen.append(message := _refusal(replicas))
+        if message is not None and "ValidatingAdmissionPolicy" in message:
+            return True
         # Admitted before the policy was in force: undo, as an admin.
         _patch(kube_api_client, site_namespace, {"spec": {"replicas": 2}})()
-        time.sleep(0.2)
+        return False
+
+    try:
+        wait_until(refused_by_the_policy, "the policy to refuse a replicas change", timeout=60)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last answer: {seen[-1:]}") from None
     return site_namespace, as_reconciler
 
 
@@ -303,14 +311,18 @@ def _type_checked(api: Any, name: str) -> Any:
     """The policy's status.typeChecking once kube-controller-manager has checked this
     generation of it."""
     admission = k8s.AdmissionregistrationV1Api(api)
-    deadline = time.monotonic() + 120
-    while True:
+    checked: list[Any] = []
+
+    def type_checked() -> bool:
         policy: Any = admission.read_validating_admission_policy(name)
         status = policy.status
         if status is not None and status.observed_generation == policy.metadata.generation:
-            return status.type_checking
-        assert time.monotonic() < deadline, f"policy {name} was never type-checked"
-        time.sleep(0.2)
+            checked.append(status.type_checking)
+            return True
+        return False
+
+    wait_until(type_checked, f"policy {name} to be type-checked", timeout=120)
+    return checked[0]
 
 
 def test_the_policy_type_checks_against_the_deployment_schema(

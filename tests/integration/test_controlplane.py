@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from testkit.controlplane import (
     serviceaccount_token,
     token_api_client,
 )
+from testkit.wait import wait_until
 
 pytestmark = pytest.mark.controlplane
 
@@ -67,12 +67,17 @@ def _status_of(call: Callable[[], object]) -> int:
 
 def _eventually_status(call: Callable[[], object], want: int, timeout: float = 10.0) -> int:
     # RBAC changes reach the authorizer through an informer: allow a moment.
-    deadline = time.monotonic() + timeout
-    while True:
-        got = _status_of(call)
-        if got == want or time.monotonic() > deadline:
-            return got
-        time.sleep(0.1)
+    seen: list[int] = []
+
+    def answered() -> bool:
+        seen.append(_status_of(call))
+        return seen[-1] == want
+
+    try:
+        wait_until(answered, f"HTTP {want}", timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the last answer was HTTP {seen[-1]}") from None
+    return seen[-1]
 
 
 def _grant_list_deployments(api: Any, namespace: str, sa_name: str) -> None:
@@ -425,10 +430,9 @@ def test_no_orphans_when_the_owner_dies(child_script: Path, sig: signal.Signals)
         assert all(_alive(p) for p in pids)
         proc.send_signal(sig)
         proc.wait(30)
-        deadline = time.monotonic() + 15
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not [p for p in pids if _alive(p)]
+        wait_until(
+            lambda: not any(_alive(p) for p in pids), f"etcd and kube-apiserver {pids} to exit", 15
+        )
         work_dir = Path(info["work_dir"])
         if sig != signal.SIGKILL:  # a clean stop also removes the temp dir
             assert not work_dir.exists()

@@ -23,6 +23,7 @@ from testkit.controlplane import ControlPlane
 from testkit.deployments import create_deployment, get_deployment
 from testkit.github import GitHubStandIn, random_sha
 from testkit.github_fixtures import TOKEN
+from testkit.wait import wait_until
 
 pytestmark = pytest.mark.controlplane
 
@@ -202,14 +203,16 @@ def test_expired_lease_can_be_taken_over(kube_api_client: Any, k8s_namespace: st
     a.acquire()
     with pytest.raises(LeaseBusy, match="pod-a"):
         b.acquire()  # b has only just seen pod-a's record
-    deadline = time.monotonic() + 20
-    while True:  # a renews no more: once b has seen the record unchanged for 1 s, it is b's
+
+    def taken_over() -> bool:
         try:
-            b.acquire()
-            break
+            b.acquire()  # True or False: whether someone else may have held it since
         except LeaseBusy:
-            assert time.monotonic() < deadline, "pod-b never took the expired Lease over"
-            time.sleep(0.1)
+            return False
+        return True
+
+    # a renews no more: once b has seen the record unchanged for 1 s, it is b's
+    wait_until(taken_over, "pod-b to take the expired Lease over", timeout=20)
     assert lease_spec(kube_api_client, k8s_namespace)["holderIdentity"] == "pod-b"
     with pytest.raises(LeaseBusy, match="lost"):
         a.renew()

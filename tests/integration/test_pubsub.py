@@ -456,3 +456,54 @@ def test_a_poison_message_is_acked_counted_and_logged_once_without_a_traceback(
     finally:
         trigger.stop(5)
         svc.shutdown(5)
+
+
+def test_children_started_beside_a_busy_grpc_channel_reach_exec() -> None:
+    """testkit starts its servers (serve, the control plane, the registry, the emulator) with a
+    preexec_fn, that is with a real fork(). While a gRPC channel is busy in the test process
+    (this module's clients, loaded by every pytest run), gRPC's fork support restarts its poller
+    in the child, whose epoll fd the child then closes before exec: the child aborts with
+    "epoll_wait: Bad file descriptor" (grpc/grpc#43055), about one start in ten. tests/conftest.py
+    turns gRPC's fork support off before gRPC starts: the test process never forks to run gRPC."""
+    import functools
+    import os
+    import subprocess
+    from concurrent import futures
+
+    import grpc  # type: ignore[import-untyped]
+
+    from testkit.processes import die_with_parent
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    echo = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.Echo", {"Do": echo}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    call = channel.unary_unary("/t.Echo/Do")
+    done = threading.Event()
+
+    def busy() -> None:
+        while not done.is_set():
+            call(b"x")
+
+    call(b"ready")
+    caller = threading.Thread(target=busy, daemon=True)
+    caller.start()
+    aborted: list[str] = []
+    try:
+        for _ in range(200):
+            child = subprocess.run(
+                ["true"],
+                stderr=subprocess.PIPE,
+                preexec_fn=functools.partial(die_with_parent, os.getpid()),
+                check=False,
+            )
+            if child.returncode != 0:
+                aborted.append(f"{child.returncode}: {child.stderr.decode(errors='replace')}")
+    finally:
+        done.set()
+        caller.join(10)
+        channel.close()
+        server.stop(None)
+    assert aborted == []

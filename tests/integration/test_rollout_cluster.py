@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 import pytest
 
 from reconciler.core import annotations as ann
@@ -26,6 +27,7 @@ from testkit.github_fixtures import TOKEN
 from testkit.rollout_world import RolloutWorld
 from testkit.serve_process import ServeProcess
 from testkit.serve_world import TRIGGER
+from testkit.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT = ("--wait", "--wait-timeout", "180")
@@ -100,6 +102,23 @@ def test_a_failing_commit_is_rolled_back_remembered_and_the_next_one_deploys(
     assert world.image() == f"gcr.io/p/blog:{good}"
     assert set(world.events()) >= {"RolloutFailed", "RolledBack"}
 
+    # The rollback's patch is the reconciler's last write. The Deployment controller then gives
+    # the good ReplicaSet the next revision and, in a later pass, copies it onto the Deployment
+    # (revision 3 -> 4): take "before" once it has done both for the rolled-back template.
+    revision = "deployment.kubernetes.io/revision"
+
+    def controller_done() -> bool:
+        d = world.get()
+        apps = kubernetes.client.AppsV1Api(world.api)
+        sets: list[Any] = apps.list_namespaced_replica_set(world.ns).items
+        newest = max(sets, key=lambda rs: int((rs.metadata.annotations or {}).get(revision, "0")))
+        return bool(
+            newest.spec.template.spec.containers[0].image == f"gcr.io/p/blog:{good}"
+            and d["metadata"]["annotations"].get(revision) == newest.metadata.annotations[revision]
+            and (d.get("status") or {}).get("observedGeneration") == d["metadata"]["generation"]
+        )
+
+    wait_until(controller_done, "the controller to finish the rollback's revision", timeout=120)
     before = world.get()["metadata"]
     skipped = world.sync()
     assert skipped["action"] == "skip" and "failed" in skipped["reason"]

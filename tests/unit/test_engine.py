@@ -214,3 +214,35 @@ def test_runner_close_fails_queued_and_refuses_new() -> None:
     assert running.result(5).trigger == "cli"
     closer.join(5)
     assert len(run.requests) == 1
+
+
+def test_wait_follows_a_rollout_until_its_controller_has_reported() -> None:
+    """`sync --wait` right after the Deployment was created: the controller (slow under load)
+    has not written any status yet. That is not the end of the rollout."""
+    from dataclasses import dataclass, replace
+
+    from reconciler.core.model import DeploymentStatus, Rollout
+
+    @dataclass
+    class ReportsOnThirdRead(FakeCluster):
+        reads: int = 0
+
+        def read(self, namespace: str, name: str) -> ObservedDeployment | None:
+            d = super().read(namespace, name)
+            self.reads += 1
+            if d is None or self.reads < 3:
+                return d
+            done = DeploymentStatus(d.generation, desired=1, replicas=1, updated=1, available=1)
+            return replace(d, status=done)
+
+    cfg, heads, plain, verifier = world()
+    cluster = ReportsOnThirdRead(deployments=plain.deployments)
+    engine = Engine(heads=heads, cluster=cluster, verifier=verifier)
+    assert engine.run(cfg, SyncRequest(sites=frozenset({"docs"}))).updated == 1
+    followed = engine.wait(cfg, ["docs"], timeout=60, interval=0)
+    assert followed["docs"].plan.rollout is Rollout.AVAILABLE and cluster.reads == 3
+
+    del cluster.deployments[("docs", "docs")]  # an error is not waited on
+    cluster.reads = 0
+    gone = engine.wait(cfg, ["docs"], timeout=60, interval=0)
+    assert gone["docs"].action is Action.ERROR and cluster.reads == 1
