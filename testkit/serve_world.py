@@ -15,6 +15,7 @@ from testkit.github_fixtures import TOKEN
 from testkit.serve_process import ServeProcess
 
 TRIGGER = "s3cret-trigger-token-of-at-least-32-bytes"
+QUIET_SCHEDULE = '[service]\nschedule = "0 0 1 1 *"\n\n'  # once a year
 
 
 def sites_toml(ns: str, extra: str = "") -> str:
@@ -41,8 +42,8 @@ def world(
 
 def start(world: dict[str, Any], tmp_path: Path, **env: str) -> ServeProcess:
     config = tmp_path / "sites.toml"
-    if not config.exists():
-        config.write_text(sites_toml(world["ns"]))
+    if not config.exists():  # no scheduled sync during a test (the default fires every hour)
+        config.write_text(QUIET_SCHEDULE + sites_toml(world["ns"]))
     base = {
         "GITHUB_API_URL": world["gh"].url,
         "GITHUB_TOKEN": TOKEN,

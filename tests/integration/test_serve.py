@@ -101,7 +101,7 @@ def test_health_metrics_status(served: ServeProcess) -> None:
     ):
         assert name in metrics
     st = served.request("GET", "/status")[1]
-    assert st["next_run"] and st["schedule"] == "0 * * * *"
+    assert st["next_run"] and st["schedule"] == "0 0 1 1 *"
     assert {s["site"]: s["state"] for s in st["sites"]} == {"blog": "in-sync", "shop": "in-sync"}
     blog = next(s for s in st["sites"] if s["site"] == "blog")
     assert blog["head_url"].endswith(f"/acme/blog/commit/{blog['sha']}")
