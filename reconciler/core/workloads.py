@@ -44,7 +44,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from reconciler.core import annotations as ann
 from reconciler.core.model import FieldOwner, KubeEvent, Rollout
-from reconciler.core.rollout.state import STUCK_REASONS, image_owners, parse_time, stamp
+from reconciler.core.rollout.state import (
+    STUCK_REASONS,
+    image_owners,
+    parse_time,
+    rollback_of,
+)
 from reconciler.core.windows import cron_next
 
 __all__ = [
@@ -442,39 +447,24 @@ def rollback_patch(
     """Back to the image recorded before the failed change (``previous-image``), the failed
     commit remembered, at the kind's template path; None without a recorded image."""
     notes = _dig(obj, "metadata", "annotations") or {}
-    previous = notes.get(ann.PREVIOUS_IMAGE)
-    if not previous:
+    current = images(kind, obj).get(container, "")
+    back = rollback_of(notes, repo, container, current, why=why, now=now)
+    if back is None:
         return None
-    current = images(kind, obj)
     init_containers = _dig(obj, *template_path(kind), "spec", "initContainers") or ()
     init = any(c.get("name") == container for c in init_containers)
-    bad, previous_sha = notes.get(ann.SHA, ""), notes.get(ann.PREVIOUS_SHA) or None
-    was = (previous_sha or "")[:7] or previous
     body = image_body(
         kind,
         container,
-        previous,
-        {
-            ann.SHA: previous_sha,
-            ann.UPDATED_AT: stamp(now),
-            ann.PREVIOUS_IMAGE: None,
-            ann.PREVIOUS_SHA: None,
-            ann.FAILED_SHA: bad,
-            ann.FAILED_REASON: why[:500],
-            ann.FAILED_AT: stamp(now),
-            ann.CHANGE_CAUSE: f"reconciler: rolled back {repo} {bad[:7]} -> {was} (rollout failed)",
-        },
+        back.image,
+        {**back.annotations, ann.CHANGE_CAUSE: back.change_cause},
         init=init,
         resource_version=_dig(obj, "metadata", "resourceVersion") or "",
     )
-    image = current.get(container, "")
     return WorkloadPatch(
         kind,
         _dig(obj, "metadata", "namespace") or "",
         _dig(obj, "metadata", "name") or "",
         body,
-        (
-            KubeEvent("Warning", "RolloutFailed", f"{image} ({bad[:7]}): {why}"[:1024]),
-            KubeEvent("Normal", "RolledBack", f"container {container}: {image} -> {previous}"),
-        ),
+        back.events,
     )

@@ -172,20 +172,30 @@ def managed(d: ObservedDeployment) -> bool:
     return any(k in d.annotations for k in (ann.SHA, ann.PREVIOUS_IMAGE, ann.FAILED_SHA, ann.HOLD))
 
 
-def rollback_patch(
-    site: Site, d: ObservedDeployment, container: str, why: str, now: float
-) -> DeploymentPatch | None:
-    """Back to the image recorded before the failed change; the failed commit is remembered."""
-    previous = d.annotations.get(ann.PREVIOUS_IMAGE)
-    bad = d.annotations.get(ann.SHA, "")
+@dataclass(frozen=True, slots=True)
+class Rollback:
+    """What a rollback writes, whatever the workload's kind: the image recorded before the failed
+    change, the annotations that remember the failed commit, the change-cause and the Events."""
+
+    image: str
+    annotations: dict[str, str | None]
+    change_cause: str
+    events: tuple[KubeEvent, ...]
+
+
+def rollback_of(
+    notes: Mapping[str, str], repo: str, container: str, current: str, *, why: str, now: float
+) -> Rollback | None:
+    """The rollback of a workload annotated ``notes`` whose ``container`` runs ``current``;
+    None without a recorded previous image."""
+    previous = notes.get(ann.PREVIOUS_IMAGE)
     if not previous:
         return None
-    current = next((c.image for c in d.containers if c.name == container), "")
-    previous_sha = d.annotations.get(ann.PREVIOUS_SHA) or None
+    bad = notes.get(ann.SHA, "")
+    previous_sha = notes.get(ann.PREVIOUS_SHA) or None
     was = (previous_sha or "")[:7] or previous
-    return DeploymentPatch(
-        d.namespace,
-        d.name,
+    return Rollback(
+        previous,
         {
             ann.SHA: previous_sha,
             ann.UPDATED_AT: stamp(now),
@@ -195,13 +205,30 @@ def rollback_patch(
             ann.FAILED_REASON: why[:500],
             ann.FAILED_AT: stamp(now),
         },
-        container=container,
-        image=previous,
-        change_cause=f"reconciler: rolled back {site.repo} {bad[:7]} -> {was} (rollout failed)",
-        events=(
+        f"reconciler: rolled back {repo} {bad[:7]} -> {was} (rollout failed)",
+        (
             KubeEvent("Warning", "RolloutFailed", f"{current} ({bad[:7]}): {why}"[:1024]),
             KubeEvent("Normal", "RolledBack", f"container {container}: {current} -> {previous}"),
         ),
+    )
+
+
+def rollback_patch(
+    site: Site, d: ObservedDeployment, container: str, why: str, now: float
+) -> DeploymentPatch | None:
+    """Back to the image recorded before the failed change; the failed commit is remembered."""
+    current = next((c.image for c in d.containers if c.name == container), "")
+    back = rollback_of(d.annotations, site.repo, container, current, why=why, now=now)
+    if back is None:
+        return None
+    return DeploymentPatch(
+        d.namespace,
+        d.name,
+        back.annotations,
+        container=container,
+        image=back.image,
+        change_cause=back.change_cause,
+        events=back.events,
         resource_version=d.resource_version,
     )
 
