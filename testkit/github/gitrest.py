@@ -56,6 +56,14 @@ def _refused(req: RestRequest, branch: str | None) -> Reply | None:
     return None
 
 
+def _write_body(req: RestRequest) -> Json | Reply:
+    """The JSON body of a write no branch protection concerns, or the answer that refuses it."""
+    body = _json_body(req)
+    if isinstance(body, Reply):
+        return body
+    return _refused(req, None) or body
+
+
 def _base(repo: Repo, api: str) -> str:
     return f"{api}/repos/{repo.owner}/{repo.name}"
 
@@ -241,12 +249,9 @@ def _put_content(req: RestRequest) -> Reply:
     f"{_GIT_DOCS}/blobs#create-a-blob",
 )
 def _create_blob(req: RestRequest) -> Reply:
-    body = _json_body(req)
+    body = _write_body(req)
     if isinstance(body, Reply):
         return body
-    refused = _refused(req, None)
-    if refused is not None:
-        return refused
     encoding = body.get("encoding", "utf-8")
     if encoding not in ("utf-8", "utf8", "base64"):
         return req.error(422, f"encoding must be utf-8 or base64, not {encoding}")
@@ -343,12 +348,9 @@ def _tree_entry(req: RestRequest, item: Json) -> Entry | Reply | None:
     f"{_GIT_DOCS}/trees#create-a-tree",
 )
 def _create_tree(req: RestRequest) -> Reply:
-    body = _json_body(req)
+    body = _write_body(req)
     if isinstance(body, Reply):
         return body
-    refused = _refused(req, None)
-    if refused is not None:
-        return refused
     repo, tree = req.repo, body.get("base_tree")
     if tree is not None and tree not in repo.git.trees:
         return req.error(404, "Not Found")  # GitHub: base_tree must be a tree of the repository
@@ -369,12 +371,9 @@ def _create_tree(req: RestRequest) -> Reply:
     f"{_GIT_DOCS}/commits#create-a-commit",
 )
 def _create_commit(req: RestRequest) -> Reply:
-    body = _json_body(req)
+    body = _write_body(req)
     if isinstance(body, Reply):
         return body
-    refused = _refused(req, None)
-    if refused is not None:
-        return refused
     repo = req.repo
     if body["tree"] not in repo.git.trees:
         return req.error(422, "Tree SHA does not exist")
@@ -557,12 +556,9 @@ def _validation(req: RestRequest, message: str, field: str, code: str = "invalid
     f"{_PULLS_DOCS}#create-a-pull-request",
 )
 def _create_pull(req: RestRequest) -> Reply:
-    body = _json_body(req)
+    body = _write_body(req)
     if isinstance(body, Reply):
         return body
-    refused = _refused(req, None)
-    if refused is not None:
-        return refused
     repo = req.repo
     head = str(body.get("head", "")).split(":", 1)[-1]
     base = str(body.get("base", ""))
@@ -617,12 +613,9 @@ def _get_pull(req: RestRequest) -> Reply:
     f"{_PULLS_DOCS}#update-a-pull-request",
 )
 def _update_pull(req: RestRequest) -> Reply:
-    body = _json_body(req)
+    body = _write_body(req)
     if isinstance(body, Reply):
         return body
-    refused = _refused(req, None)
-    if refused is not None:
-        return refused
     p = _pull(req)
     if isinstance(p, Reply):
         return p
