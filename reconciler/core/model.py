@@ -27,6 +27,12 @@ class Site:
     pin_digest: bool = True  # deploy image:tag@digest when the registry answered a digest
     required_checks: tuple[str, ...] = ()  # verify = "checks": these must have passed
     rollout_timeout: int | None = None  # seconds; None = the Deployment's progressDeadlineSeconds
+    # environments (#20; core/gates.py): follow a site instead of a branch, a person approves,
+    # deploy windows by name ([windows.NAME] of sites.toml)
+    promote_from: str | None = None
+    soak: int = 0  # seconds the source must run a commit available first
+    approval: str = "auto"  # "manual": each commit waits for `reconciler approve`
+    windows: tuple[str, ...] = ()
 
     @property
     def owner(self) -> str:
@@ -190,6 +196,9 @@ class Skip(StrEnum):
     CHECKS_PENDING = "checks_pending"  # verify = "checks": checks still running or not reported
     SHUTTING_DOWN = "shutting_down"  # the reconciler stopped before patching it
     FAILED_COMMIT = "failed_commit"  # the branch head's rollout failed and was rolled back
+    PROMOTION = "promotion"  # promote_from: the source's commit is not ready (soak, blocked)
+    APPROVAL = "approval"  # approval = "manual": waiting for a person to approve the commit
+    WINDOW = "window"  # a deploy window is closed
 
 
 class SiteState(StrEnum):
@@ -261,6 +270,8 @@ class SitePlan:
     write: DeploymentPatch | None = None  # what a rolled-back / held verdict writes
     clear: tuple[str, ...] = ()  # hold annotations an update removes (the branch moved on)
     head_sha: str | None = None  # the branch head (differs from sha during a fallback)
+    note: DeploymentPatch | None = None  # recorded once the update went out (window override)
+    gated: str = ""  # what the environment gates let it through with (core/gates.py)
 
     @property
     def ok(self) -> bool:
@@ -348,6 +359,8 @@ class SyncRequest:
     dry_run: bool = False
     plan_only: bool = False
     trigger: str = "cli"
+    override_window: str | None = None  # the reason for deploying through a closed window
+    by: str = ""  # who asked (recorded with an override)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,8 @@ from typing import Literal
 Kind = Literal["string", "boolean", "integer", "strings", "table"]
 
 VERIFY_MODES = ("registry", "checks", "none")
+APPROVAL_MODES = ("auto", "manual")
+WINDOW_KINDS = ("deny", "allow")
 MAX_ROLLOUT_TIMEOUT = 86400
 MAX_JITTER = 3600
 # Patterns a value must match wherever it is written (JSON Schema and Python agree on them).
@@ -59,6 +61,11 @@ _ROLLOUT_TIMEOUT = Key(
     maximum=MAX_ROLLOUT_TIMEOUT,
 )
 
+_WINDOWS = Key(
+    "strings",
+    "Deploy windows ([windows.NAME]) this site obeys; a site's list replaces [defaults]'.",
+)
+
 SITE: Mapping[str, Key] = {
     "repo": Key("string", 'Required: the GitHub repository, "owner/name".', pattern=REPO_PATTERN),
     "branch": _BRANCH,
@@ -76,6 +83,24 @@ SITE: Mapping[str, Key] = {
     ),
     "rollout_timeout": _ROLLOUT_TIMEOUT,
     "notify": Key("table", "This site's notifications ([sites.NAME.notify]), or false: none."),
+    "promote_from": Key(
+        "string",
+        "Follow this site instead of a branch: deploy the commit it runs once it has soaked "
+        '(no "branch" then).',
+        pattern=SITE_NAME_PATTERN,
+    ),
+    "soak": Key(
+        "string",
+        'How long the source must run a commit available first, e.g. "30m", "1h30m"; default 0.',
+        pattern=r"^(?:\d+d)?(?:\d+h)?(?:\d+m)?$",
+    ),
+    "approval": Key(
+        "string",
+        "manual: a person approves each commit (reconciler approve) before it deploys; "
+        'default "auto".',
+        enum=APPROVAL_MODES,
+    ),
+    "windows": _WINDOWS,
 }
 DEFAULTS: Mapping[str, Key] = {
     name: SITE[name]
@@ -87,7 +112,19 @@ DEFAULTS: Mapping[str, Key] = {
         "verify",
         "pin_digest",
         "rollout_timeout",
+        "windows",
     )
+}
+WINDOW: Mapping[str, Key] = {  # [windows.NAME] (core/windows.py reads them: WINDOW_KEYS)
+    "kind": Key("string", "deny (a freeze) or allow (deploys only inside it).", enum=WINDOW_KINDS),
+    "rrule": Key(
+        "string", 'When it starts: an RFC 5545 RRULE, e.g. "FREQ=WEEKLY;BYDAY=FR;BYHOUR=16".'
+    ),
+    "cron": Key("string", 'When it starts: a five-field crontab, e.g. "0 16 * * 5".'),
+    "duration": Key("string", 'How long each occurrence lasts, e.g. "65h", "1h30m", "2d".'),
+    "timezone": Key("string", 'Required: the IANA zone its times are in, e.g. "Europe/Berlin".'),
+    "start": Key("string", "A date or local time: the first start, or a one-off window's start."),
+    "end": Key("string", "A date or local time: where it ends (a plain date includes that day)."),
 }
 SERVICE: Mapping[str, Key] = {
     "schedule": Key(
@@ -106,4 +143,5 @@ TOP: Mapping[str, str] = {
     "service": "Settings of `reconciler serve`.",
     "sites": "One table per site, [sites.NAME]: letters, digits, - _ and . in NAME.",
     "notify": "Notifications (docs/notifications.md); secrets are named, never written here.",
+    "windows": "Named deploy windows, [windows.NAME]: deny (freeze) or allow, by RRULE or cron.",
 }

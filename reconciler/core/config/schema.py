@@ -40,6 +40,12 @@ def json_schema() -> Schema:
                 "additionalProperties": site,
             },
             "notify": _described(_notify(), "notify"),
+            "windows": {
+                "description": configkeys.TOP["windows"],
+                "type": "object",
+                "propertyNames": {"pattern": configkeys.SITE_NAME_PATTERN},
+                "additionalProperties": _table(configkeys.WINDOW, required=("kind", "timezone")),
+            },
         },
     }
 
