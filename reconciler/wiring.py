@@ -49,6 +49,7 @@ class Parts:
     verifier: ImageVerifier | None = None
     kubeconfig: str | None = None
     kube_context: str | None = None
+    clock: Callable[[], float] | None = None  # the engine's clock (windows, soak); default time
 
 
 def build_engine(parts: Parts | None, settings: Settings) -> Engine:
@@ -76,6 +77,7 @@ def build_engine(parts: Parts | None, settings: Settings) -> Engine:
         cluster=cluster,
         verifier=verifier,
         apply_concurrency=settings.apply_concurrency,
+        **({"clock": parts.clock} if parts.clock else {}),
     )
 
 
