@@ -9,10 +9,48 @@ from enum import StrEnum
 
 from reconciler.core.errors import ErrorKind
 
+DEPLOYMENT = "Deployment"
+STATEFULSET = "StatefulSet"
+DAEMONSET = "DaemonSet"
+CRONJOB = "CronJob"
+KINDS = (DEPLOYMENT, STATEFULSET, DAEMONSET, CRONJOB)  # the workload kinds a target may be
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One workload of a site: its kind, its name (in the site's namespace), the containers and
+    init containers to set, and the image template of each container that does not take the
+    site's. ``containers`` empty with no ``init_containers`` means the workload's only
+    container (several: an error at plan time), as a site without "container" does today."""
+
+    name: str
+    kind: str = DEPLOYMENT
+    containers: tuple[str, ...] = ()
+    init_containers: tuple[str, ...] = ()
+    images: Mapping[str, str] = field(default_factory=dict)  # container → its own template
+    line: int | None = field(default=None, compare=False)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every container this target sets, init containers last."""
+        return (*self.containers, *self.init_containers)
+
+    def image_for(self, container: str, site_image: str) -> str:
+        """The image template of one of its containers: its own, else the site's."""
+        return self.images.get(container, site_image)
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}"
+
 
 @dataclass(frozen=True, slots=True)
 class Site:
-    """One site from sites.toml, with defaults already applied."""
+    """One site from sites.toml, with defaults already applied.
+
+    ``targets`` are its workloads (always at least one); a site written in the single form
+    (``deployment``/``container``) has exactly one, that Deployment, and ``deployment`` and
+    ``container`` always name the first target (its first container) for the callers that
+    mean the one Deployment."""
 
     name: str
     repo: str
@@ -33,6 +71,18 @@ class Site:
     soak: int = 0  # seconds the source must run a commit available first
     approval: str = "auto"  # "manual": each commit waits for `reconciler approve`
     windows: tuple[str, ...] = ()
+    targets: tuple[Target, ...] = ()  # () when built: the one Deployment of deployment/container
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            containers = (self.container,) if self.container else ()
+            one = Target(self.deployment, DEPLOYMENT, containers, line=self.line)
+            object.__setattr__(self, "targets", (one,))
+
+    @property
+    def single(self) -> bool:
+        """One Deployment target: the form sites were before targets (and the common one)."""
+        return len(self.targets) == 1 and self.targets[0].kind == DEPLOYMENT
 
     @property
     def owner(self) -> str:

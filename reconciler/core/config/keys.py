@@ -9,11 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["string", "boolean", "integer", "strings", "table"]
+Kind = Literal["string", "boolean", "integer", "strings", "table", "tables"]
 
 VERIFY_MODES = ("registry", "checks", "none")
 APPROVAL_MODES = ("auto", "manual")
 WINDOW_KINDS = ("deny", "allow")
+TARGET_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "CronJob")  # core.model.KINDS
+MAX_TARGETS = 20  # workloads of one site
 MAX_ROLLOUT_TIMEOUT = 86400
 MAX_JITTER = 3600
 # Patterns a value must match wherever it is written (JSON Schema and Python agree on them).
@@ -24,7 +26,8 @@ SUBDOMAIN_PATTERN = r"^[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?$"
 
 @dataclass(frozen=True, slots=True)
 class Key:
-    """One key: ``strings`` is a list of non-empty strings, ``table`` a sub-table."""
+    """One key: ``strings`` is a list of non-empty strings, ``table`` a sub-table, ``tables``
+    an array of tables ([[sites.NAME.targets]]) whose keys are ``items``."""
 
     kind: Kind
     description: str
@@ -32,6 +35,9 @@ class Key:
     minimum: int | None = None
     maximum: int | None = None
     pattern: str | None = None
+    items: Mapping[str, Key] | None = None
+    required: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()  # keys of the same table it cannot be written with
 
 
 _BRANCH = Key("string", "Branch to follow; default: the repository's default branch.")
@@ -66,6 +72,27 @@ _WINDOWS = Key(
     "Deploy windows ([windows.NAME]) this site obeys; a site's list replaces [defaults]'.",
 )
 
+LABEL_PATTERN = r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$"
+TARGET: Mapping[str, Key] = {
+    "kind": Key(
+        "string",
+        'The workload kind; default "Deployment". A Job cannot be a target (its pod template '
+        "is immutable): use a CronJob, or an init container of the workload that needs it.",
+        enum=TARGET_KINDS,
+    ),
+    "name": Key("string", "Required: the workload's name.", pattern=SUBDOMAIN_PATTERN),
+    "containers": Key(
+        "strings",
+        "Containers to set; default: the workload's only container (several: error). "
+        "[] with init_containers: only those.",
+    ),
+    "init_containers": Key("strings", "Init containers to set (a migration, ...); default none."),
+    "images": Key(
+        "table",
+        "Image templates of some of its containers, e.g. { worker = "
+        '"gcr.io/p/worker:{sha}" }; the others take the site\'s "image".',
+    ),
+}
 SITE: Mapping[str, Key] = {
     "repo": Key("string", 'Required: the GitHub repository, "owner/name".', pattern=REPO_PATTERN),
     "branch": _BRANCH,
@@ -82,6 +109,15 @@ SITE: Mapping[str, Key] = {
         "strings", 'Check runs or statuses that must pass (only with verify = "checks").'
     ),
     "rollout_timeout": _ROLLOUT_TIMEOUT,
+    "targets": Key(
+        "tables",
+        "The site's workloads, one [[sites.NAME.targets]] each, all moved to the same commit "
+        'together (instead of "deployment" and "container").',
+        maximum=MAX_TARGETS,
+        items=TARGET,
+        required=("name",),
+        excludes=("deployment", "container"),
+    ),
     "notify": Key("table", "This site's notifications ([sites.NAME.notify]), or false: none."),
     "promote_from": Key(
         "string",

@@ -16,8 +16,9 @@ from typing import Any
 
 from reconciler.core.config import keys as configkeys
 from reconciler.core.config.lines import Lines, deepest
+from reconciler.core.config.targets import claims, conflict_message, conflicts, parse_targets
 from reconciler.core.errors import ConfigError, ConfigProblem
-from reconciler.core.model import Site
+from reconciler.core.model import Site, Target
 from reconciler.core.notify.config import NotifyConfig, parse_notify
 from reconciler.core.plan.template import template_problems
 from reconciler.core.promotion import parse_soak, promotions
@@ -275,6 +276,12 @@ class _Validator:
         if branch is not None and _BRANCH_BAD.search(branch):
             self.problem((*where, "branch"), f"{branch!r} is not a valid git branch name", name)
         namespace, deployment, container = self._target(raw, defaults, where, name)
+        targets: tuple[Target, ...] | None = ()
+        if "targets" in raw:
+            targets = parse_targets(raw, where, name, self.problem, lambda w: self.lines.of(*w))
+            if targets:
+                deployment, names = targets[0].name, targets[0].names
+                container = names[0] if names else None
         image = self._image(raw, defaults, where, name)
         verify = self._verify(raw, where, name) or default_verify
         timeout = (
@@ -289,7 +296,7 @@ class _Validator:
             self.problem((*pin_where, "pin_digest"), '"pin_digest" must be true or false', name)
         required = self._required_checks(raw, where, name, verify)
         gates = self._gates(raw, defaults, where, name)
-        if len(self.problems) > before or repo is None or image is None:
+        if len(self.problems) > before or repo is None or image is None or targets is None:
             return None
         return Site(
             name=name,
@@ -306,6 +313,7 @@ class _Validator:
             required_checks=required,
             rollout_timeout=timeout,
             **gates,
+            targets=targets,
         )
 
     def _gates(
@@ -376,6 +384,8 @@ class _Validator:
                 name,
             )
         deployment = self.string(raw, "deployment", where, name) or name
+        if "targets" in raw:  # its targets name the workloads and containers (targets.py)
+            return namespace, deployment, None
         if not _SUBDOMAIN_RE.match(deployment):
             hint = (
                 "" if "deployment" in raw else ' (it defaults to the site name; set "deployment")'
@@ -430,57 +440,32 @@ class _Validator:
         return tuple(value)
 
     def _duplicates(self, sites: list[Site]) -> None:
-        """Each site that targets the container (or, without "container", the Deployment) of
-        an earlier site is reported once, against the first such site; at most
-        MAX_CONFLICTS_SHOWN per Deployment, then one line says how many more there are."""
-        groups: dict[tuple[str, str], list[Site]] = {}
-        for site in sites:
-            groups.setdefault((site.namespace, site.deployment), []).append(site)
-        for (namespace, deployment), group in groups.items():
-            clashes = _conflicts(group)
-            for site, other in clashes[:MAX_CONFLICTS_SHOWN]:
-                if site.container is None or other.container is None:
-                    what = 'the same Deployment (set a distinct "container" on each)'
-                else:
-                    what = f'the same container "{site.container}"'
-                self.problem(
-                    ("sites", site.name),
-                    f'targets {namespace}/{deployment} like site "{other.name}" '
-                    f"(line {other.line}): {what}",
-                    site.name,
-                )
+        """Each claim on the container (or, without one, the whole workload) of an earlier
+        claim, by another site or another target of the same site, is reported once, against
+        the first such claim; at most MAX_CONFLICTS_SHOWN per workload, then one line says how
+        many more there are."""
+        for workload, group in claims(sites).items():
+            clashes = conflicts(group)
+            for claim, other in clashes[:MAX_CONFLICTS_SHOWN]:
+                where: tuple[str, ...] = ("sites", claim.site.name)
+                if not claim.site.single:
+                    where = (*where, "targets", str(claim.site.targets.index(claim.target)))
+                message = conflict_message(workload, claim, other)
+                self.problem(where, message, claim.site.name)
             rest = clashes[MAX_CONFLICTS_SHOWN:]
             if rest:
-                lines = ", ".join(str(s.line) for s, _ in rest[:MAX_CONFLICTS_SHOWN])
+                lines = ", ".join(str(c.site.line) for c, _ in rest[:MAX_CONFLICTS_SHOWN])
                 more = ", ..." if len(rest) > MAX_CONFLICTS_SHOWN else ""
+                namespace, _, name = workload
                 self.problem(
-                    ("sites", rest[0][0].name),
-                    f"and {len(rest):,} more sites target {namespace}/{deployment} the same way "
+                    ("sites", rest[0][0].site.name),
+                    f"and {len(rest):,} more sites target {namespace}/{name} the same way "
                     f"(lines {lines}{more})",
                 )
 
 
 def _quiet(_where: tuple[str, ...], _message: str, _site: str | None) -> None:
     """A problem already reported elsewhere."""
-
-
-def _conflicts(group: list[Site]) -> list[tuple[Site, Site]]:
-    """(site, the first earlier site it conflicts with) for every site of one Deployment that
-    conflicts with an earlier one, in order: linear, however many sites share the Deployment."""
-    whole: int | None = None  # the first site without "container" (it takes them all)
-    by_container: dict[str, int] = {}  # the first site naming each container
-    out: list[tuple[Site, Site]] = []
-    for i, site in enumerate(group):
-        if site.container is None:
-            other = 0 if i else None
-            whole = i if whole is None else whole
-        else:
-            earlier = [j for j in (whole, by_container.get(site.container)) if j is not None]
-            other = min(earlier) if earlier else None
-            by_container.setdefault(site.container, i)
-        if other is not None:
-            out.append((site, group[other]))
-    return out
 
 
 def timezone_problem(timezone: str) -> str | None:
