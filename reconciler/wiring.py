@@ -55,6 +55,7 @@ class Parts:
     kubeconfig: str | None = None
     kube_context: str | None = None
     deliveries: dict[str, SiteDelivery] | None = None  # by Site.delivery ("helm", "git")
+    clock: Callable[[], float] | None = None  # the engine's clock (windows, soak); default time
 
 
 def build_engine(parts: Parts | None, settings: Settings) -> Engine:
@@ -92,6 +93,7 @@ def build_engine(parts: Parts | None, settings: Settings) -> Engine:
         verifier=verifier,
         apply_concurrency=settings.apply_concurrency,
         deliveries=Deliveries(deliveries),
+        **({"clock": parts.clock} if parts.clock else {}),
     )
 
 

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from reconciler.core import annotations as ann
+from reconciler.core import gates, promotion
 from reconciler.core.config.sites import Config
 from reconciler.core.errors import ErrorKind, ReconcilerError
 from reconciler.core.model import (
@@ -80,12 +81,25 @@ class Engine:
         self.fence: Callable[[], str | None] = _open
         self.conflict_pause: Callable[[int], float] = conflict_pause  # tests make it 0
 
-    def plan(self, config: Config, sites: Collection[str] | None = None) -> Plan:
-        """Plan the selected sites (all when None): reads GitHub and the cluster, writes nothing."""
+    def plan(
+        self,
+        config: Config,
+        sites: Collection[str] | None = None,
+        *,
+        override: str | None = None,
+        by: str = "",
+    ) -> Plan:
+        """Plan the selected sites (all when None): reads GitHub and the cluster, writes nothing.
+        The environment gates (promotion, approval, windows: core.gates) apply last; `override`
+        is the reason for deploying through a closed window, `by` who gives it."""
         selected = config.select(sites)
         kube = [s for s in selected if s.delivery == KUBERNETES]
-        refs = {s.ref for s in selected if not s.paused}
-        namespaces = {s.namespace for s in kube}
+        upstream = gates.sources(config.sites, selected)
+        refs = {s.ref for s in selected if not s.paused and not s.promote_from}
+        refs |= {
+            r.ref for s in selected if s.promote_from and not (r := _root(config, s)).promote_from
+        }
+        namespaces = {s.namespace for s in (*kube, *upstream)}
         # GitHub, the cluster and the other deliveries are read at the same time.
         with ThreadPoolExecutor(2, thread_name_prefix="observe") as pool:
             observing = pool.submit(self._observe, namespaces)
@@ -99,7 +113,14 @@ class Engine:
             for site in kube
             if (d := _deployment(observed, site)) is not None
         }
-        kube_plan = planner.plan(kube, heads, observed, now=now, troubles=troubles)
+        kube_plan = _plan_sites(
+            config,
+            selected=kube,
+            heads=heads,
+            observed=observed,
+            now=now,
+            troubles=troubles,
+        )
         by_name = {p.site.name: p for p in kube_plan.sites}
         result = Plan(
             tuple(
@@ -117,7 +138,8 @@ class Engine:
                 site, view, observed, now=now, troubles=troubles.get(site.name, ())
             )
 
-        return self._fall_back(result, heads, replan)
+        result = _fall_back(self.verifier, result, heads, replan)
+        return _env_gates(config, result, observed, now, override=override, by=by)
 
     def _resolve(self, refs: Collection[RepoRef]) -> Mapping[RepoRef, HeadResult]:
         try:
@@ -143,60 +165,15 @@ class Engine:
             statuses = {r: ImageStatus(None, str(exc)) for r in wanted}
         return planner.gate(result, statuses)
 
-    def _fall_back(
-        self,
-        result: Plan,
-        heads: Mapping[RepoRef, HeadResult],
-        replan: Callable[[Site, BranchHead], SitePlan],
-    ) -> Plan:
-        """Sites whose head is not ready deploy the newest older commit that is, forward only
-        (reconciler.core.plan.fallback); one verification round for all their candidates."""
-        options: dict[str, tuple[BranchHead, tuple[fallback.Candidate, ...]]] = {}
-        for p in result.sites:
-            head = heads.get(p.site.ref)
-            if isinstance(head, BranchHead) and fallback.not_ready(p):
-                found = fallback.candidates(p, head)
-                if found:
-                    options[p.site.name] = (head, found)
-        if not options:
-            return result
-        by_name = {p.site.name: p for p in result.sites}
-        wanted = {
-            c: VerifyRequest(c.image, head.repo, c.sha, site.verify, site.required_checks)
-            for name, (head, found) in options.items()
-            if (site := by_name[name].site).verify != "none"
-            for c in found
-        }
-        statuses: Mapping[VerifyRequest, ImageStatus] = {}
-        if wanted:
-            try:
-                statuses = self.verifier.verify(set(wanted.values()))
-            except ReconcilerError:  # the heads stay as they are; the next sync tries again
-                return result
-        out = []
-        for p in result.sites:
-            head, found = options.get(p.site.name, (None, ()))
-            ready = (c for c in found if c not in wanted or _passed(statuses.get(wanted[c])))
-            chosen = next(ready, None)
-            if head is None or chosen is None:
-                out.append(p)
-                continue
-            alternative = replan(p.site, replace(head, sha=chosen.sha))
-            if alternative.action is not Action.UPDATE:
-                out.append(p)
-                continue
-            (pinned,) = planner.gate(Plan((alternative,)), statuses).sites
-            why = fallback.reason(p, head, chosen)
-            out.append(replace(pinned, reason=why, fallback=why, head_sha=head.sha))
-        return Plan(tuple(out))
-
     def run(self, config: Config, request: SyncRequest) -> SyncReport:
         """Plan, then (unless plan_only) apply every update; one site's failure stays its own."""
         started = self.clock()
         run_id = uuid.uuid4().hex[:12]
         t0 = time.monotonic()
-        the_plan = self.plan(config, request.sites)
+        the_plan = self.plan(config, request.sites, override=request.override_window, by=request.by)
         timings = {"plan": time.monotonic() - t0}
+        if not (request.plan_only or request.dry_run):
+            _stamp(self, config, request.sites)
         if request.plan_only or not any(_writes(p) for p in the_plan.sites):
             results = tuple(SiteResult(p) for p in the_plan.sites)
         else:
@@ -293,6 +270,10 @@ class Engine:
         return self.cluster.patch(write, dry_run=dry_run)
 
     def _done(self, p: SitePlan, *, dry_run: bool) -> SiteResult:
+        if p.note is not None and not dry_run:  # what let it through a window, on record
+            result = self.cluster.patch(p.note, dry_run=False)
+            if not result.ok:
+                log.warning("%s: recording the window override: %s", p.site.name, result.reason)
         if p.action is Action.HELD:  # only the hold's branch head was recorded
             return SiteResult(p)
         if dry_run:
@@ -311,7 +292,8 @@ class Engine:
             running_sha=p.sha,
             rollout=Rollout.PROGRESSING,
             reason=f"deployed {p.branch}@{(p.sha or '')[:7]} (was {was})"
-            + (f"; {p.fallback}" if p.fallback else ""),
+            + (f"; {p.fallback}" if p.fallback else "")
+            + (f"; {p.gated}" if p.gated else ""),
         )
         return SiteResult(p, applied=True)
 
@@ -339,6 +321,8 @@ class Engine:
                 head_sha=p.head_sha,
                 fallback=p.fallback,
                 reason=p.reason,
+                note=p.note,
+                gated=p.gated,
             )
         return fresh_plan
 
@@ -413,6 +397,9 @@ class Engine:
                 error = SitePlan(site, Action.ERROR, reason=str(exc), error_kind=exc.kind)
                 return SiteResult(error)
             p = self._plan_one(site, {}, fresh)
+            now = self.clock()
+            if act and fresh is not None and (stamp := promotion.available_patch(fresh, now)):
+                self.cluster.patch(stamp, dry_run=False)  # when its rollout became available
         if p.action is Action.ROLLED_BACK and act:
             result = self._apply_one(p, dry_run=False, trigger="follower")
             if result.applied:
@@ -447,6 +434,135 @@ class Engine:
                 break
             self.stopping.wait(interval)
         return out
+
+
+def _stamp(engine: Engine, config: Config, names: Collection[str] | None) -> None:
+    """Record when the rollouts of the sources of followers became available (one that
+    finished while nobody followed it), so that their soak can be judged."""
+    selected = config.select(names)
+    feeding = {s.promote_from for s in config.sites if s.promote_from}
+    wanted = [s for s in (*selected, *gates.sources(config.sites, selected)) if s.name in feeding]
+    if not wanted:
+        return
+    observed = engine._observe({s.namespace for s in wanted})
+    seen = {s.name: d for s in wanted if (d := _deployment(observed, s)) is not None}
+    for patch in gates.stamps(config.sites, seen, engine.clock()):
+        result = engine.cluster.patch(patch, dry_run=False)
+        if not result.ok and not result.conflict:
+            log.warning("recording availability of %s: %s", patch.deployment, result.reason)
+
+
+def _root(config: Config, site: Site) -> Site:
+    return gates.chain_root(config.sites, site)
+
+
+def _fall_back(
+    verifier: ImageVerifier,
+    result: Plan,
+    heads: Mapping[RepoRef, HeadResult],
+    replan: Callable[[Site, BranchHead], SitePlan],
+) -> Plan:
+    """Sites whose head is not ready deploy the newest older commit that is, forward only
+    (reconciler.core.plan.fallback); one verification round for all their candidates."""
+    options: dict[str, tuple[BranchHead, tuple[fallback.Candidate, ...]]] = {}
+    for p in result.sites:
+        head = heads.get(p.site.ref)
+        if p.site.promote_from:
+            continue  # a follower deploys what its source runs, or nothing
+        if isinstance(head, BranchHead) and fallback.not_ready(p):
+            found = fallback.candidates(p, head)
+            if found:
+                options[p.site.name] = (head, found)
+    if not options:
+        return result
+    by_name = {p.site.name: p for p in result.sites}
+    wanted = {
+        c: VerifyRequest(c.image, head.repo, c.sha, site.verify, site.required_checks)
+        for name, (head, found) in options.items()
+        if (site := by_name[name].site).verify != "none"
+        for c in found
+    }
+    statuses: Mapping[VerifyRequest, ImageStatus] = {}
+    if wanted:
+        try:
+            statuses = verifier.verify(set(wanted.values()))
+        except ReconcilerError:  # the heads stay as they are; the next sync tries again
+            return result
+    out = []
+    for p in result.sites:
+        head, found = options.get(p.site.name, (None, ()))
+        ready = (c for c in found if c not in wanted or _passed(statuses.get(wanted[c])))
+        chosen = next(ready, None)
+        if head is None or chosen is None:
+            out.append(p)
+            continue
+        alternative = replan(p.site, replace(head, sha=chosen.sha))
+        if alternative.action is not Action.UPDATE:
+            out.append(p)
+            continue
+        (pinned,) = planner.gate(Plan((alternative,)), statuses).sites
+        why = fallback.reason(p, head, chosen)
+        out.append(replace(pinned, reason=why, fallback=why, head_sha=head.sha))
+    return Plan(tuple(out))
+
+
+def _plan_sites(
+    config: Config,
+    *,
+    selected: Sequence[Site],
+    heads: Mapping[RepoRef, HeadResult],
+    observed: Mapping[str, NamespaceView],
+    now: float,
+    troubles: Mapping[str, tuple[str, ...]],
+) -> Plan:
+    """The planner's verdict per site; a follower is planned against what its source runs."""
+    out = []
+    for site in selected:
+        if not site.promote_from:
+            trouble = troubles.get(site.name, ())
+            out.append(planner.plan_site(site, heads, observed, now=now, troubles=trouble))
+            continue
+        source = config.site(site.promote_from)
+        root = heads.get(_root(config, site).ref)
+        history = [c.sha for c in root.history] if isinstance(root, BranchHead) else []
+        verdict, seen_source, seen_here = gates.promote(
+            site,
+            source,
+            _deployment(observed, source) if source else None,
+            _deployment(observed, site),
+            now=now,
+            history=history,
+        )
+        head = gates.promoted_head(site, verdict, seen_here, seen_source)
+        p = planner.plan_site(
+            site, {site.ref: head}, observed, now=now, troubles=troubles.get(site.name, ())
+        )
+        out.append(gates.after_promotion(p, verdict))
+    return Plan(tuple(out))
+
+
+def _env_gates(
+    config: Config,
+    result: Plan,
+    observed: Mapping[str, NamespaceView],
+    now: float,
+    *,
+    override: str | None,
+    by: str,
+) -> Plan:
+    """Approval, then deploy windows, on every update (core.gates)."""
+    out = []
+    for p in result.sites:
+        if p.action is not Action.UPDATE:
+            out.append(p)
+            continue
+        d = _deployment(observed, p.site)
+        approved = gates.approval_gate(p, gates.read_approval(d.annotations) if d else None)
+        gated, record = gates.window_gate(
+            approved, config.windows_of(p.site), now, override=override, by=by
+        )
+        out.append(replace(gated, note=gates.override_patch(gated, record)) if record else gated)
+    return Plan(tuple(out))
 
 
 def _following(r: SiteResult) -> bool:
