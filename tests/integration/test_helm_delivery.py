@@ -19,6 +19,8 @@ from testkit.deployments import get_deployment
 from testkit.github import GitHubStandIn, random_sha
 from testkit.github_fixtures import TOKEN
 from testkit.helm import Helm
+from testkit.serve_process import ServeProcess
+from testkit.serve_world import QUIET_SCHEDULE, TRIGGER
 from testkit.wait import wait_until
 
 CHART = Path(__file__).resolve().parents[2] / "testkit" / "charts" / "web"
@@ -176,3 +178,43 @@ def test_a_persons_helm_rollback_holds_the_site_until_resume(world: HelmWorld) -
         (1, None, "helm (not the reconciler)"),
     ]
     assert deploys[1]["by"] == "helm (not the reconciler)"
+
+
+def test_serve_upgrades_follows_and_rolls_back_a_helm_site_on_its_own(
+    world: HelmWorld, tmp_path: Path
+) -> None:
+    env = {
+        **world.env,
+        "RECONCILER_TRIGGER_TOKEN": TRIGGER,
+        "POD_NAMESPACE": world.ns,
+        "POD_NAME": "serve-0",
+    }
+    world.sites.write_text(QUIET_SCHEDULE + world.sites.read_text())
+    with ServeProcess(world.sites, env, tmp_path / "serve.log") as served:
+        good = world.head()
+        status, body = served.request("POST", "/sync/web", TRIGGER)
+        assert status == 200 and body["results"][0]["applied"], body
+
+        def site() -> dict[str, Any]:
+            return dict(served.request("GET", "/status")[1]["sites"][0])
+
+        served.wait_for(lambda: site()["rollout"] == "available", 120, "the upgrade available")
+        bad = world.head(crashloop_sha())
+        status, body = served.request("POST", "/sync/web", TRIGGER)
+        assert status == 200 and body["results"][0]["applied"], body
+        # the follower, not a sync, sees the rollout fail and rolls the release back
+        rolled = served.wait_for(
+            lambda: (s := site())["state"] == "rolled-back" and s, 120, "the helm rollback"
+        )
+        assert rolled["failed_sha"] == bad[:7], rolled
+        assert world.history()[-1][2].startswith(f"reconciler: rollback of main@{bad[:7]} to ")
+        served.wait_for(
+            lambda: world.image() == f"registry.example/web:{good}", 60, "the good image back"
+        )
+        descriptions = [d for _, _, d in world.history()]
+        assert descriptions[-3:-1] == [
+            f"reconciler: main@{good[:7]}" + descriptions[-3].partition(good[:7])[2],
+            f"reconciler: main@{bad[:7]} (was {good[:7]})",
+        ]
+        upgrades = [e for e in served.log_events() if e.get("event") == "helm_upgrade"]
+        assert upgrades and all(e["site"] == "web" for e in upgrades)
