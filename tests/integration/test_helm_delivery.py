@@ -14,7 +14,12 @@ from typing import Any
 import pytest
 
 from reconciler.cli.main import main
-from testkit.controlplane import LocalCluster, crashloop_sha
+from testkit.controlplane import (
+    LocalCluster,
+    crashloop_sha,
+    kubeconfig_for_token,
+    serviceaccount_token,
+)
 from testkit.deployments import get_deployment
 from testkit.github import GitHubStandIn, random_sha
 from testkit.github_fixtures import TOKEN
@@ -23,7 +28,8 @@ from testkit.serve_process import ServeProcess
 from testkit.serve_world import QUIET_SCHEDULE, TRIGGER
 from testkit.wait import wait_until
 
-CHART = Path(__file__).resolve().parents[2] / "testkit" / "charts" / "web"
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "testkit" / "charts" / "web"
 WAIT = ("--wait", "--wait-timeout", "180")
 
 
@@ -218,3 +224,25 @@ def test_serve_upgrades_follows_and_rolls_back_a_helm_site_on_its_own(
         ]
         upgrades = [e for e in served.log_events() if e.get("event") == "helm_upgrade"]
         assert upgrades and all(e["site"] == "web" for e in upgrades)
+
+
+def test_the_shipped_roles_are_all_a_helm_site_needs(
+    world: HelmWorld, local_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """As the ServiceAccount with Roles "reconciler" and "reconciler-helm" (k8s/rbac,
+    k8s/rbac-helm), nothing more: upgrade, follow, roll back."""
+    ns = world.ns
+    for role in ("rbac", "rbac-helm"):
+        local_cluster.kubectl("apply", "-n", ns, "-f", str(REPO / "k8s" / role / "role.yaml"))
+    for role in ("reconciler", "reconciler-helm"):
+        local_cluster.kubectl(
+            "create", "rolebinding", role, "-n", ns, f"--role={role}",
+            f"--serviceaccount={ns}:reconciler",
+        )  # fmt: skip
+    token = serviceaccount_token(local_cluster, ns, "reconciler")
+    world.env["KUBECONFIG"] = str(kubeconfig_for_token(local_cluster, token, tmp_path / "sa"))
+    good = world.head()
+    assert world.sync(*WAIT)["rollout"] == "available"
+    world.head(crashloop_sha())
+    assert world.sync(*WAIT, code=1)["action"] == "rolled-back"
+    wait_until(lambda: world.image() == f"registry.example/web:{good}", "the good image", 60)
