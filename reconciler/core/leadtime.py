@@ -149,6 +149,7 @@ def lead_of(
 ) -> Lead:
     """A site's Lead from its verdict, its workload's annotations and the branch head;
     ``pushed``: the head's push time from a webhook delivery, when one announced it."""
+    now = _whole(now)
     deployed, recorded = read(notes or {})
     if not isinstance(head, BranchHead):
         return Lead(deployed, waiting=_rolling(p, deployed), since=_rolling_since(deployed, p))
@@ -270,6 +271,7 @@ def update_notes(p: SitePlan) -> dict[str, str | None]:
 
 def after_patch(lead: Lead | None, sha: str, now: float) -> Lead:
     """The Lead once ``sha`` was patched in at ``now``: its rollout is what it waits for."""
+    now = _whole(now)
     lead = lead or Lead()
     mine = lead.head if lead.head is not None and lead.head.sha == sha else lead.target
     deployed = replace(mine if mine and mine.sha == sha else Stages(sha), patched=now)
@@ -280,6 +282,7 @@ def after_patch(lead: Lead | None, sha: str, now: float) -> Lead:
 
 def available(lead: Lead | None, now: float) -> Lead | None:
     """The Lead once the rollout of the deployed commit was recorded available at ``now``."""
+    now = _whole(now)
     if lead is None or lead.deployed is None or lead.deployed.available is not None:
         return lead
     deployed = replace(lead.deployed, available=now)
@@ -308,6 +311,12 @@ def durations(s: Stages) -> dict[str, float]:
         if value is not None:
             out[key] = max(0.0, value - s.pushed)
     return out
+
+
+def _whole(now: float) -> float:
+    """Whole seconds, as the annotations record times: a replica reading them back later
+    sees the same values."""
+    return float(int(now))
 
 
 def clock(t: float) -> str:

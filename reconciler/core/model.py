@@ -59,7 +59,7 @@ class CommitState:
 
     sha: str
     checks: str | None = None
-    committed_at: str | None = None  # the commit's committedDate (RFC 3339), when asked for
+    committed_at: str | None = field(default=None, compare=False)  # committedDate (RFC 3339)
 
 
 @dataclass(frozen=True, slots=True)
