@@ -315,3 +315,13 @@ def test_the_engine_records_the_stages_across_syncs_a_deploy_and_its_rollout() -
     deployed = followed.plan.lead.deployed if followed.plan.lead else None
     assert deployed == Stages(HEAD, T0, T0 + 60, T0 + 280, T0 + 281, T0 + 303, seen=T0 + 60)
     assert cluster.deployments["web", "blog"].annotations[ann.AVAILABLE_AT] == stamp(T0 + 303)
+
+
+def test_a_head_waiting_for_approval_or_a_window_passed_its_checks_and_image() -> None:
+    for skip, words in ((Skip.APPROVAL, "approval"), (Skip.WINDOW, "a deploy window")):
+        p = verdict(Action.SKIP, skip)
+        lead = leadtime.lead_of(p, RUNS, head(), pushed=T0, now=T0 + 300)
+        assert lead.head == Stages(HEAD, pushed=T0, image=T0 + 300, seen=T0 + 300)
+        assert (lead.waiting, lead.since) == (str(skip), T0 + 300)
+        assert lead.write is not None  # recorded: when it is let through, the image time stays
+        assert f"waiting for {words} since 14:07" in leadtime.waiting_text(lead, T0 + 900)
