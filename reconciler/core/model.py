@@ -322,6 +322,7 @@ class SitePlan:
     head_sha: str | None = None  # the branch head (differs from sha during a fallback)
     note: DeploymentPatch | None = None  # recorded once the update went out (window override)
     gated: str = ""  # what the environment gates let it through with (core/gates.py)
+    approved_by: str | None = None  # approval = "manual": who approved the commit it deploys
 
     @property
     def ok(self) -> bool:

@@ -349,6 +349,7 @@ class Engine:
                 reason=p.reason,
                 note=p.note,
                 gated=p.gated,
+                approved_by=p.approved_by,
             )
         return fresh_plan
 
