@@ -251,6 +251,9 @@ class Skip(StrEnum):
     WINDOW = "window"  # a deploy window is closed
 
 
+GATES = (Skip.PROMOTION, Skip.APPROVAL, Skip.WINDOW)  # what the environment gates hold back
+
+
 class SiteState(StrEnum):
     """What an operator wants to know about a site at a glance: the one name of a site's state
     (the status page, the metrics and the notifications alike)."""
@@ -460,6 +463,9 @@ class SiteResult:
             "held_by": p.held_by,
             "held_at": p.held_at,
             "failed_sha": p.failed_sha,
+            "promote_from": p.site.promote_from,
+            "gate": p.skip.value if p.skip in GATES else None,
+            "waiting_sha": p.sha if p.skip is Skip.APPROVAL else None,
         }
 
 
