@@ -43,6 +43,27 @@ class Target:
         return f"{self.kind}/{self.name}"
 
 
+# How a site's image reaches the cluster (Site.delivery): the reconciler patches the Deployment
+# itself (the default), upgrades the Helm release that owns it, or commits the image to a GitOps
+# repository. The sync layer routes each site to its delivery (reconciler.sync.delivery).
+KUBERNETES = "kubernetes"
+HELM = "helm"
+GIT = "git"
+DELIVERIES = (KUBERNETES, HELM, GIT)
+
+
+@dataclass(frozen=True, slots=True)
+class HelmSpec:
+    """[sites.NAME.helm]: the release that delivers the site, and the values keys (dotted
+    paths) that carry its image: a tag key, a repository key with it, or a digest key."""
+
+    release: str
+    namespace: str
+    tag: str | None = "image.tag"
+    repository: str | None = None
+    digest: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Site:
     """One site from sites.toml, with defaults already applied.
@@ -65,6 +86,8 @@ class Site:
     pin_digest: bool = True  # deploy image:tag@digest when the registry answered a digest
     required_checks: tuple[str, ...] = ()  # verify = "checks": these must have passed
     rollout_timeout: int | None = None  # seconds; None = the Deployment's progressDeadlineSeconds
+    delivery: str = KUBERNETES  # one of DELIVERIES: who writes the image (see above)
+    helm: HelmSpec | None = None  # delivery = "helm": the release
     # environments (#20; core/gates.py): follow a site instead of a branch, a person approves,
     # deploy windows by name ([windows.NAME] of sites.toml)
     promote_from: str | None = None
@@ -323,6 +346,7 @@ class SitePlan:
     write: DeploymentPatch | None = None  # what a rolled-back / held verdict writes
     clear: tuple[str, ...] = ()  # hold annotations an update removes (the branch moved on)
     head_sha: str | None = None  # the branch head (differs from sha during a fallback)
+    back_to: str | None = None  # a delivery's rollback target (helm: the revision to go back to)
     note: DeploymentPatch | None = None  # recorded once the update went out (window override)
     gated: str = ""  # what the environment gates let it through with (core/gates.py)
     approved_by: str | None = None  # approval = "manual": who approved the commit it deploys
