@@ -147,7 +147,7 @@ def test_production_waits_for_approval_by_the_page_button_and_over_http(  # noqa
             for e in core.list_namespaced_event(ns).items
             if e.involved_object.name == "blog-prod" and e.reason == "Approved"
         ]
-        assert len(approvals) == 2 and any("by ada (http)" in m for m in approvals)
+        assert len(approvals) == 2 and any("by ada (http)" in (m or "") for m in approvals)
 
 
 def test_a_freeze_defers_and_an_override_on_post_sync_deploys(
@@ -213,7 +213,7 @@ def test_a_freeze_defers_and_an_override_on_post_sync_deploys(
         )
         core = kubernetes.client.CoreV1Api(api)
         assert any(
-            e.reason == "WindowOverride" and "launch hotfix" in e.message
+            e.reason == "WindowOverride" and "launch hotfix" in (e.message or "")
             for e in core.list_namespaced_event(ns).items
             if e.involved_object.name == "blog-prod"
         )
