@@ -27,9 +27,6 @@ from tests.integration.test_status_page import browser, page_url, text_of
 pytestmark = [pytest.mark.cluster, pytest.mark.browser]
 __all__ = ["browser"]
 
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "pipeline.png"
-
-
 def sites_toml(ns: str, windows: str = "", prod_extra: str = "") -> str:
     return (
         QUIET_SCHEDULE
@@ -125,7 +122,6 @@ def test_production_waits_for_approval_by_the_page_button_and_over_http(  # noqa
         assert f"waiting for approval of {second[:7]}" in text_of(browser, ".pipeline")
         browser.save_screenshot(str(tmp_path / "pipeline.png"))
         shutil.copy(tmp_path / "pipeline.png", "/tmp/reconciler-pipeline.png")
-        shutil.copy(tmp_path / "pipeline.png", SCREENSHOT)
         status, body = proc.request(
             "POST", "/sites/production/approve", TRIGGER, body={"sha": first[:7]}
         )
