@@ -276,6 +276,9 @@ class Skip(StrEnum):
     WINDOW = "window"  # a deploy window is closed
 
 
+GATES = (Skip.PROMOTION, Skip.APPROVAL, Skip.WINDOW)  # what the environment gates hold back
+
+
 class SiteState(StrEnum):
     """What an operator wants to know about a site at a glance: the one name of a site's state
     (the status page, the metrics and the notifications alike)."""
@@ -376,6 +379,7 @@ class SitePlan:
     back_to: str | None = None  # a delivery's rollback target (helm: the revision to go back to)
     note: DeploymentPatch | None = None  # recorded once the update went out (window override)
     gated: str = ""  # what the environment gates let it through with (core/gates.py)
+    approved_by: str | None = None  # approval = "manual": who approved the commit it deploys
     lead: Lead | None = None  # lead time, stage by stage (core/leadtime.py)
 
     @property
@@ -515,6 +519,9 @@ class SiteResult:
             "held_by": p.held_by,
             "held_at": p.held_at,
             "failed_sha": p.failed_sha,
+            "promote_from": p.site.promote_from,
+            "gate": p.skip.value if p.skip in GATES else None,
+            "waiting_sha": p.sha if p.skip is Skip.APPROVAL else None,
         }
 
 

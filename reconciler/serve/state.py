@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reconciler.core import leadtime
 from reconciler.core.config.sites import Config
-from reconciler.core.model import Action, SiteResult, SiteState, Skip, SyncReport, SyncRequest
+from reconciler.core.model import (
+    Action,
+    Site,
+    SiteResult,
+    SiteState,
+    Skip,
+    SyncReport,
+    SyncRequest,
+)
+from reconciler.core.promotion import Promotion, chains
 
 RUN_HISTORY = 200
 CLI = "reconciler"  # how the verdicts' hints name the CLI: `reconciler resume blog`
@@ -175,7 +184,15 @@ def status_view(
             | _since(board.since.get(site.name))
             for site in (cfg.sites if cfg else ())
         ],
+        "pipelines": pipelines(cfg.sites) if cfg else [],
     }
+
+
+def pipelines(sites: Sequence[Site]) -> list[list[str]]:
+    """The promotion chains of sites.toml, each from the site that follows a branch through
+    its followers (dev → staging → prod); sites that promote nothing are in none."""
+    found = {s.name: Promotion(s.name, s.promote_from, s.soak) for s in sites if s.promote_from}
+    return [list(chain) for chain in chains(found, [s.name for s in sites]) if len(chain) > 1]
 
 
 def site_view(

@@ -330,6 +330,7 @@ class Engine:
                 reason=p.reason,
                 note=p.note,
                 gated=p.gated,
+                approved_by=p.approved_by,
             )
         return replace(fresh_plan, lead=p.lead)
 
