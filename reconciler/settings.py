@@ -83,6 +83,9 @@ class Settings:
     pod_namespace: str | None = None  # POD_NAMESPACE
     lease_namespace: str | None = None  # RECONCILER_LEASE_NAMESPACE, else POD_NAMESPACE
     lease_enabled: bool = True  # RECONCILER_LEASE=off disables it
+    # RECONCILER_WATCH_CACHE=off: serve reads Deployments with a LIST per namespace and sync, as
+    # the CLI does, instead of keeping them in a LIST + WATCH cache
+    watch_cache: bool = True
     lease_seconds: int = 60  # RECONCILER_LEASE_SECONDS: renewed every quarter of it
     # RECONCILER_LEASE_WAIT: how long a trigger waits for the Lease another replica holds before
     # it is answered "queued" (its sync stays queued); default: the Lease and LEASE_WAIT_MARGIN
@@ -172,6 +175,7 @@ class Settings:
             pod_namespace=pod_namespace,
             lease_namespace=env.get("RECONCILER_LEASE_NAMESPACE") or pod_namespace,
             lease_enabled=env.get("RECONCILER_LEASE", "on") != "off",
+            watch_cache=_switch(env, "RECONCILER_WATCH_CACHE"),
             lease_seconds=_integer(env, "RECONCILER_LEASE_SECONDS", 60, MAX_LEASE_SECONDS),
             lease_wait_seconds=_integer(env, "RECONCILER_LEASE_WAIT", 0, MAX_LEASE_SECONDS) or None,
             docker_config=env.get("DOCKER_CONFIG") or None,
@@ -194,6 +198,16 @@ class Settings:
             cli_name=(env.get("RECONCILER_CLI_NAME") or "reconciler").strip(),
             environ=dict(env),
         )
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool = True) -> bool:
+    """on | off (empty or unset: the default)."""
+    value = (env.get(name) or "").strip().lower()
+    if not value:
+        return default
+    if value not in ("on", "off"):
+        raise SettingsError(f"{name} must be on or off, not {_shown(value)}")
+    return value == "on"
 
 
 def _hosts(env: Mapping[str, str], name: str) -> tuple[str, ...]:
