@@ -28,6 +28,7 @@ MAX_HTTP_CONNECTIONS = 65536
 MAX_APPLY_CONCURRENCY = 1024
 MAX_MALLOC_ARENAS = 64
 MAX_LEASE_SECONDS = 3600
+MAX_GITHUB_CONCURRENCY = 100  # GitHub's secondary limit: concurrent requests per caller
 SUBSCRIPTION = re.compile(r"projects/([^/\s]+)/subscriptions/([^/\s]+)")
 SUBSCRIPTION_VARIABLES = (
     "PUBSUB_SUBSCRIPTION",
@@ -46,7 +47,8 @@ class GitHubSettings:
     app_private_key: str | None = None
     app_installation_id: int | None = None
     timeout: float = 10.0
-    concurrency: int = 8
+    concurrency: int = 8  # requests in flight at first; grows adaptively up to max_concurrency
+    max_concurrency: int = 100  # RECONCILER_GITHUB_CONCURRENCY: GitHub allows 100 at most
     max_retry_wait: float = 30.0
     strategy: str = "auto"  # auto: GraphQL when authenticated, else REST conditional requests
     lookback: int = 20  # RECONCILER_LOOKBACK: commits of each branch read for a ready one (0: off)
@@ -327,8 +329,11 @@ def _github(env: Mapping[str, str]) -> GitHubSettings:
             f"RECONCILER_LOOKBACK must be a whole number from 0 to {MAX_LOOKBACK}, "
             f"not {_shown(lookback)}"
         )
+    ceiling = _integer(env, "RECONCILER_GITHUB_CONCURRENCY", 100, MAX_GITHUB_CONCURRENCY)
     return GitHubSettings(
         lookback=int(lookback),
+        concurrency=min(8, ceiling),
+        max_concurrency=ceiling,
         api_url=_url(env.get("GITHUB_API_URL") or DEFAULT_GITHUB_API, "GITHUB_API_URL"),
         token=env.get("GITHUB_TOKEN") or None,
         app_id=app_id,

@@ -1,5 +1,6 @@
 """The request path to GitHub: PyGithub's Requester per thread, read-only retries, the
-rate-limit rules (retry-after, an exhausted limit fails fast), conditional GETs."""
+rate-limit rules (retry-after, an exhausted limit fails fast), an adaptive number of requests in
+flight (core.pace: inside GitHub's secondary limits), conditional GETs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -26,6 +28,7 @@ from reconciler.core.errors import ErrorKind, GitHubError
 from reconciler.core.model import (
     HeadError,
 )
+from reconciler.core.pace import Pace
 from reconciler.core.ports import RateLimit
 from reconciler.settings import GitHubSettings
 
@@ -50,6 +53,60 @@ class Halt(Exception):
     def __init__(self, error: HeadError) -> None:
         super().__init__(error.reason)
         self.error = error
+
+
+class Throttle:
+    """The requests in flight to GitHub, at the adaptive pace of core.pace (one per client, so
+    every reader of heads, checks and commits shares it). Its pause is on the monotonic clock."""
+
+    def __init__(self, pace: Pace, *, max_wait: float) -> None:
+        self.pace = pace
+        self.max_wait = max_wait
+        self.in_flight = 0
+        self.peak = 0  # the most requests in flight at once (the benchmark reports it)
+        self.limited_answers = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def slot(self, *, waited: bool = False) -> Iterator[None]:
+        """Hold one of the requests in flight; `waited`: this thread has just waited out the
+        pause itself (it retries at once). A pause longer than max_wait raises Halt."""
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                pause = 0.0 if waited else self.pace.wait(now)
+                if pause > self.max_wait:
+                    raise Halt(_paused(pause))
+                if pause <= 0 and self.in_flight < self.pace.bounded:
+                    break
+                self._cond.wait(pause if pause > 0 else None)
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.in_flight -= 1
+                self._cond.notify()
+
+    def answered(self) -> None:
+        with self._cond:
+            self.pace = self.pace.answered()
+            self._cond.notify()
+
+    def limited(self, retry_after: float) -> None:
+        with self._cond:
+            self.limited_answers += 1
+            self.pace = self.pace.limited(retry_after, time.monotonic())
+
+
+def _paused(wait: float) -> HeadError:
+    when = time.strftime("%H:%M:%S UTC", time.gmtime(time.time() + wait))
+    return HeadError(
+        f"GitHub secondary rate limit reached; not retrying before {when} (in {wait:.0f}s); "
+        "no request sent; the next sync will pick this site up",
+        ErrorKind.RATE_LIMITED,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +146,10 @@ class GitHubClient:
         self._lock = threading.Lock()
         self._limits: dict[str, RateLimit] = {}
         self._etags: dict[str, tuple[str, str]] = {}  # url -> (etag, value)
+        self.throttle = Throttle(
+            Pace(limit=settings.concurrency, ceiling=settings.max_concurrency),
+            max_wait=settings.max_retry_wait,
+        )
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -128,7 +189,10 @@ class GitHubClient:
         self._check_budget("graphql" if url.endswith("graphql") else "core")
         for attempt in range(3):
             try:
-                status, hdrs, text = self._requester().requestJson(verb, url, None, headers, body)
+                with self.throttle.slot(waited=attempt > 0):
+                    status, hdrs, text = self._requester().requestJson(
+                        verb, url, None, headers, body
+                    )
             except requests.exceptions.RetryError as exc:  # urllib3 retries exhausted
                 raise GitHubError(
                     f"GitHub kept failing ({exc})", kind=ErrorKind.GITHUB_UNAVAILABLE
@@ -143,7 +207,10 @@ class GitHubClient:
             self._note_limits(response.headers)
             wait = self._retry_wait(response)
             if wait is None:
+                self.throttle.answered()
                 return response
+            if response.headers.get("retry-after") is not None or _secondary(response):
+                self.throttle.limited(wait)  # fewer in flight, none before retry-after
             if wait > self.settings.max_retry_wait or attempt == 2:
                 raise Halt(self.limited(response, wait))
             log.warning("GitHub asked us to wait %.0fs (%s); waiting", wait, response.message)
@@ -182,7 +249,7 @@ class GitHubClient:
         if str(r.headers.get("x-ratelimit-remaining")) == "0":
             reset = float(r.headers.get("x-ratelimit-reset", self.clock() + 3600))
             return max(0.0, reset - self.clock()) + 1
-        if "secondary rate limit" in r.message.lower():
+        if _secondary(r):
             return 60.0
         return None  # a plain 403 (e.g. SAML, permissions) is the caller's to report
 
@@ -248,6 +315,10 @@ class GitHubClient:
             with self._lock:
                 self._etags[url] = (str(etag), r.body)
         return r
+
+
+def _secondary(r: Response) -> bool:
+    return r.status in (403, 429) and "secondary rate limit" in r.message.lower()
 
 
 def _root_cause(exc: BaseException) -> BaseException:
