@@ -68,16 +68,20 @@ class Throttle:
         self._cond = threading.Condition()
 
     @contextmanager
-    def slot(self, *, waited: bool = False) -> Iterator[None]:
+    def slot(self, budget: Callable[[], int | None], *, waited: bool = False) -> Iterator[None]:
         """Hold one of the requests in flight; `waited`: this thread has just waited out the
-        pause itself (it retries at once). A pause longer than max_wait raises Halt."""
+        pause itself (it retries at once). A pause longer than max_wait raises Halt; so does
+        `budget` (the primary limit's remaining requests, None: not known yet), and no more
+        requests are in flight than it has room for."""
         with self._cond:
             while True:
                 now = time.monotonic()
                 pause = 0.0 if waited else self.pace.wait(now)
                 if pause > self.max_wait:
                     raise Halt(_paused(pause))
-                if pause <= 0 and self.in_flight < self.pace.bounded:
+                room = budget()
+                cap = self.pace.bounded if room is None else min(self.pace.bounded, room)
+                if pause <= 0 and self.in_flight < cap:
                     break
                 self._cond.wait(pause if pause > 0 else None)
             self.in_flight += 1
@@ -87,12 +91,12 @@ class Throttle:
         finally:
             with self._cond:
                 self.in_flight -= 1
-                self._cond.notify()
+                self._cond.notify_all()
 
     def answered(self) -> None:
         with self._cond:
             self.pace = self.pace.answered()
-            self._cond.notify()
+            self._cond.notify_all()
 
     def limited(self, retry_after: float) -> None:
         with self._cond:
@@ -186,13 +190,16 @@ class GitHubClient:
         self, verb: str, url: str, *, headers: dict[str, str] | None = None, body: Any = None
     ) -> Response:
         """One request with GitHub's rate-limit rules applied; raises Halt or GitHubError."""
-        self._check_budget("graphql" if url.endswith("graphql") else "core")
+        resource = "graphql" if url.endswith("graphql") else "core"
+        self._check_budget(resource)
         for attempt in range(3):
             try:
-                with self.throttle.slot(waited=attempt > 0):
+                with self.throttle.slot(lambda: self._check_budget(resource), waited=attempt > 0):
                     status, hdrs, text = self._requester().requestJson(
                         verb, url, None, headers, body
                     )
+                    hdrs = {k.lower(): v for k, v in hdrs.items()}
+                    self._note_limits(hdrs)  # before the next request may start
             except requests.exceptions.RetryError as exc:  # urllib3 retries exhausted
                 raise GitHubError(
                     f"GitHub kept failing ({exc})", kind=ErrorKind.GITHUB_UNAVAILABLE
@@ -203,8 +210,7 @@ class GitHubClient:
                 ) from exc
             except GithubException as exc:
                 raise GitHubError(f"GitHub error: {exc}", kind=ErrorKind.GITHUB) from exc
-            response = Response(status, {k.lower(): v for k, v in hdrs.items()}, text)
-            self._note_limits(response.headers)
+            response = Response(status, hdrs, text)
             wait = self._retry_wait(response)
             if wait is None:
                 self.throttle.answered()
@@ -278,8 +284,9 @@ class GitHubClient:
         with self._lock:
             self._limits[limit.resource] = limit
 
-    def _check_budget(self, resource: str) -> None:
-        """Never send a request GitHub would refuse: fail fast while the limit is exhausted."""
+    def _check_budget(self, resource: str) -> int | None:
+        """Never send a request GitHub would refuse: fail fast while the limit is exhausted;
+        the requests left (None: not known yet, or the limit has reset)."""
         with self._lock:
             limit = self._limits.get(resource)
         if limit and limit.remaining <= 0 and limit.reset_epoch > self.clock():
@@ -292,6 +299,7 @@ class GitHubClient:
                     ErrorKind.RATE_LIMITED,
                 )
             )
+        return limit.remaining if limit and limit.reset_epoch > self.clock() else None
 
     def rate_limits(self) -> Mapping[str, RateLimit]:
         with self._lock:
