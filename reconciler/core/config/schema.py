@@ -22,6 +22,13 @@ def json_schema() -> Schema:
     """The whole schema, a JSON-ready dict (stable key order: its dump is committed)."""
     site = _table(configkeys.SITE, required=("repo",))
     site["properties"]["notify"] = _table_or_false(_notify(), configkeys.SITE["notify"])
+    helm = _table(configkeys.HELM)
+    helm["properties"]["values"] = {
+        "description": configkeys.HELM["values"].description,
+        **_table(configkeys.HELM_VALUES),
+        "anyOf": [{"required": ["tag"]}, {"required": ["digest"]}],
+    }
+    site["properties"]["helm"] = {"description": configkeys.SITE["helm"].description, **helm}
     return {
         "$schema": DRAFT,
         "title": "sites.toml",
@@ -40,6 +47,12 @@ def json_schema() -> Schema:
                 "additionalProperties": site,
             },
             "notify": _described(_notify(), "notify"),
+            "windows": {
+                "description": configkeys.TOP["windows"],
+                "type": "object",
+                "propertyNames": {"pattern": configkeys.SITE_NAME_PATTERN},
+                "additionalProperties": _table(configkeys.WINDOW, required=("kind", "timezone")),
+            },
         },
     }
 
@@ -56,6 +69,9 @@ def _table(keys: Mapping[str, Key], required: tuple[str, ...] = ()) -> Schema:
     }
     if required:
         schema["required"] = list(required)
+    pairs = [(name, other) for name, key in keys.items() for other in key.excludes]
+    if pairs:
+        schema["allOf"] = [{"not": {"required": list(pair)}} for pair in pairs]
     return schema
 
 
@@ -65,6 +81,10 @@ def _key(key: Key) -> Schema:
         schema.update(type="array", items={"type": "string", "minLength": 1})
     elif key.kind == "table":
         schema["type"] = "object"
+    elif key.kind == "tables":
+        items = _table(key.items or {}, required=key.required)
+        schema.update(type="array", minItems=1, maxItems=key.maximum, items=items)
+        return schema
     else:
         schema["type"] = key.kind
     if key.kind == "string":
