@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 
 LEASE_NAME = "reconciler"  # k8s/lease-rbac.yaml grants get/update on this name only
 HEALTH_CHECK_TTL = 10.0
+FIRST_READY_WAIT = 2.0  # seconds the first /readyz waits for the cache's first LISTs
 LEASE_SECONDS = 60.0  # serve.leader.LEASE_SECONDS: the defaults of build_service
 
 
@@ -204,7 +206,12 @@ def watch_namespaces(service: Service, cache: kubecache.KubeCache[ObservedDeploy
         watched.clear()
         watched.update(wanted)
 
+    first = threading.Event()
+
     def ready() -> str | None:
+        if not first.is_set():  # the first probe after start waits a moment for the LISTs
+            first.set()
+            cache.wait_until(lambda: cache.synced, FIRST_READY_WAIT)
         if cache.synced:
             return None
         return "the workload cache has not listed every namespace of sites.toml yet"
