@@ -175,6 +175,7 @@ def build_service(
         commit_info=commit_info,
         cli_name=cli_name,
     )
+    engine.pushed = service.pushed_at  # push webhooks' times: the lead time's "pushed"
     if cache is not None:
         watch_namespaces(service, cache)
     service.attach(
