@@ -165,6 +165,7 @@ def build_service(
         commit_info=commit_info,
         cli_name=cli_name,
     )
+    engine.pushed = service.pushed_at  # push webhooks' times: the lead time's "pushed"
     service.attach(
         Runner(service.run),
         Schedule(service.submit),

@@ -138,6 +138,7 @@ class CommitState:
 
     sha: str
     checks: str | None = None
+    committed_at: str | None = field(default=None, compare=False)  # committedDate (RFC 3339)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,7 @@ class BranchHead:
     branch: str
     sha: str
     history: tuple[CommitState, ...] = field(default=(), compare=False)  # derived from sha
+    committed_at: str | None = field(default=None, compare=False)  # the head's committedDate
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +322,34 @@ class VerifyRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Stages:
+    """When each stage of one commit's way to a site happened (seconds since the epoch; None:
+    not reached, or not known): pushed, checks green, image present, patched, available; and
+    when the reconciler first saw it as the branch head."""
+
+    sha: str
+    pushed: float | None = None
+    checks: float | None = None
+    image: float | None = None
+    patched: float | None = None
+    available: float | None = None
+    seen: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lead:
+    """A site's lead time (core/leadtime.py): the stages of the commit it runs, and of the
+    branch head while that is not live yet: the stage it waits in, and since when."""
+
+    deployed: Stages | None = None
+    head: Stages | None = None
+    waiting: str | None = None  # the stage the head waits in (leadtime.WAITS), None: live
+    since: float | None = None
+    target: Stages | None = None  # an older commit an update deploys instead of the head
+    write: DeploymentPatch | None = field(default=None, compare=False)  # records the head
+
+
+@dataclass(frozen=True, slots=True)
 class SitePlan:
     """The planner's verdict for one site."""
 
@@ -350,6 +380,7 @@ class SitePlan:
     note: DeploymentPatch | None = None  # recorded once the update went out (window override)
     gated: str = ""  # what the environment gates let it through with (core/gates.py)
     approved_by: str | None = None  # approval = "manual": who approved the commit it deploys
+    lead: Lead | None = None  # lead time, stage by stage (core/leadtime.py)
 
     @property
     def ok(self) -> bool:
@@ -397,6 +428,7 @@ class ImageChange:
     previous_sha: str = ""  # the commit previous_image was built from, when known
     clear: tuple[str, ...] = ()  # reconciler.dev/ annotations this update removes (a hold)
     trigger: str = ""  # what asked for the sync that makes it (recorded on the Deployment)
+    notes: Mapping[str, str | None] = field(default_factory=dict)  # more annotations to write
 
 
 @dataclass(frozen=True, slots=True)

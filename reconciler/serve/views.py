@@ -126,6 +126,7 @@ class ServiceViews:
                 next_run=next_run,
                 syncing=syncing,
                 web_url=self.web_url,
+                now=self.clock(),
             )
         view["notifications"] = self._notifications()
         view["leader"] = self.leadership()

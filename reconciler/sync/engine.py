@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from reconciler.core import annotations as ann
-from reconciler.core import gates, promotion
+from reconciler.core import gates, leadtime, promotion
 from reconciler.core.config.sites import Config
 from reconciler.core.errors import ErrorKind, ReconcilerError
 from reconciler.core.model import (
@@ -21,6 +21,7 @@ from reconciler.core.model import (
     Action,
     ApplyResult,
     BranchHead,
+    DeploymentPatch,
     HeadError,
     HeadResult,
     ImageStatus,
@@ -80,6 +81,8 @@ class Engine:
         # sets it to the Lease holder's answer, so a lost Lease stops every further patch.
         self.fence: Callable[[], str | None] = _open
         self.conflict_pause: Callable[[int], float] = conflict_pause  # tests make it 0
+        # When a push webhook announced a commit (repo, sha) -> its push time; serve sets it.
+        self.pushed: Callable[[str, str], float | None] = _unknown
 
     def plan(
         self,
@@ -139,7 +142,8 @@ class Engine:
             )
 
         result = _fall_back(self.verifier, result, heads, replan)
-        return _env_gates(config, result, observed, now, override=override, by=by)
+        result = _env_gates(config, result, observed, now, override=override, by=by)
+        return _with_lead(result, heads, observed, now, self.pushed)
 
     def _resolve(self, refs: Collection[RepoRef]) -> Mapping[RepoRef, HeadResult]:
         try:
@@ -174,6 +178,7 @@ class Engine:
         timings = {"plan": time.monotonic() - t0}
         if not (request.plan_only or request.dry_run):
             _stamp(self, config, request.sites)
+            _record_stages(self, the_plan)
         if request.plan_only or not any(_writes(p) for p in the_plan.sites):
             results = tuple(SiteResult(p) for p in the_plan.sites)
         else:
@@ -260,7 +265,8 @@ class Engine:
         if delivery is not None:
             return delivery.apply(p, dry_run=dry_run, trigger=trigger)
         if p.action is Action.UPDATE:
-            change = replace(planner.change_for(p), trigger=trigger)
+            notes = leadtime.update_notes(p)
+            change = replace(planner.change_for(p), trigger=trigger, notes=notes)
             return self.cluster.apply(change, dry_run=dry_run)
         assert p.write is not None
         write = p.write
@@ -288,6 +294,7 @@ class Engine:
         was = (p.running_sha or "")[:7] or p.current_image
         p = replace(
             p,
+            lead=leadtime.after_patch(p.lead, p.sha or "", self.clock()),
             changed_at=stamp,
             running_sha=p.sha,
             rollout=Rollout.PROGRESSING,
@@ -325,7 +332,7 @@ class Engine:
                 gated=p.gated,
                 approved_by=p.approved_by,
             )
-        return fresh_plan
+        return replace(fresh_plan, lead=p.lead)
 
     def _plan_one(
         self,
@@ -336,7 +343,10 @@ class Engine:
         now = self.clock()
         view = {fresh.name: fresh} if fresh else {}
         troubles = self._troubles(site, fresh, now) if fresh else ()
-        return planner.plan_site(site, heads, {site.namespace: view}, now=now, troubles=troubles)
+        p = planner.plan_site(site, heads, {site.namespace: view}, now=now, troubles=troubles)
+        notes = fresh.annotations if fresh else None
+        lead = leadtime.lead_of(p, notes, heads.get(site.ref), pushed=None, now=now)
+        return replace(p, lead=lead)
 
     def _troubles(self, site: Site, d: ObservedDeployment, now: float) -> tuple[str, ...]:
         """Stuck pods of a rollout of ours that has run longer than the site's rollout_timeout."""
@@ -400,7 +410,9 @@ class Engine:
             p = self._plan_one(site, {}, fresh)
             now = self.clock()
             if act and fresh is not None and (stamp := promotion.available_patch(fresh, now)):
-                self.cluster.patch(stamp, dry_run=False)  # when its rollout became available
+                done = self.cluster.patch(stamp, dry_run=False)  # when its rollout became available
+                if done.ok:
+                    p = replace(p, lead=leadtime.available(p.lead, now))
         if p.action is Action.ROLLED_BACK and act:
             result = self._apply_one(p, dry_run=False, trigger="follower")
             if result.applied:
@@ -566,6 +578,49 @@ def _env_gates(
     return Plan(tuple(out))
 
 
+def _with_lead(
+    result: Plan,
+    heads: Mapping[RepoRef, HeadResult],
+    observed: Mapping[str, NamespaceView],
+    now: float,
+    pushed: Callable[[str, str], float | None],
+) -> Plan:
+    """Every verdict with its lead time, stage by stage (core.leadtime)."""
+    out = []
+    for p in result.sites:
+        if p.site.delivery != KUBERNETES:  # recorded on the workload: Deployments only, for now
+            out.append(p)
+            continue
+        d = _deployment(observed, p.site)
+        head = heads.get(p.site.ref)
+        when = pushed(head.repo, head.sha) if isinstance(head, BranchHead) else None
+        notes = d.annotations if d is not None else None
+        out.append(replace(p, lead=leadtime.lead_of(p, notes, head, pushed=when, now=now)))
+    return Plan(tuple(out))
+
+
+def _record_stages(engine: Engine, the_plan: Plan) -> None:
+    """Record the stages of branch heads a sync does not deploy (core.leadtime); a conflict or
+    a failure is left to the next sync (it finds the same thing to record)."""
+    writes = [
+        w
+        for p in the_plan.sites
+        if p.lead is not None and (w := p.lead.write) is not None and not _writes(p)
+    ]
+    if not writes or engine.fence() is not None:
+        return
+
+    def send(w: DeploymentPatch) -> None:
+        try:
+            result = engine.cluster.patch(w, dry_run=False)
+        except ReconcilerError as exc:
+            result = ApplyResult(False, str(exc))
+        if not result.ok and not result.conflict:
+            log.warning("recording the stages of %s: %s", w.deployment, result.reason)
+
+    bounded_map(send, writes, limit=engine.apply_concurrency, name="apply")
+
+
 def _following(r: SiteResult) -> bool:
     """Whether wait() goes on following a site: not once it rolled back; yes while its rollout
     is progressing, or while no controller has reported on its Deployment yet (just created)."""
@@ -592,6 +647,10 @@ def _passed(status: ImageStatus | None) -> bool:
 
 
 def _open() -> str | None:
+    return None
+
+
+def _unknown(repo: str, sha: str) -> float | None:
     return None
 
 
