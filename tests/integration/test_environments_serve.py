@@ -27,6 +27,7 @@ from tests.integration.test_status_page import browser, page_url, text_of
 pytestmark = [pytest.mark.cluster, pytest.mark.browser]
 __all__ = ["browser"]
 
+
 def sites_toml(ns: str, windows: str = "", prod_extra: str = "") -> str:
     return (
         QUIET_SCHEDULE
