@@ -9,6 +9,21 @@ from enum import StrEnum
 
 from reconciler.core.errors import ErrorKind
 
+HOME_CLUSTER = "home"  # the cluster the reconciler runs in: its name on pages, metrics, JSON
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterRef:
+    """A named cluster of sites.toml's [clusters.NAME]: a mounted kubeconfig file and/or one of
+    its contexts (never credentials). Sites without one live in the home cluster."""
+
+    name: str
+    kubeconfig: str | None = None  # an absolute path; None: the default kubeconfig
+    context: str | None = None  # None: the kubeconfig's current context
+
+    def __str__(self) -> str:
+        return f'cluster "{self.name}"'
+
 
 @dataclass(frozen=True, slots=True)
 class Site:
@@ -27,6 +42,12 @@ class Site:
     pin_digest: bool = True  # deploy image:tag@digest when the registry answered a digest
     required_checks: tuple[str, ...] = ()  # verify = "checks": these must have passed
     rollout_timeout: int | None = None  # seconds; None = the Deployment's progressDeadlineSeconds
+    cluster: ClusterRef | None = None  # None: the home cluster (the one the reconciler runs in)
+
+    @property
+    def cluster_name(self) -> str:
+        """The site's cluster as pages, metrics and JSON name it."""
+        return self.cluster.name if self.cluster is not None else HOME_CLUSTER
 
     @property
     def owner(self) -> str:

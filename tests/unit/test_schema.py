@@ -117,6 +117,11 @@ BAD: dict[str, str] = {
     "notify a number": GOOD_SITE + "notify = 3\n",
     "github_deployments a number": "[notify]\ngithub_deployments = 1\n" + GOOD_SITE,
     "blocked_after negative": "[notify]\nblocked_after = -1\n" + GOOD_SITE,
+    "a token in a cluster": "[clusters.prod]\ntoken = 'abc'\n" + GOOD_SITE,
+    "a cluster without kubeconfig or context": "[clusters.prod]\n" + GOOD_SITE,
+    "a relative kubeconfig": "[clusters.prod]\nkubeconfig = 'prod.yaml'\n" + GOOD_SITE,
+    "a cluster named home": "[clusters.home]\ncontext = 'x'\n" + GOOD_SITE,
+    "a cluster name with capitals": "[clusters.Prod]\ncontext = 'x'\n" + GOOD_SITE,
 }
 
 

@@ -18,6 +18,9 @@ MAX_JITTER = 3600
 REPO_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$"
 SITE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 SUBDOMAIN_PATTERN = r"^[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?$"
+# A cluster's name is a DNS label (it is a metrics label value and part of messages).
+CLUSTER_NAME_PATTERN = r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$"
+ABSOLUTE_PATH_PATTERN = r"^/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,13 @@ _ROLLOUT_TIMEOUT = Key(
     maximum=MAX_ROLLOUT_TIMEOUT,
 )
 
+_CLUSTER = Key(
+    "string",
+    'The cluster of the site\'s workloads: a [clusters.NAME] table, or "home" (default): the '
+    "cluster the reconciler runs in.",
+    pattern=CLUSTER_NAME_PATTERN,
+)
+
 SITE: Mapping[str, Key] = {
     "repo": Key("string", 'Required: the GitHub repository, "owner/name".', pattern=REPO_PATTERN),
     "branch": _BRANCH,
@@ -76,6 +86,7 @@ SITE: Mapping[str, Key] = {
     ),
     "rollout_timeout": _ROLLOUT_TIMEOUT,
     "notify": Key("table", "This site's notifications ([sites.NAME.notify]), or false: none."),
+    "cluster": _CLUSTER,
 }
 DEFAULTS: Mapping[str, Key] = {
     name: SITE[name]
@@ -87,7 +98,17 @@ DEFAULTS: Mapping[str, Key] = {
         "verify",
         "pin_digest",
         "rollout_timeout",
+        "cluster",
     )
+}
+CLUSTER: Mapping[str, Key] = {
+    "kubeconfig": Key(
+        "string",
+        "Absolute path of a mounted kubeconfig file that reaches the cluster (credentials stay "
+        "in that file, never in sites.toml); default: the reconciler's own kubeconfig.",
+        pattern=ABSOLUTE_PATH_PATTERN,
+    ),
+    "context": Key("string", "The kubeconfig context to use; default: its current context."),
 }
 SERVICE: Mapping[str, Key] = {
     "schedule": Key(
@@ -106,4 +127,6 @@ TOP: Mapping[str, str] = {
     "service": "Settings of `reconciler serve`.",
     "sites": "One table per site, [sites.NAME]: letters, digits, - _ and . in NAME.",
     "notify": "Notifications (docs/notifications.md); secrets are named, never written here.",
+    "clusters": "Other clusters, [clusters.NAME] (docs/clusters.md): a kubeconfig file and/or "
+    "a context each; sites name theirs with cluster = NAME.",
 }

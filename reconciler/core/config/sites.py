@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.core.config import keys as configkeys
+from reconciler.core.config.clusters import parse_clusters, site_cluster
 from reconciler.core.config.lines import Lines, deepest
 from reconciler.core.errors import ConfigError, ConfigProblem
-from reconciler.core.model import Site
+from reconciler.core.model import ClusterRef, Site
 from reconciler.core.notify.config import NotifyConfig, parse_notify
 from reconciler.core.plan.template import template_problems
 
@@ -57,6 +58,7 @@ class Config:
     sites: tuple[Site, ...]
     service: ServiceSettings = field(default_factory=ServiceSettings)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    clusters: Mapping[str, ClusterRef] = field(default_factory=dict)  # [clusters.NAME]
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -116,6 +118,7 @@ class _Validator:
         self.schedule_problem = schedule_problem
         self.problems: list[ConfigProblem] = []
         self.default_timeout: int | None = None
+        self.clusters: Mapping[str, ClusterRef] = {}
 
     def problem(self, where: tuple[str, ...], message: str, site: str | None = None) -> None:
         """Record a problem at the line of `where`; a key or name of any length quoted in it
@@ -168,6 +171,7 @@ class _Validator:
         defaults = self.table(data, "defaults")
         self.unknown_keys(defaults, DEFAULT_KEYS, ("defaults",), None)
         service = self._service(self.table(data, "service"))
+        self.clusters = parse_clusters(data, self.problem)
         raw_sites = self.table(data, "sites")
         if not raw_sites and not self.problems:
             self.problem((), 'no sites: add a table such as [sites.blog] with repo = "owner/name"')
@@ -188,7 +192,7 @@ class _Validator:
         if self.problems:
             self.problems.sort(key=lambda p: p.line or 0)
             raise ConfigError(self.problems)
-        return Config(self.path, tuple(sites), service, notify)
+        return Config(self.path, tuple(sites), service, notify, clusters=self.clusters)
 
     def _verify(
         self, table: Mapping[str, Any], where: tuple[str, ...], site: str | None
@@ -270,6 +274,9 @@ class _Validator:
         if not isinstance(pin_digest, bool):
             self.problem((*pin_where, "pin_digest"), '"pin_digest" must be true or false', name)
         required = self._required_checks(raw, where, name, verify)
+        cluster = site_cluster(
+            raw, defaults, self.clusters, where=where, site=name, problem=self.problem
+        )
         if len(self.problems) > before or repo is None or image is None:
             return None
         return Site(
@@ -286,6 +293,7 @@ class _Validator:
             pin_digest=bool(pin_digest),
             required_checks=required,
             rollout_timeout=timeout,
+            cluster=cluster,
         )
 
     def _pick(
@@ -384,10 +392,11 @@ class _Validator:
         """Each site that targets the container (or, without "container", the Deployment) of
         an earlier site is reported once, against the first such site; at most
         MAX_CONFLICTS_SHOWN per Deployment, then one line says how many more there are."""
-        groups: dict[tuple[str, str], list[Site]] = {}
-        for site in sites:
-            groups.setdefault((site.namespace, site.deployment), []).append(site)
-        for (namespace, deployment), group in groups.items():
+        groups: dict[tuple[str, str, str], list[Site]] = {}
+        for site in sites:  # the same names in two clusters are two Deployments
+            key = (site.cluster_name, site.namespace, site.deployment)
+            groups.setdefault(key, []).append(site)
+        for (_, namespace, deployment), group in groups.items():
             clashes = _conflicts(group)
             for site, other in clashes[:MAX_CONFLICTS_SHOWN]:
                 if site.container is None or other.container is None:
