@@ -14,6 +14,8 @@ from reconciler.adapters import kube, lease
 from reconciler.adapters.delivery import WebhookSender
 from reconciler.adapters.github import GitHubDeployments, GitHubSource
 from reconciler.adapters.registry import RegistryVerifier, Verifiers
+from reconciler.core.errors import ReconcilerError
+from reconciler.core.model import ClusterRef, Site
 from reconciler.core.ports import (
     BackgroundTrigger,
     Cluster,
@@ -23,6 +25,7 @@ from reconciler.core.ports import (
     NoteStore,
 )
 from reconciler.settings import LEASE_WAIT_MARGIN, Settings
+from reconciler.sync.clusters import Clusters, Connect
 from reconciler.sync.engine import Engine
 from reconciler.sync.notifier import Notifier
 from reconciler.sync.outbox import Outbox
@@ -49,6 +52,18 @@ class Parts:
     verifier: ImageVerifier | None = None
     kubeconfig: str | None = None
     kube_context: str | None = None
+    connect: Connect | None = None  # builds a [clusters.NAME]'s port; default: kube_connect
+
+
+def kube_connect(settings: Settings) -> Connect:
+    """How a named cluster's port is built: its kubeconfig file (default: the reconciler's own,
+    KUBECONFIG) and context; never the pod's in-cluster identity, which is the home cluster's."""
+
+    def connect(ref: ClusterRef) -> Cluster:
+        api = kube.api_client(ref.kubeconfig or settings.kubeconfig, ref.context)
+        return kube.KubeCluster(api, reporter=settings.identity, writes=settings.apply_concurrency)
+
+    return connect
 
 
 def build_engine(parts: Parts | None, settings: Settings) -> Engine:
@@ -76,6 +91,7 @@ def build_engine(parts: Parts | None, settings: Settings) -> Engine:
         cluster=cluster,
         verifier=verifier,
         apply_concurrency=settings.apply_concurrency,
+        clusters=Clusters(cluster, parts.connect or kube_connect(settings)),
     )
 
 
@@ -89,7 +105,18 @@ def build_notifier(engine: Engine, settings: Settings) -> Notifier:
     if isinstance(engine.heads, GitHubSource) and settings.github.authenticated:
         deployments = GitHubDeployments(engine.heads)
     outbox = Outbox(WebhookSender(settings.environ), commits, deployments=deployments)
-    return Notifier(outbox, store, web_url=settings.github.web_url)
+    return Notifier(
+        outbox, store, web_url=settings.github.web_url, store_for=lambda s: _store(engine, s)
+    )
+
+
+def _store(engine: Engine, site: Site) -> NoteStore | None:
+    """Where the notifier remembers what it said about `site`: on its own cluster."""
+    try:
+        port = engine.cluster_of(site)
+    except ReconcilerError:
+        return None
+    return port if isinstance(port, NoteStore) else None
 
 
 def build_service(

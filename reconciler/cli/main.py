@@ -377,7 +377,7 @@ def _history(
         return EXIT_USAGE
     site, engine = found
     try:
-        deploys = history.of_site(engine.cluster, site)
+        deploys = history.of_site(engine.cluster_of(site), site)
     except ReconcilerError as exc:
         print(f"reconciler: {exc}", file=err)
         return EXIT_FAILED

@@ -401,6 +401,7 @@ class SiteResult:
             "sha": p.sha,
             "head_sha": p.head_sha,
             "target_sha": p.sha,
+            "cluster": p.site.cluster_name,
             "namespace": p.site.namespace,
             "deployment": p.site.deployment,
             "container": p.container,

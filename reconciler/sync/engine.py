@@ -19,6 +19,7 @@ from reconciler.core.model import (
     Action,
     ApplyResult,
     BranchHead,
+    ClusterRef,
     HeadError,
     HeadResult,
     ImageStatus,
@@ -38,6 +39,7 @@ from reconciler.core.model import (
 from reconciler.core.plan import fallback, planner
 from reconciler.core.ports import Cluster, HeadSource, ImageVerifier, VerifyRequest
 from reconciler.core.rollout import state as rollout
+from reconciler.sync.clusters import Clusters, group
 from reconciler.sync.fanout import bounded_map
 
 log = logging.getLogger(__name__)
@@ -63,9 +65,11 @@ class Engine:
         verifier: ImageVerifier,
         apply_concurrency: int = 8,
         clock: Callable[[], float] = time.time,
+        clusters: Clusters | None = None,
     ) -> None:
         self.heads = heads
-        self.cluster = cluster
+        self.cluster = cluster  # the home cluster: where the reconciler runs (and its Lease)
+        self.clusters = clusters or Clusters(cluster)  # it and each [clusters.NAME]
         self.verifier = verifier
         self.apply_concurrency = apply_concurrency
         self.clock = clock
@@ -75,30 +79,43 @@ class Engine:
         self.fence: Callable[[], str | None] = _open
         self.conflict_pause: Callable[[int], float] = conflict_pause  # tests make it 0
 
+    def cluster_of(self, site: Site) -> Cluster:
+        """The port of the site's cluster; raises ReconcilerError naming a cluster it cannot
+        build (that site's failure)."""
+        return self.clusters.of(site)
+
     def plan(self, config: Config, sites: Collection[str] | None = None) -> Plan:
-        """Plan the selected sites (all when None): reads GitHub and the cluster, writes nothing."""
+        """Plan the selected sites (all when None): reads GitHub and the clusters, writes
+        nothing. Each cluster is observed on its own: one that fails fails its sites only."""
+        self.clusters.keep(config.clusters.values())  # a reload may have dropped some
         selected = config.select(sites)
         refs = {s.ref for s in selected if not s.paused}
-        namespaces = {s.namespace for s in selected}
-        # GitHub and the cluster are read at the same time: neither waits for the other.
-        with ThreadPoolExecutor(1, thread_name_prefix="observe") as pool:
-            observing = pool.submit(self._observe, namespaces)
+        by_cluster = group(selected)
+        # GitHub and the clusters are read at the same time: none waits for another.
+        with ThreadPoolExecutor(len(by_cluster) or 1, thread_name_prefix="observe") as pool:
+            observing = {
+                ref: pool.submit(self._observe, ref, {s.namespace for s in group_sites})
+                for ref, group_sites in by_cluster.items()
+            }
             heads = self._resolve(refs)
-            observed = observing.result()
+            observed = {ref: f.result() for ref, f in observing.items()}
         now = self.clock()
         troubles = {
             site.name: self._troubles(site, d, now)
             for site in selected
-            if (d := _deployment(observed, site)) is not None
+            if (d := _deployment(observed[site.cluster], site)) is not None
         }
-        result = planner.plan(selected, heads, observed, now=now, troubles=troubles)
-        result = self._gate(result)
+
+        def plan_one(site: Site, view: Mapping[RepoRef, HeadResult]) -> SitePlan:
+            seen = observed[site.cluster]  # what the site's own cluster holds
+            return planner.plan_site(
+                site, view, seen, now=now, troubles=troubles.get(site.name, ())
+            )
+
+        result = self._gate(Plan(tuple(plan_one(site, heads) for site in selected)))
 
         def replan(site: Site, head: BranchHead) -> SitePlan:
-            view = {site.ref: head}
-            return planner.plan_site(
-                site, view, observed, now=now, troubles=troubles.get(site.name, ())
-            )
+            return plan_one(site, {site.ref: head})
 
         return self._fall_back(result, heads, replan)
 
@@ -108,9 +125,11 @@ class Engine:
         except ReconcilerError as exc:  # a source bug or outage fails every site, visibly
             return {ref: HeadError(str(exc), exc.kind) for ref in refs}
 
-    def _observe(self, namespaces: Collection[str]) -> Mapping[str, NamespaceView]:
+    def _observe(
+        self, ref: ClusterRef | None, namespaces: Collection[str]
+    ) -> Mapping[str, NamespaceView]:
         try:
-            return self.cluster.observe(namespaces)
+            return self.clusters.get(ref).observe(namespaces)
         except ReconcilerError as exc:
             return {ns: NamespaceError(str(exc), exc.kind) for ns in namespaces}
 
@@ -228,7 +247,8 @@ class Engine:
             limit=self.apply_concurrency,
             name="apply",
         )
-        self.cluster.settle()  # the Events of these patches are written before the run ends
+        # the Events of these patches are written before the run ends
+        self.clusters.settle([c for p in writes if (c := self._port(p.site)) is not None])
         done = dict(zip((p.site.name for p in writes), applied, strict=True))
         return tuple(done.get(p.site.name, SiteResult(p)) for p in the_plan.sites)
 
@@ -264,13 +284,13 @@ class Engine:
         """The write, recording what triggered it in the same patch (copied onto the ReplicaSet)."""
         if p.action is Action.UPDATE:
             change = replace(planner.change_for(p), trigger=trigger)
-            return self.cluster.apply(change, dry_run=dry_run)
+            return self.cluster_of(p.site).apply(change, dry_run=dry_run)
         assert p.write is not None
         write = p.write
         if p.action is Action.ROLLED_BACK and write.image is not None:
             notes = {**write.annotations, ann.TRIGGER: f"rollback ({trigger})"[:100]}
             write = replace(write, annotations=notes)
-        return self.cluster.patch(write, dry_run=dry_run)
+        return self.cluster_of(p.site).patch(write, dry_run=dry_run)
 
     def _done(self, p: SitePlan, *, dry_run: bool) -> SiteResult:
         if p.action is Action.HELD:  # only the hold's branch head was recorded
@@ -300,7 +320,7 @@ class Engine:
         """After a 409: read the Deployment again and plan this one site against it."""
         site = p.site
         try:
-            fresh = self.cluster.read(site.namespace, site.deployment)
+            fresh = self.cluster_of(site).read(site.namespace, site.deployment)
         except ReconcilerError as exc:
             return _failed(p, f"re-reading after a conflict failed: {exc}", exc.kind)
         heads: dict[RepoRef, HeadResult] = {}
@@ -337,7 +357,7 @@ class Engine:
             return ()
         image = next(c.image for c in d.containers if c.name == container)
         try:
-            return self.cluster.pod_troubles(d.namespace, d.selector, container, image)
+            return self.cluster_of(site).pod_troubles(d.namespace, d.selector, container, image)
         except ReconcilerError as exc:  # the progress deadline still catches it
             log.warning("cannot read the pods of %s/%s: %s", d.namespace, d.name, exc)
             return ()
@@ -350,19 +370,24 @@ class Engine:
         return self.follow_all([site], act=act)[0]
 
     def follow_all(self, sites: Sequence[Site], *, act: bool = True) -> list[SiteResult]:
-        """follow() for many sites: one LIST per namespace holding several, else one GET."""
-        counts = Counter(s.namespace for s in sites)
-        shared = {ns for ns, n in counts.items() if n > 1}
-        views: Mapping[str, NamespaceView] = {}
-        if shared:
-            try:
-                views = self.cluster.observe(shared)
-            except ReconcilerError as exc:
-                views = {ns: NamespaceError(str(exc), exc.kind) for ns in shared}
-        results = [self._follow_one(site, views, act=act) for site in sites]
-        if act:
-            self.cluster.settle()  # the Events of any rollback are written before it reports
+        """follow() for many sites: one LIST per namespace (of a cluster) holding several, else
+        one GET."""
+        views: dict[ClusterRef | None, Mapping[str, NamespaceView]] = {}
+        for ref, group_sites in group(sites).items():
+            counts = Counter(s.namespace for s in group_sites)
+            shared = {ns for ns, n in counts.items() if n > 1}
+            views[ref] = self._observe(ref, shared) if shared else {}
+        results = [self._follow_one(site, views[site.cluster], act=act) for site in sites]
+        if act:  # the Events of any rollback are written before it reports
+            self.clusters.settle([c for s in sites if (c := self._port(s)) is not None])
         return results
+
+    def _port(self, site: Site) -> Cluster | None:
+        """The site's cluster port, or None when it cannot be built (nothing to settle)."""
+        try:
+            return self.cluster_of(site)
+        except ReconcilerError:
+            return None
 
     def _follow_one(
         self, site: Site, views: Mapping[str, NamespaceView], *, act: bool
@@ -374,7 +399,7 @@ class Engine:
             if view is not None:
                 fresh = view.get(site.deployment)
             else:
-                fresh = self.cluster.read(site.namespace, site.deployment)
+                fresh = self.cluster_of(site).read(site.namespace, site.deployment)
         except ReconcilerError as exc:
             return SiteResult(SitePlan(site, Action.ERROR, reason=str(exc), error_kind=exc.kind))
         p = self._plan_one(site, {}, fresh)
