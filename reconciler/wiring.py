@@ -53,6 +53,7 @@ class Parts:
     kubeconfig: str | None = None
     kube_context: str | None = None
     connect: Connect | None = None  # builds a [clusters.NAME]'s port; default: kube_connect
+    clock: Callable[[], float] | None = None  # the engine's clock (windows, soak); default time
 
 
 def kube_connect(settings: Settings) -> Connect:
@@ -92,6 +93,7 @@ def build_engine(parts: Parts | None, settings: Settings) -> Engine:
         verifier=verifier,
         apply_concurrency=settings.apply_concurrency,
         clusters=Clusters(cluster, parts.connect or kube_connect(settings)),
+        **({"clock": parts.clock} if parts.clock else {}),
     )
 
 

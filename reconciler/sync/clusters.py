@@ -75,6 +75,23 @@ class Clusters:
         with self._lock:
             return self._built.setdefault(ref, Named(ref, port))
 
+    def port(self, site: Site) -> Cluster | None:
+        """The site's cluster port, or None when it cannot be built."""
+        try:
+            return self.of(site)
+        except ReconcilerError:
+            return None
+
+    def observe(
+        self, ref: ClusterRef | None, namespaces: Collection[str]
+    ) -> Mapping[str, NamespaceView]:
+        """The namespaces of one cluster; a cluster that fails (or cannot be built) fails each
+        of them, with why."""
+        try:
+            return self.get(ref).observe(namespaces)
+        except ReconcilerError as exc:
+            return {ns: NamespaceError(str(exc), exc.kind) for ns in namespaces}
+
     def keep(self, refs: Iterable[ClusterRef]) -> None:
         """Forget the ports of clusters not among `refs` (sites.toml no longer names them)."""
         wanted = set(refs)
@@ -87,11 +104,12 @@ class Clusters:
         with self._lock:
             return [self.home, *self._built.values()]
 
-    def settle(self, ports: Collection[Cluster] | None = None) -> None:
-        """settle() each of `ports` (default: every one in use), each once."""
+    def settle_for(self, sites: Iterable[Site]) -> None:
+        """settle() the cluster of each site (each cluster once; none that cannot be built)."""
         seen: list[Cluster] = []
-        for port in self.in_use() if ports is None else ports:
-            if not any(port is s for s in seen):
+        for site in sites:
+            port = self.port(site)
+            if port is not None and not any(port is s for s in seen):
                 seen.append(port)
                 port.settle()
 

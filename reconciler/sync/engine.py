@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from reconciler.core import annotations as ann
+from reconciler.core import gates, promotion
 from reconciler.core.config.sites import Config
 from reconciler.core.errors import ErrorKind, ReconcilerError
 from reconciler.core.model import (
@@ -43,6 +44,9 @@ from reconciler.sync.clusters import Clusters, group
 from reconciler.sync.fanout import bounded_map
 
 log = logging.getLogger(__name__)
+
+# What each cluster (None: home) holds, by namespace.
+Observed = Mapping[ClusterRef | None, Mapping[str, NamespaceView]]
 
 # A Deployment's status changes (and bumps its resourceVersion) while it rolls out, so a patch
 # guarded by resourceVersion can meet several 409s in a row on a busy Deployment.
@@ -80,58 +84,67 @@ class Engine:
         self.conflict_pause: Callable[[int], float] = conflict_pause  # tests make it 0
 
     def cluster_of(self, site: Site) -> Cluster:
-        """The port of the site's cluster; raises ReconcilerError naming a cluster it cannot
-        build (that site's failure)."""
+        """The port of the site's cluster (ReconcilerError: it cannot be built, naming it)."""
         return self.clusters.of(site)
 
-    def plan(self, config: Config, sites: Collection[str] | None = None) -> Plan:
-        """Plan the selected sites (all when None): reads GitHub and the clusters, writes
-        nothing. Each cluster is observed on its own: one that fails fails its sites only."""
+    def plan(
+        self,
+        config: Config,
+        sites: Collection[str] | None = None,
+        *,
+        override: str | None = None,
+        by: str = "",
+    ) -> Plan:
+        """Plan the selected sites (all when None): reads GitHub and each cluster, writes
+        nothing. The environment gates (promotion, approval, windows: core.gates) apply last;
+        `override` is the reason for deploying through a closed window, `by` who gives it."""
         self.clusters.keep(config.clusters.values())  # a reload may have dropped some
         selected = config.select(sites)
-        refs = {s.ref for s in selected if not s.paused}
-        by_cluster = group(selected)
+        upstream = gates.sources(config.sites, selected)
+        refs = {s.ref for s in selected if not s.paused and not s.promote_from}
+        refs |= {
+            r.ref for s in selected if s.promote_from and not (r := _root(config, s)).promote_from
+        }
+        by_cluster = group((*selected, *upstream))
         # GitHub and the clusters are read at the same time: none waits for another.
         with ThreadPoolExecutor(len(by_cluster) or 1, thread_name_prefix="observe") as pool:
             observing = {
-                ref: pool.submit(self._observe, ref, {s.namespace for s in group_sites})
-                for ref, group_sites in by_cluster.items()
+                ref: pool.submit(self.clusters.observe, ref, {s.namespace for s in in_cluster})
+                for ref, in_cluster in by_cluster.items()
             }
             heads = self._resolve(refs)
-            observed = {ref: f.result() for ref, f in observing.items()}
+            observed: Observed = {ref: f.result() for ref, f in observing.items()}
         now = self.clock()
         troubles = {
             site.name: self._troubles(site, d, now)
             for site in selected
-            if (d := _deployment(observed[site.cluster], site)) is not None
+            if (d := _deployment(observed, site)) is not None
         }
+        result = _plan_sites(
+            config,
+            selected=selected,
+            heads=heads,
+            observed=observed,
+            now=now,
+            troubles=troubles,
+        )
+        result = self._gate(result)
 
-        def plan_one(site: Site, view: Mapping[RepoRef, HeadResult]) -> SitePlan:
-            seen = observed[site.cluster]  # what the site's own cluster holds
+        def replan(site: Site, head: BranchHead) -> SitePlan:
+            view = {site.ref: head}
+            seen = observed[site.cluster]
             return planner.plan_site(
                 site, view, seen, now=now, troubles=troubles.get(site.name, ())
             )
 
-        result = self._gate(Plan(tuple(plan_one(site, heads) for site in selected)))
-
-        def replan(site: Site, head: BranchHead) -> SitePlan:
-            return plan_one(site, {site.ref: head})
-
-        return self._fall_back(result, heads, replan)
+        result = self._fall_back(result, heads, replan)
+        return _env_gates(config, result, observed, now, override=override, by=by)
 
     def _resolve(self, refs: Collection[RepoRef]) -> Mapping[RepoRef, HeadResult]:
         try:
             return self.heads.resolve(refs)
         except ReconcilerError as exc:  # a source bug or outage fails every site, visibly
             return {ref: HeadError(str(exc), exc.kind) for ref in refs}
-
-    def _observe(
-        self, ref: ClusterRef | None, namespaces: Collection[str]
-    ) -> Mapping[str, NamespaceView]:
-        try:
-            return self.clusters.get(ref).observe(namespaces)
-        except ReconcilerError as exc:
-            return {ns: NamespaceError(str(exc), exc.kind) for ns in namespaces}
 
     def _gate(self, result: Plan) -> Plan:
         """Verify every update's target (registry or checks); missing ones become skips."""
@@ -156,6 +169,8 @@ class Engine:
         options: dict[str, tuple[BranchHead, tuple[fallback.Candidate, ...]]] = {}
         for p in result.sites:
             head = heads.get(p.site.ref)
+            if p.site.promote_from:
+                continue  # a follower deploys what its source runs, or nothing
             if isinstance(head, BranchHead) and fallback.not_ready(p):
                 found = fallback.candidates(p, head)
                 if found:
@@ -197,8 +212,10 @@ class Engine:
         started = self.clock()
         run_id = uuid.uuid4().hex[:12]
         t0 = time.monotonic()
-        the_plan = self.plan(config, request.sites)
+        the_plan = self.plan(config, request.sites, override=request.override_window, by=request.by)
         timings = {"plan": time.monotonic() - t0}
+        if not (request.plan_only or request.dry_run):
+            _stamp(self, config, request.sites)
         if request.plan_only or not any(_writes(p) for p in the_plan.sites):
             results = tuple(SiteResult(p) for p in the_plan.sites)
         else:
@@ -248,7 +265,7 @@ class Engine:
             name="apply",
         )
         # the Events of these patches are written before the run ends
-        self.clusters.settle([c for p in writes if (c := self._port(p.site)) is not None])
+        self.clusters.settle_for(p.site for p in writes)
         done = dict(zip((p.site.name for p in writes), applied, strict=True))
         return tuple(done.get(p.site.name, SiteResult(p)) for p in the_plan.sites)
 
@@ -293,6 +310,10 @@ class Engine:
         return self.cluster_of(p.site).patch(write, dry_run=dry_run)
 
     def _done(self, p: SitePlan, *, dry_run: bool) -> SiteResult:
+        if p.note is not None and not dry_run:  # what let it through a window, on record
+            result = self.cluster_of(p.site).patch(p.note, dry_run=False)
+            if not result.ok:
+                log.warning("%s: recording the window override: %s", p.site.name, result.reason)
         if p.action is Action.HELD:  # only the hold's branch head was recorded
             return SiteResult(p)
         if dry_run:
@@ -312,7 +333,8 @@ class Engine:
             running_sha=p.sha,
             rollout=Rollout.PROGRESSING,
             reason=f"deployed {p.branch}@{(p.sha or '')[:7]} (was {was})"
-            + (f"; {p.fallback}" if p.fallback else ""),
+            + (f"; {p.fallback}" if p.fallback else "")
+            + (f"; {p.gated}" if p.gated else ""),
         )
         return SiteResult(p, applied=True)
 
@@ -336,6 +358,8 @@ class Engine:
                 head_sha=p.head_sha,
                 fallback=p.fallback,
                 reason=p.reason,
+                note=p.note,
+                gated=p.gated,
             )
         return fresh_plan
 
@@ -373,21 +397,14 @@ class Engine:
         """follow() for many sites: one LIST per namespace (of a cluster) holding several, else
         one GET."""
         views: dict[ClusterRef | None, Mapping[str, NamespaceView]] = {}
-        for ref, group_sites in group(sites).items():
-            counts = Counter(s.namespace for s in group_sites)
+        for ref, in_cluster in group(sites).items():
+            counts = Counter(s.namespace for s in in_cluster)
             shared = {ns for ns, n in counts.items() if n > 1}
-            views[ref] = self._observe(ref, shared) if shared else {}
+            views[ref] = self.clusters.observe(ref, shared) if shared else {}
         results = [self._follow_one(site, views[site.cluster], act=act) for site in sites]
         if act:  # the Events of any rollback are written before it reports
-            self.clusters.settle([c for s in sites if (c := self._port(s)) is not None])
+            self.clusters.settle_for(sites)
         return results
-
-    def _port(self, site: Site) -> Cluster | None:
-        """The site's cluster port, or None when it cannot be built (nothing to settle)."""
-        try:
-            return self.cluster_of(site)
-        except ReconcilerError:
-            return None
 
     def _follow_one(
         self, site: Site, views: Mapping[str, NamespaceView], *, act: bool
@@ -403,6 +420,10 @@ class Engine:
         except ReconcilerError as exc:
             return SiteResult(SitePlan(site, Action.ERROR, reason=str(exc), error_kind=exc.kind))
         p = self._plan_one(site, {}, fresh)
+        if act and fresh is not None and (stamp := promotion.available_patch(fresh, self.clock())):
+            port = self.clusters.port(site)  # when its rollout became available
+            if port is not None:
+                port.patch(stamp, dry_run=False)
         if p.action is Action.ROLLED_BACK and act:
             result = self._apply_one(p, dry_run=False, trigger="follower")
             if result.applied:
@@ -439,6 +460,94 @@ class Engine:
         return out
 
 
+def _stamp(engine: Engine, config: Config, names: Collection[str] | None) -> None:
+    """Record when the rollouts of the sources of followers became available (one that
+    finished while nobody followed it), so that their soak can be judged."""
+    selected = config.select(names)
+    feeding = {s.promote_from for s in config.sites if s.promote_from}
+    wanted = [s for s in (*selected, *gates.sources(config.sites, selected)) if s.name in feeding]
+    if not wanted:
+        return
+    for ref, in_cluster in group(wanted).items():  # each cluster's sites through its port
+        observed = {ref: engine.clusters.observe(ref, {s.namespace for s in in_cluster})}
+        seen = {s.name: d for s in in_cluster if (d := _deployment(observed, s)) is not None}
+        for patch in gates.stamps(config.sites, seen, engine.clock()):
+            try:
+                result = engine.clusters.get(ref).patch(patch, dry_run=False)
+            except ReconcilerError as exc:
+                result = ApplyResult(False, str(exc))
+            if not result.ok and not result.conflict:
+                log.warning("recording availability of %s: %s", patch.deployment, result.reason)
+
+
+def _root(config: Config, site: Site) -> Site:
+    return gates.chain_root(config.sites, site)
+
+
+def _plan_sites(
+    config: Config,
+    *,
+    selected: Sequence[Site],
+    heads: Mapping[RepoRef, HeadResult],
+    observed: Observed,
+    now: float,
+    troubles: Mapping[str, tuple[str, ...]],
+) -> Plan:
+    """The planner's verdict per site; a follower is planned against what its source runs."""
+    out = []
+    for site in selected:
+        if not site.promote_from:
+            trouble = troubles.get(site.name, ())
+            seen = observed[site.cluster]
+            out.append(planner.plan_site(site, heads, seen, now=now, troubles=trouble))
+            continue
+        source = config.site(site.promote_from)
+        root = heads.get(_root(config, site).ref)
+        history = [c.sha for c in root.history] if isinstance(root, BranchHead) else []
+        verdict, seen_source, seen_here = gates.promote(
+            site,
+            source,
+            _deployment(observed, source) if source else None,
+            _deployment(observed, site),
+            now=now,
+            history=history,
+        )
+        head = gates.promoted_head(site, verdict, seen_here, seen_source)
+        p = planner.plan_site(
+            site,
+            {site.ref: head},
+            observed[site.cluster],
+            now=now,
+            troubles=troubles.get(site.name, ()),
+        )
+        out.append(gates.after_promotion(p, verdict))
+    return Plan(tuple(out))
+
+
+def _env_gates(
+    config: Config,
+    result: Plan,
+    observed: Observed,
+    now: float,
+    *,
+    override: str | None,
+    by: str,
+) -> Plan:
+    """Approval, then deploy windows, on every update (core.gates)."""
+    out = []
+    for p in result.sites:
+        if p.action is not Action.UPDATE:
+            out.append(p)
+            continue
+        d = _deployment(observed, p.site)
+        approved = gates.approval_gate(p, gates.read_approval(d.annotations) if d else None)
+        gated, record = gates.window_gate(
+            approved, config.windows_of(p.site), now, override=override, by=by
+        )
+        out.append(replace(gated, note=gates.override_patch(gated, record)) if record else gated)
+    return Plan(tuple(out))
+
+
 def _following(r: SiteResult) -> bool:
     """Whether wait() goes on following a site: not once it rolled back; yes while its rollout
     is progressing, or while no controller has reported on its Deployment yet (just created)."""
@@ -449,8 +558,9 @@ def _following(r: SiteResult) -> bool:
     return r.plan.rollout is Rollout.PROGRESSING
 
 
-def _deployment(observed: Mapping[str, NamespaceView], site: Site) -> ObservedDeployment | None:
-    view = observed.get(site.namespace)
+def _deployment(observed: Observed, site: Site) -> ObservedDeployment | None:
+    """The site's Deployment as its own cluster holds it (None: not seen)."""
+    view = observed.get(site.cluster, {}).get(site.namespace)
     if view is None or isinstance(view, NamespaceError):
         return None
     return view.get(site.deployment)

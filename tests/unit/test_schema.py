@@ -122,6 +122,13 @@ BAD: dict[str, str] = {
     "a relative kubeconfig": "[clusters.prod]\nkubeconfig = 'prod.yaml'\n" + GOOD_SITE,
     "a cluster named home": "[clusters.home]\ncontext = 'x'\n" + GOOD_SITE,
     "a cluster name with capitals": "[clusters.Prod]\ncontext = 'x'\n" + GOOD_SITE,
+    "a Job target": GOOD_SITE + "[[sites.blog.targets]]\nkind = 'Job'\nname = 'migrate'\n",
+    "an unknown kind": GOOD_SITE + "[[sites.blog.targets]]\nkind = 'Pod'\nname = 'web'\n",
+    "a target without a name": GOOD_SITE + "[[sites.blog.targets]]\ncontainers = ['app']\n",
+    "no targets": GOOD_SITE + "targets = []\n",
+    "an unknown target key": GOOD_SITE + "[[sites.blog.targets]]\nname = 'web'\nimage = 'x'\n",
+    "targets and deployment": GOOD_SITE
+    + "deployment = 'web'\n[[sites.blog.targets]]\nname = 'web'\n",
 }
 
 
@@ -138,6 +145,7 @@ WRONG_TYPE: dict[str, Any] = {
     "integer": "5",
     "strings": "build",
     "table": 5,
+    "tables": [5],
 }
 TABLES = {"defaults": configkeys.DEFAULTS, "service": configkeys.SERVICE}
 
