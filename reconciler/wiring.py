@@ -5,6 +5,7 @@ Tests inject their own parts here.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,6 +68,16 @@ def kube_connect(settings: Settings) -> Connect:
     return connect
 
 
+def kubeconfig_stamp(ref: ClusterRef) -> object:
+    """The identity of a named cluster's kubeconfig file now (None: missing): a Secret volume
+    swaps it for a new file when the token in it is rotated."""
+    try:
+        st = os.stat(ref.kubeconfig) if ref.kubeconfig else None
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size) if st else None
+
+
 def build_engine(parts: Parts | None, settings: Settings) -> Engine:
     """An Engine wired to GitHub, the cluster and registries (or to the injected parts)."""
     parts = parts or Parts()
@@ -92,7 +103,7 @@ def build_engine(parts: Parts | None, settings: Settings) -> Engine:
         cluster=cluster,
         verifier=verifier,
         apply_concurrency=settings.apply_concurrency,
-        clusters=Clusters(cluster, parts.connect or kube_connect(settings)),
+        clusters=Clusters(cluster, parts.connect or kube_connect(settings), kubeconfig_stamp),
         **({"clock": parts.clock} if parts.clock else {}),
     )
 

@@ -31,6 +31,13 @@ if TYPE_CHECKING:
 # Builds the port of a named cluster from its kubeconfig file and context; raises
 # ReconcilerError (KUBE_CONFIG) when they are unusable.
 Connect = Callable[[ClusterRef], Cluster]
+# What the cluster's credentials look like now (its kubeconfig file's identity and times): a
+# port built on other ones is rebuilt, so a token rotated in a mounted Secret is used once there.
+Stamp = Callable[[ClusterRef], object]
+
+
+def _unchanging(_ref: ClusterRef) -> object:
+    return None
 
 
 class ClusterError(ReconcilerError):
@@ -51,10 +58,13 @@ class Clusters:
     ClusterRef (a changed kubeconfig path or context is a new port; one no longer in sites.toml
     is dropped by keep())."""
 
-    def __init__(self, home: Cluster, connect: Connect | None = None) -> None:
+    def __init__(
+        self, home: Cluster, connect: Connect | None = None, stamp: Stamp = _unchanging
+    ) -> None:
         self.home = home
         self._connect = connect or _unconfigured
-        self._built: dict[ClusterRef, Named] = {}
+        self._stamp = stamp
+        self._built: dict[ClusterRef, tuple[object, Named]] = {}
         self._lock = threading.Lock()
 
     def of(self, site: Site) -> Cluster:
@@ -64,16 +74,18 @@ class Clusters:
     def get(self, ref: ClusterRef | None) -> Cluster:
         if ref is None:
             return self.home
+        stamp = self._stamp(ref)
         with self._lock:
-            named = self._built.get(ref)
-        if named is not None:
-            return named
+            built = self._built.get(ref)
+        if built is not None and built[0] == stamp:
+            return built[1]
         try:
-            port = self._connect(ref)
+            port = Named(ref, self._connect(ref))
         except ReconcilerError as exc:  # not kept: the next use tries again (a file mounted late)
             raise ClusterError(_named(ref, str(exc)), kind=exc.kind) from exc
         with self._lock:
-            return self._built.setdefault(ref, Named(ref, port))
+            self._built[ref] = (stamp, port)
+        return port
 
     def port(self, site: Site) -> Cluster | None:
         """The site's cluster port, or None when it cannot be built."""
@@ -98,11 +110,6 @@ class Clusters:
         with self._lock:
             for ref in set(self._built) - wanted:
                 del self._built[ref]
-
-    def in_use(self) -> list[Cluster]:
-        """The home cluster and every named one built so far."""
-        with self._lock:
-            return [self.home, *self._built.values()]
 
     def settle_for(self, sites: Iterable[Site]) -> None:
         """settle() the cluster of each site (each cluster once; none that cannot be built)."""

@@ -98,7 +98,7 @@ class Engine:
         """Plan the selected sites (all when None): reads GitHub and each cluster, writes
         nothing. The environment gates (promotion, approval, windows: core.gates) apply last;
         `override` is the reason for deploying through a closed window, `by` who gives it."""
-        self.clusters.keep(config.clusters.values())  # a reload may have dropped some
+        self.clusters.keep(s.cluster for s in config.sites if s.cluster)  # a reload dropped some?
         selected = config.select(sites)
         upstream = gates.sources(config.sites, selected)
         refs = {s.ref for s in selected if not s.paused and not s.promote_from}
