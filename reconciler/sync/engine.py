@@ -13,14 +13,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from reconciler.core import annotations as ann
-from reconciler.core import gates, promotion
+from reconciler.core import gates, leadtime, promotion
 from reconciler.core.config.sites import Config
 from reconciler.core.errors import ErrorKind, ReconcilerError
 from reconciler.core.model import (
+    KUBERNETES,
     Action,
     ApplyResult,
     BranchHead,
     ClusterRef,
+    DeploymentPatch,
     HeadError,
     HeadResult,
     ImageStatus,
@@ -41,6 +43,7 @@ from reconciler.core.plan import fallback, planner
 from reconciler.core.ports import Cluster, HeadSource, ImageVerifier, VerifyRequest
 from reconciler.core.rollout import state as rollout
 from reconciler.sync.clusters import Clusters, group
+from reconciler.sync.delivery import Deliveries
 from reconciler.sync.fanout import bounded_map
 
 log = logging.getLogger(__name__)
@@ -69,12 +72,15 @@ class Engine:
         verifier: ImageVerifier,
         apply_concurrency: int = 8,
         clock: Callable[[], float] = time.time,
+        deliveries: Deliveries | None = None,
         clusters: Clusters | None = None,
     ) -> None:
         self.heads = heads
         self.cluster = cluster  # the home cluster: where the reconciler runs (and its Lease)
         self.clusters = clusters or Clusters(cluster)  # it and each [clusters.NAME]
         self.verifier = verifier
+        # Sites not delivered by patching their Deployment (Helm, git): routed per site.
+        self.deliveries = deliveries or Deliveries()
         self.apply_concurrency = apply_concurrency
         self.clock = clock
         self.stopping = threading.Event()  # set on shutdown: patches in flight finish, no new ones
@@ -82,6 +88,8 @@ class Engine:
         # sets it to the Lease holder's answer, so a lost Lease stops every further patch.
         self.fence: Callable[[], str | None] = _open
         self.conflict_pause: Callable[[int], float] = conflict_pause  # tests make it 0
+        # When a push webhook announced a commit (repo, sha) -> its push time; serve sets it.
+        self.pushed: Callable[[str, str], float | None] = _unknown
 
     def cluster_of(self, site: Site) -> Cluster:
         """The port of the site's cluster (ReconcilerError: it cannot be built, naming it)."""
@@ -100,45 +108,57 @@ class Engine:
         `override` is the reason for deploying through a closed window, `by` who gives it."""
         self.clusters.keep(s.cluster for s in config.sites if s.cluster)  # a reload dropped some?
         selected = config.select(sites)
+        kube = [s for s in selected if s.delivery == KUBERNETES]
         upstream = gates.sources(config.sites, selected)
         refs = {s.ref for s in selected if not s.paused and not s.promote_from}
         refs |= {
             r.ref for s in selected if s.promote_from and not (r := _root(config, s)).promote_from
         }
-        by_cluster = group((*selected, *upstream))
-        # GitHub and the clusters are read at the same time: none waits for another.
-        with ThreadPoolExecutor(len(by_cluster) or 1, thread_name_prefix="observe") as pool:
+        by_cluster = group((*kube, *upstream))
+        # GitHub, each cluster and the other deliveries are read at the same time.
+        with ThreadPoolExecutor(len(by_cluster) + 1, thread_name_prefix="observe") as pool:
             observing = {
                 ref: pool.submit(self.clusters.observe, ref, {s.namespace for s in in_cluster})
                 for ref, in_cluster in by_cluster.items()
             }
+            delivering = pool.submit(self.deliveries.observe, selected)
             heads = self._resolve(refs)
             observed: Observed = {ref: f.result() for ref, f in observing.items()}
+            seen = delivering.result()
         now = self.clock()
         troubles = {
             site.name: self._troubles(site, d, now)
-            for site in selected
+            for site in kube
             if (d := _deployment(observed, site)) is not None
         }
-        result = _plan_sites(
+        kube_plan = _plan_sites(
             config,
-            selected=selected,
+            selected=kube,
             heads=heads,
             observed=observed,
             now=now,
             troubles=troubles,
         )
+        by_name = {p.site.name: p for p in kube_plan.sites}
+        result = Plan(
+            tuple(
+                by_name.get(s.name) or self.deliveries.verdict(s, heads.get(s.ref), seen, now)
+                for s in selected
+            )
+        )
         result = self._gate(result)
 
         def replan(site: Site, head: BranchHead) -> SitePlan:
-            view = {site.ref: head}
-            seen = observed[site.cluster]
+            if site.delivery != KUBERNETES:
+                return self.deliveries.verdict(site, head, seen, now)
+            view, here = {site.ref: head}, observed[site.cluster]
             return planner.plan_site(
-                site, view, seen, now=now, troubles=troubles.get(site.name, ())
+                site, view, here, now=now, troubles=troubles.get(site.name, ())
             )
 
-        result = self._fall_back(result, heads, replan)
-        return _env_gates(config, result, observed, now, override=override, by=by)
+        result = _fall_back(self.verifier, result, heads, replan)
+        result = _env_gates(config, result, observed, now, override=override, by=by)
+        return _with_lead(result, heads, observed, now, self.pushed)
 
     def _resolve(self, refs: Collection[RepoRef]) -> Mapping[RepoRef, HeadResult]:
         try:
@@ -158,55 +178,6 @@ class Engine:
             statuses = {r: ImageStatus(None, str(exc)) for r in wanted}
         return planner.gate(result, statuses)
 
-    def _fall_back(
-        self,
-        result: Plan,
-        heads: Mapping[RepoRef, HeadResult],
-        replan: Callable[[Site, BranchHead], SitePlan],
-    ) -> Plan:
-        """Sites whose head is not ready deploy the newest older commit that is, forward only
-        (reconciler.core.plan.fallback); one verification round for all their candidates."""
-        options: dict[str, tuple[BranchHead, tuple[fallback.Candidate, ...]]] = {}
-        for p in result.sites:
-            head = heads.get(p.site.ref)
-            if p.site.promote_from:
-                continue  # a follower deploys what its source runs, or nothing
-            if isinstance(head, BranchHead) and fallback.not_ready(p):
-                found = fallback.candidates(p, head)
-                if found:
-                    options[p.site.name] = (head, found)
-        if not options:
-            return result
-        by_name = {p.site.name: p for p in result.sites}
-        wanted = {
-            c: VerifyRequest(c.image, head.repo, c.sha, site.verify, site.required_checks)
-            for name, (head, found) in options.items()
-            if (site := by_name[name].site).verify != "none"
-            for c in found
-        }
-        statuses: Mapping[VerifyRequest, ImageStatus] = {}
-        if wanted:
-            try:
-                statuses = self.verifier.verify(set(wanted.values()))
-            except ReconcilerError:  # the heads stay as they are; the next sync tries again
-                return result
-        out = []
-        for p in result.sites:
-            head, found = options.get(p.site.name, (None, ()))
-            ready = (c for c in found if c not in wanted or _passed(statuses.get(wanted[c])))
-            chosen = next(ready, None)
-            if head is None or chosen is None:
-                out.append(p)
-                continue
-            alternative = replan(p.site, replace(head, sha=chosen.sha))
-            if alternative.action is not Action.UPDATE:
-                out.append(p)
-                continue
-            (pinned,) = planner.gate(Plan((alternative,)), statuses).sites
-            why = fallback.reason(p, head, chosen)
-            out.append(replace(pinned, reason=why, fallback=why, head_sha=head.sha))
-        return Plan(tuple(out))
-
     def run(self, config: Config, request: SyncRequest) -> SyncReport:
         """Plan, then (unless plan_only) apply every update; one site's failure stays its own."""
         started = self.clock()
@@ -216,6 +187,7 @@ class Engine:
         timings = {"plan": time.monotonic() - t0}
         if not (request.plan_only or request.dry_run):
             _stamp(self, config, request.sites)
+            _record_stages(self, the_plan)
         if request.plan_only or not any(_writes(p) for p in the_plan.sites):
             results = tuple(SiteResult(p) for p in the_plan.sites)
         else:
@@ -264,8 +236,7 @@ class Engine:
             limit=self.apply_concurrency,
             name="apply",
         )
-        # the Events of these patches are written before the run ends
-        self.clusters.settle_for(p.site for p in writes)
+        self.clusters.settle_for(p.site for p in writes)  # their Events, before the run ends
         done = dict(zip((p.site.name for p in writes), applied, strict=True))
         return tuple(done.get(p.site.name, SiteResult(p)) for p in the_plan.sites)
 
@@ -299,8 +270,12 @@ class Engine:
 
     def _send(self, p: SitePlan, *, dry_run: bool, trigger: str) -> ApplyResult:
         """The write, recording what triggered it in the same patch (copied onto the ReplicaSet)."""
+        delivery = self.deliveries.of(p.site)
+        if delivery is not None:
+            return delivery.apply(p, dry_run=dry_run, trigger=trigger)
         if p.action is Action.UPDATE:
-            change = replace(planner.change_for(p), trigger=trigger)
+            notes = leadtime.update_notes(p)
+            change = replace(planner.change_for(p), trigger=trigger, notes=notes)
             return self.cluster_of(p.site).apply(change, dry_run=dry_run)
         assert p.write is not None
         write = p.write
@@ -320,8 +295,7 @@ class Engine:
             return SiteResult(p, applied=True, dry_run=True)
         stamp = rollout.stamp(self.clock())
         if p.action is Action.ROLLED_BACK:
-            assert p.write is not None
-            back = p.write.annotations.get(ann.SHA)
+            back = p.write.annotations.get(ann.SHA) if p.write else p.running_sha
             return SiteResult(
                 replace(p, changed_at=stamp, running_sha=back, rollout=Rollout.FAILED),
                 applied=True,
@@ -329,6 +303,7 @@ class Engine:
         was = (p.running_sha or "")[:7] or p.current_image
         p = replace(
             p,
+            lead=leadtime.after_patch(p.lead, p.sha or "", self.clock()),
             changed_at=stamp,
             running_sha=p.sha,
             rollout=Rollout.PROGRESSING,
@@ -341,14 +316,18 @@ class Engine:
     def _replan(self, p: SitePlan) -> SitePlan:
         """After a 409: read the Deployment again and plan this one site against it."""
         site = p.site
-        try:
-            fresh = self.cluster_of(site).read(site.namespace, site.deployment)
-        except ReconcilerError as exc:
-            return _failed(p, f"re-reading after a conflict failed: {exc}", exc.kind)
         heads: dict[RepoRef, HeadResult] = {}
         if p.sha and p.branch:
             heads[site.ref] = BranchHead(site.repo, p.branch, p.sha)
-        fresh_plan = self._plan_one(site, heads, fresh)
+        if site.delivery != KUBERNETES:
+            seen = self.deliveries.observe([site])
+            fresh_plan = self.deliveries.verdict(site, heads.get(site.ref), seen, self.clock())
+        else:
+            try:
+                fresh = self.cluster_of(site).read(site.namespace, site.deployment)
+            except ReconcilerError as exc:
+                return _failed(p, f"re-reading after a conflict failed: {exc}", exc.kind)
+            fresh_plan = self._plan_one(site, heads, fresh)
         if fresh_plan.action is Action.UPDATE and p.action is Action.UPDATE and p.target_image:
             # same commit, same verified image: keep the digest the gate pinned (and, during a
             # fallback, the branch head and why an older commit goes out)
@@ -360,8 +339,9 @@ class Engine:
                 reason=p.reason,
                 note=p.note,
                 gated=p.gated,
+                approved_by=p.approved_by,
             )
-        return fresh_plan
+        return replace(fresh_plan, lead=p.lead)
 
     def _plan_one(
         self,
@@ -372,7 +352,10 @@ class Engine:
         now = self.clock()
         view = {fresh.name: fresh} if fresh else {}
         troubles = self._troubles(site, fresh, now) if fresh else ()
-        return planner.plan_site(site, heads, {site.namespace: view}, now=now, troubles=troubles)
+        p = planner.plan_site(site, heads, {site.namespace: view}, now=now, troubles=troubles)
+        notes = fresh.annotations if fresh else None
+        lead = leadtime.lead_of(p, notes, heads.get(site.ref), pushed=None, now=now)
+        return replace(p, lead=lead)
 
     def _troubles(self, site: Site, d: ObservedDeployment, now: float) -> tuple[str, ...]:
         """Stuck pods of a rollout of ours that has run longer than the site's rollout_timeout."""
@@ -397,33 +380,49 @@ class Engine:
         """follow() for many sites: one LIST per namespace (of a cluster) holding several, else
         one GET."""
         views: dict[ClusterRef | None, Mapping[str, NamespaceView]] = {}
-        for ref, in_cluster in group(sites).items():
+        for ref, in_cluster in group(s for s in sites if s.delivery == KUBERNETES).items():
             counts = Counter(s.namespace for s in in_cluster)
             shared = {ns for ns, n in counts.items() if n > 1}
             views[ref] = self.clusters.observe(ref, shared) if shared else {}
-        results = [self._follow_one(site, views[site.cluster], act=act) for site in sites]
+        seen = self.deliveries.observe(sites)
+        results = [
+            self._follow_one(site, views.get(site.cluster, {}), seen, act=act) for site in sites
+        ]
         if act:  # the Events of any rollback are written before it reports
             self.clusters.settle_for(sites)
         return results
 
     def _follow_one(
-        self, site: Site, views: Mapping[str, NamespaceView], *, act: bool
+        self,
+        site: Site,
+        views: Mapping[str, NamespaceView],
+        seen: Mapping[str, object],
+        *,
+        act: bool,
     ) -> SiteResult:
-        view = views.get(site.namespace)
-        try:
-            if isinstance(view, NamespaceError):
-                raise ReconcilerError(view.reason, kind=view.kind)
-            if view is not None:
-                fresh = view.get(site.deployment)
-            else:
-                fresh = self.cluster_of(site).read(site.namespace, site.deployment)
-        except ReconcilerError as exc:
-            return SiteResult(SitePlan(site, Action.ERROR, reason=str(exc), error_kind=exc.kind))
-        p = self._plan_one(site, {}, fresh)
-        if act and fresh is not None and (stamp := promotion.available_patch(fresh, self.clock())):
-            port = self.clusters.port(site)  # when its rollout became available
-            if port is not None:
-                port.patch(stamp, dry_run=False)
+        """The site's verdict without GitHub (its Deployment, or its delivery's records); a
+        failed rollout is rolled back (through its delivery) when `act`."""
+        if site.delivery != KUBERNETES:
+            p = self.deliveries.verdict(site, None, seen, self.clock())
+        else:
+            view = views.get(site.namespace)
+            try:
+                if isinstance(view, NamespaceError):
+                    raise ReconcilerError(view.reason, kind=view.kind)
+                if view is not None:
+                    fresh = view.get(site.deployment)
+                else:
+                    fresh = self.cluster_of(site).read(site.namespace, site.deployment)
+            except ReconcilerError as exc:
+                error = SitePlan(site, Action.ERROR, reason=str(exc), error_kind=exc.kind)
+                return SiteResult(error)
+            p = self._plan_one(site, {}, fresh)
+            now = self.clock()
+            if act and fresh is not None and (stamp := promotion.available_patch(fresh, now)):
+                port = self.clusters.port(site)  # when its rollout became available
+                done = port.patch(stamp, dry_run=False) if port else None
+                if done is not None and done.ok:
+                    p = replace(p, lead=leadtime.available(p.lead, now))
         if p.action is Action.ROLLED_BACK and act:
             result = self._apply_one(p, dry_run=False, trigger="follower")
             if result.applied:
@@ -482,6 +481,56 @@ def _stamp(engine: Engine, config: Config, names: Collection[str] | None) -> Non
 
 def _root(config: Config, site: Site) -> Site:
     return gates.chain_root(config.sites, site)
+
+
+def _fall_back(
+    verifier: ImageVerifier,
+    result: Plan,
+    heads: Mapping[RepoRef, HeadResult],
+    replan: Callable[[Site, BranchHead], SitePlan],
+) -> Plan:
+    """Sites whose head is not ready deploy the newest older commit that is, forward only
+    (reconciler.core.plan.fallback); one verification round for all their candidates."""
+    options: dict[str, tuple[BranchHead, tuple[fallback.Candidate, ...]]] = {}
+    for p in result.sites:
+        head = heads.get(p.site.ref)
+        if p.site.promote_from:
+            continue  # a follower deploys what its source runs, or nothing
+        if isinstance(head, BranchHead) and fallback.not_ready(p):
+            found = fallback.candidates(p, head)
+            if found:
+                options[p.site.name] = (head, found)
+    if not options:
+        return result
+    by_name = {p.site.name: p for p in result.sites}
+    wanted = {
+        c: VerifyRequest(c.image, head.repo, c.sha, site.verify, site.required_checks)
+        for name, (head, found) in options.items()
+        if (site := by_name[name].site).verify != "none"
+        for c in found
+    }
+    statuses: Mapping[VerifyRequest, ImageStatus] = {}
+    if wanted:
+        try:
+            statuses = verifier.verify(set(wanted.values()))
+        except ReconcilerError:  # the heads stay as they are; the next sync tries again
+            return result
+    out = []
+    for p in result.sites:
+        head, found = options.get(p.site.name, (None, ()))
+        ready = (c for c in found if c not in wanted or _passed(statuses.get(wanted[c])))
+        chosen = next(ready, None)
+        if head is None or chosen is None:
+            out.append(p)
+            continue
+        alternative = replan(p.site, replace(head, sha=chosen.sha))
+        if alternative.action is not Action.UPDATE:
+            out.append(p)
+            continue
+        (pinned,) = planner.gate(Plan((alternative,)), statuses).sites
+        why = fallback.reason(p, head, chosen)
+        out.append(replace(pinned, reason=why, fallback=why, head_sha=head.sha))
+    return Plan(tuple(out))
 
 
 def _plan_sites(
@@ -548,6 +597,50 @@ def _env_gates(
     return Plan(tuple(out))
 
 
+def _with_lead(
+    result: Plan,
+    heads: Mapping[RepoRef, HeadResult],
+    observed: Observed,
+    now: float,
+    pushed: Callable[[str, str], float | None],
+) -> Plan:
+    """Every verdict with its lead time, stage by stage (core.leadtime)."""
+    out = []
+    for p in result.sites:
+        if p.site.delivery != KUBERNETES:  # recorded on the workload: Deployments only, for now
+            out.append(p)
+            continue
+        d = _deployment(observed, p.site)
+        head = heads.get(p.site.ref)
+        when = pushed(head.repo, head.sha) if isinstance(head, BranchHead) else None
+        notes = d.annotations if d is not None else None
+        out.append(replace(p, lead=leadtime.lead_of(p, notes, head, pushed=when, now=now)))
+    return Plan(tuple(out))
+
+
+def _record_stages(engine: Engine, the_plan: Plan) -> None:
+    """Record the stages of branch heads a sync does not deploy (core.leadtime); a conflict or
+    a failure is left to the next sync (it finds the same thing to record)."""
+    writes = [
+        (p.site, w)
+        for p in the_plan.sites
+        if p.lead is not None and (w := p.lead.write) is not None and not _writes(p)
+    ]
+    if not writes or engine.fence() is not None:
+        return
+
+    def send(write: tuple[Site, DeploymentPatch]) -> None:
+        site, w = write
+        try:
+            result = engine.cluster_of(site).patch(w, dry_run=False)  # in the site's cluster
+        except ReconcilerError as exc:
+            result = ApplyResult(False, str(exc))
+        if not result.ok and not result.conflict:
+            log.warning("recording the stages of %s: %s", w.deployment, result.reason)
+
+    bounded_map(send, writes, limit=engine.apply_concurrency, name="apply")
+
+
 def _following(r: SiteResult) -> bool:
     """Whether wait() goes on following a site: not once it rolled back; yes while its rollout
     is progressing, or while no controller has reported on its Deployment yet (just created)."""
@@ -567,7 +660,7 @@ def _deployment(observed: Observed, site: Site) -> ObservedDeployment | None:
 
 
 def _writes(p: SitePlan) -> bool:
-    return p.action is Action.UPDATE or p.write is not None
+    return p.action is Action.UPDATE or p.write is not None or p.back_to is not None
 
 
 def _passed(status: ImageStatus | None) -> bool:
@@ -575,6 +668,10 @@ def _passed(status: ImageStatus | None) -> bool:
 
 
 def _open() -> str | None:
+    return None
+
+
+def _unknown(repo: str, sha: str) -> float | None:
     return None
 
 

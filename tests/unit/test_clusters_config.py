@@ -110,3 +110,11 @@ def test_the_same_deployment_in_two_clusters_is_no_conflict() -> None:
     assert [s.cluster_name for s in config.parse(text).sites] == ["home", "prod"]
     same = text.replace('cluster = "prod"\n', "")
     assert any("targets default/blog like site" in p for p in problems(same))
+
+
+def test_a_helm_release_in_another_cluster_is_refused_for_now() -> None:
+    text = '[clusters.prod]\ncontext = "p"\n' + SITES.replace(
+        'cluster = "home"\n', 'cluster = "prod"\n[sites.shop.helm]\nrelease = "shop"\n'
+    )
+    (message,) = problems(text)
+    assert 'a Helm release in another cluster (cluster "prod") is not supported yet' in message

@@ -112,9 +112,11 @@ def site_cluster(
     where: tuple[str, ...],
     site: str,
     problem: Problem,
+    helm: object = None,
 ) -> ClusterRef | None:
     """The site's cluster (its own `cluster`, else [defaults]'): None for the home cluster; an
-    unknown name is a problem at the line that names it."""
+    unknown name is a problem at the line that names it, and so is a Helm release (`helm`, the
+    site's [sites.NAME.helm]) outside the home cluster, which helm does not reach yet."""
     key_where = (*where, "cluster") if "cluster" in raw else ("defaults", "cluster")
     value = raw.get("cluster", defaults.get("cluster"))
     if value is None or value == HOME_CLUSTER:
@@ -123,6 +125,13 @@ def site_cluster(
         problem(key_where, f'"cluster" must be a string, not {type(value).__name__}', site)
         return None
     ref = clusters.get(value)
+    if ref is not None and helm is not None:
+        problem(
+            (*where, "helm"),
+            f"a Helm release in another cluster ({ref}) is not supported yet: deliver this "
+            'site by its Deployment there, or keep it in cluster "home"',
+            site,
+        )
     if ref is None:
         known = ", ".join(f'"{n}"' for n in (HOME_CLUSTER, *clusters))
         problem(

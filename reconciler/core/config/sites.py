@@ -19,7 +19,7 @@ from reconciler.core.config.clusters import parse_clusters, site_cluster
 from reconciler.core.config.lines import Lines, deepest
 from reconciler.core.config.targets import claims, conflict_message, conflicts, parse_targets
 from reconciler.core.errors import ConfigError, ConfigProblem
-from reconciler.core.model import ClusterRef, Site, Target
+from reconciler.core.model import HELM, KUBERNETES, ClusterRef, HelmSpec, Site, Target
 from reconciler.core.notify.config import NotifyConfig, parse_notify
 from reconciler.core.plan.template import template_problems
 from reconciler.core.promotion import parse_soak, promotions
@@ -42,6 +42,7 @@ _REPO_RE = re.compile(configkeys.REPO_PATTERN)
 _LABEL_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
 _SUBDOMAIN_RE = re.compile(configkeys.SUBDOMAIN_PATTERN)
 _SITE_NAME_RE = re.compile(configkeys.SITE_NAME_PATTERN)
+_VALUES_KEY_RE = re.compile(configkeys.VALUES_KEY_PATTERN)
 _BRANCH_BAD = re.compile(r"(^/|/$|\.\.|[\x00-\x20~^:?*\[\\]|@\{|//|\.lock$|^-)")
 
 
@@ -302,8 +303,9 @@ class _Validator:
         if not isinstance(pin_digest, bool):
             self.problem((*pin_where, "pin_digest"), '"pin_digest" must be true or false', name)
         required = self._required_checks(raw, where, name, verify)
+        helm = self._helm(raw, where, name, namespace)
         cluster = site_cluster(
-            raw, defaults, self.clusters, where=where, site=name, problem=self.problem
+            raw, defaults, self.clusters, where=where, site=name, problem=self.problem, helm=helm
         )
         gates = self._gates(raw, defaults, where, name)
         if len(self.problems) > before or repo is None or image is None or targets is None:
@@ -322,10 +324,53 @@ class _Validator:
             pin_digest=bool(pin_digest),
             required_checks=required,
             rollout_timeout=timeout,
+            delivery=HELM if helm is not None else KUBERNETES,
+            helm=helm,
             **gates,
             targets=targets,
             cluster=cluster,
         )
+
+    def _helm(
+        self, raw: Mapping[str, Any], where: tuple[str, ...], name: str, namespace: str
+    ) -> HelmSpec | None:
+        """[sites.NAME.helm]: the release (default: the site's name, in the site's namespace)
+        and the values keys of the image (default: image.tag)."""
+        table = raw.get("helm")
+        if table is None:
+            return None
+        here = (*where, "helm")
+        if not isinstance(table, dict):
+            self.problem(here, '"helm" must be a table: [sites.NAME.helm]', name)
+            return None
+        if "targets" in raw:
+            self.problem(
+                here, "a Helm release's workloads come from its manifest: drop [[targets]]", name
+            )
+        self.unknown_keys(table, tuple(configkeys.HELM), here, name)
+        release = self.string(table, "release", here, name) or name
+        if not _SUBDOMAIN_RE.match(release) or len(release) > 53:
+            self.problem((*here, "release"), f"{release!r} is not a valid Helm release name", name)
+        ns = self.string(table, "namespace", here, name) or namespace
+        if not _LABEL_RE.match(ns):
+            self.problem(
+                (*here, "namespace"), f"namespace {ns!r} is not a valid Kubernetes name", name
+            )
+        values = table.get("values", {"tag": "image.tag"})
+        at = (*here, "values")
+        if not isinstance(values, dict):
+            self.problem(at, '"values" must be a table, e.g. values = { tag = "image.tag" }', name)
+            return None
+        self.unknown_keys(values, tuple(configkeys.HELM_VALUES), at, name)
+        keys = {k: self.string(values, k, at, name) for k in configkeys.HELM_VALUES}
+        for key, path in keys.items():
+            if path is not None and not _VALUES_KEY_RE.match(path):
+                self.problem((*at, key), f"{path!r} is not a dotted values key (image.tag)", name)
+        if keys["tag"] is None and keys["digest"] is None:
+            self.problem(
+                at, 'name the values key of the image: tag = "image.tag" (or digest)', name
+            )
+        return HelmSpec(release, ns, keys["tag"], keys["repository"], keys["digest"])
 
     def _gates(
         self,
