@@ -18,11 +18,13 @@ from reconciler.core.config.schema import json_schema
 from reconciler.core.errors import ConfigError
 from reconciler.core.model import (
     Action,
+    BranchHead,
     CommitState,
     Container,
     DeploymentStatus,
     FieldOwner,
     ObservedDeployment,
+    RepoRef,
     Skip,
     SyncRequest,
 )
