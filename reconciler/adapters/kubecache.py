@@ -36,6 +36,7 @@ from reconciler.adapters.kube import LIST_PAGE, KubeCluster, check_response, obs
 from reconciler.core import watch
 from reconciler.core.errors import ErrorKind, KubernetesError
 from reconciler.core.model import (
+    DEPLOYMENT,
     ApplyResult,
     DeploymentPatch,
     ImageChange,
@@ -457,11 +458,25 @@ class CachedCluster:
         self.cache = cache
         self.cluster = cluster
 
-    def observe(self, namespaces: Collection[str]) -> Mapping[str, NamespaceView]:
-        return self.cache.observe(namespaces)
+    def observe(
+        self, namespaces: Collection[str], kinds: Mapping[str, frozenset[str]] | None = None
+    ) -> Mapping[str, NamespaceView]:
+        """Deployments from the cache; the other kinds (StatefulSet, DaemonSet, CronJob
+        targets) by the cluster's LIST per namespace and kind, merged in."""
+        views = dict(self.cache.observe(namespaces))
+        others = {ns: k - {DEPLOYMENT} for ns, k in (kinds or {}).items() if k - {DEPLOYMENT}}
+        if not others:
+            return views
+        for ns, view in self.cluster.observe(set(others), others).items():
+            cached = views.get(ns)
+            if isinstance(view, NamespaceError) or isinstance(cached, NamespaceError):
+                views[ns] = cached if isinstance(cached, NamespaceError) else view
+            else:
+                views[ns] = {**(cached or {}), **view}
+        return views
 
-    def read(self, namespace: str, name: str) -> ObservedDeployment | None:
-        return self.cluster.read(namespace, name)
+    def read(self, namespace: str, name: str, kind: str = DEPLOYMENT) -> ObservedDeployment | None:
+        return self.cluster.read(namespace, name, kind)
 
     def apply(self, change: ImageChange, *, dry_run: bool) -> ApplyResult:
         return self.cluster.apply(change, dry_run=dry_run)

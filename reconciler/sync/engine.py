@@ -16,6 +16,8 @@ from reconciler.core import annotations as ann
 from reconciler.core.config.sites import Config
 from reconciler.core.errors import ErrorKind, ReconcilerError
 from reconciler.core.model import (
+    CRONJOB,
+    DEPLOYMENT,
     Action,
     ApplyResult,
     BranchHead,
@@ -34,6 +36,7 @@ from reconciler.core.model import (
     Skip,
     SyncReport,
     SyncRequest,
+    view_key,
 )
 from reconciler.core.plan import fallback, planner
 from reconciler.core.ports import Cluster, HeadSource, ImageVerifier, VerifyRequest
@@ -82,7 +85,7 @@ class Engine:
         namespaces = {s.namespace for s in selected}
         # GitHub and the cluster are read at the same time: neither waits for the other.
         with ThreadPoolExecutor(1, thread_name_prefix="observe") as pool:
-            observing = pool.submit(self._observe, namespaces)
+            observing = pool.submit(self._observe, namespaces, _kinds(selected))
             heads = self._resolve(refs)
             observed = observing.result()
         now = self.clock()
@@ -108,9 +111,13 @@ class Engine:
         except ReconcilerError as exc:  # a source bug or outage fails every site, visibly
             return {ref: HeadError(str(exc), exc.kind) for ref in refs}
 
-    def _observe(self, namespaces: Collection[str]) -> Mapping[str, NamespaceView]:
+    def _observe(
+        self, namespaces: Collection[str], kinds: Mapping[str, frozenset[str]] | None = None
+    ) -> Mapping[str, NamespaceView]:
+        """Each namespace's workloads: one LIST per kind its sites' targets have (only
+        Deployments when no site has another kind)."""
         try:
-            return self.cluster.observe(namespaces)
+            return self.cluster.observe(namespaces, kinds)
         except ReconcilerError as exc:
             return {ns: NamespaceError(str(exc), exc.kind) for ns in namespaces}
 
@@ -300,7 +307,7 @@ class Engine:
         """After a 409: read the Deployment again and plan this one site against it."""
         site = p.site
         try:
-            fresh = self.cluster.read(site.namespace, site.deployment)
+            fresh = self._read(site)
         except ReconcilerError as exc:
             return _failed(p, f"re-reading after a conflict failed: {exc}", exc.kind)
         heads: dict[RepoRef, HeadResult] = {}
@@ -319,6 +326,10 @@ class Engine:
             )
         return fresh_plan
 
+    def _read(self, site: Site) -> ObservedDeployment | None:
+        """The site's workload, fresh (a Deployment is read as before)."""
+        return self.cluster.read(site.namespace, site.deployment, site.targets[0].kind)
+
     def _plan_one(
         self,
         site: Site,
@@ -326,7 +337,7 @@ class Engine:
         fresh: ObservedDeployment | None,
     ) -> SitePlan:
         now = self.clock()
-        view = {fresh.name: fresh} if fresh else {}
+        view = {fresh.key: fresh} if fresh else {}
         troubles = self._troubles(site, fresh, now) if fresh else ()
         return planner.plan_site(site, heads, {site.namespace: view}, now=now, troubles=troubles)
 
@@ -334,6 +345,8 @@ class Engine:
         """Stuck pods of a rollout of ours that has run longer than the site's rollout_timeout."""
         container = planner.container_of(site, d)
         if container is None or not rollout.wants_pods(site, d, container, now):
+            return ()
+        if d.kind == CRONJOB:  # its Job fails it (backoffLimit), judged when it was read
             return ()
         image = next(c.image for c in d.containers if c.name == container)
         try:
@@ -355,10 +368,7 @@ class Engine:
         shared = {ns for ns, n in counts.items() if n > 1}
         views: Mapping[str, NamespaceView] = {}
         if shared:
-            try:
-                views = self.cluster.observe(shared)
-            except ReconcilerError as exc:
-                views = {ns: NamespaceError(str(exc), exc.kind) for ns in shared}
+            views = self._observe(shared, _kinds(sites))
         results = [self._follow_one(site, views, act=act) for site in sites]
         if act:
             self.cluster.settle()  # the Events of any rollback are written before it reports
@@ -372,9 +382,9 @@ class Engine:
             if isinstance(view, NamespaceError):
                 raise ReconcilerError(view.reason, kind=view.kind)
             if view is not None:
-                fresh = view.get(site.deployment)
+                fresh = view.get(view_key(site.targets[0].kind, site.deployment))
             else:
-                fresh = self.cluster.read(site.namespace, site.deployment)
+                fresh = self._read(site)
         except ReconcilerError as exc:
             return SiteResult(SitePlan(site, Action.ERROR, reason=str(exc), error_kind=exc.kind))
         p = self._plan_one(site, {}, fresh)
@@ -428,7 +438,17 @@ def _deployment(observed: Mapping[str, NamespaceView], site: Site) -> ObservedDe
     view = observed.get(site.namespace)
     if view is None or isinstance(view, NamespaceError):
         return None
-    return view.get(site.deployment)
+    return view.get(view_key(site.targets[0].kind, site.deployment))
+
+
+def _kinds(sites: Collection[Site]) -> dict[str, frozenset[str]] | None:
+    """The workload kinds to list per namespace; None when every target is a Deployment."""
+    kinds: dict[str, set[str]] = {}
+    for site in sites:
+        kinds.setdefault(site.namespace, set()).update(t.kind for t in site.targets)
+    if all(k <= {DEPLOYMENT} for k in kinds.values()):
+        return None
+    return {ns: frozenset(k) for ns, k in kinds.items()}
 
 
 def _writes(p: SitePlan) -> bool:
