@@ -43,6 +43,27 @@ class Target:
         return f"{self.kind}/{self.name}"
 
 
+# How a site's image reaches the cluster (Site.delivery): the reconciler patches the Deployment
+# itself (the default), upgrades the Helm release that owns it, or commits the image to a GitOps
+# repository. The sync layer routes each site to its delivery (reconciler.sync.delivery).
+KUBERNETES = "kubernetes"
+HELM = "helm"
+GIT = "git"
+DELIVERIES = (KUBERNETES, HELM, GIT)
+
+
+@dataclass(frozen=True, slots=True)
+class HelmSpec:
+    """[sites.NAME.helm]: the release that delivers the site, and the values keys (dotted
+    paths) that carry its image: a tag key, a repository key with it, or a digest key."""
+
+    release: str
+    namespace: str
+    tag: str | None = "image.tag"
+    repository: str | None = None
+    digest: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Site:
     """One site from sites.toml, with defaults already applied.
@@ -65,6 +86,14 @@ class Site:
     pin_digest: bool = True  # deploy image:tag@digest when the registry answered a digest
     required_checks: tuple[str, ...] = ()  # verify = "checks": these must have passed
     rollout_timeout: int | None = None  # seconds; None = the Deployment's progressDeadlineSeconds
+    delivery: str = KUBERNETES  # one of DELIVERIES: who writes the image (see above)
+    helm: HelmSpec | None = None  # delivery = "helm": the release
+    # environments (#20; core/gates.py): follow a site instead of a branch, a person approves,
+    # deploy windows by name ([windows.NAME] of sites.toml)
+    promote_from: str | None = None
+    soak: int = 0  # seconds the source must run a commit available first
+    approval: str = "auto"  # "manual": each commit waits for `reconciler approve`
+    windows: tuple[str, ...] = ()
     targets: tuple[Target, ...] = ()  # () when built: the one Deployment of deployment/container
 
     def __post_init__(self) -> None:
@@ -109,6 +138,7 @@ class CommitState:
 
     sha: str
     checks: str | None = None
+    committed_at: str | None = field(default=None, compare=False)  # committedDate (RFC 3339)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +150,7 @@ class BranchHead:
     branch: str
     sha: str
     history: tuple[CommitState, ...] = field(default=(), compare=False)  # derived from sha
+    committed_at: str | None = field(default=None, compare=False)  # the head's committedDate
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +298,12 @@ class Skip(StrEnum):
     CHECKS_PENDING = "checks_pending"  # verify = "checks": checks still running or not reported
     SHUTTING_DOWN = "shutting_down"  # the reconciler stopped before patching it
     FAILED_COMMIT = "failed_commit"  # the branch head's rollout failed and was rolled back
+    PROMOTION = "promotion"  # promote_from: the source's commit is not ready (soak, blocked)
+    APPROVAL = "approval"  # approval = "manual": waiting for a person to approve the commit
+    WINDOW = "window"  # a deploy window is closed
+
+
+GATES = (Skip.PROMOTION, Skip.APPROVAL, Skip.WINDOW)  # what the environment gates hold back
 
 
 class SiteState(StrEnum):
@@ -312,6 +349,34 @@ class VerifyRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Stages:
+    """When each stage of one commit's way to a site happened (seconds since the epoch; None:
+    not reached, or not known): pushed, checks green, image present, patched, available; and
+    when the reconciler first saw it as the branch head."""
+
+    sha: str
+    pushed: float | None = None
+    checks: float | None = None
+    image: float | None = None
+    patched: float | None = None
+    available: float | None = None
+    seen: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lead:
+    """A site's lead time (core/leadtime.py): the stages of the commit it runs, and of the
+    branch head while that is not live yet: the stage it waits in, and since when."""
+
+    deployed: Stages | None = None
+    head: Stages | None = None
+    waiting: str | None = None  # the stage the head waits in (leadtime.WAITS), None: live
+    since: float | None = None
+    target: Stages | None = None  # an older commit an update deploys instead of the head
+    write: DeploymentPatch | None = field(default=None, compare=False)  # records the head
+
+
+@dataclass(frozen=True, slots=True)
 class SitePlan:
     """The planner's verdict for one site."""
 
@@ -338,6 +403,11 @@ class SitePlan:
     write: DeploymentPatch | None = None  # what a rolled-back / held verdict writes
     clear: tuple[str, ...] = ()  # hold annotations an update removes (the branch moved on)
     head_sha: str | None = None  # the branch head (differs from sha during a fallback)
+    back_to: str | None = None  # a delivery's rollback target (helm: the revision to go back to)
+    note: DeploymentPatch | None = None  # recorded once the update went out (window override)
+    gated: str = ""  # what the environment gates let it through with (core/gates.py)
+    approved_by: str | None = None  # approval = "manual": who approved the commit it deploys
+    lead: Lead | None = None  # lead time, stage by stage (core/leadtime.py)
 
     @property
     def ok(self) -> bool:
@@ -386,6 +456,7 @@ class ImageChange:
     clear: tuple[str, ...] = ()  # reconciler.dev/ annotations this update removes (a hold)
     trigger: str = ""  # what asked for the sync that makes it (recorded on the Deployment)
     kind: str = DEPLOYMENT  # the workload's kind (`deployment` is its name)
+    notes: Mapping[str, str | None] = field(default_factory=dict)  # more annotations to write
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,6 +497,8 @@ class SyncRequest:
     dry_run: bool = False
     plan_only: bool = False
     trigger: str = "cli"
+    override_window: str | None = None  # the reason for deploying through a closed window
+    by: str = ""  # who asked (recorded with an override)
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,6 +547,9 @@ class SiteResult:
             "held_by": p.held_by,
             "held_at": p.held_at,
             "failed_sha": p.failed_sha,
+            "promote_from": p.site.promote_from,
+            "gate": p.skip.value if p.skip in GATES else None,
+            "waiting_sha": p.sha if p.skip is Skip.APPROVAL else None,
         }
 
 

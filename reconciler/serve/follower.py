@@ -177,10 +177,14 @@ class Follower:
         except ReconcilerError as exc:
             log.warning("following rollouts: %s", exc)
             return
+        feeding = {s.promote_from for s in cfg.sites if s.promote_from}
         for result in seen:
             if self._stop.is_set():
                 return
             final = self._settle(result)
+            if final is not None and _became_available(final, feeding) and _unrecorded(final):
+                # its soak starts now: the Lease-holding follow writes available-at
+                self._settle_available(final.plan.site)
             if final is None:
                 continue
             name = final.plan.site.name
@@ -194,17 +198,31 @@ class Follower:
                 del self.tracked[gone]
 
     def _settle(self, seen: SiteResult) -> SiteResult | None:
-        """What was seen, or the rollback it calls for (None: not ours to do, or it failed)."""
+        """What was seen, or the rollback it calls for (None: not ours to do, or it failed); a
+        rollout seen available is recorded so (reconciler.dev/available-at: its lead time)."""
         if seen.action is not Action.ROLLED_BACK:
-            return seen
+            if not _unrecorded(seen):
+                return seen
+            try:
+                return self._roll_back(seen.plan.site) or seen
+            except ReconcilerError as exc:
+                log.warning("recording the rollout of %s available: %s", seen.plan.site.name, exc)
+                return seen
         try:
             return self._roll_back(seen.plan.site)
         except ReconcilerError as exc:  # one site's trouble is that site's
             log.warning("rolling back %s: %s", seen.plan.site.name, exc)
             return None
 
+    def _settle_available(self, site: Site) -> None:
+        try:
+            self._roll_back(site)
+        except ReconcilerError as exc:  # the next sync records it
+            log.warning("recording that %s is available: %s", site.name, exc)
+
     def _roll_back(self, site: Site) -> SiteResult | None:
-        """Re-read and roll back, holding the Lease when there is one (None: another has it)."""
+        """Re-read and roll back (or record a rollout available), holding the Lease when there
+        is one (None: another has it)."""
         if self.lease is None:
             return self.engine.follow(site)
         try:
@@ -216,3 +234,20 @@ class Follower:
             return self.engine.follow(site)
         finally:
             self.lease.release()
+
+
+def _unrecorded(seen: SiteResult) -> bool:
+    """A rollout of a commit the reconciler deployed, available, not recorded so yet."""
+    lead = seen.plan.lead
+    deployed = lead.deployed if lead is not None else None
+    return (
+        seen.plan.rollout is Rollout.AVAILABLE
+        and deployed is not None
+        and deployed.patched is not None
+        and deployed.available is None
+    )
+
+
+def _became_available(r: SiteResult, feeding: set[str]) -> bool:
+    """A followed rollout of a site other sites promote from is available now."""
+    return r.plan.site.name in feeding and r.plan.rollout is Rollout.AVAILABLE and not r.applied

@@ -10,7 +10,15 @@ from collections.abc import Callable, Mapping
 
 from reconciler.core.config.sites import Config
 from reconciler.core.errors import ReconcilerError
-from reconciler.core.model import Action, Rollout, SitePlan, SiteResult, SiteState, SyncReport
+from reconciler.core.model import (
+    Action,
+    Rollout,
+    Site,
+    SitePlan,
+    SiteResult,
+    SiteState,
+    SyncReport,
+)
 from reconciler.core.notify.config import EventKind
 from reconciler.core.notify.decide import (
     NOTIFIED_ANNOTATION,
@@ -25,6 +33,7 @@ from reconciler.core.notify.decide import (
 from reconciler.core.notify.render import Notification
 from reconciler.core.plan.running import commit_of_image
 from reconciler.core.ports import NoteStore
+from reconciler.core.windows import WINDOW_OVERRIDE_BY
 from reconciler.sync.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -102,7 +111,7 @@ class Notifier:
             # A site with no channel has no one to tell: its state stays in this process's
             # memory, and its Deployment gets no write of its own (a deploy is one PATCH).
             keep = bool(settings.channels)
-            self._remember(site.namespace, site.deployment, site.name, decision.memory, keep)
+            self._remember(site, decision.memory, keep)
         channels = settings.channels_for(decision.event) if decision.event else ()
         if decision.event is None or not channels:
             return None
@@ -116,16 +125,20 @@ class Notifier:
         )
         return n
 
-    def _remember(
-        self, namespace: str, deployment: str, name: str, memory: Memory, keep: bool
-    ) -> None:
-        self._memory[name] = memory
+    def _remember(self, site: Site, memory: Memory, keep: bool) -> None:
+        self._memory[site.name] = memory
         if self.store is None or not keep:
             return
         try:
-            self.store.annotate(namespace, deployment, NOTIFIED_ANNOTATION, memory.dumps())
+            self.store.annotate(
+                site.namespace,
+                site.deployment,
+                NOTIFIED_ANNOTATION,
+                memory.dumps(),
+                site.targets[0].kind,
+            )
         except ReconcilerError as exc:  # e.g. the Deployment is gone: memory keeps it meanwhile
-            log.info("could not record the notification state of %s: %s", name, exc)
+            log.info("could not record the notification state of %s: %s", site.name, exc)
 
     def _notification(
         self, result: SiteResult, d: Decision, now: float, status_url: str | None
@@ -212,4 +225,8 @@ def _detail(result: SiteResult, d: Decision) -> str:
     p = result.plan
     if d.event is EventKind.HELD:
         return getattr(p, "held_by", None) or ""
+    if d.event is EventKind.APPROVED:
+        return p.approved_by or ""
+    if d.event is EventKind.WINDOW_OVERRIDE and p.note is not None:
+        return p.note.annotations.get(WINDOW_OVERRIDE_BY) or ""
     return p.error_kind or ""

@@ -12,6 +12,8 @@ from typing import Literal
 Kind = Literal["string", "boolean", "integer", "strings", "table", "tables"]
 
 VERIFY_MODES = ("registry", "checks", "none")
+APPROVAL_MODES = ("auto", "manual")
+WINDOW_KINDS = ("deny", "allow")
 TARGET_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "CronJob")  # core.model.KINDS
 MAX_TARGETS = 20  # workloads of one site
 MAX_ROLLOUT_TIMEOUT = 86400
@@ -65,6 +67,11 @@ _ROLLOUT_TIMEOUT = Key(
     maximum=MAX_ROLLOUT_TIMEOUT,
 )
 
+_WINDOWS = Key(
+    "strings",
+    "Deploy windows ([windows.NAME]) this site obeys; a site's list replaces [defaults]'.",
+)
+
 LABEL_PATTERN = r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$"
 TARGET: Mapping[str, Key] = {
     "kind": Key(
@@ -112,6 +119,56 @@ SITE: Mapping[str, Key] = {
         excludes=("deployment", "container"),
     ),
     "notify": Key("table", "This site's notifications ([sites.NAME.notify]), or false: none."),
+    "promote_from": Key(
+        "string",
+        "Follow this site instead of a branch: deploy the commit it runs once it has soaked "
+        '(no "branch" then).',
+        pattern=SITE_NAME_PATTERN,
+    ),
+    "soak": Key(
+        "string",
+        'How long the source must run a commit available first, e.g. "30m", "1h30m"; default 0.',
+        pattern=r"^(?:\d+d)?(?:\d+h)?(?:\d+m)?$",
+    ),
+    "approval": Key(
+        "string",
+        "manual: a person approves each commit (reconciler approve) before it deploys; "
+        'default "auto".',
+        enum=APPROVAL_MODES,
+    ),
+    "windows": _WINDOWS,
+    "helm": Key(
+        "table",
+        "Deliver by upgrading this Helm release ([sites.NAME.helm]) instead of patching the "
+        "Deployment: release, namespace, and the values keys of the image.",
+    ),
+}
+HELM: Mapping[str, Key] = {
+    "release": Key(
+        "string", "The Helm release's name; default: the site's name.", pattern=SUBDOMAIN_PATTERN
+    ),
+    "namespace": Key("string", "The release's namespace; default: the site's namespace."),
+    "values": Key(
+        "table",
+        "The values keys (dotted paths) that carry the image: tag, repository, digest; default "
+        '{ tag = "image.tag" }.',
+    ),
+}
+VALUES_KEY_PATTERN = r"^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$"
+HELM_VALUES: Mapping[str, Key] = {
+    "tag": Key(
+        "string", "The values key of the image tag, e.g. image.tag.", pattern=VALUES_KEY_PATTERN
+    ),
+    "repository": Key(
+        "string",
+        "The values key of the image repository (with tag), e.g. image.repository.",
+        pattern=VALUES_KEY_PATTERN,
+    ),
+    "digest": Key(
+        "string",
+        "The values key of the image digest (sha256:...), e.g. image.digest.",
+        pattern=VALUES_KEY_PATTERN,
+    ),
 }
 DEFAULTS: Mapping[str, Key] = {
     name: SITE[name]
@@ -123,7 +180,19 @@ DEFAULTS: Mapping[str, Key] = {
         "verify",
         "pin_digest",
         "rollout_timeout",
+        "windows",
     )
+}
+WINDOW: Mapping[str, Key] = {  # [windows.NAME] (core/windows.py reads them: WINDOW_KEYS)
+    "kind": Key("string", "deny (a freeze) or allow (deploys only inside it).", enum=WINDOW_KINDS),
+    "rrule": Key(
+        "string", 'When it starts: an RFC 5545 RRULE, e.g. "FREQ=WEEKLY;BYDAY=FR;BYHOUR=16".'
+    ),
+    "cron": Key("string", 'When it starts: a five-field crontab, e.g. "0 16 * * 5".'),
+    "duration": Key("string", 'How long each occurrence lasts, e.g. "65h", "1h30m", "2d".'),
+    "timezone": Key("string", 'Required: the IANA zone its times are in, e.g. "Europe/Berlin".'),
+    "start": Key("string", "A date or local time: the first start, or a one-off window's start."),
+    "end": Key("string", "A date or local time: where it ends (a plain date includes that day)."),
 }
 SERVICE: Mapping[str, Key] = {
     "schedule": Key(
@@ -142,4 +211,5 @@ TOP: Mapping[str, str] = {
     "service": "Settings of `reconciler serve`.",
     "sites": "One table per site, [sites.NAME]: letters, digits, - _ and . in NAME.",
     "notify": "Notifications (docs/notifications.md); secrets are named, never written here.",
+    "windows": "Named deploy windows, [windows.NAME]: deny (freeze) or allow, by RRULE or cron.",
 }

@@ -5,6 +5,7 @@ in as `schedule_problem`)."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
 import sys
@@ -17,9 +18,11 @@ from reconciler.core.config import keys as configkeys
 from reconciler.core.config.lines import Lines, deepest
 from reconciler.core.config.targets import claims, conflict_message, conflicts, parse_targets
 from reconciler.core.errors import ConfigError, ConfigProblem
-from reconciler.core.model import Site, Target
+from reconciler.core.model import HELM, KUBERNETES, HelmSpec, Site, Target
 from reconciler.core.notify.config import NotifyConfig, parse_notify
 from reconciler.core.plan.template import template_problems
+from reconciler.core.promotion import parse_soak, promotions
+from reconciler.core.windows import Window, parse_windows, select
 
 # The keys, enums, ranges and patterns come from the one model the JSON Schema is made of.
 SITE_KEYS = tuple(configkeys.SITE)
@@ -38,6 +41,7 @@ _REPO_RE = re.compile(configkeys.REPO_PATTERN)
 _LABEL_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
 _SUBDOMAIN_RE = re.compile(configkeys.SUBDOMAIN_PATTERN)
 _SITE_NAME_RE = re.compile(configkeys.SITE_NAME_PATTERN)
+_VALUES_KEY_RE = re.compile(configkeys.VALUES_KEY_PATTERN)
 _BRANCH_BAD = re.compile(r"(^/|/$|\.\.|[\x00-\x20~^:?*\[\\]|@\{|//|\.lock$|^-)")
 
 
@@ -58,6 +62,14 @@ class Config:
     sites: tuple[Site, ...]
     service: ServiceSettings = field(default_factory=ServiceSettings)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    windows: Mapping[str, Window] = field(default_factory=dict)  # [windows.NAME]
+
+    def windows_of(self, site: Site) -> tuple[Window, ...]:
+        """The deploy windows a site obeys (its own list, else [defaults]'), in order."""
+        return tuple(self.windows[n] for n in site.windows if n in self.windows)
+
+    def site(self, name: str) -> Site | None:
+        return next((s for s in self.sites if s.name == name), None)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -117,6 +129,7 @@ class _Validator:
         self.schedule_problem = schedule_problem
         self.problems: list[ConfigProblem] = []
         self.default_timeout: int | None = None
+        self.windows: dict[str, Window] = {}
 
     def problem(self, where: tuple[str, ...], message: str, site: str | None = None) -> None:
         """Record a problem at the line of `where`; a key or name of any length quoted in it
@@ -173,6 +186,9 @@ class _Validator:
         if not raw_sites and not self.problems:
             self.problem((), 'no sites: add a table such as [sites.blog] with repo = "owner/name"')
 
+        self.windows = parse_windows(data, self.problem)
+        if "windows" in defaults:
+            select(defaults["windows"], self.windows, ("defaults", "windows"), None, self.problem)
         sites: list[Site] = []
         default_verify = self._verify(defaults, ("defaults",), None) or "registry"
         self.default_timeout = self._timeout(defaults, ("defaults",), None)
@@ -185,11 +201,13 @@ class _Validator:
             if site is not None:
                 sites.append(site)
         self._duplicates(sites)
+        for problem in promotions(raw_sites)[1]:
+            self.problem(problem.where, problem.message, problem.site)
         notify = parse_notify(data, raw_sites, self.problem)
         if self.problems:
             self.problems.sort(key=lambda p: p.line or 0)
             raise ConfigError(self.problems)
-        return Config(self.path, tuple(sites), service, notify)
+        return Config(self.path, tuple(sites), service, notify, self.windows)
 
     def _verify(
         self, table: Mapping[str, Any], where: tuple[str, ...], site: str | None
@@ -254,7 +272,8 @@ class _Validator:
             self.problem(where, "site names use letters, digits, '-', '_' and '.'", name)
         self.unknown_keys(raw, SITE_KEYS, where, name)
         repo = self._repo(raw, where, name)
-        branch = self._pick(raw, defaults, "branch", where, name)
+        follows = raw.get("promote_from")  # a follower has no branch ([defaults]' neither)
+        branch = None if follows else self._pick(raw, defaults, "branch", where, name)
         if branch is not None and _BRANCH_BAD.search(branch):
             self.problem((*where, "branch"), f"{branch!r} is not a valid git branch name", name)
         namespace, deployment, container = self._target(raw, defaults, where, name)
@@ -277,6 +296,8 @@ class _Validator:
         if not isinstance(pin_digest, bool):
             self.problem((*pin_where, "pin_digest"), '"pin_digest" must be true or false', name)
         required = self._required_checks(raw, where, name, verify)
+        helm = self._helm(raw, where, name, namespace)
+        gates = self._gates(raw, defaults, where, name)
         if len(self.problems) > before or repo is None or image is None or targets is None:
             return None
         return Site(
@@ -293,8 +314,81 @@ class _Validator:
             pin_digest=bool(pin_digest),
             required_checks=required,
             rollout_timeout=timeout,
+            delivery=HELM if helm is not None else KUBERNETES,
+            helm=helm,
+            **gates,
             targets=targets,
         )
+
+    def _helm(
+        self, raw: Mapping[str, Any], where: tuple[str, ...], name: str, namespace: str
+    ) -> HelmSpec | None:
+        """[sites.NAME.helm]: the release (default: the site's name, in the site's namespace)
+        and the values keys of the image (default: image.tag)."""
+        table = raw.get("helm")
+        if table is None:
+            return None
+        here = (*where, "helm")
+        if not isinstance(table, dict):
+            self.problem(here, '"helm" must be a table: [sites.NAME.helm]', name)
+            return None
+        if "targets" in raw:
+            self.problem(
+                here, "a Helm release's workloads come from its manifest: drop [[targets]]", name
+            )
+        self.unknown_keys(table, tuple(configkeys.HELM), here, name)
+        release = self.string(table, "release", here, name) or name
+        if not _SUBDOMAIN_RE.match(release) or len(release) > 53:
+            self.problem((*here, "release"), f"{release!r} is not a valid Helm release name", name)
+        ns = self.string(table, "namespace", here, name) or namespace
+        if not _LABEL_RE.match(ns):
+            self.problem(
+                (*here, "namespace"), f"namespace {ns!r} is not a valid Kubernetes name", name
+            )
+        values = table.get("values", {"tag": "image.tag"})
+        at = (*here, "values")
+        if not isinstance(values, dict):
+            self.problem(at, '"values" must be a table, e.g. values = { tag = "image.tag" }', name)
+            return None
+        self.unknown_keys(values, tuple(configkeys.HELM_VALUES), at, name)
+        keys = {k: self.string(values, k, at, name) for k in configkeys.HELM_VALUES}
+        for key, path in keys.items():
+            if path is not None and not _VALUES_KEY_RE.match(path):
+                self.problem((*at, key), f"{path!r} is not a dotted values key (image.tag)", name)
+        if keys["tag"] is None and keys["digest"] is None:
+            self.problem(
+                at, 'name the values key of the image: tag = "image.tag" (or digest)', name
+            )
+        return HelmSpec(release, ns, keys["tag"], keys["repository"], keys["digest"])
+
+    def _gates(
+        self,
+        raw: Mapping[str, Any],
+        defaults: Mapping[str, Any],
+        where: tuple[str, ...],
+        name: str,
+    ) -> dict[str, Any]:
+        """promote_from, soak (checked with the whole graph by `promotions`), approval and
+        the windows the site obeys (its own list replaces [defaults]')."""
+        follows = raw.get("promote_from")
+        soak = 0
+        if isinstance(follows, str) and isinstance(raw.get("soak"), str):
+            with contextlib.suppress(ValueError):  # `promotions` reports it
+                soak = parse_soak(raw["soak"])
+        approval = self.string(raw, "approval", where, name) or "auto"
+        if approval not in configkeys.APPROVAL_MODES:
+            allowed = ", ".join(f'"{m}"' for m in configkeys.APPROVAL_MODES)
+            self.problem((*where, "approval"), f'"approval" must be one of {allowed}', name)
+        if "windows" in raw:
+            chosen = select(raw["windows"], self.windows, (*where, "windows"), name, self.problem)
+        else:  # [defaults]' list, checked once in validate()
+            chosen = select(defaults.get("windows", []), self.windows, (), None, _quiet)
+        return {
+            "promote_from": follows if isinstance(follows, str) else None,
+            "soak": soak,
+            "approval": approval,
+            "windows": tuple(w.name for w in chosen),
+        }
 
     def _pick(
         self,
@@ -413,6 +507,10 @@ class _Validator:
                     f"and {len(rest):,} more sites target {namespace}/{name} the same way "
                     f"(lines {lines}{more})",
                 )
+
+
+def _quiet(_where: tuple[str, ...], _message: str, _site: str | None) -> None:
+    """A problem already reported elsewhere."""
 
 
 def timezone_problem(timezone: str) -> str | None:
