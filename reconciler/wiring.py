@@ -5,17 +5,23 @@ Tests inject their own parts here.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reconciler.adapters import kube, lease
+from reconciler.adapters import kube, kubecache, lease
 from reconciler.adapters.delivery import WebhookSender
 from reconciler.adapters.github import GitHubDeployments, GitHubSource
 from reconciler.adapters.helm import HelmCLI
 from reconciler.adapters.registry import RegistryVerifier, Verifiers
+from reconciler.core.errors import ReconcilerError
+from reconciler.core.model import ClusterRef, Site
 from reconciler.core.ports import (
     BackgroundTrigger,
     Cluster,
@@ -26,6 +32,7 @@ from reconciler.core.ports import (
     SiteDelivery,
 )
 from reconciler.settings import LEASE_WAIT_MARGIN, Settings
+from reconciler.sync.clusters import Clusters, Connect
 from reconciler.sync.delivery import Deliveries
 from reconciler.sync.engine import Engine
 from reconciler.sync.helmdelivery import HelmDelivery
@@ -34,14 +41,18 @@ from reconciler.sync.outbox import Outbox
 
 if TYPE_CHECKING:  # serve (Flask, APScheduler) is imported only when serving
     from reconciler.adapters.pubsub import PubSubTrigger
-    from reconciler.core.model import LeaseRecord
+    from reconciler.core.config.sites import Config
+    from reconciler.core.model import LeaseRecord, ObservedDeployment
     from reconciler.core.ports import Lease
     from reconciler.serve.commitinfo import CommitInfo
     from reconciler.serve.process import Process
     from reconciler.serve.service import Service
 
+log = logging.getLogger(__name__)
+
 LEASE_NAME = "reconciler"  # k8s/lease-rbac.yaml grants get/update on this name only
 HEALTH_CHECK_TTL = 10.0
+FIRST_READY_WAIT = 2.0  # seconds the first /readyz waits for the cache's first LISTs
 LEASE_SECONDS = 60.0  # serve.leader.LEASE_SECONDS: the defaults of build_service
 
 
@@ -54,8 +65,30 @@ class Parts:
     verifier: ImageVerifier | None = None
     kubeconfig: str | None = None
     kube_context: str | None = None
+    connect: Connect | None = None  # builds a [clusters.NAME]'s port; default: kube_connect
     deliveries: dict[str, SiteDelivery] | None = None  # by Site.delivery ("helm", "git")
     clock: Callable[[], float] | None = None  # the engine's clock (windows, soak); default time
+
+
+def kube_connect(settings: Settings) -> Connect:
+    """How a named cluster's port is built: its kubeconfig file (default: the reconciler's own,
+    KUBECONFIG) and context; never the pod's in-cluster identity, which is the home cluster's."""
+
+    def connect(ref: ClusterRef) -> Cluster:
+        api = kube.api_client(ref.kubeconfig or settings.kubeconfig, ref.context)
+        return kube.KubeCluster(api, reporter=settings.identity, writes=settings.apply_concurrency)
+
+    return connect
+
+
+def kubeconfig_stamp(ref: ClusterRef) -> object:
+    """The identity of a named cluster's kubeconfig file now (None: missing): a Secret volume
+    swaps it for a new file when the token in it is rotated."""
+    try:
+        st = os.stat(ref.kubeconfig) if ref.kubeconfig else None
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size) if st else None
 
 
 def build_engine(parts: Parts | None, settings: Settings) -> Engine:
@@ -92,6 +125,7 @@ def build_engine(parts: Parts | None, settings: Settings) -> Engine:
         cluster=cluster,
         verifier=verifier,
         apply_concurrency=settings.apply_concurrency,
+        clusters=Clusters(cluster, parts.connect or kube_connect(settings), kubeconfig_stamp),
         deliveries=Deliveries(deliveries),
         **({"clock": parts.clock} if parts.clock else {}),
     )
@@ -107,7 +141,18 @@ def build_notifier(engine: Engine, settings: Settings) -> Notifier:
     if isinstance(engine.heads, GitHubSource) and settings.github.authenticated:
         deployments = GitHubDeployments(engine.heads)
     outbox = Outbox(WebhookSender(settings.environ), commits, deployments=deployments)
-    return Notifier(outbox, store, web_url=settings.github.web_url)
+    return Notifier(
+        outbox, store, web_url=settings.github.web_url, store_for=lambda s: _store(engine, s)
+    )
+
+
+def _store(engine: Engine, site: Site) -> NoteStore | None:
+    """Where the notifier remembers what it said about `site`: on its own cluster."""
+    try:
+        port = engine.cluster_of(site)
+    except ReconcilerError:
+        return None
+    return port if isinstance(port, NoteStore) else None
 
 
 def build_service(
@@ -125,9 +170,12 @@ def build_service(
     notifier: Notifier | None = None,
     commit_info: CommitInfo | None = None,
     cli_name: str = "reconciler",
+    cache: kubecache.KubeCache[ObservedDeployment] | None = None,
 ) -> Service:
     """The Service and its parts: the runner, the schedule and the follower bound to it, the
-    Lease shared by runner and follower (its holder fences the engine's patches), the metrics."""
+    Lease shared by runner and follower (its holder fences the engine's patches), the metrics;
+    with a watch-fed `cache` (the engine's cluster reads it), the follower waits on its events,
+    it watches the namespaces of every sites.toml read, and /readyz waits for its first LISTs."""
     from reconciler.serve.follower import Follower, SharedLease
     from reconciler.serve.leader import LeaseHolder
     from reconciler.serve.metrics import Metrics
@@ -166,15 +214,53 @@ def build_service(
         cli_name=cli_name,
     )
     engine.pushed = service.pushed_at  # push webhooks' times: the lead time's "pushed"
+    if cache is not None:
+        watch_namespaces(service, cache)
     service.attach(
         Runner(service.run),
         Schedule(service.submit),
-        Follower(engine, service.good_config, on_result=service.followed, lease=shared),
+        Follower(
+            engine, service.good_config, on_result=service.followed, lease=shared, cache=cache
+        ),
     )
     if shared is not None:
         shared.on_taken_over = service.taken_over  # follow what another replica left running
     metrics.leader.labels(identity).set_function(lambda: float(service.leading()))
     return service
+
+
+def watch_namespaces(service: Service, cache: kubecache.KubeCache[ObservedDeployment]) -> None:
+    """The cache watches the namespaces of every valid sites.toml the service reads; /readyz
+    says not ready until it has listed each of them once."""
+    watched: set[str] = set()
+
+    def follow(config: Config) -> None:
+        # the home cluster's namespaces only: a site in another cluster is read there
+        wanted = {site.namespace for site in config.sites if site.cluster is None}
+        if wanted == watched:
+            return
+        try:
+            cache.set_namespaces(wanted)
+        except RuntimeError as exc:  # a thread that would not end: the others go on
+            log.warning("re-scoping the workload cache: %s", exc)
+        watched.clear()
+        watched.update(wanted)
+
+    first = threading.Event()
+
+    def ready() -> str | None:
+        if not first.is_set():  # the first probe after start waits a moment for the LISTs
+            first.set()
+            cache.wait_until(lambda: cache.synced, FIRST_READY_WAIT)
+        if cache.synced:
+            return None
+        return "the workload cache has not listed every namespace of sites.toml yet"
+
+    service.on_config.append(follow)
+    service.extra_health["watch"] = ready
+    from reconciler.serve.metrics import WatchCounts
+
+    service.metrics.register(WatchCounts(lambda: dataclasses.asdict(cache.stats)))
 
 
 def build_process(config_path: str, settings: Settings) -> Process:
@@ -184,14 +270,13 @@ def build_process(config_path: str, settings: Settings) -> Process:
     from reconciler.serve.process import Process, cached
 
     api = kube.api_client(settings.kubeconfig, in_cluster=settings.in_cluster)
-    engine = build_engine(
-        Parts(
-            cluster=kube.KubeCluster(
-                api, reporter=settings.identity, writes=settings.apply_concurrency
-            )
-        ),
-        settings,
-    )
+    listing = kube.KubeCluster(api, reporter=settings.identity, writes=settings.apply_concurrency)
+    cluster: Cluster = listing
+    cache = None
+    if settings.watch_cache:  # the namespaces come with the first read of sites.toml
+        cache = kubecache.deployment_cache(api, ())
+        cluster = kubecache.CachedCluster(cache, listing)
+    engine = build_engine(Parts(cluster=cluster), settings)
     the_lease = None
     if settings.lease_active:
         assert settings.lease_namespace is not None
@@ -215,6 +300,7 @@ def build_process(config_path: str, settings: Settings) -> Process:
         cli_name=settings.cli_name,
         notifier=build_notifier(engine, settings),
         commit_info=CommitInfo(engine.heads) if isinstance(engine.heads, CommitLog) else None,
+        cache=cache,
     )
     service.extra_health["kubernetes"] = cached(lambda: kube.ping(api), HEALTH_CHECK_TTL)
     triggers: list[BackgroundTrigger] = []
@@ -227,7 +313,7 @@ def build_process(config_path: str, settings: Settings) -> Process:
         read_token=settings.read_token,
         reads_open=settings.reads_open,
     )
-    return Process(service, app, triggers)
+    return Process(service, app, triggers, cache=cache)
 
 
 def _pubsub(service: Service, kind: str, subscription: str, settings: Settings) -> PubSubTrigger:

@@ -50,9 +50,12 @@ class Notifier:
         *,
         web_url: str = "https://github.com",
         clock: Callable[[], float] = time.time,
+        store_for: Callable[[Site], NoteStore | None] | None = None,
     ) -> None:
         self.outbox = outbox
         self.store = store
+        # the store of a site's own cluster (sites in other clusters); default: `store`
+        self.store_for = store_for
         self.web_url = web_url.rstrip("/")
         self.clock = clock
         self._memory: dict[str, Memory] = {}  # fallback when the annotation cannot be written
@@ -83,6 +86,8 @@ class Notifier:
         became available, or one that failed and was rolled back; anything else waits for the
         next sync."""
         p = result.plan
+        if p.action is Action.HELD:  # a person's change: the next sync says it
+            return None
         if p.action is Action.ROLLED_BACK:
             snap = snapshot(result)
         elif p.rollout is Rollout.AVAILABLE and p.running_sha:
@@ -111,7 +116,7 @@ class Notifier:
             # A site with no channel has no one to tell: its state stays in this process's
             # memory, and its Deployment gets no write of its own (a deploy is one PATCH).
             keep = bool(settings.channels)
-            self._remember(site, decision.memory, keep)
+            self._remember(site, decision.memory, keep=keep)
         channels = settings.channels_for(decision.event) if decision.event else ()
         if decision.event is None or not channels:
             return None
@@ -125,18 +130,16 @@ class Notifier:
         )
         return n
 
-    def _remember(self, site: Site, memory: Memory, keep: bool) -> None:
+    def _remember(self, site: Site, memory: Memory, *, keep: bool) -> None:
         self._memory[site.name] = memory
-        if self.store is None or not keep:
+        if not keep:
             return
         try:
-            self.store.annotate(
-                site.namespace,
-                site.deployment,
-                NOTIFIED_ANNOTATION,
-                memory.dumps(),
-                site.targets[0].kind,
-            )
+            store = self.store_for(site) if self.store_for is not None else self.store
+            if store is not None:
+                value = memory.dumps()
+                kind = site.targets[0].kind
+                store.annotate(site.namespace, site.deployment, NOTIFIED_ANNOTATION, value, kind)
         except ReconcilerError as exc:  # e.g. the Deployment is gone: memory keeps it meanwhile
             log.info("could not record the notification state of %s: %s", site.name, exc)
 

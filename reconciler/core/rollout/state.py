@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from reconciler.core import annotations as ann
 from reconciler.core.model import (
+    CRONJOB,
     DEPLOYMENT,
     DeploymentPatch,
     FieldOwner,
@@ -96,8 +97,8 @@ def wants_pods(site: Site, d: ObservedDeployment, container: str, now: float) ->
     rollout, _ = state(d)
     if rollout is not Rollout.PROGRESSING or not ours(d, container):
         return False
-    if d.verdict is not None and not d.verdict.timed:  # waits on a person or the schedule
-        return False
+    if d.kind == CRONJOB or (d.verdict is not None and not d.verdict.timed):
+        return False  # a CronJob's Job fails it (backoffLimit); it waits on a person or schedule
     started = parse_time(d.annotations.get(ann.UPDATED_AT))
     return started is not None and now - started >= timeout(site, d)
 
