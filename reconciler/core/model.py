@@ -9,6 +9,22 @@ from enum import StrEnum
 
 from reconciler.core.errors import ErrorKind
 
+HOME_CLUSTER = "home"  # the cluster the reconciler runs in: its name on pages, metrics, JSON
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterRef:
+    """A named cluster of sites.toml's [clusters.NAME]: a mounted kubeconfig file and/or one of
+    its contexts (never credentials). Sites without one live in the home cluster."""
+
+    name: str
+    kubeconfig: str | None = None  # an absolute path; None: the default kubeconfig
+    context: str | None = None  # None: the kubeconfig's current context
+
+    def __str__(self) -> str:
+        return f'cluster "{self.name}"'
+
+
 DEPLOYMENT = "Deployment"
 STATEFULSET = "StatefulSet"
 DAEMONSET = "DaemonSet"
@@ -88,6 +104,13 @@ class Site:
     rollout_timeout: int | None = None  # seconds; None = the Deployment's progressDeadlineSeconds
     delivery: str = KUBERNETES  # one of DELIVERIES: who writes the image (see above)
     helm: HelmSpec | None = None  # delivery = "helm": the release
+    cluster: ClusterRef | None = None  # None: the home cluster (the one the reconciler runs in)
+
+    @property
+    def cluster_name(self) -> str:
+        """The site's cluster as pages, metrics and JSON name it."""
+        return self.cluster.name if self.cluster is not None else HOME_CLUSTER
+
     # environments (#20; core/gates.py): follow a site instead of a branch, a person approves,
     # deploy windows by name ([windows.NAME] of sites.toml)
     promote_from: str | None = None
@@ -503,6 +526,7 @@ class SiteResult:
             "sha": p.sha,
             "head_sha": p.head_sha,
             "target_sha": p.sha,
+            "cluster": p.site.cluster_name,
             "namespace": p.site.namespace,
             "deployment": p.site.deployment,
             "container": p.container,
