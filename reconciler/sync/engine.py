@@ -158,9 +158,7 @@ class Engine:
 
         result = _fall_back(self.verifier, result, heads, replan)
         result = _env_gates(config, result, observed, now, override=override, by=by)
-        return _with_lead(
-            config, result, heads=heads, observed=observed, now=now, pushed=self.pushed
-        )
+        return _lead(config, result, heads=heads, observed=observed, now=now, pushed=self.pushed)
 
     def _resolve(self, refs: Collection[RepoRef]) -> Mapping[RepoRef, HeadResult]:
         try:
@@ -602,7 +600,7 @@ def _env_gates(
     return Plan(tuple(out))
 
 
-def _with_lead(
+def _lead(
     config: Config,
     result: Plan,
     *,
