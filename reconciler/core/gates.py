@@ -163,6 +163,7 @@ def approve_patch(
         {APPROVED_SHA: sha, APPROVED_BY: who[:100], APPROVED_AT: rollout.stamp(now)},
         events=(KubeEvent("Normal", "Approved", f"{note} by {who}"[:1024]),),
         resource_version=d.resource_version,
+        kind=d.kind,
     )
 
 
