@@ -158,7 +158,7 @@ class Engine:
 
         result = _fall_back(self.verifier, result, heads, replan)
         result = _env_gates(config, result, observed, now, override=override, by=by)
-        return _with_lead(result, heads, observed, now, self.pushed)
+        return _lead(config, result, heads=heads, observed=observed, now=now, pushed=self.pushed)
 
     def _resolve(self, refs: Collection[RepoRef]) -> Mapping[RepoRef, HeadResult]:
         try:
@@ -600,8 +600,10 @@ def _env_gates(
     return Plan(tuple(out))
 
 
-def _with_lead(
+def _lead(
+    config: Config,
     result: Plan,
+    *,
     heads: Mapping[RepoRef, HeadResult],
     observed: Observed,
     now: float,
@@ -614,10 +616,16 @@ def _with_lead(
             out.append(p)
             continue
         d = _deployment(observed, p.site)
-        head = heads.get(p.site.ref)
-        when = pushed(head.repo, head.sha) if isinstance(head, BranchHead) else None
         notes = d.annotations if d is not None else None
-        out.append(replace(p, lead=leadtime.lead_of(p, notes, head, pushed=when, now=now)))
+        source = config.site(p.site.promote_from) if p.site.promote_from else None
+        if source is not None:  # its head: what its source runs, with the stages recorded there
+            up = _deployment(observed, source)
+            lead = leadtime.promoted(p, notes, up.annotations if up else None, now=now)
+        else:
+            head = heads.get(p.site.ref)
+            when = pushed(head.repo, head.sha) if isinstance(head, BranchHead) else None
+            lead = leadtime.lead_of(p, notes, head, pushed=when, now=now)
+        out.append(replace(p, lead=lead))
     return Plan(tuple(out))
 
 
