@@ -32,6 +32,7 @@ k8s = kubernetes.client
 SITE_RULES = {
     ("apps", "deployments", "get"),
     ("apps", "deployments", "list"),
+    ("apps", "deployments", "watch"),  # serve's watch-fed cache (#22)
     ("apps", "deployments", "patch"),
     ("", "events", "create"),
     ("", "pods", "get"),
