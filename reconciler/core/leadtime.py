@@ -178,7 +178,7 @@ def lead_of(
     if p.action is Action.UPDATE and p.sha and p.sha != head.sha:  # an older commit goes out
         date = next((c.committed_at for c in head.history if c.sha == p.sha), None)
         target = _verified(p.site, Stages(p.sha, pushed=_time(date), seen=now), now)
-    write = head_patch(p, notes or {}, mine, target)
+    write = head_patch(p, notes or {}, mine)
     return Lead(deployed, mine, waiting, since, target=target, write=write)
 
 
@@ -259,17 +259,14 @@ def _wait(p: SitePlan, h: Stages) -> tuple[str | None, float | None]:
     return None, None
 
 
-def head_patch(
-    p: SitePlan, notes: Mapping[str, str], mine: Stages, target: Stages | None
-) -> DeploymentPatch | None:
+def head_patch(p: SitePlan, notes: Mapping[str, str], mine: Stages) -> DeploymentPatch | None:
     """The write that records a head not deployed by this verdict (None: recorded already, or
     the update that deploys it records it)."""
     if p.action is Action.UPDATE and p.sha == mine.sha:
         return None
-    if p.action in (Action.ERROR, Action.ROLLED_BACK) or p.skip in (
-        Skip.PAUSED,
-        Skip.FAILED_COMMIT,
-    ):
+    if p.action in (Action.ERROR, Action.ROLLED_BACK):
+        return None
+    if p.skip in (Skip.PAUSED, Skip.FAILED_COMMIT):
         return None
     if p.write is not None:  # the verdict writes something else: recorded at the next sync
         return None
@@ -282,6 +279,7 @@ def head_patch(
         p.site.deployment,
         {ann.HEAD_STAGES: dumps(mine)},
         resource_version=p.resource_version,
+        kind=p.site.targets[0].kind,
     )
 
 
