@@ -218,8 +218,28 @@ class DeploymentStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkloadVerdict:
+    """A StatefulSet's, DaemonSet's or CronJob's rollout as core.workloads judges it: its
+    state (None until a controller reported), progress such as "2/3 ready", the reason (what
+    it waits on, or why it failed), and whether stuck pods past the rollout timeout may fail it
+    (not while it waits on a person or the schedule)."""
+
+    rollout: Rollout | None
+    progress: str = ""
+    reason: str = ""
+    timed: bool = True
+
+
+def view_key(kind: str, name: str) -> str:
+    """A workload's key in a NamespaceView: a Deployment's name, else "Kind/name"."""
+    return name if kind == DEPLOYMENT else f"{kind}/{name}"
+
+
+@dataclass(frozen=True, slots=True)
 class ObservedDeployment:
-    """What the API server says a Deployment runs, reduced to what planning needs."""
+    """What the API server says a workload runs, reduced to what planning needs: a Deployment
+    (``status`` from its controller), or a StatefulSet, DaemonSet or CronJob (``kind``; its
+    rollout judged by core.workloads into ``verdict`` when it was read)."""
 
     namespace: str
     name: str
@@ -232,6 +252,12 @@ class ObservedDeployment:
     status: DeploymentStatus | None = None  # None: no controller has reported on it yet
     image_owners: Mapping[str, FieldOwner] = field(default_factory=dict)  # by container name
     selector: Mapping[str, str] = field(default_factory=dict)  # spec.selector.matchLabels
+    kind: str = DEPLOYMENT
+    verdict: WorkloadVerdict | None = None  # the other kinds' rollout (None: not reported)
+
+    @property
+    def key(self) -> str:
+        return view_key(self.kind, self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +310,7 @@ class DeploymentPatch:
     change_cause: str | None = None
     events: tuple[KubeEvent, ...] = ()
     resource_version: str = ""
+    kind: str = DEPLOYMENT  # the workload's kind (`deployment` is its name)
 
 
 class Skip(StrEnum):
@@ -403,6 +430,7 @@ class SitePlan:
     note: DeploymentPatch | None = None  # recorded once the update went out (window override)
     gated: str = ""  # what the environment gates let it through with (core/gates.py)
     approved_by: str | None = None  # approval = "manual": who approved the commit it deploys
+    retry_at: float | None = None  # when a gate may open by itself (a soak's end, a window's)
     lead: Lead | None = None  # lead time, stage by stage (core/leadtime.py)
 
     @property
@@ -451,6 +479,7 @@ class ImageChange:
     previous_sha: str = ""  # the commit previous_image was built from, when known
     clear: tuple[str, ...] = ()  # reconciler.dev/ annotations this update removes (a hold)
     trigger: str = ""  # what asked for the sync that makes it (recorded on the Deployment)
+    kind: str = DEPLOYMENT  # the workload's kind (`deployment` is its name)
     notes: Mapping[str, str | None] = field(default_factory=dict)  # more annotations to write
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from reconciler.core.errors import ErrorKind, ReconcilerError
 from reconciler.core.model import (
+    DEPLOYMENT,
     ApplyResult,
     ClusterRef,
     DeploymentPatch,
@@ -95,12 +96,16 @@ class Clusters:
             return None
 
     def observe(
-        self, ref: ClusterRef | None, namespaces: Collection[str]
+        self,
+        ref: ClusterRef | None,
+        namespaces: Collection[str],
+        kinds: Mapping[str, frozenset[str]] | None = None,
     ) -> Mapping[str, NamespaceView]:
-        """The namespaces of one cluster; a cluster that fails (or cannot be built) fails each
-        of them, with why."""
+        """The namespaces of one cluster (`kinds`: the workload kinds to list in each, as
+        Cluster.observe); a cluster that fails (or cannot be built) fails each of them, with
+        why."""
         try:
-            return self.get(ref).observe(namespaces)
+            return self.get(ref).observe(namespaces, kinds)
         except ReconcilerError as exc:
             return {ns: NamespaceError(str(exc), exc.kind) for ns in namespaces}
 
@@ -144,9 +149,11 @@ class Named:
     def _raise(self, exc: ReconcilerError) -> ClusterError:
         return ClusterError(_named(self.ref, str(exc)), kind=exc.kind)
 
-    def observe(self, namespaces: Collection[str]) -> Mapping[str, NamespaceView]:
+    def observe(
+        self, namespaces: Collection[str], kinds: Mapping[str, frozenset[str]] | None = None
+    ) -> Mapping[str, NamespaceView]:
         try:
-            views = self.inner.observe(namespaces)
+            views = self.inner.observe(namespaces, kinds)
         except ReconcilerError as exc:
             raise self._raise(exc) from exc
         return {
@@ -156,9 +163,9 @@ class Named:
             for ns, v in views.items()
         }
 
-    def read(self, namespace: str, name: str) -> ObservedDeployment | None:
+    def read(self, namespace: str, name: str, kind: str = DEPLOYMENT) -> ObservedDeployment | None:
         try:
-            return self.inner.read(namespace, name)
+            return self.inner.read(namespace, name, kind)
         except ReconcilerError as exc:
             raise self._raise(exc) from exc
 

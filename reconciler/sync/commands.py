@@ -130,9 +130,9 @@ def _write(
         if attempt and engine.stopping.wait(engine.conflict_pause(attempt - 1)):
             break
         cluster = engine.cluster_of(site)
-        d = cluster.read(site.namespace, site.deployment)
+        d = cluster.read(site.namespace, site.deployment, site.targets[0].kind)
         if d is None:
-            raise CommandError(f"deployment {site.namespace}/{site.deployment} not found")
+            raise CommandError(f"{planner.workload_name(site)} not found")
         container = planner.container_of(site, d)
         if container is None:
             raise CommandError(f"{site.name}: cannot tell which container it manages")

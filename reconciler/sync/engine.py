@@ -17,6 +17,7 @@ from reconciler.core import gates, leadtime, promotion
 from reconciler.core.config.sites import Config
 from reconciler.core.errors import ErrorKind, ReconcilerError
 from reconciler.core.model import (
+    DEPLOYMENT,
     KUBERNETES,
     Action,
     ApplyResult,
@@ -38,6 +39,7 @@ from reconciler.core.model import (
     Skip,
     SyncReport,
     SyncRequest,
+    view_key,
 )
 from reconciler.core.plan import fallback, planner
 from reconciler.core.ports import Cluster, HeadSource, ImageVerifier, VerifyRequest
@@ -118,7 +120,7 @@ class Engine:
         # GitHub, each cluster and the other deliveries are read at the same time.
         with ThreadPoolExecutor(len(by_cluster) + 1, thread_name_prefix="observe") as pool:
             observing = {
-                ref: pool.submit(self.clusters.observe, ref, {s.namespace for s in in_cluster})
+                ref: pool.submit(_observe, self.clusters, ref, in_cluster)
                 for ref, in_cluster in by_cluster.items()
             }
             delivering = pool.submit(self.deliveries.observe, selected)
@@ -158,7 +160,7 @@ class Engine:
 
         result = _fall_back(self.verifier, result, heads, replan)
         result = _env_gates(config, result, observed, now, override=override, by=by)
-        return _with_lead(result, heads, observed, now, self.pushed)
+        return _lead(config, result, heads=heads, observed=observed, now=now, pushed=self.pushed)
 
     def _resolve(self, refs: Collection[RepoRef]) -> Mapping[RepoRef, HeadResult]:
         try:
@@ -324,7 +326,7 @@ class Engine:
             fresh_plan = self.deliveries.verdict(site, heads.get(site.ref), seen, self.clock())
         else:
             try:
-                fresh = self.cluster_of(site).read(site.namespace, site.deployment)
+                fresh = _read(self, site)
             except ReconcilerError as exc:
                 return _failed(p, f"re-reading after a conflict failed: {exc}", exc.kind)
             fresh_plan = self._plan_one(site, heads, fresh)
@@ -350,7 +352,7 @@ class Engine:
         fresh: ObservedDeployment | None,
     ) -> SitePlan:
         now = self.clock()
-        view = {fresh.name: fresh} if fresh else {}
+        view = {fresh.key: fresh} if fresh else {}
         troubles = self._troubles(site, fresh, now) if fresh else ()
         p = planner.plan_site(site, heads, {site.namespace: view}, now=now, troubles=troubles)
         notes = fresh.annotations if fresh else None
@@ -386,7 +388,7 @@ class Engine:
         for ref, in_cluster in group(s for s in sites if s.delivery == KUBERNETES).items():
             counts = Counter(s.namespace for s in in_cluster)
             shared = {ns for ns, n in counts.items() if n > 1 or observe_all}
-            views[ref] = self.clusters.observe(ref, shared) if shared else {}
+            views[ref] = self.clusters.observe(ref, shared, _kinds(in_cluster)) if shared else {}
         seen = self.deliveries.observe(sites)
         results = [
             self._follow_one(site, views.get(site.cluster, {}), seen, act=act) for site in sites
@@ -413,9 +415,9 @@ class Engine:
                 if isinstance(view, NamespaceError):
                     raise ReconcilerError(view.reason, kind=view.kind)
                 if view is not None:
-                    fresh = view.get(site.deployment)
+                    fresh = view.get(view_key(site.targets[0].kind, site.deployment))
                 else:
-                    fresh = self.cluster_of(site).read(site.namespace, site.deployment)
+                    fresh = _read(self, site)
             except ReconcilerError as exc:
                 error = SitePlan(site, Action.ERROR, reason=str(exc), error_kind=exc.kind)
                 return SiteResult(error)
@@ -600,8 +602,10 @@ def _env_gates(
     return Plan(tuple(out))
 
 
-def _with_lead(
+def _lead(
+    config: Config,
     result: Plan,
+    *,
     heads: Mapping[RepoRef, HeadResult],
     observed: Observed,
     now: float,
@@ -614,10 +618,16 @@ def _with_lead(
             out.append(p)
             continue
         d = _deployment(observed, p.site)
-        head = heads.get(p.site.ref)
-        when = pushed(head.repo, head.sha) if isinstance(head, BranchHead) else None
         notes = d.annotations if d is not None else None
-        out.append(replace(p, lead=leadtime.lead_of(p, notes, head, pushed=when, now=now)))
+        source = config.site(p.site.promote_from) if p.site.promote_from else None
+        if source is not None:  # its head: what its source runs, with the stages recorded there
+            up = _deployment(observed, source)
+            lead = leadtime.promoted(p, notes, up.annotations if up else None, now=now)
+        else:
+            head = heads.get(p.site.ref)
+            when = pushed(head.repo, head.sha) if isinstance(head, BranchHead) else None
+            lead = leadtime.lead_of(p, notes, head, pushed=when, now=now)
+        out.append(replace(p, lead=lead))
     return Plan(tuple(out))
 
 
@@ -659,7 +669,29 @@ def _deployment(observed: Observed, site: Site) -> ObservedDeployment | None:
     view = observed.get(site.cluster, {}).get(site.namespace)
     if view is None or isinstance(view, NamespaceError):
         return None
-    return view.get(site.deployment)
+    return view.get(view_key(site.targets[0].kind, site.deployment))
+
+
+def _observe(
+    clusters: Clusters, ref: ClusterRef | None, sites: Collection[Site]
+) -> Mapping[str, NamespaceView]:
+    """The namespaces of `sites` in one cluster: one LIST per kind their targets have."""
+    return clusters.observe(ref, {s.namespace for s in sites}, _kinds(sites))
+
+
+def _read(engine: Engine, site: Site) -> ObservedDeployment | None:
+    """The site's workload, fresh, from its cluster."""
+    return engine.cluster_of(site).read(site.namespace, site.deployment, site.targets[0].kind)
+
+
+def _kinds(sites: Collection[Site]) -> dict[str, frozenset[str]] | None:
+    """The workload kinds to list per namespace; None when every target is a Deployment."""
+    kinds: dict[str, set[str]] = {}
+    for site in sites:
+        kinds.setdefault(site.namespace, set()).update(t.kind for t in site.targets)
+    if all(k <= {DEPLOYMENT} for k in kinds.values()):
+        return None
+    return {ns: frozenset(k) for ns, k in kinds.items()}
 
 
 def _writes(p: SitePlan) -> bool:

@@ -138,7 +138,8 @@ class Notifier:
             store = self.store_for(site) if self.store_for is not None else self.store
             if store is not None:
                 value = memory.dumps()
-                store.annotate(site.namespace, site.deployment, NOTIFIED_ANNOTATION, value)
+                kind = site.targets[0].kind
+                store.annotate(site.namespace, site.deployment, NOTIFIED_ANNOTATION, value, kind)
         except ReconcilerError as exc:  # e.g. the Deployment is gone: memory keeps it meanwhile
             log.info("could not record the notification state of %s: %s", site.name, exc)
 
