@@ -25,6 +25,7 @@ from urllib.parse import quote
 import requests
 
 from reconciler.core.errors import ErrorKind, GitHubError, WriteBackError
+from reconciler.core.gitops import FileChange, RepoFile
 from reconciler.core.writeback import (
     Edit,
     GitPerson,
@@ -39,15 +40,6 @@ from reconciler.settings import GitHubSettings
 
 _PROTECTION_WORDS = ("protected branch", "rule violation", "through a pull request")
 _CONFLICT_WORDS = ("but expected", "does not match", "not a fast forward", "wasn't supplied")
-
-
-@dataclass(frozen=True, slots=True)
-class RepoFile:
-    """A file as the Contents API read it at `ref`: its text and blob SHA."""
-
-    text: str
-    sha: str
-    ref: str
 
 
 @dataclass
@@ -168,6 +160,25 @@ class GitRepoWriter:
                 f"{repo}: {path}@{ref} is not UTF-8 text", kind=ErrorKind.WRITEBACK_YAML
             ) from exc
         return RepoFile(text, str(body["sha"]), ref)
+
+    def last_change(self, repo: str, branch: str, path: str) -> FileChange | None:
+        """The newest commit of `branch` that changed `path` (List commits with a path), or
+        None when no commit did; one request."""
+        call = _Call()
+        params = {"sha": branch, "path": path.strip("/"), "per_page": "1"}
+        r = self._send(call, "GET", f"{self._repo_url(repo)}/commits", params=params)
+        found = self._expect(r, (200,), repo, f"reading the history of {path}")["items"]
+        if not found:
+            return None
+        c = found[0]
+        author = c["commit"].get("author") or {}
+        return FileChange(
+            str(c["sha"]),
+            str(author.get("name") or "?"),
+            str(author.get("email") or ""),
+            str(author.get("date") or ""),
+            str(c["commit"].get("message") or ""),
+        )
 
     # ---- writing -----------------------------------------------------------------------------
 

@@ -11,6 +11,33 @@ from reconciler.core.errors import ErrorKind
 
 
 @dataclass(frozen=True, slots=True)
+class GitSpec:
+    """[sites.NAME.git]: the site is delivered by committing its image to a file of a
+    configuration repository (a GitOps tool applies it); the cluster is only read.
+
+    `write` says how the image is written: "kustomize" (the `images:` entry `kustomize_image`:
+    newTag, or newName + digest with `digest`), "values" (the dotted key paths `values_tag`,
+    `values_repository`, `values_digest` of a Helm values file) or "manifest" (container
+    `container` of the object `manifest_kind`/`manifest_name`)."""
+
+    repo: str
+    file: str
+    write: str
+    branch: str = "main"
+    mode: str = "commit"  # commit | pr
+    kustomize_image: str = ""
+    digest: bool = False
+    values_tag: str | None = None
+    values_repository: str | None = None
+    values_digest: str | None = None
+    manifest_kind: str = ""
+    manifest_name: str = ""
+    container: str = ""
+    author: tuple[str, str] | None = None  # (name, email); None: the token's user
+    committer: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Site:
     """One site from sites.toml, with defaults already applied."""
 
@@ -27,6 +54,7 @@ class Site:
     pin_digest: bool = True  # deploy image:tag@digest when the registry answered a digest
     required_checks: tuple[str, ...] = ()  # verify = "checks": these must have passed
     rollout_timeout: int | None = None  # seconds; None = the Deployment's progressDeadlineSeconds
+    git: GitSpec | None = None  # delivered through a configuration repository (GitOps)
 
     @property
     def owner(self) -> str:
@@ -190,6 +218,7 @@ class Skip(StrEnum):
     CHECKS_PENDING = "checks_pending"  # verify = "checks": checks still running or not reported
     SHUTTING_DOWN = "shutting_down"  # the reconciler stopped before patching it
     FAILED_COMMIT = "failed_commit"  # the branch head's rollout failed and was rolled back
+    AWAITING_APPLY = "awaiting_apply"  # git delivery: committed; the GitOps tool has not applied it
 
 
 class SiteState(StrEnum):
@@ -319,6 +348,7 @@ class ApplyResult:
     error_kind: ErrorKind | None = None
     conflict: bool = False
     generation: int | None = None
+    pending: str = ""  # done, but the deploy waits for this (git delivery: a pull request)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from reconciler.core import annotations as ann
+from reconciler.core import gitops
 from reconciler.core.config.sites import Config
 from reconciler.core.errors import ErrorKind, ReconcilerError
 from reconciler.core.model import (
@@ -36,9 +37,17 @@ from reconciler.core.model import (
     SyncRequest,
 )
 from reconciler.core.plan import fallback, planner
-from reconciler.core.ports import Cluster, HeadSource, ImageVerifier, VerifyRequest
+from reconciler.core.ports import (
+    Cluster,
+    CommitLog,
+    ConfigRepo,
+    HeadSource,
+    ImageVerifier,
+    VerifyRequest,
+)
 from reconciler.core.rollout import state as rollout
 from reconciler.sync.fanout import bounded_map
+from reconciler.sync.gitops import GitDelivery, adjust_plan
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +72,18 @@ class Engine:
         verifier: ImageVerifier,
         apply_concurrency: int = 8,
         clock: Callable[[], float] = time.time,
+        repos: ConfigRepo | None = None,
+        commits: CommitLog | None = None,
     ) -> None:
         self.heads = heads
         self.cluster = cluster
         self.verifier = verifier
         self.apply_concurrency = apply_concurrency
         self.clock = clock
+        # sites delivered through a configuration repository ([sites.NAME.git])
+        self.git = (
+            GitDelivery(repos, cluster, commits=commits, clock=clock) if repos is not None else None
+        )
         self.stopping = threading.Event()  # set on shutdown: patches in flight finish, no new ones
         # Why this replica may not write now (None: it may), asked before every patch; serve
         # sets it to the Lease holder's answer, so a lost Lease stops every further patch.
@@ -100,7 +115,8 @@ class Engine:
                 site, view, observed, now=now, troubles=troubles.get(site.name, ())
             )
 
-        return self._fall_back(result, heads, replan)
+        result = self._fall_back(result, heads, replan)
+        return adjust_plan(self.git, result, observed, troubles, now)
 
     def _resolve(self, refs: Collection[RepoRef]) -> Mapping[RepoRef, HeadResult]:
         try:
@@ -248,6 +264,11 @@ class Engine:
                 result = self._send(p, dry_run=dry_run, trigger=trigger)
             except ReconcilerError as exc:  # an adapter bug must not sink the other sites
                 return SiteResult(_failed(p, f"patch failed: {exc}", exc.kind))
+            if result.ok and result.pending:
+                why = result.pending
+                return SiteResult(
+                    replace(p, action=Action.SKIP, skip=Skip.AWAITING_APPLY, reason=why)
+                )
             if result.ok:
                 return self._done(p, dry_run=dry_run)
             if not result.conflict:
@@ -262,6 +283,10 @@ class Engine:
 
     def _send(self, p: SitePlan, *, dry_run: bool, trigger: str) -> ApplyResult:
         """The write, recording what triggered it in the same patch (copied onto the ReplicaSet)."""
+        if p.site.git is not None:
+            if self.git is None:
+                return ApplyResult(False, "no GitHub client for [git]", ErrorKind.INTERNAL)
+            return self.git.send(p, dry_run=dry_run, trigger=trigger)
         if p.action is Action.UPDATE:
             change = replace(planner.change_for(p), trigger=trigger)
             return self.cluster.apply(change, dry_run=dry_run)
@@ -328,12 +353,16 @@ class Engine:
         now = self.clock()
         view = {fresh.name: fresh} if fresh else {}
         troubles = self._troubles(site, fresh, now) if fresh else ()
-        return planner.plan_site(site, heads, {site.namespace: view}, now=now, troubles=troubles)
+        p = planner.plan_site(site, heads, {site.namespace: view}, now=now, troubles=troubles)
+        if site.git is not None:  # following needs no repository read: no hold decided here
+            p = gitops.adjust(p, fresh, gitops.RepoView(), troubles=troubles, now=now)
+        return p
 
     def _troubles(self, site: Site, d: ObservedDeployment, now: float) -> tuple[str, ...]:
         """Stuck pods of a rollout of ours that has run longer than the site's rollout_timeout."""
         container = planner.container_of(site, d)
-        if container is None or not rollout.wants_pods(site, d, container, now):
+        wants = gitops.wants_pods if site.git is not None else rollout.wants_pods
+        if container is None or not wants(site, d, container, now):
             return ()
         image = next(c.image for c in d.containers if c.name == container)
         try:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.core.config import keys as configkeys
+from reconciler.core.config.gitconfig import check_defaults, parse_git
 from reconciler.core.config.lines import Lines, deepest
 from reconciler.core.errors import ConfigError, ConfigProblem
 from reconciler.core.model import Site
@@ -167,6 +168,7 @@ class _Validator:
         self.unknown_keys(data, TOP_KEYS, (), None)
         defaults = self.table(data, "defaults")
         self.unknown_keys(defaults, DEFAULT_KEYS, ("defaults",), None)
+        check_defaults(defaults, self.problem)
         service = self._service(self.table(data, "service"))
         raw_sites = self.table(data, "sites")
         if not raw_sites and not self.problems:
@@ -270,6 +272,7 @@ class _Validator:
         if not isinstance(pin_digest, bool):
             self.problem((*pin_where, "pin_digest"), '"pin_digest" must be true or false', name)
         required = self._required_checks(raw, where, name, verify)
+        git = parse_git(raw, defaults, where, name, container=container, problem=self.problem)
         if len(self.problems) > before or repo is None or image is None:
             return None
         return Site(
@@ -286,6 +289,7 @@ class _Validator:
             pin_digest=bool(pin_digest),
             required_checks=required,
             rollout_timeout=timeout,
+            git=git,
         )
 
     def _pick(
