@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING
 from reconciler.adapters import kube, lease
 from reconciler.adapters.delivery import WebhookSender
 from reconciler.adapters.github import GitHubDeployments, GitHubSource
+from reconciler.adapters.gitrepo import GitRepoWriter
 from reconciler.adapters.registry import RegistryVerifier, Verifiers
 from reconciler.core.ports import (
     BackgroundTrigger,
     Cluster,
     CommitLog,
+    ConfigRepo,
     HeadSource,
     ImageVerifier,
     NoteStore,
@@ -49,6 +51,7 @@ class Parts:
     verifier: ImageVerifier | None = None
     kubeconfig: str | None = None
     kube_context: str | None = None
+    repos: ConfigRepo | None = None  # GitOps configuration repositories ([sites.NAME.git])
 
 
 def build_engine(parts: Parts | None, settings: Settings) -> Engine:
@@ -76,6 +79,9 @@ def build_engine(parts: Parts | None, settings: Settings) -> Engine:
         cluster=cluster,
         verifier=verifier,
         apply_concurrency=settings.apply_concurrency,
+        repos=parts.repos or GitRepoWriter(settings.github),
+        commits=heads if isinstance(heads, CommitLog) else None,
+        web_url=settings.github.web_url,
     )
 
 

@@ -74,6 +74,7 @@ class Engine:
         clock: Callable[[], float] = time.time,
         repos: ConfigRepo | None = None,
         commits: CommitLog | None = None,
+        web_url: str = "https://github.com",
     ) -> None:
         self.heads = heads
         self.cluster = cluster
@@ -81,9 +82,9 @@ class Engine:
         self.apply_concurrency = apply_concurrency
         self.clock = clock
         # sites delivered through a configuration repository ([sites.NAME.git])
-        self.git = (
-            GitDelivery(repos, cluster, commits=commits, clock=clock) if repos is not None else None
-        )
+        self.git = None
+        if repos is not None:
+            self.git = GitDelivery(repos, cluster, commits=commits, clock=clock, web_url=web_url)
         self.stopping = threading.Event()  # set on shutdown: patches in flight finish, no new ones
         # Why this replica may not write now (None: it may), asked before every patch; serve
         # sets it to the Lease holder's answer, so a lost Lease stops every further patch.
@@ -331,7 +332,10 @@ class Engine:
         heads: dict[RepoRef, HeadResult] = {}
         if p.sha and p.branch:
             heads[site.ref] = BranchHead(site.repo, p.branch, p.sha)
-        fresh_plan = self._plan_one(site, heads, fresh)
+        view = None
+        if site.git is not None and self.git is not None and fresh is not None:
+            view = self.git.view(p, fresh)  # a hold is decided on the file as it is now
+        fresh_plan = self._plan_one(site, heads, fresh, view)
         if fresh_plan.action is Action.UPDATE and p.action is Action.UPDATE and p.target_image:
             # same commit, same verified image: keep the digest the gate pinned (and, during a
             # fallback, the branch head and why an older commit goes out)
@@ -349,13 +353,14 @@ class Engine:
         site: Site,
         heads: Mapping[RepoRef, HeadResult],
         fresh: ObservedDeployment | None,
+        repo: gitops.RepoView | None = None,
     ) -> SitePlan:
         now = self.clock()
         view = {fresh.name: fresh} if fresh else {}
         troubles = self._troubles(site, fresh, now) if fresh else ()
         p = planner.plan_site(site, heads, {site.namespace: view}, now=now, troubles=troubles)
-        if site.git is not None:  # following needs no repository read: no hold decided here
-            p = gitops.adjust(p, fresh, gitops.RepoView(), troubles=troubles, now=now)
+        if site.git is not None:  # following reads no repository: no hold is decided there
+            p = gitops.adjust(p, fresh, repo or gitops.RepoView(), troubles=troubles, now=now)
         return p
 
     def _troubles(self, site: Site, d: ObservedDeployment, now: float) -> tuple[str, ...]:

@@ -48,12 +48,14 @@ class GitDelivery:
         commits: CommitLog | None = None,
         clock: Callable[[], float],
         concurrency: int = 8,
+        web_url: str = "https://github.com",
     ) -> None:
         self.repos = repos
         self.cluster = cluster
         self.commits = commits
         self.clock = clock
         self.concurrency = concurrency
+        self.web_url = web_url.rstrip("/")
 
     # ---- planning ----------------------------------------------------------------------------
 
@@ -63,14 +65,15 @@ class GitDelivery:
         """Each git site's file (and who last changed it when its value is not ours), by site."""
         wanted = [p for p in plans if p.site.git is not None and p.site.name in workloads]
         views = bounded_map(
-            lambda p: self._view(p, workloads[p.site.name]),
+            lambda p: self.view(p, workloads[p.site.name]),
             wanted,
             limit=self.concurrency,
             name="gitread",
         )
         return {p.site.name: v for p, v in zip(wanted, views, strict=True)}
 
-    def _view(self, p: SitePlan, d: ObservedDeployment) -> gitops.RepoView:
+    def view(self, p: SitePlan, d: ObservedDeployment) -> gitops.RepoView:
+        """The site's file, and who last changed it when its value is not the reconciler's."""
         spec = p.site.git
         assert spec is not None
         try:
@@ -99,7 +102,7 @@ class GitDelivery:
     def _request(self, p: SitePlan, image: str, old: str | None, new: str) -> WriteRequest:
         spec = p.site.git
         assert spec is not None
-        compare_url = f"https://github.com/{p.site.repo}/compare/{old}...{new}" if old else None
+        compare_url = f"{self.web_url}/{p.site.repo}/compare/{old}...{new}" if old else None
         return WriteRequest(
             site=p.site.name,
             repo=spec.repo,
