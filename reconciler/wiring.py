@@ -26,6 +26,7 @@ from reconciler.core.ports import (
 )
 from reconciler.settings import LEASE_WAIT_MARGIN, Settings
 from reconciler.sync.engine import Engine
+from reconciler.sync.gitops import GitDelivery
 from reconciler.sync.notifier import Notifier
 from reconciler.sync.outbox import Outbox
 
@@ -52,6 +53,7 @@ class Parts:
     kubeconfig: str | None = None
     kube_context: str | None = None
     repos: ConfigRepo | None = None  # GitOps configuration repositories ([sites.NAME.git])
+    clock: Callable[[], float] | None = None  # the engine's clock (windows, soak); default time
 
 
 def build_engine(parts: Parts | None, settings: Settings) -> Engine:
@@ -79,9 +81,14 @@ def build_engine(parts: Parts | None, settings: Settings) -> Engine:
         cluster=cluster,
         verifier=verifier,
         apply_concurrency=settings.apply_concurrency,
-        repos=parts.repos or GitRepoWriter(settings.github),
-        commits=heads if isinstance(heads, CommitLog) else None,
-        web_url=settings.github.web_url,
+        git=GitDelivery(
+            parts.repos or GitRepoWriter(settings.github),
+            cluster,
+            commits=heads if isinstance(heads, CommitLog) else None,
+            clock=parts.clock or time.time,
+            web_url=settings.github.web_url,
+        ),
+        **({"clock": parts.clock} if parts.clock else {}),
     )
 
 

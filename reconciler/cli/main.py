@@ -1,4 +1,5 @@
-"""The `reconciler` command: validate, plan, sync, hold, resume, rollback, sites, serve."""
+"""The `reconciler` command: validate, plan, sync, hold, resume, rollback, approve, sites,
+serve."""
 
 from __future__ import annotations
 
@@ -87,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"how long --wait waits for rollouts (default {DEFAULT_WAIT:.0f})",
     )
+    _override_args(sync)
     one = argparse.ArgumentParser(add_help=False)
     one.add_argument("site", metavar="SITE")
     one.add_argument("--context", help="kubeconfig context (default: the current one)")
@@ -104,6 +106,12 @@ def _parser() -> argparse.ArgumentParser:
         help="deploy the previous commit's image (or --to SHA's) and hold the site there",
     )
     back.add_argument("--to", metavar="SHA", help="the commit whose image to deploy")
+    approve = sub.add_parser(
+        "approve",
+        parents=[common, one],
+        help='approve the commit a site with approval = "manual" waits for, then sync it',
+    )
+    approve.add_argument("--sha", metavar="SHA", help="the commit to approve (default: waiting)")
     sub.add_parser(
         "history",
         parents=[common, one],
@@ -114,6 +122,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--bind", default=None, help="address to bind (default 0.0.0.0)")
     _sites_parser(sub, common)
     return parser
+
+
+def _override_args(sync: argparse.ArgumentParser) -> None:
+    sync.add_argument(
+        "--override-window",
+        action="store_true",
+        help="deploy through a closed deploy window (needs one --site and --reason); recorded",
+    )
+    sync.add_argument("--reason", default="", help="why the override cannot wait (one line)")
 
 
 def _sites_parser(
@@ -178,7 +195,7 @@ def main(
             return EXIT_OK
         if args.command == "history":
             return _history(args, config, parts=parts, settings=settings, out=out, err=err)
-        if args.command in ("hold", "resume", "rollback"):
+        if args.command in ("hold", "resume", "rollback", "approve"):
             return _command(args, config, parts=parts, settings=settings, out=out, err=err)
         return _plan_or_sync(args, config, parts=parts, settings=settings, out=out, err=err)
     except ConfigError as exc:
@@ -209,6 +226,12 @@ def _plan_or_sync(
             known = ", ".join(config.names)
             print(f"reconciler: unknown site(s) {', '.join(unknown)}; known: {known}", file=err)
             return EXIT_USAGE
+    override = None
+    if getattr(args, "override_window", False):
+        override = " ".join(args.reason.split())
+        if names is None or len(names) != 1 or not override:
+            print('reconciler: --override-window needs one --site and --reason "why"', file=err)
+            return EXIT_USAGE
     parts = parts or Parts()
     if args.context:
         parts.kube_context = args.context
@@ -218,6 +241,8 @@ def _plan_or_sync(
         dry_run=bool(getattr(args, "dry_run", False)),
         plan_only=args.command == "plan",
         trigger="cli",
+        override_window=override,
+        by=f"{settings.user or 'someone'} (cli)",
     )
     report = engine.run(config, request)
     failed = False
@@ -339,13 +364,15 @@ def _command(
             done = commands.hold(engine, site, by=by, reason=args.reason)
         elif args.command == "resume":
             done = commands.resume(engine, site, by=by)
+        elif args.command == "approve":
+            done = commands.approve(engine, config, site, by=by, sha=args.sha)
         else:
             done = commands.rollback(engine, site, by=by, to=args.to)
     except commands.CommandError as exc:
         print(f"reconciler: {exc}", file=err)
         return EXIT_FAILED
     report = None
-    if args.command == "resume":
+    if args.command in ("resume", "approve"):
         report = engine.run(config, SyncRequest(sites=frozenset({site.name}), trigger="cli"))
     if args.output == "json":
         body: dict[str, object] = dict(done.as_dict())

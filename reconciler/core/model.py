@@ -9,6 +9,39 @@ from enum import StrEnum
 
 from reconciler.core.errors import ErrorKind
 
+DEPLOYMENT = "Deployment"
+STATEFULSET = "StatefulSet"
+DAEMONSET = "DaemonSet"
+CRONJOB = "CronJob"
+KINDS = (DEPLOYMENT, STATEFULSET, DAEMONSET, CRONJOB)  # the workload kinds a target may be
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One workload of a site: its kind, its name (in the site's namespace), the containers and
+    init containers to set, and the image template of each container that does not take the
+    site's. ``containers`` empty with no ``init_containers`` means the workload's only
+    container (several: an error at plan time), as a site without "container" does today."""
+
+    name: str
+    kind: str = DEPLOYMENT
+    containers: tuple[str, ...] = ()
+    init_containers: tuple[str, ...] = ()
+    images: Mapping[str, str] = field(default_factory=dict)  # container → its own template
+    line: int | None = field(default=None, compare=False)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every container this target sets, init containers last."""
+        return (*self.containers, *self.init_containers)
+
+    def image_for(self, container: str, site_image: str) -> str:
+        """The image template of one of its containers: its own, else the site's."""
+        return self.images.get(container, site_image)
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}"
+
 
 @dataclass(frozen=True, slots=True)
 class GitSpec:
@@ -39,7 +72,12 @@ class GitSpec:
 
 @dataclass(frozen=True, slots=True)
 class Site:
-    """One site from sites.toml, with defaults already applied."""
+    """One site from sites.toml, with defaults already applied.
+
+    ``targets`` are its workloads (always at least one); a site written in the single form
+    (``deployment``/``container``) has exactly one, that Deployment, and ``deployment`` and
+    ``container`` always name the first target (its first container) for the callers that
+    mean the one Deployment."""
 
     name: str
     repo: str
@@ -55,6 +93,24 @@ class Site:
     required_checks: tuple[str, ...] = ()  # verify = "checks": these must have passed
     rollout_timeout: int | None = None  # seconds; None = the Deployment's progressDeadlineSeconds
     git: GitSpec | None = None  # delivered through a configuration repository (GitOps)
+    # environments (#20; core/gates.py): follow a site instead of a branch, a person approves,
+    # deploy windows by name ([windows.NAME] of sites.toml)
+    promote_from: str | None = None
+    soak: int = 0  # seconds the source must run a commit available first
+    approval: str = "auto"  # "manual": each commit waits for `reconciler approve`
+    windows: tuple[str, ...] = ()
+    targets: tuple[Target, ...] = ()  # () when built: the one Deployment of deployment/container
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            containers = (self.container,) if self.container else ()
+            one = Target(self.deployment, DEPLOYMENT, containers, line=self.line)
+            object.__setattr__(self, "targets", (one,))
+
+    @property
+    def single(self) -> bool:
+        """One Deployment target: the form sites were before targets (and the common one)."""
+        return len(self.targets) == 1 and self.targets[0].kind == DEPLOYMENT
 
     @property
     def owner(self) -> str:
@@ -219,6 +275,9 @@ class Skip(StrEnum):
     SHUTTING_DOWN = "shutting_down"  # the reconciler stopped before patching it
     FAILED_COMMIT = "failed_commit"  # the branch head's rollout failed and was rolled back
     AWAITING_APPLY = "awaiting_apply"  # git delivery: committed; the GitOps tool has not applied it
+    PROMOTION = "promotion"  # promote_from: the source's commit is not ready (soak, blocked)
+    APPROVAL = "approval"  # approval = "manual": waiting for a person to approve the commit
+    WINDOW = "window"  # a deploy window is closed
 
 
 class SiteState(StrEnum):
@@ -290,6 +349,8 @@ class SitePlan:
     write: DeploymentPatch | None = None  # what a rolled-back / held verdict writes
     clear: tuple[str, ...] = ()  # hold annotations an update removes (the branch moved on)
     head_sha: str | None = None  # the branch head (differs from sha during a fallback)
+    note: DeploymentPatch | None = None  # recorded once the update went out (window override)
+    gated: str = ""  # what the environment gates let it through with (core/gates.py)
 
     @property
     def ok(self) -> bool:
@@ -378,6 +439,8 @@ class SyncRequest:
     dry_run: bool = False
     plan_only: bool = False
     trigger: str = "cli"
+    override_window: str | None = None  # the reason for deploying through a closed window
+    by: str = ""  # who asked (recorded with an override)
 
 
 @dataclass(frozen=True, slots=True)

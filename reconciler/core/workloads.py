@@ -43,7 +43,16 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from reconciler.core import annotations as ann
-from reconciler.core.model import FieldOwner, KubeEvent, Rollout
+from reconciler.core.model import (
+    CRONJOB,
+    DAEMONSET,
+    DEPLOYMENT,
+    KINDS,
+    STATEFULSET,
+    FieldOwner,
+    KubeEvent,
+    Rollout,
+)
 from reconciler.core.rollout.state import (
     STUCK_REASONS,
     image_owners,
@@ -73,11 +82,6 @@ __all__ = [
     "template_path",
 ]
 
-DEPLOYMENT = "Deployment"
-STATEFULSET = "StatefulSet"
-DAEMONSET = "DaemonSet"
-CRONJOB = "CronJob"
-KINDS = (DEPLOYMENT, STATEFULSET, DAEMONSET, CRONJOB)
 
 Obj = Mapping[str, Any]
 

@@ -177,10 +177,14 @@ class Follower:
         except ReconcilerError as exc:
             log.warning("following rollouts: %s", exc)
             return
+        feeding = {s.promote_from for s in cfg.sites if s.promote_from}
         for result in seen:
             if self._stop.is_set():
                 return
             final = self._settle(result)
+            if final is not None and _became_available(final, feeding):
+                # its soak starts now: the Lease-holding follow writes available-at
+                self._settle_available(final.plan.site)
             if final is None:
                 continue
             name = final.plan.site.name
@@ -203,6 +207,12 @@ class Follower:
             log.warning("rolling back %s: %s", seen.plan.site.name, exc)
             return None
 
+    def _settle_available(self, site: Site) -> None:
+        try:
+            self._roll_back(site)
+        except ReconcilerError as exc:  # the next sync records it
+            log.warning("recording that %s is available: %s", site.name, exc)
+
     def _roll_back(self, site: Site) -> SiteResult | None:
         """Re-read and roll back, holding the Lease when there is one (None: another has it)."""
         if self.lease is None:
@@ -216,3 +226,8 @@ class Follower:
             return self.engine.follow(site)
         finally:
             self.lease.release()
+
+
+def _became_available(r: SiteResult, feeding: set[str]) -> bool:
+    """A followed rollout of a site other sites promote from is available now."""
+    return r.plan.site.name in feeding and r.plan.rollout is Rollout.AVAILABLE and not r.applied

@@ -258,7 +258,8 @@ class Service(ServiceViews):
     def command(
         self, name: str, action: str, *, by: str, reason: str = "", to: str | None = None
     ) -> dict[str, Any]:
-        """hold / resume / rollback one site, then sync it so the page shows the outcome."""
+        """hold / resume / rollback / approve one site (`to`: the rollback's or the approval's
+        commit), then sync it so the page shows the outcome."""
         cfg = self.config.good
         if cfg is None:
             raise ConfigUnavailable(f"no valid sites.toml yet: {self.config.error}")
@@ -267,6 +268,8 @@ class Service(ServiceViews):
             done = commands.hold(self.engine, site, by=by, reason=reason)
         elif action == "resume":
             done = commands.resume(self.engine, site, by=by)
+        elif action == "approve":
+            done = commands.approve(self.engine, cfg, site, by=by, sha=to)
         else:
             done = commands.rollback(self.engine, site, by=by, to=to)
         log.info(done.message, extra={"event": action, "site": name, "by": by})

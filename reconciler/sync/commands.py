@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from reconciler.core import annotations as ann
+from reconciler.core import gates
+from reconciler.core.config.sites import Config
 from reconciler.core.errors import CommandError
 from reconciler.core.model import DeploymentPatch, ObservedDeployment, Site
 from reconciler.core.plan import planner
@@ -15,7 +17,7 @@ from reconciler.core.ports import VerifyRequest
 from reconciler.core.rollout import state as rollout
 from reconciler.sync.engine import CONFLICT_RETRIES, Engine
 
-__all__ = ["CommandError", "Done", "hold", "resume", "rollback"]
+__all__ = ["CommandError", "Done", "approve", "hold", "resume", "rollback"]
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -70,6 +72,24 @@ def rollback(engine: Engine, site: Site, *, by: str, to: str | None = None) -> D
 
     _write(engine, site, make)
     return Done(site.name, f"{site.name} rolled back to {chosen[0]} by {by} and held", chosen[0])
+
+
+def approve(engine: Engine, config: Config, site: Site, *, by: str, sha: str | None = None) -> Done:
+    """Approve one commit for a site with approval = "manual": the one it waits for, or `sha`
+    (a full SHA, or the start of the one it waits for). It is recorded on the workload (who,
+    when, an Event); the next sync deploys it (approving it approves no later commit)."""
+    if site.approval != "manual":
+        raise CommandError(f'{site.name} has approval = "auto": it waits for no approval')
+    if sha is None or not _SHA.match(sha):
+        (p,) = engine.plan(config, [site.name]).sites
+        waiting = gates.waiting_sha(p)
+        if waiting is None or (sha is not None and not waiting.startswith(sha.lower())):
+            what = f"--sha {sha} is not the commit it waits for" if sha else "pass --sha SHA"
+            raise CommandError(f"{site.name} waits for no approval ({p.reason}); {what}")
+        sha = waiting
+    chosen = sha
+    _write(engine, site, lambda d, _c: gates.approve_patch(d, chosen, by, engine.clock()))
+    return Done(site.name, f"{site.name}: {sha[:7]} approved by {by}; the next sync deploys it")
 
 
 def _verify(engine: Engine, site: Site, image: str, sha: str) -> str:

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from reconciler.core import annotations as ann
-from reconciler.core import gitops
+from reconciler.core import gates, gitops, promotion
 from reconciler.core.config.sites import Config
 from reconciler.core.errors import ErrorKind, ReconcilerError
 from reconciler.core.model import (
@@ -39,15 +39,13 @@ from reconciler.core.model import (
 from reconciler.core.plan import fallback, planner
 from reconciler.core.ports import (
     Cluster,
-    CommitLog,
-    ConfigRepo,
     HeadSource,
     ImageVerifier,
     VerifyRequest,
 )
 from reconciler.core.rollout import state as rollout
 from reconciler.sync.fanout import bounded_map
-from reconciler.sync.gitops import GitDelivery, adjust_plan
+from reconciler.sync.gitops import GitDelivery, adjust_plan, awaiting
 
 log = logging.getLogger(__name__)
 
@@ -72,30 +70,38 @@ class Engine:
         verifier: ImageVerifier,
         apply_concurrency: int = 8,
         clock: Callable[[], float] = time.time,
-        repos: ConfigRepo | None = None,
-        commits: CommitLog | None = None,
-        web_url: str = "https://github.com",
+        git: GitDelivery | None = None,
     ) -> None:
         self.heads = heads
         self.cluster = cluster
         self.verifier = verifier
         self.apply_concurrency = apply_concurrency
         self.clock = clock
-        # sites delivered through a configuration repository ([sites.NAME.git])
-        self.git = None
-        if repos is not None:
-            self.git = GitDelivery(repos, cluster, commits=commits, clock=clock, web_url=web_url)
+        self.git = git  # sites delivered through a configuration repository ([sites.NAME.git])
         self.stopping = threading.Event()  # set on shutdown: patches in flight finish, no new ones
         # Why this replica may not write now (None: it may), asked before every patch; serve
         # sets it to the Lease holder's answer, so a lost Lease stops every further patch.
         self.fence: Callable[[], str | None] = _open
         self.conflict_pause: Callable[[int], float] = conflict_pause  # tests make it 0
 
-    def plan(self, config: Config, sites: Collection[str] | None = None) -> Plan:
-        """Plan the selected sites (all when None): reads GitHub and the cluster, writes nothing."""
+    def plan(
+        self,
+        config: Config,
+        sites: Collection[str] | None = None,
+        *,
+        override: str | None = None,
+        by: str = "",
+    ) -> Plan:
+        """Plan the selected sites (all when None): reads GitHub and the cluster, writes nothing.
+        The environment gates (promotion, approval, windows: core.gates) apply last; `override`
+        is the reason for deploying through a closed window, `by` who gives it."""
         selected = config.select(sites)
-        refs = {s.ref for s in selected if not s.paused}
-        namespaces = {s.namespace for s in selected}
+        upstream = gates.sources(config.sites, selected)
+        refs = {s.ref for s in selected if not s.paused and not s.promote_from}
+        refs |= {
+            r.ref for s in selected if s.promote_from and not (r := _root(config, s)).promote_from
+        }
+        namespaces = {s.namespace for s in (*selected, *upstream)}
         # GitHub and the cluster are read at the same time: neither waits for the other.
         with ThreadPoolExecutor(1, thread_name_prefix="observe") as pool:
             observing = pool.submit(self._observe, namespaces)
@@ -103,11 +109,18 @@ class Engine:
             observed = observing.result()
         now = self.clock()
         troubles = {
-            site.name: self._troubles(site, d, now)
+            site.name: _troubles(self.cluster, site, d, now)
             for site in selected
             if (d := _deployment(observed, site)) is not None
         }
-        result = planner.plan(selected, heads, observed, now=now, troubles=troubles)
+        result = _plan_sites(
+            config,
+            selected=selected,
+            heads=heads,
+            observed=observed,
+            now=now,
+            troubles=troubles,
+        )
         result = self._gate(result)
 
         def replan(site: Site, head: BranchHead) -> SitePlan:
@@ -117,7 +130,8 @@ class Engine:
             )
 
         result = self._fall_back(result, heads, replan)
-        return adjust_plan(self.git, result, observed, troubles, now)
+        result = adjust_plan(self.git, result, observed, troubles, now)
+        return _env_gates(config, result, observed, now, override=override, by=by)
 
     def _resolve(self, refs: Collection[RepoRef]) -> Mapping[RepoRef, HeadResult]:
         try:
@@ -154,6 +168,8 @@ class Engine:
         options: dict[str, tuple[BranchHead, tuple[fallback.Candidate, ...]]] = {}
         for p in result.sites:
             head = heads.get(p.site.ref)
+            if p.site.promote_from:
+                continue  # a follower deploys what its source runs, or nothing
             if isinstance(head, BranchHead) and fallback.not_ready(p):
                 found = fallback.candidates(p, head)
                 if found:
@@ -195,8 +211,10 @@ class Engine:
         started = self.clock()
         run_id = uuid.uuid4().hex[:12]
         t0 = time.monotonic()
-        the_plan = self.plan(config, request.sites)
+        the_plan = self.plan(config, request.sites, override=request.override_window, by=request.by)
         timings = {"plan": time.monotonic() - t0}
+        if not (request.plan_only or request.dry_run):
+            _stamp(self, config, request.sites)
         if request.plan_only or not any(_writes(p) for p in the_plan.sites):
             results = tuple(SiteResult(p) for p in the_plan.sites)
         else:
@@ -265,11 +283,8 @@ class Engine:
                 result = self._send(p, dry_run=dry_run, trigger=trigger)
             except ReconcilerError as exc:  # an adapter bug must not sink the other sites
                 return SiteResult(_failed(p, f"patch failed: {exc}", exc.kind))
-            if result.ok and result.pending:
-                why = result.pending
-                return SiteResult(
-                    replace(p, action=Action.SKIP, skip=Skip.AWAITING_APPLY, reason=why)
-                )
+            if result.ok and result.pending:  # a pull request waits for its merge
+                return SiteResult(awaiting(p, result.pending))
             if result.ok:
                 return self._done(p, dry_run=dry_run)
             if not result.conflict:
@@ -299,6 +314,10 @@ class Engine:
         return self.cluster.patch(write, dry_run=dry_run)
 
     def _done(self, p: SitePlan, *, dry_run: bool) -> SiteResult:
+        if p.note is not None and not dry_run:  # what let it through a window, on record
+            result = self.cluster.patch(p.note, dry_run=False)
+            if not result.ok:
+                log.warning("%s: recording the window override: %s", p.site.name, result.reason)
         if p.action is Action.HELD:  # only the hold's branch head was recorded
             return SiteResult(p)
         if dry_run:
@@ -318,7 +337,8 @@ class Engine:
             running_sha=p.sha,
             rollout=Rollout.PROGRESSING,
             reason=f"deployed {p.branch}@{(p.sha or '')[:7]} (was {was})"
-            + (f"; {p.fallback}" if p.fallback else ""),
+            + (f"; {p.fallback}" if p.fallback else "")
+            + (f"; {p.gated}" if p.gated else ""),
         )
         return SiteResult(p, applied=True)
 
@@ -345,6 +365,8 @@ class Engine:
                 head_sha=p.head_sha,
                 fallback=p.fallback,
                 reason=p.reason,
+                note=p.note,
+                gated=p.gated,
             )
         return fresh_plan
 
@@ -357,24 +379,11 @@ class Engine:
     ) -> SitePlan:
         now = self.clock()
         view = {fresh.name: fresh} if fresh else {}
-        troubles = self._troubles(site, fresh, now) if fresh else ()
+        troubles = _troubles(self.cluster, site, fresh, now) if fresh else ()
         p = planner.plan_site(site, heads, {site.namespace: view}, now=now, troubles=troubles)
         if site.git is not None:  # following reads no repository: no hold is decided there
             p = gitops.adjust(p, fresh, repo or gitops.RepoView(), troubles=troubles, now=now)
         return p
-
-    def _troubles(self, site: Site, d: ObservedDeployment, now: float) -> tuple[str, ...]:
-        """Stuck pods of a rollout of ours that has run longer than the site's rollout_timeout."""
-        container = planner.container_of(site, d)
-        wants = gitops.wants_pods if site.git is not None else rollout.wants_pods
-        if container is None or not wants(site, d, container, now):
-            return ()
-        image = next(c.image for c in d.containers if c.name == container)
-        try:
-            return self.cluster.pod_troubles(d.namespace, d.selector, container, image)
-        except ReconcilerError as exc:  # the progress deadline still catches it
-            log.warning("cannot read the pods of %s/%s: %s", d.namespace, d.name, exc)
-            return ()
 
     # -- following rollouts -------------------------------------------------------------------
 
@@ -412,6 +421,8 @@ class Engine:
         except ReconcilerError as exc:
             return SiteResult(SitePlan(site, Action.ERROR, reason=str(exc), error_kind=exc.kind))
         p = self._plan_one(site, {}, fresh)
+        if act and fresh is not None and (stamp := promotion.available_patch(fresh, self.clock())):
+            self.cluster.patch(stamp, dry_run=False)  # when its rollout became available
         if p.action is Action.ROLLED_BACK and act:
             result = self._apply_one(p, dry_run=False, trigger="follower")
             if result.applied:
@@ -448,6 +459,85 @@ class Engine:
         return out
 
 
+def _stamp(engine: Engine, config: Config, names: Collection[str] | None) -> None:
+    """Record when the rollouts of the sources of followers became available (one that
+    finished while nobody followed it), so that their soak can be judged."""
+    selected = config.select(names)
+    feeding = {s.promote_from for s in config.sites if s.promote_from}
+    wanted = [s for s in (*selected, *gates.sources(config.sites, selected)) if s.name in feeding]
+    if not wanted:
+        return
+    observed = engine._observe({s.namespace for s in wanted})
+    seen = {s.name: d for s in wanted if (d := _deployment(observed, s)) is not None}
+    for patch in gates.stamps(config.sites, seen, engine.clock()):
+        result = engine.cluster.patch(patch, dry_run=False)
+        if not result.ok and not result.conflict:
+            log.warning("recording availability of %s: %s", patch.deployment, result.reason)
+
+
+def _root(config: Config, site: Site) -> Site:
+    return gates.chain_root(config.sites, site)
+
+
+def _plan_sites(
+    config: Config,
+    *,
+    selected: Sequence[Site],
+    heads: Mapping[RepoRef, HeadResult],
+    observed: Mapping[str, NamespaceView],
+    now: float,
+    troubles: Mapping[str, tuple[str, ...]],
+) -> Plan:
+    """The planner's verdict per site; a follower is planned against what its source runs."""
+    out = []
+    for site in selected:
+        if not site.promote_from:
+            trouble = troubles.get(site.name, ())
+            out.append(planner.plan_site(site, heads, observed, now=now, troubles=trouble))
+            continue
+        source = config.site(site.promote_from)
+        root = heads.get(_root(config, site).ref)
+        history = [c.sha for c in root.history] if isinstance(root, BranchHead) else []
+        verdict, seen_source, seen_here = gates.promote(
+            site,
+            source,
+            _deployment(observed, source) if source else None,
+            _deployment(observed, site),
+            now=now,
+            history=history,
+        )
+        head = gates.promoted_head(site, verdict, seen_here, seen_source)
+        p = planner.plan_site(
+            site, {site.ref: head}, observed, now=now, troubles=troubles.get(site.name, ())
+        )
+        out.append(gates.after_promotion(p, verdict))
+    return Plan(tuple(out))
+
+
+def _env_gates(
+    config: Config,
+    result: Plan,
+    observed: Mapping[str, NamespaceView],
+    now: float,
+    *,
+    override: str | None,
+    by: str,
+) -> Plan:
+    """Approval, then deploy windows, on every update (core.gates)."""
+    out = []
+    for p in result.sites:
+        if p.action is not Action.UPDATE:
+            out.append(p)
+            continue
+        d = _deployment(observed, p.site)
+        approved = gates.approval_gate(p, gates.read_approval(d.annotations) if d else None)
+        gated, record = gates.window_gate(
+            approved, config.windows_of(p.site), now, override=override, by=by
+        )
+        out.append(replace(gated, note=gates.override_patch(gated, record)) if record else gated)
+    return Plan(tuple(out))
+
+
 def _following(r: SiteResult) -> bool:
     """Whether wait() goes on following a site: not once it rolled back; yes while its rollout
     is progressing, or while no controller has reported on its Deployment yet (just created)."""
@@ -479,3 +569,17 @@ def _open() -> str | None:
 
 def _failed(p: SitePlan, reason: str, kind: ErrorKind) -> SitePlan:
     return replace(p, action=Action.ERROR, reason=reason, error_kind=kind)
+
+
+def _troubles(cluster: Cluster, site: Site, d: ObservedDeployment, now: float) -> tuple[str, ...]:
+    """Stuck pods of a rollout of ours that has run longer than the site's rollout_timeout."""
+    container = planner.container_of(site, d)
+    wants = gitops.wants_pods if site.git is not None else rollout.wants_pods
+    if container is None or not wants(site, d, container, now):
+        return ()
+    image = next(c.image for c in d.containers if c.name == container)
+    try:
+        return cluster.pod_troubles(d.namespace, d.selector, container, image)
+    except ReconcilerError as exc:  # the progress deadline still catches it
+        log.warning("cannot read the pods of %s/%s: %s", d.namespace, d.name, exc)
+        return ()

@@ -27,6 +27,7 @@ from reconciler.core.model import (
     ObservedDeployment,
     Plan,
     SitePlan,
+    Skip,
 )
 from reconciler.core.notify.render import Comparison
 from reconciler.core.ports import Cluster, CommitLog, ConfigRepo
@@ -193,6 +194,11 @@ class GitDelivery:
             d.namespace, d.name, notes, events=events, resource_version=d.resource_version
         )
         return self.cluster.patch(write, dry_run=dry_run)
+
+
+def awaiting(p: SitePlan, why: str) -> SitePlan:
+    """A write made (a pull request opened or updated) that the deploy still waits on."""
+    return replace(p, action=Action.SKIP, skip=Skip.AWAITING_APPLY, reason=why)
 
 
 def _log(p: SitePlan, done: WriteResult) -> None:

@@ -22,12 +22,15 @@ class _Pending:
 
     dry_run: bool
     plan_only: bool
+    override_window: str | None = None  # an override joins only the same override
+    by: str = ""
     sites: set[str] | None = field(default_factory=set)  # None = every site
     triggers: list[str] = field(default_factory=list)
     futures: list[Future[SyncReport]] = field(default_factory=list)
 
     def takes(self, request: SyncRequest) -> bool:
-        return (request.dry_run, request.plan_only) == (self.dry_run, self.plan_only)
+        mine = (self.dry_run, self.plan_only, self.override_window, self.by)
+        return (request.dry_run, request.plan_only, request.override_window, request.by) == mine
 
     def add(self, request: SyncRequest, future: Future[SyncReport]) -> None:
         if request.sites is None or self.sites is None:
@@ -45,6 +48,8 @@ class _Pending:
             dry_run=self.dry_run,
             plan_only=self.plan_only,
             trigger="+".join(self.triggers),
+            override_window=self.override_window,
+            by=self.by,
         )
 
 
@@ -73,7 +78,9 @@ class Runner:
                 raise ShuttingDown("the reconciler is shutting down")
             batch = next((b for b in self._pending if b.takes(request)), None)
             if batch is None:
-                batch = _Pending(request.dry_run, request.plan_only)
+                batch = _Pending(
+                    request.dry_run, request.plan_only, request.override_window, request.by
+                )
                 self._pending.append(batch)
             batch.add(request, future)
             start = not self._busy

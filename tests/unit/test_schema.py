@@ -117,6 +117,13 @@ BAD: dict[str, str] = {
     "notify a number": GOOD_SITE + "notify = 3\n",
     "github_deployments a number": "[notify]\ngithub_deployments = 1\n" + GOOD_SITE,
     "blocked_after negative": "[notify]\nblocked_after = -1\n" + GOOD_SITE,
+    "a Job target": GOOD_SITE + "[[sites.blog.targets]]\nkind = 'Job'\nname = 'migrate'\n",
+    "an unknown kind": GOOD_SITE + "[[sites.blog.targets]]\nkind = 'Pod'\nname = 'web'\n",
+    "a target without a name": GOOD_SITE + "[[sites.blog.targets]]\ncontainers = ['app']\n",
+    "no targets": GOOD_SITE + "targets = []\n",
+    "an unknown target key": GOOD_SITE + "[[sites.blog.targets]]\nname = 'web'\nimage = 'x'\n",
+    "targets and deployment": GOOD_SITE
+    + "deployment = 'web'\n[[sites.blog.targets]]\nname = 'web'\n",
 }
 
 
@@ -133,6 +140,7 @@ WRONG_TYPE: dict[str, Any] = {
     "integer": "5",
     "strings": "build",
     "table": 5,
+    "tables": [5],
 }
 TABLES = {"defaults": configkeys.DEFAULTS, "service": configkeys.SERVICE}
 

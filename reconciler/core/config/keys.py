@@ -9,9 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["string", "boolean", "integer", "strings", "table"]
+Kind = Literal["string", "boolean", "integer", "strings", "table", "tables"]
 
 VERIFY_MODES = ("registry", "checks", "none")
+APPROVAL_MODES = ("auto", "manual")
+WINDOW_KINDS = ("deny", "allow")
+TARGET_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "CronJob")  # core.model.KINDS
+MAX_TARGETS = 20  # workloads of one site
 MAX_ROLLOUT_TIMEOUT = 86400
 MAX_JITTER = 3600
 # Patterns a value must match wherever it is written (JSON Schema and Python agree on them).
@@ -22,7 +26,8 @@ SUBDOMAIN_PATTERN = r"^[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?$"
 
 @dataclass(frozen=True, slots=True)
 class Key:
-    """One key: ``strings`` is a list of non-empty strings, ``table`` a sub-table."""
+    """One key: ``strings`` is a list of non-empty strings, ``table`` a sub-table, ``tables``
+    an array of tables ([[sites.NAME.targets]]) whose keys are ``items``."""
 
     kind: Kind
     description: str
@@ -30,6 +35,9 @@ class Key:
     minimum: int | None = None
     maximum: int | None = None
     pattern: str | None = None
+    items: Mapping[str, Key] | None = None
+    required: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()  # keys of the same table it cannot be written with
 
 
 _BRANCH = Key("string", "Branch to follow; default: the repository's default branch.")
@@ -59,6 +67,32 @@ _ROLLOUT_TIMEOUT = Key(
     maximum=MAX_ROLLOUT_TIMEOUT,
 )
 
+_WINDOWS = Key(
+    "strings",
+    "Deploy windows ([windows.NAME]) this site obeys; a site's list replaces [defaults]'.",
+)
+
+LABEL_PATTERN = r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$"
+TARGET: Mapping[str, Key] = {
+    "kind": Key(
+        "string",
+        'The workload kind; default "Deployment". A Job cannot be a target (its pod template '
+        "is immutable): use a CronJob, or an init container of the workload that needs it.",
+        enum=TARGET_KINDS,
+    ),
+    "name": Key("string", "Required: the workload's name.", pattern=SUBDOMAIN_PATTERN),
+    "containers": Key(
+        "strings",
+        "Containers to set; default: the workload's only container (several: error). "
+        "[] with init_containers: only those.",
+    ),
+    "init_containers": Key("strings", "Init containers to set (a migration, ...); default none."),
+    "images": Key(
+        "table",
+        "Image templates of some of its containers, e.g. { worker = "
+        '"gcr.io/p/worker:{sha}" }; the others take the site\'s "image".',
+    ),
+}
 SITE: Mapping[str, Key] = {
     "repo": Key("string", 'Required: the GitHub repository, "owner/name".', pattern=REPO_PATTERN),
     "branch": _BRANCH,
@@ -75,12 +109,39 @@ SITE: Mapping[str, Key] = {
         "strings", 'Check runs or statuses that must pass (only with verify = "checks").'
     ),
     "rollout_timeout": _ROLLOUT_TIMEOUT,
+    "targets": Key(
+        "tables",
+        "The site's workloads, one [[sites.NAME.targets]] each, all moved to the same commit "
+        'together (instead of "deployment" and "container").',
+        maximum=MAX_TARGETS,
+        items=TARGET,
+        required=("name",),
+        excludes=("deployment", "container"),
+    ),
     "notify": Key("table", "This site's notifications ([sites.NAME.notify]), or false: none."),
     "git": Key(
         "table",
         "Deliver through a configuration repository ([sites.NAME.git]): each deploy commits the "
         "image there; a GitOps tool applies it. README: GitOps write-back.",
     ),
+    "promote_from": Key(
+        "string",
+        "Follow this site instead of a branch: deploy the commit it runs once it has soaked "
+        '(no "branch" then).',
+        pattern=SITE_NAME_PATTERN,
+    ),
+    "soak": Key(
+        "string",
+        'How long the source must run a commit available first, e.g. "30m", "1h30m"; default 0.',
+        pattern=r"^(?:\d+d)?(?:\d+h)?(?:\d+m)?$",
+    ),
+    "approval": Key(
+        "string",
+        "manual: a person approves each commit (reconciler approve) before it deploys; "
+        'default "auto".',
+        enum=APPROVAL_MODES,
+    ),
+    "windows": _WINDOWS,
 }
 DEFAULTS: Mapping[str, Key] = {
     name: SITE[name]
@@ -92,6 +153,7 @@ DEFAULTS: Mapping[str, Key] = {
         "verify",
         "pin_digest",
         "rollout_timeout",
+        "windows",
     )
 }
 DEFAULTS = {
@@ -157,6 +219,17 @@ GIT: Mapping[str, Key] = {
 GIT_DEFAULTS: Mapping[str, Key] = {
     name: GIT[name] for name in ("repo", "branch", "mode", "author", "committer")
 }
+WINDOW: Mapping[str, Key] = {  # [windows.NAME] (core/windows.py reads them: WINDOW_KEYS)
+    "kind": Key("string", "deny (a freeze) or allow (deploys only inside it).", enum=WINDOW_KINDS),
+    "rrule": Key(
+        "string", 'When it starts: an RFC 5545 RRULE, e.g. "FREQ=WEEKLY;BYDAY=FR;BYHOUR=16".'
+    ),
+    "cron": Key("string", 'When it starts: a five-field crontab, e.g. "0 16 * * 5".'),
+    "duration": Key("string", 'How long each occurrence lasts, e.g. "65h", "1h30m", "2d".'),
+    "timezone": Key("string", 'Required: the IANA zone its times are in, e.g. "Europe/Berlin".'),
+    "start": Key("string", "A date or local time: the first start, or a one-off window's start."),
+    "end": Key("string", "A date or local time: where it ends (a plain date includes that day)."),
+}
 SERVICE: Mapping[str, Key] = {
     "schedule": Key(
         "string", 'When to sync every site, a crontab expression; default "0 * * * *".'
@@ -174,4 +247,5 @@ TOP: Mapping[str, str] = {
     "service": "Settings of `reconciler serve`.",
     "sites": "One table per site, [sites.NAME]: letters, digits, - _ and . in NAME.",
     "notify": "Notifications (docs/notifications.md); secrets are named, never written here.",
+    "windows": "Named deploy windows, [windows.NAME]: deny (freeze) or allow, by RRULE or cron.",
 }

@@ -67,6 +67,21 @@ def deepest(text: str) -> tuple[int, int]:
     return most, most_line
 
 
+def _element(
+    header: tuple[str, ...], arrays: dict[tuple[str, ...], int], is_array: bool
+) -> tuple[str, ...]:
+    """The path of a header's table with the index of each array of tables it is in: the
+    second `[[sites.shop.targets]]` is ("sites", "shop", "targets", "1")."""
+    for end in range(len(header) - (0 if is_array else 1), 0, -1):
+        prefix = header[:end]
+        if end == len(header):  # this header adds an element to its own array
+            arrays[prefix] = arrays.get(prefix, -1) + 1
+            return (*prefix, str(arrays[prefix]))
+        if prefix in arrays:
+            return (*prefix, str(arrays[prefix]), *header[end:])
+    return header
+
+
 class Lines:
     """The line of every table header and `key =` line, to name file:line in messages."""
 
@@ -77,10 +92,12 @@ class Lines:
         # (`sites_` of `[sites_.blog]` or of `sites_.blog.repo = ...`)
         self.within: dict[tuple[str, ...], int] = {}
         table: tuple[str, ...] = ()
+        arrays: dict[tuple[str, ...], int] = {}  # [[array]] headers: the last element's index
         for number, line in enumerate(toml_lines(text), start=1):
             header = header_key(line)
             if header is not None:
-                table = header
+                self.tables.setdefault(header, number)
+                table = _element(header, arrays, line.lstrip().startswith("[["))
                 self.tables.setdefault(table, number)
                 self._below(table, number)
                 continue

@@ -43,6 +43,12 @@ def json_schema() -> Schema:
                 "additionalProperties": site,
             },
             "notify": _described(_notify(), "notify"),
+            "windows": {
+                "description": configkeys.TOP["windows"],
+                "type": "object",
+                "propertyNames": {"pattern": configkeys.SITE_NAME_PATTERN},
+                "additionalProperties": _table(configkeys.WINDOW, required=("kind", "timezone")),
+            },
         },
     }
 
@@ -59,6 +65,9 @@ def _table(keys: Mapping[str, Key], required: tuple[str, ...] = ()) -> Schema:
     }
     if required:
         schema["required"] = list(required)
+    pairs = [(name, other) for name, key in keys.items() for other in key.excludes]
+    if pairs:
+        schema["allOf"] = [{"not": {"required": list(pair)}} for pair in pairs]
     return schema
 
 
@@ -68,6 +77,10 @@ def _key(key: Key) -> Schema:
         schema.update(type="array", items={"type": "string", "minLength": 1})
     elif key.kind == "table":
         schema["type"] = "object"
+    elif key.kind == "tables":
+        items = _table(key.items or {}, required=key.required)
+        schema.update(type="array", minItems=1, maxItems=key.maximum, items=items)
+        return schema
     else:
         schema["type"] = key.kind
     if key.kind == "string":

@@ -5,6 +5,7 @@ in as `schedule_problem`)."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
 import sys
@@ -16,10 +17,13 @@ from typing import Any
 from reconciler.core.config import keys as configkeys
 from reconciler.core.config.gitconfig import check_defaults, parse_git
 from reconciler.core.config.lines import Lines, deepest
+from reconciler.core.config.targets import claims, conflict_message, conflicts, parse_targets
 from reconciler.core.errors import ConfigError, ConfigProblem
-from reconciler.core.model import Site
+from reconciler.core.model import Site, Target
 from reconciler.core.notify.config import NotifyConfig, parse_notify
 from reconciler.core.plan.template import template_problems
+from reconciler.core.promotion import parse_soak, promotions
+from reconciler.core.windows import Window, parse_windows, select
 
 # The keys, enums, ranges and patterns come from the one model the JSON Schema is made of.
 SITE_KEYS = tuple(configkeys.SITE)
@@ -58,6 +62,14 @@ class Config:
     sites: tuple[Site, ...]
     service: ServiceSettings = field(default_factory=ServiceSettings)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    windows: Mapping[str, Window] = field(default_factory=dict)  # [windows.NAME]
+
+    def windows_of(self, site: Site) -> tuple[Window, ...]:
+        """The deploy windows a site obeys (its own list, else [defaults]'), in order."""
+        return tuple(self.windows[n] for n in site.windows if n in self.windows)
+
+    def site(self, name: str) -> Site | None:
+        return next((s for s in self.sites if s.name == name), None)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -117,6 +129,7 @@ class _Validator:
         self.schedule_problem = schedule_problem
         self.problems: list[ConfigProblem] = []
         self.default_timeout: int | None = None
+        self.windows: dict[str, Window] = {}
 
     def problem(self, where: tuple[str, ...], message: str, site: str | None = None) -> None:
         """Record a problem at the line of `where`; a key or name of any length quoted in it
@@ -174,6 +187,9 @@ class _Validator:
         if not raw_sites and not self.problems:
             self.problem((), 'no sites: add a table such as [sites.blog] with repo = "owner/name"')
 
+        self.windows = parse_windows(data, self.problem)
+        if "windows" in defaults:
+            select(defaults["windows"], self.windows, ("defaults", "windows"), None, self.problem)
         sites: list[Site] = []
         default_verify = self._verify(defaults, ("defaults",), None) or "registry"
         self.default_timeout = self._timeout(defaults, ("defaults",), None)
@@ -186,11 +202,13 @@ class _Validator:
             if site is not None:
                 sites.append(site)
         self._duplicates(sites)
+        for problem in promotions(raw_sites)[1]:
+            self.problem(problem.where, problem.message, problem.site)
         notify = parse_notify(data, raw_sites, self.problem)
         if self.problems:
             self.problems.sort(key=lambda p: p.line or 0)
             raise ConfigError(self.problems)
-        return Config(self.path, tuple(sites), service, notify)
+        return Config(self.path, tuple(sites), service, notify, self.windows)
 
     def _verify(
         self, table: Mapping[str, Any], where: tuple[str, ...], site: str | None
@@ -255,10 +273,17 @@ class _Validator:
             self.problem(where, "site names use letters, digits, '-', '_' and '.'", name)
         self.unknown_keys(raw, SITE_KEYS, where, name)
         repo = self._repo(raw, where, name)
-        branch = self._pick(raw, defaults, "branch", where, name)
+        follows = raw.get("promote_from")  # a follower has no branch ([defaults]' neither)
+        branch = None if follows else self._pick(raw, defaults, "branch", where, name)
         if branch is not None and _BRANCH_BAD.search(branch):
             self.problem((*where, "branch"), f"{branch!r} is not a valid git branch name", name)
         namespace, deployment, container = self._target(raw, defaults, where, name)
+        targets: tuple[Target, ...] | None = ()
+        if "targets" in raw:
+            targets = parse_targets(raw, where, name, self.problem, lambda w: self.lines.of(*w))
+            if targets:
+                deployment, names = targets[0].name, targets[0].names
+                container = names[0] if names else None
         image = self._image(raw, defaults, where, name)
         verify = self._verify(raw, where, name) or default_verify
         timeout = (
@@ -273,7 +298,15 @@ class _Validator:
             self.problem((*pin_where, "pin_digest"), '"pin_digest" must be true or false', name)
         required = self._required_checks(raw, where, name, verify)
         git = parse_git(raw, defaults, where, name, container=container, problem=self.problem)
-        if len(self.problems) > before or repo is None or image is None:
+        if git is not None and targets and (len(targets) > 1 or targets[0].kind != "Deployment"):
+            self.problem(
+                (*where, "git"),
+                "git delivery writes one Deployment's image: use deployment/container, "
+                "not [[sites.NAME.targets]]",
+                name,
+            )
+        gates = self._gates(raw, defaults, where, name)
+        if len(self.problems) > before or repo is None or image is None or targets is None:
             return None
         return Site(
             name=name,
@@ -290,7 +323,38 @@ class _Validator:
             required_checks=required,
             rollout_timeout=timeout,
             git=git,
+            **gates,
+            targets=targets,
         )
+
+    def _gates(
+        self,
+        raw: Mapping[str, Any],
+        defaults: Mapping[str, Any],
+        where: tuple[str, ...],
+        name: str,
+    ) -> dict[str, Any]:
+        """promote_from, soak (checked with the whole graph by `promotions`), approval and
+        the windows the site obeys (its own list replaces [defaults]')."""
+        follows = raw.get("promote_from")
+        soak = 0
+        if isinstance(follows, str) and isinstance(raw.get("soak"), str):
+            with contextlib.suppress(ValueError):  # `promotions` reports it
+                soak = parse_soak(raw["soak"])
+        approval = self.string(raw, "approval", where, name) or "auto"
+        if approval not in configkeys.APPROVAL_MODES:
+            allowed = ", ".join(f'"{m}"' for m in configkeys.APPROVAL_MODES)
+            self.problem((*where, "approval"), f'"approval" must be one of {allowed}', name)
+        if "windows" in raw:
+            chosen = select(raw["windows"], self.windows, (*where, "windows"), name, self.problem)
+        else:  # [defaults]' list, checked once in validate()
+            chosen = select(defaults.get("windows", []), self.windows, (), None, _quiet)
+        return {
+            "promote_from": follows if isinstance(follows, str) else None,
+            "soak": soak,
+            "approval": approval,
+            "windows": tuple(w.name for w in chosen),
+        }
 
     def _pick(
         self,
@@ -331,6 +395,8 @@ class _Validator:
                 name,
             )
         deployment = self.string(raw, "deployment", where, name) or name
+        if "targets" in raw:  # its targets name the workloads and containers (targets.py)
+            return namespace, deployment, None
         if not _SUBDOMAIN_RE.match(deployment):
             hint = (
                 "" if "deployment" in raw else ' (it defaults to the site name; set "deployment")'
@@ -385,53 +451,32 @@ class _Validator:
         return tuple(value)
 
     def _duplicates(self, sites: list[Site]) -> None:
-        """Each site that targets the container (or, without "container", the Deployment) of
-        an earlier site is reported once, against the first such site; at most
-        MAX_CONFLICTS_SHOWN per Deployment, then one line says how many more there are."""
-        groups: dict[tuple[str, str], list[Site]] = {}
-        for site in sites:
-            groups.setdefault((site.namespace, site.deployment), []).append(site)
-        for (namespace, deployment), group in groups.items():
-            clashes = _conflicts(group)
-            for site, other in clashes[:MAX_CONFLICTS_SHOWN]:
-                if site.container is None or other.container is None:
-                    what = 'the same Deployment (set a distinct "container" on each)'
-                else:
-                    what = f'the same container "{site.container}"'
-                self.problem(
-                    ("sites", site.name),
-                    f'targets {namespace}/{deployment} like site "{other.name}" '
-                    f"(line {other.line}): {what}",
-                    site.name,
-                )
+        """Each claim on the container (or, without one, the whole workload) of an earlier
+        claim, by another site or another target of the same site, is reported once, against
+        the first such claim; at most MAX_CONFLICTS_SHOWN per workload, then one line says how
+        many more there are."""
+        for workload, group in claims(sites).items():
+            clashes = conflicts(group)
+            for claim, other in clashes[:MAX_CONFLICTS_SHOWN]:
+                where: tuple[str, ...] = ("sites", claim.site.name)
+                if not claim.site.single:
+                    where = (*where, "targets", str(claim.site.targets.index(claim.target)))
+                message = conflict_message(workload, claim, other)
+                self.problem(where, message, claim.site.name)
             rest = clashes[MAX_CONFLICTS_SHOWN:]
             if rest:
-                lines = ", ".join(str(s.line) for s, _ in rest[:MAX_CONFLICTS_SHOWN])
+                lines = ", ".join(str(c.site.line) for c, _ in rest[:MAX_CONFLICTS_SHOWN])
                 more = ", ..." if len(rest) > MAX_CONFLICTS_SHOWN else ""
+                namespace, _, name = workload
                 self.problem(
-                    ("sites", rest[0][0].name),
-                    f"and {len(rest):,} more sites target {namespace}/{deployment} the same way "
+                    ("sites", rest[0][0].site.name),
+                    f"and {len(rest):,} more sites target {namespace}/{name} the same way "
                     f"(lines {lines}{more})",
                 )
 
 
-def _conflicts(group: list[Site]) -> list[tuple[Site, Site]]:
-    """(site, the first earlier site it conflicts with) for every site of one Deployment that
-    conflicts with an earlier one, in order: linear, however many sites share the Deployment."""
-    whole: int | None = None  # the first site without "container" (it takes them all)
-    by_container: dict[str, int] = {}  # the first site naming each container
-    out: list[tuple[Site, Site]] = []
-    for i, site in enumerate(group):
-        if site.container is None:
-            other = 0 if i else None
-            whole = i if whole is None else whole
-        else:
-            earlier = [j for j in (whole, by_container.get(site.container)) if j is not None]
-            other = min(earlier) if earlier else None
-            by_container.setdefault(site.container, i)
-        if other is not None:
-            out.append((site, group[other]))
-    return out
+def _quiet(_where: tuple[str, ...], _message: str, _site: str | None) -> None:
+    """A problem already reported elsewhere."""
 
 
 def timezone_problem(timezone: str) -> str | None:

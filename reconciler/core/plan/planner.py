@@ -78,6 +78,11 @@ def plan_site(
     troubles: tuple[str, ...] = (),
 ) -> SitePlan:
     """The verdict for one site; never raises for bad data, it becomes an error verdict."""
+    if not _today(site):
+        why = f"targets {', '.join(map(str, site.targets))}: only one container of one Deployment"
+        return SitePlan(
+            site, Action.ERROR, f"{why} is deployed so far", error_kind=ErrorKind.CONFIG
+        )
     head = heads.get(site.ref)
     found = _deployment_of(site, head, observed)
     if isinstance(found, SitePlan):
@@ -122,6 +127,13 @@ def plan_site(
     if back is not None:
         return back
     return _versus_head(base, deployment, head, hold)
+
+
+def _today(site: Site) -> bool:
+    """One Deployment target, at most one container, no init container, no own image."""
+    target = site.targets[0]
+    one = len(target.containers) <= 1 and not target.init_containers and not target.images
+    return site.single and one
 
 
 def _deployment_of(

@@ -49,7 +49,10 @@ def blueprint(web: Web) -> Blueprint:
         if site is not None:
             known_site(service, site)
             sites = frozenset({site})
-        record = service.submit(SyncRequest(sites=sites, trigger="http"))
+        override, by = _override(site)
+        record = service.submit(
+            SyncRequest(sites=sites, trigger="http", override_window=override, by=by)
+        )
         log.info(
             "HTTP trigger for %s",
             site or "all sites",
@@ -68,25 +71,46 @@ def blueprint(web: Web) -> Blueprint:
 
     @bp.post("/sites/<site>/<action>")
     def site_command(site: str, action: str) -> Any:
-        """hold | resume | rollback one site; JSON body: reason, to (a commit SHA), by."""
-        if action not in ("hold", "resume", "rollback"):
-            fail(404, f"no such action {action!r}; use hold, resume or rollback")
+        """hold | resume | rollback | approve one site; JSON body: reason, to (a commit SHA,
+        rollback), sha (approve: the commit approved; default the one it waits for), by."""
+        if action not in ("hold", "resume", "rollback", "approve"):
+            fail(404, f"no such action {action!r}; use hold, resume, rollback or approve")
         authorized()
         known_site(service, site)
         body = request.get_json(silent=True) or {}
         if not isinstance(body, dict):
             fail(400, "the body must be a JSON object")
         by = str(body.get("by") or "http")[:100]
+        to = body.get("sha") if action == "approve" else body.get("to")
         done = service.command(
             site,
             action,
             by=f"{by} (http)" if by != "http" else by,
             reason=str(body.get("reason") or "")[:500],
-            to=str(body["to"]) if body.get("to") else None,
+            to=str(to) if to else None,
         )
         return jsonify(done), 200
 
     return bp
+
+
+def _override(site: str | None) -> tuple[str | None, str]:
+    """POST /sync/<site> with {"override_window": true, "reason": "…", "by": "…"} (or the
+    same as query parameters): deploy through a closed deploy window, on record."""
+    body = request.get_json(silent=True) if request.is_json else None
+    body = body if isinstance(body, dict) else {}
+    wanted = body.get("override_window", request.args.get("override_window", ""))
+    if str(wanted).lower() not in ("true", "1", "yes"):
+        return None, ""
+    if site is None:
+        fail(400, "override_window needs one site: POST /sync/<site>")
+    reason = " ".join(str(body.get("reason") or request.args.get("reason") or "").split())
+    if not reason:
+        fail(400, 'override_window needs a "reason": why this cannot wait')
+    if len(reason) > 500:
+        fail(400, "the override reason must be at most 500 characters")
+    by = str(body.get("by") or request.args.get("by") or "http")[:100]
+    return reason, f"{by} (http)" if by != "http" else by
 
 
 def queued(run_id: str, waiting: LeaseWait | None) -> dict[str, Any]:

@@ -1,0 +1,274 @@
+"""Environment gates (#20), pure: what stands between a site's planned commit and its deploy.
+
+Three gates, per site (across its workloads), in this order, each seeing the one before:
+
+- promotion (``promote_from``, ``soak``): a follower site has no branch; its candidate is the
+  commit its source runs, judged by `core.promotion.decide` from both sites' workloads and a
+  clock value. `promoted_head` turns that verdict into the head the planner plans against (the
+  candidate when ready, else what the follower runs, so rollbacks and holds plan as always),
+  and `after_promotion` gives the verdict its words ("staging runs 3f2c1a9, available 12 of 30
+  min", "blocked: 3f2c1a9 failed on staging") where the planner would have said "in sync";
+- approval (``approval = "manual"``): an update, verified, waits until a person approved that
+  very commit (`approve_patch` records who and when on the workload, with an Event; approving
+  3f2c1a9 does not approve the next commit);
+- deploy windows (``windows = [...]``): outside allowed time an update is reported, not
+  deployed ("frozen until Mon 09:00 Europe/Berlin by window weekend-freeze"), unless the sync
+  was asked to override it with a reason (`core.windows.override`): then the update carries the
+  annotations and the Event that record the override.
+
+Only updates are gated: rollbacks of failed rollouts, hold, resume and rollback always run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from reconciler.core import annotations as ann
+from reconciler.core import promotion, windows
+from reconciler.core.errors import CommandError, ErrorKind
+from reconciler.core.model import (
+    Action,
+    BranchHead,
+    DeploymentPatch,
+    HeadError,
+    HeadResult,
+    KubeEvent,
+    ObservedDeployment,
+    Site,
+    SitePlan,
+    Skip,
+)
+from reconciler.core.rollout import state as rollout
+
+__all__ = [
+    "APPROVAL_KEYS",
+    "Approval",
+    "after_promotion",
+    "approval_gate",
+    "approve_patch",
+    "promoted_head",
+    "read_approval",
+    "waiting_sha",
+    "window_gate",
+]
+
+APPROVED_SHA = ann.PREFIX + "approved-sha"
+APPROVED_BY = ann.PREFIX + "approved-by"
+APPROVED_AT = ann.PREFIX + "approved-at"
+APPROVAL_KEYS = (APPROVED_SHA, APPROVED_BY, APPROVED_AT)
+
+
+# --- promotion ------------------------------------------------------------------------------
+
+
+def promoted_head(
+    site: Site, verdict: promotion.Verdict, here: promotion.Observed, source: promotion.Observed
+) -> HeadResult:
+    """The head a follower is planned against: the candidate once ready, else the commit it
+    runs (the planner then sees it in sync, or a rollback, or a hold, as for any site)."""
+    branch = source.branch or here.branch or ""
+    if verdict.stage is promotion.Stage.READY and verdict.sha:
+        return BranchHead(site.repo, branch, verdict.sha)
+    if here.sha:
+        return BranchHead(site.repo, here.branch or branch, here.sha)
+    return HeadError(verdict.text, ErrorKind.INTERNAL)
+
+
+def after_promotion(p: SitePlan, verdict: promotion.Verdict) -> SitePlan:
+    """The follower's plan with the promotion's words; a candidate not ready is a skip."""
+    stage = verdict.stage
+    if stage is promotion.Stage.READY:
+        if p.action is Action.UPDATE:
+            source = p.site.promote_from
+            return replace(p, reason=f"{p.reason}; {verdict.text}", gated=f"from {source}")
+        return p
+    ours = p.action is Action.ERROR and p.reason == verdict.text
+    if p.action not in (Action.UPDATE, Action.IN_SYNC) and not ours:
+        return p  # held, rolled back, paused, unreadable: that verdict stands
+    if stage is promotion.Stage.CURRENT:
+        if ours:
+            return replace(p, action=Action.SKIP, skip=Skip.PROMOTION, error_kind=None)
+        return replace(p, reason=verdict.text) if p.action is Action.IN_SYNC else p
+    skip = Skip.FAILED_COMMIT if verdict.text.endswith("keeps it)") else Skip.PROMOTION
+    return replace(
+        p,
+        action=Action.SKIP,
+        skip=skip,
+        reason=verdict.text,
+        error_kind=None,
+        sha=verdict.sha or p.sha,
+        target_image=None,
+    )
+
+
+# --- approval -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """A person's approval of one commit for one site, as recorded on its workload."""
+
+    sha: str
+    by: str
+    at: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.sha[:7]} approved by {self.by}"
+
+
+def read_approval(annotations: Mapping[str, str]) -> Approval | None:
+    sha = annotations.get(APPROVED_SHA)
+    if not sha:
+        return None
+    return Approval(
+        sha, annotations.get(APPROVED_BY) or "someone", annotations.get(APPROVED_AT, "")
+    )
+
+
+def approval_gate(p: SitePlan, approval: Approval | None, cli: str = "reconciler") -> SitePlan:
+    """An update of a site with approval = "manual" waits until its commit is approved."""
+    if p.action is not Action.UPDATE or p.site.approval != "manual" or not p.sha:
+        return p
+    if approval is not None and approval.sha == p.sha:
+        return replace(p, reason=f"{p.reason}; {approval.text}", gated=_also(p, approval.text))
+    short = p.sha[:7]
+    return replace(
+        p,
+        action=Action.SKIP,
+        skip=Skip.APPROVAL,
+        reason=f"waiting for approval of {short} (`{cli} approve {p.site.name}`)",
+    )
+
+
+def waiting_sha(p: SitePlan) -> str | None:
+    """The commit a site waits to have approved, or None when it waits for nothing."""
+    return p.sha if p.skip is Skip.APPROVAL else None
+
+
+def approve_patch(
+    d: ObservedDeployment, sha: str, by: str, now: float, *, cause: str = ""
+) -> DeploymentPatch:
+    """The write recording that `by` approved commit `sha` for this workload, with its Event."""
+    who = by or "someone"
+    note = f"approved {sha[:7]} for deploy" + (f" ({cause})" if cause else "")
+    return DeploymentPatch(
+        d.namespace,
+        d.name,
+        {APPROVED_SHA: sha, APPROVED_BY: who[:100], APPROVED_AT: rollout.stamp(now)},
+        events=(KubeEvent("Normal", "Approved", f"{note} by {who}"[:1024]),),
+        resource_version=d.resource_version,
+    )
+
+
+# --- deploy windows -------------------------------------------------------------------------
+
+
+def window_gate(
+    p: SitePlan,
+    site_windows: Sequence[windows.Window],
+    now: float,
+    *,
+    override: str | None = None,
+    by: str = "",
+) -> tuple[SitePlan, windows.Override | None]:
+    """An update outside allowed time becomes a skip that says until when; with an override
+    reason it goes, and the override to record comes back with it."""
+    if p.action is not Action.UPDATE or not site_windows:
+        return p, None
+    verdict = windows.decide(site_windows, now)
+    if verdict.may_deploy:
+        return p, None
+    if override is None:
+        return replace(p, action=Action.SKIP, skip=Skip.WINDOW, reason=verdict.reason), None
+    try:
+        record = windows.override(verdict, override, by, now, p.sha)
+    except CommandError as exc:
+        why = f"{verdict.reason}; override refused: {exc}"
+        return replace(p, action=Action.SKIP, skip=Skip.WINDOW, reason=why), None
+    if record is None:
+        return p, None
+    return replace(p, reason=f"{p.reason}; {record.text}", gated=_also(p, record.text)), record
+
+
+def _also(p: SitePlan, text: str) -> str:
+    return f"{p.gated}; {text}" if p.gated else text
+
+
+def override_patch(p: SitePlan, record: windows.Override) -> DeploymentPatch:
+    """The annotations and Event that record an override on the workload it let a deploy to."""
+    return DeploymentPatch(
+        p.site.namespace,
+        p.site.deployment,
+        windows.override_annotations(record),
+        events=(KubeEvent("Warning", "WindowOverride", record.text),),
+    )
+
+
+# --- a whole plan ---------------------------------------------------------------------------
+
+
+def sources(sites: Sequence[Site], selected: Sequence[Site]) -> tuple[Site, ...]:
+    """Every site up the chains of the selected followers (their sources, theirs, ...)."""
+    by_name = {s.name: s for s in sites}
+    out: dict[str, Site] = {}
+    for site in selected:
+        at = site
+        while at.promote_from and at.promote_from in by_name and at.promote_from not in out:
+            at = by_name[at.promote_from]
+            out[at.name] = at
+    return tuple(out.values())
+
+
+def chain_root(sites: Sequence[Site], site: Site) -> Site:
+    """The site at the head of `site`'s chain (it follows a branch)."""
+    by_name = {s.name: s for s in sites}
+    seen = {site.name}
+    while site.promote_from and site.promote_from in by_name:
+        site = by_name[site.promote_from]
+        if site.name in seen:
+            break  # the loader refuses cycles
+        seen.add(site.name)
+    return site
+
+
+def promote(
+    site: Site,
+    source_site: Site | None,
+    source: ObservedDeployment | None,
+    here: ObservedDeployment | None,
+    *,
+    now: float,
+    history: Sequence[str] = (),
+) -> tuple[promotion.Verdict, promotion.Observed, promotion.Observed]:
+    """A follower's promotion verdict from its source's workload and its own."""
+    seen_source = _observe(source_site, source, now)
+    seen_here = _observe(site, here, now)
+    rule = promotion.Promotion(site.name, site.promote_from or "", site.soak)
+    verdict = promotion.decide(rule, site, seen_source, seen_here, now=now, history=history)
+    return verdict, seen_source, seen_here
+
+
+def _observe(site: Site | None, d: ObservedDeployment | None, now: float) -> promotion.Observed:
+    if site is None or d is None:
+        return promotion.Observed()
+    names = [c.name for c in d.containers]
+    container = site.container or (names[0] if len(names) == 1 else "")
+    return promotion.observe(site, d, container, now)
+
+
+def stamps(
+    sites: Sequence[Site], observed: Mapping[str, ObservedDeployment], now: float
+) -> list[DeploymentPatch]:
+    """The ``available-at`` stamps the sources of followers lack (`promotion.available_patch`),
+    keyed by site name in `observed`."""
+    wanted = {s.promote_from for s in sites if s.promote_from}
+    out = []
+    for site in sites:
+        d = observed.get(site.name)
+        if site.name in wanted and d is not None:
+            patch = promotion.available_patch(d, now)
+            if patch is not None:
+                out.append(patch)
+    return out
