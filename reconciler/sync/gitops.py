@@ -178,7 +178,10 @@ class GitDelivery:
         if done is not None and done.commit:
             notes[ann.GIT_COMMIT] = done.commit
         notes[ann.TRIGGER] = f"rollback ({trigger})"[:100]
-        return self.cluster.patch(replace(p.write, annotations=notes), dry_run=dry_run)
+        # unguarded: once the commit is made, the record of it must land (else the next plan
+        # would take the reconciler's own commit for a person's)
+        record = replace(p.write, annotations=notes, resource_version="")
+        return self.cluster.patch(record, dry_run=dry_run)
 
     def _patch(
         self,
@@ -190,9 +193,9 @@ class GitDelivery:
     ) -> ApplyResult:
         if all(d.annotations.get(k) == v for k, v in notes.items() if k != ann.UPDATED_AT):
             return ApplyResult(True)  # already recorded (another replica, an earlier attempt)
-        write = DeploymentPatch(
-            d.namespace, d.name, notes, events=events, resource_version=d.resource_version
-        )
+        # unguarded (no resourceVersion): the commit is made, its record must land; only
+        # reconciler.dev/ annotations change, computed from a read made just before it
+        write = DeploymentPatch(d.namespace, d.name, notes, events=events)
         return self.cluster.patch(write, dry_run=dry_run)
 
 
