@@ -101,6 +101,7 @@ class Settings:
     log_level: str = "info"  # LOG_LEVEL: info | debug
     user: str | None = None  # USER, else LOGNAME: who runs a CLI command (hold, rollback)
     cli_name: str = "reconciler"  # RECONCILER_CLI_NAME: how the page's hints name the CLI
+    helm_binary: str = "helm"  # RECONCILER_HELM: the helm binary of Helm-delivered sites
     # the environment as read at start: notification channels name their secrets' variables
     # in sites.toml ([notify] slack = { webhook_env = "..." }), so they are looked up here
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -192,6 +193,7 @@ class Settings:
             log_level=log_level,
             user=env.get("USER") or env.get("LOGNAME") or None,
             cli_name=(env.get("RECONCILER_CLI_NAME") or "reconciler").strip(),
+            helm_binary=(env.get("RECONCILER_HELM") or "helm").strip(),
             environ=dict(env),
         )
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler.adapters import kube, lease
 from reconciler.adapters.delivery import WebhookSender
 from reconciler.adapters.github import GitHubDeployments, GitHubSource
 from reconciler.adapters.gitrepo import GitRepoWriter
+from reconciler.adapters.helm import HelmCLI
 from reconciler.adapters.registry import RegistryVerifier, Verifiers
 from reconciler.core.ports import (
     BackgroundTrigger,
@@ -23,10 +25,13 @@ from reconciler.core.ports import (
     HeadSource,
     ImageVerifier,
     NoteStore,
+    SiteDelivery,
 )
 from reconciler.settings import LEASE_WAIT_MARGIN, Settings
+from reconciler.sync.delivery import Deliveries
 from reconciler.sync.engine import Engine
 from reconciler.sync.gitops import GitDelivery
+from reconciler.sync.helmdelivery import HelmDelivery
 from reconciler.sync.notifier import Notifier
 from reconciler.sync.outbox import Outbox
 
@@ -52,7 +57,8 @@ class Parts:
     verifier: ImageVerifier | None = None
     kubeconfig: str | None = None
     kube_context: str | None = None
-    repos: ConfigRepo | None = None  # GitOps configuration repositories ([sites.NAME.git])
+    deliveries: dict[str, SiteDelivery] | None = None  # by Site.delivery ("helm", "git")
+    repos: ConfigRepo | None = None  # the git delivery's configuration repositories
     clock: Callable[[], float] | None = None  # the engine's clock (windows, soak); default time
 
 
@@ -76,18 +82,29 @@ def build_engine(parts: Parts | None, settings: Settings) -> Engine:
         if isinstance(heads, GitHubSource):
             by_mode["checks"] = heads
         verifier = Verifiers(by_mode)
-    return Engine(
-        heads=heads,
-        cluster=cluster,
-        verifier=verifier,
-        apply_concurrency=settings.apply_concurrency,
-        git=GitDelivery(
+    deliveries = dict(parts.deliveries or {})
+    if "helm" not in deliveries:  # helm runs only for sites with a [sites.NAME.helm] table
+        kubeconfig = parts.kubeconfig or settings.kubeconfig
+        helm = HelmCLI(
+            settings.helm_binary,
+            kubeconfig=Path(kubeconfig) if kubeconfig else None,
+            kube_context=parts.kube_context,
+        )
+        deliveries["helm"] = HelmDelivery(helm, cluster)
+    if "git" not in deliveries:  # GitHub is asked only for sites with a [sites.NAME.git] table
+        deliveries["git"] = GitDelivery(
             parts.repos or GitRepoWriter(settings.github),
             cluster,
             commits=heads if isinstance(heads, CommitLog) else None,
             clock=parts.clock or time.time,
             web_url=settings.github.web_url,
-        ),
+        )
+    return Engine(
+        heads=heads,
+        cluster=cluster,
+        verifier=verifier,
+        apply_concurrency=settings.apply_concurrency,
+        deliveries=Deliveries(deliveries),
         **({"clock": parts.clock} if parts.clock else {}),
     )
 
@@ -160,6 +177,7 @@ def build_service(
         commit_info=commit_info,
         cli_name=cli_name,
     )
+    engine.pushed = service.pushed_at  # push webhooks' times: the lead time's "pushed"
     service.attach(
         Runner(service.run),
         Schedule(service.submit),

@@ -40,6 +40,7 @@ from ruamel.yaml import YAML
 from reconciler.core.errors import ErrorKind, HelmError
 from reconciler.core.helmrelease import (
     Revision,
+    Upgraded,
     Workload,
     current,
     set_argument,
@@ -98,18 +99,6 @@ class Release:
     @property
     def workloads(self) -> tuple[Workload, ...]:
         return workloads(self.manifest, self.namespace)
-
-
-@dataclass(frozen=True, slots=True)
-class Upgraded:
-    """What `helm upgrade -o json` answered: the revision it made (or would make, on a dry
-    run), its status and the rendered manifest."""
-
-    revision: int
-    status: str
-    description: str
-    manifest: str
-    dry_run: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,16 +253,19 @@ class HelmCLI:
         dry_run: bool = False,
         wait: bool = False,
         timeout: float = 300.0,
+        revision: int | None = None,
     ) -> Upgraded:
         """`helm upgrade NAME <its deployed chart> --reuse-values --set-string K=V ...`. Values
         go through --set-string: with --set, helm would turn a tag such as 1234567 into a
         number (and a chart's schema may refuse it). dry_run: `--dry-run=server`, the API
         server validates, nothing is kept, and the manifest comes without the chart's Secrets
-        (`--hide-secret`), so a plan never shows their data."""
+        (`--hide-secret`), so a plan never shows their data. `revision`: the deployed revision
+        the upgrade was planned against; another one is a conflict (someone else upgraded)."""
         where = f"helm release {namespace}/{name}"
         deployed = current(self.history(namespace, name))
         if deployed is None:
             raise HelmError(f"{where}: not found", kind=ErrorKind.HELM_RELEASE_NOT_FOUND)
+        _expect(where, deployed, revision)
         argv = ["upgrade", name]
         flags = ["-n", namespace, "--reuse-values", "--description", description, "-o", "json"]
         flags += [a for k, v in values for a in ("--set-string", set_argument(k, v))]
@@ -304,9 +296,13 @@ class HelmCLI:
         description: str,
         wait: bool = False,
         timeout: float = 300.0,
+        expect: int | None = None,
     ) -> Revision:
-        """`helm rollback NAME REVISION --description D`; the revision it made."""
+        """`helm rollback NAME REVISION --description D`; the revision it made. `expect`: the
+        deployed revision it was planned against (another one is a conflict)."""
         where = f"helm release {namespace}/{name}"
+        if expect is not None:
+            _expect(where, current(self.history(namespace, name)), expect)
         flags = ["-n", namespace, "--description", description, f"--timeout={int(timeout)}s"]
         flags += ["--wait=watcher"] if wait else []
         self.run(where, "rollback", name, str(revision), *flags, timeout=timeout + 30)
@@ -314,6 +310,15 @@ class HelmCLI:
         if made is None:  # pragma: no cover - helm just wrote it
             raise HelmError(f"{where}: the rollback left no revision")
         return made
+
+
+def _expect(where: str, deployed: Revision | None, revision: int | None) -> None:
+    if revision is not None and (deployed is None or deployed.number != revision):
+        now = deployed.number if deployed else "none"
+        raise HelmError(
+            f"{where}: the deployed revision is {now}, not {revision} as planned",
+            kind=ErrorKind.CONFLICT,
+        )
 
 
 def _failure(where: str, verb: str, output: str) -> HelmError:

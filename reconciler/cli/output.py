@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
+from reconciler.core import leadtime
 from reconciler.core.model import Action, SiteResult, SyncReport
 from reconciler.sync.behind import Behind
 
@@ -57,6 +58,17 @@ def behind_lines(behind: Mapping[str, Behind]) -> str:
     return "\n".join(lines)
 
 
+def lead_lines(report: SyncReport) -> str:
+    """One line per site whose branch head is not live yet: the stage it waits in, since when
+    ("blog: head 3f2c1a9 waiting for checks since 14:02, 6 min")."""
+    lines = []
+    for r in report.results:
+        text = leadtime.waiting_text(r.plan.lead, report.finished_at)
+        if text:
+            lines.append(f"{r.plan.site.name}: {text}")
+    return "\n".join(lines)
+
+
 def report_text(report: SyncReport, behind: Mapping[str, Behind] | None = None) -> str:
     rows = []
     for r in report.results:
@@ -85,8 +97,8 @@ def report_text(report: SyncReport, behind: Mapping[str, Behind] | None = None) 
     header += [*(["behind"] if behind is not None else []), "reason"]
     mode = "plan" if report.plan_only else ("dry run" if report.dry_run else "sync")
     footer = f"{mode}: {report.summary()} in {report.duration:.1f}s"
-    links = behind_lines(behind or {})
-    return f"{table(rows, header)}\n\n{links + chr(10) if links else ''}{footer}"
+    notes = "\n".join(x for x in (lead_lines(report), behind_lines(behind or {})) if x)
+    return f"{table(rows, header)}\n\n{notes + chr(10) if notes else ''}{footer}"
 
 
 def report_json(report: SyncReport, behind: Mapping[str, Behind] | None = None) -> str:
@@ -94,6 +106,7 @@ def report_json(report: SyncReport, behind: Mapping[str, Behind] | None = None) 
     rows = []
     for r in report.results:
         row = r.as_dict()
+        row["lead"] = leadtime.as_dict(r.plan.lead, report.finished_at)
         if behind is not None:
             b = behind.get(r.plan.site.name)
             row["commits_behind"] = (

@@ -132,7 +132,10 @@ def approval_gate(p: SitePlan, approval: Approval | None, cli: str = "reconciler
     if p.action is not Action.UPDATE or p.site.approval != "manual" or not p.sha:
         return p
     if approval is not None and approval.sha == p.sha:
-        return replace(p, reason=f"{p.reason}; {approval.text}", gated=_also(p, approval.text))
+        text = approval.text
+        return replace(
+            p, reason=f"{p.reason}; {text}", gated=_also(p, text), approved_by=approval.by
+        )
     short = p.sha[:7]
     return replace(
         p,

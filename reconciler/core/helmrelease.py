@@ -94,6 +94,18 @@ class Revision:
 
 
 @dataclass(frozen=True, slots=True)
+class Upgraded:
+    """What `helm upgrade -o json` answered: the revision it made (or would make, on a dry
+    run), its status and the rendered manifest."""
+
+    revision: int
+    status: str
+    description: str
+    manifest: str
+    dry_run: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Mark:
     """What a description the reconciler wrote says: a deploy of branch@sha (was `previous`), or
     a rollback of branch@sha (a failed commit) to revision `to`."""

@@ -43,6 +43,27 @@ class Target:
         return f"{self.kind}/{self.name}"
 
 
+# How a site's image reaches the cluster (Site.delivery): the reconciler patches the Deployment
+# itself (the default), upgrades the Helm release that owns it, or commits the image to a GitOps
+# repository. The sync layer routes each site to its delivery (reconciler.sync.delivery).
+KUBERNETES = "kubernetes"
+HELM = "helm"
+GIT = "git"
+DELIVERIES = (KUBERNETES, HELM, GIT)
+
+
+@dataclass(frozen=True, slots=True)
+class HelmSpec:
+    """[sites.NAME.helm]: the release that delivers the site, and the values keys (dotted
+    paths) that carry its image: a tag key, a repository key with it, or a digest key."""
+
+    release: str
+    namespace: str
+    tag: str | None = "image.tag"
+    repository: str | None = None
+    digest: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class GitSpec:
     """[sites.NAME.git]: the site is delivered by committing its image to a file of a
@@ -92,6 +113,8 @@ class Site:
     pin_digest: bool = True  # deploy image:tag@digest when the registry answered a digest
     required_checks: tuple[str, ...] = ()  # verify = "checks": these must have passed
     rollout_timeout: int | None = None  # seconds; None = the Deployment's progressDeadlineSeconds
+    delivery: str = KUBERNETES  # one of DELIVERIES: who writes the image (see above)
+    helm: HelmSpec | None = None  # delivery = "helm": the release
     git: GitSpec | None = None  # delivered through a configuration repository (GitOps)
     # environments (#20; core/gates.py): follow a site instead of a branch, a person approves,
     # deploy windows by name ([windows.NAME] of sites.toml)
@@ -143,6 +166,7 @@ class CommitState:
 
     sha: str
     checks: str | None = None
+    committed_at: str | None = field(default=None, compare=False)  # committedDate (RFC 3339)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +178,7 @@ class BranchHead:
     branch: str
     sha: str
     history: tuple[CommitState, ...] = field(default=(), compare=False)  # derived from sha
+    committed_at: str | None = field(default=None, compare=False)  # the head's committedDate
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +305,9 @@ class Skip(StrEnum):
     WINDOW = "window"  # a deploy window is closed
 
 
+GATES = (Skip.PROMOTION, Skip.APPROVAL, Skip.WINDOW)  # what the environment gates hold back
+
+
 class SiteState(StrEnum):
     """What an operator wants to know about a site at a glance: the one name of a site's state
     (the status page, the metrics and the notifications alike)."""
@@ -323,6 +351,34 @@ class VerifyRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Stages:
+    """When each stage of one commit's way to a site happened (seconds since the epoch; None:
+    not reached, or not known): pushed, checks green, image present, patched, available; and
+    when the reconciler first saw it as the branch head."""
+
+    sha: str
+    pushed: float | None = None
+    checks: float | None = None
+    image: float | None = None
+    patched: float | None = None
+    available: float | None = None
+    seen: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lead:
+    """A site's lead time (core/leadtime.py): the stages of the commit it runs, and of the
+    branch head while that is not live yet: the stage it waits in, and since when."""
+
+    deployed: Stages | None = None
+    head: Stages | None = None
+    waiting: str | None = None  # the stage the head waits in (leadtime.WAITS), None: live
+    since: float | None = None
+    target: Stages | None = None  # an older commit an update deploys instead of the head
+    write: DeploymentPatch | None = field(default=None, compare=False)  # records the head
+
+
+@dataclass(frozen=True, slots=True)
 class SitePlan:
     """The planner's verdict for one site."""
 
@@ -349,8 +405,11 @@ class SitePlan:
     write: DeploymentPatch | None = None  # what a rolled-back / held verdict writes
     clear: tuple[str, ...] = ()  # hold annotations an update removes (the branch moved on)
     head_sha: str | None = None  # the branch head (differs from sha during a fallback)
+    back_to: str | None = None  # a delivery's rollback target (helm: the revision to go back to)
     note: DeploymentPatch | None = None  # recorded once the update went out (window override)
     gated: str = ""  # what the environment gates let it through with (core/gates.py)
+    approved_by: str | None = None  # approval = "manual": who approved the commit it deploys
+    lead: Lead | None = None  # lead time, stage by stage (core/leadtime.py)
 
     @property
     def ok(self) -> bool:
@@ -398,6 +457,7 @@ class ImageChange:
     previous_sha: str = ""  # the commit previous_image was built from, when known
     clear: tuple[str, ...] = ()  # reconciler.dev/ annotations this update removes (a hold)
     trigger: str = ""  # what asked for the sync that makes it (recorded on the Deployment)
+    notes: Mapping[str, str | None] = field(default_factory=dict)  # more annotations to write
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,6 +549,9 @@ class SiteResult:
             "held_by": p.held_by,
             "held_at": p.held_at,
             "failed_sha": p.failed_sha,
+            "promote_from": p.site.promote_from,
+            "gate": p.skip.value if p.skip in GATES else None,
+            "waiting_sha": p.sha if p.skip is Skip.APPROVAL else None,
         }
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from reconciler.core.gitops import FileChange, RepoFile
+from reconciler.core.helmrelease import Revision, Upgraded
 from reconciler.core.model import (
     ApplyResult,
     DeploymentPatch,
@@ -16,11 +17,13 @@ from reconciler.core.model import (
     NamespaceView,
     ObservedDeployment,
     RepoRef,
+    Site,
+    SitePlan,
     VerifyRequest,
 )
 from reconciler.core.notify.config import Channel
 from reconciler.core.notify.render import Comparison, Notification
-from reconciler.core.rollout.history import ReplicaSetRecord
+from reconciler.core.rollout.history import Deploy, ReplicaSetRecord
 from reconciler.core.writeback import WriteRequest, WriteResult
 
 __all__ = [
@@ -30,12 +33,14 @@ __all__ = [
     "ConfigRepo",
     "HeadSource",
     "HeaderLookup",
+    "HelmReleases",
     "ImageVerifier",
     "Lease",
     "NoteStore",
     "RateLimit",
     "RevisionSource",
     "Sender",
+    "SiteDelivery",
     "VerifyRequest",
     "WorkloadCache",
 ]
@@ -186,3 +191,81 @@ class WorkloadCache(Protocol):
         """Call `callback(namespace, name, value or None when deleted)` on every change, from the
         cache's thread; returns the unsubscribe function."""
         ...
+
+
+class HelmReleases(Protocol):
+    """Helm releases, read and written with the real helm (adapters/helm.py's HelmCLI); every
+    failure is a HelmError with helm's own words and a kind (CONFLICT: the deployed revision is
+    not the one planned against)."""
+
+    def history(self, namespace: str, name: str) -> tuple[Revision, ...]: ...
+
+    def values(self, namespace: str, name: str, revision: int) -> Mapping[str, object]: ...
+
+    def manifest(self, namespace: str, name: str, revision: int) -> str: ...
+
+    def upgrade(
+        self,
+        namespace: str,
+        name: str,
+        values: Sequence[tuple[str, str]],
+        *,
+        description: str,
+        dry_run: bool = False,
+        revision: int | None = None,
+    ) -> Upgraded: ...
+
+    def rollback(
+        self, namespace: str, name: str, revision: int, *, description: str, expect: int | None
+    ) -> Revision: ...
+
+
+class SiteDelivery(Protocol):
+    """A way to deliver a site's image other than patching its Deployment (Site.delivery:
+    "helm", "git"); today's patch path is the engine's own, the default. reconciler.sync.delivery
+    routes each site to one, and the engine drives every one the same way:
+
+    1. `observe(sites)` reads, per site, everything its verdict needs (the release, the config
+       repository's file, the workloads it rolls out, who last changed the image) in as few
+       requests as it can; it never raises for one site: that site's entry is a ReconcilerError.
+    2. `verdict(site, head, seen, now)` is pure over what observe() read: a SitePlan with the
+       same actions and vocabulary as the planner's (core/plan/planner.py). The engine then
+       verifies an UPDATE's target like any other (registry or checks; target_image may come
+       back pinned to image:tag@digest) and falls back to an older ready commit through
+       verdict() again, so it may be called several times per observation.
+         - UPDATE: `target_image`, `sha`, `branch`, `current_image`, `running_sha` set;
+         - IN_SYNC / SKIP (paused, the head is a commit it rolled back: Skip.FAILED_COMMIT);
+         - HELD: a person changed the image behind it (held_by, held_at: as far as the
+           delivery's records say), or an explicit `reconciler hold`; `resume` lifts it;
+         - ROLLED_BACK: the rollout of its own last deploy failed; `back_to` names what apply()
+           returns to, `failed_sha` the commit remembered as bad (level-triggered: the memory
+           lives where the delivery writes, never in the reconciler's process);
+         - `rollout`/`progress` from the rules of the workload kinds it rolls out.
+    3. `apply(plan, dry_run, trigger)` carries out an UPDATE or a ROLLED_BACK verdict: nothing
+       is written when dry_run (a server-side dry run where there is one). Failures come back as
+       ApplyResult(ok=False, reason, error_kind); conflict=True makes the engine observe this one
+       site again and retry. It never waits for the rollout: the engine's follow() calls
+       observe + verdict again (every second in serve) and apply() once the rollout failed.
+    4. `hold`, `resume`, `rollback` and `history` (newest first) are the commands of the CLI
+       and HTTP for one site. rollback goes back to the deploy before the current one, or to
+       commit `to` whose image (verified, maybe pinned) is `image`, and holds the site there;
+       it answers what it did and the image the site runs then. They raise CommandError or
+       ReconcilerError with a message for people."""
+
+    def observe(self, sites: Sequence[Site]) -> Mapping[str, object]: ...
+
+    def verdict(
+        self, site: Site, head: HeadResult | None, seen: object, now: float
+    ) -> SitePlan: ...
+
+    def apply(self, plan: SitePlan, *, dry_run: bool, trigger: str) -> ApplyResult: ...
+
+    def hold(self, site: Site, *, by: str, reason: str, now: float) -> str: ...
+
+    def resume(self, site: Site, *, by: str, now: float) -> str: ...
+
+    def rollback(
+        self, site: Site, *, by: str, to: str | None, image: str | None, now: float
+    ) -> tuple[str, str | None]: ...
+
+    def history(self, site: Site) -> list[Deploy]: ...

@@ -182,7 +182,7 @@ class Follower:
             if self._stop.is_set():
                 return
             final = self._settle(result)
-            if final is not None and _became_available(final, feeding):
+            if final is not None and _became_available(final, feeding) and _unrecorded(final):
                 # its soak starts now: the Lease-holding follow writes available-at
                 self._settle_available(final.plan.site)
             if final is None:
@@ -198,9 +198,16 @@ class Follower:
                 del self.tracked[gone]
 
     def _settle(self, seen: SiteResult) -> SiteResult | None:
-        """What was seen, or the rollback it calls for (None: not ours to do, or it failed)."""
+        """What was seen, or the rollback it calls for (None: not ours to do, or it failed); a
+        rollout seen available is recorded so (reconciler.dev/available-at: its lead time)."""
         if seen.action is not Action.ROLLED_BACK:
-            return seen
+            if not _unrecorded(seen):
+                return seen
+            try:
+                return self._roll_back(seen.plan.site) or seen
+            except ReconcilerError as exc:
+                log.warning("recording the rollout of %s available: %s", seen.plan.site.name, exc)
+                return seen
         try:
             return self._roll_back(seen.plan.site)
         except ReconcilerError as exc:  # one site's trouble is that site's
@@ -214,7 +221,8 @@ class Follower:
             log.warning("recording that %s is available: %s", site.name, exc)
 
     def _roll_back(self, site: Site) -> SiteResult | None:
-        """Re-read and roll back, holding the Lease when there is one (None: another has it)."""
+        """Re-read and roll back (or record a rollout available), holding the Lease when there
+        is one (None: another has it)."""
         if self.lease is None:
             return self.engine.follow(site)
         try:
@@ -226,6 +234,18 @@ class Follower:
             return self.engine.follow(site)
         finally:
             self.lease.release()
+
+
+def _unrecorded(seen: SiteResult) -> bool:
+    """A rollout of a commit the reconciler deployed, available, not recorded so yet."""
+    lead = seen.plan.lead
+    deployed = lead.deployed if lead is not None else None
+    return (
+        seen.plan.rollout is Rollout.AVAILABLE
+        and deployed is not None
+        and deployed.patched is not None
+        and deployed.available is None
+    )
 
 
 def _became_available(r: SiteResult, feeding: set[str]) -> bool:

@@ -7,8 +7,26 @@ from collections.abc import Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.registry import Collector
 
+from reconciler.core import leadtime
 from reconciler.core.model import Action, Rollout, SiteResult, SyncReport
 from reconciler.core.ports import RateLimit
+
+# Lead-time buckets: a minute to a working day (seconds from the push to each stage).
+LEAD_TIME_BUCKETS = (60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 7200, 14400, 28800)
+
+
+def lead_time_histogram(r: CollectorRegistry) -> Histogram:
+    """reconciler_lead_time_seconds{stage}. `stage` only: a `site` label would multiply the
+    series by the sites (13 buckets each); per site, reconciler_site_lead_time_seconds has the
+    last deploy's (site_metrics.py)."""
+    return Histogram(
+        "reconciler_lead_time_seconds",
+        "Seconds from a commit's push to each stage of its deploy (checks, image, patched,"
+        " available), observed once per rollout that became available",
+        ["stage"],
+        buckets=LEAD_TIME_BUCKETS,
+        registry=r,
+    )
 
 
 class Metrics:
@@ -91,6 +109,7 @@ class Metrics:
             "Failed rollouts rolled back to the image before them",
             registry=r,
         )
+        self.lead_time = lead_time_histogram(r)
 
     def followed(self, result: SiteResult, before: Rollout | None) -> None:
         """A followed rollout's end: available, or failed and rolled back."""
@@ -99,6 +118,15 @@ class Metrics:
             self.rollouts.labels("failed").inc()
         elif before is Rollout.PROGRESSING and result.plan.rollout is Rollout.AVAILABLE:
             self.rollouts.labels("available").inc()
+            self.lead_times(result)
+
+    def lead_times(self, result: SiteResult) -> None:
+        """The stages of a deploy whose rollout became available, once (the follower saw it)."""
+        lead = result.plan.lead
+        if lead is None or lead.deployed is None or lead.deployed.available is None:
+            return
+        for stage, seconds in leadtime.durations(lead.deployed).items():
+            self.lead_time.labels(stage).observe(seconds)
 
     def record(self, report: SyncReport, limits: Mapping[str, RateLimit]) -> None:
         outcome = "ok" if report.ok else "failed"

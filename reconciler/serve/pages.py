@@ -34,7 +34,13 @@ def blueprint(web: Web) -> Blueprint:
         view = service.site_history(site)
         if request.args.get("format") == "json":
             return jsonify(view)
-        return render_template("site.html", view=view, version=__version__, now=time.time())
+        return render_template(
+            "site.html",
+            view=view,
+            version=__version__,
+            now=time.time(),
+            trigger_enabled=bool(web.trigger_token),
+        )
 
     bp.add_app_template_filter(when, "when")
     bp.add_app_template_filter(ago, "ago")

@@ -8,6 +8,7 @@ import math
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Collection
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -34,6 +35,7 @@ from reconciler.sync.runner import Runner
 __all__ = ["RunRecord", "Service"]
 
 log = logging.getLogger(__name__)
+REMEMBERED_PUSHES = 4096  # push webhook times kept for the lead time (commit: when pushed)
 
 
 class Service(ServiceViews):
@@ -82,6 +84,20 @@ class Service(ServiceViews):
         self.stopping = False
         self.extra_health: dict[str, Callable[[], str | None]] = {}
         self._history_reads: dict[str, Future[list[Deploy]]] = {}
+        self._pushes: OrderedDict[tuple[str, str], float] = OrderedDict()  # (repo, sha): time
+
+    def note_push(self, repo: str, sha: str, at: float) -> None:
+        """A push webhook's time for a commit (the first delivery's), kept for the next syncs'
+        lead time; the oldest are forgotten past REMEMBERED_PUSHES."""
+        with self._lock:
+            self._pushes.setdefault((repo.lower(), sha), at)
+            while len(self._pushes) > REMEMBERED_PUSHES:
+                self._pushes.popitem(last=False)
+
+    def pushed_at(self, repo: str, sha: str) -> float | None:
+        """When a push webhook said ``sha`` was pushed to ``repo`` (None: no delivery said)."""
+        with self._lock:
+            return self._pushes.get((repo.lower(), sha))
 
     def attach(self, runner: Runner, schedule: Schedule, follower: Follower) -> None:
         """The parts bound to this Service's run(), submit() and followed(); then the first

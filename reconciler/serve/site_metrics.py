@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from reconciler.core import leadtime
 from reconciler.core.model import Action, Rollout, SiteResult, SiteState, SyncReport
 from reconciler.core.rollout import state as rollout
 
@@ -21,11 +22,13 @@ class _Site:
     head: str | None = None
     last_deploy: float | None = None
     commits_behind: int | None = None
+    lead: dict[str, float] | None = None  # the last deploy's seconds from push to each stage
 
 
 class SiteMetrics(Collector):
-    """reconciler_site_info, _behind_seconds, _commits_behind, _last_deploy_timestamp_seconds
-    and reconciler_site_rollouts_total{outcome}: one series per site (as of its last sync)."""
+    """reconciler_site_info, _behind_seconds, _commits_behind, _last_deploy_timestamp_seconds,
+    _lead_time_seconds{stage} and reconciler_site_rollouts_total{outcome}: one series per site
+    (as of its last sync)."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
@@ -52,6 +55,9 @@ class SiteMetrics(Collector):
                 self._count(name, "failed")
             elif before is Rollout.PROGRESSING and result.plan.rollout is Rollout.AVAILABLE:
                 self._count(name, "available")
+            lead = result.plan.lead
+            if name in self._sites and lead is not None and lead.deployed is not None:
+                self._sites[name].lead = leadtime.durations(lead.deployed)
 
     def commits_behind(self, name: str, count: int | None) -> None:
         with self._lock:
@@ -87,6 +93,10 @@ class SiteMetrics(Collector):
             last_deploy=rollout.parse_time(p.changed_at) or (at if result.applied else None),
             commits_behind=old.commits_behind if old and old.head == head else None,
         )
+        if p.lead is not None and p.lead.deployed is not None:
+            site.lead = leadtime.durations(p.lead.deployed)
+        elif old is not None:
+            site.lead = old.lead
         if head and running != head and state is not SiteState.IN_SYNC:
             same = old is not None and old.head == head and old.behind_since is not None
             site.behind_since = old.behind_since if same and old else at
@@ -115,6 +125,11 @@ class SiteMetrics(Collector):
             "When the reconciler last changed the site's image",
             labels=["site"],
         )
+        lead = GaugeMetricFamily(
+            "reconciler_site_lead_time_seconds",
+            "The last deploy's seconds from the push to each stage reached, per site",
+            labels=["site", "stage"],
+        )
         rollouts = CounterMetricFamily(
             "reconciler_site_rollouts",
             "Rollouts per site by outcome: started, available, failed (rolled back)",
@@ -129,6 +144,8 @@ class SiteMetrics(Collector):
                     commits.add_metric([name], s.commits_behind)
                 if s.last_deploy is not None:
                     deployed.add_metric([name], s.last_deploy)
+                for stage, seconds in (s.lead or {}).items():
+                    lead.add_metric([name, stage], seconds)
             for (name, outcome), count in sorted(self._rollouts.items()):
                 rollouts.add_metric([name, outcome], count)
-        yield from (info, behind, commits, deployed, rollouts)
+        yield from (info, behind, commits, deployed, lead, rollouts)

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from reconciler.core import leadtime
 from reconciler.core.config.sites import Config
-from reconciler.core.model import Action, SiteResult, SiteState, Skip, SyncReport, SyncRequest
+from reconciler.core.model import (
+    Action,
+    Site,
+    SiteResult,
+    SiteState,
+    Skip,
+    SyncReport,
+    SyncRequest,
+)
+from reconciler.core.promotion import Promotion, chains
 
 RUN_HISTORY = 200
 CLI = "reconciler"  # how the verdicts' hints name the CLI: `reconciler resume blog`
@@ -143,6 +153,7 @@ def status_view(
     next_run: float | None,
     syncing: bool,
     web_url: str,
+    now: float = 0.0,
 ) -> dict[str, Any]:
     """GET /status and the page: config, schedule, the last sync and every site's state."""
     cfg = config.good
@@ -168,16 +179,26 @@ def status_view(
             "ok": last.ok,
         },
         "sites": [
-            site_view(site.name, site.repo, board.sites.get(site.name), web_url)
+            site_view(site.name, site.repo, board.sites.get(site.name), web_url, now=now)
             | _notice(board.notices.get(site.name))
             | _since(board.since.get(site.name))
             for site in (cfg.sites if cfg else ())
         ],
+        "pipelines": pipelines(cfg.sites) if cfg else [],
     }
 
 
-def site_view(name: str, repo: str, record: SiteRecord | None, web_url: str) -> dict[str, Any]:
-    """One site on the page: its last result, state, and links to the commits."""
+def pipelines(sites: Sequence[Site]) -> list[list[str]]:
+    """The promotion chains of sites.toml, each from the site that follows a branch through
+    its followers (dev → staging → prod); sites that promote nothing are in none."""
+    found = {s.name: Promotion(s.name, s.promote_from, s.soak) for s in sites if s.promote_from}
+    return [list(chain) for chain in chains(found, [s.name for s in sites]) if len(chain) > 1]
+
+
+def site_view(
+    name: str, repo: str, record: SiteRecord | None, web_url: str, *, now: float = 0.0
+) -> dict[str, Any]:
+    """One site on the page: its last result, state, lead time, and links to the commits."""
     if record is None:
         return {
             "site": name,
@@ -198,6 +219,7 @@ def site_view(name: str, repo: str, record: SiteRecord | None, web_url: str) -> 
         running_url=f"{web_url}/{repo}/commit/{running}" if running else None,
         failed_url=f"{web_url}/{repo}/commit/{failed}" if failed else None,
         branch_url=f"{web_url}/{repo}/tree/{data['branch']}" if data.get("branch") else None,
+        lead=leadtime.as_dict(record.result.plan.lead, now),
     )
     return data
 
@@ -304,4 +326,7 @@ def merged(stored: SiteResult, followed: SiteResult) -> SiteResult:
         )
     if p.current_image is None:  # the Deployment could not be read: nothing new
         return stored
-    return replace(stored, plan=replace(stored.plan, rollout=p.rollout, progress=p.progress))
+    lead = leadtime.followed(stored.plan.lead, p.lead)
+    return replace(
+        stored, plan=replace(stored.plan, rollout=p.rollout, progress=p.progress, lead=lead)
+    )

@@ -126,6 +126,7 @@ class ServiceViews:
                 next_run=next_run,
                 syncing=syncing,
                 web_url=self.web_url,
+                now=self.clock(),
             )
         view["notifications"] = self._notifications()
         view["leader"] = self.leadership()
@@ -166,7 +167,9 @@ class ServiceViews:
 
         def read() -> None:
             try:
-                future.set_result(history.of_site(self.engine.cluster, site))
+                future.set_result(
+                    history.of_site(self.engine.cluster, site, self.engine.deliveries)
+                )
             except Exception as exc:  # ReconcilerError; anything else is the page's to show
                 future.set_exception(exc)
 

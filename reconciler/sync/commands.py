@@ -36,12 +36,18 @@ class Done:
 
 def hold(engine: Engine, site: Site, *, by: str, reason: str = "") -> Done:
     """Leave the site alone until `resume`, whatever its branch does."""
+    delivery = engine.deliveries.of(site)
+    if delivery is not None:
+        return Done(site.name, delivery.hold(site, by=by, reason=reason, now=engine.clock()))
     _write(engine, site, lambda d, _c: rollout.hold_patch(d, by, reason, engine.clock()))
     return Done(site.name, f"{site.name} held by {by}: {reason or 'held'}")
 
 
 def resume(engine: Engine, site: Site, *, by: str) -> Done:
     """Lift an explicit hold and a hold by a person's change; the next sync deploys the head."""
+    delivery = engine.deliveries.of(site)
+    if delivery is not None:
+        return Done(site.name, delivery.resume(site, by=by, now=engine.clock()))
     _write(engine, site, lambda d, _c: rollout.resume_patch(d, by, engine.clock()))
     return Done(site.name, f"{site.name} resumed by {by}; the next sync deploys its branch head")
 
@@ -50,6 +56,15 @@ def rollback(engine: Engine, site: Site, *, by: str, to: str | None = None) -> D
     """Deploy the previous commit's image (or commit `to`'s) and hold the site there."""
     if to is not None and not _SHA.match(to):
         raise CommandError(f"--to must be a full 40-character commit SHA, not {to!r}")
+    delivery = engine.deliveries.of(site)
+    if delivery is not None:
+        image = None
+        if to is not None:
+            branch = site.branch or "main"
+            image = render(site.image, owner=site.owner, repo=site.repo_name, branch=branch, sha=to)
+            image = _verify(engine, site, image, to)
+        said, now_runs = delivery.rollback(site, by=by, to=to, image=image, now=engine.clock())
+        return Done(site.name, said, now_runs)
     chosen: list[str] = []
 
     def make(d: ObservedDeployment, container: str) -> DeploymentPatch:

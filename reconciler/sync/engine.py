@@ -13,13 +13,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from reconciler.core import annotations as ann
-from reconciler.core import gates, gitops, promotion
+from reconciler.core import gates, leadtime, promotion
 from reconciler.core.config.sites import Config
 from reconciler.core.errors import ErrorKind, ReconcilerError
 from reconciler.core.model import (
+    KUBERNETES,
     Action,
     ApplyResult,
     BranchHead,
+    DeploymentPatch,
     HeadError,
     HeadResult,
     ImageStatus,
@@ -37,15 +39,10 @@ from reconciler.core.model import (
     SyncRequest,
 )
 from reconciler.core.plan import fallback, planner
-from reconciler.core.ports import (
-    Cluster,
-    HeadSource,
-    ImageVerifier,
-    VerifyRequest,
-)
+from reconciler.core.ports import Cluster, HeadSource, ImageVerifier, VerifyRequest
 from reconciler.core.rollout import state as rollout
+from reconciler.sync.delivery import Deliveries
 from reconciler.sync.fanout import bounded_map
-from reconciler.sync.gitops import GitDelivery, adjust_plan, awaiting
 
 log = logging.getLogger(__name__)
 
@@ -70,19 +67,22 @@ class Engine:
         verifier: ImageVerifier,
         apply_concurrency: int = 8,
         clock: Callable[[], float] = time.time,
-        git: GitDelivery | None = None,
+        deliveries: Deliveries | None = None,
     ) -> None:
         self.heads = heads
         self.cluster = cluster
         self.verifier = verifier
+        # Sites not delivered by patching their Deployment (Helm, git): routed per site.
+        self.deliveries = deliveries or Deliveries()
         self.apply_concurrency = apply_concurrency
         self.clock = clock
-        self.git = git  # sites delivered through a configuration repository ([sites.NAME.git])
         self.stopping = threading.Event()  # set on shutdown: patches in flight finish, no new ones
         # Why this replica may not write now (None: it may), asked before every patch; serve
         # sets it to the Lease holder's answer, so a lost Lease stops every further patch.
         self.fence: Callable[[], str | None] = _open
         self.conflict_pause: Callable[[int], float] = conflict_pause  # tests make it 0
+        # When a push webhook announced a commit (repo, sha) -> its push time; serve sets it.
+        self.pushed: Callable[[str, str], float | None] = _unknown
 
     def plan(
         self,
@@ -96,42 +96,54 @@ class Engine:
         The environment gates (promotion, approval, windows: core.gates) apply last; `override`
         is the reason for deploying through a closed window, `by` who gives it."""
         selected = config.select(sites)
+        kube = [s for s in selected if s.delivery == KUBERNETES]
         upstream = gates.sources(config.sites, selected)
         refs = {s.ref for s in selected if not s.paused and not s.promote_from}
         refs |= {
             r.ref for s in selected if s.promote_from and not (r := _root(config, s)).promote_from
         }
-        namespaces = {s.namespace for s in (*selected, *upstream)}
-        # GitHub and the cluster are read at the same time: neither waits for the other.
-        with ThreadPoolExecutor(1, thread_name_prefix="observe") as pool:
+        namespaces = {s.namespace for s in (*kube, *upstream)}
+        # GitHub, the cluster and the other deliveries are read at the same time.
+        with ThreadPoolExecutor(2, thread_name_prefix="observe") as pool:
             observing = pool.submit(self._observe, namespaces)
+            delivering = pool.submit(self.deliveries.observe, selected)
             heads = self._resolve(refs)
             observed = observing.result()
+            seen = delivering.result()
         now = self.clock()
         troubles = {
-            site.name: _troubles(self.cluster, site, d, now)
-            for site in selected
+            site.name: self._troubles(site, d, now)
+            for site in kube
             if (d := _deployment(observed, site)) is not None
         }
-        result = _plan_sites(
+        kube_plan = _plan_sites(
             config,
-            selected=selected,
+            selected=kube,
             heads=heads,
             observed=observed,
             now=now,
             troubles=troubles,
         )
+        by_name = {p.site.name: p for p in kube_plan.sites}
+        result = Plan(
+            tuple(
+                by_name.get(s.name) or self.deliveries.verdict(s, heads.get(s.ref), seen, now)
+                for s in selected
+            )
+        )
         result = self._gate(result)
 
         def replan(site: Site, head: BranchHead) -> SitePlan:
+            if site.delivery != KUBERNETES:
+                return self.deliveries.verdict(site, head, seen, now)
             view = {site.ref: head}
             return planner.plan_site(
                 site, view, observed, now=now, troubles=troubles.get(site.name, ())
             )
 
-        result = self._fall_back(result, heads, replan)
-        result = adjust_plan(self.git, result, observed, troubles, now)
-        return _env_gates(config, result, observed, now, override=override, by=by)
+        result = _fall_back(self.verifier, result, heads, replan)
+        result = _env_gates(config, result, observed, now, override=override, by=by)
+        return _with_lead(result, heads, observed, now, self.pushed)
 
     def _resolve(self, refs: Collection[RepoRef]) -> Mapping[RepoRef, HeadResult]:
         try:
@@ -157,55 +169,6 @@ class Engine:
             statuses = {r: ImageStatus(None, str(exc)) for r in wanted}
         return planner.gate(result, statuses)
 
-    def _fall_back(
-        self,
-        result: Plan,
-        heads: Mapping[RepoRef, HeadResult],
-        replan: Callable[[Site, BranchHead], SitePlan],
-    ) -> Plan:
-        """Sites whose head is not ready deploy the newest older commit that is, forward only
-        (reconciler.core.plan.fallback); one verification round for all their candidates."""
-        options: dict[str, tuple[BranchHead, tuple[fallback.Candidate, ...]]] = {}
-        for p in result.sites:
-            head = heads.get(p.site.ref)
-            if p.site.promote_from:
-                continue  # a follower deploys what its source runs, or nothing
-            if isinstance(head, BranchHead) and fallback.not_ready(p):
-                found = fallback.candidates(p, head)
-                if found:
-                    options[p.site.name] = (head, found)
-        if not options:
-            return result
-        by_name = {p.site.name: p for p in result.sites}
-        wanted = {
-            c: VerifyRequest(c.image, head.repo, c.sha, site.verify, site.required_checks)
-            for name, (head, found) in options.items()
-            if (site := by_name[name].site).verify != "none"
-            for c in found
-        }
-        statuses: Mapping[VerifyRequest, ImageStatus] = {}
-        if wanted:
-            try:
-                statuses = self.verifier.verify(set(wanted.values()))
-            except ReconcilerError:  # the heads stay as they are; the next sync tries again
-                return result
-        out = []
-        for p in result.sites:
-            head, found = options.get(p.site.name, (None, ()))
-            ready = (c for c in found if c not in wanted or _passed(statuses.get(wanted[c])))
-            chosen = next(ready, None)
-            if head is None or chosen is None:
-                out.append(p)
-                continue
-            alternative = replan(p.site, replace(head, sha=chosen.sha))
-            if alternative.action is not Action.UPDATE:
-                out.append(p)
-                continue
-            (pinned,) = planner.gate(Plan((alternative,)), statuses).sites
-            why = fallback.reason(p, head, chosen)
-            out.append(replace(pinned, reason=why, fallback=why, head_sha=head.sha))
-        return Plan(tuple(out))
-
     def run(self, config: Config, request: SyncRequest) -> SyncReport:
         """Plan, then (unless plan_only) apply every update; one site's failure stays its own."""
         started = self.clock()
@@ -215,6 +178,7 @@ class Engine:
         timings = {"plan": time.monotonic() - t0}
         if not (request.plan_only or request.dry_run):
             _stamp(self, config, request.sites)
+            _record_stages(self, the_plan)
         if request.plan_only or not any(_writes(p) for p in the_plan.sites):
             results = tuple(SiteResult(p) for p in the_plan.sites)
         else:
@@ -283,8 +247,10 @@ class Engine:
                 result = self._send(p, dry_run=dry_run, trigger=trigger)
             except ReconcilerError as exc:  # an adapter bug must not sink the other sites
                 return SiteResult(_failed(p, f"patch failed: {exc}", exc.kind))
-            if result.ok and result.pending:  # a pull request waits for its merge
-                return SiteResult(awaiting(p, result.pending))
+            if result.ok and result.pending:  # e.g. a pull request waits for its merge
+                return SiteResult(
+                    replace(p, action=Action.SKIP, skip=Skip.AWAITING_APPLY, reason=result.pending)
+                )
             if result.ok:
                 return self._done(p, dry_run=dry_run)
             if not result.conflict:
@@ -299,12 +265,12 @@ class Engine:
 
     def _send(self, p: SitePlan, *, dry_run: bool, trigger: str) -> ApplyResult:
         """The write, recording what triggered it in the same patch (copied onto the ReplicaSet)."""
-        if p.site.git is not None:
-            if self.git is None:
-                return ApplyResult(False, "no GitHub client for [git]", ErrorKind.INTERNAL)
-            return self.git.send(p, dry_run=dry_run, trigger=trigger)
+        delivery = self.deliveries.of(p.site)
+        if delivery is not None:
+            return delivery.apply(p, dry_run=dry_run, trigger=trigger)
         if p.action is Action.UPDATE:
-            change = replace(planner.change_for(p), trigger=trigger)
+            notes = leadtime.update_notes(p)
+            change = replace(planner.change_for(p), trigger=trigger, notes=notes)
             return self.cluster.apply(change, dry_run=dry_run)
         assert p.write is not None
         write = p.write
@@ -324,8 +290,7 @@ class Engine:
             return SiteResult(p, applied=True, dry_run=True)
         stamp = rollout.stamp(self.clock())
         if p.action is Action.ROLLED_BACK:
-            assert p.write is not None
-            back = p.write.annotations.get(ann.SHA)
+            back = p.write.annotations.get(ann.SHA) if p.write else p.running_sha
             return SiteResult(
                 replace(p, changed_at=stamp, running_sha=back, rollout=Rollout.FAILED),
                 applied=True,
@@ -333,6 +298,7 @@ class Engine:
         was = (p.running_sha or "")[:7] or p.current_image
         p = replace(
             p,
+            lead=leadtime.after_patch(p.lead, p.sha or "", self.clock()),
             changed_at=stamp,
             running_sha=p.sha,
             rollout=Rollout.PROGRESSING,
@@ -345,17 +311,18 @@ class Engine:
     def _replan(self, p: SitePlan) -> SitePlan:
         """After a 409: read the Deployment again and plan this one site against it."""
         site = p.site
-        try:
-            fresh = self.cluster.read(site.namespace, site.deployment)
-        except ReconcilerError as exc:
-            return _failed(p, f"re-reading after a conflict failed: {exc}", exc.kind)
         heads: dict[RepoRef, HeadResult] = {}
         if p.sha and p.branch:
             heads[site.ref] = BranchHead(site.repo, p.branch, p.sha)
-        view = None
-        if site.git is not None and self.git is not None and fresh is not None:
-            view = self.git.view(p, fresh)  # a hold is decided on the file as it is now
-        fresh_plan = self._plan_one(site, heads, fresh, view)
+        if site.delivery != KUBERNETES:
+            seen = self.deliveries.observe([site])
+            fresh_plan = self.deliveries.verdict(site, heads.get(site.ref), seen, self.clock())
+        else:
+            try:
+                fresh = self.cluster.read(site.namespace, site.deployment)
+            except ReconcilerError as exc:
+                return _failed(p, f"re-reading after a conflict failed: {exc}", exc.kind)
+            fresh_plan = self._plan_one(site, heads, fresh)
         if fresh_plan.action is Action.UPDATE and p.action is Action.UPDATE and p.target_image:
             # same commit, same verified image: keep the digest the gate pinned (and, during a
             # fallback, the branch head and why an older commit goes out)
@@ -367,23 +334,35 @@ class Engine:
                 reason=p.reason,
                 note=p.note,
                 gated=p.gated,
+                approved_by=p.approved_by,
             )
-        return fresh_plan
+        return replace(fresh_plan, lead=p.lead)
 
     def _plan_one(
         self,
         site: Site,
         heads: Mapping[RepoRef, HeadResult],
         fresh: ObservedDeployment | None,
-        repo: gitops.RepoView | None = None,
     ) -> SitePlan:
         now = self.clock()
         view = {fresh.name: fresh} if fresh else {}
-        troubles = _troubles(self.cluster, site, fresh, now) if fresh else ()
+        troubles = self._troubles(site, fresh, now) if fresh else ()
         p = planner.plan_site(site, heads, {site.namespace: view}, now=now, troubles=troubles)
-        if site.git is not None:  # following reads no repository: no hold is decided there
-            p = gitops.adjust(p, fresh, repo or gitops.RepoView(), troubles=troubles, now=now)
-        return p
+        notes = fresh.annotations if fresh else None
+        lead = leadtime.lead_of(p, notes, heads.get(site.ref), pushed=None, now=now)
+        return replace(p, lead=lead)
+
+    def _troubles(self, site: Site, d: ObservedDeployment, now: float) -> tuple[str, ...]:
+        """Stuck pods of a rollout of ours that has run longer than the site's rollout_timeout."""
+        container = planner.container_of(site, d)
+        if container is None or not rollout.wants_pods(site, d, container, now):
+            return ()
+        image = next(c.image for c in d.containers if c.name == container)
+        try:
+            return self.cluster.pod_troubles(d.namespace, d.selector, container, image)
+        except ReconcilerError as exc:  # the progress deadline still catches it
+            log.warning("cannot read the pods of %s/%s: %s", d.namespace, d.name, exc)
+            return ()
 
     # -- following rollouts -------------------------------------------------------------------
 
@@ -394,7 +373,7 @@ class Engine:
 
     def follow_all(self, sites: Sequence[Site], *, act: bool = True) -> list[SiteResult]:
         """follow() for many sites: one LIST per namespace holding several, else one GET."""
-        counts = Counter(s.namespace for s in sites)
+        counts = Counter(s.namespace for s in sites if s.delivery == KUBERNETES)
         shared = {ns for ns, n in counts.items() if n > 1}
         views: Mapping[str, NamespaceView] = {}
         if shared:
@@ -402,27 +381,42 @@ class Engine:
                 views = self.cluster.observe(shared)
             except ReconcilerError as exc:
                 views = {ns: NamespaceError(str(exc), exc.kind) for ns in shared}
-        results = [self._follow_one(site, views, act=act) for site in sites]
+        seen = self.deliveries.observe(sites)
+        results = [self._follow_one(site, views, seen, act=act) for site in sites]
         if act:
             self.cluster.settle()  # the Events of any rollback are written before it reports
         return results
 
     def _follow_one(
-        self, site: Site, views: Mapping[str, NamespaceView], *, act: bool
+        self,
+        site: Site,
+        views: Mapping[str, NamespaceView],
+        seen: Mapping[str, object],
+        *,
+        act: bool,
     ) -> SiteResult:
-        view = views.get(site.namespace)
-        try:
-            if isinstance(view, NamespaceError):
-                raise ReconcilerError(view.reason, kind=view.kind)
-            if view is not None:
-                fresh = view.get(site.deployment)
-            else:
-                fresh = self.cluster.read(site.namespace, site.deployment)
-        except ReconcilerError as exc:
-            return SiteResult(SitePlan(site, Action.ERROR, reason=str(exc), error_kind=exc.kind))
-        p = self._plan_one(site, {}, fresh)
-        if act and fresh is not None and (stamp := promotion.available_patch(fresh, self.clock())):
-            self.cluster.patch(stamp, dry_run=False)  # when its rollout became available
+        """The site's verdict without GitHub (its Deployment, or its delivery's records); a
+        failed rollout is rolled back (through its delivery) when `act`."""
+        if site.delivery != KUBERNETES:
+            p = self.deliveries.verdict(site, None, seen, self.clock())
+        else:
+            view = views.get(site.namespace)
+            try:
+                if isinstance(view, NamespaceError):
+                    raise ReconcilerError(view.reason, kind=view.kind)
+                if view is not None:
+                    fresh = view.get(site.deployment)
+                else:
+                    fresh = self.cluster.read(site.namespace, site.deployment)
+            except ReconcilerError as exc:
+                error = SitePlan(site, Action.ERROR, reason=str(exc), error_kind=exc.kind)
+                return SiteResult(error)
+            p = self._plan_one(site, {}, fresh)
+            now = self.clock()
+            if act and fresh is not None and (stamp := promotion.available_patch(fresh, now)):
+                done = self.cluster.patch(stamp, dry_run=False)  # when its rollout became available
+                if done.ok:
+                    p = replace(p, lead=leadtime.available(p.lead, now))
         if p.action is Action.ROLLED_BACK and act:
             result = self._apply_one(p, dry_run=False, trigger="follower")
             if result.applied:
@@ -477,6 +471,56 @@ def _stamp(engine: Engine, config: Config, names: Collection[str] | None) -> Non
 
 def _root(config: Config, site: Site) -> Site:
     return gates.chain_root(config.sites, site)
+
+
+def _fall_back(
+    verifier: ImageVerifier,
+    result: Plan,
+    heads: Mapping[RepoRef, HeadResult],
+    replan: Callable[[Site, BranchHead], SitePlan],
+) -> Plan:
+    """Sites whose head is not ready deploy the newest older commit that is, forward only
+    (reconciler.core.plan.fallback); one verification round for all their candidates."""
+    options: dict[str, tuple[BranchHead, tuple[fallback.Candidate, ...]]] = {}
+    for p in result.sites:
+        head = heads.get(p.site.ref)
+        if p.site.promote_from:
+            continue  # a follower deploys what its source runs, or nothing
+        if isinstance(head, BranchHead) and fallback.not_ready(p):
+            found = fallback.candidates(p, head)
+            if found:
+                options[p.site.name] = (head, found)
+    if not options:
+        return result
+    by_name = {p.site.name: p for p in result.sites}
+    wanted = {
+        c: VerifyRequest(c.image, head.repo, c.sha, site.verify, site.required_checks)
+        for name, (head, found) in options.items()
+        if (site := by_name[name].site).verify != "none"
+        for c in found
+    }
+    statuses: Mapping[VerifyRequest, ImageStatus] = {}
+    if wanted:
+        try:
+            statuses = verifier.verify(set(wanted.values()))
+        except ReconcilerError:  # the heads stay as they are; the next sync tries again
+            return result
+    out = []
+    for p in result.sites:
+        head, found = options.get(p.site.name, (None, ()))
+        ready = (c for c in found if c not in wanted or _passed(statuses.get(wanted[c])))
+        chosen = next(ready, None)
+        if head is None or chosen is None:
+            out.append(p)
+            continue
+        alternative = replan(p.site, replace(head, sha=chosen.sha))
+        if alternative.action is not Action.UPDATE:
+            out.append(p)
+            continue
+        (pinned,) = planner.gate(Plan((alternative,)), statuses).sites
+        why = fallback.reason(p, head, chosen)
+        out.append(replace(pinned, reason=why, fallback=why, head_sha=head.sha))
+    return Plan(tuple(out))
 
 
 def _plan_sites(
@@ -538,6 +582,49 @@ def _env_gates(
     return Plan(tuple(out))
 
 
+def _with_lead(
+    result: Plan,
+    heads: Mapping[RepoRef, HeadResult],
+    observed: Mapping[str, NamespaceView],
+    now: float,
+    pushed: Callable[[str, str], float | None],
+) -> Plan:
+    """Every verdict with its lead time, stage by stage (core.leadtime)."""
+    out = []
+    for p in result.sites:
+        if p.site.delivery != KUBERNETES:  # recorded on the workload: Deployments only, for now
+            out.append(p)
+            continue
+        d = _deployment(observed, p.site)
+        head = heads.get(p.site.ref)
+        when = pushed(head.repo, head.sha) if isinstance(head, BranchHead) else None
+        notes = d.annotations if d is not None else None
+        out.append(replace(p, lead=leadtime.lead_of(p, notes, head, pushed=when, now=now)))
+    return Plan(tuple(out))
+
+
+def _record_stages(engine: Engine, the_plan: Plan) -> None:
+    """Record the stages of branch heads a sync does not deploy (core.leadtime); a conflict or
+    a failure is left to the next sync (it finds the same thing to record)."""
+    writes = [
+        w
+        for p in the_plan.sites
+        if p.lead is not None and (w := p.lead.write) is not None and not _writes(p)
+    ]
+    if not writes or engine.fence() is not None:
+        return
+
+    def send(w: DeploymentPatch) -> None:
+        try:
+            result = engine.cluster.patch(w, dry_run=False)
+        except ReconcilerError as exc:
+            result = ApplyResult(False, str(exc))
+        if not result.ok and not result.conflict:
+            log.warning("recording the stages of %s: %s", w.deployment, result.reason)
+
+    bounded_map(send, writes, limit=engine.apply_concurrency, name="apply")
+
+
 def _following(r: SiteResult) -> bool:
     """Whether wait() goes on following a site: not once it rolled back; yes while its rollout
     is progressing, or while no controller has reported on its Deployment yet (just created)."""
@@ -556,7 +643,7 @@ def _deployment(observed: Mapping[str, NamespaceView], site: Site) -> ObservedDe
 
 
 def _writes(p: SitePlan) -> bool:
-    return p.action is Action.UPDATE or p.write is not None
+    return p.action is Action.UPDATE or p.write is not None or p.back_to is not None
 
 
 def _passed(status: ImageStatus | None) -> bool:
@@ -567,19 +654,9 @@ def _open() -> str | None:
     return None
 
 
+def _unknown(repo: str, sha: str) -> float | None:
+    return None
+
+
 def _failed(p: SitePlan, reason: str, kind: ErrorKind) -> SitePlan:
     return replace(p, action=Action.ERROR, reason=reason, error_kind=kind)
-
-
-def _troubles(cluster: Cluster, site: Site, d: ObservedDeployment, now: float) -> tuple[str, ...]:
-    """Stuck pods of a rollout of ours that has run longer than the site's rollout_timeout."""
-    container = planner.container_of(site, d)
-    wants = gitops.wants_pods if site.git is not None else rollout.wants_pods
-    if container is None or not wants(site, d, container, now):
-        return ()
-    image = next(c.image for c in d.containers if c.name == container)
-    try:
-        return cluster.pod_troubles(d.namespace, d.selector, container, image)
-    except ReconcilerError as exc:  # the progress deadline still catches it
-        log.warning("cannot read the pods of %s/%s: %s", d.namespace, d.name, exc)
-        return ()

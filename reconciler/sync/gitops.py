@@ -1,36 +1,40 @@
-"""The `git` delivery: a site whose [sites.NAME.git] names a configuration repository is deployed
-by committing its image there (reconciler.core.gitops says when; the ConfigRepo port does it),
-and the workload it names is only annotated, never given an image: the GitOps tool applies the
-commit, and the engine follows the rollout it starts like any other.
+"""The `git` delivery (Site.delivery "git", issue #21): a site whose [sites.NAME.git] names a
+configuration repository is deployed by committing its image there, through the ConfigRepo port
+(adapters/gitrepo.py); the Deployment it names is only annotated, never given an image: the
+GitOps tool (Argo CD, Flux) applies the commit, and the engine follows the rollout it starts.
+The rules are core.gitops's, over the planner's verdict for the Deployment.
 
-Per deploy: one read of the file (the plan's), the write (commit mode: a read and a PUT; a
-conflict is re-read and retried by the adapter), one compare for the commit subjects, one
-annotation patch on the workload. Two replicas never make two commits: only the Lease holder
-writes (the engine's fence), and a file that already holds the image is not committed again.
+Per deploy: one read of the file (observe; conditional, so a follow that finds it unchanged
+costs no rate limit), the write (commit mode: a read and a PUT; a conflict is re-read and
+retried by the adapter), one compare for the commit subjects, one annotation patch. Two replicas
+never make two commits: only the Lease holder writes (the engine's fence), and a file that
+already holds the image is not committed again.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from reconciler.core import annotations as ann
 from reconciler.core import gitops
-from reconciler.core.errors import ErrorKind, ReconcilerError
+from reconciler.core.errors import CommandError, ErrorKind, ReconcilerError
 from reconciler.core.model import (
     Action,
     ApplyResult,
     DeploymentPatch,
+    HeadResult,
     KubeEvent,
-    NamespaceView,
     ObservedDeployment,
-    Plan,
+    Site,
     SitePlan,
-    Skip,
 )
 from reconciler.core.notify.render import Comparison
-from reconciler.core.ports import Cluster, CommitLog, ConfigRepo
+from reconciler.core.plan import planner
+from reconciler.core.ports import Cluster, CommitLog, ConfigRepo, RevisionSource
+from reconciler.core.rollout import state as rollout
+from reconciler.core.rollout.history import Deploy, deploys
 from reconciler.core.writeback import ImageRef, WriteOutcome, WriteRequest, WriteResult
 from reconciler.sync.fanout import bounded_map
 
@@ -38,8 +42,18 @@ log = logging.getLogger(__name__)
 _PULLS = (WriteOutcome.PR_OPENED, WriteOutcome.PR_UPDATED, WriteOutcome.PR_CURRENT)
 
 
+@dataclass(frozen=True, slots=True)
+class GitSeen:
+    """What observe() read for one git site: its Deployment (None: not found), its file, and
+    the stuck pods of a rollout of the image it committed."""
+
+    deployment: ObservedDeployment | None
+    repo: gitops.RepoView
+    troubles: tuple[str, ...] = ()
+
+
 class GitDelivery:
-    """Reads the configuration repositories for a plan; writes one site's deploy or rollback."""
+    """The SiteDelivery of sites with a [sites.NAME.git] table."""
 
     def __init__(
         self,
@@ -58,24 +72,26 @@ class GitDelivery:
         self.concurrency = concurrency
         self.web_url = web_url.rstrip("/")
 
-    # ---- planning ----------------------------------------------------------------------------
+    # ---- reading -----------------------------------------------------------------------------
 
-    def observe(
-        self, plans: Sequence[SitePlan], workloads: Mapping[str, ObservedDeployment]
-    ) -> dict[str, gitops.RepoView]:
-        """Each git site's file (and who last changed it when its value is not ours), by site."""
-        wanted = [p for p in plans if p.site.git is not None and p.site.name in workloads]
-        views = bounded_map(
-            lambda p: self.view(p, workloads[p.site.name]),
-            wanted,
-            limit=self.concurrency,
-            name="gitread",
-        )
-        return {p.site.name: v for p, v in zip(wanted, views, strict=True)}
+    def observe(self, sites: Sequence[Site]) -> Mapping[str, object]:
+        """Each site's GitSeen (one GET of its Deployment, one conditional read of its file, who
+        last changed the file when its value is not the reconciler's), or its ReconcilerError."""
+        seen = bounded_map(self._seen, sites, limit=self.concurrency, name="gitread")
+        return {s.name: v for s, v in zip(sites, seen, strict=True)}
 
-    def view(self, p: SitePlan, d: ObservedDeployment) -> gitops.RepoView:
+    def _seen(self, site: Site) -> GitSeen | ReconcilerError:
+        try:
+            d = self.cluster.read(site.namespace, site.deployment)
+        except ReconcilerError as exc:
+            return exc
+        if d is None:
+            return GitSeen(None, gitops.RepoView())
+        return GitSeen(d, self.view(site, d), self._troubles(site, d))
+
+    def view(self, site: Site, d: ObservedDeployment) -> gitops.RepoView:
         """The site's file, and who last changed it when its value is not the reconciler's."""
-        spec = p.site.git
+        spec = site.git
         assert spec is not None
         try:
             text = self.repos.read(spec.repo, spec.branch, spec.file).text
@@ -86,9 +102,28 @@ class GitDelivery:
         except ReconcilerError as exc:
             return gitops.RepoView(error=str(exc), kind=exc.kind)
 
+    def _troubles(self, site: Site, d: ObservedDeployment) -> tuple[str, ...]:
+        container = planner.container_of(site, d)
+        if container is None or not gitops.wants_pods(site, d, container, self.clock()):
+            return ()
+        image = next(c.image for c in d.containers if c.name == container)
+        try:
+            return self.cluster.pod_troubles(d.namespace, d.selector, container, image)
+        except ReconcilerError as exc:  # the progress deadline still catches it
+            log.warning("cannot read the pods of %s/%s: %s", d.namespace, d.name, exc)
+            return ()
+
+    def verdict(self, site: Site, head: HeadResult | None, seen: object, now: float) -> SitePlan:
+        """The planner's verdict for the Deployment, adjusted with the configuration repository."""
+        assert isinstance(seen, GitSeen)
+        view = {site.deployment: seen.deployment} if seen.deployment is not None else {}
+        heads = {site.ref: head} if head is not None else {}
+        p = planner.plan_site(site, heads, {site.namespace: view}, now=now, troubles=seen.troubles)
+        return gitops.adjust(p, seen.deployment, seen.repo, troubles=seen.troubles, now=now)
+
     # ---- writing -----------------------------------------------------------------------------
 
-    def send(self, p: SitePlan, *, dry_run: bool, trigger: str) -> ApplyResult:
+    def apply(self, p: SitePlan, *, dry_run: bool, trigger: str) -> ApplyResult:
         """Deploy (UPDATE), roll back (ROLLED_BACK) or record a hold (HELD) of one git site."""
         try:
             if p.action is Action.UPDATE:
@@ -183,6 +218,92 @@ class GitDelivery:
         record = replace(p.write, annotations=notes, resource_version="")
         return self.cluster.patch(record, dry_run=dry_run)
 
+    # ---- commands ----------------------------------------------------------------------------
+
+    def _workload(self, site: Site) -> ObservedDeployment:
+        d = self.cluster.read(site.namespace, site.deployment)
+        if d is None:
+            raise CommandError(f"deployment {site.namespace}/{site.deployment} not found")
+        return d
+
+    def _note(self, site: Site, write: DeploymentPatch) -> None:
+        result = self.cluster.patch(write, dry_run=False)
+        if not result.ok:
+            raise CommandError(f"{site.name}: {result.reason}")
+        self.cluster.settle()
+
+    def hold(self, site: Site, *, by: str, reason: str, now: float) -> str:
+        self._note(site, rollout.hold_patch(self._workload(site), by, reason, now))
+        return f"{site.name} held by {by}: {reason or 'held'}"
+
+    def resume(self, site: Site, *, by: str, now: float) -> str:
+        self._note(site, rollout.resume_patch(self._workload(site), by, now))
+        return f"{site.name} resumed by {by}; the next sync deploys its branch head"
+
+    def rollback(
+        self, site: Site, *, by: str, to: str | None, image: str | None, now: float
+    ) -> tuple[str, str | None]:
+        """Commit the image before the current one (or commit `to`'s image) to the configuration
+        repository, whatever the mode, and hold the site there."""
+        spec = site.git
+        assert spec is not None
+        d = self._workload(site)
+        notes = d.annotations
+        sha = to if to is not None else notes.get(ann.PREVIOUS_SHA)
+        image = image if to is not None else notes.get(ann.PREVIOUS_IMAGE)
+        if not image:
+            raise CommandError(f"{site.name}: no earlier image recorded to go back to")
+        p = SitePlan(site, Action.ROLLED_BACK, branch=site.branch, sha=sha, target_image=image)
+        req = replace(
+            self._request(p, image, notes.get(ann.SHA), sha or image),
+            verb="Roll back",
+            why=f"`reconciler rollback` by {by}",
+            comparison=None,
+            compare_url=None,
+            mode="commit",
+        )
+        try:
+            done = self.repos.write(req)
+        except ReconcilerError as exc:
+            raise CommandError(f"{site.name}: {exc}") from exc
+        _log(p, done)
+        target = (sha or "")[:7] or image
+        record: dict[str, str | None] = {
+            ann.SHA: sha,
+            ann.UPDATED_AT: rollout.stamp(now),
+            ann.PREVIOUS_IMAGE: notes.get(ann.GIT_IMAGE),
+            ann.PREVIOUS_SHA: notes.get(ann.SHA),
+            ann.GIT_IMAGE: image,
+            ann.GIT_COMMIT: done.commit or notes.get(ann.GIT_COMMIT),
+            ann.GIT_PROPOSED: None,
+            ann.HOLD: f"rolled back to {target}",
+            ann.HOLD_BY: by,
+            ann.HOLD_AT: rollout.stamp(now),
+            ann.HELD_HEAD: None,
+            ann.TRIGGER: f"{by} (rollback command)"[:100],
+        }
+        where = f"{gitops.where(spec)} commit {(done.commit or '')[:7] or '(unchanged)'}"
+        event = KubeEvent("Normal", "RolledBack", f"by {by}: {image} ({where})"[:1024])
+        self._note(site, DeploymentPatch(d.namespace, d.name, record, events=(event,)))
+        return f"{site.name} rolled back to {target} by {by} ({where}) and held", image
+
+    def history(self, site: Site) -> list[Deploy]:
+        """The Deployment's revisions (the GitOps tool's applies of the reconciler's commits carry
+        its annotations, copied onto each ReplicaSet), newest first."""
+        d = self.cluster.read(site.namespace, site.deployment)
+        if d is None:
+            raise ReconcilerError(
+                f"deployment {site.namespace}/{site.deployment} not found",
+                kind=ErrorKind.DEPLOYMENT_NOT_FOUND,
+            )
+        container = planner.container_of(site, d)
+        if container is None or not isinstance(self.cluster, RevisionSource):
+            raise ReconcilerError(
+                f"cannot tell which container of {site.name} is managed",
+                kind=ErrorKind.CONTAINER_NOT_FOUND,
+            )
+        return deploys(d, container, self.cluster.replica_sets(d))
+
     def _patch(
         self,
         d: ObservedDeployment,
@@ -197,11 +318,6 @@ class GitDelivery:
         # reconciler.dev/ annotations change, computed from a read made just before it
         write = DeploymentPatch(d.namespace, d.name, notes, events=events)
         return self.cluster.patch(write, dry_run=dry_run)
-
-
-def awaiting(p: SitePlan, why: str) -> SitePlan:
-    """A write made (a pull request opened or updated) that the deploy still waits on."""
-    return replace(p, action=Action.SKIP, skip=Skip.AWAITING_APPLY, reason=why)
 
 
 def _log(p: SitePlan, done: WriteResult) -> None:
@@ -223,38 +339,4 @@ def _log(p: SitePlan, done: WriteResult) -> None:
             "pull": done.pull_url,
             "requests": done.requests,
         },
-    )
-
-
-def adjust_plan(
-    git: GitDelivery | None,
-    result: Plan,
-    observed: Mapping[str, NamespaceView],
-    troubles: Mapping[str, tuple[str, ...]],
-    now: float,
-) -> Plan:
-    """Git-delivered sites: their verdicts adjusted with their configuration repository."""
-    workloads: dict[str, ObservedDeployment] = {}
-    for p in result.sites:
-        view = observed.get(p.site.namespace)
-        d = view.get(p.site.deployment) if isinstance(view, Mapping) else None
-        if p.site.git is not None and d is not None:
-            workloads[p.site.name] = d
-    if not workloads:
-        return result
-    if git is None:
-        views = {n: gitops.RepoView(error="no GitHub client for [git]") for n in workloads}
-    else:
-        views = git.observe(result.sites, workloads)
-    return Plan(
-        tuple(
-            gitops.adjust(
-                p,
-                workloads.get(p.site.name),
-                views.get(p.site.name, gitops.RepoView()),
-                troubles=troubles.get(p.site.name, ()),
-                now=now,
-            )
-            for p in result.sites
-        )
     )

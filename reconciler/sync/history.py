@@ -7,11 +7,16 @@ from reconciler.core.model import Site
 from reconciler.core.plan import planner
 from reconciler.core.ports import Cluster, RevisionSource
 from reconciler.core.rollout.history import Deploy, deploys
+from reconciler.sync.delivery import Deliveries
 
 
-def of_site(cluster: Cluster, site: Site) -> list[Deploy]:
+def of_site(cluster: Cluster, site: Site, deliveries: Deliveries | None = None) -> list[Deploy]:
     """The site's deploys, newest first (the CLI's `history` and the status page alike);
-    raises ReconcilerError when its Deployment or managed container cannot be found."""
+    raises ReconcilerError when its Deployment or managed container cannot be found. A site
+    of another delivery answers from that delivery's records (a Helm release's history)."""
+    delivery = (deliveries or Deliveries()).of(site)
+    if delivery is not None:
+        return delivery.history(site)
     deployment = cluster.read(site.namespace, site.deployment)
     if deployment is None:
         raise ReconcilerError(

@@ -25,6 +25,7 @@ from reconciler.core.notify.decide import (
 from reconciler.core.notify.render import Notification
 from reconciler.core.plan.running import commit_of_image
 from reconciler.core.ports import NoteStore
+from reconciler.core.windows import WINDOW_OVERRIDE_BY
 from reconciler.sync.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -212,4 +213,8 @@ def _detail(result: SiteResult, d: Decision) -> str:
     p = result.plan
     if d.event is EventKind.HELD:
         return getattr(p, "held_by", None) or ""
+    if d.event is EventKind.APPROVED:
+        return p.approved_by or ""
+    if d.event is EventKind.WINDOW_OVERRIDE and p.note is not None:
+        return p.note.annotations.get(WINDOW_OVERRIDE_BY) or ""
     return p.error_kind or ""

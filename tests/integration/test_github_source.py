@@ -73,8 +73,12 @@ def test_heads_come_with_their_recent_history_and_checks(github: GitHubStandIn) 
         CommitState("c" * 40, "SUCCESS"),
         CommitState("b" * 40, None),
     )
+    # each commit's committedDate comes along (the lead time's "pushed" without a webhook)
+    assert head.committed_at and head.committed_at.endswith("Z")
+    assert all(c.committed_at and c.committed_at.endswith("Z") for c in head.history)
     plain = source(github, lookback=0).resolve([ref])[ref]
     assert plain == BranchHead("acme/blog", "main", "d" * 40)
+    assert plain.committed_at == head.committed_at
 
 
 def test_same_repo_two_branches_and_default(github: GitHubStandIn) -> None:

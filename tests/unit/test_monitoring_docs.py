@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import yaml  # type: ignore[import-untyped]
 
 from reconciler.core.config import sites as config
-from reconciler.core.model import Action, SitePlan, SiteResult, SyncReport
+from reconciler.core.model import Action, Lead, Rollout, SitePlan, SiteResult, Stages, SyncReport
 from reconciler.serve.metrics import Metrics
 from reconciler.serve.site_metrics import SiteMetrics
 
@@ -24,8 +25,12 @@ def exported() -> set[str]:
     plan = SitePlan(site, Action.UPDATE, sha="b" * 40, running_sha="a" * 40, branch="main")
     report = SyncReport("r", "cli", False, False, 0.0, 1.0, (SiteResult(plan, applied=True),))
     metrics.record(report, {})
+    lead = Lead(Stages("b" * 40, pushed=0.0, image=250.0, patched=281.0, available=303.0))
+    done = replace(plan, action=Action.IN_SYNC, rollout=Rollout.AVAILABLE, lead=lead)
+    metrics.followed(SiteResult(done), Rollout.PROGRESSING)
     metrics.notification("slack", "deployed", False)
     sites.record(report)
+    sites.followed(SiteResult(done), Rollout.PROGRESSING)
     sites.commits_behind("blog", 3)
     text = metrics.render().decode()
     names = set(NAME.findall(text))

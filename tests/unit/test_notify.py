@@ -9,7 +9,16 @@ import pytest
 from reconciler.adapters.delivery import WebhookSender
 from reconciler.core.config import sites as config
 from reconciler.core.errors import ConfigError, ErrorKind
-from reconciler.core.model import Action, Rollout, SitePlan, SiteResult, SiteState, Skip, SyncReport
+from reconciler.core.model import (
+    Action,
+    DeploymentPatch,
+    Rollout,
+    SitePlan,
+    SiteResult,
+    SiteState,
+    Skip,
+    SyncReport,
+)
 from reconciler.core.notify.config import ChannelKind, EventKind, SecretRef
 from reconciler.core.notify.decide import Memory, Policy, Snapshot, decide, snapshot
 from reconciler.core.notify.render import (
@@ -21,6 +30,7 @@ from reconciler.core.notify.render import (
     sign,
     slack,
 )
+from reconciler.core.windows import WINDOW_OVERRIDE_BY
 from reconciler.sync.notifier import Notifier
 from reconciler.sync.outbox import Outbox
 
@@ -84,7 +94,8 @@ def test_notify_errors_name_file_line_site_and_refuse_secrets_in_the_file() -> N
     found = problems(text)
     assert found == [
         'sites.toml:16: site "shop": unknown event(s) exploded; known: deploying, deployed, '
-        "rolled-back, held, blocked, failing, recovered, flapping, rate-limited",
+        "rolled-back, held, blocked, failing, recovered, flapping, rate-limited, waiting, "
+        "approved, window-override",
         'sites.toml:17: site "shop": "webhook" would put a secret in sites.toml: use '
         "webhook_env or webhook_file",
         'sites.toml:27: site "x": "url_env" must name an environment variable',
@@ -434,6 +445,21 @@ def test_the_text_of_every_event_kind_says_what_happened() -> None:
         sync(replace(base, sha=b, running_sha=b, reason="runs main@bbbbbbb"))
     limited = replace(gone, error_kind=ErrorKind.RATE_LIMITED, reason="GitHub rate limit exhausted")
     sync(limited, step=7200)
+    asked = "waiting for approval of ddddddd (`reconciler approve blog`)"
+    waits = replace(waiting, skip=Skip.APPROVAL, reason=asked)
+    sync(waits)
+    sync(waits, step=601)  # once per commit: a person is asked, never "blocked"
+    approved = "deployed main@ddddddd (was bbbbbbb); ddddddd approved by ada (cli)"
+    go = replace(waits, action=Action.UPDATE, skip=None, approved_by="ada (cli)", reason=approved)
+    sync(go, True)
+    override = (
+        "deployed main@ccccccc (was ddddddd); deployed ccccccc through window freeze: "
+        "override by ada (cli): CVE"
+    )
+    note = DeploymentPatch("default", "blog", {WINDOW_OVERRIDE_BY: "ada (cli)"})
+    sync(
+        replace(base, action=Action.UPDATE, sha=c, running_sha=d, note=note, reason=override), True
+    )
     outbox.close(0)
 
     texts = [(n.event.value, slack(n)["text"]) for n in sent]
@@ -460,6 +486,12 @@ def test_the_text_of_every_event_kind_says_what_happened() -> None:
         (
             "rate-limited",
             "🚦 GitHub rate limit exhausted: GitHub rate limit exhausted (1 site(s) not checked)",
+        ),
+        ("waiting", f"⏸️ blog is waiting for approval of ddddddd: {asked}"),
+        ("approved", f"👍 blog: ddddddd approved by ada (cli), deploying: {approved}"),
+        (
+            "window-override",
+            f"⚠️ blog: ccccccc deployed through a closed window by ada (cli): {override}",
         ),
     ]
     assert {n.event for n in sent} == set(EventKind)

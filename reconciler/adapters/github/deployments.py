@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from reconciler.adapters.github.client import GitHubClient, Halt, Response
 from reconciler.core.errors import DeliveryError, ErrorKind, GitHubError
-from reconciler.core.notify.config import Channel, EventKind
+from reconciler.core.notify.config import STARTS, Channel, EventKind
 from reconciler.core.notify.render import MAX_COMMITS, Commit, Comparison, Notification
 
 FIND_PAGE = 10  # deployments of one (sha, environment) looked at for the reconciler's own
@@ -68,7 +68,7 @@ class GitHubDeployments:
             return
         environment = channel.environment or n.site
         try:
-            if n.event is EventKind.DEPLOYING:
+            if n.event in STARTS:
                 deployment = self._create(n.repo, n.new_sha, environment, n)
                 self._status(n.repo, deployment, "in_progress", n, "rolling out")
             elif n.event is EventKind.DEPLOYED:

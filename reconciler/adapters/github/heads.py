@@ -133,7 +133,9 @@ class HeadReader:
                         missing.append(ref)
                     continue
                 head = target["target"]
-                out[ref] = BranchHead(ref.repo, target["name"], head["oid"], _history(head))
+                out[ref] = BranchHead(
+                    ref.repo, target["name"], head["oid"], _history(head), _date(head)
+                )
         for ref in missing:
             out[ref] = self._missing_branch(ref)
         return out
@@ -193,11 +195,12 @@ def _heads_query(
     params: list[str] = []
     fields: list[str] = []
     variables: dict[str, str] = {}
+    # committedDate is a scalar: it adds nothing to the query's cost (points count connections)
     history = (
-        f" ... on Commit {{ history(first: {lookback}) {{ nodes {{ oid statusCheckRollup"
-        " { state } } } }"
+        f" ... on Commit {{ committedDate history(first: {lookback}) {{ nodes {{ oid"
+        " committedDate statusCheckRollup { state } } } }"
         if lookback > 0
-        else ""
+        else " ... on Commit { committedDate }"
     )
     aliases: dict[str, list[tuple[RepoRef, str]]] = {}
     for i, group in enumerate(batch):
@@ -232,10 +235,16 @@ def _history(target: Any) -> tuple[CommitState, ...]:
     """The commits of a ``history`` connection, newest first, with their rollup state."""
     nodes = ((target.get("history") or {}).get("nodes")) or []
     return tuple(
-        CommitState(n["oid"], (n.get("statusCheckRollup") or {}).get("state"))
+        CommitState(n["oid"], (n.get("statusCheckRollup") or {}).get("state"), _date(n))
         for n in nodes
         if isinstance(n, dict) and isinstance(n.get("oid"), str)
     )
+
+
+def _date(commit: Any) -> str | None:
+    """A commit's committedDate (RFC 3339), when GitHub answered one."""
+    value = commit.get("committedDate") if isinstance(commit, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def _quote(branch: str) -> str:

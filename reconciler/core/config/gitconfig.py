@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from reconciler.core.config import keys as configkeys
-from reconciler.core.model import GitSpec
+from reconciler.core.model import DEPLOYMENT, GitSpec, Target
 
 Problem = Callable[[tuple[str, ...], str, str | None], None]
 
@@ -44,6 +44,25 @@ def parse_git(
         base = {}  # check_defaults reports it, once
     reader = _Reader(table, base, here, site, problem)
     return reader.spec(container)
+
+
+def one_way(
+    raw: Mapping[str, Any],
+    targets: tuple[Target, ...],
+    where: tuple[str, ...],
+    site: str,
+    problem: Problem,
+) -> None:
+    """A git site is delivered only by git, to one Deployment."""
+    if "helm" in raw:
+        message = "a site is delivered one way: a [helm] release or a [git] repository, not both"
+        problem((*where, "git"), message, site)
+    if len(targets) > 1 or (targets and targets[0].kind != DEPLOYMENT):
+        message = (
+            "git delivery writes one Deployment's image: use deployment/container, "
+            "not [[sites.NAME.targets]]"
+        )
+        problem((*where, "git"), message, site)
 
 
 def check_defaults(defaults: Mapping[str, Any], problem: Problem) -> None:

@@ -142,6 +142,38 @@ SITE: Mapping[str, Key] = {
         enum=APPROVAL_MODES,
     ),
     "windows": _WINDOWS,
+    "helm": Key(
+        "table",
+        "Deliver by upgrading this Helm release ([sites.NAME.helm]) instead of patching the "
+        "Deployment: release, namespace, and the values keys of the image.",
+    ),
+}
+HELM: Mapping[str, Key] = {
+    "release": Key(
+        "string", "The Helm release's name; default: the site's name.", pattern=SUBDOMAIN_PATTERN
+    ),
+    "namespace": Key("string", "The release's namespace; default: the site's namespace."),
+    "values": Key(
+        "table",
+        "The values keys (dotted paths) that carry the image: tag, repository, digest; default "
+        '{ tag = "image.tag" }.',
+    ),
+}
+VALUES_KEY_PATTERN = r"^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$"
+HELM_VALUES: Mapping[str, Key] = {
+    "tag": Key(
+        "string", "The values key of the image tag, e.g. image.tag.", pattern=VALUES_KEY_PATTERN
+    ),
+    "repository": Key(
+        "string",
+        "The values key of the image repository (with tag), e.g. image.repository.",
+        pattern=VALUES_KEY_PATTERN,
+    ),
+    "digest": Key(
+        "string",
+        "The values key of the image digest (sha256:...), e.g. image.digest.",
+        pattern=VALUES_KEY_PATTERN,
+    ),
 }
 DEFAULTS: Mapping[str, Key] = {
     name: SITE[name]

@@ -22,6 +22,13 @@ def json_schema() -> Schema:
     """The whole schema, a JSON-ready dict (stable key order: its dump is committed)."""
     site = _table(configkeys.SITE, required=("repo",))
     site["properties"]["notify"] = _table_or_false(_notify(), configkeys.SITE["notify"])
+    helm = _table(configkeys.HELM)
+    helm["properties"]["values"] = {
+        "description": configkeys.HELM["values"].description,
+        **_table(configkeys.HELM_VALUES),
+        "anyOf": [{"required": ["tag"]}, {"required": ["digest"]}],
+    }
+    site["properties"]["helm"] = {"description": configkeys.SITE["helm"].description, **helm}
     site["properties"]["git"] = _git(configkeys.GIT, configkeys.SITE["git"], ("repo", "file"))
     defaults = _table(configkeys.DEFAULTS)
     defaults["properties"]["git"] = _git(configkeys.GIT_DEFAULTS, configkeys.DEFAULTS["git"], ())

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.core.config import keys as configkeys
-from reconciler.core.config.gitconfig import check_defaults, parse_git
+from reconciler.core.config.gitconfig import check_defaults, one_way, parse_git
 from reconciler.core.config.lines import Lines, deepest
 from reconciler.core.config.targets import claims, conflict_message, conflicts, parse_targets
 from reconciler.core.errors import ConfigError, ConfigProblem
-from reconciler.core.model import Site, Target
+from reconciler.core.model import GIT, HELM, KUBERNETES, HelmSpec, Site, Target
 from reconciler.core.notify.config import NotifyConfig, parse_notify
 from reconciler.core.plan.template import template_problems
 from reconciler.core.promotion import parse_soak, promotions
@@ -42,6 +42,7 @@ _REPO_RE = re.compile(configkeys.REPO_PATTERN)
 _LABEL_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
 _SUBDOMAIN_RE = re.compile(configkeys.SUBDOMAIN_PATTERN)
 _SITE_NAME_RE = re.compile(configkeys.SITE_NAME_PATTERN)
+_VALUES_KEY_RE = re.compile(configkeys.VALUES_KEY_PATTERN)
 _BRANCH_BAD = re.compile(r"(^/|/$|\.\.|[\x00-\x20~^:?*\[\\]|@\{|//|\.lock$|^-)")
 
 
@@ -297,14 +298,10 @@ class _Validator:
         if not isinstance(pin_digest, bool):
             self.problem((*pin_where, "pin_digest"), '"pin_digest" must be true or false', name)
         required = self._required_checks(raw, where, name, verify)
+        helm = self._helm(raw, where, name, namespace)
         git = parse_git(raw, defaults, where, name, container=container, problem=self.problem)
-        if git is not None and targets and (len(targets) > 1 or targets[0].kind != "Deployment"):
-            self.problem(
-                (*where, "git"),
-                "git delivery writes one Deployment's image: use deployment/container, "
-                "not [[sites.NAME.targets]]",
-                name,
-            )
+        if git is not None:
+            one_way(raw, targets or (), where, name, self.problem)
         gates = self._gates(raw, defaults, where, name)
         if len(self.problems) > before or repo is None or image is None or targets is None:
             return None
@@ -322,10 +319,53 @@ class _Validator:
             pin_digest=bool(pin_digest),
             required_checks=required,
             rollout_timeout=timeout,
+            delivery=HELM if helm is not None else GIT if git is not None else KUBERNETES,
+            helm=helm,
             git=git,
             **gates,
             targets=targets,
         )
+
+    def _helm(
+        self, raw: Mapping[str, Any], where: tuple[str, ...], name: str, namespace: str
+    ) -> HelmSpec | None:
+        """[sites.NAME.helm]: the release (default: the site's name, in the site's namespace)
+        and the values keys of the image (default: image.tag)."""
+        table = raw.get("helm")
+        if table is None:
+            return None
+        here = (*where, "helm")
+        if not isinstance(table, dict):
+            self.problem(here, '"helm" must be a table: [sites.NAME.helm]', name)
+            return None
+        if "targets" in raw:
+            self.problem(
+                here, "a Helm release's workloads come from its manifest: drop [[targets]]", name
+            )
+        self.unknown_keys(table, tuple(configkeys.HELM), here, name)
+        release = self.string(table, "release", here, name) or name
+        if not _SUBDOMAIN_RE.match(release) or len(release) > 53:
+            self.problem((*here, "release"), f"{release!r} is not a valid Helm release name", name)
+        ns = self.string(table, "namespace", here, name) or namespace
+        if not _LABEL_RE.match(ns):
+            self.problem(
+                (*here, "namespace"), f"namespace {ns!r} is not a valid Kubernetes name", name
+            )
+        values = table.get("values", {"tag": "image.tag"})
+        at = (*here, "values")
+        if not isinstance(values, dict):
+            self.problem(at, '"values" must be a table, e.g. values = { tag = "image.tag" }', name)
+            return None
+        self.unknown_keys(values, tuple(configkeys.HELM_VALUES), at, name)
+        keys = {k: self.string(values, k, at, name) for k in configkeys.HELM_VALUES}
+        for key, path in keys.items():
+            if path is not None and not _VALUES_KEY_RE.match(path):
+                self.problem((*at, key), f"{path!r} is not a dotted values key (image.tag)", name)
+        if keys["tag"] is None and keys["digest"] is None:
+            self.problem(
+                at, 'name the values key of the image: tag = "image.tag" (or digest)', name
+            )
+        return HelmSpec(release, ns, keys["tag"], keys["repository"], keys["digest"])
 
     def _gates(
         self,

@@ -39,6 +39,9 @@ class EventKind(StrEnum):
     RECOVERED = "recovered"
     FLAPPING = "flapping"
     RATE_LIMITED = "rate-limited"
+    WAITING = "waiting"  # approval = "manual": a commit waits for a person (once per commit)
+    APPROVED = "approved"  # an approved commit goes out
+    WINDOW_OVERRIDE = "window-override"  # a deploy went through a closed deploy window
 
 
 class ChannelKind(StrEnum):
@@ -62,8 +65,16 @@ class SecretRef:
 # What GitHub Deployments follow: a deployment per commit, its statuses as the rollout goes.
 # A held site (a person's undo or set image, `reconciler rollback`) shows what runs instead.
 DEPLOYMENT_EVENTS = frozenset(
-    {EventKind.DEPLOYING, EventKind.DEPLOYED, EventKind.ROLLED_BACK, EventKind.HELD}
+    {
+        EventKind.DEPLOYING,
+        EventKind.APPROVED,  # a deploy that starts with an approval or a window override
+        EventKind.WINDOW_OVERRIDE,
+        EventKind.DEPLOYED,
+        EventKind.ROLLED_BACK,
+        EventKind.HELD,
+    }
 )
+STARTS = frozenset({EventKind.DEPLOYING, EventKind.APPROVED, EventKind.WINDOW_OVERRIDE})
 DEFAULT_EVENTS = frozenset(EventKind) - {EventKind.DEPLOYING}
 
 

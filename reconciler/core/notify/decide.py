@@ -7,13 +7,16 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from reconciler.core.annotations import NOTIFIED as NOTIFIED_ANNOTATION
-from reconciler.core.model import Rollout, SiteResult, SiteState
+from reconciler.core.model import Rollout, SiteResult, SiteState, Skip
 from reconciler.core.notify.config import EventKind
 
 __all__ = ["NOTIFIED_ANNOTATION", "Decision", "Memory", "Policy", "Snapshot", "decide", "snapshot"]
 FLAP_WINDOW = 3600.0  # seconds: failures counted over this window
 FLAP_THRESHOLD = 3  # this many new failures within the window: one summary, then quiet
 RATE_LIMITED = "rate_limited"
+WAITING = "approval"  # the detail of a site behind because it waits for an approval
+APPROVED = "approved"  # ... of a deploy an approval let out
+OVERRIDE = "override"  # ... of a deploy through a closed window
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +35,8 @@ class Snapshot:
     def key(self) -> tuple[str, str]:
         """Two snapshots with the same key are the same state: no new message."""
         if self.status is SiteState.BEHIND:
-            return (self.status.value, self.head or "")
+            waits = f"{WAITING}@" if self.detail == WAITING else ""
+            return (self.status.value, f"{waits}{self.head or ''}")
         if self.status in (SiteState.IN_SYNC, SiteState.DEPLOYING):
             return (self.status.value, self.running or "")
         if self.status is SiteState.HELD and self.running:  # held on another commit: news too
@@ -118,7 +122,11 @@ def snapshot(result: SiteResult) -> Snapshot:
         # reports both in one result)
         done = p.rollout is Rollout.AVAILABLE
         status = SiteState.IN_SYNC if done else SiteState.DEPLOYING
-        return replace(base, status=status, running=p.sha, applied=True)
+        gated = OVERRIDE if p.note else APPROVED if p.approved_by else ""
+        detail = gated if status is SiteState.DEPLOYING else ""
+        return replace(base, status=status, running=p.sha, applied=True, detail=detail)
+    if p.skip is Skip.APPROVAL:
+        return replace(base, detail=WAITING)
     if state is SiteState.IN_SYNC:
         # a rollout the controller has not reported on (None) counts as done: nothing better
         # is known; a failed one becomes a rollback verdict on its own
@@ -195,7 +203,13 @@ def _event_for_change(prev: Memory | None, snap: Snapshot) -> EventKind | None:
     if snap.status in _NOTABLE:
         return _NOTABLE[snap.status]
     if snap.status is SiteState.DEPLOYING:
+        if snap.detail == OVERRIDE:
+            return EventKind.WINDOW_OVERRIDE
+        if snap.detail == APPROVED:
+            return EventKind.APPROVED
         return EventKind.DEPLOYING  # only GitHub Deployments (and who asks for it) take it
+    if snap.status is SiteState.BEHIND and snap.detail == WAITING:
+        return EventKind.WAITING
     if snap.status is SiteState.IN_SYNC:
         if prev is None:  # first sight (a new site, or nothing recorded)
             return EventKind.DEPLOYED if snap.applied else None
@@ -211,6 +225,7 @@ def _event_for_change(prev: Memory | None, snap: Snapshot) -> EventKind | None:
 def _same_state(prev: Memory, snap: Snapshot, now: float, policy: Policy) -> Decision:
     if (
         snap.status is SiteState.BEHIND
+        and snap.detail != WAITING  # a person is asked, not a build: never "blocked"
         and not prev.sent
         and now - prev.since >= policy.blocked_after
     ):

@@ -24,6 +24,9 @@ _TITLES = {
     EventKind.RECOVERED: "✅ {site} recovered",
     EventKind.FLAPPING: "🔁 {site} is flapping ({flaps} state changes within an hour)",
     EventKind.RATE_LIMITED: "🚦 GitHub rate limit exhausted",
+    EventKind.WAITING: "⏸️ {site} is waiting for approval of {new}",
+    EventKind.APPROVED: "👍 {site}: {new} approved by {who}, deploying",
+    EventKind.WINDOW_OVERRIDE: "⚠️ {site}: {new} deployed through a closed window by {who}",
 }
 
 

@@ -277,6 +277,7 @@ def update_annotations(change: ImageChange, now: float) -> dict[str, str | None]
         ann.PREVIOUS_IMAGE: change.previous_image or None,
         ann.PREVIOUS_SHA: change.previous_sha or None,
     }
+    notes.update(change.notes)
     for key in change.clear:
         notes[key] = None
     return notes

@@ -15,12 +15,13 @@ the delivery MALFORMED, with the field named.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from reconciler.core.model import Site
 from reconciler.core.triggers.hints import Hint, Outcome, follows
 
-__all__ = ["CHECK_EVENTS", "ZERO_SHA", "classify"]
+__all__ = ["CHECK_EVENTS", "ZERO_SHA", "classify", "push_time"]
 
 ZERO_SHA = "0" * 40
 CHECK_EVENTS = ("check_suite", "check_run", "workflow_run", "status")
@@ -54,6 +55,32 @@ def classify(
     except _Malformed as exc:
         return Hint(event, Outcome.MALFORMED, f"{event}: {exc}")
     return Hint(event, Outcome.IGNORED, f"{event or 'unnamed'} events are not used")
+
+
+def push_time(event: str, payload: object) -> tuple[str, str, float] | None:
+    """(repository, commit, push time) of a ``push`` delivery: the time is the payload's
+    ``repository.pushed_at`` (seconds since the epoch in push events; an RFC 3339 string is
+    read too); None when it is not a push to a commit or has no such time. Never raises."""
+    if event != "push" or not isinstance(payload, dict):
+        return None
+    repo, after = payload.get("repository"), payload.get("after")
+    if not isinstance(repo, dict) or not isinstance(after, str) or after == ZERO_SHA:
+        return None
+    name, at = repo.get("full_name"), repo.get("pushed_at")
+    if not isinstance(name, str):
+        return None
+    if isinstance(at, str):
+        at = _rfc3339(at)
+    if isinstance(at, bool) or not isinstance(at, int | float) or at <= 0:
+        return None
+    return name, after, float(at)
+
+
+def _rfc3339(text: str) -> float | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _push(payload: dict[str, Any], sites: tuple[Site, ...]) -> Hint:

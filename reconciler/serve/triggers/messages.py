@@ -90,6 +90,8 @@ class GitHubHooks:
             hint = Hint(event, Outcome.MALFORMED, f"the payload cannot be read: {_describe(exc)}")
         if not hint.syncs:
             return self._answer(hint, where, status=_STATUS.get(hint.outcome, 202))
+        if (pushed := webhooks.push_time(event, payload)) is not None:
+            self.service.note_push(*pushed)  # the "pushed" stage of the commit's lead time
         try:
             record = self.service.submit(SyncRequest(sites=hint.sites, trigger=WEBHOOK_TRIGGER))
         except ShuttingDown:

@@ -1,0 +1,397 @@
+"""Lead time, stage by stage (pure): when a commit was pushed, its checks went green, its image
+was there, it was patched in and its rollout became available; and, for a branch head that is
+not live yet, the stage it waits in and since when.
+
+Level-triggered and on the workload, so every replica and every restart tells the same story:
+
+- ``reconciler.dev/stages`` (`ann.STAGES`): JSON ``{"sha", "pushed", "checks", "image", "seen"}``
+  for the commit the workload runs, written by the patch that deploys it. "patched" is the
+  patch's ``reconciler.dev/updated-at`` and "available" the follower's
+  ``reconciler.dev/available-at`` (valid when not older than updated-at); a record whose sha is
+  not ``reconciler.dev/sha`` (a rollback went back past it) is ignored.
+- ``reconciler.dev/head-stages`` (`ann.HEAD_STAGES`): the same JSON for a branch head the
+  reconciler has seen but not deployed (checks pending, image missing, held, approval, window):
+  written once when first seen and again only when one of its stages passes, so a steady sync
+  writes nothing; the patch that deploys the head removes it.
+
+Where each time comes from: "pushed" is the push time of the webhook delivery that announced
+the commit (``repository.pushed_at`` of a ``push`` event) when one did, else the commit's
+``committedDate`` from the heads query; "checks" is when a sync first saw the commit's checks
+green (its status rollup SUCCESS, or the ``verify = "checks"`` gate passing), "image" when it
+first saw the image present (``verify = "registry"``); "seen" when a sync first saw the commit
+as the branch head. Those three are first-seen times: they are as precise as syncs are
+frequent (a webhook for every check brings them to within seconds).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from reconciler.core import annotations as ann
+from reconciler.core.model import (
+    Action,
+    BranchHead,
+    DeploymentPatch,
+    HeadResult,
+    Lead,
+    Rollout,
+    Site,
+    SitePlan,
+    Skip,
+    Stages,
+)
+from reconciler.core.rollout.state import parse_time, stamp
+
+__all__ = [
+    "METRIC_STAGES",
+    "STAGES",
+    "WAITS",
+    "after_patch",
+    "age",
+    "as_dict",
+    "available",
+    "clock",
+    "dumps",
+    "durations",
+    "followed",
+    "head_patch",
+    "lead_of",
+    "line",
+    "loads",
+    "offset",
+    "read",
+    "update_notes",
+    "waiting_text",
+]
+
+STAGES = ("pushed", "checks", "image", "patched", "available")
+LABELS = {
+    "pushed": "pushed",
+    "seen": "seen",
+    "checks": "checks green",
+    "image": "image",
+    "patched": "patched",
+    "available": "available",
+}
+METRIC_STAGES = STAGES[1:]  # the histogram's `stage` label: seconds from the push to each
+_RECORDED = ("pushed", "checks", "image", "seen")  # what the JSON records carry
+
+# The stage a branch head not live yet waits in: the words after "waiting for".
+WAITS = {
+    "checks": "checks",
+    "image": "its image",
+    "sync": "a sync",  # ready: the next sync deploys it (a plan that does not apply)
+    "approval": "approval",  # approval = "manual" (#20)
+    "window": "a deploy window",  # a closed deploy window (#20)
+    "promotion": "its promotion",  # promote_from: the source's soak (#20)
+    "hold": "a hold to be lifted",
+    "paused": "the site to be resumed",
+    "available": "its rollout",
+}
+# Verdicts (by their Skip value) that come after the image and checks were verified: envgates'
+# approval and window gates run on updates that passed the gate.
+_PAST_GATE = ("approval", "window")
+
+
+def dumps(s: Stages) -> str:
+    """The JSON record of a commit's stages as annotations carry it (RFC 3339 times)."""
+    body: dict[str, str] = {"sha": s.sha}
+    for key in _RECORDED:
+        value = getattr(s, key)
+        if value is not None:
+            body[key] = stamp(value)
+    return json.dumps(body, separators=(",", ":"))
+
+
+def loads(text: str | None) -> Stages | None:
+    """A record written by `dumps`; None for a missing or unreadable one (never an error: a
+    person may have edited it, and a lead time is never worth failing a sync)."""
+    if not text:
+        return None
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or not isinstance(body.get("sha"), str):
+        return None
+    times = {
+        k: parse_time(v) if isinstance(v, str) else None for k in _RECORDED if (v := body.get(k))
+    }
+    return Stages(body["sha"], **times)
+
+
+def read(notes: Mapping[str, str]) -> tuple[Stages | None, Stages | None]:
+    """From a workload's annotations: the stages of the commit it runs (None when it runs no
+    recorded commit) and of the branch head recorded as waiting (None: none)."""
+    sha = notes.get(ann.SHA)
+    deployed = None
+    if sha:
+        record = loads(notes.get(ann.STAGES))
+        base = record if record is not None and record.sha == sha else Stages(sha)
+        patched = parse_time(notes.get(ann.UPDATED_AT))
+        done = parse_time(notes.get(ann.AVAILABLE_AT))
+        if done is not None and patched is not None and done < patched:
+            done = None  # stamped for an earlier rollout
+        deployed = replace(base, patched=patched, available=done)
+    return deployed, loads(notes.get(ann.HEAD_STAGES))
+
+
+def lead_of(
+    p: SitePlan,
+    notes: Mapping[str, str] | None,
+    head: HeadResult | None,
+    *,
+    pushed: float | None,
+    now: float,
+) -> Lead:
+    """A site's Lead from its verdict, its workload's annotations and the branch head;
+    ``pushed``: the head's push time from a webhook delivery, when one announced it."""
+    now = _whole(now)
+    deployed, recorded = read(notes or {})
+    if not isinstance(head, BranchHead):
+        return Lead(deployed, waiting=_rolling(p, deployed), since=_rolling_since(deployed, p))
+    if deployed is not None and deployed.sha == head.sha:
+        return Lead(deployed, waiting=_rolling(p, deployed), since=_rolling_since(deployed, p))
+    if p.action is Action.IN_SYNC:  # runs the head, but not as a commit the reconciler recorded
+        return Lead(deployed)
+    mine = _head_stages(p, head, recorded, pushed, now)
+    waiting, since = _wait(p, mine)
+    target = None
+    if p.action is Action.UPDATE and p.sha and p.sha != head.sha:  # an older commit goes out
+        date = next((c.committed_at for c in head.history if c.sha == p.sha), None)
+        target = _verified(p.site, Stages(p.sha, pushed=parse_time(date), seen=now), now)
+    write = head_patch(p, notes or {}, mine, target)
+    return Lead(deployed, mine, waiting, since, target=target, write=write)
+
+
+def _rolling(p: SitePlan, deployed: Stages | None) -> str | None:
+    """ "available" while the rollout of the deployed commit goes on."""
+    if deployed is not None and deployed.available is None and p.rollout is Rollout.PROGRESSING:
+        return "available"
+    return None
+
+
+def _rolling_since(deployed: Stages | None, p: SitePlan) -> float | None:
+    return deployed.patched if deployed is not None and _rolling(p, deployed) else None
+
+
+def _head_stages(
+    p: SitePlan, head: BranchHead, recorded: Stages | None, pushed: float | None, now: float
+) -> Stages:
+    """The head's stages: what was recorded for it, plus what this sync sees for the first time."""
+    base = recorded if recorded is not None and recorded.sha == head.sha else Stages(head.sha)
+    base = replace(
+        base,
+        seen=base.seen if base.seen is not None else now,
+        pushed=base.pushed if base.pushed is not None else pushed or parse_time(head.committed_at),
+    )
+    rollup = next((c.checks for c in head.history[:1] if c.sha == head.sha), None)
+    if base.checks is None and rollup == "SUCCESS":
+        base = replace(base, checks=now)
+    if p.sha == head.sha and (p.action is Action.UPDATE or p.skip in _PAST_GATE):
+        base = _verified(p.site, base, now)
+    return base
+
+
+def _verified(site: Site, s: Stages, now: float) -> Stages:
+    """A commit that passed the site's gate now: its checks (verify = "checks") or image."""
+    if site.verify == "checks" and s.checks is None:
+        return replace(s, checks=now)
+    if site.verify == "registry" and s.image is None:
+        return replace(s, image=now)
+    return s
+
+
+def _wait(p: SitePlan, h: Stages) -> tuple[str | None, float | None]:
+    """The stage the head waits in, and since when (the time the stage before it ended)."""
+    start = h.pushed if h.pushed is not None else h.seen
+    ready = h.image or h.checks or start
+    if p.action is Action.ERROR or p.skip is Skip.FAILED_COMMIT:
+        return None, None  # not waiting: the reason says what is wrong
+    if p.skip is Skip.PAUSED:
+        return "paused", None
+    if p.action is Action.HELD:
+        return "hold", parse_time(p.held_at)
+    if p.skip is Skip.CHECKS_PENDING or (p.sha != h.sha and p.site.verify == "checks"):
+        return "checks", start
+    if p.skip is Skip.IMAGE_MISSING or p.sha != h.sha:
+        return "image", h.checks or start
+    if p.skip in WAITS:  # approval, window, promotion (#20)
+        return str(p.skip), ready
+    if p.action is Action.UPDATE:
+        return "sync", ready
+    return None, None
+
+
+def head_patch(
+    p: SitePlan, notes: Mapping[str, str], mine: Stages, target: Stages | None
+) -> DeploymentPatch | None:
+    """The write that records a head not deployed by this verdict (None: recorded already, or
+    the update that deploys it records it)."""
+    if p.action is Action.UPDATE and p.sha == mine.sha:
+        return None
+    if p.action in (Action.ERROR, Action.ROLLED_BACK) or p.skip in (
+        Skip.PAUSED,
+        Skip.FAILED_COMMIT,
+    ):
+        return None
+    if p.write is not None:  # the verdict writes something else: recorded at the next sync
+        return None
+    if not p.resource_version:
+        return None
+    text = dumps(mine)
+    if notes.get(ann.HEAD_STAGES) == text:
+        return None
+    return DeploymentPatch(
+        p.site.namespace,
+        p.site.deployment,
+        {ann.HEAD_STAGES: text},
+        resource_version=p.resource_version,
+    )
+
+
+def update_notes(p: SitePlan) -> dict[str, str | None]:
+    """What the patch that deploys ``p.sha`` records about it: its stages so far; the head's
+    record goes when the head is what goes out."""
+    lead = p.lead
+    if lead is None or not p.sha:
+        return {}
+    if lead.head is not None and lead.head.sha == p.sha:
+        return {ann.STAGES: dumps(lead.head), ann.HEAD_STAGES: None}
+    if lead.target is not None and lead.target.sha == p.sha:
+        notes: dict[str, str | None] = {ann.STAGES: dumps(lead.target)}
+        if lead.head is not None:
+            notes[ann.HEAD_STAGES] = dumps(lead.head)
+        return notes
+    return {ann.STAGES: dumps(Stages(p.sha))}
+
+
+def after_patch(lead: Lead | None, sha: str, now: float) -> Lead:
+    """The Lead once ``sha`` was patched in at ``now``: its rollout is what it waits for."""
+    now = _whole(now)
+    lead = lead or Lead()
+    mine = lead.head if lead.head is not None and lead.head.sha == sha else lead.target
+    deployed = replace(mine if mine and mine.sha == sha else Stages(sha), patched=now)
+    if lead.head is not None and lead.head.sha != sha:  # an older commit: the head still waits
+        return replace(lead, deployed=deployed, target=None, write=None)
+    return Lead(deployed, waiting="available", since=now)
+
+
+def available(lead: Lead | None, now: float) -> Lead | None:
+    """The Lead once the rollout of the deployed commit was recorded available at ``now``."""
+    now = _whole(now)
+    if lead is None or lead.deployed is None or lead.deployed.available is not None:
+        return lead
+    deployed = replace(lead.deployed, available=now)
+    if lead.waiting == "available":
+        return replace(lead, deployed=deployed, waiting=None, since=None)
+    return replace(lead, deployed=deployed)
+
+
+def followed(stored: Lead | None, seen: Lead | None) -> Lead | None:
+    """A sync's Lead brought up to date with what following the rollout saw (``seen``: the
+    deployed commit's stages, read again); a head still waiting keeps waiting."""
+    if seen is None or seen.deployed is None:
+        return stored
+    if stored is None or stored.head is None or stored.head.sha == seen.deployed.sha:
+        return seen
+    return replace(stored, deployed=seen.deployed)
+
+
+def durations(s: Stages) -> dict[str, float]:
+    """Seconds from the push to each stage reached (empty when the push time is unknown)."""
+    if s.pushed is None:
+        return {}
+    out: dict[str, float] = {}
+    for key in METRIC_STAGES:
+        value = getattr(s, key)
+        if value is not None:
+            out[key] = max(0.0, value - s.pushed)
+    return out
+
+
+def _whole(now: float) -> float:
+    """Whole seconds, as the annotations record times: a replica reading them back later
+    sees the same values."""
+    return float(int(now))
+
+
+def clock(t: float) -> str:
+    """14:02 (UTC)."""
+    return datetime.fromtimestamp(int(t), UTC).strftime("%H:%M")
+
+
+def offset(seconds: float) -> str:
+    """+41s, +4m10s, +1h04m, +2d03h."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"+{s}s"
+    if s < 3600:
+        return f"+{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"+{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"+{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def age(seconds: float) -> str:
+    """40 s, 6 min, 2 h 5 min, 3 d 4 h."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+def line(s: Stages) -> str:
+    """ "pushed 14:02 → checks green +4m10s → image +4m40s → patched +4m41s → available +5m03s"
+    (from "seen" when the push time is unknown); "" when nothing is known."""
+    first = "pushed" if s.pushed is not None else "seen"
+    start = getattr(s, first)
+    if start is None:
+        return ""
+    parts = [f"{LABELS[first]} {clock(start)}"]
+    for key in STAGES[1:]:
+        value = getattr(s, key)
+        if value is not None:
+            parts.append(f"{LABELS[key]} {offset(value - start)}")
+    return " → ".join(parts)
+
+
+def waiting_text(lead: Lead | None, now: float) -> str:
+    """ "head 3f2c1a9 waiting for checks since 14:02, 6 min"; "" when nothing waits."""
+    if lead is None or lead.waiting is None:
+        return ""
+    commit = lead.head if lead.head is not None else lead.deployed
+    who = f"head {commit.sha[:7]}" if commit is not None else "head"
+    if lead.waiting == "available" and lead.deployed is not None:
+        who = f"{lead.deployed.sha[:7]}"
+    text = f"{who} waiting for {WAITS.get(lead.waiting, lead.waiting)}"
+    if lead.since is not None:
+        text += f" since {clock(lead.since)}, {age(now - lead.since)}"
+    return text
+
+
+def as_dict(lead: Lead | None, now: float) -> dict[str, object] | None:
+    """The Lead for JSON (plan --json, /status): RFC 3339 times, seconds from the push."""
+    if lead is None:
+        return None
+
+    def stages(s: Stages | None) -> dict[str, object] | None:
+        if s is None:
+            return None
+        times = {k: stamp(v) for k in (*STAGES, "seen") if (v := getattr(s, k)) is not None}
+        return {"sha": s.sha, **times, "seconds": durations(s), "line": line(s)}
+
+    return {
+        "deployed": stages(lead.deployed),
+        "head": stages(lead.head),
+        "waiting": lead.waiting,
+        "since": stamp(lead.since) if lead.since is not None else None,
+        "text": waiting_text(lead, now) or None,
+    }

@@ -1,0 +1,178 @@
+"""Sites delivered by a Helm release, end to end with the real helm on the local cluster (#21):
+the CLI's sync upgrades the release (its own chart, --reuse-values, a description naming the
+commit) and follows its Deployment; a crash-looping commit is undone by `helm rollback` and never
+retried; a person's `helm rollback` holds the site until `reconciler resume`; a dry run writes
+nothing; `serve` does the same on its own. Each test waits on what the cluster and helm say."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.cli.main import main
+from testkit.controlplane import LocalCluster, crashloop_sha
+from testkit.deployments import get_deployment
+from testkit.github import GitHubStandIn, random_sha
+from testkit.github_fixtures import TOKEN
+from testkit.helm import Helm
+from testkit.wait import wait_until
+
+CHART = Path(__file__).resolve().parents[2] / "testkit" / "charts" / "web"
+WAIT = ("--wait", "--wait-timeout", "180")
+
+
+class HelmWorld:
+    """Release `web` of the test chart installed by a person; site `web` delivered by it."""
+
+    def __init__(  # noqa: PLR0917 - the fixtures it is made of
+        self, helm: Path, cluster: LocalCluster, api: Any, ns: str, github: GitHubStandIn, tmp: Path
+    ) -> None:
+        self.api, self.ns, self.github = api, ns, github
+        self.person = Helm(helm, home=tmp / "person", kubeconfig=cluster.kubeconfig_path)
+        self.person.ok("install", "web", CHART, "-n", ns, "--set", "image.tag=v1")
+        self.sites = tmp / "sites.toml"
+        self.sites.write_text(
+            f'[sites.web]\nrepo = "acme/web"\nbranch = "main"\nnamespace = "{ns}"\n'
+            'image = "registry.example/web:{sha}"\nverify = "none"\nrollout_timeout = 1\n'
+            '\n[sites.web.helm]\nrelease = "web"\nvalues = { tag = "image.tag" }\n'
+        )
+        self.env = {
+            "GITHUB_API_URL": github.url,
+            "GITHUB_TOKEN": TOKEN,
+            "KUBECONFIG": str(cluster.kubeconfig_path),
+            "RECONCILER_HELM": str(helm),
+            "USER": "alice",
+        }
+        github.add_repo("acme/web", {"main": random_sha()})
+
+    def head(self, sha: str | None = None) -> str:
+        sha = sha or random_sha()
+        self.github.set_branch("acme/web", "main", sha)
+        return sha
+
+    def cli(self, *argv: str) -> tuple[int, Any]:
+        out, err = io.StringIO(), io.StringIO()
+        code = main(
+            [*argv, "--config", str(self.sites), "--output", "json"],
+            env=self.env,
+            stdout=out,
+            stderr=err,
+        )
+        text = out.getvalue()
+        return code, (json.loads(text) if text.strip() else err.getvalue())
+
+    def sync(self, *args: str, code: int = 0) -> dict[str, Any]:
+        got, results = self.cli("sync", *args)
+        assert got == code, results
+        return dict(results[0])
+
+    def history(self) -> list[tuple[int, str, str]]:
+        rows = json.loads(self.person.ok("history", "web", "-n", self.ns, "-o", "json"))
+        return [(r["revision"], r["status"], r["description"]) for r in rows]
+
+    def image(self) -> str:
+        spec = get_deployment(self.api, self.ns, "web")["spec"]["template"]["spec"]
+        return str(next(c["image"] for c in spec["containers"] if c["name"] == "app"))
+
+    def generation(self) -> int:
+        return int(get_deployment(self.api, self.ns, "web")["metadata"]["generation"])
+
+
+@pytest.fixture
+def world(  # noqa: PLR0917 - fixtures
+    helm: Path,
+    local_cluster: LocalCluster,
+    cluster_api_client: Any,
+    cluster_namespace: str,
+    github: GitHubStandIn,
+    tmp_path: Path,
+) -> HelmWorld:
+    return HelmWorld(helm, local_cluster, cluster_api_client, cluster_namespace, github, tmp_path)
+
+
+def test_a_good_commit_is_a_helm_upgrade_followed_until_available(world: HelmWorld) -> None:
+    sha = world.head()
+    code, plan = world.cli("plan")
+    assert code == 0 and plan[0]["action"] == "update"
+    assert f"image.tag v1 → {sha}" in plan[0]["reason"] and "Deployment/web" in plan[0]["reason"]
+    assert [r[0] for r in world.history()] == [1]  # plan wrote nothing
+
+    done = world.sync(*WAIT)
+    assert done["action"] == "update" and done["applied"], done
+    assert done["rollout"] == "available", done
+    assert world.image() == f"registry.example/web:{sha}"
+    assert world.history() == [
+        (1, "superseded", "Install complete"),
+        (2, "deployed", f"reconciler: main@{sha[:7]}"),
+    ]
+    again = world.sync()
+    assert again["action"] == "in-sync" and again["running_sha"] == sha
+    assert len(world.history()) == 2
+
+
+def test_a_dry_run_is_a_server_side_dry_run_that_writes_nothing(world: HelmWorld) -> None:
+    world.head()
+    before, generation = world.history(), world.generation()
+    done = world.sync("--dry-run")
+    assert done["action"] == "update" and done["applied"], done
+    assert world.history() == before
+    assert world.generation() == generation and world.image() == "registry.example/web:v1"
+
+
+def test_a_crash_looping_commit_is_rolled_back_by_helm_and_never_retried(world: HelmWorld) -> None:
+    good = world.head()
+    world.sync(*WAIT)
+    bad = world.head(crashloop_sha())
+    back = world.sync(*WAIT, code=1)
+    assert back["action"] == "rolled-back" and back["applied"], back
+    assert back["failed_sha"] == bad[:7] and "new pods are not coming up" in back["reason"]
+    wait_until(
+        lambda: world.image() == f"registry.example/web:{good}", "the good image is back", 60
+    )
+    history = world.history()
+    assert [(n, d) for n, _, d in history[1:]] == [
+        (2, f"reconciler: main@{good[:7]}"),
+        (3, f"reconciler: main@{bad[:7]} (was {good[:7]})"),
+        (4, history[3][2]),
+    ]
+    assert history[3][2].startswith(f"reconciler: rollback of main@{bad[:7]} to revision 2: ")
+
+    skipped = world.sync()
+    assert skipped["action"] == "skip" and "waiting for a new commit" in skipped["reason"]
+    assert len(world.history()) == 4  # never retried
+    fixed = world.head()
+    assert world.sync(*WAIT)["action"] == "update"
+    assert world.image() == f"registry.example/web:{fixed}"
+
+
+def test_a_persons_helm_rollback_holds_the_site_until_resume(world: HelmWorld) -> None:
+    first = world.head()
+    world.sync(*WAIT)
+    second = world.head()
+    world.sync(*WAIT)
+    world.person.ok("rollback", "web", "2", "-n", world.ns)  # back to `first`, by hand
+    moved = world.head()  # the branch moves on: still held
+    held = world.sync()
+    assert held["action"] == "held", held
+    assert held["held_by"] == "helm revision 4 (Rollback to 2)"
+    assert f"image set to :{first}" in held["reason"] and f"(was :{second})" in held["reason"]
+    assert world.image() == f"registry.example/web:{first}"
+    assert len(world.history()) == 4
+
+    code, said = world.cli("resume", "web")  # lifts the hold and syncs the site
+    assert code == 0 and said["sync"][0]["action"] == "update", said
+    assert world.image() == f"registry.example/web:{moved}"
+    code, deploys = world.cli("history", "web")
+    assert code == 0, deploys
+    assert [(d["revision"], d["sha"], d["by"]) for d in deploys] == [
+        (5, moved[:7], "reconciler"),
+        (4, None, "helm (not the reconciler)"),
+        (3, second[:7], "reconciler"),
+        (2, first[:7], "reconciler"),
+        (1, None, "helm (not the reconciler)"),
+    ]
+    assert deploys[1]["by"] == "helm (not the reconciler)"
