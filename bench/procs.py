@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -279,6 +280,47 @@ class ServeProcess(Started):
                 raise RuntimeError(f"POST /sync answered {e.code}: {body[:500]!r}") from e
         wall = time.perf_counter() - started
         return json.loads(body), wall
+
+    def wait_ready(self, timeout: float = 300.0) -> bool:
+        """Until /readyz says ready (the watch cache has listed every namespace)."""
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+        return True
+
+    def watch_counts(self) -> dict[str, float]:
+        """reconciler_watch_cache_total by count from /metrics ({} with the cache off)."""
+        try:
+            request = urllib.request.Request(
+                self.url + "/metrics", headers={"Authorization": f"Bearer {self.token}"}
+            )
+            with urllib.request.urlopen(request, timeout=10) as r:
+                text = r.read().decode()
+        except OSError:
+            return {}
+        found = re.findall(r'^reconciler_watch_cache_total\{count="(\w+)"\} (\S+)$', text, re.M)
+        return {name: float(value) for name, value in found}
+
+    def settle_cache(
+        self, at_least: float = 0.0, quiet: float = 0.5, timeout: float = 300.0
+    ) -> float | None:
+        """Until the cache has heard at least `at_least` events and then nothing for `quiet`
+        seconds (the writes made before have reached it); its event count then (None: serve
+        runs without the cache)."""
+        deadline = time.monotonic() + timeout
+        last, since = -1.0, time.monotonic()
+        while time.monotonic() < deadline:
+            events = self.watch_counts().get("events")
+            if events is None:
+                return None  # no cache: nothing to wait for
+            if events != last:
+                last, since = events, time.monotonic()
+            elif events >= at_least and time.monotonic() - since >= quiet:
+                return events
+            time.sleep(0.1)
+        raise RuntimeError(f"the watch cache heard {last} events, not {at_least}, in time")
 
     def log_tail(self, lines: int = 30) -> str:
         return tail(self.log_path, lines)

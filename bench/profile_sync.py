@@ -2,14 +2,15 @@
 
     .venv/bin/python -m bench.profile_sync [--sites 1000] [--namespaces 10]
         [--scenario cold|steady] [--latency-ms 200] [--lookback 20] [--top 25] [--no-events]
+        [--cache]
 
 Sets up the benchmark's world (real kube-apiserver + etcd, GitHub stand-in, N Deployments; see
 bench/setup.py), builds the engine as `reconciler serve` does (reconciler.wiring, the serve
 identity's kubeconfig and token), runs one sync to warm it, makes the scenario's state, then
-profiles one sync and prints its time, CPU seconds, the engine's phase timings and the top
-functions by cumulative time. The stand-in runs in this process too: its CPU shows in the
-profile under testkit.github (threads other than the sync's are not profiled, so only their
-waits show).
+profiles one sync (with --cache: reading the watch-fed cache, as serve does) and prints its
+time, CPU seconds, the engine's phase timings and the top functions by cumulative time. The
+stand-in runs in this process too: its CPU shows in the profile under testkit.github (threads
+other than the sync's are not profiled, so only their waits show).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from pathlib import Path
 
 from bench.procs import children, comm, cpu_seconds
 from bench.setup import TOKENS, Options, World, log
-from reconciler.adapters.kube import KubeCluster
+from reconciler.adapters.kube import KubeCluster, api_client
+from reconciler.adapters.kubecache import CachedCluster, deployment_cache
 from reconciler.core.model import SyncRequest
 from reconciler.settings import Settings
 from reconciler.sync import config_file
@@ -48,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--namespaces", type=int, default=10)
     parser.add_argument("--scenario", choices=("cold", "steady"), default="cold")
     parser.add_argument("--latency-ms", type=float, default=200.0)
+    parser.add_argument("--cache", action="store_true", help="read the watch-fed cache (serve)")
     parser.add_argument("--lookback", type=int)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument(
@@ -77,10 +80,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         world.grow_to(args.sites)
         cfg = config_file.load(world.write_config(args.sites))
         env = world.env("serve")
-        engine = build_engine(Parts(kubeconfig=env["KUBECONFIG"]), Settings.from_env(env))
+        settings = Settings.from_env(env)
+        cache = None
+        if args.cache:
+            api = api_client(env["KUBECONFIG"])
+            cache = deployment_cache(api, {site.namespace for site in cfg.sites})
+            cache.start()
+            assert cache.wait_until(lambda: cache.synced, 300), "the cache did not list in time"
+            listing = KubeCluster(api, writes=settings.apply_concurrency)
+            parts = Parts(cluster=CachedCluster(cache, listing))
+        else:
+            parts = Parts(kubeconfig=env["KUBECONFIG"])
+        engine = build_engine(parts, settings)
         if args.no_events:
-            assert isinstance(engine.cluster, KubeCluster)
-            engine.cluster.events = False
+            cluster = engine.cluster
+            target = cluster.cluster if isinstance(cluster, CachedCluster) else cluster
+            assert isinstance(target, KubeCluster)
+            target.events = False
         servers = {
             name: pid
             for pid in children(os.getpid())
@@ -89,6 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine.run(cfg, SyncRequest(trigger="warm-up"))
         if args.scenario == "cold":
             world.make_stale(world.sites)
+        if cache is not None:  # the cache has heard the writes so far (warm-up's, stale ones)
+            heard = -1
+            while heard != cache.stats.events:
+                heard = cache.stats.events
+                cache.wait_for_change(cache.version, 1.0)
         profiler = cProfile.Profile()
         cpu, started = _cpu(), time.monotonic()
         server_cpu = {name: cpu_seconds(pid) or 0.0 for name, pid in servers.items()}
@@ -107,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(args.top)
         print(out.getvalue())
+        if cache is not None:
+            cache.stop()
     return 0
 
 

@@ -53,13 +53,15 @@ def run_size(world: World, meter: Meter, n: int) -> list[Measurement]:
     serve.start()
     log(f"N={n}: reconciler serve up, startup sync done ({time.monotonic() - started:.1f}s)")
     try:
-        if not serve.ready():
+        if not serve.wait_ready():
             raise RuntimeError("reconciler serve is not ready:\n" + serve.log_tail())
         for scenario in world.opts.scenarios:
             for mode in world.opts.modes:
                 repeats = 1 if mode == "baseline" else max(1, world.opts.repeats)
                 runs: list[Measurement] = []
                 for _ in range(repeats):
+                    # the cache has heard every write so far (the last sync's own patches)
+                    heard = serve.settle_cache() if mode == "serve" else None
                     if scenario == "cold":
                         world.make_stale(sample if mode == "baseline" else sites)
                         expected = len(sample) if mode == "baseline" else n
@@ -70,6 +72,9 @@ def run_size(world: World, meter: Meter, n: int) -> list[Measurement]:
                     else:
                         expected = 0
                     if mode == "serve":
+                        written = n if scenario == "cold" else 0  # the stale images just set
+                        if heard is not None:
+                            serve.settle_cache(at_least=heard + written)
                         m = meter.measure_serve(serve, n, scenario, expected)
                     elif mode == "cli":
                         m = meter.measure_cli(config, n, scenario, expected)

@@ -122,7 +122,7 @@ class World:
                         {
                             "apiGroups": ["apps"],
                             "resources": ["deployments"],
-                            "verbs": ["get", "list", "patch", "update"],
+                            "verbs": ["get", "list", "watch", "patch", "update"],
                         },
                         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
                     ],

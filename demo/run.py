@@ -339,6 +339,10 @@ class Demo:
             "   # a person's rollback: the site is held"
         )
         say(f"  {demo} run resume {world.UNDO_SITE}   # lift the hold (the reconciler CLI, here)")
+        say(
+            f"  {demo} run approve {world.PRODUCTION}   # promote what {world.PRODUCTION_SOURCE} "
+            f"ran for {world.SOAK} (or the page's Approve button)"
+        )
         if not self.offline:
             say(
                 "    (once the reconciler has deployed a second commit of it: undoing its first"

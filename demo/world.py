@@ -50,6 +50,11 @@ SITES = (
 )
 BAD_SITE = "checkout"
 UNDO_SITE = "shop"
+# production: a staging → production pair with blog as staging (README: Promotion)
+PRODUCTION = "blog-prod"
+PRODUCTION_SOURCE = "blog"
+PRODUCTION_IMAGE = "demo.local/prod/{repo}:{short_sha}"  # its own registry path
+SOAK = "1m"
 
 
 def offline_repo(site: str) -> str:
@@ -86,6 +91,15 @@ jitter = 0
         if site.name == BAD_SITE and not offline:
             lines.append(f'image = "{CRASHING_IMAGE}"')
         tables.append("\n".join(lines) + "\n")
+    source = next(s for s in SITES if s.name == PRODUCTION_SOURCE)
+    repo = offline_repo(source.name) if offline else source.online_repo
+    tables.append(
+        f"[sites.{PRODUCTION}]  # production: deploys what {source.name} (its staging) ran "
+        f"for {SOAK}, once you approve it\n"
+        f"# (the page's Approve button, or `scripts/demo run approve {PRODUCTION}`)\n"
+        f'repo = "{repo}"\ncontainer = "app"\nimage = "{PRODUCTION_IMAGE}"\n'
+        f'promote_from = "{source.name}"\nsoak = "{SOAK}"\napproval = "manual"\n'
+    )
     return head + "\n" + "\n".join(tables)
 
 
@@ -96,5 +110,5 @@ def create_deployments(api: Any) -> None:
     core.create_namespace(
         kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=NAMESPACE))
     )
-    for site in SITES:
-        create_deployment(api, NAMESPACE, site.name, f"demo.local/{site.name}:v1", sidecar=True)
+    for name in (*(site.name for site in SITES), PRODUCTION):
+        create_deployment(api, NAMESPACE, name, f"demo.local/{name}:v1", sidecar=True)

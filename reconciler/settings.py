@@ -28,6 +28,7 @@ MAX_HTTP_CONNECTIONS = 65536
 MAX_APPLY_CONCURRENCY = 1024
 MAX_MALLOC_ARENAS = 64
 MAX_LEASE_SECONDS = 3600
+MAX_GITHUB_CONCURRENCY = 100  # GitHub's secondary limit: concurrent requests per caller
 SUBSCRIPTION = re.compile(r"projects/([^/\s]+)/subscriptions/([^/\s]+)")
 SUBSCRIPTION_VARIABLES = (
     "PUBSUB_SUBSCRIPTION",
@@ -46,7 +47,8 @@ class GitHubSettings:
     app_private_key: str | None = None
     app_installation_id: int | None = None
     timeout: float = 10.0
-    concurrency: int = 8
+    concurrency: int = 8  # requests in flight at first; grows adaptively up to max_concurrency
+    max_concurrency: int = 100  # RECONCILER_GITHUB_CONCURRENCY: GitHub allows 100 at most
     max_retry_wait: float = 30.0
     strategy: str = "auto"  # auto: GraphQL when authenticated, else REST conditional requests
     lookback: int = 20  # RECONCILER_LOOKBACK: commits of each branch read for a ready one (0: off)
@@ -83,6 +85,9 @@ class Settings:
     pod_namespace: str | None = None  # POD_NAMESPACE
     lease_namespace: str | None = None  # RECONCILER_LEASE_NAMESPACE, else POD_NAMESPACE
     lease_enabled: bool = True  # RECONCILER_LEASE=off disables it
+    # RECONCILER_WATCH_CACHE=off: serve reads Deployments with a LIST per namespace and sync, as
+    # the CLI does, instead of keeping them in a LIST + WATCH cache
+    watch_cache: bool = True
     lease_seconds: int = 60  # RECONCILER_LEASE_SECONDS: renewed every quarter of it
     # RECONCILER_LEASE_WAIT: how long a trigger waits for the Lease another replica holds before
     # it is answered "queued" (its sync stays queued); default: the Lease and LEASE_WAIT_MARGIN
@@ -173,6 +178,7 @@ class Settings:
             pod_namespace=pod_namespace,
             lease_namespace=env.get("RECONCILER_LEASE_NAMESPACE") or pod_namespace,
             lease_enabled=env.get("RECONCILER_LEASE", "on") != "off",
+            watch_cache=_switch(env, "RECONCILER_WATCH_CACHE"),
             lease_seconds=_integer(env, "RECONCILER_LEASE_SECONDS", 60, MAX_LEASE_SECONDS),
             lease_wait_seconds=_integer(env, "RECONCILER_LEASE_WAIT", 0, MAX_LEASE_SECONDS) or None,
             docker_config=env.get("DOCKER_CONFIG") or None,
@@ -196,6 +202,16 @@ class Settings:
             helm_binary=(env.get("RECONCILER_HELM") or "helm").strip(),
             environ=dict(env),
         )
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool = True) -> bool:
+    """on | off (empty or unset: the default)."""
+    value = (env.get(name) or "").strip().lower()
+    if not value:
+        return default
+    if value not in ("on", "off"):
+        raise SettingsError(f"{name} must be on or off, not {_shown(value)}")
+    return value == "on"
 
 
 def _hosts(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -315,8 +331,11 @@ def _github(env: Mapping[str, str]) -> GitHubSettings:
             f"RECONCILER_LOOKBACK must be a whole number from 0 to {MAX_LOOKBACK}, "
             f"not {_shown(lookback)}"
         )
+    ceiling = _integer(env, "RECONCILER_GITHUB_CONCURRENCY", 100, MAX_GITHUB_CONCURRENCY)
     return GitHubSettings(
         lookback=int(lookback),
+        concurrency=min(8, ceiling),
+        max_concurrency=ceiling,
         api_url=_url(env.get("GITHUB_API_URL") or DEFAULT_GITHUB_API, "GITHUB_API_URL"),
         token=env.get("GITHUB_TOKEN") or None,
         app_id=app_id,

@@ -5,13 +5,16 @@ Tests inject their own parts here.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reconciler.adapters import kube, lease
+from reconciler.adapters import kube, kubecache, lease
 from reconciler.adapters.delivery import WebhookSender
 from reconciler.adapters.github import GitHubDeployments, GitHubSource
 from reconciler.adapters.gitrepo import GitRepoWriter
@@ -37,14 +40,18 @@ from reconciler.sync.outbox import Outbox
 
 if TYPE_CHECKING:  # serve (Flask, APScheduler) is imported only when serving
     from reconciler.adapters.pubsub import PubSubTrigger
-    from reconciler.core.model import LeaseRecord
+    from reconciler.core.config.sites import Config
+    from reconciler.core.model import LeaseRecord, ObservedDeployment
     from reconciler.core.ports import Lease
     from reconciler.serve.commitinfo import CommitInfo
     from reconciler.serve.process import Process
     from reconciler.serve.service import Service
 
+log = logging.getLogger(__name__)
+
 LEASE_NAME = "reconciler"  # k8s/lease-rbac.yaml grants get/update on this name only
 HEALTH_CHECK_TTL = 10.0
+FIRST_READY_WAIT = 2.0  # seconds the first /readyz waits for the cache's first LISTs
 LEASE_SECONDS = 60.0  # serve.leader.LEASE_SECONDS: the defaults of build_service
 
 
@@ -137,9 +144,12 @@ def build_service(
     notifier: Notifier | None = None,
     commit_info: CommitInfo | None = None,
     cli_name: str = "reconciler",
+    cache: kubecache.KubeCache[ObservedDeployment] | None = None,
 ) -> Service:
     """The Service and its parts: the runner, the schedule and the follower bound to it, the
-    Lease shared by runner and follower (its holder fences the engine's patches), the metrics."""
+    Lease shared by runner and follower (its holder fences the engine's patches), the metrics;
+    with a watch-fed `cache` (the engine's cluster reads it), the follower waits on its events,
+    it watches the namespaces of every sites.toml read, and /readyz waits for its first LISTs."""
     from reconciler.serve.follower import Follower, SharedLease
     from reconciler.serve.leader import LeaseHolder
     from reconciler.serve.metrics import Metrics
@@ -178,15 +188,52 @@ def build_service(
         cli_name=cli_name,
     )
     engine.pushed = service.pushed_at  # push webhooks' times: the lead time's "pushed"
+    if cache is not None:
+        watch_namespaces(service, cache)
     service.attach(
         Runner(service.run),
         Schedule(service.submit),
-        Follower(engine, service.good_config, on_result=service.followed, lease=shared),
+        Follower(
+            engine, service.good_config, on_result=service.followed, lease=shared, cache=cache
+        ),
     )
     if shared is not None:
         shared.on_taken_over = service.taken_over  # follow what another replica left running
     metrics.leader.labels(identity).set_function(lambda: float(service.leading()))
     return service
+
+
+def watch_namespaces(service: Service, cache: kubecache.KubeCache[ObservedDeployment]) -> None:
+    """The cache watches the namespaces of every valid sites.toml the service reads; /readyz
+    says not ready until it has listed each of them once."""
+    watched: set[str] = set()
+
+    def follow(config: Config) -> None:
+        wanted = {site.namespace for site in config.sites}
+        if wanted == watched:
+            return
+        try:
+            cache.set_namespaces(wanted)
+        except RuntimeError as exc:  # a thread that would not end: the others go on
+            log.warning("re-scoping the workload cache: %s", exc)
+        watched.clear()
+        watched.update(wanted)
+
+    first = threading.Event()
+
+    def ready() -> str | None:
+        if not first.is_set():  # the first probe after start waits a moment for the LISTs
+            first.set()
+            cache.wait_until(lambda: cache.synced, FIRST_READY_WAIT)
+        if cache.synced:
+            return None
+        return "the workload cache has not listed every namespace of sites.toml yet"
+
+    service.on_config.append(follow)
+    service.extra_health["watch"] = ready
+    from reconciler.serve.metrics import WatchCounts
+
+    service.metrics.register(WatchCounts(lambda: dataclasses.asdict(cache.stats)))
 
 
 def build_process(config_path: str, settings: Settings) -> Process:
@@ -196,14 +243,13 @@ def build_process(config_path: str, settings: Settings) -> Process:
     from reconciler.serve.process import Process, cached
 
     api = kube.api_client(settings.kubeconfig, in_cluster=settings.in_cluster)
-    engine = build_engine(
-        Parts(
-            cluster=kube.KubeCluster(
-                api, reporter=settings.identity, writes=settings.apply_concurrency
-            )
-        ),
-        settings,
-    )
+    listing = kube.KubeCluster(api, reporter=settings.identity, writes=settings.apply_concurrency)
+    cluster: Cluster = listing
+    cache = None
+    if settings.watch_cache:  # the namespaces come with the first read of sites.toml
+        cache = kubecache.deployment_cache(api, ())
+        cluster = kubecache.CachedCluster(cache, listing)
+    engine = build_engine(Parts(cluster=cluster), settings)
     the_lease = None
     if settings.lease_active:
         assert settings.lease_namespace is not None
@@ -227,6 +273,7 @@ def build_process(config_path: str, settings: Settings) -> Process:
         cli_name=settings.cli_name,
         notifier=build_notifier(engine, settings),
         commit_info=CommitInfo(engine.heads) if isinstance(engine.heads, CommitLog) else None,
+        cache=cache,
     )
     service.extra_health["kubernetes"] = cached(lambda: kube.ping(api), HEALTH_CHECK_TTL)
     triggers: list[BackgroundTrigger] = []
@@ -239,7 +286,7 @@ def build_process(config_path: str, settings: Settings) -> Process:
         read_token=settings.read_token,
         reads_open=settings.reads_open,
     )
-    return Process(service, app, triggers)
+    return Process(service, app, triggers, cache=cache)
 
 
 def _pubsub(service: Service, kind: str, subscription: str, settings: Settings) -> PubSubTrigger:

@@ -14,12 +14,13 @@ and callbacks (subscribe); it fits core.ports.WorkloadCache. The threads are the
 start() starts them, set_namespaces() starts and ends them as sites.toml changes, stop() ends
 every one of them (it shuts down the sockets their reads block on) and joins them.
 
-CachedCluster is the engine's Cluster port reading the cache and writing through KubeCluster.
-Not wired into serve yet.
+CachedCluster is the engine's Cluster port reading the cache and writing through KubeCluster;
+serve builds both (wiring.build_process), the CLI does not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -43,6 +44,7 @@ from reconciler.core.model import (
     NamespaceView,
     ObservedDeployment,
 )
+from reconciler.core.rollout.history import ReplicaSetRecord
 
 log = logging.getLogger(__name__)
 
@@ -449,16 +451,38 @@ def deployment_cache(
 
 class CachedCluster:
     """The engine's Cluster port with its reads from the cache: observe() asks the API server
-    nothing. Every write still goes through `cluster` and carries the resourceVersion it was
-    planned against, so a stale cache costs a 409 and a fresh read (cluster.read), never a wrong
-    write. (serve would build one; the CLI keeps KubeCluster's LIST per namespace.)"""
+    nothing once the cache has listed a namespace (one it has not listed yet, just added by a
+    reloaded sites.toml or still failing its first LIST, is read by KubeCluster's LIST, so no
+    site waits for the cache). Every write still goes through `cluster` and carries the
+    resourceVersion it was planned against, so a stale cache costs a 409 and a fresh read
+    (cluster.read), never a wrong write. serve builds one; the CLI keeps KubeCluster's LIST per
+    namespace. Everything else (Events, ReplicaSets, notes) is KubeCluster's."""
 
     def __init__(self, cache: KubeCache[ObservedDeployment], cluster: KubeCluster) -> None:
         self.cache = cache
         self.cluster = cluster
+        self._fresh = 0  # fresh() blocks under way: observe() LISTs
+        self._fresh_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def fresh(self) -> Iterator[None]:
+        """Inside it, observe() LISTs as KubeCluster does (core.ports.FreshReads)."""
+        with self._fresh_lock:
+            self._fresh += 1
+        try:
+            yield
+        finally:
+            with self._fresh_lock:
+                self._fresh -= 1
 
     def observe(self, namespaces: Collection[str]) -> Mapping[str, NamespaceView]:
-        return self.cache.observe(namespaces)
+        if self._fresh:
+            return self.cluster.observe(namespaces)
+        views: dict[str, NamespaceView] = dict(self.cache.observe(namespaces))
+        unlisted = [ns for ns, view in views.items() if isinstance(view, NamespaceError)]
+        if unlisted:
+            views.update(self.cluster.observe(unlisted))
+        return views
 
     def read(self, namespace: str, name: str) -> ObservedDeployment | None:
         return self.cluster.read(namespace, name)
@@ -476,6 +500,18 @@ class CachedCluster:
 
     def settle(self) -> None:
         self.cluster.settle()
+
+    def replica_sets(self, d: ObservedDeployment) -> list[ReplicaSetRecord]:
+        return self.cluster.replica_sets(d)
+
+    def annotate(self, namespace: str, deployment: str, key: str, value: str) -> None:
+        self.cluster.annotate(namespace, deployment, key, value)
+
+    def __getattr__(self, name: str) -> Any:
+        """Whatever else KubeCluster offers (a write, a read of another kind) is its own."""
+        if name.startswith("_") or name in ("cache", "cluster", "fresh"):
+            raise AttributeError(name)
+        return getattr(self.cluster, name)
 
 
 def _events(response: Any) -> Iterator[Mapping[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -191,6 +192,14 @@ class WorkloadCache(Protocol):
         """Call `callback(namespace, name, value or None when deleted)` on every change, from the
         cache's thread; returns the unsubscribe function."""
         ...
+
+
+@runtime_checkable
+class FreshReads(Protocol):
+    """A cluster whose observe() may answer from a cache: fresh() makes the reads inside it go to
+    the API server (a sync of named sites, just written to by a person or a command)."""
+
+    def fresh(self) -> AbstractContextManager[None]: ...
 
 
 class HelmReleases(Protocol):

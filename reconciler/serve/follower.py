@@ -1,4 +1,10 @@
-"""Following rollouts in the background: re-read progressing sites each second, roll back failures.
+"""Following rollouts in the background: re-read progressing sites, roll back failures.
+
+With a watch-fed cache (serve), the follower reads the cache and wakes on its events: a change to
+a managed site's Deployment is looked at at once (a person's `kubectl rollout undo` shows the
+site held within the event's delivery, a rollout's progress as it is reported); progressing
+sites are still looked at each second (a rollout_timeout is a matter of the clock). Without a
+cache it re-reads the progressing sites each second.
 
 Runs beside the runner (never inside a sync), so a failed rollout is rolled back within seconds
 while other syncs and triggers go on. The rollback itself is planned from what the API server
@@ -18,13 +24,22 @@ from collections.abc import Callable, Iterable
 
 from reconciler.core.config.sites import Config
 from reconciler.core.errors import ReconcilerError
-from reconciler.core.model import Action, Rollout, Site, SiteResult, SyncReport
-from reconciler.core.ports import Lease
+from reconciler.core.model import (
+    KUBERNETES,
+    Action,
+    ObservedDeployment,
+    Rollout,
+    Site,
+    SiteResult,
+    SyncReport,
+)
+from reconciler.core.ports import Lease, WorkloadCache
 from reconciler.sync.engine import Engine
 
 log = logging.getLogger(__name__)
 
 FOLLOW_EVERY = 1.0
+GATHER = 0.05  # after a cache event, seconds to gather the events of the same moment into one look
 
 
 class SharedLease:
@@ -73,8 +88,12 @@ class Follower:
         on_result: Callable[[SiteResult, Rollout | None], None],
         lease: Lease | None = None,
         interval: float = FOLLOW_EVERY,
+        cache: WorkloadCache | None = None,
     ) -> None:
         self.engine = engine
+        self.cache = cache
+        self._changed: set[tuple[str, str]] = set()  # (namespace, name) the cache saw change
+        self._unsubscribe: Callable[[], None] | None = None
         self.config = config
         self.on_result = on_result
         self.lease = lease
@@ -110,10 +129,20 @@ class Follower:
     def start(self) -> None:
         """Follow rollouts in the background, starting with a sweep of every managed site."""
         self.discover()
+        if self.cache is not None:
+            self._unsubscribe = self.cache.subscribe(self._on_change)
         self._thread = threading.Thread(target=self._loop, name="follow", daemon=True)
         self._thread.start()
 
+    def _on_change(self, namespace: str, name: str, value: ObservedDeployment | None) -> None:
+        """A cache event (on the cache's thread): note it and wake the follower's thread."""
+        with self._lock:
+            self._changed.add((namespace, name))
+        self._wake.set()
+
     def stop(self, timeout: float = 5.0) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -129,15 +158,54 @@ class Follower:
                     log.exception("looking for rollouts in progress failed")
             with self._lock:
                 names = list(self.tracked)
-            if not names:  # a sweep that failed is tried again after a pause
+                changed = bool(self._changed)
+            if not names and not changed:  # a sweep that failed is tried again after a pause
                 self._wake.wait(self.interval if self._sweep.is_set() else None)
                 self._wake.clear()
                 continue
             try:
+                self._look_at_changes()
                 self.tick(names)
             except Exception:  # a bug here must not end the following for good
                 log.exception("following rollouts failed; trying again")
+            self._pause()
+
+    def _pause(self) -> None:
+        """Until the next look: a second; with a cache, until its next event (or a second)."""
+        if self.cache is None:
             self._stop.wait(self.interval)
+            return
+        if self._wake.wait(self.interval) and not self._stop.is_set():
+            self._stop.wait(GATHER)
+        self._wake.clear()
+
+    def _look_at_changes(self) -> None:
+        """The sites whose Deployment the cache saw change: a hold a person made shows now, a
+        rollout someone else started is followed (the rest waits for the next sync)."""
+        with self._lock:
+            changed, self._changed = self._changed, set()
+        cfg = self.config()
+        if not changed or cfg is None:
+            return
+        sites = [
+            s
+            for s in cfg.sites
+            if s.delivery == KUBERNETES and (s.namespace, s.deployment) in changed
+        ]
+        with self._lock:
+            sites = [s for s in sites if s.name not in self.tracked]
+        if not sites:
+            return
+        try:
+            seen = self.engine.follow_all(sites, act=False, observe_all=True)
+        except ReconcilerError as exc:
+            log.warning("looking at changed Deployments: %s", exc)
+            return
+        for result in seen:
+            if result.action is Action.HELD:
+                self.on_result(result, None)
+            if result.plan.rollout is Rollout.PROGRESSING or result.action is Action.ROLLED_BACK:
+                self.track([result.plan.site.name])
 
     def _discover(self) -> None:
         """Track every managed site whose rollout is in progress or failed, as the cluster says
@@ -146,7 +214,7 @@ class Follower:
         if cfg is None or not cfg.sites:
             return
         try:
-            seen = self.engine.follow_all(cfg.sites, act=False)
+            seen = self.engine.follow_all(cfg.sites, act=False, observe_all=self.cache is not None)
         except ReconcilerError as exc:
             log.warning("looking for rollouts in progress: %s", exc)
             self._sweep.set()
@@ -173,7 +241,11 @@ class Follower:
             wanted = set(self.tracked if names is None else names) & set(self.tracked)
         sites = [s for s in cfg.sites if s.name in wanted]
         try:
-            seen = self.engine.follow_all(sites, act=False) if sites else []
+            seen = (
+                self.engine.follow_all(sites, act=False, observe_all=self.cache is not None)
+                if sites
+                else []
+            )
         except ReconcilerError as exc:
             log.warning("following rollouts: %s", exc)
             return

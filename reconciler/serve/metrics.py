@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from reconciler.core import leadtime
@@ -155,3 +156,21 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class WatchCounts(Collector):
+    """reconciler_watch_cache_total{count=...}: what the watch-fed cache asked the API server
+    (lists, watches, relists after 410 Gone, reconnects) and heard (events, bookmarks)."""
+
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "reconciler_watch_cache",
+            "The watch-fed workload cache: requests made and events heard, by count",
+            labels=["count"],
+        )
+        for name, value in sorted(self.counts().items()):
+            family.add_metric([name], value)
+        yield family

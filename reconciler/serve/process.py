@@ -17,18 +17,29 @@ from reconciler.serve.service import Service
 log = logging.getLogger(__name__)
 
 GRACEFUL_TIMEOUT = 25  # the pod's terminationGracePeriodSeconds (60) leaves room for this
+CACHE_STOP_TIMEOUT = 3.0  # its watches are shut down at once; a request being sent may not be
 FIRST_CHECK_WAIT = 2.0  # seconds the first /readyz waits for a health check's first verdict
 
 
 class Process:
     """Starts and stops the service and its triggers in the right order."""
 
-    def __init__(self, service: Service, app: Any, triggers: list[BackgroundTrigger]) -> None:
+    def __init__(
+        self,
+        service: Service,
+        app: Any,
+        triggers: list[BackgroundTrigger],
+        *,
+        cache: BackgroundTrigger | None = None,
+    ) -> None:
         self.service = service
         self.app = app
         self.triggers = triggers
+        self.cache = cache  # the watch-fed workload cache: first to start, last to stop
 
     def start(self) -> None:
+        if self.cache is not None:
+            self.cache.start()
         self.service.start_schedule()
         self.service.start_following()
         for trigger in self.triggers:
@@ -46,6 +57,11 @@ class Process:
     def finish(self) -> None:
         if not self.service.shutdown(timeout=GRACEFUL_TIMEOUT - 5):
             log.warning("exiting with a sync still running", extra={"event": "shutdown_late"})
+        if self.cache is not None:
+            try:
+                self.cache.stop(timeout=CACHE_STOP_TIMEOUT)
+            except RuntimeError as exc:  # its threads are daemons: the process ends anyway
+                log.warning("stopping the workload cache: %s", exc)
 
 
 def cached(

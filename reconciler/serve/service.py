@@ -18,6 +18,7 @@ from typing import Any
 from reconciler.core.config import sites as config_mod
 from reconciler.core.errors import ConfigError, ConfigUnavailable
 from reconciler.core.model import LeaseRecord, Rollout, SiteResult, SyncReport, SyncRequest
+from reconciler.core.ports import FreshReads
 from reconciler.core.rollout.history import Deploy
 from reconciler.serve.commitinfo import CommitInfo
 from reconciler.serve.follower import Follower, SharedLease
@@ -83,6 +84,8 @@ class Service(ServiceViews):
         self.started_at = clock()
         self.stopping = False
         self.extra_health: dict[str, Callable[[], str | None]] = {}
+        # called with every valid sites.toml read (the watch-fed cache follows its namespaces)
+        self.on_config: list[Callable[[config_mod.Config], None]] = []
         self._history_reads: dict[str, Future[list[Deploy]]] = {}
         self._pushes: OrderedDict[tuple[str, str], float] = OrderedDict()  # (repo, sha): time
 
@@ -173,6 +176,8 @@ class Service(ServiceViews):
             log.info("sites.toml is valid again", extra={"event": "config_valid"})
         self.metrics.config_valid.set(1)
         self.schedule.follow(fresh.service)
+        for hook in self.on_config:
+            hook(fresh)
         return fresh
 
     def retry_after(self) -> int:
@@ -214,7 +219,7 @@ class Service(ServiceViews):
             request = replace(request, sites=request.sites & frozenset(cfg.names))
         held = self.leader.held() if self.leader is not None else contextlib.nullcontext()
         try:
-            with held:
+            with held, self._reads(request):
                 report = self.engine.run(cfg, request)
                 self._notify(cfg, report)  # under the Lease: one replica decides at a time
         except Exception:
@@ -222,6 +227,15 @@ class Service(ServiceViews):
             raise
         self._record(report)
         return report
+
+    def _reads(self, request: SyncRequest) -> contextlib.AbstractContextManager[None]:
+        """A sync of named sites (a command, a webhook, POST /sync/<site>) reads them from the API
+        server: someone may have just changed them. A sync of every site (the schedule, POST
+        /sync, the startup sync) reads a watch-fed cache when the cluster has one."""
+        cluster = self.engine.cluster
+        if request.sites is not None and isinstance(cluster, FreshReads):
+            return cluster.fresh()
+        return contextlib.nullcontext()
 
     def _notify(self, cfg: config_mod.Config, report: SyncReport) -> None:
         if self.notifier is None:

@@ -326,6 +326,23 @@ def merged(stored: SiteResult, followed: SiteResult) -> SiteResult:
         )
     if p.current_image is None:  # the Deployment could not be read: nothing new
         return stored
+    if p.action is Action.HELD:  # a person changed the image (seen on the watch): held now
+        return replace(
+            stored,
+            applied=False,
+            plan=replace(
+                stored.plan,
+                action=Action.HELD,
+                skip=None,
+                reason=p.reason,
+                held_by=p.held_by,
+                held_at=p.held_at,
+                rollout=p.rollout,
+                progress=p.progress,
+                current_image=p.current_image,
+                running_sha=p.running_sha,
+            ),
+        )
     lead = leadtime.followed(stored.plan.lead, p.lead)
     return replace(
         stored, plan=replace(stored.plan, rollout=p.rollout, progress=p.progress, lead=lead)

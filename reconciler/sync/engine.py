@@ -371,10 +371,14 @@ class Engine:
         False: then only say so). Needs no GitHub."""
         return self.follow_all([site], act=act)[0]
 
-    def follow_all(self, sites: Sequence[Site], *, act: bool = True) -> list[SiteResult]:
-        """follow() for many sites: one LIST per namespace holding several, else one GET."""
+    def follow_all(
+        self, sites: Sequence[Site], *, act: bool = True, observe_all: bool = False
+    ) -> list[SiteResult]:
+        """follow() for many sites: one LIST per namespace holding several, else one GET;
+        `observe_all` reads every namespace through observe() (a watch-fed cluster answers it
+        from memory, so a lone site costs no GET either)."""
         counts = Counter(s.namespace for s in sites if s.delivery == KUBERNETES)
-        shared = {ns for ns, n in counts.items() if n > 1}
+        shared = {ns for ns, n in counts.items() if n > 1 or observe_all}
         views: Mapping[str, NamespaceView] = {}
         if shared:
             try:

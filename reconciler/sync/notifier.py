@@ -75,6 +75,8 @@ class Notifier:
         became available, or one that failed and was rolled back; anything else waits for the
         next sync."""
         p = result.plan
+        if p.action is Action.HELD:  # a person's change: the next sync says it
+            return None
         if p.action is Action.ROLLED_BACK:
             snap = snapshot(result)
         elif p.rollout is Rollout.AVAILABLE and p.running_sha:

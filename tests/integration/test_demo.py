@@ -180,9 +180,15 @@ def test_the_demo_deploys_rolls_back_holds_and_stops_clean(
 
     browser.get(demo.state["url"] + "/")
     rows = browser.find_elements(By.CSS_SELECTOR, "#sites tbody tr")
-    assert {r.get_attribute("data-site") for r in rows} == {"blog", "shop", "checkout"}
+    names = {r.get_attribute("data-site") for r in rows}
+    assert names == {"blog", "shop", "checkout", "blog-prod"}
     for name in ("blog", "shop", "checkout"):
         demo.until(name, "the startup sync deploys the branch head", state="in-sync")
+    # the staging → production pair: blog-prod promotes what blog ran for a minute, once approved
+    pipeline = browser.find_element(By.CLASS_NAME, "pipeline").text
+    assert "blog" in pipeline and "blog-prod" in pipeline and "→" in pipeline
+    prod = demo.site("blog-prod")
+    assert prod["promote_from"] == "blog" and "blog" in prod["reason"], prod
 
     out = demo.run("push", "blog")
     sha = out.split(" is now ")[1][:7]

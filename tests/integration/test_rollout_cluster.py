@@ -230,3 +230,21 @@ def test_two_replicas_never_both_roll_back(
     assert world.get()["metadata"]["annotations"][ann.FAILED_SHA] == bad
     assert len(world.events("RolledBack")) == 1
     assert len(world.events("RolloutFailed")) == 1
+
+
+def test_a_persons_rollout_undo_shows_held_from_the_watch_without_a_sync(
+    world: RolloutWorld, tmp_path: Path, replicas: list[ServeProcess]
+) -> None:
+    one = world.head()
+    world.sync(*WAIT)
+    world.head()
+    world.sync(*WAIT)
+    proc = serve(world, tmp_path, "reconciler-0")
+    replicas.append(proc)
+    proc.wait_for(lambda: blog(proc)["state"] == "in-sync", what="the startup sync")
+    last = proc.request("GET", "/status")[1]["last_sync"]["run_id"]
+
+    world.kubectl("rollout", "undo", "deployment/blog")
+    held = proc.wait_for(lambda: (s := blog(proc))["state"] == "held" and s, what="held")
+    assert held["held_by"] == "kubectl" and world.image() == f"gcr.io/p/blog:{one}"
+    assert proc.request("GET", "/status")[1]["last_sync"]["run_id"] == last  # no sync ran

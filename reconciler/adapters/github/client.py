@@ -1,5 +1,6 @@
 """The request path to GitHub: PyGithub's Requester per thread, read-only retries, the
-rate-limit rules (retry-after, an exhausted limit fails fast), conditional GETs."""
+rate-limit rules (retry-after, an exhausted limit fails fast), an adaptive number of requests in
+flight (core.pace: inside GitHub's secondary limits), conditional GETs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -26,6 +28,7 @@ from reconciler.core.errors import ErrorKind, GitHubError
 from reconciler.core.model import (
     HeadError,
 )
+from reconciler.core.pace import Pace
 from reconciler.core.ports import RateLimit
 from reconciler.settings import GitHubSettings
 
@@ -50,6 +53,64 @@ class Halt(Exception):
     def __init__(self, error: HeadError) -> None:
         super().__init__(error.reason)
         self.error = error
+
+
+class Throttle:
+    """The requests in flight to GitHub, at the adaptive pace of core.pace (one per client, so
+    every reader of heads, checks and commits shares it). Its pause is on the monotonic clock."""
+
+    def __init__(self, pace: Pace, *, max_wait: float) -> None:
+        self.pace = pace
+        self.max_wait = max_wait
+        self.in_flight = 0
+        self.peak = 0  # the most requests in flight at once (the benchmark reports it)
+        self.limited_answers = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def slot(self, budget: Callable[[], int | None], *, waited: bool = False) -> Iterator[None]:
+        """Hold one of the requests in flight; `waited`: this thread has just waited out the
+        pause itself (it retries at once). A pause longer than max_wait raises Halt; so does
+        `budget` (the primary limit's remaining requests, None: not known yet), and no more
+        requests are in flight than it has room for."""
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                pause = 0.0 if waited else self.pace.wait(now)
+                if pause > self.max_wait:
+                    raise Halt(_paused(pause))
+                room = budget()
+                cap = self.pace.bounded if room is None else min(self.pace.bounded, room)
+                if pause <= 0 and self.in_flight < cap:
+                    break
+                self._cond.wait(pause if pause > 0 else None)
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.in_flight -= 1
+                self._cond.notify_all()
+
+    def answered(self) -> None:
+        with self._cond:
+            self.pace = self.pace.answered()
+            self._cond.notify_all()
+
+    def limited(self, retry_after: float) -> None:
+        with self._cond:
+            self.limited_answers += 1
+            self.pace = self.pace.limited(retry_after, time.monotonic())
+
+
+def _paused(wait: float) -> HeadError:
+    when = time.strftime("%H:%M:%S UTC", time.gmtime(time.time() + wait))
+    return HeadError(
+        f"GitHub secondary rate limit reached; not retrying before {when} (in {wait:.0f}s); "
+        "no request sent; the next sync will pick this site up",
+        ErrorKind.RATE_LIMITED,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +150,10 @@ class GitHubClient:
         self._lock = threading.Lock()
         self._limits: dict[str, RateLimit] = {}
         self._etags: dict[str, tuple[str, str]] = {}  # url -> (etag, value)
+        self.throttle = Throttle(
+            Pace(limit=settings.concurrency, ceiling=settings.max_concurrency),
+            max_wait=settings.max_retry_wait,
+        )
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -125,10 +190,16 @@ class GitHubClient:
         self, verb: str, url: str, *, headers: dict[str, str] | None = None, body: Any = None
     ) -> Response:
         """One request with GitHub's rate-limit rules applied; raises Halt or GitHubError."""
-        self._check_budget("graphql" if url.endswith("graphql") else "core")
+        resource = "graphql" if url.endswith("graphql") else "core"
+        self._check_budget(resource)
         for attempt in range(3):
             try:
-                status, hdrs, text = self._requester().requestJson(verb, url, None, headers, body)
+                with self.throttle.slot(lambda: self._check_budget(resource), waited=attempt > 0):
+                    status, hdrs, text = self._requester().requestJson(
+                        verb, url, None, headers, body
+                    )
+                    hdrs = {k.lower(): v for k, v in hdrs.items()}
+                    self._note_limits(hdrs)  # before the next request may start
             except requests.exceptions.RetryError as exc:  # urllib3 retries exhausted
                 raise GitHubError(
                     f"GitHub kept failing ({exc})", kind=ErrorKind.GITHUB_UNAVAILABLE
@@ -139,11 +210,13 @@ class GitHubClient:
                 ) from exc
             except GithubException as exc:
                 raise GitHubError(f"GitHub error: {exc}", kind=ErrorKind.GITHUB) from exc
-            response = Response(status, {k.lower(): v for k, v in hdrs.items()}, text)
-            self._note_limits(response.headers)
+            response = Response(status, hdrs, text)
             wait = self._retry_wait(response)
             if wait is None:
+                self.throttle.answered()
                 return response
+            if response.headers.get("retry-after") is not None or _secondary(response):
+                self.throttle.limited(wait)  # fewer in flight, none before retry-after
             if wait > self.settings.max_retry_wait or attempt == 2:
                 raise Halt(self.limited(response, wait))
             log.warning("GitHub asked us to wait %.0fs (%s); waiting", wait, response.message)
@@ -182,7 +255,7 @@ class GitHubClient:
         if str(r.headers.get("x-ratelimit-remaining")) == "0":
             reset = float(r.headers.get("x-ratelimit-reset", self.clock() + 3600))
             return max(0.0, reset - self.clock()) + 1
-        if "secondary rate limit" in r.message.lower():
+        if _secondary(r):
             return 60.0
         return None  # a plain 403 (e.g. SAML, permissions) is the caller's to report
 
@@ -211,8 +284,9 @@ class GitHubClient:
         with self._lock:
             self._limits[limit.resource] = limit
 
-    def _check_budget(self, resource: str) -> None:
-        """Never send a request GitHub would refuse: fail fast while the limit is exhausted."""
+    def _check_budget(self, resource: str) -> int | None:
+        """Never send a request GitHub would refuse: fail fast while the limit is exhausted;
+        the requests left (None: not known yet, or the limit has reset)."""
         with self._lock:
             limit = self._limits.get(resource)
         if limit and limit.remaining <= 0 and limit.reset_epoch > self.clock():
@@ -225,6 +299,7 @@ class GitHubClient:
                     ErrorKind.RATE_LIMITED,
                 )
             )
+        return limit.remaining if limit and limit.reset_epoch > self.clock() else None
 
     def rate_limits(self) -> Mapping[str, RateLimit]:
         with self._lock:
@@ -248,6 +323,10 @@ class GitHubClient:
             with self._lock:
                 self._etags[url] = (str(etag), r.body)
         return r
+
+
+def _secondary(r: Response) -> bool:
+    return r.status in (403, 429) and "secondary rate limit" in r.message.lower()
 
 
 def _root_cause(exc: BaseException) -> BaseException:

@@ -43,7 +43,8 @@ class HeadReader:
         task: Callable[[Any], Mapping[RepoRef, HeadResult]],
         keys: Callable[[Any], Iterable[RepoRef]],
     ) -> dict[RepoRef, HeadResult]:
-        """Run `task` over `work` with bounded concurrency; a halt fails what has not run yet."""
+        """Run `task` over `work` on up to max_concurrency threads (the client's throttle says how
+        many of their requests are in flight); a halt fails what has not run yet."""
         items = list(work)
         out: dict[RepoRef, HeadResult] = {}
         halted: list[HeadError] = []
@@ -60,7 +61,7 @@ class HeadReader:
                 return dict.fromkeys(keys(item), HeadError(str(exc), exc.kind))
 
         for result in bounded_map(
-            guarded, items, limit=self.client.settings.concurrency, name="github"
+            guarded, items, limit=self.client.settings.max_concurrency, name="github"
         ):
             out.update(result)
         return out
