@@ -227,7 +227,9 @@ class GitDelivery:
         return d
 
     def _note(self, site: Site, write: DeploymentPatch) -> None:
-        result = self.cluster.patch(write, dry_run=False)
+        """A command's record on the Deployment: only reconciler.dev/ annotations, so unguarded
+        (a rollout in progress changes the resourceVersion every few seconds)."""
+        result = self.cluster.patch(replace(write, resource_version=""), dry_run=False)
         if not result.ok:
             raise CommandError(f"{site.name}: {result.reason}")
         self.cluster.settle()

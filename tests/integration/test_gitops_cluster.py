@@ -133,8 +133,8 @@ def test_commit_rollout_followed_failure_and_revert_commit(
     assert held["held_by"] == "reconciler" and "reverted in the config repository" in held["reason"]
     owner = [m for m in world.get()["metadata"]["managedFields"] if m["manager"] == FIELD_MANAGER]
     assert owner, "the image is the GitOps tool's"
-    code, _ = world.cli("resume", "blog")
-    assert code == 0
+    code, said = world.cli("resume", "blog")
+    assert code == 0, said
     fixed = world.head()
     assert world.sync()["action"] == "update" and tag_in_repo(github) == fixed
     player.sync()
