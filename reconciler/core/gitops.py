@@ -273,7 +273,10 @@ def _pending(p: SitePlan, d: ObservedDeployment, view: RepoView) -> SitePlan:
             f"committed {p.sha[:7]} to {where(spec)} ({commit}); waiting for the GitOps tool "
             "to apply it"
         )
-        return replace(p, action=Action.SKIP, skip=Skip.AWAITING_APPLY, reason=why)
+        # the deploy is under way: followed (serve, sync --wait) until the tool applies it
+        return replace(
+            p, action=Action.SKIP, skip=Skip.AWAITING_APPLY, reason=why, rollout=Rollout.PROGRESSING
+        )
     if p.action is Action.IN_SYNC and not recorded:
         return replace(
             p, action=Action.UPDATE, reason=f"{where(spec)} holds {p.sha[:7]}; record it"
