@@ -27,14 +27,15 @@ def parse_git(
     raw: Mapping[str, Any],
     defaults: Mapping[str, Any],
     where: tuple[str, ...],
-    site: str,
-    *,
-    container: str | None,
+    of: tuple[str, str | None, tuple[Target, ...]],
     problem: Problem,
 ) -> GitSpec | None:
-    """The site's GitSpec (None without a `git` table, or when it has problems: each reported)."""
+    """The site's GitSpec (None without a `git` table, or when it has problems: each reported);
+    `of` is the site's name, container and [[targets]] (git delivers to one Deployment)."""
+    site, container, targets = of
     if "git" not in raw:
         return None
+    one_way(raw, targets, where, site, problem)
     table, base = raw["git"], defaults.get("git", {})
     here = (*where, "git")
     if not isinstance(table, dict):
@@ -57,6 +58,12 @@ def one_way(
     if "helm" in raw:
         message = "a site is delivered one way: a [helm] release or a [git] repository, not both"
         problem((*where, "git"), message, site)
+    if "cluster" in raw:
+        message = (
+            "git delivery follows Deployments of the home cluster only, for now: "
+            'leave out "cluster"'
+        )
+        problem((*where, "cluster"), message, site)
     if len(targets) > 1 or (targets and targets[0].kind != DEPLOYMENT):
         message = (
             "git delivery writes one Deployment's image: use deployment/container, "

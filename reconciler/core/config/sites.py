@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.core.config import keys as configkeys
-from reconciler.core.config.gitconfig import check_defaults, one_way, parse_git
+from reconciler.core.config.clusters import parse_clusters, site_cluster
+from reconciler.core.config.gitconfig import check_defaults, parse_git
 from reconciler.core.config.lines import Lines, deepest
 from reconciler.core.config.targets import claims, conflict_message, conflicts, parse_targets
 from reconciler.core.errors import ConfigError, ConfigProblem
-from reconciler.core.model import GIT, HELM, KUBERNETES, HelmSpec, Site, Target
+from reconciler.core.model import GIT, HELM, KUBERNETES, ClusterRef, HelmSpec, Site, Target
 from reconciler.core.notify.config import NotifyConfig, parse_notify
 from reconciler.core.plan.template import template_problems
 from reconciler.core.promotion import parse_soak, promotions
@@ -72,6 +73,8 @@ class Config:
     def site(self, name: str) -> Site | None:
         return next((s for s in self.sites if s.name == name), None)
 
+    clusters: Mapping[str, ClusterRef] = field(default_factory=dict)  # [clusters.NAME]
+
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.sites)
@@ -100,7 +103,10 @@ def parse(
         data = tomllib.loads(text)
     except (ValueError, RecursionError) as exc:  # TOMLDecodeError is a ValueError
         raise ConfigError([_unparsable(text, path, exc)]) from None
-    return _Validator(text, path, schedule_problem).validate(data)
+    validator = _Validator(text, path, schedule_problem)
+    if isinstance(data.get("defaults"), dict):  # [defaults.git], once (each site's: parse_git)
+        check_defaults(data["defaults"], validator.problem)
+    return validator.validate(data)
 
 
 def _unparsable(text: str, path: str, exc: ValueError | RecursionError) -> ConfigProblem:
@@ -130,6 +136,7 @@ class _Validator:
         self.schedule_problem = schedule_problem
         self.problems: list[ConfigProblem] = []
         self.default_timeout: int | None = None
+        self.clusters: Mapping[str, ClusterRef] = {}
         self.windows: dict[str, Window] = {}
 
     def problem(self, where: tuple[str, ...], message: str, site: str | None = None) -> None:
@@ -182,8 +189,8 @@ class _Validator:
         self.unknown_keys(data, TOP_KEYS, (), None)
         defaults = self.table(data, "defaults")
         self.unknown_keys(defaults, DEFAULT_KEYS, ("defaults",), None)
-        check_defaults(defaults, self.problem)
         service = self._service(self.table(data, "service"))
+        self.clusters = parse_clusters(data, self.problem)
         raw_sites = self.table(data, "sites")
         if not raw_sites and not self.problems:
             self.problem((), 'no sites: add a table such as [sites.blog] with repo = "owner/name"')
@@ -209,7 +216,9 @@ class _Validator:
         if self.problems:
             self.problems.sort(key=lambda p: p.line or 0)
             raise ConfigError(self.problems)
-        return Config(self.path, tuple(sites), service, notify, self.windows)
+        return Config(
+            self.path, tuple(sites), service, notify, self.windows, clusters=self.clusters
+        )
 
     def _verify(
         self, table: Mapping[str, Any], where: tuple[str, ...], site: str | None
@@ -299,9 +308,10 @@ class _Validator:
             self.problem((*pin_where, "pin_digest"), '"pin_digest" must be true or false', name)
         required = self._required_checks(raw, where, name, verify)
         helm = self._helm(raw, where, name, namespace)
-        git = parse_git(raw, defaults, where, name, container=container, problem=self.problem)
-        if git is not None:
-            one_way(raw, targets or (), where, name, self.problem)
+        git = parse_git(raw, defaults, where, (name, container, targets or ()), self.problem)
+        cluster = site_cluster(
+            raw, defaults, self.clusters, where=where, site=name, problem=self.problem, helm=helm
+        )
         gates = self._gates(raw, defaults, where, name)
         if len(self.problems) > before or repo is None or image is None or targets is None:
             return None
@@ -324,6 +334,7 @@ class _Validator:
             git=git,
             **gates,
             targets=targets,
+            cluster=cluster,
         )
 
     def _helm(
@@ -495,7 +506,12 @@ class _Validator:
         claim, by another site or another target of the same site, is reported once, against
         the first such claim; at most MAX_CONFLICTS_SHOWN per workload, then one line says how
         many more there are."""
-        for workload, group in claims(sites).items():
+        by_cluster: dict[str, list[Site]] = {}
+        for site in sites:  # the same names in two clusters are two workloads
+            by_cluster.setdefault(site.cluster_name, []).append(site)
+        for workload, group in (
+            item for in_cluster in by_cluster.values() for item in claims(in_cluster).items()
+        ):
             clashes = conflicts(group)
             for claim, other in clashes[:MAX_CONFLICTS_SHOWN]:
                 where: tuple[str, ...] = ("sites", claim.site.name)
