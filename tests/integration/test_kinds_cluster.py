@@ -213,8 +213,9 @@ def test_a_cronjobs_first_job_decides_available_or_failed_and_rolled_back(
     world: KindsWorld,
 ) -> None:
     good = world.head()
-    done = world.sync()
+    done = world.sync(*WAIT)  # not waited for: the CronJob waits for its schedule (exit 0)
     assert done["action"] == "update" and done["applied"], done
+    assert "waiting for the next schedule" in done["progress"], done
     assert world.image() == f"gcr.io/p/shop:{good}"
     waiting = world.cli("plan")[0]
     assert waiting["rollout"] == "progressing", waiting
