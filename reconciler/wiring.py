@@ -235,7 +235,9 @@ def build_process(config_path: str, settings: Settings) -> Process:
     cluster: Cluster = listing
     cache = None
     if settings.watch_cache:  # the namespaces come with the first read of sites.toml
-        cache = kubecache.deployment_cache(api, ())
+        # its own client: one connection per watched namespace, none taken from the patches
+        watching = kube.api_client(settings.kubeconfig, in_cluster=settings.in_cluster)
+        cache = kubecache.deployment_cache(watching, ())
         cluster = kubecache.CachedCluster(cache, listing)
     engine = build_engine(Parts(cluster=cluster), settings)
     the_lease = None
