@@ -31,7 +31,9 @@ class Store:
         self.notes: dict[str, str] = {}
         self.writes = 0
 
-    def annotate(self, namespace: str, deployment: str, key: str, value: str) -> None:
+    def annotate(
+        self, namespace: str, deployment: str, key: str, value: str, kind: str = "Deployment"
+    ) -> None:
         self.notes[deployment] = value
         self.writes += 1
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from reconciler.adapters.delivery import WebhookSender
 from reconciler.adapters.github import GitHubDeployments, GitHubSource
 from reconciler.adapters.helm import HelmCLI
 from reconciler.adapters.registry import RegistryVerifier, Verifiers
+from reconciler.core.errors import ReconcilerError
+from reconciler.core.model import ClusterRef, Site
 from reconciler.core.ports import (
     BackgroundTrigger,
     Cluster,
@@ -29,6 +32,7 @@ from reconciler.core.ports import (
     SiteDelivery,
 )
 from reconciler.settings import LEASE_WAIT_MARGIN, Settings
+from reconciler.sync.clusters import Clusters, Connect
 from reconciler.sync.delivery import Deliveries
 from reconciler.sync.engine import Engine
 from reconciler.sync.helmdelivery import HelmDelivery
@@ -61,8 +65,30 @@ class Parts:
     verifier: ImageVerifier | None = None
     kubeconfig: str | None = None
     kube_context: str | None = None
+    connect: Connect | None = None  # builds a [clusters.NAME]'s port; default: kube_connect
     deliveries: dict[str, SiteDelivery] | None = None  # by Site.delivery ("helm", "git")
     clock: Callable[[], float] | None = None  # the engine's clock (windows, soak); default time
+
+
+def kube_connect(settings: Settings) -> Connect:
+    """How a named cluster's port is built: its kubeconfig file (default: the reconciler's own,
+    KUBECONFIG) and context; never the pod's in-cluster identity, which is the home cluster's."""
+
+    def connect(ref: ClusterRef) -> Cluster:
+        api = kube.api_client(ref.kubeconfig or settings.kubeconfig, ref.context)
+        return kube.KubeCluster(api, reporter=settings.identity, writes=settings.apply_concurrency)
+
+    return connect
+
+
+def kubeconfig_stamp(ref: ClusterRef) -> object:
+    """The identity of a named cluster's kubeconfig file now (None: missing): a Secret volume
+    swaps it for a new file when the token in it is rotated."""
+    try:
+        st = os.stat(ref.kubeconfig) if ref.kubeconfig else None
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size) if st else None
 
 
 def build_engine(parts: Parts | None, settings: Settings) -> Engine:
@@ -99,6 +125,7 @@ def build_engine(parts: Parts | None, settings: Settings) -> Engine:
         cluster=cluster,
         verifier=verifier,
         apply_concurrency=settings.apply_concurrency,
+        clusters=Clusters(cluster, parts.connect or kube_connect(settings), kubeconfig_stamp),
         deliveries=Deliveries(deliveries),
         **({"clock": parts.clock} if parts.clock else {}),
     )
@@ -114,7 +141,18 @@ def build_notifier(engine: Engine, settings: Settings) -> Notifier:
     if isinstance(engine.heads, GitHubSource) and settings.github.authenticated:
         deployments = GitHubDeployments(engine.heads)
     outbox = Outbox(WebhookSender(settings.environ), commits, deployments=deployments)
-    return Notifier(outbox, store, web_url=settings.github.web_url)
+    return Notifier(
+        outbox, store, web_url=settings.github.web_url, store_for=lambda s: _store(engine, s)
+    )
+
+
+def _store(engine: Engine, site: Site) -> NoteStore | None:
+    """Where the notifier remembers what it said about `site`: on its own cluster."""
+    try:
+        port = engine.cluster_of(site)
+    except ReconcilerError:
+        return None
+    return port if isinstance(port, NoteStore) else None
 
 
 def build_service(
@@ -197,7 +235,8 @@ def watch_namespaces(service: Service, cache: kubecache.KubeCache[ObservedDeploy
     watched: set[str] = set()
 
     def follow(config: Config) -> None:
-        wanted = {site.namespace for site in config.sites}
+        # the home cluster's namespaces only: a site in another cluster is read there
+        wanted = {site.namespace for site in config.sites if site.cluster is None}
         if wanted == watched:
             return
         try:

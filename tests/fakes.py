@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 
 from reconciler.core.errors import ErrorKind
 from reconciler.core.model import (
+    DEPLOYMENT,
     ApplyResult,
     BranchHead,
     DeploymentPatch,
@@ -20,6 +21,7 @@ from reconciler.core.model import (
     NamespaceView,
     ObservedDeployment,
     RepoRef,
+    view_key,
 )
 from reconciler.core.ports import RateLimit, VerifyRequest
 from reconciler.core.rollout import state as rollout
@@ -57,9 +59,11 @@ class FakeCluster:
     settled: int = 0  # settle() calls: one after each run that patched
 
     def add(self, d: ObservedDeployment) -> None:
-        self.deployments[(d.namespace, d.name)] = d
+        self.deployments[(d.namespace, d.key)] = d
 
-    def observe(self, namespaces: Collection[str]) -> Mapping[str, NamespaceView]:
+    def observe(
+        self, namespaces: Collection[str], kinds: Mapping[str, frozenset[str]] | None = None
+    ) -> Mapping[str, NamespaceView]:
         out: dict[str, NamespaceView] = {}
         for ns in namespaces:
             if ns in self.broken_namespaces:
@@ -68,14 +72,14 @@ class FakeCluster:
                 out[ns] = {n: d for (dns, n), d in self.deployments.items() if dns == ns}
         return out
 
-    def read(self, namespace: str, name: str) -> ObservedDeployment | None:
-        return self.deployments.get((namespace, name))
+    def read(self, namespace: str, name: str, kind: str = DEPLOYMENT) -> ObservedDeployment | None:
+        return self.deployments.get((namespace, view_key(kind, name)))
 
     def apply(self, change: ImageChange, *, dry_run: bool) -> ApplyResult:
         with self.lock:
             if change.deployment in self.fail:
                 return ApplyResult(False, self.fail[change.deployment], ErrorKind.INVALID)
-            key = (change.namespace, change.deployment)
+            key = (change.namespace, view_key(change.kind, change.deployment))
             current = self.deployments[key]
             if self.conflicts:
                 self.conflicts -= 1
@@ -94,13 +98,14 @@ class FakeCluster:
                         rollout.update_annotations(change, self.now),
                         container=change.container,
                         image=change.image,
+                        kind=change.kind,
                     )
                 )
             return ApplyResult(True)
 
     def patch(self, patch: DeploymentPatch, *, dry_run: bool) -> ApplyResult:
         with self.lock:
-            current = self.deployments[(patch.namespace, patch.deployment)]
+            current = self.deployments[(patch.namespace, view_key(patch.kind, patch.deployment))]
             if patch.resource_version and patch.resource_version != current.resource_version:
                 return ApplyResult(False, "conflict", ErrorKind.CONFLICT, conflict=True)
             if not dry_run:
@@ -109,7 +114,7 @@ class FakeCluster:
             return ApplyResult(True)
 
     def _write(self, patch: DeploymentPatch) -> None:
-        key = (patch.namespace, patch.deployment)
+        key = (patch.namespace, view_key(patch.kind, patch.deployment))
         current = self.deployments[key]
         notes = dict(current.annotations)
         for k, v in patch.annotations.items():
@@ -167,8 +172,10 @@ class GatedCluster(FakeCluster):
         self.gate = threading.Event()
         self.entered = threading.Event()
 
-    def observe(self, namespaces: Collection[str]) -> Mapping[str, NamespaceView]:
+    def observe(
+        self, namespaces: Collection[str], kinds: Mapping[str, frozenset[str]] | None = None
+    ) -> Mapping[str, NamespaceView]:
         if not self.entered.is_set():
             self.entered.set()
             self.gate.wait(10)
-        return super().observe(namespaces)
+        return super().observe(namespaces, kinds)

@@ -18,8 +18,13 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from reconciler.core import annotations as ann
+from reconciler.core import workloads
 from reconciler.core.errors import ConflictError, ErrorKind, KubernetesError
 from reconciler.core.model import (
+    CRONJOB,
+    DAEMONSET,
+    DEPLOYMENT,
+    STATEFULSET,
     ApplyResult,
     Container,
     DeploymentPatch,
@@ -98,46 +103,66 @@ class KubeCluster:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def observe(self, namespaces: Collection[str]) -> Mapping[str, NamespaceView]:
-        """Every namespace's Deployments, or its NamespaceError; namespaces listed in parallel."""
+    def observe(
+        self, namespaces: Collection[str], kinds: Mapping[str, frozenset[str]] | None = None
+    ) -> Mapping[str, NamespaceView]:
+        """Every namespace's workloads (keyed by model.view_key), or its NamespaceError; one
+        LIST per kind in `kinds[namespace]` (default: Deployments), and one of Jobs where
+        there are CronJobs to judge; namespaces listed in parallel."""
         names = sorted(set(namespaces))
-        views = bounded_map(self._observe_one, names, limit=self.concurrency, name="observe")
+        wanted = {ns: (kinds or {}).get(ns) or frozenset({DEPLOYMENT}) for ns in names}
+        views = bounded_map(
+            lambda ns: self._observe_one(ns, wanted[ns]),
+            names,
+            limit=self.concurrency,
+            name="observe",
+        )
         return dict(zip(names, views, strict=True))
 
-    def _observe_one(self, namespace: str) -> NamespaceView:
-        deployments: dict[str, ObservedDeployment] = {}
-        token: str | None = None
+    def _observe_one(self, namespace: str, kinds: frozenset[str]) -> NamespaceView:
+        view: dict[str, ObservedDeployment] = {}
         try:
-            while True:
-                page = request(
-                    self.api,
-                    "GET",
-                    f"/apis/apps/v1/namespaces/{namespace}/deployments",
-                    action=f"list deployments in namespace {namespace}",
-                    query={"limit": LIST_PAGE, "continue": token},
-                )
-                for item in page.get("items", []):
-                    d = _observed(item)
-                    deployments[d.name] = d
-                token = (page.get("metadata") or {}).get("continue") or None
-                if not token:
-                    return deployments
+            jobs = self._list(namespace, "Job") if CRONJOB in kinds else []
+            now = datetime.now(UTC).timestamp()
+            for kind in sorted(kinds):
+                for item in self._list(namespace, kind):
+                    d = observed_of(kind, item, jobs, now)
+                    view[d.key] = d
         except KubernetesError as error:
             return NamespaceError(str(error), error.kind)
+        return view
 
-    def read(self, namespace: str, name: str) -> ObservedDeployment | None:
+    def _list(self, namespace: str, kind: str) -> list[Mapping[str, Any]]:
+        """Every object of `kind` in the namespace, in pages of LIST_PAGE."""
+        items: list[Mapping[str, Any]] = []
+        token: str | None = None
+        while True:
+            page = request(
+                self.api,
+                "GET",
+                kind_path(kind, namespace),
+                action=f"list {_plural(kind)} in namespace {namespace}",
+                query={"limit": LIST_PAGE, "continue": token},
+            )
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue") or None
+            if not token:
+                return items
+
+    def read(self, namespace: str, name: str, kind: str = DEPLOYMENT) -> ObservedDeployment | None:
         try:
             raw = request(
                 self.api,
                 "GET",
-                f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
-                action=f"get deployment {namespace}/{name}",
+                kind_path(kind, namespace, name),
+                action=f"get {kind.lower()} {namespace}/{name}",
             )
+            jobs = self._list(namespace, "Job") if kind == CRONJOB else []
         except KubernetesError as error:
             if error.kind is ErrorKind.NOT_FOUND:
                 return None
             raise
-        return _observed(raw)
+        return observed_of(kind, raw, jobs, datetime.now(UTC).timestamp())
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -156,8 +181,8 @@ class KubeCluster:
             patched = request(
                 self.api,
                 "PATCH",
-                f"/apis/apps/v1/namespaces/{patch.namespace}/deployments/{patch.deployment}",
-                action=f"patch deployment {patch.namespace}/{patch.deployment}",
+                kind_path(patch.kind, patch.namespace, patch.deployment),
+                action=f"patch {patch.kind.lower()} {patch.namespace}/{patch.deployment}",
                 query={
                     "dryRun": "All" if dry_run else None,
                     "fieldManager": FIELD_MANAGER,
@@ -179,7 +204,7 @@ class KubeCluster:
 
         def post() -> None:
             for note in patch.events:
-                self.event(patch.namespace, patch.deployment, note, meta)
+                self.event(patch.namespace, patch.deployment, note, meta, kind=patch.kind)
 
         future = self._event_pool.submit(post)
         with self._pending_lock:
@@ -234,14 +259,16 @@ class KubeCluster:
             )
         return out
 
-    def annotate(self, namespace: str, deployment: str, key: str, value: str) -> None:
+    def annotate(
+        self, namespace: str, deployment: str, key: str, value: str, kind: str = DEPLOYMENT
+    ) -> None:
         """Set one annotation with a JSON merge patch, unguarded: it touches nothing anyone else
         writes (the notification state); raises KubernetesError."""
         request(
             self.api,
             "PATCH",
-            f"/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}",
-            action=f"annotate deployment {namespace}/{deployment}",
+            kind_path(kind, namespace, deployment),
+            action=f"annotate {kind.lower()} {namespace}/{deployment}",
             query={"fieldManager": FIELD_MANAGER},
             body={"metadata": {"annotations": {key: value}}},
             content_type="application/merge-patch+json",
@@ -262,9 +289,15 @@ class KubeCluster:
         return pod_troubles(pods.get("items") or [], container, image)
 
     def event(
-        self, namespace: str, deployment: str, note: KubeEvent, meta: Mapping[str, Any]
+        self,
+        namespace: str,
+        deployment: str,
+        note: KubeEvent,
+        meta: Mapping[str, Any],
+        *,
+        kind: str = DEPLOYMENT,
     ) -> None:
-        """Record an Event on the Deployment; failing to do so fails nothing."""
+        """Record an Event on the workload; failing to do so fails nothing."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         now_micro = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         event = {
@@ -275,8 +308,8 @@ class KubeCluster:
                 "namespace": namespace,
             },
             "involvedObject": {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
+                "apiVersion": KIND_API[kind][0],
+                "kind": kind,
                 "name": deployment,
                 "namespace": namespace,
                 "uid": meta.get("uid"),
@@ -321,9 +354,10 @@ def smp_body(patch: DeploymentPatch) -> dict[str, Any]:
         metadata["resourceVersion"] = patch.resource_version  # 409 if it changed since we looked
     body: dict[str, Any] = {"metadata": metadata}
     if patch.container and patch.image is not None:
-        body["spec"] = {
-            "template": {"spec": {"containers": [{"name": patch.container, "image": patch.image}]}}
-        }
+        pod: dict[str, Any] = {"containers": [{"name": patch.container, "image": patch.image}]}
+        for key in reversed(workloads.template_path(patch.kind)):  # spec.template, or a
+            pod = {key: {"spec": pod} if key == "template" else pod}  # CronJob's jobTemplate
+        body.update(pod)
     return body
 
 
@@ -368,6 +402,59 @@ def _status(item: Mapping[str, Any]) -> DeploymentStatus | None:
         message=str(progressing.get("message") or ""),
         progress_deadline_seconds=int(spec.get("progressDeadlineSeconds") or 600),
     )
+
+
+KIND_API = {  # kind → (apiVersion, resource)
+    DEPLOYMENT: ("apps/v1", "deployments"),
+    STATEFULSET: ("apps/v1", "statefulsets"),
+    DAEMONSET: ("apps/v1", "daemonsets"),
+    CRONJOB: ("batch/v1", "cronjobs"),
+    "Job": ("batch/v1", "jobs"),
+}
+
+
+def kind_path(kind: str, namespace: str, name: str | None = None) -> str:
+    """The API path of a namespace's objects of `kind`, or of one of them."""
+    version, resource = KIND_API[kind]
+    path = f"/apis/{version}/namespaces/{namespace}/{resource}"
+    return f"{path}/{name}" if name is not None else path
+
+
+def _plural(kind: str) -> str:
+    return KIND_API[kind][1]
+
+
+def observed_of(
+    kind: str, item: Mapping[str, Any], jobs: list[Mapping[str, Any]], now: float
+) -> ObservedDeployment:
+    """The ObservedDeployment of a workload of any kind as the API server returns it: a
+    Deployment's status, or the other kinds' rollout judged by core.workloads (a CronJob's
+    by its Jobs, `jobs`: those of its namespace)."""
+    if kind == DEPLOYMENT:
+        return _observed(item)
+    meta = item.get("metadata") or {}
+    pod: Mapping[str, Any] = item
+    for key in (*workloads.template_path(kind), "spec"):
+        pod = pod.get(key) or {}
+    selector = {} if kind == CRONJOB else ((item.get("spec") or {}).get("selector") or {})
+    return ObservedDeployment(
+        namespace=str(meta.get("namespace", "")),
+        name=str(meta.get("name", "")),
+        containers=_containers(pod.get("containers")),
+        init_containers=_containers(pod.get("initContainers")),
+        annotations=dict(meta.get("annotations") or {}),
+        resource_version=str(meta.get("resourceVersion", "")),
+        uid=str(meta.get("uid", "")),
+        generation=int(meta.get("generation", 0)),
+        image_owners=workloads.kind_image_owners(kind, list(meta.get("managedFields") or [])),
+        selector=dict(selector.get("matchLabels") or {}),
+        kind=kind,
+        verdict=workloads.state(kind, item, jobs, now),
+    )
+
+
+def _containers(items: Any) -> tuple[Container, ...]:
+    return tuple(Container(str(c.get("name")), str(c.get("image", ""))) for c in items or ())
 
 
 def observed(item: Mapping[str, Any]) -> ObservedDeployment:

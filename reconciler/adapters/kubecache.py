@@ -37,6 +37,7 @@ from reconciler.adapters.kube import LIST_PAGE, KubeCluster, check_response, obs
 from reconciler.core import watch
 from reconciler.core.errors import ErrorKind, KubernetesError
 from reconciler.core.model import (
+    DEPLOYMENT,
     ApplyResult,
     DeploymentPatch,
     ImageChange,
@@ -475,17 +476,35 @@ class CachedCluster:
             with self._fresh_lock:
                 self._fresh -= 1
 
-    def observe(self, namespaces: Collection[str]) -> Mapping[str, NamespaceView]:
+    def observe(
+        self, namespaces: Collection[str], kinds: Mapping[str, frozenset[str]] | None = None
+    ) -> Mapping[str, NamespaceView]:
+        """Deployments from the cache (a namespace it could not list, or inside fresh(): by
+        LIST); the other kinds (StatefulSet, DaemonSet, CronJob targets) by the cluster's LIST
+        per namespace and kind, merged in."""
         if self._fresh:
-            return self.cluster.observe(namespaces)
+            return self.cluster.observe(namespaces, kinds)
         views: dict[str, NamespaceView] = dict(self.cache.observe(namespaces))
         unlisted = [ns for ns, view in views.items() if isinstance(view, NamespaceError)]
         if unlisted:
-            views.update(self.cluster.observe(unlisted))
+            views.update(self.cluster.observe(unlisted, kinds))
+        others = {
+            ns: k - {DEPLOYMENT}
+            for ns, k in (kinds or {}).items()
+            if k - {DEPLOYMENT} and ns not in unlisted
+        }
+        if not others:
+            return views
+        for ns, view in self.cluster.observe(set(others), others).items():
+            cached = views.get(ns)
+            if isinstance(view, NamespaceError) or isinstance(cached, NamespaceError):
+                views[ns] = cached if isinstance(cached, NamespaceError) else view
+            else:
+                views[ns] = {**(cached or {}), **view}
         return views
 
-    def read(self, namespace: str, name: str) -> ObservedDeployment | None:
-        return self.cluster.read(namespace, name)
+    def read(self, namespace: str, name: str, kind: str = DEPLOYMENT) -> ObservedDeployment | None:
+        return self.cluster.read(namespace, name, kind)
 
     def apply(self, change: ImageChange, *, dry_run: bool) -> ApplyResult:
         return self.cluster.apply(change, dry_run=dry_run)

@@ -404,7 +404,7 @@ def _history(
         return EXIT_USAGE
     site, engine = found
     try:
-        deploys = history.of_site(engine.cluster, site, engine.deliveries)
+        deploys = history.of_site(engine.cluster_of(site), site, engine.deliveries)
     except ReconcilerError as exc:
         print(f"reconciler: {exc}", file=err)
         return EXIT_FAILED

@@ -206,6 +206,7 @@ def override_patch(p: SitePlan, record: windows.Override) -> DeploymentPatch:
         p.site.deployment,
         windows.override_annotations(record),
         events=(KubeEvent("Warning", "WindowOverride", record.text),),
+        kind=p.site.targets[0].kind,
     )
 
 

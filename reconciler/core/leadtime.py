@@ -63,6 +63,7 @@ __all__ = [
     "line",
     "loads",
     "offset",
+    "promoted",
     "read",
     "update_notes",
     "waiting_text",
@@ -95,6 +96,7 @@ WAITS = {
 # Verdicts (by their Skip value) that come after the image and checks were verified: envgates'
 # approval and window gates run on updates that passed the gate.
 _PAST_GATE = ("approval", "window")
+_GATES = (*_PAST_GATE, "promotion")
 
 
 def dumps(s: Stages) -> str:
@@ -176,8 +178,25 @@ def lead_of(
     if p.action is Action.UPDATE and p.sha and p.sha != head.sha:  # an older commit goes out
         date = next((c.committed_at for c in head.history if c.sha == p.sha), None)
         target = _verified(p.site, Stages(p.sha, pushed=_time(date), seen=now), now)
-    write = head_patch(p, notes or {}, mine, target)
+    write = head_patch(p, notes or {}, mine)
     return Lead(deployed, mine, waiting, since, target=target, write=write)
+
+
+def promoted(
+    p: SitePlan, notes: Mapping[str, str] | None, source: Mapping[str, str] | None, *, now: float
+) -> Lead:
+    """A follower's Lead (``promote_from``): its head is the commit its source runs, pushed
+    when the source's record says (the branch's push, not the promotion's), waiting for its
+    promotion since the source's rollout of it became available."""
+    upstream, _ = read(source or {})
+    if upstream is None:
+        return lead_of(p, notes, None, pushed=None, now=now)
+    head = BranchHead(p.site.repo, p.branch or "", upstream.sha)
+    lead = lead_of(p, notes, head, pushed=upstream.pushed, now=now)
+    if lead.waiting == "promotion":
+        since = upstream.available if upstream.available is not None else lead.since
+        return replace(lead, since=since)
+    return lead
 
 
 def _rolling(p: SitePlan, deployed: Stages | None) -> str | None:
@@ -229,28 +248,25 @@ def _wait(p: SitePlan, h: Stages) -> tuple[str | None, float | None]:
         return "paused", None
     if p.action is Action.HELD:
         return "hold", _time(p.held_at)
+    if p.skip in _GATES:  # approval, window, promotion (#20)
+        return str(p.skip), ready
     if p.skip is Skip.CHECKS_PENDING or (p.sha != h.sha and p.site.verify == "checks"):
         return "checks", start
     if p.skip is Skip.IMAGE_MISSING or p.sha != h.sha:
         return "image", h.checks or start
-    if p.skip in WAITS:  # approval, window, promotion (#20)
-        return str(p.skip), ready
     if p.action is Action.UPDATE:
         return "sync", ready
     return None, None
 
 
-def head_patch(
-    p: SitePlan, notes: Mapping[str, str], mine: Stages, target: Stages | None
-) -> DeploymentPatch | None:
+def head_patch(p: SitePlan, notes: Mapping[str, str], mine: Stages) -> DeploymentPatch | None:
     """The write that records a head not deployed by this verdict (None: recorded already, or
     the update that deploys it records it)."""
     if p.action is Action.UPDATE and p.sha == mine.sha:
         return None
-    if p.action in (Action.ERROR, Action.ROLLED_BACK) or p.skip in (
-        Skip.PAUSED,
-        Skip.FAILED_COMMIT,
-    ):
+    if p.action in (Action.ERROR, Action.ROLLED_BACK):
+        return None
+    if p.skip in (Skip.PAUSED, Skip.FAILED_COMMIT):
         return None
     if p.write is not None:  # the verdict writes something else: recorded at the next sync
         return None
@@ -263,6 +279,7 @@ def head_patch(
         p.site.deployment,
         {ann.HEAD_STAGES: dumps(mine)},
         resource_version=p.resource_version,
+        kind=p.site.targets[0].kind,
     )
 
 

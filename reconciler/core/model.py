@@ -9,6 +9,22 @@ from enum import StrEnum
 
 from reconciler.core.errors import ErrorKind
 
+HOME_CLUSTER = "home"  # the cluster the reconciler runs in: its name on pages, metrics, JSON
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterRef:
+    """A named cluster of sites.toml's [clusters.NAME]: a mounted kubeconfig file and/or one of
+    its contexts (never credentials). Sites without one live in the home cluster."""
+
+    name: str
+    kubeconfig: str | None = None  # an absolute path; None: the default kubeconfig
+    context: str | None = None  # None: the kubeconfig's current context
+
+    def __str__(self) -> str:
+        return f'cluster "{self.name}"'
+
+
 DEPLOYMENT = "Deployment"
 STATEFULSET = "StatefulSet"
 DAEMONSET = "DaemonSet"
@@ -88,6 +104,13 @@ class Site:
     rollout_timeout: int | None = None  # seconds; None = the Deployment's progressDeadlineSeconds
     delivery: str = KUBERNETES  # one of DELIVERIES: who writes the image (see above)
     helm: HelmSpec | None = None  # delivery = "helm": the release
+    cluster: ClusterRef | None = None  # None: the home cluster (the one the reconciler runs in)
+
+    @property
+    def cluster_name(self) -> str:
+        """The site's cluster as pages, metrics and JSON name it."""
+        return self.cluster.name if self.cluster is not None else HOME_CLUSTER
+
     # environments (#20; core/gates.py): follow a site instead of a branch, a person approves,
     # deploy windows by name ([windows.NAME] of sites.toml)
     promote_from: str | None = None
@@ -195,8 +218,28 @@ class DeploymentStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkloadVerdict:
+    """A StatefulSet's, DaemonSet's or CronJob's rollout as core.workloads judges it: its
+    state (None until a controller reported), progress such as "2/3 ready", the reason (what
+    it waits on, or why it failed), and whether stuck pods past the rollout timeout may fail it
+    (not while it waits on a person or the schedule)."""
+
+    rollout: Rollout | None
+    progress: str = ""
+    reason: str = ""
+    timed: bool = True
+
+
+def view_key(kind: str, name: str) -> str:
+    """A workload's key in a NamespaceView: a Deployment's name, else "Kind/name"."""
+    return name if kind == DEPLOYMENT else f"{kind}/{name}"
+
+
+@dataclass(frozen=True, slots=True)
 class ObservedDeployment:
-    """What the API server says a Deployment runs, reduced to what planning needs."""
+    """What the API server says a workload runs, reduced to what planning needs: a Deployment
+    (``status`` from its controller), or a StatefulSet, DaemonSet or CronJob (``kind``; its
+    rollout judged by core.workloads into ``verdict`` when it was read)."""
 
     namespace: str
     name: str
@@ -209,6 +252,12 @@ class ObservedDeployment:
     status: DeploymentStatus | None = None  # None: no controller has reported on it yet
     image_owners: Mapping[str, FieldOwner] = field(default_factory=dict)  # by container name
     selector: Mapping[str, str] = field(default_factory=dict)  # spec.selector.matchLabels
+    kind: str = DEPLOYMENT
+    verdict: WorkloadVerdict | None = None  # the other kinds' rollout (None: not reported)
+
+    @property
+    def key(self) -> str:
+        return view_key(self.kind, self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +310,7 @@ class DeploymentPatch:
     change_cause: str | None = None
     events: tuple[KubeEvent, ...] = ()
     resource_version: str = ""
+    kind: str = DEPLOYMENT  # the workload's kind (`deployment` is its name)
 
 
 class Skip(StrEnum):
@@ -428,6 +478,7 @@ class ImageChange:
     previous_sha: str = ""  # the commit previous_image was built from, when known
     clear: tuple[str, ...] = ()  # reconciler.dev/ annotations this update removes (a hold)
     trigger: str = ""  # what asked for the sync that makes it (recorded on the Deployment)
+    kind: str = DEPLOYMENT  # the workload's kind (`deployment` is its name)
     notes: Mapping[str, str | None] = field(default_factory=dict)  # more annotations to write
 
 
@@ -503,6 +554,7 @@ class SiteResult:
             "sha": p.sha,
             "head_sha": p.head_sha,
             "target_sha": p.sha,
+            "cluster": p.site.cluster_name,
             "namespace": p.site.namespace,
             "deployment": p.site.deployment,
             "container": p.container,

@@ -9,6 +9,7 @@ from typing import Protocol, runtime_checkable
 
 from reconciler.core.helmrelease import Revision, Upgraded
 from reconciler.core.model import (
+    DEPLOYMENT,
     ApplyResult,
     DeploymentPatch,
     HeadResult,
@@ -65,10 +66,16 @@ class HeadSource(Protocol):
 class Cluster(Protocol):
     """Observes and patches Deployments."""
 
-    def observe(self, namespaces: Collection[str]) -> Mapping[str, NamespaceView]: ...
+    def observe(
+        self, namespaces: Collection[str], kinds: Mapping[str, frozenset[str]] | None = None
+    ) -> Mapping[str, NamespaceView]:
+        """Each namespace's workloads, keyed by model.view_key: one LIST per kind in
+        `kinds[namespace]` (None: Deployments only; the engine passes it only when a site has a
+        StatefulSet, DaemonSet or CronJob target)."""
+        ...
 
-    def read(self, namespace: str, name: str) -> ObservedDeployment | None:
-        """One Deployment, fresh (after a conflict); None when it is gone."""
+    def read(self, namespace: str, name: str, kind: str = DEPLOYMENT) -> ObservedDeployment | None:
+        """One workload, fresh (after a conflict, or to follow it); None when it is gone."""
         ...
 
     def apply(self, change: ImageChange, *, dry_run: bool) -> ApplyResult:
@@ -115,7 +122,9 @@ class CommitLog(Protocol):
 class NoteStore(Protocol):
     """Writes one annotation on a Deployment (a merge patch); raises ReconcilerError."""
 
-    def annotate(self, namespace: str, deployment: str, key: str, value: str) -> None: ...
+    def annotate(
+        self, namespace: str, deployment: str, key: str, value: str, kind: str = DEPLOYMENT
+    ) -> None: ...
 
 
 @runtime_checkable

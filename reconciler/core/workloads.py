@@ -52,6 +52,7 @@ from reconciler.core.model import (
     FieldOwner,
     KubeEvent,
     Rollout,
+    WorkloadVerdict,
 )
 from reconciler.core.rollout.state import (
     STUCK_REASONS,
@@ -86,16 +87,7 @@ __all__ = [
 Obj = Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """A workload's rollout: its state (None until a controller reported), progress such as
-    "2/3 ready", the reason (what it waits on, or why it failed), and whether stuck pods past
-    the rollout timeout may fail it (not while it waits on a person or the schedule)."""
-
-    rollout: Rollout | None
-    progress: str = ""
-    reason: str = ""
-    timed: bool = True
+Verdict = WorkloadVerdict  # the one value of a workload's rollout (core.model)
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,6 +83,7 @@ class SiteMetrics(Collector):
                 "site": p.site.name,
                 "repo": p.site.repo,
                 "branch": p.branch or "",
+                "cluster": p.site.cluster_name,
                 "namespace": p.site.namespace,
                 "deployment": p.site.deployment,
                 "running_sha": running or "",
@@ -104,7 +105,16 @@ class SiteMetrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         now = self.clock()
-        labels = ["site", "repo", "branch", "namespace", "deployment", "running_sha", "head_sha"]
+        labels = [
+            "site",
+            "repo",
+            "branch",
+            "cluster",
+            "namespace",
+            "deployment",
+            "running_sha",
+            "head_sha",
+        ]
         info = GaugeMetricFamily(
             "reconciler_site_info",
             "1 per site, labelled with what it runs and its branch head (as of its last sync)",

@@ -168,7 +168,7 @@ class ServiceViews:
         def read() -> None:
             try:
                 future.set_result(
-                    history.of_site(self.engine.cluster, site, self.engine.deliveries)
+                    history.of_site(self.engine.cluster_of(site), site, self.engine.deliveries)
                 )
             except Exception as exc:  # ReconcilerError; anything else is the page's to show
                 future.set_exception(exc)

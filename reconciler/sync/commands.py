@@ -129,15 +129,16 @@ def _write(
     for attempt in range(CONFLICT_RETRIES):
         if attempt and engine.stopping.wait(engine.conflict_pause(attempt - 1)):
             break
-        d = engine.cluster.read(site.namespace, site.deployment)
+        cluster = engine.cluster_of(site)
+        d = cluster.read(site.namespace, site.deployment, site.targets[0].kind)
         if d is None:
-            raise CommandError(f"deployment {site.namespace}/{site.deployment} not found")
+            raise CommandError(f"{planner.workload_name(site)} not found")
         container = planner.container_of(site, d)
         if container is None:
             raise CommandError(f"{site.name}: cannot tell which container it manages")
-        result = engine.cluster.patch(make(d, container), dry_run=False)
+        result = cluster.patch(make(d, container), dry_run=False)
         if result.ok:
-            engine.cluster.settle()  # its Event is written before the command reports
+            cluster.settle()  # its Event is written before the command reports
             return
         if not result.conflict:
             raise CommandError(f"{site.name}: {result.reason}")

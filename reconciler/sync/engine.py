@@ -17,10 +17,12 @@ from reconciler.core import gates, leadtime, promotion
 from reconciler.core.config.sites import Config
 from reconciler.core.errors import ErrorKind, ReconcilerError
 from reconciler.core.model import (
+    DEPLOYMENT,
     KUBERNETES,
     Action,
     ApplyResult,
     BranchHead,
+    ClusterRef,
     DeploymentPatch,
     HeadError,
     HeadResult,
@@ -37,14 +39,19 @@ from reconciler.core.model import (
     Skip,
     SyncReport,
     SyncRequest,
+    view_key,
 )
 from reconciler.core.plan import fallback, planner
 from reconciler.core.ports import Cluster, HeadSource, ImageVerifier, VerifyRequest
 from reconciler.core.rollout import state as rollout
+from reconciler.sync.clusters import Clusters, group
 from reconciler.sync.delivery import Deliveries
 from reconciler.sync.fanout import bounded_map
 
 log = logging.getLogger(__name__)
+
+# What each cluster (None: home) holds, by namespace.
+Observed = Mapping[ClusterRef | None, Mapping[str, NamespaceView]]
 
 # A Deployment's status changes (and bumps its resourceVersion) while it rolls out, so a patch
 # guarded by resourceVersion can meet several 409s in a row on a busy Deployment.
@@ -68,9 +75,11 @@ class Engine:
         apply_concurrency: int = 8,
         clock: Callable[[], float] = time.time,
         deliveries: Deliveries | None = None,
+        clusters: Clusters | None = None,
     ) -> None:
         self.heads = heads
-        self.cluster = cluster
+        self.cluster = cluster  # the home cluster: where the reconciler runs (and its Lease)
+        self.clusters = clusters or Clusters(cluster)  # it and each [clusters.NAME]
         self.verifier = verifier
         # Sites not delivered by patching their Deployment (Helm, git): routed per site.
         self.deliveries = deliveries or Deliveries()
@@ -84,6 +93,10 @@ class Engine:
         # When a push webhook announced a commit (repo, sha) -> its push time; serve sets it.
         self.pushed: Callable[[str, str], float | None] = _unknown
 
+    def cluster_of(self, site: Site) -> Cluster:
+        """The port of the site's cluster (ReconcilerError: it cannot be built, naming it)."""
+        return self.clusters.of(site)
+
     def plan(
         self,
         config: Config,
@@ -92,9 +105,10 @@ class Engine:
         override: str | None = None,
         by: str = "",
     ) -> Plan:
-        """Plan the selected sites (all when None): reads GitHub and the cluster, writes nothing.
-        The environment gates (promotion, approval, windows: core.gates) apply last; `override`
-        is the reason for deploying through a closed window, `by` who gives it."""
+        """Plan the selected sites (all when None): reads GitHub and each cluster, writes
+        nothing. The environment gates (promotion, approval, windows: core.gates) apply last;
+        `override` is the reason for deploying through a closed window, `by` who gives it."""
+        self.clusters.keep(s.cluster for s in config.sites if s.cluster)  # a reload dropped some?
         selected = config.select(sites)
         kube = [s for s in selected if s.delivery == KUBERNETES]
         upstream = gates.sources(config.sites, selected)
@@ -102,13 +116,16 @@ class Engine:
         refs |= {
             r.ref for s in selected if s.promote_from and not (r := _root(config, s)).promote_from
         }
-        namespaces = {s.namespace for s in (*kube, *upstream)}
-        # GitHub, the cluster and the other deliveries are read at the same time.
-        with ThreadPoolExecutor(2, thread_name_prefix="observe") as pool:
-            observing = pool.submit(self._observe, namespaces)
+        by_cluster = group((*kube, *upstream))
+        # GitHub, each cluster and the other deliveries are read at the same time.
+        with ThreadPoolExecutor(len(by_cluster) + 1, thread_name_prefix="observe") as pool:
+            observing = {
+                ref: pool.submit(_observe, self.clusters, ref, in_cluster)
+                for ref, in_cluster in by_cluster.items()
+            }
             delivering = pool.submit(self.deliveries.observe, selected)
             heads = self._resolve(refs)
-            observed = observing.result()
+            observed: Observed = {ref: f.result() for ref, f in observing.items()}
             seen = delivering.result()
         now = self.clock()
         troubles = {
@@ -136,26 +153,20 @@ class Engine:
         def replan(site: Site, head: BranchHead) -> SitePlan:
             if site.delivery != KUBERNETES:
                 return self.deliveries.verdict(site, head, seen, now)
-            view = {site.ref: head}
+            view, here = {site.ref: head}, observed[site.cluster]
             return planner.plan_site(
-                site, view, observed, now=now, troubles=troubles.get(site.name, ())
+                site, view, here, now=now, troubles=troubles.get(site.name, ())
             )
 
         result = _fall_back(self.verifier, result, heads, replan)
         result = _env_gates(config, result, observed, now, override=override, by=by)
-        return _with_lead(result, heads, observed, now, self.pushed)
+        return _lead(config, result, heads=heads, observed=observed, now=now, pushed=self.pushed)
 
     def _resolve(self, refs: Collection[RepoRef]) -> Mapping[RepoRef, HeadResult]:
         try:
             return self.heads.resolve(refs)
         except ReconcilerError as exc:  # a source bug or outage fails every site, visibly
             return {ref: HeadError(str(exc), exc.kind) for ref in refs}
-
-    def _observe(self, namespaces: Collection[str]) -> Mapping[str, NamespaceView]:
-        try:
-            return self.cluster.observe(namespaces)
-        except ReconcilerError as exc:
-            return {ns: NamespaceError(str(exc), exc.kind) for ns in namespaces}
 
     def _gate(self, result: Plan) -> Plan:
         """Verify every update's target (registry or checks); missing ones become skips."""
@@ -227,7 +238,7 @@ class Engine:
             limit=self.apply_concurrency,
             name="apply",
         )
-        self.cluster.settle()  # the Events of these patches are written before the run ends
+        self.clusters.settle_for(p.site for p in writes)  # their Events, before the run ends
         done = dict(zip((p.site.name for p in writes), applied, strict=True))
         return tuple(done.get(p.site.name, SiteResult(p)) for p in the_plan.sites)
 
@@ -267,17 +278,17 @@ class Engine:
         if p.action is Action.UPDATE:
             notes = leadtime.update_notes(p)
             change = replace(planner.change_for(p), trigger=trigger, notes=notes)
-            return self.cluster.apply(change, dry_run=dry_run)
+            return self.cluster_of(p.site).apply(change, dry_run=dry_run)
         assert p.write is not None
         write = p.write
         if p.action is Action.ROLLED_BACK and write.image is not None:
             notes = {**write.annotations, ann.TRIGGER: f"rollback ({trigger})"[:100]}
             write = replace(write, annotations=notes)
-        return self.cluster.patch(write, dry_run=dry_run)
+        return self.cluster_of(p.site).patch(write, dry_run=dry_run)
 
     def _done(self, p: SitePlan, *, dry_run: bool) -> SiteResult:
         if p.note is not None and not dry_run:  # what let it through a window, on record
-            result = self.cluster.patch(p.note, dry_run=False)
+            result = self.cluster_of(p.site).patch(p.note, dry_run=False)
             if not result.ok:
                 log.warning("%s: recording the window override: %s", p.site.name, result.reason)
         if p.action is Action.HELD:  # only the hold's branch head was recorded
@@ -315,7 +326,7 @@ class Engine:
             fresh_plan = self.deliveries.verdict(site, heads.get(site.ref), seen, self.clock())
         else:
             try:
-                fresh = self.cluster.read(site.namespace, site.deployment)
+                fresh = _read(self, site)
             except ReconcilerError as exc:
                 return _failed(p, f"re-reading after a conflict failed: {exc}", exc.kind)
             fresh_plan = self._plan_one(site, heads, fresh)
@@ -341,7 +352,7 @@ class Engine:
         fresh: ObservedDeployment | None,
     ) -> SitePlan:
         now = self.clock()
-        view = {fresh.name: fresh} if fresh else {}
+        view = {fresh.key: fresh} if fresh else {}
         troubles = self._troubles(site, fresh, now) if fresh else ()
         p = planner.plan_site(site, heads, {site.namespace: view}, now=now, troubles=troubles)
         notes = fresh.annotations if fresh else None
@@ -355,7 +366,7 @@ class Engine:
             return ()
         image = next(c.image for c in d.containers if c.name == container)
         try:
-            return self.cluster.pod_troubles(d.namespace, d.selector, container, image)
+            return self.cluster_of(site).pod_troubles(d.namespace, d.selector, container, image)
         except ReconcilerError as exc:  # the progress deadline still catches it
             log.warning("cannot read the pods of %s/%s: %s", d.namespace, d.name, exc)
             return ()
@@ -370,21 +381,20 @@ class Engine:
     def follow_all(
         self, sites: Sequence[Site], *, act: bool = True, observe_all: bool = False
     ) -> list[SiteResult]:
-        """follow() for many sites: one LIST per namespace holding several, else one GET;
-        `observe_all` reads every namespace through observe() (a watch-fed cluster answers it
-        from memory, so a lone site costs no GET either)."""
-        counts = Counter(s.namespace for s in sites if s.delivery == KUBERNETES)
-        shared = {ns for ns, n in counts.items() if n > 1 or observe_all}
-        views: Mapping[str, NamespaceView] = {}
-        if shared:
-            try:
-                views = self.cluster.observe(shared)
-            except ReconcilerError as exc:
-                views = {ns: NamespaceError(str(exc), exc.kind) for ns in shared}
+        """follow() for many sites: one LIST per namespace (of a cluster) holding several,
+        else one GET; `observe_all` reads every namespace through observe() (a watch-fed
+        cluster answers it from memory, so a lone site costs no GET either)."""
+        views: dict[ClusterRef | None, Mapping[str, NamespaceView]] = {}
+        for ref, in_cluster in group(s for s in sites if s.delivery == KUBERNETES).items():
+            counts = Counter(s.namespace for s in in_cluster)
+            shared = {ns for ns, n in counts.items() if n > 1 or observe_all}
+            views[ref] = self.clusters.observe(ref, shared, _kinds(in_cluster)) if shared else {}
         seen = self.deliveries.observe(sites)
-        results = [self._follow_one(site, views, seen, act=act) for site in sites]
-        if act:
-            self.cluster.settle()  # the Events of any rollback are written before it reports
+        results = [
+            self._follow_one(site, views.get(site.cluster, {}), seen, act=act) for site in sites
+        ]
+        if act:  # the Events of any rollback are written before it reports
+            self.clusters.settle_for(sites)
         return results
 
     def _follow_one(
@@ -405,17 +415,18 @@ class Engine:
                 if isinstance(view, NamespaceError):
                     raise ReconcilerError(view.reason, kind=view.kind)
                 if view is not None:
-                    fresh = view.get(site.deployment)
+                    fresh = view.get(view_key(site.targets[0].kind, site.deployment))
                 else:
-                    fresh = self.cluster.read(site.namespace, site.deployment)
+                    fresh = _read(self, site)
             except ReconcilerError as exc:
                 error = SitePlan(site, Action.ERROR, reason=str(exc), error_kind=exc.kind)
                 return SiteResult(error)
             p = self._plan_one(site, {}, fresh)
             now = self.clock()
             if act and fresh is not None and (stamp := promotion.available_patch(fresh, now)):
-                done = self.cluster.patch(stamp, dry_run=False)  # when its rollout became available
-                if done.ok:
+                port = self.clusters.port(site)  # when its rollout became available
+                done = port.patch(stamp, dry_run=False) if port else None
+                if done is not None and done.ok:
                     p = replace(p, lead=leadtime.available(p.lead, now))
         if p.action is Action.ROLLED_BACK and act:
             result = self._apply_one(p, dry_run=False, trigger="follower")
@@ -461,12 +472,16 @@ def _stamp(engine: Engine, config: Config, names: Collection[str] | None) -> Non
     wanted = [s for s in (*selected, *gates.sources(config.sites, selected)) if s.name in feeding]
     if not wanted:
         return
-    observed = engine._observe({s.namespace for s in wanted})
-    seen = {s.name: d for s in wanted if (d := _deployment(observed, s)) is not None}
-    for patch in gates.stamps(config.sites, seen, engine.clock()):
-        result = engine.cluster.patch(patch, dry_run=False)
-        if not result.ok and not result.conflict:
-            log.warning("recording availability of %s: %s", patch.deployment, result.reason)
+    for ref, in_cluster in group(wanted).items():  # each cluster's sites through its port
+        observed = {ref: engine.clusters.observe(ref, {s.namespace for s in in_cluster})}
+        seen = {s.name: d for s in in_cluster if (d := _deployment(observed, s)) is not None}
+        for patch in gates.stamps(config.sites, seen, engine.clock()):
+            try:
+                result = engine.clusters.get(ref).patch(patch, dry_run=False)
+            except ReconcilerError as exc:
+                result = ApplyResult(False, str(exc))
+            if not result.ok and not result.conflict:
+                log.warning("recording availability of %s: %s", patch.deployment, result.reason)
 
 
 def _root(config: Config, site: Site) -> Site:
@@ -528,7 +543,7 @@ def _plan_sites(
     *,
     selected: Sequence[Site],
     heads: Mapping[RepoRef, HeadResult],
-    observed: Mapping[str, NamespaceView],
+    observed: Observed,
     now: float,
     troubles: Mapping[str, tuple[str, ...]],
 ) -> Plan:
@@ -537,7 +552,8 @@ def _plan_sites(
     for site in selected:
         if not site.promote_from:
             trouble = troubles.get(site.name, ())
-            out.append(planner.plan_site(site, heads, observed, now=now, troubles=trouble))
+            seen = observed[site.cluster]
+            out.append(planner.plan_site(site, heads, seen, now=now, troubles=trouble))
             continue
         source = config.site(site.promote_from)
         root = heads.get(_root(config, site).ref)
@@ -552,7 +568,11 @@ def _plan_sites(
         )
         head = gates.promoted_head(site, verdict, seen_here, seen_source)
         p = planner.plan_site(
-            site, {site.ref: head}, observed, now=now, troubles=troubles.get(site.name, ())
+            site,
+            {site.ref: head},
+            observed[site.cluster],
+            now=now,
+            troubles=troubles.get(site.name, ()),
         )
         out.append(gates.after_promotion(p, verdict))
     return Plan(tuple(out))
@@ -561,7 +581,7 @@ def _plan_sites(
 def _env_gates(
     config: Config,
     result: Plan,
-    observed: Mapping[str, NamespaceView],
+    observed: Observed,
     now: float,
     *,
     override: str | None,
@@ -582,10 +602,12 @@ def _env_gates(
     return Plan(tuple(out))
 
 
-def _with_lead(
+def _lead(
+    config: Config,
     result: Plan,
+    *,
     heads: Mapping[RepoRef, HeadResult],
-    observed: Mapping[str, NamespaceView],
+    observed: Observed,
     now: float,
     pushed: Callable[[str, str], float | None],
 ) -> Plan:
@@ -596,10 +618,16 @@ def _with_lead(
             out.append(p)
             continue
         d = _deployment(observed, p.site)
-        head = heads.get(p.site.ref)
-        when = pushed(head.repo, head.sha) if isinstance(head, BranchHead) else None
         notes = d.annotations if d is not None else None
-        out.append(replace(p, lead=leadtime.lead_of(p, notes, head, pushed=when, now=now)))
+        source = config.site(p.site.promote_from) if p.site.promote_from else None
+        if source is not None:  # its head: what its source runs, with the stages recorded there
+            up = _deployment(observed, source)
+            lead = leadtime.promoted(p, notes, up.annotations if up else None, now=now)
+        else:
+            head = heads.get(p.site.ref)
+            when = pushed(head.repo, head.sha) if isinstance(head, BranchHead) else None
+            lead = leadtime.lead_of(p, notes, head, pushed=when, now=now)
+        out.append(replace(p, lead=lead))
     return Plan(tuple(out))
 
 
@@ -607,16 +635,17 @@ def _record_stages(engine: Engine, the_plan: Plan) -> None:
     """Record the stages of branch heads a sync does not deploy (core.leadtime); a conflict or
     a failure is left to the next sync (it finds the same thing to record)."""
     writes = [
-        w
+        (p.site, w)
         for p in the_plan.sites
         if p.lead is not None and (w := p.lead.write) is not None and not _writes(p)
     ]
     if not writes or engine.fence() is not None:
         return
 
-    def send(w: DeploymentPatch) -> None:
+    def send(write: tuple[Site, DeploymentPatch]) -> None:
+        site, w = write
         try:
-            result = engine.cluster.patch(w, dry_run=False)
+            result = engine.cluster_of(site).patch(w, dry_run=False)  # in the site's cluster
         except ReconcilerError as exc:
             result = ApplyResult(False, str(exc))
         if not result.ok and not result.conflict:
@@ -635,11 +664,34 @@ def _following(r: SiteResult) -> bool:
     return r.plan.rollout is Rollout.PROGRESSING
 
 
-def _deployment(observed: Mapping[str, NamespaceView], site: Site) -> ObservedDeployment | None:
-    view = observed.get(site.namespace)
+def _deployment(observed: Observed, site: Site) -> ObservedDeployment | None:
+    """The site's Deployment as its own cluster holds it (None: not seen)."""
+    view = observed.get(site.cluster, {}).get(site.namespace)
     if view is None or isinstance(view, NamespaceError):
         return None
-    return view.get(site.deployment)
+    return view.get(view_key(site.targets[0].kind, site.deployment))
+
+
+def _observe(
+    clusters: Clusters, ref: ClusterRef | None, sites: Collection[Site]
+) -> Mapping[str, NamespaceView]:
+    """The namespaces of `sites` in one cluster: one LIST per kind their targets have."""
+    return clusters.observe(ref, {s.namespace for s in sites}, _kinds(sites))
+
+
+def _read(engine: Engine, site: Site) -> ObservedDeployment | None:
+    """The site's workload, fresh, from its cluster."""
+    return engine.cluster_of(site).read(site.namespace, site.deployment, site.targets[0].kind)
+
+
+def _kinds(sites: Collection[Site]) -> dict[str, frozenset[str]] | None:
+    """The workload kinds to list per namespace; None when every target is a Deployment."""
+    kinds: dict[str, set[str]] = {}
+    for site in sites:
+        kinds.setdefault(site.namespace, set()).update(t.kind for t in site.targets)
+    if all(k <= {DEPLOYMENT} for k in kinds.values()):
+        return None
+    return {ns: frozenset(k) for ns, k in kinds.items()}
 
 
 def _writes(p: SitePlan) -> bool:

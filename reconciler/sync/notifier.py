@@ -10,7 +10,15 @@ from collections.abc import Callable, Mapping
 
 from reconciler.core.config.sites import Config
 from reconciler.core.errors import ReconcilerError
-from reconciler.core.model import Action, Rollout, SitePlan, SiteResult, SiteState, SyncReport
+from reconciler.core.model import (
+    Action,
+    Rollout,
+    Site,
+    SitePlan,
+    SiteResult,
+    SiteState,
+    SyncReport,
+)
 from reconciler.core.notify.config import EventKind
 from reconciler.core.notify.decide import (
     NOTIFIED_ANNOTATION,
@@ -42,9 +50,12 @@ class Notifier:
         *,
         web_url: str = "https://github.com",
         clock: Callable[[], float] = time.time,
+        store_for: Callable[[Site], NoteStore | None] | None = None,
     ) -> None:
         self.outbox = outbox
         self.store = store
+        # the store of a site's own cluster (sites in other clusters); default: `store`
+        self.store_for = store_for
         self.web_url = web_url.rstrip("/")
         self.clock = clock
         self._memory: dict[str, Memory] = {}  # fallback when the annotation cannot be written
@@ -105,7 +116,7 @@ class Notifier:
             # A site with no channel has no one to tell: its state stays in this process's
             # memory, and its Deployment gets no write of its own (a deploy is one PATCH).
             keep = bool(settings.channels)
-            self._remember(site.namespace, site.deployment, site.name, decision.memory, keep)
+            self._remember(site, decision.memory, keep=keep)
         channels = settings.channels_for(decision.event) if decision.event else ()
         if decision.event is None or not channels:
             return None
@@ -119,16 +130,18 @@ class Notifier:
         )
         return n
 
-    def _remember(
-        self, namespace: str, deployment: str, name: str, memory: Memory, keep: bool
-    ) -> None:
-        self._memory[name] = memory
-        if self.store is None or not keep:
+    def _remember(self, site: Site, memory: Memory, *, keep: bool) -> None:
+        self._memory[site.name] = memory
+        if not keep:
             return
         try:
-            self.store.annotate(namespace, deployment, NOTIFIED_ANNOTATION, memory.dumps())
+            store = self.store_for(site) if self.store_for is not None else self.store
+            if store is not None:
+                value = memory.dumps()
+                kind = site.targets[0].kind
+                store.annotate(site.namespace, site.deployment, NOTIFIED_ANNOTATION, value, kind)
         except ReconcilerError as exc:  # e.g. the Deployment is gone: memory keeps it meanwhile
-            log.info("could not record the notification state of %s: %s", name, exc)
+            log.info("could not record the notification state of %s: %s", site.name, exc)
 
     def _notification(
         self, result: SiteResult, d: Decision, now: float, status_url: str | None

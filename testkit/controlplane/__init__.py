@@ -59,6 +59,7 @@ from testkit.controlplane.cluster import (
     WORKLOAD_CONTROLLERS,
     LocalCluster,
     crashloop_sha,
+    jobfail_sha,
     pullfail_sha,
     wait_for,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "find_cluster_binaries",
     "find_helm",
     "impersonating_api_client",
+    "jobfail_sha",
     "kubeconfig_for_token",
     "pinned_versions",
     "pullfail_sha",

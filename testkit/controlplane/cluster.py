@@ -22,7 +22,7 @@ Which pods come up is decided by their containers' images (anywhere in the refer
   stays Pending, never Ready; that container waits with reason ``ImagePullBackOff``;
 - anything else becomes Running and Ready at once (init containers ``Completed``); a pod a Job
   owns then ends at once: ``Failed`` (containers exited 1) when an image contains ``jobfail``
-  (JOBFAIL_MARKERS), else ``Succeeded`` (exited 0).
+  or ``0bfa11e`` (JOBFAIL_MARKERS; jobfail_sha()), else ``Succeeded`` (exited 0).
 
 With ``controllers=WORKLOAD_CONTROLLERS`` kube-controller-manager also runs the statefulset,
 daemonset, job and cronjob controllers: StatefulSets and DaemonSets roll out (DaemonSet pods
@@ -73,6 +73,7 @@ __all__ = [
     "WORKLOAD_CONTROLLERS",
     "LocalCluster",
     "crashloop_sha",
+    "jobfail_sha",
     "kwok_stages",
     "pullfail_sha",
     "wait_for",
@@ -80,7 +81,7 @@ __all__ = [
 
 CRASHLOOP_MARKERS = ("crashloop", "badc0de")
 PULLFAIL_MARKERS = ("pullfail", "deadbee")
-JOBFAIL_MARKERS = ("jobfail",)
+JOBFAIL_MARKERS = ("jobfail", "0bfa11e")
 STAGES_TEMPLATE = Path(__file__).with_name("kwok_stages.yaml")
 NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
@@ -118,6 +119,11 @@ def crashloop_sha() -> str:
 def pullfail_sha() -> str:
     """A random 40-hex commit SHA whose image fails to pull (ImagePullBackOff)."""
     return _hex_sha(PULLFAIL_MARKERS[1])
+
+
+def jobfail_sha() -> str:
+    """A random 40-hex commit SHA whose image makes a Job's pod exit 1 (a Job fails)."""
+    return _hex_sha(JOBFAIL_MARKERS[1])
 
 
 def _jq_test(markers: Sequence[str]) -> str:

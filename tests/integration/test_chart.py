@@ -104,6 +104,33 @@ def test_defaults_render_what_the_kustomize_base_renders(
     assert_same_objects(chart, _kustomize_all(kubectl, tmp_path, REPO_ROOT / "k8s", ["web"]))
 
 
+def test_helm_namespaces_render_what_the_helm_namespace_overlay_renders(
+    h: Helm, kubectl: str, tmp_path: Path
+) -> None:
+    """A namespace of Helm-delivered sites (#21): Roles "reconciler" and "reconciler-helm" with
+    their RoleBindings, as k8s/overlays/helm-namespace gives them; none elsewhere."""
+    base = REPO_ROOT / "k8s"
+    chart = h.template(
+        "reconciler",
+        CHART,
+        *("--namespace", "reconciler", "--set-file", f"sites.toml={SITES}"),
+        *("--set", "namespace.create=true", "--set", "namespaces={web,shop}"),
+        *("--set", "helmNamespaces={shop}"),
+    )
+    docs = _kustomize_all(kubectl, tmp_path, base, ["web"])
+    helm_overlay = base / "overlays" / "helm-namespace"
+    docs += kustomize(kubectl, overlay(tmp_path / "shop", {"namespace": "shop"}, [helm_overlay]))
+    assert_same_objects(chart, docs)
+    roles = {
+        (d["metadata"]["namespace"], d["metadata"]["name"]) for d in chart if d["kind"] == "Role"
+    }
+    assert ("shop", "reconciler-helm") in roles and ("web", "reconciler-helm") not in roles
+
+
+def is_role(doc: Doc) -> bool:
+    return bool(doc["kind"] == "Role")
+
+
 def test_the_same_settings_render_the_same_objects(h: Helm, kubectl: str, tmp_path: Path) -> None:
     """Workload Identity, the Pub/Sub subscriptions, GitHub Enterprise, another image, two site
     namespaces and another sites.toml (with characters JSON escapes: the ConfigMap's name is a

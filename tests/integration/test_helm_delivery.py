@@ -14,14 +14,22 @@ from typing import Any
 import pytest
 
 from reconciler.cli.main import main
-from testkit.controlplane import LocalCluster, crashloop_sha
+from testkit.controlplane import (
+    LocalCluster,
+    crashloop_sha,
+    kubeconfig_for_token,
+    serviceaccount_token,
+)
 from testkit.deployments import get_deployment
 from testkit.github import GitHubStandIn, random_sha
 from testkit.github_fixtures import TOKEN
 from testkit.helm import Helm
+from testkit.serve_process import ServeProcess
+from testkit.serve_world import QUIET_SCHEDULE, TRIGGER
 from testkit.wait import wait_until
 
-CHART = Path(__file__).resolve().parents[2] / "testkit" / "charts" / "web"
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "testkit" / "charts" / "web"
 WAIT = ("--wait", "--wait-timeout", "180")
 
 
@@ -176,3 +184,72 @@ def test_a_persons_helm_rollback_holds_the_site_until_resume(world: HelmWorld) -
         (1, None, "helm (not the reconciler)"),
     ]
     assert deploys[1]["by"] == "helm (not the reconciler)"
+
+
+def test_serve_upgrades_follows_and_rolls_back_a_helm_site_on_its_own(
+    world: HelmWorld, tmp_path: Path
+) -> None:
+    env = {
+        **world.env,
+        "RECONCILER_TRIGGER_TOKEN": TRIGGER,
+        "POD_NAMESPACE": world.ns,
+        "POD_NAME": "serve-0",
+    }
+    world.sites.write_text(QUIET_SCHEDULE + world.sites.read_text())
+    good = world.head()
+    with ServeProcess(world.sites, env, tmp_path / "serve.log") as served:
+        # serve's first sync or this one upgrades the release to `good`
+        status, body = served.request("POST", "/sync/web", TRIGGER)
+        assert status == 200 and body["results"][0]["action"] in ("update", "in-sync"), body
+
+        def site() -> dict[str, Any]:
+            return dict(served.request("GET", "/status")[1]["sites"][0])
+
+        served.wait_for(
+            lambda: (
+                world.image() == f"registry.example/web:{good}" and site()["rollout"] == "available"
+            ),
+            120,
+            "the upgrade available",
+        )
+        bad = world.head(crashloop_sha())
+        status, body = served.request("POST", "/sync/web", TRIGGER)
+        assert status == 200 and body["results"][0]["applied"], body
+        # the follower, not a sync, sees the rollout fail and rolls the release back
+        rolled = served.wait_for(
+            lambda: (s := site())["state"] == "rolled-back" and s, 120, "the helm rollback"
+        )
+        assert rolled["failed_sha"] == bad[:7], rolled
+        assert world.history()[-1][2].startswith(f"reconciler: rollback of main@{bad[:7]} to ")
+        served.wait_for(
+            lambda: world.image() == f"registry.example/web:{good}", 60, "the good image back"
+        )
+        descriptions = [d for _, _, d in world.history()]
+        assert descriptions[-3:-1] == [
+            f"reconciler: main@{good[:7]}" + descriptions[-3].partition(good[:7])[2],
+            f"reconciler: main@{bad[:7]} (was {good[:7]})",
+        ]
+        upgrades = [e for e in served.log_events() if e.get("event") == "helm_upgrade"]
+        assert upgrades and all(e["site"] == "web" for e in upgrades)
+
+
+def test_the_shipped_roles_are_all_a_helm_site_needs(
+    world: HelmWorld, local_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """As the ServiceAccount with Roles "reconciler" and "reconciler-helm" (k8s/rbac,
+    k8s/rbac-helm), nothing more: upgrade, follow, roll back."""
+    ns = world.ns
+    for role in ("rbac", "rbac-helm"):
+        local_cluster.kubectl("apply", "-n", ns, "-f", str(REPO / "k8s" / role / "role.yaml"))
+    for role in ("reconciler", "reconciler-helm"):
+        local_cluster.kubectl(
+            "create", "rolebinding", role, "-n", ns, f"--role={role}",
+            f"--serviceaccount={ns}:reconciler",
+        )  # fmt: skip
+    token = serviceaccount_token(local_cluster, ns, "reconciler")
+    world.env["KUBECONFIG"] = str(kubeconfig_for_token(local_cluster, token, tmp_path / "sa"))
+    good = world.head()
+    assert world.sync(*WAIT)["rollout"] == "available"
+    world.head(crashloop_sha())
+    assert world.sync(*WAIT, code=1)["action"] == "rolled-back"
+    wait_until(lambda: world.image() == f"registry.example/web:{good}", "the good image", 60)

@@ -54,7 +54,9 @@ class Store:
     def __init__(self) -> None:
         self.notes: dict[tuple[str, str, str], str] = {}
 
-    def annotate(self, namespace: str, deployment: str, key: str, value: str) -> None:
+    def annotate(
+        self, namespace: str, deployment: str, key: str, value: str, kind: str = "Deployment"
+    ) -> None:
         self.notes[(namespace, deployment, key)] = value
 
 

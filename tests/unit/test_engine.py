@@ -227,8 +227,10 @@ def test_wait_follows_a_rollout_until_its_controller_has_reported() -> None:
     class ReportsOnThirdRead(FakeCluster):
         reads: int = 0
 
-        def read(self, namespace: str, name: str) -> ObservedDeployment | None:
-            d = super().read(namespace, name)
+        def read(
+            self, namespace: str, name: str, kind: str = "Deployment"
+        ) -> ObservedDeployment | None:
+            d = super().read(namespace, name, kind)
             self.reads += 1
             if d is None or self.reads < 3:
                 return d

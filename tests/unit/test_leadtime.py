@@ -325,3 +325,30 @@ def test_a_head_waiting_for_approval_or_a_window_passed_its_checks_and_image() -
         assert (lead.waiting, lead.since) == (str(skip), T0 + 300)
         assert lead.write is not None  # recorded: when it is let through, the image time stays
         assert f"waiting for {words} since 14:07" in leadtime.waiting_text(lead, T0 + 900)
+
+
+def test_a_follower_site_counts_from_the_push_to_its_source_and_waits_for_its_promotion() -> None:
+    prod = replace(SITE, name="blog-prod", promote_from="blog", soak=1800)
+    source = {  # staging runs HEAD, pushed at T0, available at T0 + 303
+        ann.SHA: HEAD,
+        ann.STAGES: leadtime.dumps(Stages(HEAD, pushed=T0, image=T0 + 280, seen=T0 + 60)),
+        ann.UPDATED_AT: stamp(T0 + 281),
+        ann.AVAILABLE_AT: stamp(T0 + 303),
+    }
+    soaking = verdict(Action.SKIP, Skip.PROMOTION, site=prod, sha=RUNNING, head_sha=RUNNING)
+    lead = leadtime.promoted(soaking, RUNS, source, now=T0 + 900)
+    assert lead.head is not None and (lead.head.sha, lead.head.pushed) == (HEAD, T0)
+    assert (lead.waiting, lead.since) == ("promotion", T0 + 303)
+    assert leadtime.waiting_text(lead, T0 + 900) == (
+        "head aaaaaaa waiting for its promotion since 14:07, 9 min"
+    )
+    # once ready, the update that promotes it records the push to staging as its push
+    ready = verdict(site=prod)
+    lead = leadtime.promoted(ready, RUNS, source, now=T0 + 2200)
+    notes = leadtime.update_notes(replace(ready, lead=lead))
+    assert leadtime.loads(notes[ann.STAGES]) == Stages(
+        HEAD, pushed=T0, image=T0 + 2200, seen=T0 + 2200
+    )
+    # a source that runs no recorded commit: nothing to say about a head
+    lead = leadtime.promoted(soaking, RUNS, {}, now=T0 + 900)
+    assert lead.head is None and lead.waiting is None

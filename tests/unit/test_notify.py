@@ -333,7 +333,9 @@ class _Store:
     def __init__(self) -> None:
         self.writes: list[tuple[str, str, str]] = []
 
-    def annotate(self, namespace: str, deployment: str, key: str, value: str) -> None:
+    def annotate(
+        self, namespace: str, deployment: str, key: str, value: str, kind: str = "Deployment"
+    ) -> None:
         self.writes.append((deployment, key, value))
 
 

@@ -22,6 +22,9 @@ MAX_JITTER = 3600
 REPO_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$"
 SITE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 SUBDOMAIN_PATTERN = r"^[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?$"
+# A cluster's name is a DNS label (it is a metrics label value and part of messages).
+CLUSTER_NAME_PATTERN = r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$"
+ABSOLUTE_PATH_PATTERN = r"^/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,13 @@ _ROLLOUT_TIMEOUT = Key(
     "default: the Deployment's progressDeadlineSeconds.",
     minimum=1,
     maximum=MAX_ROLLOUT_TIMEOUT,
+)
+
+_CLUSTER = Key(
+    "string",
+    'The cluster of the site\'s workloads: a [clusters.NAME] table, or "home" (default): the '
+    "cluster the reconciler runs in.",
+    pattern=CLUSTER_NAME_PATTERN,
 )
 
 _WINDOWS = Key(
@@ -119,6 +129,7 @@ SITE: Mapping[str, Key] = {
         excludes=("deployment", "container"),
     ),
     "notify": Key("table", "This site's notifications ([sites.NAME.notify]), or false: none."),
+    "cluster": _CLUSTER,
     "promote_from": Key(
         "string",
         "Follow this site instead of a branch: deploy the commit it runs once it has soaked "
@@ -180,8 +191,18 @@ DEFAULTS: Mapping[str, Key] = {
         "verify",
         "pin_digest",
         "rollout_timeout",
+        "cluster",
         "windows",
     )
+}
+CLUSTER: Mapping[str, Key] = {
+    "kubeconfig": Key(
+        "string",
+        "Absolute path of a mounted kubeconfig file that reaches the cluster (credentials stay "
+        "in that file, never in sites.toml); default: the reconciler's own kubeconfig.",
+        pattern=ABSOLUTE_PATH_PATTERN,
+    ),
+    "context": Key("string", "The kubeconfig context to use; default: its current context."),
 }
 WINDOW: Mapping[str, Key] = {  # [windows.NAME] (core/windows.py reads them: WINDOW_KEYS)
     "kind": Key("string", "deny (a freeze) or allow (deploys only inside it).", enum=WINDOW_KINDS),
@@ -211,5 +232,7 @@ TOP: Mapping[str, str] = {
     "service": "Settings of `reconciler serve`.",
     "sites": "One table per site, [sites.NAME]: letters, digits, - _ and . in NAME.",
     "notify": "Notifications (docs/notifications.md); secrets are named, never written here.",
+    "clusters": "Other clusters, [clusters.NAME] (docs/clusters.md): a kubeconfig file and/or "
+    "a context each; sites name theirs with cluster = NAME.",
     "windows": "Named deploy windows, [windows.NAME]: deny (freeze) or allow, by RRULE or cron.",
 }

@@ -12,6 +12,7 @@ from typing import Any
 
 from reconciler.core.config import keys as configkeys
 from reconciler.core.config.keys import Key
+from reconciler.core.model import HOME_CLUSTER
 from reconciler.core.notify.config import CHANNEL_KEYS, NOTIFY_KEYS, ChannelKind, EventKind
 
 DRAFT = "http://json-schema.org/draft-07/schema#"  # the newest draft Taplo reads
@@ -47,6 +48,18 @@ def json_schema() -> Schema:
                 "additionalProperties": site,
             },
             "notify": _described(_notify(), "notify"),
+            "clusters": {
+                "description": configkeys.TOP["clusters"],
+                "type": "object",
+                "propertyNames": {
+                    "pattern": configkeys.CLUSTER_NAME_PATTERN,
+                    "not": {"const": HOME_CLUSTER},
+                },
+                "additionalProperties": {
+                    **_table(configkeys.CLUSTER),
+                    "anyOf": [{"required": ["kubeconfig"]}, {"required": ["context"]}],
+                },
+            },
             "windows": {
                 "description": configkeys.TOP["windows"],
                 "type": "object",

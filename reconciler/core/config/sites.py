@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.core.config import keys as configkeys
+from reconciler.core.config.clusters import parse_clusters, site_cluster
 from reconciler.core.config.lines import Lines, deepest
 from reconciler.core.config.targets import claims, conflict_message, conflicts, parse_targets
 from reconciler.core.errors import ConfigError, ConfigProblem
-from reconciler.core.model import HELM, KUBERNETES, HelmSpec, Site, Target
+from reconciler.core.model import HELM, KUBERNETES, ClusterRef, HelmSpec, Site, Target
 from reconciler.core.notify.config import NotifyConfig, parse_notify
 from reconciler.core.plan.template import template_problems
 from reconciler.core.promotion import parse_soak, promotions
@@ -70,6 +71,8 @@ class Config:
 
     def site(self, name: str) -> Site | None:
         return next((s for s in self.sites if s.name == name), None)
+
+    clusters: Mapping[str, ClusterRef] = field(default_factory=dict)  # [clusters.NAME]
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -129,6 +132,7 @@ class _Validator:
         self.schedule_problem = schedule_problem
         self.problems: list[ConfigProblem] = []
         self.default_timeout: int | None = None
+        self.clusters: Mapping[str, ClusterRef] = {}
         self.windows: dict[str, Window] = {}
 
     def problem(self, where: tuple[str, ...], message: str, site: str | None = None) -> None:
@@ -182,6 +186,7 @@ class _Validator:
         defaults = self.table(data, "defaults")
         self.unknown_keys(defaults, DEFAULT_KEYS, ("defaults",), None)
         service = self._service(self.table(data, "service"))
+        self.clusters = parse_clusters(data, self.problem)
         raw_sites = self.table(data, "sites")
         if not raw_sites and not self.problems:
             self.problem((), 'no sites: add a table such as [sites.blog] with repo = "owner/name"')
@@ -207,7 +212,9 @@ class _Validator:
         if self.problems:
             self.problems.sort(key=lambda p: p.line or 0)
             raise ConfigError(self.problems)
-        return Config(self.path, tuple(sites), service, notify, self.windows)
+        return Config(
+            self.path, tuple(sites), service, notify, self.windows, clusters=self.clusters
+        )
 
     def _verify(
         self, table: Mapping[str, Any], where: tuple[str, ...], site: str | None
@@ -297,6 +304,9 @@ class _Validator:
             self.problem((*pin_where, "pin_digest"), '"pin_digest" must be true or false', name)
         required = self._required_checks(raw, where, name, verify)
         helm = self._helm(raw, where, name, namespace)
+        cluster = site_cluster(
+            raw, defaults, self.clusters, where=where, site=name, problem=self.problem, helm=helm
+        )
         gates = self._gates(raw, defaults, where, name)
         if len(self.problems) > before or repo is None or image is None or targets is None:
             return None
@@ -318,6 +328,7 @@ class _Validator:
             helm=helm,
             **gates,
             targets=targets,
+            cluster=cluster,
         )
 
     def _helm(
@@ -489,7 +500,12 @@ class _Validator:
         claim, by another site or another target of the same site, is reported once, against
         the first such claim; at most MAX_CONFLICTS_SHOWN per workload, then one line says how
         many more there are."""
-        for workload, group in claims(sites).items():
+        by_cluster: dict[str, list[Site]] = {}
+        for site in sites:  # the same names in two clusters are two workloads
+            by_cluster.setdefault(site.cluster_name, []).append(site)
+        for workload, group in (
+            item for in_cluster in by_cluster.values() for item in claims(in_cluster).items()
+        ):
             clashes = conflicts(group)
             for claim, other in clashes[:MAX_CONFLICTS_SHOWN]:
                 where: tuple[str, ...] = ("sites", claim.site.name)

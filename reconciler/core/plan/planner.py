@@ -24,6 +24,7 @@ from reconciler.core.model import (
     SitePlan,
     Skip,
     VerifyRequest,
+    view_key,
 )
 from reconciler.core.plan.running import running_sha, same_image
 from reconciler.core.plan.template import render
@@ -130,10 +131,15 @@ def plan_site(
 
 
 def _today(site: Site) -> bool:
-    """One Deployment target, at most one container, no init container, no own image."""
+    """One target, at most one container, no init container, no own image."""
     target = site.targets[0]
     one = len(target.containers) <= 1 and not target.init_containers and not target.images
-    return site.single and one
+    return len(site.targets) == 1 and one
+
+
+def workload_name(site: Site) -> str:
+    """How messages name the site's workload: "deployment web", "statefulset search"."""
+    return f"{site.targets[0].kind.lower()} {site.namespace}/{site.deployment}"
 
 
 def _deployment_of(
@@ -147,7 +153,7 @@ def _deployment_of(
     if isinstance(view, NamespaceError):
         return replace(base, reason=view.reason, error_kind=view.kind)
     if view is not None:
-        deployment = view.get(site.deployment)
+        deployment = view.get(view_key(site.targets[0].kind, site.deployment))
     if isinstance(head, BranchHead):
         base = replace(base, branch=head.branch, sha=head.sha, head_sha=head.sha)
 
@@ -169,7 +175,7 @@ def _deployment_of(
             )
         return replace(
             base,
-            reason=f"deployment {site.namespace}/{site.deployment} not found",
+            reason=f"{workload_name(site)} not found",
             error_kind=ErrorKind.DEPLOYMENT_NOT_FOUND,
         )
     base = replace(
@@ -266,7 +272,7 @@ def container_of(site: Site, deployment: ObservedDeployment) -> str | None:
 
 def _pick_container(site: Site, deployment: ObservedDeployment) -> tuple[str | None, str]:
     names = [c.name for c in deployment.containers]
-    where = f"deployment {site.namespace}/{site.deployment}"
+    where = workload_name(site)
     if site.container is None:
         if len(names) == 1:
             return names[0], ""
@@ -337,4 +343,5 @@ def change_for(p: SitePlan) -> ImageChange:
         resource_version=p.resource_version,
         previous_sha="" if p.clear else (p.running_sha or ""),
         clear=p.clear,
+        kind=p.site.targets[0].kind,
     )

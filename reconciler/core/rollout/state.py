@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 
 from reconciler.core import annotations as ann
 from reconciler.core.model import (
+    CRONJOB,
+    DEPLOYMENT,
     DeploymentPatch,
     FieldOwner,
     ImageChange,
@@ -56,6 +58,11 @@ def state(d: ObservedDeployment) -> tuple[Rollout | None, str]:
     `kubectl rollout status`: failed on ProgressDeadlineExceeded; progressing until the
     controller has seen the latest spec and every replica is updated and available.
     """
+    if d.kind != DEPLOYMENT:  # judged by core.workloads when it was read
+        if d.verdict is None:
+            return None, ""
+        v = d.verdict
+        return v.rollout, f"{v.progress} ({v.reason})" if v.reason else v.progress
     s = d.status
     if s is None:
         return None, ""
@@ -90,6 +97,8 @@ def wants_pods(site: Site, d: ObservedDeployment, container: str, now: float) ->
     rollout, _ = state(d)
     if rollout is not Rollout.PROGRESSING or not ours(d, container):
         return False
+    if d.kind == CRONJOB or (d.verdict is not None and not d.verdict.timed):
+        return False  # a CronJob's Job fails it (backoffLimit); it waits on a person or schedule
     started = parse_time(d.annotations.get(ann.UPDATED_AT))
     return started is not None and now - started >= timeout(site, d)
 
@@ -98,6 +107,8 @@ def failure(d: ObservedDeployment, troubles: tuple[str, ...]) -> str | None:
     """Why the rollout failed, or None: the deadline, or stuck pods of the new image."""
     if d.status is not None and d.status.deadline_exceeded:
         return d.status.message or "ProgressDeadlineExceeded"
+    if d.verdict is not None and d.verdict.rollout is Rollout.FAILED:  # a CronJob's Job failed
+        return d.verdict.reason or "failed"
     if troubles:
         return "new pods are not coming up: " + "; ".join(troubles[:3])
     return None
@@ -154,6 +165,7 @@ def hold_of(
                 ),
             ),
             resource_version=d.resource_version,
+            kind=d.kind,
         )
     since = (held_head or head_sha or "")[:7]
     until = f"a commit after {since} lands" if since else "the branch moves"
@@ -230,6 +242,7 @@ def rollback_patch(
         change_cause=back.change_cause,
         events=back.events,
         resource_version=d.resource_version,
+        kind=d.kind,
     )
 
 
@@ -254,6 +267,7 @@ def update_patch(change: ImageChange, now: float) -> DeploymentPatch:
             ),
         ),
         resource_version=change.resource_version,
+        kind=change.kind,
     )
 
 
@@ -289,6 +303,7 @@ def hold_patch(d: ObservedDeployment, by: str, reason: str, now: float) -> Deplo
         {ann.HOLD: why, ann.HOLD_BY: by, ann.HOLD_AT: stamp(now)},
         events=(KubeEvent("Normal", "Held", f"held by {by}: {why}"[:1024]),),
         resource_version=d.resource_version,
+        kind=d.kind,
     )
 
 
@@ -301,6 +316,7 @@ def resume_patch(d: ObservedDeployment, by: str, now: float) -> DeploymentPatch:
         notes,
         events=(KubeEvent("Normal", "Resumed", f"resumed by {by}"),),
         resource_version=d.resource_version,
+        kind=d.kind,
     )
 
 
@@ -341,6 +357,7 @@ def manual_rollback_patch(
             ),
         ),
         resource_version=d.resource_version,
+        kind=d.kind,
     )
 
 

@@ -1,0 +1,222 @@
+"""Sites whose target is a StatefulSet, a DaemonSet or a CronJob, synced by the CLI on the local
+cluster (one cluster for the module: three kwok nodes and the statefulset, daemonset, job and
+cronjob controllers), kubectl as the person. A commit whose SHA carries the cluster's crash-loop
+marker gives pods that never become ready; one with the job-failure marker a Job that fails.
+Nothing here sleeps or times anything: each step waits on what the API server says."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.cli.main import main
+from reconciler.core import annotations as ann
+from testkit.controlplane import LocalCluster, crashloop_sha, jobfail_sha, wait_for
+from testkit.github import GitHubStandIn, random_sha
+from testkit.github_fixtures import TOKEN
+
+WAIT = ("--wait", "--wait-timeout", "180")
+IMAGE = "gcr.io/p/shop:{sha}"
+
+
+class KindsWorld:
+    """One site ("shop") whose target is one workload of `kind`, in its own namespace."""
+
+    def __init__(
+        self, cluster: LocalCluster, ns: str, github: GitHubStandIn, tmp: Path, kind: str
+    ) -> None:
+        self.cluster, self.ns, self.github, self.kind = cluster, ns, github, kind
+        self.name = {"StatefulSet": "db", "DaemonSet": "agent", "CronJob": "nightly"}[kind]
+        self.sites = tmp / "sites.toml"
+        self.sites.write_text(
+            f'[sites.shop]\nrepo = "acme/shop"\nbranch = "main"\nnamespace = "{ns}"\n'
+            f'image = "{IMAGE}"\nverify = "none"\nrollout_timeout = 1\n'
+            f'[[sites.shop.targets]]\nkind = "{kind}"\nname = "{self.name}"\n'
+        )
+        self.env = {
+            "GITHUB_API_URL": github.url,
+            "GITHUB_TOKEN": TOKEN,
+            "KUBECONFIG": str(cluster.kubeconfig_path),
+            "USER": "alice",
+        }
+        github.add_repo("acme/shop", {"main": random_sha()})
+        self.apply(_workload(kind, self.name, "gcr.io/p/shop:before"))
+
+    def apply(self, body: dict[str, Any]) -> None:
+        self.kubectl("apply", "-f", "-", input=json.dumps(body))
+
+    def kubectl(self, *args: str, **kw: Any) -> Any:
+        return self.cluster.kubectl("-n", self.ns, *args, **kw)
+
+    def head(self, sha: str | None = None) -> str:
+        sha = sha or random_sha()
+        self.github.set_branch("acme/shop", "main", sha)
+        return sha
+
+    def cli(self, *argv: str, code: int | None = 0) -> Any:
+        out, err = io.StringIO(), io.StringIO()
+        got = main(
+            [*argv, "--config", str(self.sites), "--output", "json"],
+            env=self.env,
+            stdout=out,
+            stderr=err,
+        )
+        text = out.getvalue()
+        assert code is None or got == code, text or err.getvalue()
+        return json.loads(text) if text.strip() else err.getvalue()
+
+    def sync(self, *args: str, code: int = 0) -> dict[str, Any]:
+        return dict(self.cli("sync", *args, code=code)[0])
+
+    def rollout(self, state: str) -> dict[str, Any] | None:
+        """The site's plan once its rollout is `state`, else None."""
+        plan: dict[str, Any] = self.cli("plan", code=None)[0]
+        return plan if plan["rollout"] == state else None
+
+    def get(self) -> dict[str, Any]:
+        out = self.kubectl("get", f"{self.kind.lower()}/{self.name}", "-o", "json")
+        data: dict[str, Any] = json.loads(out.stdout)
+        return data
+
+    def image(self) -> str:
+        obj = self.get()
+        spec = obj["spec"]
+        if self.kind == "CronJob":
+            spec = spec["jobTemplate"]["spec"]
+        return str(spec["template"]["spec"]["containers"][0]["image"])
+
+    def events(self) -> set[str]:
+        out = self.kubectl("get", "events", "-o", "json")
+        items = json.loads(out.stdout)["items"]
+        return {e["reason"] for e in items if e["involvedObject"]["name"] == self.name}
+
+
+def _pod_template(app: str, image: str, restart: str = "Always") -> dict[str, Any]:
+    return {
+        "metadata": {"labels": {"app": app}},
+        "spec": {
+            "restartPolicy": restart,
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "app", "image": image}],
+        },
+    }
+
+
+def _workload(kind: str, name: str, image: str) -> dict[str, Any]:
+    selector = {"matchLabels": {"app": name}}
+    if kind == "StatefulSet":
+        spec: dict[str, Any] = {
+            "replicas": 2,
+            "serviceName": name,
+            "podManagementPolicy": "Parallel",
+            "selector": selector,
+            "template": _pod_template(name, image),
+        }
+        return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name}, "spec": spec}
+    if kind == "DaemonSet":
+        spec = {"selector": selector, "template": _pod_template(name, image)}
+        return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name}, "spec": spec}
+    spec = {
+        "schedule": "0 0 1 1 *",  # once a year: the tests create its Jobs themselves
+        "timeZone": "Etc/UTC",
+        "jobTemplate": {
+            "spec": {"backoffLimit": 0, "template": _pod_template(name, image, "Never")}
+        },
+    }
+    return {"apiVersion": "batch/v1", "kind": kind, "metadata": {"name": name}, "spec": spec}
+
+
+@pytest.fixture
+def world(
+    request: pytest.FixtureRequest,
+    workload_cluster: LocalCluster,
+    workload_namespace: str,
+    github: GitHubStandIn,
+    tmp_path: Path,
+) -> KindsWorld:
+    return KindsWorld(workload_cluster, workload_namespace, github, tmp_path, request.param)
+
+
+@pytest.mark.parametrize("world", ["StatefulSet", "DaemonSet"], indirect=True)
+def test_a_good_commit_rolls_out_a_crash_looping_one_is_rolled_back_and_never_retried(
+    world: KindsWorld,
+) -> None:
+    good = world.head()
+    done = world.sync(*WAIT)
+    assert done["action"] == "update" and done["applied"], done
+    assert done["rollout"] == "available", done
+    assert world.image() == f"gcr.io/p/shop:{good}"
+    assert world.get()["metadata"]["annotations"][ann.SHA] == good
+    assert world.sync()["action"] == "in-sync"
+
+    bad = world.head(crashloop_sha())
+    back = world.sync(*WAIT, code=1)
+    assert back["action"] == "rolled-back" and back["applied"], back
+    assert back["failed_sha"] == bad and "CrashLoopBackOff" in back["reason"], back
+    assert world.image() == f"gcr.io/p/shop:{good}"
+    assert {"ImageUpdated", "RolloutFailed", "RolledBack"} <= world.events()
+
+    again = world.sync()
+    assert again["action"] == "skip" and again["failed_sha"] == bad, again
+    assert world.image() == f"gcr.io/p/shop:{good}"
+
+
+@pytest.mark.parametrize("world", ["StatefulSet", "DaemonSet"], indirect=True)
+def test_a_persons_rollout_undo_or_set_image_holds_the_site(world: KindsWorld) -> None:
+    world.head()
+    world.sync(*WAIT)
+    newer = world.head()
+    world.sync(*WAIT)
+    assert world.image() == f"gcr.io/p/shop:{newer}"
+
+    if world.kind == "StatefulSet":
+        world.kubectl("rollout", "undo", f"statefulset/{world.name}")
+    else:
+        world.kubectl("set", "image", f"daemonset/{world.name}", "app=gcr.io/p/shop:hotfix")
+    wait_for(lambda: world.image() != f"gcr.io/p/shop:{newer}", what="the person's change")
+    person = world.image()
+    third = world.head()
+    held = world.sync()
+    assert held["action"] == "held" and "kubectl" in (held["held_by"] or ""), held
+    assert world.image() == person
+
+    resumed = world.cli("resume", "shop")  # and syncs the site: the head goes out
+    assert resumed["sync"][0]["action"] == "update" and resumed["sync"][0]["applied"], resumed
+    assert world.image() == f"gcr.io/p/shop:{third}"
+
+
+@pytest.mark.parametrize("world", ["CronJob"], indirect=True)
+def test_a_cronjobs_first_job_decides_available_or_failed_and_rolled_back(
+    world: KindsWorld,
+) -> None:
+    good = world.head()
+    done = world.sync()
+    assert done["action"] == "update" and done["applied"], done
+    assert world.image() == f"gcr.io/p/shop:{good}"
+    waiting = world.cli("plan")[0]
+    assert waiting["rollout"] == "progressing", waiting
+    assert "waiting for the next schedule" in waiting["progress"], waiting
+
+    world.kubectl("create", "job", "first", f"--from=cronjob/{world.name}")
+    ok = wait_for(lambda: world.rollout("available"), what="the first Job to succeed")
+    assert ok["action"] == "in-sync" and "job first succeeded" in ok["progress"], ok
+
+    bad = world.head(jobfail_sha())
+    world.sync()
+    assert world.image() == f"gcr.io/p/shop:{bad}"
+    world.kubectl("create", "job", "second", f"--from=cronjob/{world.name}")
+    wait_for(lambda: world.rollout("failed"), what="the second Job to fail")
+    back = world.sync()
+    assert back["action"] == "rolled-back" and back["failed_sha"] == bad, back
+    assert "job second failed" in back["reason"], back
+    assert world.image() == f"gcr.io/p/shop:{good}"
+    assert world.sync()["action"] == "skip"
+
+    world.kubectl("patch", f"cronjob/{world.name}", "-p", '{"spec": {"suspend": true}}')
+    world.head()
+    world.sync()
+    assert "suspended" in world.cli("plan")[0]["progress"]
