@@ -32,6 +32,7 @@ from reconciler.core.model import (
     Site,
     SiteResult,
     SyncReport,
+    view_key,
 )
 from reconciler.core.ports import Lease, WorkloadCache
 from reconciler.sync.engine import Engine
@@ -190,7 +191,8 @@ class Follower:
         sites = [
             s
             for s in cfg.sites
-            if s.delivery == KUBERNETES and (s.namespace, s.deployment) in changed
+            if s.delivery == KUBERNETES
+            and any((s.namespace, view_key(t.kind, t.name)) in changed for t in s.targets)
         ]
         with self._lock:
             sites = [s for s in sites if s.name not in self.tracked]
