@@ -29,9 +29,9 @@ from pathlib import Path
 import kubernetes
 
 from reconciler.core.config.sites import parse
-from reconciler.core.model import SyncReport, SyncRequest
+from reconciler.core.model import ClusterRef, SyncReport, SyncRequest
 from reconciler.settings import Settings
-from reconciler.wiring import Parts, build_engine
+from reconciler.wiring import Parts, build_engine, kube_connect
 from testkit.controlplane import ControlPlane, audit_events, find_binaries
 from testkit.deployments import create_deployment
 from testkit.github import GitHubStandIn, random_sha
@@ -125,6 +125,11 @@ def layout(k: int, n: int, repeats: int, work: Path) -> dict[str, object]:
             steady_times.append(seconds)
             steady_gh.append(gh.stats()["requests"])
         steady = [counts(p.audit_log, m) for p, m in zip(planes, marks, strict=True) if p.audit_log]
+        connect_ms = []  # what the first use of a named cluster adds: its client, from its file
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            kube_connect(Settings.from_env(env))(ClusterRef("x", str(planes[0].kubeconfig_path)))
+            connect_ms.append((time.perf_counter() - t0) * 1000)
         return {
             "clusters": k,
             "cold_s": cold_s,
@@ -133,6 +138,7 @@ def layout(k: int, n: int, repeats: int, work: Path) -> dict[str, object]:
             "steady_s": statistics.median(steady_times),
             "steady_github": statistics.median(steady_gh),
             "steady_kube": [(r // repeats, w // repeats) for r, w, _ in steady],
+            "connect_ms": statistics.median(connect_ms),
         }
 
 
@@ -145,7 +151,7 @@ def main() -> None:
     print(f"{args.sites} sites, {NAMESPACES} namespaces per cluster, load {os.getloadavg()}")
     print(
         "clusters  cold s  cold GH  cold kube (reads/writes per cluster)"
-        "   steady s  steady GH  steady kube"
+        "   steady s  steady GH  steady kube  connect ms"
     )
     with tempfile.TemporaryDirectory(prefix="bench-clusters-") as tmp:
         for k in range(1, args.clusters + 1):
@@ -156,7 +162,8 @@ def main() -> None:
             steady = " ".join(f"{r}/{w}" for r, w in row["steady_kube"])  # type: ignore[attr-defined]
             print(
                 f"{k:8}  {row['cold_s']:6.2f}  {row['cold_github']:7}  {cold:38}"
-                f"  {row['steady_s']:8.3f}  {row['steady_github']:9}  {steady}"
+                f"  {row['steady_s']:8.3f}  {row['steady_github']:9}  {steady:11}"
+                f"  {row['connect_ms']:10.1f}"
             )
     print(f"load after {os.getloadavg()}")
 

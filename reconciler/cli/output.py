@@ -83,7 +83,9 @@ def report_text(report: SyncReport, behind: Mapping[str, Behind] | None = None) 
             [
                 f"{SYMBOL[p.action]} {p.site.name}",
                 action,
-                f"{p.site.namespace}/{p.site.deployment}",
+                # the workload, prefixed with its cluster when that is not the home one
+                (f"{p.site.cluster.name}:" if p.site.cluster else "")
+                + f"{p.site.namespace}/{p.site.deployment}",
                 p.container or p.site.container or "",
                 head,
                 target,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,10 @@ from testkit.github_fixtures import TOKEN
 from testkit.serve_process import ServeProcess
 from testkit.serve_world import QUIET_SCHEDULE, TRIGGER
 from testkit.wait import wait_until
+from tests.integration.test_status_page import browser, page_url, text_of
 
 pytestmark = pytest.mark.cluster
+__all__ = ["browser"]
 WAIT = ("--wait", "--wait-timeout", "180")
 
 
@@ -184,6 +187,27 @@ def test_a_failed_rollout_in_the_other_cluster_is_rolled_back_there(world: World
     assert world.image(world.home_api) == f"gcr.io/p/blog:{good}"  # untouched
 
 
+def test_production_in_the_other_cluster_promotes_what_staging_ran_at_home(world: World) -> None:
+    """staging (home) -> production (prod): the follower site is planned against its source's
+    Deployment in the home cluster and deploys in its own."""
+    text = world.sites.read_text()
+    world.sites.write_text(
+        text.replace(
+            '[sites.blog-prod]\nrepo = "acme/blog"\nbranch = "main"\n',
+            '[sites.blog-prod]\nrepo = "acme/blog"\npromote_from = "blog"\n',
+        )
+    )
+    before = world.image(world.prod_api)
+    sha = world.head()
+    code, results = world.sync("--site", "blog", *WAIT)
+    assert code == 0 and results["blog"]["rollout"] == "available", results
+    _, results = world.sync()  # following blog to available recorded when: it promotes
+    promoted = results["blog-prod"]
+    assert promoted["applied"] and promoted["sha"] == sha, promoted
+    assert promoted["cluster"] == "prod"
+    assert world.image(world.prod_api) == f"gcr.io/p/blog:{sha}" != before
+
+
 def test_an_unreachable_cluster_fails_only_its_sites_naming_it(
     world: World, cluster_namespace: str, tmp_path: Path
 ) -> None:
@@ -263,7 +287,10 @@ def _token_config(cluster: ControlPlane, token: str) -> Any:
     return cfg
 
 
-def test_serve_with_two_clusters_reloads_follows_and_shows_the_cluster(world: World) -> None:
+@pytest.mark.browser
+def test_serve_with_two_clusters_reloads_follows_and_shows_the_cluster(
+    world: World, browser: Any
+) -> None:
     text = world.sites.read_text()
     home_only = text[: text.index("[sites.blog-prod]")]
     world.sites.write_text(home_only)
@@ -291,6 +318,11 @@ def test_serve_with_two_clusters_reloads_follows_and_shows_the_cluster(world: Wo
         assert (by_site["blog"]["cluster"], by_site["blog-prod"]["cluster"]) == ("home", "prod")
         _, page = served.request("GET", "/")
         assert '<span class="cluster" title="cluster">prod</span>' in page
+        browser.get(page_url(served))  # what a person sees: each row's cluster
+        assert text_of(browser, 'tr[data-site="blog-prod"] .cluster') == "prod"
+        assert text_of(browser, 'tr[data-site="blog"] .cluster') == "home"
+        browser.save_screenshot(str(world.tmp / "clusters.png"))
+        shutil.copy(world.tmp / "clusters.png", "/tmp/reconciler-clusters.png")
         _, metrics = served.request("GET", "/metrics")
         assert 'cluster="prod"' in metrics and 'site="blog-prod"' in metrics
 

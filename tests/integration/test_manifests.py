@@ -32,6 +32,7 @@ k8s = kubernetes.client
 SITE_RULES = {
     ("apps", "deployments", "get"),
     ("apps", "deployments", "list"),
+    ("apps", "deployments", "watch"),  # serve's watch-fed cache (#22)
     ("apps", "deployments", "patch"),
     ("", "events", "create"),
     ("", "pods", "get"),
@@ -231,6 +232,23 @@ def test_extra_namespace_overlay_grants_the_site_role_to_the_same_account(kubect
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": SA, "namespace": "reconciler"}
     ]
+
+
+def test_the_remote_identity_is_a_namespace_and_a_serviceaccount_and_nothing_more(
+    kubectl: str,
+) -> None:
+    """k8s/remote (docs/clusters.md): no pod, no Lease, no rights of its own; the rights come
+    from the extra-namespace overlay's Role and the admission policy, as at home."""
+    docs = kustomize(kubectl, REPO_ROOT / "k8s" / "remote")
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == [
+        ("Namespace", "reconciler"),
+        ("ServiceAccount", SA),
+    ]
+    account = one(docs, "ServiceAccount")
+    assert account["metadata"]["namespace"] == "reconciler"
+    assert account["automountServiceAccountToken"] is False  # no pod uses it there
+    labels = one(docs, "Namespace")["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
 def test_networkpolicy_is_on_and_admits_only_the_http_port_from_the_listed_clients(

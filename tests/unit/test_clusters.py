@@ -141,3 +141,14 @@ def test_following_reads_each_site_in_its_own_cluster() -> None:
     home_result, prod_result = e.follow_all(cfg.select(["blog", "blog-prod"]), act=False)
     assert home_result.plan.current_image == "gcr.io/p/blog:old"
     assert prod_result.plan.current_image == "gcr.io/p/blog:prod-only"
+
+
+def test_the_text_table_names_the_cluster_of_a_site_outside_home() -> None:
+    from reconciler.cli.output import report_text
+
+    home, prod, edge = cluster(), cluster(), cluster()
+    report = engine(Connector(prod=prod, edge=edge), home).run(
+        config.parse(SITES), SyncRequest(plan_only=True)
+    )
+    rows = report_text(report).splitlines()[1:4]
+    assert [row.split()[3] for row in rows] == ["web/blog", "prod:web/blog", "edge:web/blog"]
