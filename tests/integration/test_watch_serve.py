@@ -160,7 +160,7 @@ def test_a_reloaded_sites_toml_is_watched_in_its_new_namespace(
 def test_a_statefulset_target_is_read_from_the_cache_too(
     world: dict[str, Any], tmp_path: Path, proxy: TcpProxy
 ) -> None:
-    body = {
+    body: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
         "metadata": {"name": "db"},
@@ -174,7 +174,8 @@ def test_a_statefulset_target_is_read_from_the_cache_too(
             },
         },
     }
-    kubernetes.client.AppsV1Api(world["api"]).create_namespaced_stateful_set(world["ns"], body)
+    apps = kubernetes.client.AppsV1Api(world["api"])
+    apps.create_namespaced_stateful_set(world["ns"], body)  # type: ignore[arg-type]
     extra = (
         '\n[sites.db]\nrepo = "acme/docs"\n\n'
         '[[sites.db.targets]]\nkind = "StatefulSet"\nname = "db"\n'
@@ -184,11 +185,10 @@ def test_a_statefulset_target_is_read_from_the_cache_too(
     try:
         served.wait_for(lambda: served.request("GET", "/readyz")[0] == 200, what="ready")
         served.wait_for(lambda: in_sync(served), what="in sync (the startup sync deployed)")
-        sts = kubernetes.client.AppsV1Api(world["api"]).read_namespaced_stateful_set(
-            "db", world["ns"]
-        )
+        sts = apps.read_namespaced_stateful_set("db", world["ns"]).to_dict()
         head = world["gh"].branch_sha("acme/docs", "main")
-        assert sts.spec.template.spec.containers[0].image == f"gcr.io/p/docs:{head}"
+        image = sts["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert image == f"gcr.io/p/docs:{head}"
         assert watch_count(served, "lists") >= 2  # Deployments and StatefulSets of the namespace
 
         proxy.refuse()
