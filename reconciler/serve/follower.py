@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from reconciler.core.config.sites import Config
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.model import (
+    GIT,
     KUBERNETES,
     Action,
     ObservedDeployment,
@@ -191,7 +192,8 @@ class Follower:
         sites = [
             s
             for s in cfg.sites
-            if s.delivery == KUBERNETES
+            # a git site's Deployment is where its GitOps tool applies the reconciler's commit
+            if s.delivery in (KUBERNETES, GIT)
             and any((s.namespace, view_key(t.kind, t.name)) in changed for t in s.targets)
         ]
         with self._lock:
