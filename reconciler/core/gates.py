@@ -99,6 +99,7 @@ def after_promotion(p: SitePlan, verdict: promotion.Verdict) -> SitePlan:
         error_kind=None,
         sha=verdict.sha or p.sha,
         target_image=None,
+        retry_at=verdict.due,
     )
 
 
@@ -162,6 +163,7 @@ def approve_patch(
         {APPROVED_SHA: sha, APPROVED_BY: who[:100], APPROVED_AT: rollout.stamp(now)},
         events=(KubeEvent("Normal", "Approved", f"{note} by {who}"[:1024]),),
         resource_version=d.resource_version,
+        kind=d.kind,
     )
 
 
@@ -184,7 +186,11 @@ def window_gate(
     if verdict.may_deploy:
         return p, None
     if override is None:
-        return replace(p, action=Action.SKIP, skip=Skip.WINDOW, reason=verdict.reason), None
+        until = verdict.until.timestamp() if verdict.until else None
+        skipped = replace(
+            p, action=Action.SKIP, skip=Skip.WINDOW, reason=verdict.reason, retry_at=until
+        )
+        return skipped, None
     try:
         record = windows.override(verdict, override, by, now, p.sha)
     except CommandError as exc:

@@ -430,6 +430,7 @@ class SitePlan:
     note: DeploymentPatch | None = None  # recorded once the update went out (window override)
     gated: str = ""  # what the environment gates let it through with (core/gates.py)
     approved_by: str | None = None  # approval = "manual": who approved the commit it deploys
+    retry_at: float | None = None  # when a gate may open by itself (a soak's end, a window's)
     lead: Lead | None = None  # lead time, stage by stage (core/leadtime.py)
 
     @property

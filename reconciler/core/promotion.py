@@ -177,7 +177,11 @@ def available_patch(d: ObservedDeployment, now: float) -> DeploymentPatch | None
     if stamped is not None and (updated is None or stamped >= updated):
         return None
     return DeploymentPatch(
-        d.namespace, d.name, {AVAILABLE_AT: rollout.stamp(now)}, resource_version=d.resource_version
+        d.namespace,
+        d.name,
+        {AVAILABLE_AT: rollout.stamp(now)},
+        resource_version=d.resource_version,
+        kind=d.kind,
     )
 
 

@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from reconciler.core.config import sites as config_mod
-from reconciler.core.errors import ConfigError, ConfigUnavailable
+from reconciler.core.errors import ConfigError, ConfigUnavailable, ShuttingDown
 from reconciler.core.model import LeaseRecord, Rollout, SiteResult, SyncReport, SyncRequest
 from reconciler.core.ports import FreshReads
 from reconciler.core.rollout.history import Deploy
@@ -251,6 +251,10 @@ class Service(ServiceViews):
         if self.commit_info is not None and not (report.dry_run or report.plan_only):
             self.commit_info.refresh(report.results)
         self.follower.track_report(report)
+        if not (report.dry_run or report.plan_only):
+            for r in report.results:  # a soak or a deploy window that ends by itself
+                if r.plan.retry_at is not None:
+                    self.schedule.wake(r.plan.site.name, r.plan.retry_at)
         with self._lock:
             counts = self.board.record(report)
         for site_state, count in counts.items():
@@ -280,10 +284,24 @@ class Service(ServiceViews):
                 self.notifier.observe_followed(cfg, result)
             except Exception:  # never let a notification bug stop the follower
                 log.exception("deciding notifications failed")
+        self._promote_after(result, before)
         with self._lock:
             counts = self.board.followed(result, self.clock())
         for site_state, count in counts.items():
             self.metrics.sites.labels(site_state.value).set(count)
+
+    def _promote_after(self, result: SiteResult, before: Rollout | None) -> None:
+        """A rollout of a site others promote from became available: sync its followers, so
+        that they start soaking (or deploy, without a soak) without waiting for the schedule."""
+        cfg = self.config.good
+        done = result.plan.rollout is Rollout.AVAILABLE and before is Rollout.PROGRESSING
+        if cfg is None or not done:
+            return
+        name = result.plan.site.name
+        followers = frozenset(s.name for s in cfg.sites if s.promote_from == name)
+        if followers:
+            with contextlib.suppress(ShuttingDown):
+                self.submit(SyncRequest(sites=followers, trigger="promotion"))
 
     def command(
         self, name: str, action: str, *, by: str, reason: str = "", to: str | None = None

@@ -37,7 +37,7 @@ def sites_toml(ns: str, windows: str = "", prod_extra: str = "") -> str:
         'image = "stage.example/blog:{sha}"\n\n'
         '[sites.production]\nrepo = "acme/blog"\ndeployment = "blog-prod"\n'
         'image = "prod.example/blog:{sha}"\npromote_from = "staging"\napproval = "manual"\n'
-        + prod_extra
+        'soak = "1m"\n' + prod_extra
     )
 
 
@@ -46,16 +46,15 @@ def site(proc: ServeProcess, name: str) -> dict[str, Any]:
 
 
 def waits_for(proc: ServeProcess, sha: str) -> dict[str, Any]:
-    """Sync production until it waits for the approval of `sha` (staging's rollout of it must
-    be available and recorded first: the follower does that in the background)."""
+    """Wait, triggering nothing, until production waits for the approval of `sha`: the
+    follower records when staging's rollout became available and syncs production, which
+    soaks; serve syncs it again when the soak ends."""
 
     def asked() -> Any:
-        status, body = proc.request("POST", "/sync/production", TRIGGER)
-        (r,) = body["results"]
-        assert status == 200, (r["reason"], r["error_kind"])
+        r = site(proc, "production")
         return r if r.get("waiting_sha") == sha else None
 
-    return dict(proc.wait_for(asked, timeout=120, what=f"production waiting for {sha[:7]}"))
+    return dict(proc.wait_for(asked, timeout=240, what=f"production waiting for {sha[:7]}"))
 
 
 def test_production_waits_for_approval_by_the_page_button_and_over_http(  # noqa: PLR0917
@@ -79,7 +78,15 @@ def test_production_waits_for_approval_by_the_page_button_and_over_http(  # noqa
 
     with start(world, tmp_path) as proc:
         proc.wait_for(lambda: proc.request("GET", "/status")[1]["last_sync"], what="startup")
+        soaking = proc.wait_for(
+            lambda: (r := site(proc, "production"))["reason"].endswith("of 1 min") and r,
+            timeout=120,
+            what="production soaking",
+        )
+        assert soaking["reason"] == f"staging runs {first[:7]}, available 0 of 1 min"
+        assert soaking["gate"] == "promotion" and soaking["trigger"] == "promotion"
         asked = waits_for(proc, first)
+        assert asked["trigger"] == "gate"  # the sync serve scheduled for the soak's end
         assert asked["gate"] == "approval" and asked["action"] == "skip"
         assert (
             asked["reason"]
@@ -166,9 +173,9 @@ def test_a_freeze_defers_and_an_override_on_post_sync_deploys(
         f'start = "{today - timedelta(days=1)}"\nend = "{today + timedelta(days=1)}"\n'
     )
     (tmp_path / "sites.toml").write_text(
-        sites_toml(ns, freeze, 'windows = ["launch-freeze"]\napproval = "auto"\n').replace(
-            'approval = "manual"\n', ""
-        )
+        sites_toml(ns, freeze, 'windows = ["launch-freeze"]\napproval = "auto"\n')
+        .replace('approval = "manual"\n', "")
+        .replace('soak = "1m"\n', "")
     )
     with start(world, tmp_path) as proc:
         proc.wait_for(lambda: proc.request("GET", "/status")[1]["last_sync"], what="startup")

@@ -18,10 +18,13 @@ from reconciler.core.config.schema import json_schema
 from reconciler.core.errors import ConfigError
 from reconciler.core.model import (
     Action,
+    BranchHead,
+    CommitState,
     Container,
     DeploymentStatus,
     FieldOwner,
     ObservedDeployment,
+    RepoRef,
     Skip,
     SyncRequest,
 )
@@ -277,3 +280,40 @@ def test_a_freeze_across_the_autumn_dst_switch_ends_monday_0900_local() -> None:
     )
     w.now = datetime(2026, 10, 26, 8, 0, tzinfo=UTC).timestamp()  # Monday 09:00 CET
     assert w.prod()[0] is Action.UPDATE
+
+
+def test_a_commit_that_failed_on_the_follower_is_remembered_there_while_the_source_keeps_it() -> (
+    None
+):
+    w = World(TUESDAY)
+    prod = w.cluster.deployments[("prod", "blog")]
+    w.cluster.add(replace(prod, annotations={**prod.annotations, ann.FAILED_SHA: NEW}))
+    w.engine.run(w.cfg, SyncRequest(sites=frozenset({"staging"})))
+    w.now += 2 * 60 * MIN
+    action, skip, reason = w.prod()
+    assert (action, skip) == (Action.SKIP, Skip.FAILED_COMMIT)  # the page: rolled-back
+    assert reason == "blocked: aaaaaaa failed here (staging keeps it)"
+    assert not w.cluster.applied
+
+
+def test_a_follower_never_takes_an_older_commit() -> None:
+    w = World(TUESDAY)
+    history = (CommitState(NEWER), CommitState(NEW))  # the branch: NEWER, then NEW
+    w.heads.heads[RepoRef("acme/blog", "main")] = BranchHead("acme/blog", "main", NEWER, history)
+    prod = w.cluster.deployments[("prod", "blog")]
+    w.cluster.add(
+        replace(
+            prod,
+            containers=(Container("app", f"prod.example/blog:{NEWER}"),),
+            annotations={**prod.annotations, ann.SHA: NEWER},
+        )
+    )
+    w.cluster.add(
+        replace(
+            w.cluster.deployments[("staging", "blog")],
+            annotations={**w.annotations("staging"), AVAILABLE_AT: stamp(TUESDAY - 60 * MIN)},
+        )
+    )
+    action, skip, reason = w.prod()
+    assert (action, skip) == (Action.SKIP, Skip.PROMOTION)
+    assert reason == "blocked: staging runs aaaaaaa, older than bbbbbbb here (forward only)"

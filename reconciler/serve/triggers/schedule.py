@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
 
 from reconciler.core.config.sites import ServiceSettings, shown
 from reconciler.core.errors import ShuttingDown
@@ -16,6 +18,7 @@ from reconciler.core.model import SyncRequest
 log = logging.getLogger(__name__)
 
 JOB_ID = "sync"
+WAKE_ID = "gate:"  # + a site's name: its one-off sync when a soak or a window ends
 
 
 def cron_problem(schedule: str, timezone: str) -> str | None:
@@ -73,6 +76,26 @@ class Schedule:
         """What APScheduler calls at the cron time."""
         with contextlib.suppress(ShuttingDown):
             self._submit(SyncRequest(trigger="schedule"))
+
+    def wake(self, site: str, at: float) -> None:
+        """Sync `site` once at `at` (seconds since the epoch): when a gate opens by itself (a
+        soak's end, a deploy window's). One such job per site: a later call moves it."""
+        scheduler = self.scheduler
+        if scheduler is None:
+            return
+        when = datetime.fromtimestamp(at + 1, UTC)  # a second past the edge: surely open
+        scheduler.add_job(
+            self._wake,
+            DateTrigger(run_date=when),
+            args=(site,),
+            id=f"{WAKE_ID}{site}",
+            replace_existing=True,
+            name=f"sync {site} when its gate opens",
+        )
+
+    def _wake(self, site: str) -> None:
+        with contextlib.suppress(ShuttingDown):
+            self._submit(SyncRequest(sites=frozenset({site}), trigger="gate"))
 
     def next_run(self) -> float | None:
         if self.scheduler is None:
