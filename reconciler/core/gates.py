@@ -177,12 +177,19 @@ def window_gate(
     *,
     override: str | None = None,
     by: str = "",
+    seen: dict[tuple[str, ...], windows.Verdict] | None = None,
 ) -> tuple[SitePlan, windows.Override | None]:
     """An update outside allowed time becomes a skip that says until when; with an override
-    reason it goes, and the override to record comes back with it."""
+    reason it goes, and the override to record comes back with it. `seen` keeps the verdict of
+    each list of windows for one plan (sites sharing their windows are decided once)."""
     if p.action is not Action.UPDATE or not site_windows:
         return p, None
-    verdict = windows.decide(site_windows, now)
+    key = tuple(w.name for w in site_windows)
+    verdict = seen.get(key) if seen is not None else None
+    if verdict is None:
+        verdict = windows.decide(site_windows, now)
+        if seen is not None:
+            seen[key] = verdict
     if verdict.may_deploy:
         return p, None
     if override is None:
@@ -219,9 +226,9 @@ def override_patch(p: SitePlan, record: windows.Override) -> DeploymentPatch:
 # --- a whole plan ---------------------------------------------------------------------------
 
 
-def sources(sites: Sequence[Site], selected: Sequence[Site]) -> tuple[Site, ...]:
-    """Every site up the chains of the selected followers (their sources, theirs, ...)."""
-    by_name = {s.name: s for s in sites}
+def sources(by_name: Mapping[str, Site], selected: Sequence[Site]) -> tuple[Site, ...]:
+    """Every site up the chains of the selected followers (their sources, theirs, ...);
+    `by_name`: every site of the config by name."""
     out: dict[str, Site] = {}
     for site in selected:
         at = site
@@ -231,9 +238,8 @@ def sources(sites: Sequence[Site], selected: Sequence[Site]) -> tuple[Site, ...]
     return tuple(out.values())
 
 
-def chain_root(sites: Sequence[Site], site: Site) -> Site:
+def chain_root(by_name: Mapping[str, Site], site: Site) -> Site:
     """The site at the head of `site`'s chain (it follows a branch)."""
-    by_name = {s.name: s for s in sites}
     seen = {site.name}
     while site.promote_from and site.promote_from in by_name:
         site = by_name[site.promote_from]

@@ -44,6 +44,7 @@ from reconciler.core.model import (
 from reconciler.core.plan import fallback, planner
 from reconciler.core.ports import Cluster, HeadSource, ImageVerifier, VerifyRequest
 from reconciler.core.rollout import state as rollout
+from reconciler.core.windows import Verdict as WindowVerdict
 from reconciler.sync.clusters import Clusters, group
 from reconciler.sync.delivery import Deliveries
 from reconciler.sync.fanout import bounded_map
@@ -111,7 +112,7 @@ class Engine:
         self.clusters.keep(s.cluster for s in config.sites if s.cluster)  # a reload dropped some?
         selected = config.select(sites)
         kube = [s for s in selected if s.delivery == KUBERNETES]
-        upstream = gates.sources(config.sites, selected)
+        upstream = gates.sources(config.by_name, selected)
         refs = {s.ref for s in selected if not s.paused and not s.promote_from}
         refs |= {
             r.ref for s in selected if s.promote_from and not (r := _root(config, s)).promote_from
@@ -469,7 +470,7 @@ def _stamp(engine: Engine, config: Config, names: Collection[str] | None) -> Non
     finished while nobody followed it), so that their soak can be judged."""
     selected = config.select(names)
     feeding = {s.promote_from for s in config.sites if s.promote_from}
-    wanted = [s for s in (*selected, *gates.sources(config.sites, selected)) if s.name in feeding]
+    wanted = [s for s in (*selected, *gates.sources(config.by_name, selected)) if s.name in feeding]
     if not wanted:
         return
     for ref, in_cluster in group(wanted).items():  # each cluster's sites through its port
@@ -485,7 +486,7 @@ def _stamp(engine: Engine, config: Config, names: Collection[str] | None) -> Non
 
 
 def _root(config: Config, site: Site) -> Site:
-    return gates.chain_root(config.sites, site)
+    return gates.chain_root(config.by_name, site)
 
 
 def _fall_back(
@@ -587,8 +588,10 @@ def _env_gates(
     override: str | None,
     by: str,
 ) -> Plan:
-    """Approval, then deploy windows, on every update (core.gates)."""
+    """Approval, then deploy windows, on every update (core.gates); each list of windows is
+    decided once per plan."""
     out = []
+    seen: dict[tuple[str, ...], WindowVerdict] = {}
     for p in result.sites:
         if p.action is not Action.UPDATE:
             out.append(p)
@@ -596,7 +599,7 @@ def _env_gates(
         d = _deployment(observed, p.site)
         approved = gates.approval_gate(p, gates.read_approval(d.annotations) if d else None)
         gated, record = gates.window_gate(
-            approved, config.windows_of(p.site), now, override=override, by=by
+            approved, config.windows_of(p.site), now, override=override, by=by, seen=seen
         )
         out.append(replace(gated, note=gates.override_patch(gated, record)) if record else gated)
     return Plan(tuple(out))

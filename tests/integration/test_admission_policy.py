@@ -143,10 +143,10 @@ FORBIDDEN: dict[str, tuple[Patch, str]] = {
     "finalizer": ({"metadata": {"finalizers": ["example.com/keep"]}}, "metadata"),
 }
 WHAT = {
-    "spec": "may not change the Deployment's spec",
+    "spec": "may not change the workload's spec",
     "pod spec": "may not change the pod spec",
     "containers": "may not add, remove, rename or reorder containers",
-    "metadata": "may not change the Deployment's labels or other metadata",
+    "metadata": "may not change the workload's labels or other metadata",
 }
 
 
@@ -346,3 +346,72 @@ def test_the_policy_type_checks_against_the_deployment_schema(
         admission.delete_validating_admission_policy_binding(f"{POLICY}-{suffix}")
         admission.delete_validating_admission_policy(f"{POLICY}-{suffix}")
         admission.delete_validating_admission_policy(broken["metadata"]["name"])
+
+
+def _kind_body(kind: str) -> dict[str, Any]:
+    """A StatefulSet, DaemonSet or CronJob with a sidecar, as a person would create it."""
+    pod = {
+        "metadata": {"labels": {"app": "w"}},
+        "spec": {
+            "restartPolicy": "Never" if kind == "CronJob" else "Always",
+            "containers": [
+                {"name": "app", "image": "gcr.io/p/w:old"},
+                {"name": "sidecar", "image": "envoy:1"},
+            ],
+        },
+    }
+    if kind == "CronJob":
+        spec: dict[str, Any] = {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": pod}}}
+        return {"apiVersion": "batch/v1", "kind": kind, "metadata": {"name": "w"}, "spec": spec}
+    spec = {"selector": {"matchLabels": {"app": "w"}}, "template": pod}
+    if kind == "StatefulSet":
+        spec.update(serviceName="w", replicas=2)
+    return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": "w"}, "spec": spec}
+
+
+def _kind_patch(api: Any, ns: str, kind: str, body: Patch) -> Callable[[], object]:
+    if kind == "CronJob":
+        return lambda: k8s.BatchV1Api(api).patch_namespaced_cron_job("w", ns, body)
+    if kind == "StatefulSet":
+        return lambda: k8s.AppsV1Api(api).patch_namespaced_stateful_set("w", ns, body)
+    return lambda: k8s.AppsV1Api(api).patch_namespaced_daemon_set("w", ns, body)
+
+
+@pytest.mark.parametrize("kind", ["StatefulSet", "DaemonSet", "CronJob"])
+def test_the_other_kinds_may_change_images_and_annotations_only(
+    policed: tuple[str, Any], kube_api_client: Any, kind: str
+) -> None:
+    """The same rules on the StatefulSet and DaemonSet pod template and on a CronJob's
+    jobTemplate pod template (#19); RBAC allows each patch, the policy refuses the rest."""
+    namespace, as_reconciler = policed
+    created: Any = _kind_body(kind)
+    if kind == "CronJob":
+        k8s.BatchV1Api(kube_api_client).create_namespaced_cron_job(namespace, created)
+    elif kind == "StatefulSet":
+        k8s.AppsV1Api(kube_api_client).create_namespaced_stateful_set(namespace, created)
+    else:
+        k8s.AppsV1Api(kube_api_client).create_namespaced_daemon_set(namespace, created)
+
+    def pod(body: dict[str, Any]) -> Patch:
+        if kind == "CronJob":
+            return {"spec": {"jobTemplate": {"spec": {"template": {"spec": body}}}}}
+        return {"spec": {"template": {"spec": body}}}
+
+    image = pod({"containers": [{"name": "app", "image": "gcr.io/p/w:new"}]})
+    notes = {"metadata": {"annotations": {"reconciler.dev/sha": "abc"}}}
+    assert _refusal(_kind_patch(as_reconciler, namespace, kind, image)) is None
+    assert _refusal(_kind_patch(as_reconciler, namespace, kind, notes)) is None
+    refused = {
+        "pod spec": pod({"serviceAccountName": "reconciler"}),
+        "containers": pod({"containers": [{"name": "app", "command": ["sh"]}]}),
+        "metadata": {"metadata": {"labels": {"team": "x"}}},
+        "spec": {"spec": {"schedule": "* * * * *"}}
+        if kind == "CronJob"
+        else pod({"containers": [{"name": "evil", "image": "evil:1"}]}),
+    }
+    if kind == "CronJob":
+        refused["job spec"] = {"spec": {"jobTemplate": {"spec": {"backoffLimit": 99}}}}
+    for what, body in refused.items():
+        message = _refusal(_kind_patch(as_reconciler, namespace, kind, body))
+        assert message is not None and "ValidatingAdmissionPolicy" in message, (what, message)
+        assert ALLOWED in message, message

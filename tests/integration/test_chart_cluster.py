@@ -172,7 +172,7 @@ def test_the_admission_policy_refuses_a_change_that_is_not_an_image(release: Rel
             return False
         return (
             "ValidatingAdmissionPolicy" in message
-            and "may not change the Deployment's spec" in message
+            and "may not change the workload's spec" in message
         )
 
     wait_until(refused_by_the_policy, "the chart's admission policy refusing a replicas change", 60)

@@ -15,7 +15,15 @@ import pytest
 
 from reconciler.cli.main import main
 from reconciler.core import annotations as ann
-from testkit.controlplane import LocalCluster, crashloop_sha, jobfail_sha, wait_for
+from testkit.controlplane import (
+    REPO_ROOT,
+    LocalCluster,
+    crashloop_sha,
+    jobfail_sha,
+    kubeconfig_for_token,
+    serviceaccount_token,
+    wait_for,
+)
 from testkit.github import GitHubStandIn, random_sha
 from testkit.github_fixtures import TOKEN
 
@@ -45,6 +53,15 @@ class KindsWorld:
         }
         github.add_repo("acme/shop", {"main": random_sha()})
         self.apply(_workload(kind, self.name, "gcr.io/p/shop:before"))
+
+    def as_shipped_serviceaccount(self, tmp: Path) -> None:
+        """The CLI from now on runs as the ServiceAccount with the Role k8s/ ships, no more."""
+        self.kubectl("apply", "-f", str(REPO_ROOT / "k8s" / "rbac" / "role.yaml"))
+        account = f"--serviceaccount={self.ns}:reconciler"
+        self.kubectl("create", "rolebinding", "reconciler", "--role=reconciler", account)
+        token = serviceaccount_token(self.cluster, self.ns, "reconciler")
+        path = kubeconfig_for_token(self.cluster, token, tmp / "sa.kubeconfig")
+        self.env["KUBECONFIG"] = str(path)
 
     def apply(self, body: dict[str, Any]) -> None:
         self.kubectl("apply", "-f", "-", input=json.dumps(body))
@@ -138,7 +155,9 @@ def world(
     github: GitHubStandIn,
     tmp_path: Path,
 ) -> KindsWorld:
-    return KindsWorld(workload_cluster, workload_namespace, github, tmp_path, request.param)
+    world = KindsWorld(workload_cluster, workload_namespace, github, tmp_path, request.param)
+    world.as_shipped_serviceaccount(tmp_path)  # RBAC per kind, as the ServiceAccount's token
+    return world
 
 
 @pytest.mark.parametrize("world", ["StatefulSet", "DaemonSet"], indirect=True)

@@ -28,6 +28,7 @@ from testkit.manifests import (
 
 k8s = kubernetes.client
 
+READ_PATCH = ("get", "list", "watch", "patch")
 # (API group, resource, verb) the reconciler may use, per Role.
 SITE_RULES = {
     ("apps", "deployments", "get"),
@@ -41,6 +42,12 @@ SITE_RULES = {
     ("apps", "replicasets", "get"),
     ("apps", "replicasets", "list"),
     ("apps", "replicasets", "watch"),
+    *{("apps", kind, verb) for kind in ("statefulsets", "daemonsets") for verb in READ_PATCH},
+    ("apps", "controllerrevisions", "get"),
+    ("apps", "controllerrevisions", "list"),
+    *{("batch", "cronjobs", verb) for verb in READ_PATCH},
+    ("batch", "jobs", "get"),
+    ("batch", "jobs", "list"),
 }
 LEASE_RULES = {
     ("coordination.k8s.io", "leases", "create"),

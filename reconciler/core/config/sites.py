@@ -69,10 +69,14 @@ class Config:
         """The deploy windows a site obeys (its own list, else [defaults]'), in order."""
         return tuple(self.windows[n] for n in site.windows if n in self.windows)
 
-    def site(self, name: str) -> Site | None:
-        return next((s for s in self.sites if s.name == name), None)
-
     clusters: Mapping[str, ClusterRef] = field(default_factory=dict)  # [clusters.NAME]
+    by_name: Mapping[str, Site] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_name", {s.name: s for s in self.sites})
+
+    def site(self, name: str) -> Site | None:
+        return self.by_name.get(name)
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -80,10 +80,9 @@ def plan_site(
 ) -> SitePlan:
     """The verdict for one site; never raises for bad data, it becomes an error verdict."""
     if not _today(site):
-        why = f"targets {', '.join(map(str, site.targets))}: only one container of one Deployment"
-        return SitePlan(
-            site, Action.ERROR, f"{why} is deployed so far", error_kind=ErrorKind.CONFIG
-        )
+        why = f"targets {', '.join(map(str, site.targets))}: this version deploys one container"
+        why += " of one workload per site (no init container, no own image); nothing was changed"
+        return SitePlan(site, Action.ERROR, why, error_kind=ErrorKind.CONFIG)
     head = heads.get(site.ref)
     found = _deployment_of(site, head, observed)
     if isinstance(found, SitePlan):
