@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from reconciler.adapters import kube, kubecache, lease
 from reconciler.adapters.delivery import WebhookSender
 from reconciler.adapters.github import GitHubDeployments, GitHubSource
+from reconciler.adapters.gitrepo import GitRepoWriter
 from reconciler.adapters.helm import HelmCLI
 from reconciler.adapters.registry import RegistryVerifier, Verifiers
 from reconciler.core.errors import ReconcilerError
@@ -26,6 +27,7 @@ from reconciler.core.ports import (
     BackgroundTrigger,
     Cluster,
     CommitLog,
+    ConfigRepo,
     HeadSource,
     ImageVerifier,
     NoteStore,
@@ -35,6 +37,7 @@ from reconciler.settings import LEASE_WAIT_MARGIN, Settings
 from reconciler.sync.clusters import Clusters, Connect
 from reconciler.sync.delivery import Deliveries
 from reconciler.sync.engine import Engine
+from reconciler.sync.gitops import GitDelivery
 from reconciler.sync.helmdelivery import HelmDelivery
 from reconciler.sync.notifier import Notifier
 from reconciler.sync.outbox import Outbox
@@ -67,6 +70,7 @@ class Parts:
     kube_context: str | None = None
     connect: Connect | None = None  # builds a [clusters.NAME]'s port; default: kube_connect
     deliveries: dict[str, SiteDelivery] | None = None  # by Site.delivery ("helm", "git")
+    repos: ConfigRepo | None = None  # the git delivery's configuration repositories
     clock: Callable[[], float] | None = None  # the engine's clock (windows, soak); default time
 
 
@@ -120,6 +124,14 @@ def build_engine(parts: Parts | None, settings: Settings) -> Engine:
             kube_context=parts.kube_context,
         )
         deliveries["helm"] = HelmDelivery(helm, cluster)
+    if "git" not in deliveries:  # GitHub is asked only for sites with a [sites.NAME.git] table
+        deliveries["git"] = GitDelivery(
+            parts.repos or GitRepoWriter(settings.github),
+            cluster,
+            commits=heads if isinstance(heads, CommitLog) else None,
+            clock=parts.clock or time.time,
+            web_url=settings.github.web_url,
+        )
     return Engine(
         heads=heads,
         cluster=cluster,

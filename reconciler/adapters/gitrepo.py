@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -25,6 +26,7 @@ from urllib.parse import quote
 import requests
 
 from reconciler.core.errors import ErrorKind, GitHubError, WriteBackError
+from reconciler.core.gitops import FileChange, RepoFile
 from reconciler.core.writeback import (
     Edit,
     GitPerson,
@@ -39,15 +41,6 @@ from reconciler.settings import GitHubSettings
 
 _PROTECTION_WORDS = ("protected branch", "rule violation", "through a pull request")
 _CONFLICT_WORDS = ("but expected", "does not match", "not a fast forward", "wasn't supplied")
-
-
-@dataclass(frozen=True, slots=True)
-class RepoFile:
-    """A file as the Contents API read it at `ref`: its text and blob SHA."""
-
-    text: str
-    sha: str
-    ref: str
 
 
 @dataclass
@@ -71,6 +64,8 @@ class GitRepoWriter:
         self.max_attempts = max_attempts
         self._sleep = sleep
         self.session = requests.Session()
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, str, str], tuple[str, RepoFile]] = {}  # read()'s ETags
         self.session.headers.update(
             {
                 "Accept": "application/vnd.github+json",
@@ -138,12 +133,35 @@ class GitRepoWriter:
     # ---- reading -----------------------------------------------------------------------------
 
     def read(self, repo: str, ref: str, path: str) -> RepoFile:
-        """The file at a branch (or commit); WriteBackError when there is no such file."""
-        return self._read(_Call(), repo, ref, path)
+        """The file at a branch (or commit); WriteBackError when there is no such file. A
+        conditional request (the last answer's ETag): an unchanged file is a 304, which
+        GitHub does not count against the rate limit, so following a rollout reads it freely."""
+        key = (repo, ref, path)
+        with self._lock:
+            cached = self._cache.get(key)
+        headers = {"If-None-Match": cached[0]} if cached else {}
+        found, etag = self._get(_Call(), repo, ref, path, headers)
+        if found is None:
+            assert cached is not None
+            return cached[1]
+        if etag:
+            with self._lock:
+                self._cache[key] = (etag, found)
+        return found
 
     def _read(self, call: _Call, repo: str, ref: str, path: str) -> RepoFile:
+        found, _ = self._get(call, repo, ref, path, {})
+        assert found is not None
+        return found
+
+    def _get(
+        self, call: _Call, repo: str, ref: str, path: str, headers: Mapping[str, str]
+    ) -> tuple[RepoFile | None, str]:
+        """(the file, its ETag); (None, "") for a 304 to a conditional request."""
         url = f"{self._repo_url(repo)}/contents/{quote(path.strip('/'))}"
-        r = self._send(call, "GET", url, params={"ref": ref})
+        r = self._send(call, "GET", url, params={"ref": ref}, headers=dict(headers))
+        if r.status_code == 304 and headers:
+            return None, ""
         if r.status_code == 404:
             missing = "branch" if "ref" in _message(r) else "file"
             thing = f"branch {ref!r}" if missing == "branch" else f"{path} on branch {ref!r}"
@@ -167,7 +185,26 @@ class GitRepoWriter:
             raise WriteBackError(
                 f"{repo}: {path}@{ref} is not UTF-8 text", kind=ErrorKind.WRITEBACK_YAML
             ) from exc
-        return RepoFile(text, str(body["sha"]), ref)
+        return RepoFile(text, str(body["sha"]), ref), r.headers.get("ETag", "")
+
+    def last_change(self, repo: str, branch: str, path: str) -> FileChange | None:
+        """The newest commit of `branch` that changed `path` (List commits with a path), or
+        None when no commit did; one request."""
+        call = _Call()
+        params = {"sha": branch, "path": path.strip("/"), "per_page": "1"}
+        r = self._send(call, "GET", f"{self._repo_url(repo)}/commits", params=params)
+        found = self._expect(r, (200,), repo, f"reading the history of {path}")["items"]
+        if not found:
+            return None
+        c = found[0]
+        author = c["commit"].get("author") or {}
+        return FileChange(
+            str(c["sha"]),
+            str(author.get("name") or "?"),
+            str(author.get("email") or ""),
+            str(author.get("date") or ""),
+            str(c["commit"].get("message") or ""),
+        )
 
     # ---- writing -----------------------------------------------------------------------------
 

@@ -81,6 +81,33 @@ class HelmSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class GitSpec:
+    """[sites.NAME.git]: the site is delivered by committing its image to a file of a
+    configuration repository (a GitOps tool applies it); the cluster is only read.
+
+    `write` says how the image is written: "kustomize" (the `images:` entry `kustomize_image`:
+    newTag, or newName + digest with `digest`), "values" (the dotted key paths `values_tag`,
+    `values_repository`, `values_digest` of a Helm values file) or "manifest" (container
+    `container` of the object `manifest_kind`/`manifest_name`)."""
+
+    repo: str
+    file: str
+    write: str
+    branch: str = "main"
+    mode: str = "commit"  # commit | pr
+    kustomize_image: str = ""
+    digest: bool = False
+    values_tag: str | None = None
+    values_repository: str | None = None
+    values_digest: str | None = None
+    manifest_kind: str = ""
+    manifest_name: str = ""
+    container: str = ""
+    author: tuple[str, str] | None = None  # (name, email); None: the token's user
+    committer: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Site:
     """One site from sites.toml, with defaults already applied.
 
@@ -104,6 +131,7 @@ class Site:
     rollout_timeout: int | None = None  # seconds; None = the Deployment's progressDeadlineSeconds
     delivery: str = KUBERNETES  # one of DELIVERIES: who writes the image (see above)
     helm: HelmSpec | None = None  # delivery = "helm": the release
+    git: GitSpec | None = None  # delivered through a configuration repository (GitOps)
     cluster: ClusterRef | None = None  # None: the home cluster (the one the reconciler runs in)
 
     @property
@@ -321,6 +349,7 @@ class Skip(StrEnum):
     CHECKS_PENDING = "checks_pending"  # verify = "checks": checks still running or not reported
     SHUTTING_DOWN = "shutting_down"  # the reconciler stopped before patching it
     FAILED_COMMIT = "failed_commit"  # the branch head's rollout failed and was rolled back
+    AWAITING_APPLY = "awaiting_apply"  # git delivery: committed; the GitOps tool has not applied it
     PROMOTION = "promotion"  # promote_from: the source's commit is not ready (soak, blocked)
     APPROVAL = "approval"  # approval = "manual": waiting for a person to approve the commit
     WINDOW = "window"  # a deploy window is closed
@@ -492,6 +521,7 @@ class ApplyResult:
     error_kind: ErrorKind | None = None
     conflict: bool = False
     generation: int | None = None
+    pending: str = ""  # done, but the deploy waits for this (git delivery: a pull request)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from reconciler.core.gitops import FileChange, RepoFile
 from reconciler.core.helmrelease import Revision, Upgraded
 from reconciler.core.model import (
     DEPLOYMENT,
@@ -25,11 +26,13 @@ from reconciler.core.model import (
 from reconciler.core.notify.config import Channel
 from reconciler.core.notify.render import Comparison, Notification
 from reconciler.core.rollout.history import Deploy, ReplicaSetRecord
+from reconciler.core.writeback import WriteRequest, WriteResult
 
 __all__ = [
     "BackgroundTrigger",
     "Cluster",
     "CommitLog",
+    "ConfigRepo",
     "HeadSource",
     "HeaderLookup",
     "HelmReleases",
@@ -95,6 +98,17 @@ class Cluster(Protocol):
     def settle(self) -> None:
         """Wait until what patch() left to finish in the background (its Events) is done."""
         ...
+
+
+class ConfigRepo(Protocol):
+    """A GitOps configuration repository (the GitHub adapter gitrepo): read a file, who last
+    changed it, write an image into it; raises WriteBackError (that site's) or GitHubError."""
+
+    def read(self, repo: str, ref: str, path: str) -> RepoFile: ...
+
+    def last_change(self, repo: str, branch: str, path: str) -> FileChange | None: ...
+
+    def write(self, req: WriteRequest) -> WriteResult: ...
 
 
 class ImageVerifier(Protocol):

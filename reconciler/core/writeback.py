@@ -430,16 +430,20 @@ def commit_message(
     new_sha: str,
     comparison: Comparison | None = None,
     compare_url: str | None = None,
+    verb: str = "Deploy",
+    why: str = "",
 ) -> str:
     """The config repository's commit message for deploying `new_sha` of `repo` to `site`:
     a subject naming the site and old → new, then the file's change, the compare link and the
-    subjects of the commits deployed."""
+    subjects of the commits deployed (a rollback: verb "Roll back" and why)."""
     lines = [
-        f"Deploy {site}: {_short(old_sha)} → {_short(new_sha)}",
+        f"{verb} {site}: {_short(old_sha)} → {_short(new_sha)}",
         "",
         f"{repo}: {old_sha or '(nothing deployed)'} → {new_sha}",
         f"{file}: {edit.summary()}",
     ]
+    if why:
+        lines.append(f"Why: {why}")
     if compare_url:
         lines.append(f"Compare: {compare_url}")
     if comparison is not None and comparison.commits:
@@ -487,6 +491,8 @@ class WriteRequest:
     mode: Literal["commit", "pr"] = "commit"
     author: GitPerson | None = None
     committer: GitPerson | None = None
+    verb: str = "Deploy"  # the subject's first word ("Roll back" for a rollback)
+    why: str = ""
 
     def message(self, edit: Edit) -> str:
         return commit_message(
@@ -498,6 +504,8 @@ class WriteRequest:
             new_sha=self.new_sha,
             comparison=self.comparison,
             compare_url=self.compare_url,
+            verb=self.verb,
+            why=self.why,
         )
 
 

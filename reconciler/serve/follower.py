@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from reconciler.core.config.sites import Config
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.model import (
+    GIT,
     KUBERNETES,
     Action,
     ObservedDeployment,
@@ -190,7 +191,8 @@ class Follower:
         sites = [
             s
             for s in cfg.sites
-            if s.delivery == KUBERNETES and (s.namespace, s.deployment) in changed
+            # a git site's Deployment is where its GitOps tool applies the reconciler's commit
+            if s.delivery in (KUBERNETES, GIT) and (s.namespace, s.deployment) in changed
         ]
         with self._lock:
             sites = [s for s in sites if s.name not in self.tracked]

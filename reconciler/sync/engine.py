@@ -260,7 +260,7 @@ class Engine:
             except ReconcilerError as exc:  # an adapter bug must not sink the other sites
                 return SiteResult(_failed(p, f"patch failed: {exc}", exc.kind))
             if result.ok:
-                return self._done(p, dry_run=dry_run)
+                return _awaiting(p, result) or self._done(p, dry_run=dry_run)
             if not result.conflict:
                 kind = result.error_kind or ErrorKind.KUBERNETES
                 return SiteResult(_failed(p, result.reason, kind))
@@ -711,6 +711,15 @@ def _open() -> str | None:
 
 def _unknown(repo: str, sha: str) -> float | None:
     return None
+
+
+def _awaiting(p: SitePlan, result: ApplyResult) -> SiteResult | None:
+    """A delivery's write that the deploy still waits on (a pull request to be merged)."""
+    if not result.pending:
+        return None
+    return SiteResult(
+        replace(p, action=Action.SKIP, skip=Skip.AWAITING_APPLY, reason=result.pending)
+    )
 
 
 def _failed(p: SitePlan, reason: str, kind: ErrorKind) -> SitePlan:

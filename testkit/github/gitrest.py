@@ -630,3 +630,51 @@ def _update_pull(req: RestRequest) -> Reply:
         p.closed_at = now if p.state == "closed" else None
     p.updated_at = now
     return req.ok(_full_pull(req.repo, _refresh(req.repo, p), req.api))
+
+
+# ---- a file's history --------------------------------------------------------------------------
+
+
+def _touches(repo: Repo, sha: str, path: str) -> bool:
+    """Whether the commit changed `path` against its first parent (git log's path filter)."""
+    c = _any_commit(repo, sha)
+    if c is None:
+        return False
+    mine = repo.git.lookup(c.tree, path)
+    parent = _any_commit(repo, c.parents[0]) if c.parents else None
+    theirs = repo.git.lookup(parent.tree, path) if parent is not None else None
+    return (mine.sha if mine else None) != (theirs.sha if theirs else None)
+
+
+@route(
+    "rest:list-commits",
+    "GET",
+    f"{_REPO_PREFIX}/commits",
+    "repos/list-commits",
+    "https://docs.github.com/rest/commits/commits#list-commits",
+)
+def _list_commits(req: RestRequest) -> Reply:
+    """The first-parent history of `sha` (default branch), newest first; with `path` only the
+    commits that changed that file. Authors and committers as the git objects say."""
+    repo = req.repo
+    ref = (req.query.get("sha") or [repo.default_branch])[0]
+    path = (req.query.get("path") or [""])[0].strip("/")
+    current = resolve_commit(repo, ref)
+    if current is None:
+        return req.error(404, f"No commit found for SHA: {ref}")
+    chosen: list[Any] = []
+    while current is not None and current in repo.commits:
+        if not path or _touches(repo, current, path):
+            chosen.append(current)
+        parents = repo.commits[current].parents
+        current = parents[0] if parents else None
+    shown, _, _ = page(chosen, req.query)
+    out = []
+    for sha in shown:
+        obj = objects.commit_object(repo, repo.commits[sha], req.api)
+        git = repo.git.commits.get(sha)
+        if git is not None:
+            obj["commit"]["author"] = _who(git.author)
+            obj["commit"]["committer"] = _who(git.committer)
+        out.append(obj)
+    return req.ok(out)

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from reconciler.adapters.gitrepo import GitRepoWriter, RepoFile
+from reconciler.adapters.gitrepo import GitRepoWriter
 from reconciler.core.errors import ErrorKind, GitHubError, WriteBackError
+from reconciler.core.gitops import RepoFile
 from reconciler.core.writeback import (
     GitPerson,
     HelmValues,

@@ -129,6 +129,11 @@ SITE: Mapping[str, Key] = {
         excludes=("deployment", "container"),
     ),
     "notify": Key("table", "This site's notifications ([sites.NAME.notify]), or false: none."),
+    "git": Key(
+        "table",
+        "Deliver through a configuration repository ([sites.NAME.git]): each deploy commits the "
+        "image there; a GitOps tool applies it. README: GitOps write-back.",
+    ),
     "cluster": _CLUSTER,
     "promote_from": Key(
         "string",
@@ -194,6 +199,69 @@ DEFAULTS: Mapping[str, Key] = {
         "cluster",
         "windows",
     )
+}
+DEFAULTS = {
+    **DEFAULTS,
+    "git": Key(
+        "table", "What every [sites.NAME.git] inherits: repo, branch, mode, author, committer."
+    ),
+}
+WRITE_MODES = ("commit", "pr")
+GIT_PERSON_PATTERN = r"^[^<>]+ <[^<>@\s]+@[^<>\s]+>$"
+GIT_KEY_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+MANIFEST_PATTERN = r"^[A-Za-z]+/[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?$"
+# [sites.NAME.git]: the configuration repository, the file, how the image is written there
+# (exactly one of kustomize_image, values_tag / values_digest, manifest), mode and people.
+GIT: Mapping[str, Key] = {
+    "repo": Key(
+        "string", 'Required: the configuration repository, "owner/name".', pattern=REPO_PATTERN
+    ),
+    "branch": Key("string", 'Branch the deploy commits go to (mode "pr": the base); "main".'),
+    "file": Key(
+        "string", "Required: the file's path in the repository, e.g. apps/shop/kustomization.yaml."
+    ),
+    "kustomize_image": Key(
+        "string", "A kustomization's images: entry (its name): newTag is written."
+    ),
+    "digest": Key(
+        "boolean", "With kustomize_image: write newName + digest instead of newTag; false."
+    ),
+    "values_tag": Key(
+        "string",
+        "A Helm values file's key path of the tag, e.g. image.tag.",
+        pattern=GIT_KEY_PATTERN,
+    ),
+    "values_repository": Key(
+        "string", "... and of the repository, e.g. image.repository.", pattern=GIT_KEY_PATTERN
+    ),
+    "values_digest": Key(
+        "string", "... and of a digest, e.g. image.digest.", pattern=GIT_KEY_PATTERN
+    ),
+    "manifest": Key(
+        "string",
+        "A plain manifest's object, \"Kind/name\" (e.g. Deployment/shop): its container's image.",
+        pattern=MANIFEST_PATTERN,
+    ),
+    "container": Key("string", "With manifest: the container; default: the site's container."),
+    "mode": Key(
+        "string",
+        "commit (a commit on the branch, default) or pr (one pull request per site from "
+        "branch reconciler/NAME).",
+        enum=WRITE_MODES,
+    ),
+    "author": Key(
+        "string",
+        "The commits' author, \"Name <email>\"; default: the token's user.",
+        pattern=GIT_PERSON_PATTERN,
+    ),
+    "committer": Key(
+        "string",
+        'The commits\' committer, "Name <email>"; default: the author.',
+        pattern=GIT_PERSON_PATTERN,
+    ),
+}
+GIT_DEFAULTS: Mapping[str, Key] = {
+    name: GIT[name] for name in ("repo", "branch", "mode", "author", "committer")
 }
 CLUSTER: Mapping[str, Key] = {
     "kubeconfig": Key(

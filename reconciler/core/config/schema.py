@@ -30,6 +30,9 @@ def json_schema() -> Schema:
         "anyOf": [{"required": ["tag"]}, {"required": ["digest"]}],
     }
     site["properties"]["helm"] = {"description": configkeys.SITE["helm"].description, **helm}
+    site["properties"]["git"] = _git(configkeys.GIT, configkeys.SITE["git"], ("repo", "file"))
+    defaults = _table(configkeys.DEFAULTS)
+    defaults["properties"]["git"] = _git(configkeys.GIT_DEFAULTS, configkeys.DEFAULTS["git"], ())
     return {
         "$schema": DRAFT,
         "title": "sites.toml",
@@ -38,7 +41,7 @@ def json_schema() -> Schema:
         "additionalProperties": False,
         "required": ["sites"],
         "properties": {
-            "defaults": _described(_table(configkeys.DEFAULTS), "defaults"),
+            "defaults": _described(defaults, "defaults"),
             "service": _described(_table(configkeys.SERVICE), "service"),
             "sites": {
                 "description": configkeys.TOP["sites"],
@@ -111,6 +114,13 @@ def _key(key: Key) -> Schema:
     if key.maximum is not None:
         schema["maximum"] = key.maximum
     return schema
+
+
+def _git(keys: Mapping[str, Key], key: Key, required: tuple[str, ...]) -> Schema:
+    """[sites.NAME.git] (repo and file required there: [defaults.git] may give repo, but a
+    schema cannot see across tables, so only file is required) and [defaults.git]."""
+    table = _table(keys, required=tuple(k for k in required if k != "repo"))
+    return {"description": key.description, **table}
 
 
 def _table_or_false(table: Schema, key: Key) -> Schema:

@@ -16,10 +16,11 @@ from typing import Any
 
 from reconciler.core.config import keys as configkeys
 from reconciler.core.config.clusters import parse_clusters, site_cluster
+from reconciler.core.config.gitconfig import check_defaults, parse_git
 from reconciler.core.config.lines import Lines, deepest
 from reconciler.core.config.targets import claims, conflict_message, conflicts, parse_targets
 from reconciler.core.errors import ConfigError, ConfigProblem
-from reconciler.core.model import HELM, KUBERNETES, ClusterRef, HelmSpec, Site, Target
+from reconciler.core.model import GIT, HELM, KUBERNETES, ClusterRef, HelmSpec, Site, Target
 from reconciler.core.notify.config import NotifyConfig, parse_notify
 from reconciler.core.plan.template import template_problems
 from reconciler.core.promotion import parse_soak, promotions
@@ -106,7 +107,10 @@ def parse(
         data = tomllib.loads(text)
     except (ValueError, RecursionError) as exc:  # TOMLDecodeError is a ValueError
         raise ConfigError([_unparsable(text, path, exc)]) from None
-    return _Validator(text, path, schedule_problem).validate(data)
+    validator = _Validator(text, path, schedule_problem)
+    if isinstance(data.get("defaults"), dict):  # [defaults.git], once (each site's: parse_git)
+        check_defaults(data["defaults"], validator.problem)
+    return validator.validate(data)
 
 
 def _unparsable(text: str, path: str, exc: ValueError | RecursionError) -> ConfigProblem:
@@ -308,6 +312,7 @@ class _Validator:
             self.problem((*pin_where, "pin_digest"), '"pin_digest" must be true or false', name)
         required = self._required_checks(raw, where, name, verify)
         helm = self._helm(raw, where, name, namespace)
+        git = parse_git(raw, defaults, where, (name, container, targets or ()), self.problem)
         cluster = site_cluster(
             raw, defaults, self.clusters, where=where, site=name, problem=self.problem, helm=helm
         )
@@ -328,8 +333,9 @@ class _Validator:
             pin_digest=bool(pin_digest),
             required_checks=required,
             rollout_timeout=timeout,
-            delivery=HELM if helm is not None else KUBERNETES,
+            delivery=HELM if helm is not None else GIT if git is not None else KUBERNETES,
             helm=helm,
+            git=git,
             **gates,
             targets=targets,
             cluster=cluster,

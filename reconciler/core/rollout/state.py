@@ -141,6 +141,8 @@ def hold_of(
     owner = d.image_owners.get(container)
     if owner is None or owner.manager == FIELD_MANAGER or not managed(d):
         return None
+    if site.git is not None:  # the GitOps tool sets every image: the repository tells (gitops)
+        return None
     changed = parse_time(owner.time)
     resumed = parse_time(notes.get(ann.RESUMED_AT))
     if resumed is not None and (changed is None or changed <= resumed):

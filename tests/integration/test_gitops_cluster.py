@@ -1,0 +1,205 @@
+"""GitOps delivery end to end on the local cluster: the reconciler commits the image to a
+configuration repository on the GitHub stand-in, a GitOps tool played by the test applies the
+committed kustomization to the Deployment, and the reconciler follows the rollout it starts; a
+crash-looping commit is rolled back by committing the previous image (the Deployment's image is
+never patched by the reconciler), and a person's commit to the file holds the site.
+Nothing sleeps: each step waits on what the API server or the stand-in says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.core import annotations as ann
+from testkit.controlplane import LocalCluster, crashloop_sha
+from testkit.github import GitHubStandIn
+from testkit.github_fixtures import TOKEN
+from testkit.gitops_player import FIELD_MANAGER, GitOpsPlayer
+from testkit.rollout_world import RolloutWorld
+from testkit.serve_process import ServeProcess
+from testkit.serve_world import TRIGGER
+from testkit.wait import wait_until
+
+CONFIG = "acme/deploy"
+PATH = "apps/blog/kustomization.yaml"
+KUSTOMIZATION = """\
+# blog, production: the reconciler writes newTag below; Argo CD applies it.
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - ../../base     # the Deployment and its Service
+images:
+  - name: gcr.io/p/blog
+    newTag: before   # set by the reconciler
+"""
+GIT = f'\n[sites.blog.git]\nrepo = "{CONFIG}"\nfile = "{PATH}"\nkustomize_image = "gcr.io/p/blog"\n'
+PEOPLE = 'author = "Deploy Bot <deploy@acme.example>"\n'
+
+
+def tag_in_repo(github: GitHubStandIn, branch: str = "main") -> str:
+    text = github.file_at(CONFIG, branch, PATH) or ""
+    return text.split("newTag: ", 1)[1].split()[0]
+
+
+@pytest.fixture
+def world(
+    local_cluster: LocalCluster,
+    cluster_api_client: Any,
+    cluster_namespace: str,
+    github: GitHubStandIn,
+    tmp_path: Path,
+) -> RolloutWorld:
+    github.add_repo(CONFIG)
+    github.commit_files(
+        CONFIG, "main", {PATH: KUSTOMIZATION}, "Add blog", author=("Platform", "p@acme.example")
+    )
+    return RolloutWorld(
+        cluster_api_client,
+        cluster_namespace,
+        github,
+        tmp_path,
+        kubeconfig=local_cluster.kubeconfig_path,
+        kubectl=local_cluster.kubectl,
+        site_extra="rollout_timeout = 1\n" + GIT + PEOPLE,
+    )
+
+
+@pytest.fixture
+def player(world: RolloutWorld, local_cluster: LocalCluster) -> GitOpsPlayer:
+    return GitOpsPlayer(world.github, local_cluster.kubectl, CONFIG, PATH, world.ns, "blog", "app")
+
+
+def settled(world: RolloutWorld, action: str, rollout: str | None = None) -> dict[str, Any]:
+    """Sync until the verdict is `action` (and the rollout `rollout`); the last result."""
+    last: dict[str, Any] = {}
+
+    def reached() -> bool:
+        last.clear()
+        _, results = world.cli("sync")
+        last.update(results[0] if isinstance(results, list) else {"error": results})
+        return last.get("action") == action and (rollout is None or last["rollout"] == rollout)
+
+    wait_until(reached, f"the site to be {action} ({rollout}): last {last}", timeout=120)
+    return last
+
+
+def test_commit_rollout_followed_failure_and_revert_commit(
+    world: RolloutWorld, player: GitOpsPlayer
+) -> None:
+    github = world.github
+    good = world.head()
+    done = world.sync()
+    assert done["action"] == "update" and done["applied"], done
+    assert world.image() == "gcr.io/p/blog:before"  # the reconciler never patched the image
+    assert tag_in_repo(github) == good
+    deploy = github.log(CONFIG, "main", limit=1)[0]
+    assert deploy.message.startswith(f"Deploy blog: (none) → {good[:7]}\n")
+    assert f"acme/blog: (nothing deployed) → {good}" in deploy.message
+    assert github.git_commit(CONFIG, deploy.sha).author.email == "deploy@acme.example"
+    text = github.file_at(CONFIG, "main", PATH) or ""
+    assert text == KUSTOMIZATION.replace("newTag: before", f"newTag: {good}")  # comments kept
+
+    waiting = world.sync()
+    assert waiting["action"] == "skip" and "waiting for the GitOps tool" in waiting["reason"]
+    assert github.log(CONFIG, "main", limit=1)[0].sha == deploy.sha  # nothing committed twice
+
+    assert player.sync() == f"gcr.io/p/blog:{good}"
+    settled(world, "in-sync", "available")
+    notes = world.get()["metadata"]["annotations"]
+    assert notes[ann.SHA] == good and notes[ann.GIT_COMMIT] == deploy.sha
+
+    bad = world.head(crashloop_sha())
+    again = world.sync()
+    assert again["action"] == "update" and tag_in_repo(github) == bad
+    message = github.log(CONFIG, "main", limit=1)[0].message
+    assert f"Deploy blog: {good[:7]} → {bad[:7]}" in message
+    assert f"Compare: {github.url}/acme/blog/compare/{good}...{bad}" in message
+    assert f"- {bad[:7]} Update main to {bad[:7]}" in message  # the commit subjects
+
+    player.sync()  # the GitOps tool applies the crash-looping image
+    back = settled(world, "rolled-back")
+    assert back["applied"] and back["failed_sha"] == bad, back
+    assert tag_in_repo(github) == good  # committed back ...
+    assert world.image() == f"gcr.io/p/blog:{bad}"  # ... and the cluster left to the GitOps tool
+    revert = github.log(CONFIG, "main", limit=1)[0]
+    assert revert.message.startswith(f"Roll back blog: {bad[:7]} → {good[:7]}\n"), revert.message
+    assert "CrashLoopBackOff" in revert.message
+    assert set(world.events()) >= {"ImageCommitted", "RolloutFailed", "RolledBack"}
+
+    player.sync()
+    held = settled(world, "held")
+    assert held["held_by"] == "reconciler" and "reverted in the config repository" in held["reason"]
+    owner = [m for m in world.get()["metadata"]["managedFields"] if m["manager"] == FIELD_MANAGER]
+    assert owner, "the image is the GitOps tool's"
+    code, said = world.cli("resume", "blog")
+    assert code == 0, said
+    fixed = world.head()
+    assert world.sync()["action"] == "update" and tag_in_repo(github) == fixed
+    player.sync()
+    settled(world, "in-sync", "available")
+    log = [c.message.splitlines()[0] for c in github.log(CONFIG, "main", limit=5)]
+    assert log == [
+        f"Deploy blog: {good[:7]} → {fixed[:7]}",
+        f"Roll back blog: {bad[:7]} → {good[:7]}",
+        f"Deploy blog: {good[:7]} → {bad[:7]}",
+        f"Deploy blog: (none) → {good[:7]}",
+        "Add blog",
+    ]
+
+
+def test_a_persons_commit_to_the_file_holds_the_site_until_the_branch_moves(
+    world: RolloutWorld, player: GitOpsPlayer
+) -> None:
+    github = world.github
+    world.head()
+    world.sync()
+    player.sync()
+    settled(world, "in-sync", "available")
+    text = (github.file_at(CONFIG, "main", PATH) or "").replace(
+        f"newTag: {tag_in_repo(github)}", "newTag: hotfix"
+    )
+    github.commit_files(
+        CONFIG, "main", {PATH: text}, "Pin blog to hotfix", author=("Alice", "alice@acme.example")
+    )
+    player.sync()
+    for _ in range(2):
+        held = world.sync()
+        assert held["action"] == "held" and held["held_by"] == "Alice", (held["reason"], held)
+        assert "changed by Alice" in held["reason"]
+    assert tag_in_repo(github) == "hotfix" and world.image() == "gcr.io/p/blog:hotfix"
+    moved = world.head()
+    resumed = world.sync()
+    assert resumed["action"] == "update" and tag_in_repo(github) == moved
+    assert ann.HELD_HEAD not in world.get()["metadata"]["annotations"]
+
+
+def test_serve_commits_follows_and_reverts(
+    world: RolloutWorld, player: GitOpsPlayer, tmp_path: Path
+) -> None:
+    good = world.head()
+    env = {
+        "GITHUB_API_URL": world.github.url,
+        "GITHUB_TOKEN": TOKEN,
+        "KUBECONFIG": world.env["KUBECONFIG"],
+        "RECONCILER_TRIGGER_TOKEN": TRIGGER,
+        "POD_NAMESPACE": world.ns,
+        "POD_NAME": "reconciler-0",
+    }
+    proc = ServeProcess(world.sites, env, tmp_path / "serve.log").start()
+    try:
+        wait_until(lambda: tag_in_repo(world.github) == good, "serve's startup commit", timeout=60)
+        player.sync()
+        bad = world.head(crashloop_sha())
+        status, _ = proc.request("POST", "/sync/blog", token=TRIGGER)
+        assert status in (200, 202)
+        wait_until(lambda: tag_in_repo(world.github) == bad, "the bad commit", timeout=60)
+        player.sync()
+        # serve's follower sees the crash loop and commits the good image back
+        wait_until(lambda: tag_in_repo(world.github) == good, "the revert commit", timeout=120)
+        assert world.image() == f"gcr.io/p/blog:{bad}"
+        notes = world.get()["metadata"]["annotations"]
+        assert notes[ann.FAILED_SHA] == bad and notes[ann.HOLD_BY] == "reconciler"
+    finally:
+        proc.stop()
