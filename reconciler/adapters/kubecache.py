@@ -523,8 +523,10 @@ class CachedCluster:
     def replica_sets(self, d: ObservedDeployment) -> list[ReplicaSetRecord]:
         return self.cluster.replica_sets(d)
 
-    def annotate(self, namespace: str, deployment: str, key: str, value: str) -> None:
-        self.cluster.annotate(namespace, deployment, key, value)
+    def annotate(
+        self, namespace: str, deployment: str, key: str, value: str, kind: str = DEPLOYMENT
+    ) -> None:
+        self.cluster.annotate(namespace, deployment, key, value, kind)
 
     def __getattr__(self, name: str) -> Any:
         """Whatever else KubeCluster offers (a write, a read of another kind) is its own."""
