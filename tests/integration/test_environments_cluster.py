@@ -266,7 +266,7 @@ def test_a_commit_that_fails_on_production_is_rolled_back_and_remembered_there(
 
     def rolled_back() -> bool:  # what a sync does once the new pods are stuck for 1 s
         seen.append(pipeline.site("sync", "prod", code=None))
-        return seen[-1]["action"] == "rolled-back"
+        return bool(seen[-1]["action"] == "rolled-back")
 
     wait_until(rolled_back, "production's failed rollout to be rolled back", timeout=120)
     assert seen[-1]["failed_sha"] == sha, seen[-1]
