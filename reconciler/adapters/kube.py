@@ -259,6 +259,13 @@ class KubeCluster:
             )
         return out
 
+    def workload_revisions(self, d: ObservedDeployment) -> list[workloads.Revision]:
+        """A StatefulSet's or DaemonSet's ControllerRevisions, or a CronJob's Jobs (one LIST
+        of the namespace's, kept when the workload owns them), oldest first."""
+        listed = "Job" if d.kind == CRONJOB else "ControllerRevision"
+        items = self._list(d.namespace, listed)
+        return list(workloads.revisions(d.kind, {"metadata": {"uid": d.uid}}, items))
+
     def annotate(
         self, namespace: str, deployment: str, key: str, value: str, kind: str = DEPLOYMENT
     ) -> None:
@@ -410,6 +417,7 @@ KIND_API = {  # kind → (apiVersion, resource)
     DAEMONSET: ("apps/v1", "daemonsets"),
     CRONJOB: ("batch/v1", "cronjobs"),
     "Job": ("batch/v1", "jobs"),
+    "ControllerRevision": ("apps/v1", "controllerrevisions"),
 }
 
 

@@ -296,7 +296,9 @@ def _wait(
     failed = any(
         r.action is Action.ROLLED_BACK
         or (
-            r.plan.site.name in followed and r.plan.rollout in (Rollout.FAILED, Rollout.PROGRESSING)
+            r.plan.site.name in followed
+            and r.plan.rollout in (Rollout.FAILED, Rollout.PROGRESSING)
+            and not r.plan.waiting
         )
         for r in results
     )
@@ -313,8 +315,8 @@ def _merged(r: SiteResult, w: SiteResult | None, timeout: float) -> SiteResult:
         return r
     if w.applied:
         return w  # rolled back while we waited
-    plan = replace(r.plan, rollout=w.plan.rollout, progress=w.plan.progress)
-    if plan.rollout is Rollout.PROGRESSING:
+    plan = replace(r.plan, rollout=w.plan.rollout, progress=w.plan.progress, waiting=w.plan.waiting)
+    if plan.rollout is Rollout.PROGRESSING and not plan.waiting:
         plan = replace(
             plan, reason=f"{plan.reason}; still progressing after {timeout:.0f}s ({plan.progress})"
         )

@@ -150,8 +150,9 @@ def verdict(site: Site, head: HeadResult | None, view: ReleaseView, now: float) 
         return replace(base, action=Action.HELD, reason=held[2], held_by=held[0], held_at=held[1])
     if deployed is not None and deployed.rollback_to is None:
         why = failure_of(view)
-        if why is not None:
-            return _failed(base, view, deployed.sha, why)
+        if why is not None:  # the full SHA when the image names it, for the rollback record
+            full = running if running and running.startswith(deployed.sha) else deployed.sha
+            return _failed(base, view, full, why)
     return _versus_head(base, head, view, bad)
 
 

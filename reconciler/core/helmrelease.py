@@ -271,9 +271,10 @@ def deploy_description(branch: str, sha: str, previous: str | None = None) -> st
 
 
 def rollback_description(branch: str, sha: str, to: int, reason: str) -> str:
-    """'reconciler: rollback of main@badc0de to revision 3: <why>': the failed commit, named in
-    the release record, is remembered from it (bad_commits)."""
-    return _clip(f"{PREFIX}rollback of {branch}@{sha[:7]} to revision {to}: {reason}")
+    """'reconciler: rollback of main@badc0de… to revision 3: <why>': the failed commit, named in
+    the release record in full (as much of it as the caller knows), is remembered from it
+    (bad_commits): two commits that share a short SHA are never confused."""
+    return _clip(f"{PREFIX}rollback of {branch}@{sha} to revision {to}: {reason}")
 
 
 def mark(description: str) -> Mark | None:
@@ -286,9 +287,10 @@ def mark(description: str) -> Mark | None:
 
 
 def bad_commits(history: Iterable[Revision]) -> frozenset[str]:
-    """Short SHAs the reconciler rolled back (from its rollback descriptions): never again."""
+    """The SHAs (full, or as short as an older description wrote them) the reconciler rolled
+    back, from its rollback descriptions: never again."""
     return frozenset(
-        m.sha[:7] for r in history if (m := mark(r.description)) and m.rollback_to is not None
+        m.sha for r in history if (m := mark(r.description)) and m.rollback_to is not None
     )
 
 
@@ -352,7 +354,9 @@ def person_change(
     if change is None:
         return None
     changed, resumed = _instant(change.updated), _instant(resumed_at)
-    if changed is not None and resumed is not None and changed <= resumed:
+    # whole seconds, as a resume is stamped (and as the Deployment rules compare them): a resume
+    # in the same second as the change lifts it
+    if changed is not None and resumed is not None and int(changed) <= resumed:
         return None
     return change
 

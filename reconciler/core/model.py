@@ -461,6 +461,8 @@ class SitePlan:
     approved_by: str | None = None  # approval = "manual": who approved the commit it deploys
     retry_at: float | None = None  # when a gate may open by itself (a soak's end, a window's)
     lead: Lead | None = None  # lead time, stage by stage (core/leadtime.py)
+    # progressing on a person or the schedule (OnDelete, a CronJob's next run): not waited for
+    waiting: bool = False
 
     @property
     def ok(self) -> bool:

@@ -26,6 +26,7 @@ from reconciler.core.model import (
 from reconciler.core.notify.config import Channel
 from reconciler.core.notify.render import Comparison, Notification
 from reconciler.core.rollout.history import Deploy, ReplicaSetRecord
+from reconciler.core.workloads import Revision as Revision_
 from reconciler.core.writeback import WriteRequest, WriteResult
 
 __all__ = [
@@ -139,6 +140,14 @@ class NoteStore(Protocol):
     def annotate(
         self, namespace: str, deployment: str, key: str, value: str, kind: str = DEPLOYMENT
     ) -> None: ...
+
+
+@runtime_checkable
+class KindRevisionSource(Protocol):
+    """Lists what a StatefulSet's or DaemonSet's ControllerRevisions, or a CronJob's Jobs, tell
+    of its history (the Kubernetes adapter)."""
+
+    def workload_revisions(self, d: ObservedDeployment) -> list[Revision_]: ...
 
 
 @runtime_checkable

@@ -51,15 +51,18 @@ from reconciler.core.model import (
     STATEFULSET,
     FieldOwner,
     KubeEvent,
+    ObservedDeployment,
     Rollout,
     WorkloadVerdict,
 )
+from reconciler.core.rollout.history import Deploy
 from reconciler.core.rollout.state import (
     STUCK_REASONS,
     image_owners,
     parse_time,
     rollback_of,
 )
+from reconciler.core.rollout.state import state as rollout_state
 from reconciler.core.windows import cron_next
 
 __all__ = [
@@ -71,6 +74,7 @@ __all__ = [
     "Revision",
     "Verdict",
     "WorkloadPatch",
+    "deploys",
     "first_job",
     "image_body",
     "images",
@@ -464,3 +468,36 @@ def rollback_patch(
         body,
         back.events,
     )
+
+
+def deploys(d: ObservedDeployment, container: str, history: Sequence[Revision]) -> list[Deploy]:
+    """A StatefulSet's, DaemonSet's or CronJob's deploys, newest first, as a Deployment's are
+    told (core.rollout.history.Deploy): the commit is one its annotations name (sha, previous,
+    failed) whose SHA the revision's image carries, else the one a Job recorded; the newest
+    revision running the template's image is the running one; a CronJob's Jobs say how they
+    ended."""
+    notes = d.annotations
+    known = [s for s in (notes.get(ann.SHA), notes.get(ann.PREVIOUS_SHA)) if s]
+    failed = notes.get(ann.FAILED_SHA)
+    known += [failed] if failed else []
+    current = next(
+        (c.image for c in (*d.containers, *d.init_containers) if c.name == container), ""
+    )
+    state, progress = rollout_state(d)
+    out: list[Deploy] = []
+    running_seen = False
+    for r in sorted(history, key=lambda r: r.number, reverse=True):
+        image = r.images.get(container, "")
+        sha = r.sha or next((s for s in known if s[:7] in image), None)
+        if d.kind == CRONJOB:
+            outcome = f"job {r.name} {r.outcome}"
+        elif image == current and not running_seen:
+            running_seen = True
+            outcome = f"running: {state.value} {progress}".strip() if state else "running"
+        else:
+            outcome = "replaced"
+        if sha and sha == failed:
+            outcome += ", rolled back"
+        by = "reconciler" if sha else "a person or another tool"
+        out.append(Deploy(r.number, r.created, image, sha, by, outcome))
+    return out

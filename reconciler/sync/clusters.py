@@ -24,7 +24,8 @@ from reconciler.core.model import (
     ObservedDeployment,
     Site,
 )
-from reconciler.core.ports import Cluster, NoteStore, RevisionSource
+from reconciler.core.ports import Cluster, KindRevisionSource, NoteStore, RevisionSource
+from reconciler.core.workloads import Revision
 
 if TYPE_CHECKING:
     from reconciler.core.rollout.history import ReplicaSetRecord
@@ -197,11 +198,21 @@ class Named:
     def settle(self) -> None:
         self.inner.settle()
 
-    def annotate(self, namespace: str, deployment: str, key: str, value: str) -> None:
+    def annotate(
+        self, namespace: str, deployment: str, key: str, value: str, kind: str = DEPLOYMENT
+    ) -> None:
         if not isinstance(self.inner, NoteStore):
             return
         try:
-            self.inner.annotate(namespace, deployment, key, value)
+            self.inner.annotate(namespace, deployment, key, value, kind)
+        except ReconcilerError as exc:
+            raise self._raise(exc) from exc
+
+    def workload_revisions(self, d: ObservedDeployment) -> list[Revision]:
+        if not isinstance(self.inner, KindRevisionSource):
+            return []
+        try:
+            return self.inner.workload_revisions(d)
         except ReconcilerError as exc:
             raise self._raise(exc) from exc
 

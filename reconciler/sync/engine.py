@@ -664,7 +664,7 @@ def _following(r: SiteResult) -> bool:
         return False
     if r.plan.rollout is None:
         return r.plan.current_image is not None  # read, but no status: not when unreadable
-    return r.plan.rollout is Rollout.PROGRESSING
+    return r.plan.rollout is Rollout.PROGRESSING and not r.plan.waiting
 
 
 def _deployment(observed: Observed, site: Site) -> ObservedDeployment | None:

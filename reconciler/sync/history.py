@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from reconciler.core import workloads
 from reconciler.core.errors import ErrorKind, ReconcilerError
-from reconciler.core.model import Site
+from reconciler.core.model import DEPLOYMENT, Site
 from reconciler.core.plan import planner
-from reconciler.core.ports import Cluster, RevisionSource
+from reconciler.core.ports import Cluster, KindRevisionSource, RevisionSource
 from reconciler.core.rollout.history import Deploy, deploys
 from reconciler.sync.delivery import Deliveries
 
@@ -17,13 +18,14 @@ def of_site(cluster: Cluster, site: Site, deliveries: Deliveries | None = None) 
     delivery = (deliveries or Deliveries()).of(site)
     if delivery is not None:
         return delivery.history(site)
-    deployment = cluster.read(site.namespace, site.deployment)
+    deployment = cluster.read(site.namespace, site.deployment, site.targets[0].kind)
     if deployment is None:
         raise ReconcilerError(
-            f"deployment {site.namespace}/{site.deployment} not found",
-            kind=ErrorKind.DEPLOYMENT_NOT_FOUND,
+            f"{planner.workload_name(site)} not found", kind=ErrorKind.DEPLOYMENT_NOT_FOUND
         )
     container = planner.container_of(site, deployment)
+    if deployment.kind != DEPLOYMENT and container and isinstance(cluster, KindRevisionSource):
+        return workloads.deploys(deployment, container, cluster.workload_revisions(deployment))
     if container is None or not isinstance(cluster, RevisionSource):
         raise ReconcilerError(
             f"cannot tell which container of {site.name} is managed",

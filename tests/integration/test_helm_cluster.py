@@ -219,12 +219,12 @@ def test_a_crash_looping_commit_is_rolled_back_to_the_previous_revision(
         ns, release, target.number, description=rollback_description("main", BAD, 2, why)
     )
     assert (made.number, made.status) == (4, "deployed")
-    assert made.description.startswith("reconciler: rollback of main@badc0de to revision 2: ")
+    assert made.description.startswith(f"reconciler: rollback of main@{BAD} to revision 2: ")
     assert app_image(cluster_api_client, ns)["app"] == f"registry.example/web:main-{GOOD_A[:7]}"
     wait_until(lambda: rolled_out(cluster_api_client, ns), "the rollback rolled out", 60)
 
     history = cli.history(ns, release)
-    assert bad_commits(history) == {"badc0de"}  # remembered on the release, level-triggered
+    assert bad_commits(history) == {BAD}  # remembered on the release, level-triggered
     assert person_change(history, images(cli, ns)) is None  # the rollback is the reconciler's
 
 

@@ -137,7 +137,7 @@ def test_a_crash_looping_commit_is_rolled_back_by_helm_and_never_retried(world: 
     bad = world.head(crashloop_sha())
     back = world.sync(*WAIT, code=1)
     assert back["action"] == "rolled-back" and back["applied"], back
-    assert back["failed_sha"] == bad[:7] and "new pods are not coming up" in back["reason"]
+    assert back["failed_sha"] == bad and "new pods are not coming up" in back["reason"]
     wait_until(
         lambda: world.image() == f"registry.example/web:{good}", "the good image is back", 60
     )
@@ -147,7 +147,7 @@ def test_a_crash_looping_commit_is_rolled_back_by_helm_and_never_retried(world: 
         (3, f"reconciler: main@{bad[:7]} (was {good[:7]})"),
         (4, history[3][2]),
     ]
-    assert history[3][2].startswith(f"reconciler: rollback of main@{bad[:7]} to revision 2: ")
+    assert history[3][2].startswith(f"reconciler: rollback of main@{bad} to revision 2: ")
 
     skipped = world.sync()
     assert skipped["action"] == "skip" and "waiting for a new commit" in skipped["reason"]
@@ -219,8 +219,8 @@ def test_serve_upgrades_follows_and_rolls_back_a_helm_site_on_its_own(
         rolled = served.wait_for(
             lambda: (s := site())["state"] == "rolled-back" and s, 120, "the helm rollback"
         )
-        assert rolled["failed_sha"] == bad[:7], rolled
-        assert world.history()[-1][2].startswith(f"reconciler: rollback of main@{bad[:7]} to ")
+        assert rolled["failed_sha"] == bad, rolled
+        assert world.history()[-1][2].startswith(f"reconciler: rollback of main@{bad} to ")
         served.wait_for(
             lambda: world.image() == f"registry.example/web:{good}", 60, "the good image back"
         )

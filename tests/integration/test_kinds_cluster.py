@@ -183,6 +183,12 @@ def test_a_good_commit_rolls_out_a_crash_looping_one_is_rolled_back_and_never_re
     assert again["action"] == "skip" and again["failed_sha"] == bad, again
     assert world.image() == f"gcr.io/p/shop:{good}"
 
+    # History from the ControllerRevisions: the bad commit's revision says it was rolled back.
+    history = world.cli("history", "shop")
+    by_sha = {d["sha"]: d for d in history if d["sha"]}
+    assert "rolled back" in by_sha[bad]["outcome"], history
+    assert by_sha[good]["by"] == "reconciler", history
+
 
 @pytest.mark.parametrize("world", ["StatefulSet", "DaemonSet"], indirect=True)
 def test_a_persons_rollout_undo_or_set_image_holds_the_site(world: KindsWorld) -> None:
@@ -213,8 +219,9 @@ def test_a_cronjobs_first_job_decides_available_or_failed_and_rolled_back(
     world: KindsWorld,
 ) -> None:
     good = world.head()
-    done = world.sync()
+    done = world.sync(*WAIT)  # not waited for: the CronJob waits for its schedule (exit 0)
     assert done["action"] == "update" and done["applied"], done
+    assert "waiting for the next schedule" in done["progress"], done
     assert world.image() == f"gcr.io/p/shop:{good}"
     waiting = world.cli("plan")[0]
     assert waiting["rollout"] == "progressing", waiting
@@ -234,6 +241,11 @@ def test_a_cronjobs_first_job_decides_available_or_failed_and_rolled_back(
     assert "job second failed" in back["reason"], back
     assert world.image() == f"gcr.io/p/shop:{good}"
     assert world.sync()["action"] == "skip"
+    history = world.cli("history", "shop")  # the CronJob's Jobs, newest first
+    assert [d["outcome"] for d in history] == [
+        "job second failed, rolled back",
+        "job first succeeded",
+    ], history
 
     world.kubectl("patch", f"cronjob/{world.name}", "-p", '{"spec": {"suspend": true}}')
     world.head()

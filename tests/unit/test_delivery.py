@@ -243,13 +243,15 @@ def test_a_failed_rollout_of_its_deploy_goes_back_and_the_commit_is_never_retrie
     history: tuple[Revision, ...] = (rev(1, "Install complete"), rev(2, "reconciler: main@aaaaaaa"))
     history += (rev(3, "reconciler: main@badc0de (was aaaaaaa)"),)
     p = verdict(SITE, head(BAD), view(history, BAD, d=deployment(failed=True)), 0)
-    assert p.action is Action.ROLLED_BACK and p.back_to == "2" and p.failed_sha == "badc0de"
+    assert p.action is Action.ROLLED_BACK and p.back_to == "2" and p.failed_sha == BAD
     assert "timed out progressing" in p.reason and p.running_sha == "aaaaaaa"
 
-    history += (rev(4, "reconciler: rollback of main@badc0de to revision 2: timed out"),)
+    history += (rev(4, f"reconciler: rollback of main@{BAD} to revision 2: timed out"),)
     after = verdict(SITE, head(BAD), view(history, A), 0)
     assert after.action is Action.SKIP and after.skip is Skip.FAILED_COMMIT
     assert verdict(SITE, head(B), view(history, A), 0).action is Action.UPDATE
+    other = "badc0de" + "d" * 33  # shares the short SHA: another commit, deployed
+    assert verdict(SITE, head(other), view(history, A), 0).action is Action.UPDATE
 
 
 def test_a_persons_helm_rollback_holds_the_site_until_resume() -> None:
@@ -260,6 +262,10 @@ def test_a_persons_helm_rollback_holds_the_site_until_resume() -> None:
     assert p.action is Action.HELD and p.held_by == "helm revision 3 (Rollback to 1)"
     assert p.held_at == "2026-12-07T05:03:00Z" and "reconciler resume web" in p.reason
 
+    same_second = deployment(notes={"reconciler.dev/resumed-at": "2026-12-07T05:03:00Z"})
+    late = replace(history[2], updated="2026-12-07T05:03:00.734215032Z")  # helm's nanoseconds
+    p = verdict(SITE, head(B), view((*history[:2], late), "v1", images=images, d=same_second), 0)
+    assert p.action is Action.UPDATE  # resumed in the same second as the change
     resumed = deployment(notes={"reconciler.dev/resumed-at": "2026-12-07T05:10:00Z"})
     p = verdict(SITE, head(B), view(history, "v1", images=images, d=resumed), 0)
     assert p.action is Action.UPDATE

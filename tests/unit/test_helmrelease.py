@@ -14,6 +14,7 @@ from reconciler.core.helmrelease import (
     bad_commits,
     deploy_description,
     hold_revisions,
+    is_bad,
     mark,
     person_change,
     release_image,
@@ -167,9 +168,11 @@ def test_descriptions_name_the_commit_and_read_back() -> None:
     assert deploy_description("main", SHA_B) == "reconciler: main@3f2c1a9"
     back = rollback_description("main", BAD, 3, "rollout failed: CrashLoopBackOff")
     assert back == (
-        "reconciler: rollback of main@badc0de to revision 3: rollout failed: CrashLoopBackOff"
+        f"reconciler: rollback of main@{BAD} to revision 3: rollout failed: CrashLoopBackOff"
     )
-    assert mark(back) == Mark("main", "badc0de", rollback_to=3)
+    assert mark(back) == Mark("main", BAD, rollback_to=3)
+    old = "reconciler: rollback of main@badc0de to revision 3: as written before #21"
+    assert mark(old) == Mark("main", "badc0de", rollback_to=3)
     assert mark("Upgrade complete") is None
     assert mark("Rollback to 2") is None
 
@@ -177,7 +180,7 @@ def test_descriptions_name_the_commit_and_read_back() -> None:
 def test_a_description_fits_helms_limit() -> None:
     text = rollback_description("main", BAD, 3, "x" * 400)
     assert len(text) == 256
-    assert mark(text) == Mark("main", "badc0de", rollback_to=3)
+    assert mark(text) == Mark("main", BAD, rollback_to=3)
 
 
 def test_bad_commits_come_from_the_rollback_descriptions() -> None:
@@ -186,7 +189,9 @@ def test_bad_commits_come_from_the_rollback_descriptions() -> None:
         rev(2, deploy_description("main", BAD, SHA_A)),
         rev(3, rollback_description("main", BAD, 1, "crash-looping"), "deployed"),
     ]
-    assert bad_commits(history) == {"badc0de"}
+    assert bad_commits(history) == {BAD}
+    assert is_bad(BAD, bad_commits(history)) and is_bad(BAD[:7], bad_commits(history))
+    assert not is_bad("badc0de" + "f" * 33, bad_commits(history))  # another commit
 
 
 # ---- a person's change ------------------------------------------------------------------------

@@ -101,6 +101,7 @@ def plan_site(
         running_sha=running_sha(site, deployment.annotations, current, head),
         rollout=state,
         progress=progress,
+        waiting=deployment.verdict is not None and not deployment.verdict.timed,
         failed_sha=failed_sha,
     )
 
