@@ -205,7 +205,7 @@ def sync_costs(cluster: LocalCluster, helm: Path, audit: Path, tmp: Path, runs: 
         for _ in range(runs):
             measure("sync: deploy a new commit", head=random_sha())
             measure("sync: in sync, nothing to do")
-            measure("sync --dry-run: a new commit", head=random_sha())
+            measure("sync --dry-run: a new commit", "--dry-run", head=random_sha())
             measure("sync --wait: new commit until available", "--wait", head=random_sha())
             measure("sync --wait: crash loop, helm rollback", "--wait", head=crashloop_sha())
     HelmCLI.run = inner  # type: ignore[method-assign]

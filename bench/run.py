@@ -198,8 +198,16 @@ def _parse_args(argv: Sequence[str] | None) -> Options:
         default=16,
         help="admin requests at once creating Deployments",
     )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment for serve and the CLI, e.g. RECONCILER_WATCH_CACHE=off (repeatable)",
+    )
     args = parser.parse_args(argv)
     return Options(
+        serve_env=tuple((k, v) for k, _, v in (e.partition("=") for e in args.env)),
         sizes=tuple(int(s) for s in args.sizes.split(",") if s.strip()),
         latency_ms=args.latency_ms,
         latency_sigma=args.latency_sigma,

@@ -63,6 +63,7 @@ class Options:
     modes: tuple[str, ...] = MODES
     lookback: int | None = None  # RECONCILER_LOOKBACK for serve and the CLI (None: the default)
     setup_concurrency: int = 16  # the admin's requests at once when creating Deployments
+    serve_env: tuple[tuple[str, str], ...] = ()  # more environment for serve and the CLI
 
 
 @dataclass(frozen=True)
@@ -257,6 +258,7 @@ class World:
         )
         if self.opts.lookback is not None:
             env["RECONCILER_LOOKBACK"] = str(self.opts.lookback)
+        env.update(self.opts.serve_env)
         return env
 
     def baseline_sample(self, n: int) -> list[BenchSite]:

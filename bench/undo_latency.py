@@ -62,15 +62,18 @@ class ImageWatch:
         apps = kubernetes.client.AppsV1Api(self.api)
         while not self._stop.is_set():
             w = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
-            for event in w.stream(  # type: ignore[no-untyped-call]
-                apps.list_namespaced_deployment, NS, timeout_seconds=30, _request_timeout=60
-            ):
-                containers = event["object"].spec.template.spec.containers
-                image = next(c.image for c in containers if c.name == "app")
-                if self.wanted is not None and image == self.wanted and self.seen_at is None:
-                    self.seen_at = time.monotonic()
-                if self._stop.is_set():
-                    w.stop()  # type: ignore[no-untyped-call]
+            try:
+                for event in w.stream(  # type: ignore[no-untyped-call]
+                    apps.list_namespaced_deployment, NS, timeout_seconds=30, _request_timeout=60
+                ):
+                    containers = event["object"].spec.template.spec.containers
+                    image = next(c.image for c in containers if c.name == "app")
+                    if self.wanted is not None and image == self.wanted and self.seen_at is None:
+                        self.seen_at = time.monotonic()
+                    if self._stop.is_set():
+                        w.stop()  # type: ignore[no-untyped-call]
+            except Exception as exc:  # a watch cut: watch again (a change then shows as listed)
+                log(f"image watch ended ({type(exc).__name__}); watching again")
 
 
 def _state(proc: ServeProcess) -> str:
@@ -123,6 +126,12 @@ def measure(runs: int, workdir: Path) -> dict[str, Any]:
                 log(f"undo -> held run {i + 1}: {values[-1] * 1000:.0f} ms")
                 status, answer = proc.request("POST", "/sites/blog/resume", TRIGGER, body={})
                 assert status == 200, answer
+                run = answer["run"]  # the sync the resume started: done before the next deploy
+                proc.wait_for(
+                    lambda r=run: proc.request("GET", f"/runs/{r}")[1].get("state") == "done",
+                    timeout=120,
+                    what="the resume's sync",
+                )
                 previous = current
         watch.stop()
     return {

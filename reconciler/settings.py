@@ -29,6 +29,10 @@ MAX_APPLY_CONCURRENCY = 1024
 MAX_MALLOC_ARENAS = 64
 MAX_LEASE_SECONDS = 3600
 MAX_GITHUB_CONCURRENCY = 100  # GitHub's secondary limit: concurrent requests per caller
+# requests in flight at most by default: room below GitHub's 100 for its own count of a request
+# that has just been answered and for other users of the token; each GraphQL answer in flight
+# holds its parsed history (memory grows with it)
+GITHUB_CONCURRENCY = 32
 SUBSCRIPTION = re.compile(r"projects/([^/\s]+)/subscriptions/([^/\s]+)")
 SUBSCRIPTION_VARIABLES = (
     "PUBSUB_SUBSCRIPTION",
@@ -48,7 +52,7 @@ class GitHubSettings:
     app_installation_id: int | None = None
     timeout: float = 10.0
     concurrency: int = 8  # requests in flight at first; grows adaptively up to max_concurrency
-    max_concurrency: int = 100  # RECONCILER_GITHUB_CONCURRENCY: GitHub allows 100 at most
+    max_concurrency: int = 32  # RECONCILER_GITHUB_CONCURRENCY: GitHub allows 100 at most
     max_retry_wait: float = 30.0
     strategy: str = "auto"  # auto: GraphQL when authenticated, else REST conditional requests
     lookback: int = 20  # RECONCILER_LOOKBACK: commits of each branch read for a ready one (0: off)
@@ -331,7 +335,9 @@ def _github(env: Mapping[str, str]) -> GitHubSettings:
             f"RECONCILER_LOOKBACK must be a whole number from 0 to {MAX_LOOKBACK}, "
             f"not {_shown(lookback)}"
         )
-    ceiling = _integer(env, "RECONCILER_GITHUB_CONCURRENCY", 100, MAX_GITHUB_CONCURRENCY)
+    ceiling = _integer(
+        env, "RECONCILER_GITHUB_CONCURRENCY", GITHUB_CONCURRENCY, MAX_GITHUB_CONCURRENCY
+    )
     return GitHubSettings(
         lookback=int(lookback),
         concurrency=min(8, ceiling),

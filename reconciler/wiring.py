@@ -5,7 +5,6 @@ Tests inject their own parts here.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import threading
@@ -22,7 +21,7 @@ from reconciler.adapters.gitrepo import GitRepoWriter
 from reconciler.adapters.helm import HelmCLI
 from reconciler.adapters.registry import RegistryVerifier, Verifiers
 from reconciler.core.errors import ReconcilerError
-from reconciler.core.model import ClusterRef, Site
+from reconciler.core.model import DEPLOYMENT, ClusterRef, Site
 from reconciler.core.ports import (
     BackgroundTrigger,
     Cluster,
@@ -45,7 +44,7 @@ from reconciler.sync.outbox import Outbox
 if TYPE_CHECKING:  # serve (Flask, APScheduler) is imported only when serving
     from reconciler.adapters.pubsub import PubSubTrigger
     from reconciler.core.config.sites import Config
-    from reconciler.core.model import LeaseRecord, ObservedDeployment
+    from reconciler.core.model import LeaseRecord
     from reconciler.core.ports import Lease
     from reconciler.serve.commitinfo import CommitInfo
     from reconciler.serve.process import Process
@@ -182,7 +181,7 @@ def build_service(
     notifier: Notifier | None = None,
     commit_info: CommitInfo | None = None,
     cli_name: str = "reconciler",
-    cache: kubecache.KubeCache[ObservedDeployment] | None = None,
+    cache: kubecache.WorkloadCaches | None = None,
 ) -> Service:
     """The Service and its parts: the runner, the schedule and the follower bound to it, the
     Lease shared by runner and follower (its holder fences the engine's patches), the metrics;
@@ -241,14 +240,17 @@ def build_service(
     return service
 
 
-def watch_namespaces(service: Service, cache: kubecache.KubeCache[ObservedDeployment]) -> None:
-    """The cache watches the namespaces of every valid sites.toml the service reads; /readyz
-    says not ready until it has listed each of them once."""
-    watched: set[str] = set()
+def watch_namespaces(service: Service, cache: kubecache.WorkloadCaches) -> None:
+    """The caches watch, per kind, the namespaces of every valid sites.toml's sites in the home
+    cluster that have targets of that kind; /readyz says not ready until each has listed them."""
+    watched: dict[str, set[str]] = {}
 
     def follow(config: Config) -> None:
-        # the home cluster's namespaces only: a site in another cluster is read there
-        wanted = {site.namespace for site in config.sites if site.cluster is None}
+        wanted: dict[str, set[str]] = {}
+        for site in config.sites:
+            if site.cluster is None:  # sites of named clusters are LISTed there
+                for target in site.targets:
+                    wanted.setdefault(target.kind, set()).add(site.namespace)
         if wanted == watched:
             return
         try:
@@ -263,7 +265,7 @@ def watch_namespaces(service: Service, cache: kubecache.KubeCache[ObservedDeploy
     def ready() -> str | None:
         if not first.is_set():  # the first probe after start waits a moment for the LISTs
             first.set()
-            cache.wait_until(lambda: cache.synced, FIRST_READY_WAIT)
+            cache.wait_until_synced(FIRST_READY_WAIT)
         if cache.synced:
             return None
         return "the workload cache has not listed every namespace of sites.toml yet"
@@ -272,7 +274,7 @@ def watch_namespaces(service: Service, cache: kubecache.KubeCache[ObservedDeploy
     service.extra_health["watch"] = ready
     from reconciler.serve.metrics import WatchCounts
 
-    service.metrics.register(WatchCounts(lambda: dataclasses.asdict(cache.stats)))
+    service.metrics.register(WatchCounts(cache.counts))
 
 
 def build_process(config_path: str, settings: Settings) -> Process:
@@ -286,8 +288,12 @@ def build_process(config_path: str, settings: Settings) -> Process:
     cluster: Cluster = listing
     cache = None
     if settings.watch_cache:  # the namespaces come with the first read of sites.toml
-        cache = kubecache.deployment_cache(api, ())
-        cluster = kubecache.CachedCluster(cache, listing)
+        # clients of its own: one connection per watched namespace, none taken from the patches
+        cache = kubecache.WorkloadCaches(
+            lambda: kube.api_client(settings.kubeconfig, in_cluster=settings.in_cluster)
+        )
+        more = {k: c for k, c in cache.by_kind.items() if k != DEPLOYMENT}
+        cluster = kubecache.CachedCluster(cache.deployments, listing, more)
     engine = build_engine(Parts(cluster=cluster), settings)
     the_lease = None
     if settings.lease_active:

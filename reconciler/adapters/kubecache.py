@@ -33,17 +33,27 @@ from typing import Any, Generic, TypeVar
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from reconciler.adapters.kube import LIST_PAGE, KubeCluster, check_response, observed, request
+from reconciler.adapters.kube import (
+    LIST_PAGE,
+    KubeCluster,
+    check_response,
+    observed,
+    observed_of,
+    request,
+)
 from reconciler.core import watch
 from reconciler.core.errors import ErrorKind, KubernetesError
 from reconciler.core.model import (
+    DAEMONSET,
     DEPLOYMENT,
+    STATEFULSET,
     ApplyResult,
     DeploymentPatch,
     ImageChange,
     NamespaceError,
     NamespaceView,
     ObservedDeployment,
+    view_key,
 )
 from reconciler.core.rollout.history import ReplicaSetRecord
 
@@ -71,6 +81,20 @@ def _slim_deployment(item: Mapping[str, Any]) -> ObservedDeployment:
 
 
 DEPLOYMENTS: Kind[ObservedDeployment] = Kind("apps/v1", "deployments", _slim_deployment)
+
+
+def _slim_of(kind: str) -> Callable[[Mapping[str, Any]], ObservedDeployment]:
+    """A StatefulSet's or DaemonSet's value (their rollout is judged from the object alone; a
+    CronJob's needs its Jobs and the clock, so CronJobs are not cached: they are LISTed)."""
+    return lambda item: watch.slim(observed_of(kind, item, [], 0.0))
+
+
+# every kind the cache holds, by the kind's name in sites.toml
+CACHED_KINDS: dict[str, Kind[ObservedDeployment]] = {
+    DEPLOYMENT: DEPLOYMENTS,
+    STATEFULSET: Kind("apps/v1", "statefulsets", _slim_of(STATEFULSET)),
+    DAEMONSET: Kind("apps/v1", "daemonsets", _slim_of(DAEMONSET)),
+}
 BACKOFF = watch.Backoff()
 # Opening a watch waits for its headers as long as a LIST waits for its answer; once open, a
 # read may wait until the server's own timeoutSeconds (plus a margin) before the connection
@@ -450,6 +474,76 @@ def deployment_cache(
     return KubeCache(api, namespaces, DEPLOYMENTS, **options)
 
 
+class WorkloadCaches:
+    """One KubeCache per cached kind (CACHED_KINDS), each over the namespaces that have targets
+    of that kind: what serve keeps. Fits core.ports.WorkloadCache for the follower; names its
+    subscribers hear are NamespaceView keys (model.view_key: a Deployment's name, else
+    "Kind/name")."""
+
+    def __init__(self, client: Callable[[], Any], **options: Any) -> None:
+        """`client()` makes an API client: one per kind, so that each pools one connection per
+        namespace it watches."""
+        self.by_kind: dict[str, KubeCache[ObservedDeployment]] = {
+            kind: KubeCache(client(), (), spec, **options) for kind, spec in CACHED_KINDS.items()
+        }
+
+    @property
+    def deployments(self) -> KubeCache[ObservedDeployment]:
+        return self.by_kind[DEPLOYMENT]
+
+    def start(self) -> None:
+        for cache in self.by_kind.values():
+            cache.start()
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        for cache in self.by_kind.values():
+            cache.stop(timeout)
+
+    def set_namespaces(self, by_kind: Mapping[str, Collection[str]]) -> None:
+        """Watch each kind in these namespaces (a kind not named: in none)."""
+        for kind, cache in self.by_kind.items():
+            cache.set_namespaces(by_kind.get(kind, ()))
+
+    @property
+    def synced(self) -> bool:
+        return all(cache.synced for cache in self.by_kind.values())
+
+    def wait_until_synced(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        for cache in self.by_kind.values():
+            left = max(0.0, deadline - time.monotonic())
+            if not cache.wait_until(_synced(cache), left):
+                return False
+        return True
+
+    def observe(self, namespaces: Collection[str]) -> Mapping[str, NamespaceView]:
+        return self.deployments.observe(namespaces)
+
+    @property
+    def version(self) -> int:
+        return self.deployments.version
+
+    def wait_for_change(self, after: int, timeout: float) -> int:
+        return self.deployments.wait_for_change(after, timeout)
+
+    def subscribe(self, callback: Callback) -> Callable[[], None]:
+        ends = [cache.subscribe(_keyed(kind, callback)) for kind, cache in self.by_kind.items()]
+
+        def unsubscribe() -> None:
+            for end in ends:
+                end()
+
+        return unsubscribe
+
+    def counts(self) -> dict[str, int]:
+        """Every cache's Stats, summed (reconciler_watch_cache_total)."""
+        total: dict[str, int] = {}
+        for cache in self.by_kind.values():
+            for name, value in vars(cache.stats).items():
+                total[name] = total.get(name, 0) + int(value)
+        return total
+
+
 class CachedCluster:
     """The engine's Cluster port with its reads from the cache: observe() asks the API server
     nothing once the cache has listed a namespace (one it has not listed yet, just added by a
@@ -459,9 +553,15 @@ class CachedCluster:
     (cluster.read), never a wrong write. serve builds one; the CLI keeps KubeCluster's LIST per
     namespace. Everything else (Events, ReplicaSets, notes) is KubeCluster's."""
 
-    def __init__(self, cache: KubeCache[ObservedDeployment], cluster: KubeCluster) -> None:
+    def __init__(
+        self,
+        cache: KubeCache[ObservedDeployment],
+        cluster: KubeCluster,
+        more: Mapping[str, KubeCache[ObservedDeployment]] | None = None,
+    ) -> None:
         self.cache = cache
         self.cluster = cluster
+        self.more = dict(more or {})  # the caches of other kinds (StatefulSet, DaemonSet)
         self._fresh = 0  # fresh() blocks under way: observe() LISTs
         self._fresh_lock = threading.Lock()
 
@@ -480,8 +580,9 @@ class CachedCluster:
         self, namespaces: Collection[str], kinds: Mapping[str, frozenset[str]] | None = None
     ) -> Mapping[str, NamespaceView]:
         """Deployments from the cache (a namespace it could not list, or inside fresh(): by
-        LIST); the other kinds (StatefulSet, DaemonSet, CronJob targets) by the cluster's LIST
-        per namespace and kind, merged in."""
+        LIST); the other kinds from their caches (StatefulSet, DaemonSet) where they have
+        listed the namespace, else (CronJobs and their Jobs, a namespace not listed yet) by the
+        cluster's LIST per namespace and kind, merged in."""
         if self._fresh:
             return self.cluster.observe(namespaces, kinds)
         views: dict[str, NamespaceView] = dict(self.cache.observe(namespaces))
@@ -493,6 +594,7 @@ class CachedCluster:
             for ns, k in (kinds or {}).items()
             if k - {DEPLOYMENT} and ns not in unlisted
         }
+        others = self._from_caches(views, others)
         if not others:
             return views
         for ns, view in self.cluster.observe(set(others), others).items():
@@ -502,6 +604,24 @@ class CachedCluster:
             else:
                 views[ns] = {**(cached or {}), **view}
         return views
+
+    def _from_caches(
+        self, views: dict[str, NamespaceView], wanted: Mapping[str, frozenset[str]]
+    ) -> dict[str, frozenset[str]]:
+        """Merge into `views` each wanted kind its cache has listed; what is left to LIST."""
+        left: dict[str, frozenset[str]] = {}
+        for ns, kinds in wanted.items():
+            rest = set(kinds)
+            for kind in kinds & set(self.more):
+                view = self.more[kind].observe([ns])[ns]
+                here = views.get(ns)
+                if isinstance(view, NamespaceError) or isinstance(here, NamespaceError):
+                    continue
+                views[ns] = {**(here or {}), **{view_key(kind, n): d for n, d in view.items()}}
+                rest.discard(kind)
+            if rest:
+                left[ns] = frozenset(rest)
+        return left
 
     def read(self, namespace: str, name: str, kind: str = DEPLOYMENT) -> ObservedDeployment | None:
         return self.cluster.read(namespace, name, kind)
@@ -530,9 +650,22 @@ class CachedCluster:
 
     def __getattr__(self, name: str) -> Any:
         """Whatever else KubeCluster offers (a write, a read of another kind) is its own."""
-        if name.startswith("_") or name in ("cache", "cluster", "fresh"):
+        if name.startswith("_") or name in ("cache", "cluster", "fresh", "more"):
             raise AttributeError(name)
         return getattr(self.cluster, name)
+
+
+def _synced(cache: KubeCache[Any]) -> Callable[[], bool]:
+    return lambda: cache.synced
+
+
+def _keyed(kind: str, callback: Callback) -> Callback:
+    """`callback` hearing names as NamespaceView keys (model.view_key) of `kind`."""
+
+    def heard(namespace: str, name: str, value: Any) -> None:
+        callback(namespace, view_key(kind, name), value)
+
+    return heard
 
 
 def _events(response: Any) -> Iterator[Mapping[str, Any]]:

@@ -354,7 +354,9 @@ def person_change(
     if change is None:
         return None
     changed, resumed = _instant(change.updated), _instant(resumed_at)
-    if changed is not None and resumed is not None and changed <= resumed:
+    # whole seconds, as a resume is stamped (and as the Deployment rules compare them): a resume
+    # in the same second as the change lifts it
+    if changed is not None and resumed is not None and int(changed) <= resumed:
         return None
     return change
 

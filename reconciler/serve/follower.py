@@ -33,6 +33,7 @@ from reconciler.core.model import (
     Site,
     SiteResult,
     SyncReport,
+    view_key,
 )
 from reconciler.core.ports import Lease, WorkloadCache
 from reconciler.sync.engine import Engine
@@ -192,7 +193,8 @@ class Follower:
             s
             for s in cfg.sites
             # a git site's Deployment is where its GitOps tool applies the reconciler's commit
-            if s.delivery in (KUBERNETES, GIT) and (s.namespace, s.deployment) in changed
+            if s.delivery in (KUBERNETES, GIT)
+            and any((s.namespace, view_key(t.kind, t.name)) in changed for t in s.targets)
         ]
         with self._lock:
             sites = [s for s in sites if s.name not in self.tracked]

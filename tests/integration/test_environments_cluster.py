@@ -66,7 +66,8 @@ class Pipeline:
             f'approval = "manual"\n{site_windows}'
         )
 
-    def cli(self, *argv: str, code: int = 0) -> Any:
+    def cli(self, *argv: str, code: int | None = 0) -> Any:
+        """The CLI's JSON answer; `code` is the exit code it must give (None: any)."""
         out, err = io.StringIO(), io.StringIO()
         got = main(
             [*argv, "--config", str(self.sites), "--output", "json"],
@@ -75,7 +76,7 @@ class Pipeline:
             stderr=err,
             parts=Parts(clock=lambda: self.now),
         )
-        assert got == code, (out.getvalue(), err.getvalue())
+        assert code is None or got == code, (out.getvalue(), err.getvalue())
         return json.loads(out.getvalue())
 
     def refused(self, *argv: str) -> str:
@@ -91,7 +92,7 @@ class Pipeline:
         assert got in (1, 2) and not out.getvalue(), (got, out.getvalue())
         return err.getvalue()
 
-    def site(self, verb: str, name: str, *args: str, code: int = 0) -> dict[str, Any]:
+    def site(self, verb: str, name: str, *args: str, code: int | None = 0) -> dict[str, Any]:
         (result,) = self.cli(verb, "--site", name, *args, code=code)
         return dict(result)
 
@@ -199,8 +200,11 @@ def test_a_failing_staging_rollout_never_promotes(pipeline: Pipeline) -> None:
     assert rolling["action"] == "skip" and rolling["reason"].startswith(
         f"staging rolls out {bad[:7]}"
     )
-    back = pipeline.site("sync", "staging", *WAIT, code=1)
-    assert back["action"] == "rolled-back" and back["failed_sha"] == bad
+    # the sync itself rolls it back when the pods were already seen stuck for the rollout
+    # timeout (exit 0), else its --wait does (exit 1): either way staging is back on `good`
+    back = pipeline.site("sync", "staging", *WAIT, code=None)
+    assert back["action"] == "rolled-back" and back["failed_sha"] == bad, back
+    assert pipeline.notes("blog-staging")[ann.SHA] == good
 
     pipeline.now += 60 * 60  # however long it waits
     after = pipeline.site("sync", "prod")
@@ -243,3 +247,35 @@ def test_a_freeze_defers_the_deploy_and_an_override_deploys_it_on_record(
     assert notes[WINDOW_OVERRIDE] == "CVE fix" and notes[WINDOW_OVERRIDE_SHA] == sha
     assert notes[WINDOW_OVERRIDE_BY] == "alice (cli)"
     assert "override by alice (cli): CVE fix" in pipeline.events("blog-prod")["WindowOverride"]
+
+
+def test_a_commit_that_fails_on_production_is_rolled_back_and_remembered_there(
+    pipeline: Pipeline,
+) -> None:
+    sha = pipeline.first
+    pipeline.write(site_windows="rollout_timeout = 1\n")
+    crashing = pipeline.sites.read_text().replace(
+        'image = "prod.example/blog:{sha}"', 'image = "prod.example/crashloop/blog:{sha}"'
+    )
+    pipeline.sites.write_text(crashing)  # production's own image of it crash-loops (kwok)
+    pipeline.ship_staging()
+    pipeline.now += 11 * 60
+    (deployed,) = pipeline.cli("approve", "prod")["sync"]  # approve syncs it at once
+    assert deployed["applied"] and deployed["target_image"] == f"prod.example/crashloop/blog:{sha}"
+    seen: list[dict[str, Any]] = []
+
+    def rolled_back() -> bool:  # what a sync does once the new pods are stuck for 1 s
+        seen.append(pipeline.site("sync", "prod", code=None))
+        return bool(seen[-1]["action"] == "rolled-back")
+
+    wait_until(rolled_back, "production's failed rollout to be rolled back", timeout=120)
+    assert seen[-1]["failed_sha"] == sha, seen[-1]
+    assert pipeline.image("blog-prod") == "prod.example/blog:before"
+    assert pipeline.notes("blog-prod")[ann.FAILED_SHA] == sha
+
+    pipeline.now += 60 * 60
+    after = pipeline.site("sync", "prod")
+    assert after["action"] == "skip"
+    assert after["reason"] == f"blocked: {sha[:7]} failed here (staging keeps it)"
+    assert pipeline.image("blog-staging") == f"stage.example/blog:{sha}"
+    assert pipeline.image("blog-prod") == "prod.example/blog:before"

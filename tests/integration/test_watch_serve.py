@@ -155,3 +155,45 @@ def test_a_reloaded_sites_toml_is_watched_in_its_new_namespace(
             served.stop()
     finally:
         core.delete_namespace(other)
+
+
+def test_a_statefulset_target_is_read_from_the_cache_too(
+    world: dict[str, Any], tmp_path: Path, proxy: TcpProxy
+) -> None:
+    body: dict[str, Any] = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "db"},
+        "spec": {
+            "replicas": 1,
+            "serviceName": "db",
+            "selector": {"matchLabels": {"app": "db"}},
+            "template": {
+                "metadata": {"labels": {"app": "db"}},
+                "spec": {"containers": [{"name": "app", "image": "gcr.io/p/docs:old"}]},
+            },
+        },
+    }
+    apps = kubernetes.client.AppsV1Api(world["api"])
+    apps.create_namespaced_stateful_set(world["ns"], body)  # type: ignore[arg-type]
+    extra = (
+        '\n[sites.db]\nrepo = "acme/docs"\n\n'
+        '[[sites.db.targets]]\nkind = "StatefulSet"\nname = "db"\n'
+    )
+    (tmp_path / "sites.toml").write_text(QUIET_SCHEDULE + sites_toml(world["ns"], extra))
+    served = serve(world, tmp_path, proxy)
+    try:
+        served.wait_for(lambda: served.request("GET", "/readyz")[0] == 200, what="ready")
+        served.wait_for(lambda: in_sync(served), what="in sync (the startup sync deployed)")
+        sts = apps.read_namespaced_stateful_set("db", world["ns"]).to_dict()
+        head = world["gh"].branch_sha("acme/docs", "main")
+        image = sts["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert image == f"gcr.io/p/docs:{head}"
+        assert watch_count(served, "lists") >= 2  # Deployments and StatefulSets of the namespace
+
+        proxy.refuse()
+        steady = sync_all(served)
+        assert steady["db"]["action"] == "in-sync", steady["db"]
+    finally:
+        proxy.admit()
+        served.stop()

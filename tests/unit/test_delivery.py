@@ -262,6 +262,10 @@ def test_a_persons_helm_rollback_holds_the_site_until_resume() -> None:
     assert p.action is Action.HELD and p.held_by == "helm revision 3 (Rollback to 1)"
     assert p.held_at == "2026-12-07T05:03:00Z" and "reconciler resume web" in p.reason
 
+    same_second = deployment(notes={"reconciler.dev/resumed-at": "2026-12-07T05:03:00Z"})
+    late = replace(history[2], updated="2026-12-07T05:03:00.734215032Z")  # helm's nanoseconds
+    p = verdict(SITE, head(B), view((*history[:2], late), "v1", images=images, d=same_second), 0)
+    assert p.action is Action.UPDATE  # resumed in the same second as the change
     resumed = deployment(notes={"reconciler.dev/resumed-at": "2026-12-07T05:10:00Z"})
     p = verdict(SITE, head(B), view(history, "v1", images=images, d=resumed), 0)
     assert p.action is Action.UPDATE

@@ -39,7 +39,8 @@ def test_the_pace_never_falls_below_its_floor_nor_exceeds_githubs_limit() -> Non
 
 
 def test_the_ceiling_is_a_setting_of_at_most_a_hundred() -> None:
-    assert Settings.from_env({}).github.max_concurrency == GITHUB_MAX_CONCURRENT
+    assert Settings.from_env({}).github.max_concurrency == 32
+    assert Settings.from_env({"RECONCILER_GITHUB_CONCURRENCY": "100"}).github.max_concurrency == 100
     github = Settings.from_env({"RECONCILER_GITHUB_CONCURRENCY": "4"}).github
     assert (github.concurrency, github.max_concurrency) == (4, 4)
     with pytest.raises(Exception, match="RECONCILER_GITHUB_CONCURRENCY must be from 1 to 100"):
