@@ -203,7 +203,7 @@ def test_serve_commits_follows_and_reverts(
 
         def recorded() -> bool:  # the record follows the commit
             notes = world.get()["metadata"]["annotations"]
-            return notes.get(ann.FAILED_SHA) == bad and notes.get(ann.HOLD_BY) == "reconciler"
+            return bool(notes.get(ann.FAILED_SHA) == bad and notes.get(ann.HOLD_BY) == "reconciler")
 
         wait_until(recorded, "the failed commit and the hold on the Deployment", timeout=30)
     finally:
