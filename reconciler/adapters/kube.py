@@ -101,6 +101,11 @@ class KubeCluster:
     def host(self) -> str:
         return str(self.api.configuration.host)
 
+    def close(self) -> None:
+        """Let the Events in flight be written, then end their threads (a port that is no
+        longer used: another cluster's, dropped by a reload or rebuilt on new credentials)."""
+        self._event_pool.shutdown(wait=False)
+
     # -- reads ---------------------------------------------------------------------------------
 
     def observe(

@@ -98,6 +98,7 @@ def after_promotion(p: SitePlan, verdict: promotion.Verdict) -> SitePlan:
         reason=verdict.text,
         error_kind=None,
         sha=verdict.sha or p.sha,
+        head_sha=verdict.sha or p.head_sha,  # the follower's "head": what its source runs
         target_image=None,
         retry_at=verdict.due,
     )

@@ -28,6 +28,7 @@ from reconciler.core.helmrelease import (
     wanted,
 )
 from reconciler.core.model import (
+    DEPLOYMENT,
     Action,
     BranchHead,
     HeadError,
@@ -56,6 +57,8 @@ class ReleaseView:
     deployed: Revision
     image: ReleaseImage
     workloads: tuple[Workload, ...] = ()
+    # the workloads it follows, by "Kind/name" (str(Workload)): Deployments, StatefulSets,
+    # DaemonSets and CronJobs as the cluster port reads them (each kind judged by its rules)
     deployments: Mapping[str, ObservedDeployment | None] = field(default_factory=dict)
     images: Mapping[int, ReleaseImage] = field(default_factory=dict)
     troubles: tuple[str, ...] = ()
@@ -63,7 +66,14 @@ class ReleaseView:
     @property
     def notes(self) -> Mapping[str, str]:
         """The reconciler's annotations on the release's first Deployment (hold, resume, ...)."""
-        first = next((d for d in self.deployments.values() if d is not None), None)
+        first = next(
+            (
+                d
+                for k, d in self.deployments.items()
+                if d is not None and k.startswith("Deployment/")
+            ),
+            None,
+        )
         return first.annotations if first is not None else {}
 
 
@@ -80,18 +90,19 @@ def shown(spec: HelmSpec, image: ReleaseImage, repository: str) -> str:
 def notes_deployment(site: Site, workloads: tuple[Workload, ...]) -> Workload | None:
     """The Deployment of the release that carries the reconciler's notes: the one named by the
     site's `deployment` when the release has it, else the release's first Deployment."""
-    deployments = [w for w in workloads if w.kind == "Deployment"]
+    deployments = [w for w in workloads if w.kind == DEPLOYMENT]
     named = next((w for w in deployments if w.name == site.deployment), None)
     return named or (deployments[0] if deployments else None)
 
 
 def rollout_of(view: ReleaseView) -> tuple[Rollout | None, str]:
-    """The release's rollout: failed when one Deployment failed, progressing while one is,
-    available when all are; None when none has a status yet (or the release has none)."""
+    """The release's rollout: failed when one workload failed, progressing while one is,
+    available when all are (each by the rules of its kind); None when none has a status yet
+    (or the release has none it follows)."""
     states = [
-        (w.name, rollout.state(d))
+        (str(w), rollout.state(d))
         for w in view.workloads
-        if w.kind == "Deployment" and (d := view.deployments.get(w.name)) is not None
+        if (d := view.deployments.get(str(w))) is not None
     ]
     if not states:
         return None, ""
@@ -105,10 +116,15 @@ def rollout_of(view: ReleaseView) -> tuple[Rollout | None, str]:
 
 
 def failure_of(view: ReleaseView) -> str | None:
-    """Why the release's rollout failed (a Deployment past its deadline, stuck pods)."""
+    """Why the release's rollout failed (a Deployment past its deadline, a StatefulSet's or
+    DaemonSet's stuck pods or a CronJob's failed Job as core.workloads judged them, stuck pods)."""
     for w in view.workloads:
-        d = view.deployments.get(w.name) if w.kind == "Deployment" else None
-        if d is None or d.status is None or d.status.observed_generation < d.generation:
+        d = view.deployments.get(str(w))
+        if d is None:
+            continue
+        if d.kind == DEPLOYMENT and (
+            d.status is None or d.status.observed_generation < d.generation
+        ):
             continue  # not judged before the controller has seen the release's template
         if why := rollout.failure(d, ()):
             return f"{w}: {why}"

@@ -463,6 +463,7 @@ class SitePlan:
     lead: Lead | None = None  # lead time, stage by stage (core/leadtime.py)
     # progressing on a person or the schedule (OnDelete, a CronJob's next run): not waited for
     waiting: bool = False
+    parts: tuple[SitePlan, ...] = ()  # a site of several targets: each part's verdict (release)
 
     @property
     def ok(self) -> bool:
@@ -604,6 +605,7 @@ class SiteResult:
             "held_by": p.held_by,
             "held_at": p.held_at,
             "failed_sha": p.failed_sha,
+            "targets": [_part(q) for q in p.parts] or None,
             "promote_from": p.site.promote_from,
             "gate": p.skip.value if p.skip in GATES else None,
             "waiting_sha": p.sha if p.skip is Skip.APPROVAL else None,
@@ -649,3 +651,18 @@ class SyncReport:
 
 def _word(p: SitePlan) -> str:
     return Action.ROLLED_BACK.value if p.skip is Skip.FAILED_COMMIT else p.action.value
+
+
+def _part(p: SitePlan) -> dict[str, object]:
+    """One target (container) of a site of several, for JSON."""
+    target = p.site.targets[0]
+    return {
+        "kind": target.kind,
+        "name": target.name,
+        "container": p.container,
+        "current_image": p.current_image,
+        "target_image": p.target_image,
+        "action": p.action.value,
+        "rollout": p.rollout.value if p.rollout else None,
+        "progress": p.progress or None,
+    }

@@ -68,6 +68,7 @@ class Clusters:
         self._stamp = stamp
         self._built: dict[ClusterRef, tuple[object, Named]] = {}
         self._lock = threading.Lock()
+        self._building = threading.Lock()  # one port built at a time: never two for one cluster
 
     def of(self, site: Site) -> Cluster:
         """The port of the site's cluster; raises a ClusterError naming it if it cannot be built."""
@@ -81,12 +82,19 @@ class Clusters:
             built = self._built.get(ref)
         if built is not None and built[0] == stamp:
             return built[1]
-        try:
-            port = Named(ref, self._connect(ref))
-        except ReconcilerError as exc:  # not kept: the next use tries again (a file mounted late)
-            raise ClusterError(_named(ref, str(exc)), kind=exc.kind) from exc
-        with self._lock:
-            self._built[ref] = (stamp, port)
+        with self._building:
+            with self._lock:
+                built = self._built.get(ref)
+            if built is not None and built[0] == stamp:  # another thread built it meanwhile
+                return built[1]
+            try:
+                port = Named(ref, self._connect(ref))
+            except ReconcilerError as exc:  # not kept: the next use tries again (mounted late)
+                raise ClusterError(_named(ref, str(exc)), kind=exc.kind) from exc
+            with self._lock:
+                self._built[ref] = (stamp, port)
+        if built is not None:
+            built[1].close()  # its credentials changed: the old client goes
         return port
 
     def port(self, site: Site) -> Cluster | None:
@@ -114,8 +122,9 @@ class Clusters:
         """Forget the ports of clusters not among `refs` (sites.toml no longer names them)."""
         wanted = set(refs)
         with self._lock:
-            for ref in set(self._built) - wanted:
-                del self._built[ref]
+            gone = [self._built.pop(ref)[1] for ref in set(self._built) - wanted]
+        for port in gone:
+            port.close()
 
     def settle_for(self, sites: Iterable[Site]) -> None:
         """settle() the cluster of each site (each cluster once; none that cannot be built)."""
@@ -197,6 +206,13 @@ class Named:
 
     def settle(self) -> None:
         self.inner.settle()
+
+    def close(self) -> None:
+        """No longer used (dropped from sites.toml, or its credentials changed): its client's
+        background threads end once what they were doing is done."""
+        close = getattr(self.inner, "close", None)
+        if callable(close):
+            close()
 
     def annotate(
         self, namespace: str, deployment: str, key: str, value: str, kind: str = DEPLOYMENT

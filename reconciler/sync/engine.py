@@ -41,7 +41,7 @@ from reconciler.core.model import (
     SyncRequest,
     view_key,
 )
-from reconciler.core.plan import fallback, planner
+from reconciler.core.plan import fallback, planner, release
 from reconciler.core.ports import Cluster, HeadSource, ImageVerifier, VerifyRequest
 from reconciler.core.rollout import state as rollout
 from reconciler.core.windows import Verdict as WindowVerdict
@@ -130,9 +130,10 @@ class Engine:
             seen = delivering.result()
         now = self.clock()
         troubles = {
-            site.name: self._troubles(site, d, now)
+            release.key(part): _troubles(self, part, d, now)
             for site in kube
-            if (d := _deployment(observed, site)) is not None
+            for part in release.parts_of(site)
+            if (d := _deployment(observed, part)) is not None
         }
         kube_plan = _plan_sites(
             config,
@@ -171,7 +172,7 @@ class Engine:
 
     def _gate(self, result: Plan) -> Plan:
         """Verify every update's target (registry or checks); missing ones become skips."""
-        wanted = {r for r in map(planner.verify_request, result.updates) if r is not None}
+        wanted = {r for p in result.updates for r in planner.verify_requests(p)}
         if not wanted:
             return result
         statuses: Mapping[VerifyRequest, ImageStatus]
@@ -244,6 +245,8 @@ class Engine:
         return tuple(done.get(p.site.name, SiteResult(p)) for p in the_plan.sites)
 
     def _apply_one(self, p: SitePlan, *, dry_run: bool, trigger: str) -> SiteResult:
+        if p.parts:  # one release: every target of the site, or none
+            return _apply_release(self, p, dry_run=dry_run, trigger=trigger)
         for attempt in range(CONFLICT_RETRIES):
             if attempt:
                 self.stopping.wait(self.conflict_pause(attempt - 1))
@@ -352,25 +355,15 @@ class Engine:
         heads: Mapping[RepoRef, HeadResult],
         fresh: ObservedDeployment | None,
     ) -> SitePlan:
+        if release.is_release(site):  # every target read again
+            return _plan_release(self, site, heads)
         now = self.clock()
         view = {fresh.key: fresh} if fresh else {}
-        troubles = self._troubles(site, fresh, now) if fresh else ()
+        troubles = _troubles(self, site, fresh, now) if fresh else ()
         p = planner.plan_site(site, heads, {site.namespace: view}, now=now, troubles=troubles)
         notes = fresh.annotations if fresh else None
         lead = leadtime.lead_of(p, notes, heads.get(site.ref), pushed=None, now=now)
         return replace(p, lead=lead)
-
-    def _troubles(self, site: Site, d: ObservedDeployment, now: float) -> tuple[str, ...]:
-        """Stuck pods of a rollout of ours that has run longer than the site's rollout_timeout."""
-        container = planner.container_of(site, d)
-        if container is None or not rollout.wants_pods(site, d, container, now):
-            return ()
-        image = next(c.image for c in d.containers if c.name == container)
-        try:
-            return self.cluster_of(site).pod_troubles(d.namespace, d.selector, container, image)
-        except ReconcilerError as exc:  # the progress deadline still catches it
-            log.warning("cannot read the pods of %s/%s: %s", d.namespace, d.name, exc)
-            return ()
 
     # -- following rollouts -------------------------------------------------------------------
 
@@ -554,7 +547,11 @@ def _plan_sites(
         if not site.promote_from:
             trouble = troubles.get(site.name, ())
             seen = observed[site.cluster]
-            out.append(planner.plan_site(site, heads, seen, now=now, troubles=trouble))
+            out.append(
+                planner.plan_site(
+                    site, heads, seen, now=now, troubles=trouble, part_troubles=troubles
+                )
+            )
             continue
         source = config.site(site.promote_from)
         root = heads.get(_root(config, site).ref)
@@ -675,6 +672,78 @@ def _deployment(observed: Observed, site: Site) -> ObservedDeployment | None:
     return view.get(view_key(site.targets[0].kind, site.deployment))
 
 
+def _troubles(engine: Engine, site: Site, d: ObservedDeployment, now: float) -> tuple[str, ...]:
+    """Stuck pods of a rollout of ours that has run longer than the site's rollout_timeout."""
+    container = planner.container_of(site, d)
+    if container is None or not rollout.wants_pods(site, d, container, now):
+        return ()
+    image = next(c.image for c in d.containers if c.name == container)
+    try:
+        return engine.cluster_of(site).pod_troubles(d.namespace, d.selector, container, image)
+    except ReconcilerError as exc:  # the progress deadline still catches it
+        log.warning("cannot read the pods of %s/%s: %s", d.namespace, d.name, exc)
+        return ()
+
+
+def _apply_release(engine: Engine, p: SitePlan, *, dry_run: bool, trigger: str) -> SiteResult:
+    """A release: its parts' writes one after the other (each guarded, retried on a conflict
+    as any site's); a refused one puts back the parts this run already patched and fails the
+    site with the reason."""
+    done: list[SitePlan] = []
+    for part in p.parts:
+        if not _writes(part):
+            continue
+        result = engine._apply_one(part, dry_run=dry_run, trigger=trigger)
+        stopped = result.plan.skip is Skip.SHUTTING_DOWN
+        if not result.ok or stopped:
+            why = f"{release.label(part)}: {result.plan.reason}"
+            undone = [_undo(engine, q, why, dry_run) for q in done if q.action is Action.UPDATE]
+            if undone:
+                why += f"; put back {', '.join(undone)}"
+            if stopped:
+                return SiteResult(
+                    replace(p, action=Action.SKIP, skip=Skip.SHUTTING_DOWN, reason=why)
+                )
+            return SiteResult(_failed(p, why, result.plan.error_kind or ErrorKind.KUBERNETES))
+        if result.applied:
+            done.append(part)
+    if p.action is Action.HELD:
+        return SiteResult(p)
+    if dry_run:
+        return SiteResult(p, applied=True, dry_run=True)
+    if p.action is Action.ROLLED_BACK:
+        back = next((q.write for q in p.parts if q.write is not None), None)
+        sha = back.annotations.get(ann.SHA) if back else None
+        stamped = rollout.stamp(engine.clock())
+        changed = replace(p, changed_at=stamped, running_sha=sha, rollout=Rollout.FAILED)
+        return SiteResult(changed, applied=True)
+    return engine._done(p, dry_run=dry_run)
+
+
+def _undo(engine: Engine, part: SitePlan, why: str, dry_run: bool) -> str:
+    """Put one part back (release.undo_patch); how messages name it."""
+    patch = release.undo_patch(part, why, engine.clock())
+    result = engine.cluster_of(part.site).patch(patch, dry_run=dry_run)
+    return release.label(part) + ("" if result.ok else f" (failed: {result.reason})")
+
+
+def _plan_release(engine: Engine, site: Site, heads: Mapping[RepoRef, HeadResult]) -> SitePlan:
+    """A release planned against its targets read again (after a conflict; to follow it)."""
+    now = engine.clock()
+    view: dict[str, ObservedDeployment] = {}
+    troubles: dict[str, tuple[str, ...]] = {}
+    try:
+        for part in release.parts_of(site):
+            d = _read(engine, part)
+            if d is not None:
+                view[d.key] = d
+                troubles[release.key(part)] = _troubles(engine, part, d, now)
+    except ReconcilerError as exc:
+        return SitePlan(site, Action.ERROR, reason=str(exc), error_kind=exc.kind)
+    observed = {site.namespace: view}
+    return planner.plan_site(site, heads, observed, now=now, part_troubles=troubles)
+
+
 def _observe(
     clusters: Clusters, ref: ClusterRef | None, sites: Collection[Site]
 ) -> Mapping[str, NamespaceView]:
@@ -698,6 +767,10 @@ def _kinds(sites: Collection[Site]) -> dict[str, frozenset[str]] | None:
 
 
 def _writes(p: SitePlan) -> bool:
+    if p.parts:  # a release: what its parts write
+        return p.action in (Action.UPDATE, Action.ROLLED_BACK, Action.HELD) and any(
+            _writes(q) for q in p.parts
+        )
     return p.action is Action.UPDATE or p.write is not None or p.back_to is not None
 
 

@@ -38,6 +38,8 @@ from reconciler.core.helmrelease import (
     workloads,
 )
 from reconciler.core.model import (
+    DEPLOYMENT,
+    KINDS,
     Action,
     ApplyResult,
     HeadResult,
@@ -98,7 +100,7 @@ class HelmDelivery:
             if number not in images:
                 images[number] = release_image(self.helm.values(ns, name, number), keys)
         deployments = {
-            w.name: self.cluster.read(w.namespace, w.name) for w in found if w.kind == "Deployment"
+            str(w): self.cluster.read(w.namespace, w.name, w.kind) for w in found if w.kind in KINDS
         }
         view = ReleaseView(history, deployed, image, found, deployments, images)
         return ReleaseView(
@@ -116,8 +118,8 @@ class HelmDelivery:
             return ()
         found: list[str] = []
         for w in view.workloads:
-            d = view.deployments.get(w.name)
-            if d is None:
+            d = view.deployments.get(str(w))
+            if d is None or w.kind != DEPLOYMENT:
                 continue
             for c in d.containers:
                 try:

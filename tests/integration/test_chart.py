@@ -259,6 +259,27 @@ def test_lease_off_single_replica_and_optional_objects(h: Helm) -> None:
     }
 
 
+def test_other_clusters_kubeconfigs_are_mounted_where_sites_toml_names_them(h: Helm) -> None:
+    """clusters: {prod: SECRET} mounts the Secret's `kubeconfig` at
+    /var/run/clusters/prod/kubeconfig, the path docs/clusters.md gives [clusters.prod]."""
+    docs = h.template(
+        "r",
+        CHART,
+        *("--namespace", "ops", "--set-file", f"sites.toml={SITES}"),
+        *("--set", "clusters.prod=reconciler-cluster-prod"),
+    )
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    mounts = pod["containers"][0]["volumeMounts"]
+    assert {
+        "name": "cluster-prod",
+        "mountPath": "/var/run/clusters/prod",
+        "readOnly": True,
+    } in mounts
+    volume = next(v for v in pod["volumes"] if v["name"] == "cluster-prod")
+    assert volume["secret"]["secretName"] == "reconciler-cluster-prod"
+    assert volume["secret"]["items"] == [{"key": "kubeconfig", "path": "kubeconfig"}]
+
+
 def test_helm_lint_passes(h: Helm) -> None:
     out = h.ok("lint", "--strict", CHART, "--set-file", f"sites.toml={SITES}")
     assert "0 chart(s) failed" in out
@@ -270,6 +291,8 @@ BAD_VALUES: dict[str, tuple[list[str], str]] = {
     "bad pull policy": (["--set", "image.pullPolicy=Sometimes"], "pullPolicy"),
     "bad namespace name": (["--set", "namespaces={Web_1}"], "namespaces"),
     "bad subscription": (["--set", "pubsub.subscription=reconciler"], "subscription"),
+    "a cluster named home": (["--set", "clusters.home=reconciler-cluster"], "home"),
+    "a cluster's Secret name": (["--set", "clusters.prod=Not_A_Name"], "clusters"),
     "two replicas without the Lease": (
         ["--set", "replicas=2", "--set", "lease.enabled=false"],
         "lease",

@@ -248,10 +248,13 @@ def test_a_forbidden_or_unusable_identity_fails_only_its_sites(
     prod.kubectl("create", "namespace", f"{world.ns}-x")
     create_deployment(world.prod_api, f"{world.ns}-x", "blog", "gcr.io/p/blog:before")
     world.clusters["broken"] = tmp_path / "no-such.kubeconfig"
+    # a token the API server does not accept (expired, revoked): 401
+    world.clusters["stale"] = kubeconfig_for_token(prod, "not-a-token", tmp_path / "stale.kc")
     world.write(
         f'\n[sites.shop-prod]\nrepo = "acme/blog"\nnamespace = "{world.ns}-x"\n'
         'deployment = "blog"\ncluster = "prod"\n'
         '\n[sites.blog-broken]\nrepo = "acme/blog"\ndeployment = "blog"\ncluster = "broken"\n'
+        '\n[sites.blog-stale]\nrepo = "acme/blog"\ndeployment = "blog"\ncluster = "stale"\n'
     )
     sha = world.head()
     code, results = world.sync()
@@ -264,6 +267,9 @@ def test_a_forbidden_or_unusable_identity_fails_only_its_sites(
     assert broken["reason"].startswith('cluster "broken": ') and "no-such.kubeconfig" in str(
         broken["reason"]
     )
+    stale = results["blog-stale"]
+    assert stale["error_kind"] == "kube_auth", stale
+    assert stale["reason"].startswith('cluster "stale": ') and "401" in stale["reason"]
     for name in ("blog", "blog-prod"):
         assert results[name]["applied"] and results[name]["sha"] == sha, results
     prod.kubectl("delete", "namespace", f"{world.ns}-x", "--wait=false", check=False)

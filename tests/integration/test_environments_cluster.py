@@ -247,3 +247,35 @@ def test_a_freeze_defers_the_deploy_and_an_override_deploys_it_on_record(
     assert notes[WINDOW_OVERRIDE] == "CVE fix" and notes[WINDOW_OVERRIDE_SHA] == sha
     assert notes[WINDOW_OVERRIDE_BY] == "alice (cli)"
     assert "override by alice (cli): CVE fix" in pipeline.events("blog-prod")["WindowOverride"]
+
+
+def test_a_commit_that_fails_on_production_is_rolled_back_and_remembered_there(
+    pipeline: Pipeline,
+) -> None:
+    sha = pipeline.first
+    pipeline.write(site_windows="rollout_timeout = 1\n")
+    crashing = pipeline.sites.read_text().replace(
+        'image = "prod.example/blog:{sha}"', 'image = "prod.example/crashloop/blog:{sha}"'
+    )
+    pipeline.sites.write_text(crashing)  # production's own image of it crash-loops (kwok)
+    pipeline.ship_staging()
+    pipeline.now += 11 * 60
+    (deployed,) = pipeline.cli("approve", "prod")["sync"]  # approve syncs it at once
+    assert deployed["applied"] and deployed["target_image"] == f"prod.example/crashloop/blog:{sha}"
+    seen: list[dict[str, Any]] = []
+
+    def rolled_back() -> bool:  # what a sync does once the new pods are stuck for 1 s
+        seen.append(pipeline.site("sync", "prod", code=None))
+        return bool(seen[-1]["action"] == "rolled-back")
+
+    wait_until(rolled_back, "production's failed rollout to be rolled back", timeout=120)
+    assert seen[-1]["failed_sha"] == sha, seen[-1]
+    assert pipeline.image("blog-prod") == "prod.example/blog:before"
+    assert pipeline.notes("blog-prod")[ann.FAILED_SHA] == sha
+
+    pipeline.now += 60 * 60
+    after = pipeline.site("sync", "prod")
+    assert after["action"] == "skip"
+    assert after["reason"] == f"blocked: {sha[:7]} failed here (staging keeps it)"
+    assert pipeline.image("blog-staging") == f"stage.example/blog:{sha}"
+    assert pipeline.image("blog-prod") == "prod.example/blog:before"

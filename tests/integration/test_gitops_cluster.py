@@ -14,7 +14,8 @@ import pytest
 
 from reconciler.core import annotations as ann
 from testkit.controlplane import LocalCluster, crashloop_sha
-from testkit.github import GitHubStandIn
+from testkit.deployments import create_deployment
+from testkit.github import GitHubStandIn, random_sha
 from testkit.github_fixtures import TOKEN
 from testkit.gitops_player import FIELD_MANAGER, GitOpsPlayer
 from testkit.rollout_world import RolloutWorld
@@ -203,3 +204,77 @@ def test_serve_commits_follows_and_reverts(
         assert notes[ann.FAILED_SHA] == bad and notes[ann.HOLD_BY] == "reconciler"
     finally:
         proc.stop()
+
+
+def test_pr_mode_keeps_one_pull_request_per_site_and_records_the_merge(
+    world: RolloutWorld, player: GitOpsPlayer
+) -> None:
+    github = world.github
+    world.write_sites("rollout_timeout = 1\n" + GIT + 'mode = "pr"\n')
+    world.head()
+    opened = world.sync()
+    assert opened["action"] == "skip" and "waits for a merge" in opened["reason"], opened
+    assert tag_in_repo(github) == "before"  # nothing on the branch itself
+    newer = world.head()
+    updated = world.sync()
+    assert updated["action"] == "skip" and "pr_updated" in updated["reason"], updated
+    (pull,) = github.pulls(CONFIG)  # updated, never a second one
+    assert (pull.head, pull.base, pull.state) == ("reconciler/blog", "main", "open")
+    assert tag_in_repo(github, "reconciler/blog") == newer
+    assert world.sync()["action"] == "skip"  # unchanged: nothing pushed again
+    assert len(github.pulls(CONFIG)) == 1
+
+    merged = github.file_at(CONFIG, "reconciler/blog", PATH) or ""
+    github.commit_files(CONFIG, "main", {PATH: merged}, "Merge pull request #1", ("Bob", "b@x"))
+    recorded = world.sync()
+    assert recorded["action"] == "update" and recorded["applied"], recorded
+    (pull,) = github.pulls(CONFIG)
+    assert pull.state == "closed"  # superseded: the branch holds it
+    assert world.get()["metadata"]["annotations"][ann.SHA] == newer
+    player.sync()
+    settled(world, "in-sync", "available")
+
+
+def break_file(github: GitHubStandIn) -> None:
+    github.commit_files(CONFIG, "main", {PATH: "images: [\n  - name: x\n"}, "Oops")
+
+
+@pytest.mark.parametrize(
+    ("extra", "act", "expected"),
+    [
+        ("", lambda gh: gh.deny_push(CONFIG, TOKEN), "cannot push to acme/deploy (403"),
+        ("", lambda gh: gh.protect_branch(CONFIG, "main"), 'use mode "pr"'),
+        ("", break_file, "does not parse as YAML"),
+        ('file = "apps/nope.yaml"\n', None, "no apps/nope.yaml on branch 'main'"),
+        ('kustomize_image = "gcr.io/p/nope"\n', None, "no `images:` entry named"),
+    ],
+    ids=["403", "protected", "yaml", "no-file", "no-entry"],
+)
+def test_bad_input_fails_only_that_site_and_writes_nothing(
+    world: RolloutWorld, extra: str, act: Any, expected: str
+) -> None:
+    github = world.github
+    git = GIT
+    for line in extra.splitlines():
+        key = line.split(" =")[0]
+        git = "\n".join(k for k in git.split("\n") if not k.startswith(f"{key} ")) + "\n"
+    create_deployment(world.api, world.ns, "other", "gcr.io/p/other:before")
+    github.add_repo("acme/other", {"main": random_sha()})
+    other = (
+        f'\n[sites.other]\nrepo = "acme/other"\nnamespace = "{world.ns}"\ncontainer = "app"\n'
+        'image = "gcr.io/p/other:{sha}"\nverify = "none"\n'
+    )
+    world.write_sites(git + extra + other)
+    if act is not None:
+        act(github)
+    before = github.log(CONFIG, "main", limit=1)[0].sha
+    notes = dict(world.get()["metadata"].get("annotations") or {})
+    world.head()
+    code, results = world.cli("sync")
+    assert code == 1, results
+    blog, rest = results
+    assert blog["action"] == "error" and expected in blog["reason"], blog
+    assert rest["action"] == "update" and rest["applied"], rest
+    assert github.log(CONFIG, "main", limit=1)[0].sha == before  # nothing committed
+    assert dict(world.get()["metadata"].get("annotations") or {}) == notes
+    assert world.image() == "gcr.io/p/blog:before"

@@ -251,3 +251,123 @@ def test_a_cronjobs_first_job_decides_available_or_failed_and_rolled_back(
     world.head()
     world.sync()
     assert "suspended" in world.cli("plan")[0]["progress"]
+
+
+# --- one release: a Deployment and a CronJob of one site ----------------------------------------
+
+RELEASE_SITE = """\
+[sites.shop]
+repo = "acme/shop"
+branch = "main"
+namespace = "{ns}"
+image = "gcr.io/p/shop:{{sha}}"
+verify = "none"
+rollout_timeout = 1
+
+[[sites.shop.targets]]
+name = "web"
+containers = ["app"]
+
+[[sites.shop.targets]]
+kind = "CronJob"
+name = "nightly"
+images = {{ app = "gcr.io/p/shop-jobs:{{sha}}" }}
+containers = ["app"]
+"""
+
+
+@pytest.fixture
+def release(
+    workload_cluster: LocalCluster, workload_namespace: str, github: GitHubStandIn, tmp_path: Path
+) -> KindsWorld:
+    world = KindsWorld(workload_cluster, workload_namespace, github, tmp_path, "CronJob")
+    world.sites.write_text(RELEASE_SITE.format(ns=workload_namespace))
+    deployment = _workload("StatefulSet", "web", "gcr.io/p/shop:before")
+    deployment["kind"], deployment["spec"] = (
+        "Deployment",
+        {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": _pod_template("web", "gcr.io/p/shop:before"),
+        },
+    )
+    world.apply(deployment)
+    return world
+
+
+def _web_image(world: KindsWorld) -> str:
+    out = world.kubectl(
+        "get", "deployment/web", "-o", "jsonpath={.spec.template.spec.containers[0].image}"
+    )
+    return str(out.stdout)
+
+
+def test_a_deployment_and_a_cronjob_of_one_site_move_together_and_roll_back_together(
+    release: KindsWorld,
+) -> None:
+    world = release
+    world.as_shipped_serviceaccount(world.sites.parent)
+    good = world.head()
+    done = world.sync(*WAIT)
+    assert done["action"] == "update" and done["applied"], done
+    assert [(t["kind"], t["name"], t["action"]) for t in done["targets"]] == [
+        ("Deployment", "web", "update"),
+        ("CronJob", "nightly", "update"),
+    ], done
+    assert _web_image(world) == f"gcr.io/p/shop:{good}"
+    assert world.image() == f"gcr.io/p/shop-jobs:{good}"
+    world.kubectl("create", "job", "first", "--from=cronjob/nightly")
+    wait_for(lambda: world.rollout("available"), what="both targets available")
+
+    bad = world.head(jobfail_sha())  # the web pods run; the nightly Job fails
+    moved = world.sync()
+    assert moved["action"] == "update" and moved["applied"], moved
+    assert _web_image(world) == f"gcr.io/p/shop:{bad}"
+    assert world.image() == f"gcr.io/p/shop-jobs:{bad}"
+    world.kubectl("create", "job", "second", "--from=cronjob/nightly")
+    wait_for(lambda: world.rollout("failed"), what="the nightly Job to fail")
+    back = world.sync()
+    assert back["action"] == "rolled-back" and back["failed_sha"] == bad, back
+    assert "CronJob/nightly (app) failed" in back["reason"], back
+    assert _web_image(world) == f"gcr.io/p/shop:{good}"  # the Deployment went back too
+    assert world.image() == f"gcr.io/p/shop-jobs:{good}"
+    again = world.sync()
+    assert again["action"] == "skip" and _web_image(world) == f"gcr.io/p/shop:{good}", again
+
+
+def test_a_refused_patch_puts_back_the_targets_already_patched_and_fails_the_site(
+    release: KindsWorld, tmp_path: Path
+) -> None:
+    world = release
+    good = world.head()
+    world.sync(*WAIT)
+    # From now on the reconciler may patch Deployments but not CronJobs.
+    ns = world.ns
+    world.kubectl(
+        "create", "role", "limited", "--verb=get,list,watch,patch", "--resource=deployments"
+    )
+    world.kubectl(
+        "create",
+        "role",
+        "reads",
+        "--verb=get,list,watch",
+        "--resource=cronjobs,jobs,pods,replicasets",
+    )
+    world.kubectl("create", "role", "events", "--verb=create", "--resource=events")
+    for role in ("limited", "reads", "events"):
+        world.kubectl(
+            "create", "rolebinding", role, f"--role={role}", f"--serviceaccount={ns}:limited"
+        )
+    token = serviceaccount_token(world.cluster, ns, "limited")
+    world.env["KUBECONFIG"] = str(
+        kubeconfig_for_token(world.cluster, token, tmp_path / "l.kubeconfig")
+    )
+
+    newer = world.head()
+    failed = world.sync(code=1)
+    assert failed["action"] == "error" and not failed["applied"], failed
+    assert "CronJob/nightly (app)" in failed["reason"], failed
+    assert "put back Deployment/web (app)" in failed["reason"], failed
+    assert _web_image(world) == f"gcr.io/p/shop:{good}"  # not {newer}: undone
+    assert world.image() == f"gcr.io/p/shop-jobs:{good}"
+    assert newer not in json.dumps(world.kubectl("get", "deployment/web", "-o", "json").stdout)

@@ -51,6 +51,13 @@ def cluster() -> FakeCluster:
     return c
 
 
+class Closing(FakeCluster):
+    closed: int = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
 class Connector:
     def __init__(self, **ports: FakeCluster | Exception) -> None:
         self.ports = ports
@@ -152,3 +159,21 @@ def test_the_text_table_names_the_cluster_of_a_site_outside_home() -> None:
     )
     rows = report_text(report).splitlines()[1:4]
     assert [row.split()[3] for row in rows] == ["web/blog", "prod:web/blog", "edge:web/blog"]
+
+
+def test_a_port_replaced_or_dropped_is_closed() -> None:
+    home, first, second = cluster(), Closing(), Closing()
+    built = iter([first, second])
+    stamps = {"prod": 1}
+
+    def connect(ref: ClusterRef) -> FakeCluster:
+        return next(built)
+
+    clusters = Clusters(home, connect, lambda ref: stamps.get(ref.name))
+    prod = ClusterRef("prod", "/k")
+    clusters.get(prod)
+    stamps["prod"] = 2  # a rotated token
+    clusters.get(prod)
+    assert (first.closed, second.closed) == (1, 0)
+    clusters.keep([])  # the reload dropped it
+    assert second.closed == 1

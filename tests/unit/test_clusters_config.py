@@ -118,3 +118,18 @@ def test_a_helm_release_in_another_cluster_is_refused_for_now() -> None:
     )
     (message,) = problems(text)
     assert 'a Helm release in another cluster (cluster "prod") is not supported yet' in message
+
+
+def test_a_site_delivered_through_git_in_another_cluster_is_refused_for_now() -> None:
+    text = (
+        '[clusters.prod]\ncontext = "p"\n'
+        '[defaults]\nimage = "gcr.io/p/{repo}:{sha}"\n'
+        '[defaults.git]\nrepo = "acme/deploy"\nauthor = "Deploy Bot <deploy@acme.example>"\n'
+        '[sites.shop]\nrepo = "acme/shop"\ncontainer = "app"\ncluster = "prod"\n'
+        '[sites.shop.git]\nfile = "apps/shop/kustomization.yaml"\nkustomize_image = "shop"\n'
+    )
+    found = problems(text)
+    assert any(
+        'a site delivered through git in another cluster (cluster "prod") is not supported yet' in p
+        for p in found
+    ), found

@@ -29,6 +29,7 @@ from reconciler.core.model import (
     SitePlan,
     Skip,
     SyncRequest,
+    WorkloadVerdict,
 )
 from reconciler.core.rollout.history import Deploy
 from reconciler.sync.delivery import Deliveries
@@ -220,7 +221,7 @@ def view(history: tuple[Revision, ...], tag: str, **kw: object) -> ReleaseView:
         deployed,
         ReleaseImage(tag=tag),
         (WEB,),
-        {"web": d},  # type: ignore[dict-item]
+        {"Deployment/web": d},  # type: ignore[dict-item]
         images,  # type: ignore[arg-type]
     )
 
@@ -272,3 +273,27 @@ def test_a_persons_helm_rollback_holds_the_site_until_resume() -> None:
     held = deployment(notes={"reconciler.dev/hold": "freeze", "reconciler.dev/hold-by": "bob"})
     p = verdict(SITE, head(B), view(history, "v1", images=images, d=held), 0)
     assert p.action is Action.HELD and p.held_by == "bob" and "freeze" in p.reason
+
+
+def test_a_statefulset_of_the_release_is_followed_by_the_rules_of_its_kind() -> None:
+    db = Workload("StatefulSet", "apps", "db", (HelmContainer("db", "registry.example/web:v1"),))
+    history: tuple[Revision, ...] = (rev(1, "Install complete"), rev(2, "reconciler: main@aaaaaaa"))
+    history += (rev(3, "reconciler: main@badc0de (was aaaaaaa)"),)
+
+    def with_db(verdict: WorkloadVerdict) -> ReleaseView:
+        base = view(history, BAD)
+        observed = ObservedDeployment("apps", "db", (), kind="StatefulSet", verdict=verdict)
+        return replace(
+            base,
+            workloads=(WEB, db),
+            deployments={**base.deployments, "StatefulSet/db": observed},
+        )
+
+    rolling = with_db(WorkloadVerdict(Rollout.PROGRESSING, "1/3 updated"))
+    p = verdict(SITE, head(BAD), rolling, 0)
+    assert p.action is Action.IN_SYNC and p.rollout is Rollout.PROGRESSING
+    assert "StatefulSet/db 1/3 updated" in p.progress
+    stuck = with_db(WorkloadVerdict(Rollout.FAILED, "0/3 ready", "pod db-2: CrashLoopBackOff"))
+    p = verdict(SITE, head(BAD), stuck, 0)
+    assert p.action is Action.ROLLED_BACK and p.back_to == "2"
+    assert "StatefulSet/db: pod db-2: CrashLoopBackOff" in p.reason

@@ -313,9 +313,8 @@ class _Validator:
         required = self._required_checks(raw, where, name, verify)
         helm = self._helm(raw, where, name, namespace)
         git = parse_git(raw, defaults, where, (name, container, targets or ()), self.problem)
-        cluster = site_cluster(
-            raw, defaults, self.clusters, where=where, site=name, problem=self.problem, helm=helm
-        )
+        delivered = HELM if helm is not None else GIT if git is not None else None
+        cluster = site_cluster(raw, defaults, self.clusters, (where, name, delivered), self.problem)
         gates = self._gates(raw, defaults, where, name)
         if len(self.problems) > before or repo is None or image is None or targets is None:
             return None
@@ -333,7 +332,7 @@ class _Validator:
             pin_digest=bool(pin_digest),
             required_checks=required,
             rollout_timeout=timeout,
-            delivery=HELM if helm is not None else GIT if git is not None else KUBERNETES,
+            delivery=delivered or KUBERNETES,
             helm=helm,
             git=git,
             **gates,

@@ -26,6 +26,7 @@ from reconciler.core.model import (
     VerifyRequest,
     view_key,
 )
+from reconciler.core.plan import release
 from reconciler.core.plan.running import running_sha, same_image
 from reconciler.core.plan.template import render
 from reconciler.core.rollout import state as rollout
@@ -44,12 +45,18 @@ __all__ = [
 
 
 def verify_request(p: SitePlan) -> VerifyRequest | None:
-    """What an UPDATE verdict must have verified before rollout (None: nothing to verify)."""
-    if p.action is not Action.UPDATE or p.site.verify == "none":
+    """What an UPDATE verdict must have verified before rollout (None: nothing to verify; a
+    release's are its parts': verify_requests)."""
+    if p.action is not Action.UPDATE or p.site.verify == "none" or p.parts:
         return None
     if not (p.target_image and p.sha):
         return None
     return VerifyRequest(p.target_image, p.site.repo, p.sha, p.site.verify, p.site.required_checks)
+
+
+def verify_requests(p: SitePlan) -> set[VerifyRequest]:
+    """What an UPDATE verdict, or each part of a release, must have verified."""
+    return {r for q in (p.parts or (p,)) if (r := verify_request(q)) is not None}
 
 
 def plan(
@@ -64,7 +71,14 @@ def plan(
     troubles = troubles or {}
     return Plan(
         tuple(
-            plan_site(site, heads, observed, now=now, troubles=troubles.get(site.name, ()))
+            plan_site(
+                site,
+                heads,
+                observed,
+                now=now,
+                troubles=troubles.get(site.name, ()),
+                part_troubles=troubles,
+            )
             for site in sites
         )
     )
@@ -77,8 +91,13 @@ def plan_site(
     *,
     now: float = 0.0,
     troubles: tuple[str, ...] = (),
+    part_troubles: Mapping[str, tuple[str, ...]] | None = None,
 ) -> SitePlan:
-    """The verdict for one site; never raises for bad data, it becomes an error verdict."""
+    """The verdict for one site; never raises for bad data, it becomes an error verdict. A
+    site of several targets is one release (core/plan/release.py); `part_troubles`: the stuck
+    pods of its parts, by release.key."""
+    if release.is_release(site) and _today_parts(site):
+        return _release(site, heads, observed, now, part_troubles or {})
     if not _today(site):
         why = f"targets {', '.join(map(str, site.targets))}: this version deploys one container"
         why += " of one workload per site (no init container, no own image); nothing was changed"
@@ -128,6 +147,41 @@ def plan_site(
     if back is not None:
         return back
     return _versus_head(base, deployment, head, hold)
+
+
+def _release(
+    site: Site,
+    heads: Mapping[RepoRef, HeadResult],
+    observed: Mapping[str, NamespaceView],
+    now: float,
+    troubles: Mapping[str, tuple[str, ...]],
+) -> SitePlan:
+    parts = [
+        plan_site(part, heads, observed, now=now, troubles=troubles.get(release.key(part), ()))
+        for part in release.parts_of(site)
+    ]
+
+    def rollback(p: SitePlan, why: str) -> SitePlan | None:
+        view = observed.get(site.namespace)
+        target = p.site.targets[0]
+        d = (
+            None
+            if isinstance(view, NamespaceError) or view is None
+            else view.get(view_key(target.kind, target.name))
+        )
+        if d is None or p.container is None:
+            return None
+        back = rollout.rollback_patch(p.site, d, p.container, why, now)
+        if back is None:
+            return None
+        return replace(p, action=Action.ROLLED_BACK, target_image=back.image, write=back)
+
+    return release.combine(site, parts, rollback)
+
+
+def _today_parts(site: Site) -> bool:
+    """Every part is one the planner deploys: no init container yet."""
+    return not any(t.init_containers for t in site.targets)
 
 
 def _today(site: Site) -> bool:
@@ -297,6 +351,9 @@ def gate(plan_: Plan, statuses: Mapping[VerifyRequest, ImageStatus]) -> Plan:
     """
     out = []
     for p in plan_.sites:
+        if p.parts:
+            out.append(release.gated(p, gate(Plan(p.parts), statuses).sites))
+            continue
         request = verify_request(p)
         status = statuses.get(request) if request else None
         if status is None:
