@@ -132,3 +132,25 @@ def test_a_missing_image_of_one_target_holds_every_target_back() -> None:
     assert result.action is Action.SKIP and not result.applied
     assert result.plan.reason.startswith("Deployment/worker (worker):")
     assert images(cluster)["web"] == "gcr.io/p/shop:old"
+
+
+def test_rollback_to_a_commit_and_resume_act_on_every_target() -> None:
+    from reconciler.sync import commands
+
+    cfg, cluster, _, engine = world()
+    (site,) = cfg.sites
+    engine.run(cfg, SyncRequest())
+    older = "2" * 40
+    done = commands.rollback(engine, site, by="alice", to=older)
+    assert images(cluster) == {
+        "web": f"gcr.io/p/shop:{older}",
+        "worker": f"gcr.io/p/worker:{older}",
+        "nightly": f"gcr.io/p/shop:{older}",
+    }
+    assert done.image == f"gcr.io/p/shop:{older}"
+    (held,) = engine.run(cfg, SyncRequest()).results
+    assert held.action is Action.HELD
+    commands.resume(engine, site, by="alice")
+    assert all(ann.HOLD not in d.annotations for d in cluster.deployments.values())
+    (moved,) = engine.run(cfg, SyncRequest()).results
+    assert moved.action is Action.UPDATE and images(cluster)["worker"] == f"gcr.io/p/worker:{SHA}"
