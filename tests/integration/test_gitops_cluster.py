@@ -111,6 +111,9 @@ def test_commit_rollout_followed_failure_and_revert_commit(
     settled(world, "in-sync", "available")
     notes = world.get()["metadata"]["annotations"]
     assert notes[ann.SHA] == good and notes[ann.GIT_COMMIT] == deploy.sha
+    code, history = world.cli("history", "blog")
+    assert code == 0 and history[0]["sha"] == good, history
+    assert history[0]["by"] == f"{FIELD_MANAGER} applying the reconciler's commit {deploy.sha[:7]}"
 
     bad = world.head(crashloop_sha())
     again = world.sync()
