@@ -317,3 +317,15 @@ def test_a_follower_never_takes_an_older_commit() -> None:
     action, skip, reason = w.prod()
     assert (action, skip) == (Action.SKIP, Skip.PROMOTION)
     assert reason == "blocked: staging runs aaaaaaa, older than bbbbbbb here (forward only)"
+
+
+def test_defaults_windows_apply_unless_a_site_lists_its_own() -> None:
+    text = SITES.replace(
+        '[defaults]\nimage = "reg.example/{repo}:{sha}"\n',
+        '[defaults]\nimage = "reg.example/{repo}:{sha}"\nwindows = ["weekend-freeze"]\n',
+    )
+    own = text.replace('approval = "manual"\nwindows = ["weekend-freeze"]', "windows = []")
+    staging, prod = config.parse(own).sites
+    assert staging.windows == ("weekend-freeze",) and prod.windows == ()
+    with pytest.raises(ConfigError, match="unknown window"):
+        config.parse(text.replace('windows = ["weekend-freeze"]\n', 'windows = ["nope"]\n', 1))
