@@ -30,6 +30,7 @@ import json
 import os
 import subprocess
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -125,12 +126,22 @@ class HelmCLI:
         timeout: float = 60.0,
     ) -> None:
         self.binary = str(binary)
-        self.home = home or Path(tempfile.mkdtemp(prefix="reconciler-helm-"))
+        self._home = home  # made on first use: a process without Helm sites writes nothing
+        self._home_lock = threading.Lock()
         self.kubeconfig = kubeconfig
         self.kube_context = kube_context
         self.timeout = timeout
 
     # ---- plumbing ----------------------------------------------------------------------------
+
+    @property
+    def home(self) -> Path:
+        """helm's HOME, config, cache and data: the given directory, else a temporary one made
+        when helm first runs."""
+        with self._home_lock:  # reads of several releases run helm at once
+            if self._home is None:
+                self._home = Path(tempfile.mkdtemp(prefix="reconciler-helm-"))
+            return self._home
 
     def _env(self) -> dict[str, str]:
         env = {
