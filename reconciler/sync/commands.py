@@ -48,8 +48,8 @@ def resume(engine: Engine, site: Site, *, by: str) -> Done:
     delivery = engine.deliveries.of(site)
     if delivery is not None:
         return Done(site.name, delivery.resume(site, by=by, now=engine.clock()))
-    for workload in _workloads(site):  # a person's change of any target holds the site
-        _write(engine, workload, lambda d, _c: rollout.resume_patch(d, by, engine.clock()))
+    for part in release.parts_of(site):  # every target: a person's change of any holds it
+        _write(engine, part, lambda d, _c: rollout.resume_patch(d, by, engine.clock()))
     return Done(site.name, f"{site.name} resumed by {by}; the next sync deploys its branch head")
 
 
@@ -66,51 +66,46 @@ def rollback(engine: Engine, site: Site, *, by: str, to: str | None = None) -> D
             image = _verify(engine, site, image, to)
         said, now_runs = delivery.rollback(site, by=by, to=to, image=image, now=engine.clock())
         return Done(site.name, said, now_runs)
-    parts = release.parts_of(site)
-    choices = [_rollback_choice(engine, part, to) for part in parts]  # all read before a write
-    for part, (image, sha) in zip(parts, choices, strict=True):
-        _write(engine, part, _manual_rollback(engine, site, image, sha, by))
-    images = [image for image, _ in choices]
-    what = to[:7] if to is not None else ", ".join(dict.fromkeys(images))
-    return Done(site.name, f"{site.name} rolled back to {what} by {by} and held", images[0])
+    parts = release.parts_of(site)  # every target of the site goes back, and is held
+    if to is None:
+        for part in parts:
+            d = engine.cluster_of(part).read(part.namespace, part.deployment, part.targets[0].kind)
+            if d is not None and not d.annotations.get(ann.PREVIOUS_IMAGE):
+                raise CommandError(
+                    f"{site.name}: no previous image is recorded on {planner.workload_name(part)}"
+                    "; pass --to SHA"
+                )
+    chosen: dict[str, str] = {}  # by part: the image it goes back to
+    for part in parts:
+        _write(engine, part, _rollback_to(engine, part, to, by, chosen))
+    said, first = ", ".join(chosen.values()), next(iter(chosen.values()))
+    return Done(site.name, f"{site.name} rolled back to {said} by {by} and held", first)
 
 
-def _manual_rollback(
-    engine: Engine, site: Site, image: str, sha: str | None, by: str
+def _rollback_to(
+    engine: Engine, site: Site, to: str | None, by: str, chosen: dict[str, str]
 ) -> Callable[[ObservedDeployment, str], DeploymentPatch]:
+    """The rollback patch of one target: its previous image, or commit `to`'s (its template)."""
+
     def make(d: ObservedDeployment, container: str) -> DeploymentPatch:
+        if to is None:
+            image = d.annotations.get(ann.PREVIOUS_IMAGE)
+            sha = d.annotations.get(ann.PREVIOUS_SHA) or None
+            if not image:
+                raise CommandError(
+                    f"{site.name}: no previous image is recorded on the Deployment; pass --to SHA"
+                )
+        else:
+            branch = d.annotations.get(ann.BRANCH) or site.branch or "main"
+            image = render(site.image, owner=site.owner, repo=site.repo_name, branch=branch, sha=to)
+            sha = to
+            image = _verify(engine, site, image, to)
+        chosen[release.key(site)] = image
         return rollout.manual_rollback_patch(
             site, d, container=container, image=image, sha=sha, by=by, now=engine.clock()
         )
 
     return make
-
-
-def _rollback_choice(engine: Engine, part: Site, to: str | None) -> tuple[str, str | None]:
-    """The image (and commit) one part of a site goes back to: `to`'s, verified like a sync
-    would, else the previous one recorded on its workload (all read before any is written)."""
-    d = engine.cluster_of(part).read(part.namespace, part.deployment, part.targets[0].kind)
-    if d is None:
-        raise CommandError(f"{planner.workload_name(part)} not found")
-    if to is not None:
-        branch = d.annotations.get(ann.BRANCH) or part.branch or "main"
-        image = render(part.image, owner=part.owner, repo=part.repo_name, branch=branch, sha=to)
-        return _verify(engine, part, image, to), to
-    previous = d.annotations.get(ann.PREVIOUS_IMAGE)
-    if not previous:
-        raise CommandError(
-            f"{part.name}: no previous image is recorded on {planner.workload_name(part)}; "
-            "pass --to SHA"
-        )
-    return previous, d.annotations.get(ann.PREVIOUS_SHA) or None
-
-
-def _workloads(site: Site) -> tuple[Site, ...]:
-    """One part per workload of the site (a workload's hold notes are the workload's)."""
-    seen: dict[tuple[str, str], Site] = {}
-    for part in release.parts_of(site):
-        seen.setdefault((part.targets[0].kind, part.deployment), part)
-    return tuple(seen.values())
 
 
 def approve(engine: Engine, config: Config, site: Site, *, by: str, sha: str | None = None) -> Done:
