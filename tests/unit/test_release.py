@@ -4,6 +4,8 @@ person's change of any target holds the site; a missing image of any target hold
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from reconciler.core import annotations as ann
 from reconciler.core.config import sites as config
 from reconciler.core.model import (
@@ -154,3 +156,24 @@ def test_rollback_to_a_commit_and_resume_act_on_every_target() -> None:
     assert all(ann.HOLD not in d.annotations for d in cluster.deployments.values())
     (moved,) = engine.run(cfg, SyncRequest()).results
     assert moved.action is Action.UPDATE and images(cluster)["worker"] == f"gcr.io/p/worker:{SHA}"
+
+
+def test_the_page_shows_one_row_per_site_with_its_targets_inside(tmp_path: Path) -> None:
+    from reconciler.serve.app import create_app
+    from reconciler.wiring import build_service
+
+    *_, engine = world()
+    path = tmp_path / "sites.toml"
+    path.write_text(SITES)
+    svc = build_service(str(path), engine)
+    client = create_app(svc, trigger_token="t0ken").test_client()
+    auth = {"Authorization": "Bearer t0ken"}
+    svc.submit(SyncRequest(trigger="http")).future.result(30)
+    page = client.get("/", headers=auth).get_data(as_text=True)
+    status = client.get("/status", headers=auth).get_json()
+    svc.shutdown(5)
+    assert page.count('data-site="shop"') == 1
+    for shown in ("Deployment shop/web", "Deployment shop/worker", "CronJob shop/nightly"):
+        assert shown in page, shown
+    (row,) = status["sites"]
+    assert [t["name"] for t in row["targets"]] == ["web", "worker", "nightly"]
