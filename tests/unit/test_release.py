@@ -4,6 +4,8 @@ person's change of any target holds the site; a missing image of any target hold
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from reconciler.core import annotations as ann
 from reconciler.core.config import sites as config
 from reconciler.core.model import (
@@ -132,3 +134,46 @@ def test_a_missing_image_of_one_target_holds_every_target_back() -> None:
     assert result.action is Action.SKIP and not result.applied
     assert result.plan.reason.startswith("Deployment/worker (worker):")
     assert images(cluster)["web"] == "gcr.io/p/shop:old"
+
+
+def test_rollback_to_a_commit_and_resume_act_on_every_target() -> None:
+    from reconciler.sync import commands
+
+    cfg, cluster, _, engine = world()
+    (site,) = cfg.sites
+    engine.run(cfg, SyncRequest())
+    older = "2" * 40
+    done = commands.rollback(engine, site, by="alice", to=older)
+    assert images(cluster) == {
+        "web": f"gcr.io/p/shop:{older}",
+        "worker": f"gcr.io/p/worker:{older}",
+        "nightly": f"gcr.io/p/shop:{older}",
+    }
+    assert done.image == f"gcr.io/p/shop:{older}"
+    (held,) = engine.run(cfg, SyncRequest()).results
+    assert held.action is Action.HELD
+    commands.resume(engine, site, by="alice")
+    assert all(ann.HOLD not in d.annotations for d in cluster.deployments.values())
+    (moved,) = engine.run(cfg, SyncRequest()).results
+    assert moved.action is Action.UPDATE and images(cluster)["worker"] == f"gcr.io/p/worker:{SHA}"
+
+
+def test_the_page_shows_one_row_per_site_with_its_targets_inside(tmp_path: Path) -> None:
+    from reconciler.serve.app import create_app
+    from reconciler.wiring import build_service
+
+    *_, engine = world()
+    path = tmp_path / "sites.toml"
+    path.write_text(SITES)
+    svc = build_service(str(path), engine)
+    client = create_app(svc, trigger_token="t0ken").test_client()
+    auth = {"Authorization": "Bearer t0ken"}
+    svc.submit(SyncRequest(trigger="http")).future.result(30)
+    page = client.get("/", headers=auth).get_data(as_text=True)
+    status = client.get("/status", headers=auth).get_json()
+    svc.shutdown(5)
+    assert page.count('data-site="shop"') == 1
+    for shown in ("Deployment shop/web", "Deployment shop/worker", "CronJob shop/nightly"):
+        assert shown in page, shown
+    (row,) = status["sites"]
+    assert [t["name"] for t in row["targets"]] == ["web", "worker", "nightly"]
