@@ -315,3 +315,31 @@ def test_two_syncs_at_once_make_one_commit(world: RolloutWorld) -> None:
     assert [code for code, _ in results] == [0, 0], results
     assert len(github.log(CONFIG, "main")) == before + 1 and tag_in_repo(github) == good
     assert world.get()["metadata"]["annotations"][ann.SHA] == good
+
+
+def test_dry_run_writes_nothing_and_the_rollback_command_commits_and_holds(
+    world: RolloutWorld, player: GitOpsPlayer
+) -> None:
+    github = world.github
+    one = world.head()
+    before = github.log(CONFIG, "main", limit=1)[0].sha
+    code, results = world.cli("sync", "--dry-run")
+    assert code == 0 and results[0]["applied"], results
+    assert github.log(CONFIG, "main", limit=1)[0].sha == before and tag_in_repo(github) == "before"
+    assert ann.SHA not in (world.get()["metadata"].get("annotations") or {})
+    world.sync()
+    player.sync()
+    settled(world, "in-sync", "available")
+    two = world.head()
+    world.sync()
+    player.sync()
+    settled(world, "in-sync", "available")
+    code, said = world.cli("rollback", "blog")
+    assert code == 0, said
+    assert tag_in_repo(github) == one  # committed back, not patched
+    assert world.image() == f"gcr.io/p/blog:{two}"
+    revert = github.log(CONFIG, "main", limit=1)[0].message
+    assert revert.startswith(f"Roll back blog: {two[:7]} → {one[:7]}\n"), revert
+    player.sync()
+    held = settled(world, "held")
+    assert held["held_by"].startswith("alice") and f"rolled back to {one[:7]}" in held["reason"]
