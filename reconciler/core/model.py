@@ -590,6 +590,7 @@ class SiteResult:
             "target_sha": p.sha,
             "cluster": p.site.cluster_name,
             "namespace": p.site.namespace,
+            "kind": p.site.targets[0].kind,
             "deployment": p.site.deployment,
             "container": p.container,
             "current_image": p.current_image,

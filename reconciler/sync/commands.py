@@ -11,7 +11,7 @@ from reconciler.core import gates
 from reconciler.core.config.sites import Config
 from reconciler.core.errors import CommandError
 from reconciler.core.model import DeploymentPatch, ObservedDeployment, Site
-from reconciler.core.plan import planner
+from reconciler.core.plan import planner, release
 from reconciler.core.plan.template import render
 from reconciler.core.ports import VerifyRequest
 from reconciler.core.rollout import state as rollout
@@ -48,7 +48,8 @@ def resume(engine: Engine, site: Site, *, by: str) -> Done:
     delivery = engine.deliveries.of(site)
     if delivery is not None:
         return Done(site.name, delivery.resume(site, by=by, now=engine.clock()))
-    _write(engine, site, lambda d, _c: rollout.resume_patch(d, by, engine.clock()))
+    for part in release.parts_of(site):  # every target: a person's change of any holds it
+        _write(engine, part, lambda d, _c: rollout.resume_patch(d, by, engine.clock()))
     return Done(site.name, f"{site.name} resumed by {by}; the next sync deploys its branch head")
 
 
@@ -65,7 +66,26 @@ def rollback(engine: Engine, site: Site, *, by: str, to: str | None = None) -> D
             image = _verify(engine, site, image, to)
         said, now_runs = delivery.rollback(site, by=by, to=to, image=image, now=engine.clock())
         return Done(site.name, said, now_runs)
-    chosen: list[str] = []
+    parts = release.parts_of(site)  # every target of the site goes back, and is held
+    if to is None:
+        for part in parts:
+            d = engine.cluster_of(part).read(part.namespace, part.deployment, part.targets[0].kind)
+            if d is not None and not d.annotations.get(ann.PREVIOUS_IMAGE):
+                raise CommandError(
+                    f"{site.name}: no previous image is recorded on {planner.workload_name(part)}"
+                    "; pass --to SHA"
+                )
+    chosen: dict[str, str] = {}  # by part: the image it goes back to
+    for part in parts:
+        _write(engine, part, _rollback_to(engine, part, to, by, chosen))
+    said, first = ", ".join(chosen.values()), next(iter(chosen.values()))
+    return Done(site.name, f"{site.name} rolled back to {said} by {by} and held", first)
+
+
+def _rollback_to(
+    engine: Engine, site: Site, to: str | None, by: str, chosen: dict[str, str]
+) -> Callable[[ObservedDeployment, str], DeploymentPatch]:
+    """The rollback patch of one target: its previous image, or commit `to`'s (its template)."""
 
     def make(d: ObservedDeployment, container: str) -> DeploymentPatch:
         if to is None:
@@ -80,13 +100,12 @@ def rollback(engine: Engine, site: Site, *, by: str, to: str | None = None) -> D
             image = render(site.image, owner=site.owner, repo=site.repo_name, branch=branch, sha=to)
             sha = to
             image = _verify(engine, site, image, to)
-        chosen[:] = [image]
+        chosen[release.key(site)] = image
         return rollout.manual_rollback_patch(
             site, d, container=container, image=image, sha=sha, by=by, now=engine.clock()
         )
 
-    _write(engine, site, make)
-    return Done(site.name, f"{site.name} rolled back to {chosen[0]} by {by} and held", chosen[0])
+    return make
 
 
 def approve(engine: Engine, config: Config, site: Site, *, by: str, sha: str | None = None) -> Done:

@@ -32,6 +32,7 @@ from reconciler.core.model import (
 )
 from reconciler.core.notify.render import Comparison
 from reconciler.core.plan import planner
+from reconciler.core.plan.running import same_image
 from reconciler.core.ports import Cluster, CommitLog, ConfigRepo, RevisionSource
 from reconciler.core.rollout import state as rollout
 from reconciler.core.rollout.history import Deploy, deploys
@@ -304,7 +305,7 @@ class GitDelivery:
                 f"cannot tell which container of {site.name} is managed",
                 kind=ErrorKind.CONTAINER_NOT_FOUND,
             )
-        return deploys(d, container, self.cluster.replica_sets(d))
+        return [_applied(d, x) for x in deploys(d, container, self.cluster.replica_sets(d))]
 
     def _patch(
         self,
@@ -320,6 +321,17 @@ class GitDelivery:
         # reconciler.dev/ annotations change, computed from a read made just before it
         write = DeploymentPatch(d.namespace, d.name, notes, events=events)
         return self.cluster.patch(write, dry_run=dry_run)
+
+
+def _applied(d: ObservedDeployment, x: Deploy) -> Deploy:
+    """The running revision as the GitOps tool's apply of the reconciler's commit (its field
+    manager would otherwise read as a person's change)."""
+    written, commit = d.annotations.get(ann.GIT_IMAGE), d.annotations.get(ann.GIT_COMMIT, "")
+    if not (written and x.image and same_image(x.image, written) and "a person's" in x.by):
+        return x
+    tool = x.by.split(" (", 1)[0]
+    by = f"{tool} applying the reconciler's commit {commit[:7] or '?'}"
+    return replace(x, by=by, sha=x.sha or d.annotations.get(ann.SHA))
 
 
 def _log(p: SitePlan, done: WriteResult) -> None:

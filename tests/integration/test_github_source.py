@@ -356,3 +356,43 @@ def test_one_image_two_verifications(github: GitHubStandIn) -> None:
     strict = VerifyRequest(image, "acme/blog", sha, "checks", ("build", "e2e"))
     statuses = source(github).verify([loose, strict])
     assert statuses[loose].exists is True and statuses[strict].exists is False
+
+
+def test_the_pace_grows_within_its_ceiling_and_halves_on_a_secondary_limit() -> None:
+    """A stand-in that allows 6 requests in flight and answers more with GitHub's secondary
+    limit (403, retry-after 1): the pace grows from 4 past it, is answered so, halves, waits the
+    retry-after out and resolves every head; never more than the ceiling (16) in flight."""
+    with GitHubStandIn(
+        tokens=[TOKEN],
+        latency_median_ms=40,
+        latency_sigma=0.1,
+        max_concurrent=6,
+        secondary_retry_after_s=1,
+    ) as gh:
+        refs = []
+        for i in range(1500):  # 15 GraphQL queries of 100 repositories
+            gh.add_repo(f"acme/s{i:04d}", {"main": random_sha()})
+            refs.append(RepoRef(f"acme/s{i:04d}", "main"))
+        settings = GitHubSettings(api_url=gh.url, token=TOKEN, concurrency=4, max_concurrency=16)
+        src = GitHubSource(settings)  # it really waits the retry-after out
+        heads = src.resolve(refs)
+        assert all(isinstance(h, BranchHead) for h in heads.values()), {
+            h.reason for h in heads.values() if isinstance(h, HeadError)
+        }
+        stats = gh.stats()
+        assert stats["secondary_limited"] >= 1 and src.throttle.limited_answers >= 1
+        assert stats["max_in_flight"] <= 16 and src.throttle.peak <= 16
+        assert src.throttle.pace.bounded < 16  # halved at least once since it last grew
+
+
+def test_a_secondary_limit_waits_beyond_the_bound_fail_fast_sending_nothing() -> None:
+    with GitHubStandIn(tokens=[TOKEN], max_concurrent=1, secondary_retry_after_s=3600) as gh:
+        gh.add_repo("acme/blog", {"main": random_sha()})
+        src = GitHubSource(GitHubSettings(api_url=gh.url, token=TOKEN))
+        src.throttle.limited(3600)  # as if GitHub had just answered so
+        before = gh.stats()["requests"]
+        ref = RepoRef("acme/blog", "main")
+        head = src.resolve([ref])[ref]
+        assert isinstance(head, HeadError) and head.kind == "rate_limited", head
+        assert "secondary rate limit" in head.reason
+        assert gh.stats()["requests"] == before  # nothing was sent

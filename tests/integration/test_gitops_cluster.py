@@ -7,6 +7,7 @@ Nothing sleeps: each step waits on what the API server or the stand-in says."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,9 @@ def test_commit_rollout_followed_failure_and_revert_commit(
     settled(world, "in-sync", "available")
     notes = world.get()["metadata"]["annotations"]
     assert notes[ann.SHA] == good and notes[ann.GIT_COMMIT] == deploy.sha
+    code, history = world.cli("history", "blog")
+    assert code == 0 and history[0]["sha"] == good, history
+    assert history[0]["by"] == f"{FIELD_MANAGER} applying the reconciler's commit {deploy.sha[:7]}"
 
     bad = world.head(crashloop_sha())
     again = world.sync()
@@ -287,3 +291,55 @@ def test_bad_input_fails_only_that_site_and_writes_nothing(
     assert github.log(CONFIG, "main", limit=1)[0].sha == before  # nothing committed
     assert ours(world) == notes  # no reconciler.dev/ annotation written
     assert world.image() == "gcr.io/p/blog:before"
+
+
+def test_two_syncs_at_once_make_one_commit(world: RolloutWorld) -> None:
+    """Two reconcilers deploying the same commit at the same moment (no Lease between CLI runs):
+    however they interleave, one commit (a PUT that lost re-reads the file, which holds the
+    image then; a later read finds it there)."""
+    github = world.github
+    good = world.head()
+    before = len(github.log(CONFIG, "main"))
+    results: list[Any] = []
+    go = threading.Barrier(2)
+
+    def run() -> None:
+        go.wait()
+        results.append(world.cli("sync"))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert [code for code, _ in results] == [0, 0], results
+    assert len(github.log(CONFIG, "main")) == before + 1 and tag_in_repo(github) == good
+    assert world.get()["metadata"]["annotations"][ann.SHA] == good
+
+
+def test_dry_run_writes_nothing_and_the_rollback_command_commits_and_holds(
+    world: RolloutWorld, player: GitOpsPlayer
+) -> None:
+    github = world.github
+    one = world.head()
+    before = github.log(CONFIG, "main", limit=1)[0].sha
+    code, results = world.cli("sync", "--dry-run")
+    assert code == 0 and results[0]["applied"], results
+    assert github.log(CONFIG, "main", limit=1)[0].sha == before and tag_in_repo(github) == "before"
+    assert ann.SHA not in (world.get()["metadata"].get("annotations") or {})
+    world.sync()
+    player.sync()
+    settled(world, "in-sync", "available")
+    two = world.head()
+    world.sync()
+    player.sync()
+    settled(world, "in-sync", "available")
+    code, said = world.cli("rollback", "blog")
+    assert code == 0, said
+    assert tag_in_repo(github) == one  # committed back, not patched
+    assert world.image() == f"gcr.io/p/blog:{two}"
+    revert = github.log(CONFIG, "main", limit=1)[0].message
+    assert revert.startswith(f"Roll back blog: {two[:7]} → {one[:7]}\n"), revert
+    player.sync()
+    held = settled(world, "held")
+    assert held["held_by"].startswith("alice") and f"rolled back to {one[:7]}" in held["reason"]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml  # type: ignore[import-untyped]
 
 from reconciler.cli.main import main
 from testkit.controlplane import (
@@ -24,6 +25,7 @@ from testkit.deployments import get_deployment
 from testkit.github import GitHubStandIn, random_sha
 from testkit.github_fixtures import TOKEN
 from testkit.helm import Helm
+from testkit.manifests import policy_for
 from testkit.serve_process import ServeProcess
 from testkit.serve_world import QUIET_SCHEDULE, TRIGGER
 from testkit.wait import wait_until
@@ -248,6 +250,28 @@ def test_the_shipped_roles_are_all_a_helm_site_needs(
         )  # fmt: skip
     token = serviceaccount_token(local_cluster, ns, "reconciler")
     world.env["KUBECONFIG"] = str(kubeconfig_for_token(local_cluster, token, tmp_path / "sa"))
+    # and the admission policy (k8s/admission-policy.yaml) in force for that ServiceAccount:
+    # helm's upgrade and rollback of the Deployment change its images only, so it admits them
+    shipped = list(yaml.safe_load_all((REPO / "k8s" / "admission-policy.yaml").read_text()))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump_all(policy_for([d for d in shipped if d], ns)))
+    local_cluster.kubectl("apply", "-f", str(policy))
+    sa = local_cluster.kubectl  # the ServiceAccount's kubectl: replicas are refused once in force
+
+    def in_force() -> bool:
+        got = sa(
+            "--kubeconfig", world.env["KUBECONFIG"], "-n", ns, "patch", "deployment/web",
+            "-p", '{"spec": {"replicas": 3}}', check=False,
+        )  # fmt: skip
+        if "ValidatingAdmissionPolicy" in got.stderr:
+            return True
+        # admitted before the policy was in force: undo, as an admin (the chart's 2 replicas)
+        local_cluster.kubectl(
+            "-n", ns, "patch", "deployment/web", "-p", '{"spec": {"replicas": 2}}'
+        )
+        return False
+
+    wait_until(in_force, "the admission policy in force", 60)
     good = world.head()
     assert world.sync(*WAIT)["rollout"] == "available"
     world.head(crashloop_sha())
