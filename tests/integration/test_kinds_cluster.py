@@ -371,3 +371,37 @@ def test_a_refused_patch_puts_back_the_targets_already_patched_and_fails_the_sit
     assert _web_image(world) == f"gcr.io/p/shop:{good}"  # not {newer}: undone
     assert world.image() == f"gcr.io/p/shop-jobs:{good}"
     assert newer not in json.dumps(world.kubectl("get", "deployment/web", "-o", "json").stdout)
+
+
+def test_resume_and_rollback_act_on_every_target_of_the_site(release: KindsWorld) -> None:
+    world = release
+    world.as_shipped_serviceaccount(world.sites.parent)
+    good = world.head()
+    world.sync(*WAIT)
+    newer = world.head()
+    world.sync(*WAIT)
+    assert world.image() == f"gcr.io/p/shop-jobs:{newer}"
+
+    # A person changes the second target: the site is held; resume lifts it on that target too.
+    world.kubectl("set", "image", "cronjob/nightly", "app=gcr.io/p/shop-jobs:hotfix")
+    third = world.head()
+    assert world.sync()["action"] == "held"
+    resumed = world.cli("resume", "shop")
+    assert resumed["sync"][0]["action"] == "update" and resumed["sync"][0]["applied"], resumed
+    assert _web_image(world) == f"gcr.io/p/shop:{third}"
+    assert world.image() == f"gcr.io/p/shop-jobs:{third}"
+
+    # rollback --to moves every target to that commit's images and holds the site there.
+    back = world.cli("rollback", "shop", "--to", good)
+    assert good[:7] in back["message"], back
+    assert _web_image(world) == f"gcr.io/p/shop:{good}"
+    assert world.image() == f"gcr.io/p/shop-jobs:{good}"
+    assert world.sync()["action"] == "held"
+
+    # rollback (to the previous commit) after a resume: every target goes back to `third`'s
+    # predecessor recorded on it.
+    world.cli("resume", "shop")
+    assert _web_image(world) == f"gcr.io/p/shop:{third}"
+    world.cli("rollback", "shop")
+    assert _web_image(world) == f"gcr.io/p/shop:{good}"
+    assert world.image() == f"gcr.io/p/shop-jobs:{good}"

@@ -151,7 +151,15 @@ def test_two_sites_may_not_claim_one_container_of_any_kind() -> None:
     )
     assert problems(text) == [
         'sites.toml:12: site "other": targets CronJob default/nightly like site "shop" '
-        '(line 1): the same CronJob (set a distinct "container" on each)'
+        '(line 1): the same CronJob (set a distinct "containers" on each)'
+    ]
+
+
+def test_two_targets_of_one_site_on_one_workload_are_told_the_targets_key() -> None:
+    text = BASE + '[[sites.shop.targets]]\nname = "web"\n[[sites.shop.targets]]\nname = "web"\n'
+    assert problems(text) == [
+        'sites.toml:4: site "shop": two of its targets claim default/web: the same Deployment '
+        '(set a distinct "containers" on each)'
     ]
 
 

@@ -204,7 +204,8 @@ def conflict_message(workload: tuple[str, str, str], claim: Claim, other: Claim)
     shown = f"{namespace}/{name}" if kind == DEPLOYMENT else f"{kind} {namespace}/{name}"
     if claim.container is None or other.container is None:
         noun = "Deployment" if kind == DEPLOYMENT else kind
-        what = f'the same {noun} (set a distinct "container" on each)'
+        key = "container" if claim.site.single else "containers"  # the key where it is written
+        what = f'the same {noun} (set a distinct "{key}" on each)'
     else:
         what = f'the same container "{claim.container}"'
     if claim.site is other.site:
