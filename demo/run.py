@@ -190,8 +190,8 @@ class Demo:
         # copy of them is at hand (it is beside the repository in development and CI).
         validate = (shared_dir() / "github" / "rest-openapi-subset.json").is_file()
         gh = GitHubStandIn(validate=validate, anonymous_limit=5000)
-        for site in world.SITES:
-            gh.add_repo(world.offline_repo(site.name), {"main": random_sha()})
+        for name in (*(site.name for site in world.SITES), world.RELEASE):
+            gh.add_repo(world.offline_repo(name), {"main": random_sha()})
         return gh.start()
 
     def _start_serve(
@@ -282,7 +282,7 @@ class Demo:
                 "follows real repositories (start it with --offline to push)"
             )
         site = str(body.get("site"))
-        names = [s.name for s in world.SITES]
+        names = [*(s.name for s in world.SITES), world.RELEASE]
         if site not in names:
             raise PushRefused(f"no site {site!r}: one of {', '.join(names)}")
         bad = bool(body.get("bad"))
@@ -325,6 +325,7 @@ class Demo:
         say("Try:")
         if self.offline:
             say(f"  {demo} push blog              # a new commit on demo/blog: watch it deploy")
+            say(f"  {demo} push {world.RELEASE}           # its worker and CronJob move together")
             say(
                 f"  {demo} push checkout --bad    # its image crash-loops: rolled back "
                 f"~{world.ROLLOUT_TIMEOUT} s later"

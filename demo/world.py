@@ -57,6 +57,12 @@ PRODUCTION_IMAGE = "demo.local/prod/{repo}:{short_sha}"  # its own registry path
 SOAK = "1m"
 
 
+# one release (README: Targets): a queue worker and a nightly CronJob built from the same commit
+RELEASE = "reports"
+RELEASE_REPO_ONLINE = "rust-lang/rust"
+RELEASE_JOB_IMAGE = "demo.local/reports-job:{short_sha}"  # the CronJob's own image, same commit
+
+
 def offline_repo(site: str) -> str:
     """The stand-in repository an offline site follows."""
     return f"demo/{site}"
@@ -100,6 +106,17 @@ jitter = 0
         f'repo = "{repo}"\ncontainer = "app"\nimage = "{PRODUCTION_IMAGE}"\n'
         f'promote_from = "{source.name}"\nsoak = "{SOAK}"\napproval = "manual"\n'
     )
+    release = offline_repo(RELEASE) if offline else RELEASE_REPO_ONLINE
+    tables.append(
+        f"[sites.{RELEASE}]  # one release: a worker Deployment and a nightly CronJob move to\n"
+        "# the same commit together and roll back together\n"
+        f'repo = "{release}"\n\n'
+        f"[[sites.{RELEASE}.targets]]\n"
+        f'name = "{RELEASE}-worker"\ncontainers = ["app"]\n\n'
+        f"[[sites.{RELEASE}.targets]]\n"
+        f'kind = "CronJob"\nname = "{RELEASE}-nightly"\ncontainers = ["report"]\n'
+        f'images = {{ report = "{RELEASE_JOB_IMAGE}" }}\n'
+    )
     return head + "\n" + "\n".join(tables)
 
 
@@ -110,5 +127,17 @@ def create_deployments(api: Any) -> None:
     core.create_namespace(
         kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=NAMESPACE))
     )
-    for name in (*(site.name for site in SITES), PRODUCTION):
+    for name in (*(site.name for site in SITES), PRODUCTION, f"{RELEASE}-worker"):
         create_deployment(api, NAMESPACE, name, f"demo.local/{name}:v1", sidecar=True)
+    pod = {
+        "restartPolicy": "Never",
+        "containers": [{"name": "report", "image": "demo.local/reports-job:v1"}],
+    }
+    nightly = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": f"{RELEASE}-nightly"},
+        "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": {"spec": pod}}}},
+    }
+    batch: Any = kubernetes.client.BatchV1Api(api)
+    batch.create_namespaced_cron_job(NAMESPACE, nightly)

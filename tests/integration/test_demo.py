@@ -181,14 +181,24 @@ def test_the_demo_deploys_rolls_back_holds_and_stops_clean(
     browser.get(demo.state["url"] + "/")
     rows = browser.find_elements(By.CSS_SELECTOR, "#sites tbody tr")
     names = {r.get_attribute("data-site") for r in rows}
-    assert names == {"blog", "shop", "checkout", "blog-prod"}
-    for name in ("blog", "shop", "checkout"):
+    assert names == {"blog", "shop", "checkout", "blog-prod", "reports"}
+    for name in ("blog", "shop", "checkout", "reports"):
         demo.until(name, "the startup sync deploys the branch head", state="in-sync")
     # the staging → production pair: blog-prod promotes what blog ran for a minute, once approved
     pipeline = browser.find_element(By.CLASS_NAME, "pipeline").text
     assert "blog" in pipeline and "blog-prod" in pipeline and "→" in pipeline
     prod = demo.site("blog-prod")
     assert prod["promote_from"] == "blog" and "blog" in prod["reason"], prod
+
+    # one release: the worker Deployment and the nightly CronJob move together
+    out = demo.run("push", "reports")
+    moved = out.split(" is now ")[1][:7]
+    reports = demo.until("reports", "both targets move", moved, state="in-sync")
+    assert [(t["kind"], t["name"]) for t in reports["targets"]] == [
+        ("Deployment", "reports-worker"),
+        ("CronJob", "reports-nightly"),
+    ], reports
+    assert all(moved in (t["target_image"] or "") for t in reports["targets"]), reports
 
     out = demo.run("push", "blog")
     sha = out.split(" is now ")[1][:7]
