@@ -157,7 +157,7 @@ class Engine:
                 return self.deliveries.verdict(site, head, seen, now)
             view, here = {site.ref: head}, observed[site.cluster]
             return planner.plan_site(
-                site, view, here, now=now, troubles=troubles.get(site.name, ())
+                site, view, here, now=now, troubles=troubles.get(release.key(site), ())
             )
 
         result = _fall_back(self.verifier, result, heads, replan)
@@ -545,7 +545,7 @@ def _plan_sites(
     out = []
     for site in selected:
         if not site.promote_from:
-            trouble = troubles.get(site.name, ())
+            trouble = troubles.get(release.key(site), ())
             seen = observed[site.cluster]
             out.append(
                 planner.plan_site(
@@ -570,7 +570,7 @@ def _plan_sites(
             {site.ref: head},
             observed[site.cluster],
             now=now,
-            troubles=troubles.get(site.name, ()),
+            troubles=troubles.get(release.key(site), ()),
         )
         out.append(gates.after_promotion(p, verdict))
     return Plan(tuple(out))

@@ -200,10 +200,15 @@ def test_a_failing_staging_rollout_never_promotes(pipeline: Pipeline) -> None:
     assert rolling["action"] == "skip" and rolling["reason"].startswith(
         f"staging rolls out {bad[:7]}"
     )
-    # the sync itself rolls it back when the pods were already seen stuck for the rollout
-    # timeout (exit 0), else its --wait does (exit 1): either way staging is back on `good`
-    back = pipeline.site("sync", "staging", *WAIT, code=None)
-    assert back["action"] == "rolled-back" and back["failed_sha"] == bad, back
+    # a sync rolls it back once its new pods were seen stuck for the rollout timeout
+    seen: list[dict[str, Any]] = []
+
+    def rolled_back() -> bool:
+        seen.append(pipeline.site("sync", "staging", code=None))
+        return bool(seen[-1]["action"] == "rolled-back")
+
+    wait_until(rolled_back, "staging's failed rollout to be rolled back", timeout=120)
+    assert seen[-1]["failed_sha"] == bad, seen[-1]
     assert pipeline.notes("blog-staging")[ann.SHA] == good
 
     pipeline.now += 60 * 60  # however long it waits

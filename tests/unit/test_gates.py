@@ -329,3 +329,24 @@ def test_defaults_windows_apply_unless_a_site_lists_its_own() -> None:
     assert staging.windows == ("weekend-freeze",) and prod.windows == ()
     with pytest.raises(ConfigError, match="unknown window"):
         config.parse(text.replace('windows = ["weekend-freeze"]\n', 'windows = ["nope"]\n', 1))
+
+
+def test_a_sync_rolls_back_a_rollout_whose_new_pods_are_stuck() -> None:
+    """The sync's own plan (not only the follower) sees stuck pods past rollout_timeout: the
+    engine looks them up under each site's release key (a site of one part included)."""
+    w = World(TUESDAY)
+    staging = w.cluster.deployments[("staging", "blog")]
+    notes = {
+        **staging.annotations,
+        ann.PREVIOUS_IMAGE: "reg.example/blog:" + OLD,
+        ann.UPDATED_AT: stamp(TUESDAY - 20 * MIN),
+    }
+    progressing = DeploymentStatus(
+        observed_generation=2, desired=1, replicas=2, updated=1, ready=1, available=1
+    )
+    w.cluster.add(replace(staging, annotations=notes, status=progressing))
+    w.cluster.troubles[f"staging/reg.example/blog:{NEW}"] = ("pod x: CrashLoopBackOff",)
+    report = w.engine.run(w.cfg, SyncRequest(sites=frozenset({"staging"})))
+    (r,) = report.results
+    assert r.action is Action.ROLLED_BACK and r.applied, r.plan.reason
+    assert "CrashLoopBackOff" in r.plan.reason
