@@ -111,9 +111,7 @@ class Follower:
         """Follow every site a sync saw (or left) progressing; forget the others."""
         if report.plan_only or report.dry_run:
             return
-        progressing = [
-            r.plan.site.name for r in report.results if r.plan.rollout is Rollout.PROGRESSING
-        ]
+        progressing = [r.plan.site.name for r in report.results if _moving(r)]
         self.track(progressing)
 
     def track(self, names: Iterable[str]) -> None:
@@ -208,7 +206,7 @@ class Follower:
         for result in seen:
             if result.action is Action.HELD:
                 self.on_result(result, None)
-            if result.plan.rollout is Rollout.PROGRESSING or result.action is Action.ROLLED_BACK:
+            if _moving(result) or result.action is Action.ROLLED_BACK:
                 self.track([result.plan.site.name])
 
     def _discover(self) -> None:
@@ -226,7 +224,7 @@ class Follower:
         found = [
             r.plan.site.name
             for r in seen
-            if r.plan.rollout is Rollout.PROGRESSING or r.action is Action.ROLLED_BACK
+            if _moving(r) or r.action is Action.ROLLED_BACK
         ]
         if found:
             log.info(
@@ -266,7 +264,7 @@ class Follower:
             name = final.plan.site.name
             with self._lock:
                 before = self.tracked.get(name)
-                if final.plan.rollout is not Rollout.PROGRESSING or final.applied:
+                if not _moving(final) or final.applied:
                     self.tracked.pop(name, None)
             self.on_result(final, before)
         with self._lock:
@@ -327,3 +325,9 @@ def _unrecorded(seen: SiteResult) -> bool:
 def _became_available(r: SiteResult, feeding: set[str]) -> bool:
     """A followed rollout of a site other sites promote from is available now."""
     return r.plan.site.name in feeding and r.plan.rollout is Rollout.AVAILABLE and not r.applied
+
+
+def _moving(r: SiteResult) -> bool:
+    """A rollout to follow: progressing, and not waiting on a person or the schedule (a
+    CronJob before its next run, OnDelete): those are looked at by the next sync or sweep."""
+    return r.plan.rollout is Rollout.PROGRESSING and not r.plan.waiting
