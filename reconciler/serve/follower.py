@@ -221,11 +221,7 @@ class Follower:
             log.warning("looking for rollouts in progress: %s", exc)
             self._sweep.set()
             return
-        found = [
-            r.plan.site.name
-            for r in seen
-            if _moving(r) or r.action is Action.ROLLED_BACK
-        ]
+        found = [r.plan.site.name for r in seen if _moving(r) or r.action is Action.ROLLED_BACK]
         if found:
             log.info(
                 "following the rollouts in progress of %s",
