@@ -125,7 +125,7 @@ def build_engine(parts: Parts | None, settings: Settings) -> Engine:
         deliveries["helm"] = HelmDelivery(helm, cluster)
     if "git" not in deliveries:  # GitHub is asked only for sites with a [sites.NAME.git] table
         deliveries["git"] = GitDelivery(
-            parts.repos or GitRepoWriter(settings.github),
+            parts.repos or GitRepoWriter(settings.github, bearer=_bearer(heads)),
             cluster,
             commits=heads if isinstance(heads, CommitLog) else None,
             clock=parts.clock or time.time,
@@ -140,6 +140,11 @@ def build_engine(parts: Parts | None, settings: Settings) -> Engine:
         deliveries=Deliveries(deliveries),
         **({"clock": parts.clock} if parts.clock else {}),
     )
+
+
+def _bearer(heads: object) -> Callable[[], str | None] | None:
+    """The token the reads use (a GitHub App installation's too), for config-repository writes."""
+    return heads.bearer if isinstance(heads, GitHubSource) else None
 
 
 def build_notifier(engine: Engine, settings: Settings) -> Notifier:

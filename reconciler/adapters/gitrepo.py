@@ -51,7 +51,9 @@ class _Call:
 
 
 class GitRepoWriter:
-    """One requests.Session against GitHub's REST API (settings.api_url, settings.token)."""
+    """One requests.Session against GitHub's REST API (settings.api_url), authenticated by
+    `bearer` (GitHubClient.bearer: the token or the GitHub App installation's), else
+    settings.token."""
 
     def __init__(
         self,
@@ -59,8 +61,10 @@ class GitRepoWriter:
         *,
         max_attempts: int = 4,
         sleep: Callable[[float], None] = time.sleep,
+        bearer: Callable[[], str | None] | None = None,
     ) -> None:
         self.settings = settings
+        self._bearer = bearer
         self.max_attempts = max_attempts
         self._sleep = sleep
         self.session = requests.Session()
@@ -83,6 +87,9 @@ class GitRepoWriter:
 
     def _send(self, call: _Call, method: str, url: str, **kwargs: Any) -> requests.Response:
         call.requests += 1
+        token = self._bearer() if self._bearer else None
+        if token:
+            kwargs["headers"] = {**kwargs.get("headers", {}), "Authorization": f"Bearer {token}"}
         try:
             return self.session.request(method, url, timeout=self.settings.timeout, **kwargs)
         except requests.RequestException as exc:

@@ -215,6 +215,21 @@ def test_token_that_cannot_push(gh: GitHubStandIn) -> None:
     assert err.value.kind is ErrorKind.WRITEBACK_FORBIDDEN
 
 
+def test_writes_carry_the_token_the_reads_use_asked_for_each_request(gh: GitHubStandIn) -> None:
+    """A GitHub App installation's token (GitHubClient.bearer) is renewed by PyGithub: the writer
+    asks for it at every request rather than keeping settings.token."""
+    gh.deny_push(CONFIG, READER)
+    asked: list[str] = []
+
+    def bearer() -> str:
+        asked.append(TOKEN)
+        return TOKEN
+
+    result = writer(gh, token=READER, bearer=bearer).write(request())
+    assert result.outcome is WriteOutcome.COMMITTED
+    assert len(asked) == result.requests
+
+
 def test_missing_file_branch_and_repository(gh: GitHubStandIn) -> None:
     w = writer(gh)
     cases = [

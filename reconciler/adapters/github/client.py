@@ -186,6 +186,16 @@ class GitHubClient:
             self._local.github = gh
         return gh.requester
 
+    def bearer(self) -> str | None:
+        """The token requests carry now: the token, or the App installation's, which PyGithub
+        fetches and renews before it expires (None: anonymous). Shared with GitRepoWriter, so
+        config-repository writes use the identity the reads use."""
+        if self._auth is None:
+            return None
+        self._requester()  # an installation auth needs a requester to fetch its token
+        token: str = self._auth.token
+        return token
+
     def request(
         self, verb: str, url: str, *, headers: dict[str, str] | None = None, body: Any = None
     ) -> Response:
