@@ -425,6 +425,7 @@ def test_resume_and_rollback_act_on_every_target_of_the_site(release: KindsWorld
     text = world.cli_text("history", "shop")
     assert text.splitlines()[0].split()[:2] == ["TARGET", "REVISION"], text
 
+
 TWO_CONTAINERS = """\
 [sites.shop]
 repo = "acme/shop"
