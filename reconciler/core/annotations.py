@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 PREFIX = "reconciler.dev/"
 PAUSED = PREFIX + "paused"  # "true" on a Deployment: report it, never change it
 REPO = PREFIX + "repo"  # written on update: where the image came from ...
@@ -31,3 +33,15 @@ NOTIFIED = PREFIX + "notified"  # JSON: the state last notified about (core/noti
 CHANGE_CAUSE = "kubernetes.io/change-cause"  # what `kubectl rollout history` shows
 
 TRUE_VALUES = ("true", "1", "yes")
+
+
+def previous_image_of(container: str) -> str:
+    """The key of one container's image before the reconciler's last change of it
+    (PREVIOUS_IMAGE is the last change's one container: several containers of one workload,
+    each a target's, need one each). A key's name is at most 63 characters: a long container
+    name is cut and told apart by a hash."""
+    name = f"previous-image.{container}"
+    if len(name) > 63:
+        digest = hashlib.sha256(container.encode()).hexdigest()[:8]
+        name = f"{name[:54]}-{digest}"
+    return PREFIX + name

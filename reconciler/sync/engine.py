@@ -731,9 +731,12 @@ def _apply_release(engine: Engine, p: SitePlan, *, dry_run: bool, trigger: str) 
     as any site's); a refused one puts back the parts this run already patched and fails the
     site with the reason."""
     done: list[SitePlan] = []
-    for part in p.parts:
-        if not _writes(part):
+    written: set[tuple[str, str]] = set()  # the workloads this run has patched
+    for planned in p.parts:
+        if not _writes(planned):
             continue
+        workload = (planned.site.targets[0].kind, planned.site.deployment)
+        part = _unguarded(planned) if workload in written else planned
         result = engine._apply_one(part, dry_run=dry_run, trigger=trigger)
         stopped = result.plan.skip is Skip.SHUTTING_DOWN
         if not result.ok or stopped:
@@ -748,6 +751,7 @@ def _apply_release(engine: Engine, p: SitePlan, *, dry_run: bool, trigger: str) 
             return SiteResult(_failed(p, why, result.plan.error_kind or ErrorKind.KUBERNETES))
         if result.applied:
             done.append(part)
+            written.add(workload)
     if p.action is Action.HELD:
         return SiteResult(p)
     if dry_run:
@@ -759,6 +763,15 @@ def _apply_release(engine: Engine, p: SitePlan, *, dry_run: bool, trigger: str) 
         changed = replace(p, changed_at=stamped, running_sha=sha, rollout=Rollout.FAILED)
         return SiteResult(changed, applied=True)
     return engine._done(p, dry_run=dry_run)
+
+
+def _unguarded(part: SitePlan) -> SitePlan:
+    """Another container of a workload this run has just patched (guarded by the
+    resourceVersion the plan read): its write is not guarded again, as an undo is not (the
+    workload's controller moves the resourceVersion, and after our own write a replan would
+    take the container's image, still its old one, for a person's)."""
+    write = part.write and replace(part.write, resource_version="")
+    return replace(part, resource_version="", write=write)
 
 
 def _undo(engine: Engine, part: SitePlan, why: str, dry_run: bool) -> str:

@@ -291,6 +291,12 @@ def break_file(github: GitHubStandIn) -> None:
     github.commit_files(CONFIG, "main", {PATH: "images: [\n  - name: x\n"}, "Oops")
 
 
+def pin_file(github: GitHubStandIn) -> None:
+    """The entry pinned by a digest, which kustomize deploys instead of any newTag."""
+    pinned = KUSTOMIZATION + "    digest: sha256:" + "ab" * 32 + "\n"
+    github.commit_files(CONFIG, "main", {PATH: pinned}, "Pin blog")
+
+
 @pytest.mark.parametrize(
     ("extra", "act", "expected"),
     [
@@ -299,8 +305,9 @@ def break_file(github: GitHubStandIn) -> None:
         ("", break_file, "does not parse as YAML"),
         ('file = "apps/nope.yaml"\n', None, "no apps/nope.yaml on branch 'main'"),
         ('kustomize_image = "gcr.io/p/nope"\n', None, "no `images:` entry named"),
+        ("", pin_file, "has a digest, which kustomize deploys instead of newTag"),
     ],
-    ids=["403", "protected", "yaml", "no-file", "no-entry"],
+    ids=["403", "protected", "yaml", "no-file", "no-entry", "digest"],
 )
 def test_bad_input_fails_only_that_site_and_writes_nothing(
     world: RolloutWorld, extra: str, act: Any, expected: str
