@@ -22,6 +22,7 @@ HOLD_AT = PREFIX + "hold-at"
 HELD_HEAD = PREFIX + "held-head"  # branch head when a person's image change was first seen
 RESUMED_AT = PREFIX + "resumed-at"  # `reconciler resume`: image changes before it do not hold
 AVAILABLE_AT = PREFIX + "available-at"  # when the rollout of SHA became available
+APPLIED_AT = PREFIX + "applied-at"  # git delivery: when the workload first ran SHA's commit
 STAGES = PREFIX + "stages"  # JSON: when SHA was pushed, its checks and image ready (leadtime)
 HEAD_STAGES = PREFIX + "head-stages"  # JSON: the same for a branch head not deployed yet
 GIT_IMAGE = PREFIX + "git-image"  # git delivery: the image last committed to the config repo
