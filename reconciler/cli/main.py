@@ -418,6 +418,9 @@ def _history(
         for d in deploys
     ]
     header = ["revision", "when", "commit", "by", "trigger", "outcome", "image"]
+    if any(d.target for d in deploys):  # a site of several targets: which workload
+        rows = [[d.target, *row] for d, row in zip(deploys, rows, strict=True)]
+        header = ["target", *header]
     print(output.table(rows, header) if rows else f"{site.name}: no ReplicaSets yet", file=out)
     return EXIT_OK
 
