@@ -39,6 +39,7 @@ from reconciler.core.model import (
     SitePlan,
     Skip,
 )
+from reconciler.core.plan import release
 from reconciler.core.rollout import state as rollout
 
 __all__ = [
@@ -93,6 +94,7 @@ def after_promotion(p: SitePlan, verdict: promotion.Verdict) -> SitePlan:
             return replace(p, action=Action.SKIP, skip=Skip.PROMOTION, error_kind=None)
         return replace(p, reason=verdict.text) if p.action is Action.IN_SYNC else p
     skip = Skip.FAILED_COMMIT if verdict.text.endswith("keeps it)") else Skip.PROMOTION
+    p = release.held_back(p)
     return replace(
         p,
         action=Action.SKIP,
@@ -158,11 +160,13 @@ def approval_gate(p: SitePlan, approval: Approval | None, cli: str = "reconciler
             p, reason=f"{p.reason}; {text}", gated=_also(p, text), approved_by=approval.by
         )
     short = p.sha[:7]
-    return replace(
-        p,
-        action=Action.SKIP,
-        skip=Skip.APPROVAL,
-        reason=f"waiting for approval of {short} (`{cli} approve {p.site.name}`)",
+    return release.held_back(
+        replace(
+            p,
+            action=Action.SKIP,
+            skip=Skip.APPROVAL,
+            reason=f"waiting for approval of {short} (`{cli} approve {p.site.name}`)",
+        )
     )
 
 
@@ -217,12 +221,12 @@ def window_gate(
         skipped = replace(
             p, action=Action.SKIP, skip=Skip.WINDOW, reason=verdict.reason, retry_at=until
         )
-        return skipped, None
+        return release.held_back(skipped), None
     try:
         record = windows.override(verdict, override, by, now, p.sha)
     except CommandError as exc:
         why = f"{verdict.reason}; override refused: {exc}"
-        return replace(p, action=Action.SKIP, skip=Skip.WINDOW, reason=why), None
+        return release.held_back(replace(p, action=Action.SKIP, skip=Skip.WINDOW, reason=why)), None
     if record is None:
         return p, None
     return replace(p, reason=f"{p.reason}; {record.text}", gated=_also(p, record.text)), record

@@ -321,3 +321,31 @@ def test_a_follower_of_several_targets_waits_for_the_soak_and_approval_then_move
     assert deployed["action"] == "update" and deployed["applied"], deployed
     assert p.image("blog-prod") == f"prod.example/blog:{sha}"
     assert p.image("worker-prod") == f"prod.example/worker:{sha}"
+
+
+def test_a_freeze_holds_every_target_of_a_site_and_an_override_moves_them_all(
+    pipeline: Pipeline,
+) -> None:
+    p = pipeline
+    create_deployment(p.api, p.ns, "worker-prod", "prod.example/worker:before")
+    p.sites.write_text(
+        '[windows.launch-freeze]\nkind = "deny"\ntimezone = "Europe/Berlin"\n'
+        'start = "2030-03-16"\nend = "2030-03-19"\n\n'
+        f'[defaults]\nnamespace = "{p.ns}"\nverify = "none"\nrollout_timeout = 1\n\n'
+        '[sites.prod]\nrepo = "acme/blog"\nbranch = "main"\nimage = "prod.example/blog:{sha}"\n'
+        'windows = ["launch-freeze"]\n'
+        'targets = [{ name = "blog-prod", containers = ["app"] }, { name = "worker-prod", '
+        'containers = ["app"], images = { app = "prod.example/worker:{sha}" } }]\n'
+    )
+    sha = p.first
+    frozen = p.site("sync", "prod")
+    assert frozen["action"] == "skip" and not frozen["applied"], frozen
+    assert frozen["reason"] == "frozen until Wed 00:00 Europe/Berlin by window launch-freeze"
+    assert [t["action"] for t in frozen["targets"]] == ["skip", "skip"], frozen  # none moves
+
+    urgent = p.site("sync", "prod", "--override-window", "--reason", "CVE fix", *WAIT)
+    assert urgent["applied"] and urgent["rollout"] == "available", urgent
+    assert p.image("blog-prod") == f"prod.example/blog:{sha}"
+    assert p.image("worker-prod") == f"prod.example/worker:{sha}"
+    assert p.notes("blog-prod")[WINDOW_OVERRIDE] == "CVE fix"
+    assert p.site("sync", "prod")["action"] == "in-sync"

@@ -30,7 +30,16 @@ from reconciler.core.model import (
 )
 from reconciler.core.rollout.state import stamp
 
-__all__ = ["combine", "gated", "is_release", "key", "label", "parts_of", "undo_patch"]
+__all__ = [
+    "combine",
+    "gated",
+    "held_back",
+    "is_release",
+    "key",
+    "label",
+    "parts_of",
+    "undo_patch",
+]
 
 
 def parts_of(site: Site) -> tuple[Site, ...]:
@@ -167,6 +176,11 @@ def gated(p: SitePlan, parts: Sequence[SitePlan]) -> SitePlan:
                 parts=_quiet(parts, lambda q: False),
             )
     return replace(p, parts=tuple(parts))
+
+
+def held_back(p: SitePlan) -> SitePlan:
+    """A site a gate holds back (promotion, approval, a window): none of its targets moves."""
+    return replace(p, parts=_quiet(p.parts, lambda q: False)) if p.parts else p
 
 
 def undo_patch(p: SitePlan, why: str, now: float) -> DeploymentPatch:
