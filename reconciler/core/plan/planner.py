@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from typing import Any
 
 from reconciler.core import annotations as ann
 from reconciler.core.errors import ErrorKind
@@ -106,27 +107,25 @@ def plan_site(
     found = _deployment_of(site, head, observed)
     if isinstance(found, SitePlan):
         return found
-    base, deployment = found
+    known, deployment = found
     container, problem = _pick_container(site, deployment)
     if container is None:
-        return replace(base, reason=problem, error_kind=ErrorKind.CONTAINER_NOT_FOUND)
+        return _verdict(known, reason=problem, error_kind=ErrorKind.CONTAINER_NOT_FOUND)
     current = next(c.image for c in deployment.containers if c.name == container)
     state, progress = rollout.state(deployment)
-    failed_sha = deployment.annotations.get(ann.FAILED_SHA) or None
-    base = replace(
-        base,
+    known.update(
         container=container,
         current_image=current,
         running_sha=running_sha(site, deployment.annotations, current, head),
         rollout=state,
         progress=progress,
         waiting=deployment.verdict is not None and not deployment.verdict.timed,
-        failed_sha=failed_sha,
+        failed_sha=deployment.annotations.get(ann.FAILED_SHA) or None,
     )
 
     if deployment.annotations.get(ann.PAUSED, "").lower() in ann.TRUE_VALUES:
-        return replace(
-            base,
+        return _verdict(
+            known,
             action=Action.SKIP,
             skip=Skip.PAUSED,
             reason=f"paused by the {ann.PAUSED} annotation on the Deployment",
@@ -135,18 +134,29 @@ def plan_site(
     head_sha = head.sha if isinstance(head, BranchHead) else None
     hold = rollout.hold_of(site, deployment, container, head_sha, now)
     if hold is not None and not hold.resumes:
-        return replace(
-            base,
+        return _verdict(
+            known,
             action=Action.HELD,
             reason=hold.reason,
             held_by=hold.by,
             held_at=hold.at,
             write=hold.write,
         )
-    base, back = _failed_rollout(base, deployment, troubles, now)
+    back = _failed_rollout(known, deployment, troubles, now)
     if back is not None:
         return back
-    return _versus_head(base, deployment, head, hold)
+    return _versus_head(known, deployment, head, hold)
+
+
+# What is known of a verdict while it is planned: SitePlan's fields by name. The verdict is
+# built once from it (a SitePlan has 30 fields: re-building it at each step cost a steady sync
+# of 10,000 sites about a second).
+Known = dict[str, Any]
+
+
+def _verdict(known: Known, **more: Any) -> SitePlan:
+    """The SitePlan of what is known, with `more` (which wins)."""
+    return SitePlan(**(known | more))
 
 
 def _release(
@@ -198,23 +208,28 @@ def workload_name(site: Site) -> str:
 
 def _deployment_of(
     site: Site, head: HeadResult | None, observed: Mapping[str, NamespaceView]
-) -> SitePlan | tuple[SitePlan, ObservedDeployment]:
-    """The site's Deployment and the verdict so far, or a final verdict: paused in sites.toml,
-    its namespace unreadable or not observed, or the Deployment not found."""
-    base = SitePlan(site=site, action=Action.ERROR, branch=site.branch, container=site.container)
+) -> SitePlan | tuple[Known, ObservedDeployment]:
+    """The site's Deployment and what the verdict knows so far, or a final verdict: paused in
+    sites.toml, its namespace unreadable or not observed, or the Deployment not found."""
+    known: Known = {
+        "site": site,
+        "action": Action.ERROR,
+        "branch": site.branch,
+        "container": site.container,
+    }
     view = observed.get(site.namespace)
     deployment: ObservedDeployment | None = None
     if isinstance(view, NamespaceError):
-        return replace(base, reason=view.reason, error_kind=view.kind)
+        return _verdict(known, reason=view.reason, error_kind=view.kind)
     if view is not None:
         deployment = view.get(view_key(site.targets[0].kind, site.deployment))
     if isinstance(head, BranchHead):
-        base = replace(base, branch=head.branch, sha=head.sha, head_sha=head.sha)
+        known.update(branch=head.branch, sha=head.sha, head_sha=head.sha)
 
     if site.paused:
         current = _current_image(site, deployment)
-        return replace(
-            base,
+        return _verdict(
+            known,
             action=Action.SKIP,
             skip=Skip.PAUSED,
             reason="paused in sites.toml",
@@ -222,43 +237,43 @@ def _deployment_of(
         )
     if deployment is None:
         if view is None:
-            return replace(
-                base,
+            return _verdict(
+                known,
                 reason=f"namespace {site.namespace} was not observed",
                 error_kind=ErrorKind.INTERNAL,
             )
-        return replace(
-            base,
+        return _verdict(
+            known,
             reason=f"{workload_name(site)} not found",
             error_kind=ErrorKind.DEPLOYMENT_NOT_FOUND,
         )
-    base = replace(
-        base,
+    notes = deployment.annotations
+    known.update(
         resource_version=deployment.resource_version,
-        running_sha=deployment.annotations.get(ann.SHA),
-        changed_at=deployment.annotations.get(ann.UPDATED_AT),
-        notified=deployment.annotations.get(ann.NOTIFIED),
+        running_sha=notes.get(ann.SHA),
+        changed_at=notes.get(ann.UPDATED_AT),
+        notified=notes.get(ann.NOTIFIED),
     )
-    return base, deployment
+    return known, deployment
 
 
 def _failed_rollout(
-    base: SitePlan, deployment: ObservedDeployment, troubles: tuple[str, ...], now: float
-) -> tuple[SitePlan, SitePlan | None]:
-    """When our rollout failed: the verdict marked so, and the rollback verdict (None when
-    there is nothing to go back to)."""
-    container = base.container
+    known: Known, deployment: ObservedDeployment, troubles: tuple[str, ...], now: float
+) -> SitePlan | None:
+    """When our rollout failed: `known` marked so, and the rollback verdict (None when there is
+    nothing to go back to)."""
+    container = known["container"]
     assert container is not None
     why = rollout.failure(deployment, troubles) if rollout.ours(deployment, container) else None
     if why is None:
-        return base, None
-    base = replace(base, rollout=Rollout.FAILED)
-    back = rollout.rollback_patch(base.site, deployment, container, why, now)
+        return None
+    known["rollout"] = Rollout.FAILED
+    back = rollout.rollback_patch(known["site"], deployment, container, why, now)
     if back is None:
-        return base, None
+        return None
     bad = deployment.annotations.get(ann.SHA, "")
-    return base, replace(
-        base,
+    return _verdict(
+        known,
         action=Action.ROLLED_BACK,
         reason=f"rollout of {bad[:7]} failed ({why}); back to {back.image}",
         target_image=back.image,
@@ -268,27 +283,30 @@ def _failed_rollout(
 
 
 def _versus_head(
-    base: SitePlan,
+    known: Known,
     deployment: ObservedDeployment,
     head: HeadResult | None,
     hold: rollout.Hold | None,
 ) -> SitePlan:
     """The verdict against the branch head: in sync, an update (lifting a resumed hold), the
     failed commit waited out, or why the head is unknown."""
-    site, current = base.site, base.current_image or ""
+    site, current = known["site"], known["current_image"] or ""
     if head is None:
-        return replace(base, reason=f"no branch head for {site.ref}", error_kind=ErrorKind.INTERNAL)
+        return _verdict(
+            known, reason=f"no branch head for {site.ref}", error_kind=ErrorKind.INTERNAL
+        )
     if isinstance(head, HeadError):
-        return replace(base, reason=head.reason, error_kind=head.kind)
+        return _verdict(known, reason=head.reason, error_kind=head.kind)
 
     target = render(
         site.image, owner=site.owner, repo=site.repo_name, branch=head.branch, sha=head.sha
     )
-    base = replace(base, target_image=target)
-    if base.failed_sha and head.sha == base.failed_sha:
+    known["target_image"] = target
+    failed = known["failed_sha"]
+    if failed and head.sha == failed:
         why = deployment.annotations.get(ann.FAILED_REASON, "")
-        return replace(
-            base,
+        return _verdict(
+            known,
             action=Action.SKIP,
             skip=Skip.FAILED_COMMIT,
             reason=(
@@ -297,19 +315,20 @@ def _versus_head(
             ),
         )
     if same_image(current, target):
-        return replace(
-            base,
+        return _verdict(
+            known,
             action=Action.IN_SYNC,
             reason=f"runs {head.branch}@{head.sha[:7]}",
             running_sha=head.sha,
         )
-    was = f"ran {base.running_sha[:7]}" if base.running_sha else f"ran {current}"
+    running = known["running_sha"]
+    was = f"ran {running[:7]}" if running else f"ran {current}"
     reason = f"{head.branch} is at {head.sha[:7]}; {was}"
     clear: tuple[str, ...] = ()
     if hold is not None:
         reason += f"; resumes after {hold.reason}"
         clear = ann.HOLD_KEYS
-    return replace(base, action=Action.UPDATE, reason=reason, clear=clear)
+    return _verdict(known, action=Action.UPDATE, reason=reason, clear=clear)
 
 
 def _current_image(site: Site, deployment: ObservedDeployment | None) -> str | None:
