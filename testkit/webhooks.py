@@ -17,7 +17,7 @@ import jsonschema  # type: ignore[import-untyped]
 
 from testkit.github.schemas import shared_dir
 
-SHARED = shared_dir() / "github" / "webhooks"  # env RECONCILER_SHARED_DIR overrides ../shared
+SHARED = shared_dir() / "github" / "webhooks"  # RECONCILER_SHARED_DIR overrides, as for schemas
 ZERO_SHA = "0" * 40
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 PREFIX = "reconciler.dev/"
 PAUSED = PREFIX + "paused"  # "true" on a Deployment: report it, never change it
 REPO = PREFIX + "repo"  # written on update: where the image came from ...
@@ -20,6 +22,7 @@ HOLD_AT = PREFIX + "hold-at"
 HELD_HEAD = PREFIX + "held-head"  # branch head when a person's image change was first seen
 RESUMED_AT = PREFIX + "resumed-at"  # `reconciler resume`: image changes before it do not hold
 AVAILABLE_AT = PREFIX + "available-at"  # when the rollout of SHA became available
+APPLIED_AT = PREFIX + "applied-at"  # git delivery: when the workload first ran SHA's commit
 STAGES = PREFIX + "stages"  # JSON: when SHA was pushed, its checks and image ready (leadtime)
 HEAD_STAGES = PREFIX + "head-stages"  # JSON: the same for a branch head not deployed yet
 GIT_IMAGE = PREFIX + "git-image"  # git delivery: the image last committed to the config repo
@@ -30,3 +33,15 @@ NOTIFIED = PREFIX + "notified"  # JSON: the state last notified about (core/noti
 CHANGE_CAUSE = "kubernetes.io/change-cause"  # what `kubectl rollout history` shows
 
 TRUE_VALUES = ("true", "1", "yes")
+
+
+def previous_image_of(container: str) -> str:
+    """The key of one container's image before the reconciler's last change of it
+    (PREVIOUS_IMAGE is the last change's one container: several containers of one workload,
+    each a target's, need one each). A key's name is at most 63 characters: a long container
+    name is cut and told apart by a hash."""
+    name = f"previous-image.{container}"
+    if len(name) > 63:
+        digest = hashlib.sha256(container.encode()).hexdigest()[:8]
+        name = f"{name[:54]}-{digest}"
+    return PREFIX + name

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 
 from reconciler.core import annotations as ann
 from reconciler.core import gates
@@ -67,29 +67,40 @@ def rollback(engine: Engine, site: Site, *, by: str, to: str | None = None) -> D
         said, now_runs = delivery.rollback(site, by=by, to=to, image=image, now=engine.clock())
         return Done(site.name, said, now_runs)
     parts = release.parts_of(site)  # every target of the site goes back, and is held
-    if to is None:
-        for part in parts:
-            d = engine.cluster_of(part).read(part.namespace, part.deployment, part.targets[0].kind)
-            if d is not None and not d.annotations.get(ann.PREVIOUS_IMAGE):
-                raise CommandError(
-                    f"{site.name}: no previous image is recorded on {planner.workload_name(part)}"
-                    "; pass --to SHA"
-                )
+    before: dict[tuple[str, str], Mapping[str, str]] = {}  # each workload's annotations
+    for part in parts:  # read before any is written: containers of one workload share them
+        d = engine.cluster_of(part).read(part.namespace, part.deployment, part.targets[0].kind)
+        if d is None:
+            continue
+        before.setdefault((d.kind, d.name), d.annotations)
+        if to is None and not rollout.previous_image(d.annotations, part.container):
+            raise CommandError(
+                f"{site.name}: no previous image is recorded on {planner.workload_name(part)}"
+                "; pass --to SHA"
+            )
     chosen: dict[str, str] = {}  # by part: the image it goes back to
     for part in parts:
-        _write(engine, part, _rollback_to(engine, part, to, by, chosen))
+        _write(engine, part, _rollback_to(engine, part, to, by, chosen=chosen, before=before))
     said, first = ", ".join(chosen.values()), next(iter(chosen.values()))
     return Done(site.name, f"{site.name} rolled back to {said} by {by} and held", first)
 
 
 def _rollback_to(
-    engine: Engine, site: Site, to: str | None, by: str, chosen: dict[str, str]
+    engine: Engine,
+    site: Site,
+    to: str | None,
+    by: str,
+    *,
+    chosen: dict[str, str],
+    before: Mapping[tuple[str, str], Mapping[str, str]],
 ) -> Callable[[ObservedDeployment, str], DeploymentPatch]:
-    """The rollback patch of one target: its previous image, or commit `to`'s (its template)."""
+    """The rollback patch of one target: its previous image, or commit `to`'s (its template);
+    what it records comes from the workload's annotations `before` the command wrote any."""
 
     def make(d: ObservedDeployment, container: str) -> DeploymentPatch:
+        d = replace(d, annotations=before.get((d.kind, d.name), d.annotations))
         if to is None:
-            image = d.annotations.get(ann.PREVIOUS_IMAGE)
+            image = rollout.previous_image(d.annotations, container)
             sha = d.annotations.get(ann.PREVIOUS_SHA) or None
             if not image:
                 raise CommandError(

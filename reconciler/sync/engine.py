@@ -162,7 +162,15 @@ class Engine:
 
         result = _fall_back(self.verifier, result, heads, replan)
         result = _env_gates(config, result, observed, now, override=override, by=by)
-        return _lead(config, result, heads=heads, observed=observed, now=now, pushed=self.pushed)
+        return _lead(
+            config,
+            result,
+            heads=heads,
+            observed=observed,
+            now=now,
+            pushed=self.pushed,
+            workload=lambda p: self.deliveries.workload(p, seen),
+        )
 
     def _resolve(self, refs: Collection[RepoRef]) -> Mapping[RepoRef, HeadResult]:
         try:
@@ -309,7 +317,7 @@ class Engine:
         was = (p.running_sha or "")[:7] or p.current_image
         p = replace(
             p,
-            lead=leadtime.after_patch(p.lead, p.sha or "", self.clock()),
+            lead=leadtime.after_patch(p.lead, p.sha or "", self.clock(), delivery=p.site.delivery),
             changed_at=stamp,
             running_sha=p.sha,
             rollout=Rollout.PROGRESSING,
@@ -402,7 +410,7 @@ class Engine:
         """The site's verdict without GitHub (its Deployment, or its delivery's records); a
         failed rollout is rolled back (through its delivery) when `act`."""
         if site.delivery != KUBERNETES:
-            p = self.deliveries.verdict(site, None, seen, self.clock())
+            p = _follow_delivered(self, site, seen, act=act)
         else:
             view = views.get(site.namespace)
             try:
@@ -610,12 +618,17 @@ def _lead(
     observed: Observed,
     now: float,
     pushed: Callable[[str, str], float | None],
+    workload: Callable[[SitePlan], ObservedDeployment | None],
 ) -> Plan:
-    """Every verdict with its lead time, stage by stage (core.leadtime)."""
+    """Every verdict with its lead time, stage by stage (core.leadtime); a site of another
+    delivery's records are on the workload it names (`workload`)."""
     out = []
     for p in result.sites:
-        if p.site.delivery != KUBERNETES:  # recorded on the workload: Deployments only, for now
-            out.append(p)
+        if p.site.delivery != KUBERNETES:
+            head = heads.get(p.site.ref)
+            when = pushed(head.repo, head.sha) if isinstance(head, BranchHead) else None
+            lead = leadtime.delivered(p, workload(p), head, pushed=when, now=now)
+            out.append(replace(p, lead=lead))
             continue
         d = _deployment(observed, p.site)
         notes = d.annotations if d is not None else None
@@ -629,6 +642,31 @@ def _lead(
             lead = leadtime.lead_of(p, notes, head, pushed=when, now=now)
         out.append(replace(p, lead=lead))
     return Plan(tuple(out))
+
+
+def _follow_delivered(
+    engine: Engine, site: Site, seen: Mapping[str, object], *, act: bool
+) -> SitePlan:
+    """A followed verdict of another delivery, with its lead time (no branch head); with `act`,
+    what following it saw is recorded on the workload of its records (core.leadtime.follow_patch:
+    a git site's commit applied, the rollout available); a conflict or a failure is left to
+    the next look."""
+    now = engine.clock()
+    p = engine.deliveries.verdict(site, None, seen, now)
+    at = engine.deliveries.workload(p, seen)
+    p = replace(p, lead=leadtime.delivered(p, at, None, pushed=None, now=now))
+    write = leadtime.follow_patch(p, at, now) if act else None
+    if write is None:
+        return p
+    try:
+        result = engine.cluster_of(p.site).patch(write, dry_run=False)
+    except ReconcilerError as exc:
+        result = ApplyResult(False, str(exc))
+    if not result.ok:
+        if not result.conflict:
+            log.warning("%s: recording its rollout: %s", p.site.name, result.reason)
+        return p
+    return replace(p, lead=leadtime.followed_up(p.lead, write, now))
 
 
 def _record_stages(engine: Engine, the_plan: Plan) -> None:
@@ -690,9 +728,12 @@ def _apply_release(engine: Engine, p: SitePlan, *, dry_run: bool, trigger: str) 
     as any site's); a refused one puts back the parts this run already patched and fails the
     site with the reason."""
     done: list[SitePlan] = []
-    for part in p.parts:
-        if not _writes(part):
+    written: set[tuple[str, str]] = set()  # the workloads this run has patched
+    for planned in p.parts:
+        if not _writes(planned):
             continue
+        workload = (planned.site.targets[0].kind, planned.site.deployment)
+        part = _unguarded(planned) if workload in written else planned
         result = engine._apply_one(part, dry_run=dry_run, trigger=trigger)
         stopped = result.plan.skip is Skip.SHUTTING_DOWN
         if not result.ok or stopped:
@@ -707,6 +748,7 @@ def _apply_release(engine: Engine, p: SitePlan, *, dry_run: bool, trigger: str) 
             return SiteResult(_failed(p, why, result.plan.error_kind or ErrorKind.KUBERNETES))
         if result.applied:
             done.append(part)
+            written.add(workload)
     if p.action is Action.HELD:
         return SiteResult(p)
     if dry_run:
@@ -718,6 +760,15 @@ def _apply_release(engine: Engine, p: SitePlan, *, dry_run: bool, trigger: str) 
         changed = replace(p, changed_at=stamped, running_sha=sha, rollout=Rollout.FAILED)
         return SiteResult(changed, applied=True)
     return engine._done(p, dry_run=dry_run)
+
+
+def _unguarded(part: SitePlan) -> SitePlan:
+    """Another container of a workload this run has just patched (guarded by the
+    resourceVersion the plan read): its write is not guarded again, as an undo is not (the
+    workload's controller moves the resourceVersion, and after our own write a replan would
+    take the container's image, still its old one, for a person's)."""
+    write = part.write and replace(part.write, resource_version="")
+    return replace(part, resource_version="", write=write)
 
 
 def _undo(engine: Engine, part: SitePlan, why: str, dry_run: bool) -> str:
@@ -790,9 +841,8 @@ def _awaiting(p: SitePlan, result: ApplyResult) -> SiteResult | None:
     """A delivery's write that the deploy still waits on (a pull request to be merged)."""
     if not result.pending:
         return None
-    return SiteResult(
-        replace(p, action=Action.SKIP, skip=Skip.AWAITING_APPLY, reason=result.pending)
-    )
+    waits = replace(p, action=Action.SKIP, skip=Skip.AWAITING_APPLY, reason=result.pending)
+    return SiteResult(replace(waits, lead=leadtime.proposed(p.lead)))
 
 
 def _failed(p: SitePlan, reason: str, kind: ErrorKind) -> SitePlan:

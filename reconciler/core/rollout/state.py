@@ -197,12 +197,19 @@ class Rollback:
     events: tuple[KubeEvent, ...]
 
 
+def previous_image(notes: Mapping[str, str], container: str | None) -> str | None:
+    """The image `container` ran before the reconciler's last change of it: its own record,
+    else the workload's (written before there was one per container)."""
+    own = notes.get(ann.previous_image_of(container)) if container else None
+    return own or notes.get(ann.PREVIOUS_IMAGE) or None
+
+
 def rollback_of(
     notes: Mapping[str, str], repo: str, container: str, current: str, *, why: str, now: float
 ) -> Rollback | None:
     """The rollback of a workload annotated ``notes`` whose ``container`` runs ``current``;
     None without a recorded previous image."""
-    previous = notes.get(ann.PREVIOUS_IMAGE)
+    previous = previous_image(notes, container)
     if not previous:
         return None
     bad = notes.get(ann.SHA, "")
@@ -214,6 +221,7 @@ def rollback_of(
             ann.SHA: previous_sha,
             ann.UPDATED_AT: stamp(now),
             ann.PREVIOUS_IMAGE: None,
+            ann.previous_image_of(container): None,
             ann.PREVIOUS_SHA: None,
             ann.FAILED_SHA: bad,
             ann.FAILED_REASON: why[:500],
@@ -289,6 +297,7 @@ def update_annotations(change: ImageChange, now: float) -> dict[str, str | None]
         ann.UPDATED_AT: stamp(now),
         ann.TRIGGER: change.trigger[:100] or None,
         ann.PREVIOUS_IMAGE: change.previous_image or None,
+        ann.previous_image_of(change.container): change.previous_image or None,
         ann.PREVIOUS_SHA: change.previous_sha or None,
     }
     notes.update(change.notes)
@@ -343,6 +352,7 @@ def manual_rollback_patch(
             ann.SHA: sha,
             ann.UPDATED_AT: stamp(now),
             ann.PREVIOUS_IMAGE: current or None,
+            ann.previous_image_of(container): current or None,
             ann.PREVIOUS_SHA: notes.get(ann.SHA) or None,
             ann.HOLD: f"rolled back to {target}",
             ann.HOLD_BY: by,
