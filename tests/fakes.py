@@ -91,16 +91,7 @@ class FakeCluster:
                 return ApplyResult(False, "conflict", ErrorKind.CONFLICT, conflict=True)
             self.applied.append((change, dry_run))
             if not dry_run:
-                self._write(
-                    DeploymentPatch(
-                        change.namespace,
-                        change.deployment,
-                        rollout.update_annotations(change, self.now),
-                        container=change.container,
-                        image=change.image,
-                        kind=change.kind,
-                    )
-                )
+                self._write(rollout.update_patch(change, self.now))
             return ApplyResult(True)
 
     def patch(self, patch: DeploymentPatch, *, dry_run: bool) -> ApplyResult:
@@ -123,19 +114,26 @@ class FakeCluster:
             else:
                 notes[k] = v
         owners = dict(current.image_owners)
-        containers = current.containers
-        if patch.container and patch.image:
-            containers = tuple(
-                replace(c, image=patch.image) if c.name == patch.container else c
-                for c in current.containers
-            )
-            owners[patch.container] = FieldOwner(rollout.FIELD_MANAGER)
+        containers, inits = current.containers, current.init_containers
+        for one in patch.images:
+            if one.init:
+                inits = tuple(
+                    replace(c, image=one.image) if c.name == one.container else c for c in inits
+                )
+            else:
+                containers = tuple(
+                    replace(c, image=one.image) if c.name == one.container else c
+                    for c in containers
+                )
+            owners[one.container] = FieldOwner(rollout.FIELD_MANAGER)
+        changed = (containers, inits) != (current.containers, current.init_containers)
         self.deployments[key] = replace(
             current,
             containers=containers,
+            init_containers=inits,
             annotations=notes,
             image_owners=owners,
-            generation=current.generation + (containers != current.containers),
+            generation=current.generation + changed,
             resource_version=str(int(current.resource_version or 0) + 1),
         )
 

@@ -70,30 +70,44 @@ def rollback(engine: Engine, site: Site, *, by: str, to: str | None = None) -> D
     if to is None:
         for part in parts:
             d = engine.cluster_of(part).read(part.namespace, part.deployment, part.targets[0].kind)
-            if d is not None and not d.annotations.get(ann.PREVIOUS_IMAGE):
+            container = planner.container_of(part, d) if d is not None else None
+            if container is not None and not _previous(d, container):
                 raise CommandError(
                     f"{site.name}: no previous image is recorded on {planner.workload_name(part)}"
-                    "; pass --to SHA"
+                    f" for {container}; pass --to SHA"
                 )
     chosen: dict[str, str] = {}  # by part: the image it goes back to
-    for part in parts:
-        _write(engine, part, _rollback_to(engine, part, to, by, chosen))
+    for group in _by_workload(parts):  # one write per workload: its containers together
+        _write(engine, group[0], _rollback_to(engine, group, to, by, chosen))
     said, first = ", ".join(chosen.values()), next(iter(chosen.values()))
     return Done(site.name, f"{site.name} rolled back to {said} by {by} and held", first)
 
 
-def _rollback_to(
-    engine: Engine, site: Site, to: str | None, by: str, chosen: dict[str, str]
-) -> Callable[[ObservedDeployment, str], DeploymentPatch]:
-    """The rollback patch of one target: its previous image, or commit `to`'s (its template)."""
+def _previous(d: ObservedDeployment | None, container: str) -> str | None:
+    return ann.previous_image(d.annotations, container) if d is not None else None
 
-    def make(d: ObservedDeployment, container: str) -> DeploymentPatch:
+
+def _by_workload(parts: tuple[Site, ...]) -> list[list[Site]]:
+    groups: dict[tuple[str, str], list[Site]] = {}
+    for part in parts:
+        groups.setdefault((part.targets[0].kind, part.deployment), []).append(part)
+    return list(groups.values())
+
+
+def _rollback_to(
+    engine: Engine, parts: list[Site], to: str | None, by: str, chosen: dict[str, str]
+) -> Callable[[ObservedDeployment, str], DeploymentPatch]:
+    """The rollback write of one workload: each of its parts' container back to its previous
+    image, or to commit `to`'s (its template)."""
+
+    def one(d: ObservedDeployment, site: Site, container: str) -> DeploymentPatch:
         if to is None:
-            image = d.annotations.get(ann.PREVIOUS_IMAGE)
+            image = _previous(d, container)
             sha = d.annotations.get(ann.PREVIOUS_SHA) or None
             if not image:
                 raise CommandError(
-                    f"{site.name}: no previous image is recorded on the Deployment; pass --to SHA"
+                    f"{site.name}: no previous image is recorded for {container} on "
+                    f"{planner.workload_name(site)}; pass --to SHA"
                 )
         else:
             branch = d.annotations.get(ann.BRANCH) or site.branch or "main"
@@ -103,6 +117,15 @@ def _rollback_to(
         chosen[release.key(site)] = image
         return rollout.manual_rollback_patch(
             site, d, container=container, image=image, sha=sha, by=by, now=engine.clock()
+        )
+
+    def make(d: ObservedDeployment, container: str) -> DeploymentPatch:
+        rest = [(q, planner.container_of(q, d)) for q in parts[1:]]
+        missing = next((q for q, c in rest if c is None), None)
+        if missing is not None:
+            raise CommandError(f"{missing.name}: cannot tell which container it manages")
+        return rollout.merge(
+            [one(d, parts[0], container), *(one(d, q, c) for q, c in rest if c is not None)]
         )
 
     return make

@@ -244,7 +244,15 @@ class Engine:
         done = dict(zip((p.site.name for p in writes), applied, strict=True))
         return tuple(done.get(p.site.name, SiteResult(p)) for p in the_plan.sites)
 
-    def _apply_one(self, p: SitePlan, *, dry_run: bool, trigger: str) -> SiteResult:
+    def _apply_one(
+        self,
+        p: SitePlan,
+        *,
+        dry_run: bool,
+        trigger: str,
+        replan: Callable[[SitePlan], SitePlan] | None = None,
+    ) -> SiteResult:
+        """One site's write, sent again after each conflict re-planned by `replan`."""
         if p.parts:  # one release: every target of the site, or none
             return _apply_release(self, p, dry_run=dry_run, trigger=trigger)
         for attempt in range(CONFLICT_RETRIES):
@@ -267,7 +275,7 @@ class Engine:
             if not result.conflict:
                 kind = result.error_kind or ErrorKind.KUBERNETES
                 return SiteResult(_failed(p, result.reason, kind))
-            p = self._replan(p)
+            p = (replan or self._replan)(p)
             if not _writes(p):
                 return SiteResult(p)
         return SiteResult(
@@ -279,7 +287,7 @@ class Engine:
         delivery = self.deliveries.of(p.site)
         if delivery is not None:
             return delivery.apply(p, dry_run=dry_run, trigger=trigger)
-        if p.action is Action.UPDATE:
+        if p.action is Action.UPDATE and p.write is None:
             notes = leadtime.update_notes(p)
             change = replace(planner.change_for(p), trigger=trigger, notes=notes)
             return self.cluster_of(p.site).apply(change, dry_run=dry_run)
@@ -677,7 +685,7 @@ def _troubles(engine: Engine, site: Site, d: ObservedDeployment, now: float) -> 
     container = planner.container_of(site, d)
     if container is None or not rollout.wants_pods(site, d, container, now):
         return ()
-    image = next(c.image for c in d.containers if c.name == container)
+    image = d.image_of(container) or ""
     try:
         return engine.cluster_of(site).pod_troubles(d.namespace, d.selector, container, image)
     except ReconcilerError as exc:  # the progress deadline still catches it
@@ -690,14 +698,21 @@ def _apply_release(engine: Engine, p: SitePlan, *, dry_run: bool, trigger: str) 
     as any site's); a refused one puts back the parts this run already patched and fails the
     site with the reason."""
     done: list[SitePlan] = []
-    for part in p.parts:
-        if not _writes(part):
+    for workload in _by_workload(p.parts):
+        writing = [q for q in workload if _writes(q)]
+        if not writing:
             continue
-        result = engine._apply_one(part, dry_run=dry_run, trigger=trigger)
+        part = writing[0]
+
+        def again(_: SitePlan, parts: Sequence[SitePlan] = tuple(writing)) -> SitePlan:
+            return _merged(engine, [engine._replan(q) for q in parts], trigger)
+
+        merged = _merged(engine, writing, trigger)
+        result = engine._apply_one(merged, dry_run=dry_run, trigger=trigger, replan=again)
         stopped = result.plan.skip is Skip.SHUTTING_DOWN
         if not result.ok or stopped:
             why = f"{release.label(part)}: {result.plan.reason}"
-            undone = [_undo(engine, q, why, dry_run) for q in done if q.action is Action.UPDATE]
+            undone = [_undo(engine, g, why, dry_run) for g in _by_workload(done)]
             if undone:
                 why += f"; put back {', '.join(undone)}"
             if stopped:
@@ -706,7 +721,7 @@ def _apply_release(engine: Engine, p: SitePlan, *, dry_run: bool, trigger: str) 
                 )
             return SiteResult(_failed(p, why, result.plan.error_kind or ErrorKind.KUBERNETES))
         if result.applied:
-            done.append(part)
+            done.extend(q for q in writing if q.action is Action.UPDATE)
     if p.action is Action.HELD:
         return SiteResult(p)
     if dry_run:
@@ -720,11 +735,40 @@ def _apply_release(engine: Engine, p: SitePlan, *, dry_run: bool, trigger: str) 
     return engine._done(p, dry_run=dry_run)
 
 
-def _undo(engine: Engine, part: SitePlan, why: str, dry_run: bool) -> str:
-    """Put one part back (release.undo_patch); how messages name it."""
-    patch = release.undo_patch(part, why, engine.clock())
-    result = engine.cluster_of(part.site).patch(patch, dry_run=dry_run)
-    return release.label(part) + ("" if result.ok else f" (failed: {result.reason})")
+def _undo(engine: Engine, parts: Sequence[SitePlan], why: str, dry_run: bool) -> str:
+    """Put back the parts of one workload in one write (release.undo_patch); how messages
+    name them."""
+    patch = rollout.merge([release.undo_patch(q, why, engine.clock()) for q in parts])
+    result = engine.cluster_of(parts[0].site).patch(patch, dry_run=dry_run)
+    names = ", ".join(release.label(q) for q in parts)
+    return names + ("" if result.ok else f" (failed: {result.reason})")
+
+
+def _by_workload(parts: Sequence[SitePlan]) -> list[list[SitePlan]]:
+    """A release's parts by the workload they are on, in the order the workloads come."""
+    groups: dict[tuple[str, str], list[SitePlan]] = {}
+    for q in parts:
+        target = q.site.targets[0]
+        groups.setdefault((target.kind, target.name), []).append(q)
+    return list(groups.values())
+
+
+def _merged(engine: Engine, parts: Sequence[SitePlan], trigger: str) -> SitePlan:
+    """The parts of one workload that write, as one write (rollout.merge): one pod template
+    change for its containers and init containers, their previous images each recorded. A
+    part alone is itself; so are parts of which one no longer writes an image (replanned)."""
+    moving = [q for q in parts if _writes(q)]
+    if len(moving) < 2 or any(q.action not in (Action.UPDATE, Action.ROLLED_BACK) for q in moving):
+        return moving[0] if moving else parts[0]
+    now = engine.clock()
+    patches = []
+    for q in moving:
+        if q.action is Action.UPDATE:
+            change = replace(planner.change_for(q), trigger=trigger, notes=leadtime.update_notes(q))
+            patches.append(rollout.update_patch(change, now))
+        elif q.write is not None:
+            patches.append(q.write)
+    return replace(moving[0], write=rollout.merge(patches))
 
 
 def _plan_release(engine: Engine, site: Site, heads: Mapping[RepoRef, HeadResult]) -> SitePlan:

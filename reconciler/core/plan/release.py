@@ -30,7 +30,16 @@ from reconciler.core.model import (
 )
 from reconciler.core.rollout.state import stamp
 
-__all__ = ["combine", "gated", "is_release", "key", "label", "parts_of", "undo_patch"]
+__all__ = [
+    "combine",
+    "gated",
+    "is_init",
+    "is_release",
+    "key",
+    "label",
+    "parts_of",
+    "undo_patch",
+]
 
 
 def parts_of(site: Site) -> tuple[Site, ...]:
@@ -39,17 +48,26 @@ def parts_of(site: Site) -> tuple[Site, ...]:
         return (site,)
     out = []
     for t in site.targets:
-        for c in t.containers or (None,):
+        for c, init in t.sets:
             image = t.image_for(c, site.image) if c else site.image
-            one = Target(t.name, t.kind, (c,) if c else (), line=t.line)
+            if init:  # an init container's part: only that one, at initContainers
+                one = Target(t.name, t.kind, (), (c,) if c else (), line=t.line, only_init=True)
+            else:
+                one = Target(t.name, t.kind, (c,) if c else (), line=t.line)
             out.append(replace(site, deployment=t.name, container=c, image=image, targets=(one,)))
     return tuple(out)
 
 
 def is_release(site: Site) -> bool:
-    """More than one part (targets or containers), or a part with an image of its own."""
+    """More than one part (targets, containers, init containers), or a part with an image of
+    its own; a part itself (one container or one init container) is not."""
     target = site.targets[0]
-    return len(site.targets) > 1 or len(target.containers) > 1 or bool(target.images)
+    return len(site.targets) > 1 or len(target.sets) > 1 or bool(target.images)
+
+
+def is_init(part: Site) -> bool:
+    """Whether a part (or a one-part site) sets an init container."""
+    return part.targets[0].sets[0][1]
 
 
 def key(part: Site) -> str:
@@ -60,7 +78,8 @@ def key(part: Site) -> str:
 def label(p: SitePlan) -> str:
     """How messages name a part: "CronJob/nightly" or "Deployment/web (app)"."""
     target = p.site.targets[0]
-    return f"{target}" + (f" ({p.container})" if p.container else "")
+    init = "init container " if is_init(p.site) else ""
+    return f"{target}" + (f" ({init}{p.container})" if p.container else "")
 
 
 def _worst(parts: Sequence[SitePlan]) -> Rollout | None:
@@ -181,6 +200,7 @@ def undo_patch(p: SitePlan, why: str, now: float) -> DeploymentPatch:
             ann.SHA: p.running_sha or None,
             ann.UPDATED_AT: stamp(now),
             ann.PREVIOUS_IMAGE: None,
+            ann.PREVIOUS_IMAGES: None,
             ann.PREVIOUS_SHA: None,
         },
         container=p.container,
@@ -188,4 +208,5 @@ def undo_patch(p: SitePlan, why: str, now: float) -> DeploymentPatch:
         change_cause=f"reconciler: release of {sha} undone ({why})"[:250],
         events=(KubeEvent("Warning", "ReleaseUndone", f"back to {p.current_image}: {why}"[:1024]),),
         kind=target.kind,
+        init=is_init(p.site),
     )
