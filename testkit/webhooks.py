@@ -11,12 +11,13 @@ import json
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "github" / "webhooks"
+from testkit.github.schemas import shared_dir
+
+SHARED = shared_dir() / "github" / "webhooks"  # RECONCILER_SHARED_DIR overrides, as for schemas
 ZERO_SHA = "0" * 40
 
 

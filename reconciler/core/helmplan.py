@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from reconciler.core import annotations as ann
 from reconciler.core.errors import ErrorKind, HelmError
@@ -93,6 +94,31 @@ def notes_deployment(site: Site, workloads: tuple[Workload, ...]) -> Workload | 
     deployments = [w for w in workloads if w.kind == DEPLOYMENT]
     named = next((w for w in deployments if w.name == site.deployment), None)
     return named or (deployments[0] if deployments else None)
+
+
+def lead_workload(plan: SitePlan, view: ReleaseView) -> ObservedDeployment | None:
+    """The release's Deployment that carries the notes (lead time's records among them), its
+    annotations as core.leadtime reads them: the commit the deployed revision runs
+    (plan.running_sha) and when that revision was made, from Helm's release record, when the
+    revision is the reconciler's (an upgrade, a rollback); no commit after a person's."""
+    w = notes_deployment(plan.site, view.workloads)
+    d = view.deployments.get(str(w)) if w is not None else None
+    if d is None:
+        return None
+    notes = {k: v for k, v in d.annotations.items() if k not in (ann.SHA, ann.UPDATED_AT)}
+    at = _utc(view.deployed.updated)
+    if view.deployed.ours and plan.running_sha and at:
+        notes[ann.SHA] = plan.running_sha
+        notes[ann.UPDATED_AT] = at
+    return replace(d, annotations=notes)
+
+
+def _utc(text: str) -> str | None:
+    """A time of `helm history` (RFC 3339, any offset) as the annotations write times."""
+    try:
+        return rollout.stamp(datetime.fromisoformat(text).timestamp()) if text else None
+    except ValueError:
+        return None
 
 
 def rollout_of(view: ReleaseView) -> tuple[Rollout | None, str]:

@@ -14,6 +14,14 @@ Level-triggered and on the workload, so every replica and every restart tells th
   written once when first seen and again only when one of its stages passes, so a steady sync
   writes nothing; the patch that deploys the head removes it.
 
+Every delivery keeps them on the workload the site follows, in the same words: a git site's
+Deployment (its "patched" is the commit to the configuration repository, recorded by the
+reconciler as for a patch, and ``reconciler.dev/applied-at`` (`ann.APPLIED_AT`) when a sync or
+the follower first saw the Deployment run the committed image: the GitOps tool applied it); a
+Helm site's release Deployment that carries its notes (its "patched" is the upgrade: the
+commit and time of the deployed revision come from Helm's release record, see
+core.helmplan.lead_workload).
+
 Where each time comes from: "pushed" is the push time of the webhook delivery that announced
 the commit (``repository.pushed_at`` of a ``push`` event) when one did, else the commit's
 ``committedDate`` from the heads query; "checks" is when a sync first saw the commit's checks
@@ -33,22 +41,27 @@ from functools import lru_cache
 
 from reconciler.core import annotations as ann
 from reconciler.core.model import (
+    GIT,
+    HELM,
     Action,
     BranchHead,
     DeploymentPatch,
     HeadResult,
     Lead,
+    ObservedDeployment,
     Rollout,
     Site,
     SitePlan,
     Skip,
     Stages,
 )
+from reconciler.core.plan.running import same_image
 from reconciler.core.rollout.state import parse_time, stamp
 
 __all__ = [
     "METRIC_STAGES",
     "STAGES",
+    "VERBS",
     "WAITS",
     "after_patch",
     "age",
@@ -57,7 +70,11 @@ __all__ = [
     "clock",
     "dumps",
     "durations",
+    "follow_notes",
+    "follow_patch",
     "followed",
+    "followed_up",
+    "head_notes",
     "head_patch",
     "lead_of",
     "line",
@@ -69,13 +86,14 @@ __all__ = [
     "waiting_text",
 ]
 
-STAGES = ("pushed", "checks", "image", "patched", "available")
+STAGES = ("pushed", "checks", "image", "patched", "applied", "available")
 LABELS = {
     "pushed": "pushed",
     "seen": "seen",
     "checks": "checks green",
     "image": "image",
-    "patched": "patched",
+    "patched": "patched",  # Lead.verb: "upgraded" (Helm), "committed" (git)
+    "applied": "applied",
     "available": "available",
 }
 METRIC_STAGES = STAGES[1:]  # the histogram's `stage` label: seconds from the push to each
@@ -91,6 +109,8 @@ WAITS = {
     "promotion": "its promotion",  # promote_from: the source's soak (#20)
     "hold": "a hold to be lifted",
     "paused": "the site to be resumed",
+    "merge": "its pull request to be merged",  # git, mode = "pr"
+    "applied": "the GitOps tool to apply it",  # git: committed, not running yet
     "available": "its rollout",
 }
 # Verdicts (by their Skip value) that come after the image and checks were verified: envgates'
@@ -136,22 +156,49 @@ def read(notes: Mapping[str, str]) -> tuple[Stages | None, Stages | None]:
     """From a workload's annotations: the stages of the commit it runs (None when it runs no
     recorded commit) and of the branch head recorded as waiting (None: none)."""
     sha = notes.get(ann.SHA)
+    waiting = notes.get(ann.HEAD_STAGES)
     deployed = None
     if sha:
         deployed = _deployed(
-            sha, notes.get(ann.STAGES), notes.get(ann.UPDATED_AT), notes.get(ann.AVAILABLE_AT)
+            sha,
+            notes.get(ann.STAGES),
+            waiting,
+            notes.get(ann.UPDATED_AT),
+            notes.get(ann.APPLIED_AT),
+            notes.get(ann.AVAILABLE_AT),
         )
-    return deployed, loads(notes.get(ann.HEAD_STAGES))
+    return deployed, loads(waiting)
 
 
 @lru_cache(maxsize=CACHED)
-def _deployed(sha: str, record: str | None, updated: str | None, ready: str | None) -> Stages:
-    found = loads(record)
-    base = found if found is not None and found.sha == sha else Stages(sha)
-    patched, done = _time(updated), _time(ready)
-    if done is not None and patched is not None and done < patched:
-        done = None  # stamped for an earlier rollout
-    return replace(base, patched=patched, available=done)
+def _deployed(  # noqa: PLR0917 - the annotations it reads, as the cache's key
+    sha: str,
+    record: str | None,
+    waiting: str | None,
+    updated: str | None,
+    applied: str | None,
+    ready: str | None,
+) -> Stages:
+    """The deployed commit's stages: its record (or the head's, when the write that deployed it
+    could not record it: a Helm upgrade's record is a second write); a commit named short (a
+    Helm description) matches the record of its full SHA."""
+    found = next(
+        (r for r in (loads(record), loads(waiting)) if r is not None and _same(r.sha, sha)), None
+    )
+    base = found if found is not None else Stages(sha)
+    patched = _time(updated)
+    ran, done = _since(_time(applied), patched), _since(_time(ready), patched)
+    return replace(base, patched=patched, applied=ran, available=done)
+
+
+def _same(recorded: str, sha: str) -> bool:
+    return recorded == sha or (len(sha) >= 7 and recorded.startswith(sha))
+
+
+def _since(t: float | None, patched: float | None) -> float | None:
+    """A stamp of the rollout of the deployed commit (not older than its patch: else one
+    stamped for an earlier rollout)."""
+    return None if t is not None and patched is not None and t < patched else t
 
 
 def lead_of(
@@ -161,11 +208,40 @@ def lead_of(
     *,
     pushed: float | None,
     now: float,
+    at: ObservedDeployment | None = None,
 ) -> Lead:
     """A site's Lead from its verdict, its workload's annotations and the branch head;
-    ``pushed``: the head's push time from a webhook delivery, when one announced it."""
+    ``pushed``: the head's push time from a webhook delivery, when one announced it; ``at``:
+    the workload that carries the record when it is not the one the verdict names (a Helm
+    release's Deployment; ``notes`` are then its annotations as core.helmplan reads them)."""
     now = _whole(now)
-    deployed, recorded = read(notes or {})
+    notes = notes or {}
+    deployed, recorded = read(notes)
+    deployed, ran = _applied(p, notes, deployed, now)
+    lead = _lead(p, notes, head, deployed, recorded, pushed, now, at)
+    if ran:  # a git site's Deployment first seen running the commit: recorded with the head's
+        write = lead.write or _record(p, at, {})
+        if write is not None:
+            notes_ = {**write.annotations, ann.APPLIED_AT: stamp(now)}
+            lead = replace(lead, write=replace(write, annotations=notes_))
+    if p.site.delivery in VERBS:
+        lead = replace(lead, verb=VERBS[p.site.delivery])
+    return lead
+
+
+VERBS = {HELM: "upgraded", GIT: "committed"}  # the page's word for a delivery's "patched"
+
+
+def _lead(  # noqa: PLR0917 - lead_of's parts
+    p: SitePlan,
+    notes: Mapping[str, str],
+    head: HeadResult | None,
+    deployed: Stages | None,
+    recorded: Stages | None,
+    pushed: float | None,
+    now: float,
+    at: ObservedDeployment | None,
+) -> Lead:
     if not isinstance(head, BranchHead):
         return Lead(deployed, waiting=_rolling(p, deployed), since=_rolling_since(deployed, p))
     if deployed is not None and deployed.sha == head.sha:
@@ -178,8 +254,26 @@ def lead_of(
     if p.action is Action.UPDATE and p.sha and p.sha != head.sha:  # an older commit goes out
         date = next((c.committed_at for c in head.history if c.sha == p.sha), None)
         target = _verified(p.site, Stages(p.sha, pushed=_time(date), seen=now), now)
-    write = head_patch(p, notes or {}, mine)
+    write = head_patch(p, notes, mine, at)
     return Lead(deployed, mine, waiting, since, target=target, write=write)
+
+
+def _applied(
+    p: SitePlan, notes: Mapping[str, str], deployed: Stages | None, now: float
+) -> tuple[Stages | None, bool]:
+    """A git site whose Deployment runs the image the reconciler committed, not recorded so:
+    its GitOps tool applied it, first seen now (True: to be recorded). Not for a verdict that
+    writes something else, nor for a rollout recorded available already."""
+    if p.site.delivery != GIT or deployed is None or deployed.patched is None:
+        return deployed, False
+    if deployed.applied is not None or deployed.available is not None:
+        return deployed, False
+    if p.write is not None or p.action in (Action.UPDATE, Action.ROLLED_BACK):
+        return deployed, False
+    written = notes.get(ann.GIT_IMAGE)
+    if not (written and p.current_image and same_image(p.current_image, written)):
+        return deployed, False
+    return replace(deployed, applied=now), True
 
 
 def promoted(
@@ -200,14 +294,32 @@ def promoted(
 
 
 def _rolling(p: SitePlan, deployed: Stages | None) -> str | None:
-    """ "available" while the rollout of the deployed commit goes on."""
-    if deployed is not None and deployed.available is None and p.rollout is Rollout.PROGRESSING:
-        return "available"
-    return None
+    """ "available" while the rollout of the deployed commit goes on; "applied" while a git
+    site's commit waits for its GitOps tool."""
+    if deployed is None or deployed.available is not None:
+        return None
+    if _unapplied(p, deployed):
+        return "applied"
+    return "available" if p.rollout is Rollout.PROGRESSING else None
+
+
+def _unapplied(p: SitePlan, deployed: Stages) -> bool:
+    return (
+        p.site.delivery == GIT
+        and deployed.patched is not None
+        and deployed.applied is None
+        and p.action not in (Action.HELD, Action.ROLLED_BACK)
+        and p.skip is not Skip.PAUSED
+    )
 
 
 def _rolling_since(deployed: Stages | None, p: SitePlan) -> float | None:
-    return deployed.patched if deployed is not None and _rolling(p, deployed) else None
+    waiting = _rolling(p, deployed)
+    if deployed is None or waiting is None:
+        return None
+    if waiting == "available" and deployed.applied is not None:
+        return deployed.applied
+    return deployed.patched
 
 
 def _head_stages(
@@ -250,6 +362,8 @@ def _wait(p: SitePlan, h: Stages) -> tuple[str | None, float | None]:
         return "hold", _time(p.held_at)
     if p.skip in _GATES:  # approval, window, promotion (#20)
         return str(p.skip), ready
+    if p.skip is Skip.AWAITING_APPLY:  # git: a pull request, or a commit of an older head's
+        return ("merge" if p.site.git and p.site.git.mode == "pr" else "applied"), ready
     if p.skip is Skip.CHECKS_PENDING or (p.sha != h.sha and p.site.verify == "checks"):
         return "checks", start
     if p.skip is Skip.IMAGE_MISSING or p.sha != h.sha:
@@ -259,9 +373,11 @@ def _wait(p: SitePlan, h: Stages) -> tuple[str | None, float | None]:
     return None, None
 
 
-def head_patch(p: SitePlan, notes: Mapping[str, str], mine: Stages) -> DeploymentPatch | None:
+def head_patch(
+    p: SitePlan, notes: Mapping[str, str], mine: Stages, at: ObservedDeployment | None = None
+) -> DeploymentPatch | None:
     """The write that records a head not deployed by this verdict (None: recorded already, or
-    the update that deploys it records it)."""
+    the update that deploys it records it), on ``at`` when given, else the site's workload."""
     if p.action is Action.UPDATE and p.sha == mine.sha:
         return None
     if p.action in (Action.ERROR, Action.ROLLED_BACK):
@@ -270,17 +386,59 @@ def head_patch(p: SitePlan, notes: Mapping[str, str], mine: Stages) -> Deploymen
         return None
     if p.write is not None:  # the verdict writes something else: recorded at the next sync
         return None
-    if not p.resource_version:
-        return None
     if loads(notes.get(ann.HEAD_STAGES)) == mine:  # recorded (parsed once: cached)
+        return None
+    return _record(p, at, {ann.HEAD_STAGES: dumps(mine)})
+
+
+def _record(
+    p: SitePlan, at: ObservedDeployment | None, notes: Mapping[str, str | None]
+) -> DeploymentPatch | None:
+    """A write of lead-time notes on ``at`` (else the site's workload), guarded by the
+    resourceVersion read; None when there is no workload to write on."""
+    if at is not None:
+        if not at.resource_version:
+            return None
+        return DeploymentPatch(
+            at.namespace, at.name, dict(notes), resource_version=at.resource_version, kind=at.kind
+        )
+    if not p.resource_version:
         return None
     return DeploymentPatch(
         p.site.namespace,
         p.site.deployment,
-        {ann.HEAD_STAGES: dumps(mine)},
+        dict(notes),
         resource_version=p.resource_version,
         kind=p.site.targets[0].kind,
     )
+
+
+def follow_notes(p: SitePlan, now: float) -> dict[str, str | None] | None:
+    """What following a delivered site's rollout records on its workload (core.helmplan,
+    core.gitops: the workload of Lead.write): a git site's commit first seen applied, and the
+    rollout of the deployed commit available (a git site's once applied); None: nothing."""
+    lead = p.lead
+    if lead is None or lead.deployed is None:
+        return None
+    notes: dict[str, str | None] = dict(lead.write.annotations) if lead.write else {}
+    d = lead.deployed
+    ran = p.site.delivery != GIT or d.applied is not None
+    if p.rollout is Rollout.AVAILABLE and d.patched is not None and d.available is None and ran:
+        notes[ann.AVAILABLE_AT] = stamp(_whole(now))
+    return notes or None
+
+
+def follow_patch(p: SitePlan, at: ObservedDeployment | None, now: float) -> DeploymentPatch | None:
+    """follow_notes as the write on ``at``, guarded by the resourceVersion read."""
+    notes = follow_notes(p, now)
+    return _record(p, at, notes) if notes and at is not None else None
+
+
+def followed_up(lead: Lead | None, write: DeploymentPatch, now: float) -> Lead | None:
+    """The Lead once follow_patch's write landed."""
+    if lead is not None and ann.AVAILABLE_AT in write.annotations:
+        lead = available(lead, now)
+    return replace(lead, write=None) if lead is not None else None
 
 
 def update_notes(p: SitePlan) -> dict[str, str | None]:
@@ -299,15 +457,26 @@ def update_notes(p: SitePlan) -> dict[str, str | None]:
     return {ann.STAGES: dumps(Stages(p.sha))}
 
 
-def after_patch(lead: Lead | None, sha: str, now: float) -> Lead:
-    """The Lead once ``sha`` was patched in at ``now``: its rollout is what it waits for."""
+def head_notes(p: SitePlan) -> dict[str, str | None]:
+    """The head's record for a write that proposes it without deploying it (a git site's pull
+    request): what the update would have recorded, kept until the merge is recorded."""
+    lead = p.lead
+    if lead is None or lead.head is None or lead.head.sha != p.sha:
+        return {}
+    return {ann.HEAD_STAGES: dumps(lead.head)}
+
+
+def after_patch(lead: Lead | None, sha: str, now: float, *, delivery: str = "") -> Lead:
+    """The Lead once ``sha`` was patched in at ``now``: its rollout is what it waits for (a
+    git site's commit: its GitOps tool)."""
     now = _whole(now)
     lead = lead or Lead()
     mine = lead.head if lead.head is not None and lead.head.sha == sha else lead.target
     deployed = replace(mine if mine and mine.sha == sha else Stages(sha), patched=now)
     if lead.head is not None and lead.head.sha != sha:  # an older commit: the head still waits
         return replace(lead, deployed=deployed, target=None, write=None)
-    return Lead(deployed, waiting="available", since=now)
+    waiting = "applied" if delivery == GIT else "available"
+    return Lead(deployed, waiting=waiting, since=now, verb=lead.verb)
 
 
 def available(lead: Lead | None, now: float) -> Lead | None:
@@ -393,9 +562,10 @@ def age(seconds: float) -> str:
     return f"{s // 86400} d {s % 86400 // 3600} h"
 
 
-def line(s: Stages) -> str:
+def line(s: Stages, verb: str = "patched") -> str:
     """ "pushed 14:02 → checks green +4m10s → image +4m40s → patched +4m41s → available +5m03s"
-    (from "seen" when the push time is unknown); "" when nothing is known."""
+    (from "seen" when the push time is unknown; ``verb`` names the patch: "upgraded" for a Helm
+    site, "committed" for a git site, whose line has "applied" too); "" when nothing is known."""
     first = "pushed" if s.pushed is not None else "seen"
     start = getattr(s, first)
     if start is None:
@@ -404,7 +574,7 @@ def line(s: Stages) -> str:
     for key in STAGES[1:]:
         value = getattr(s, key)
         if value is not None:
-            parts.append(f"{LABELS[key]} {offset(value - start)}")
+            parts.append(f"{verb if key == 'patched' else LABELS[key]} {offset(value - start)}")
     return " → ".join(parts)
 
 
@@ -414,7 +584,7 @@ def waiting_text(lead: Lead | None, now: float) -> str:
         return ""
     commit = lead.head if lead.head is not None else lead.deployed
     who = f"head {commit.sha[:7]}" if commit is not None else "head"
-    if lead.waiting == "available" and lead.deployed is not None:
+    if lead.waiting in ("available", "applied") and lead.deployed is not None:
         who = f"{lead.deployed.sha[:7]}"
     text = f"{who} waiting for {WAITS.get(lead.waiting, lead.waiting)}"
     if lead.since is not None:
@@ -431,7 +601,7 @@ def as_dict(lead: Lead | None, now: float) -> dict[str, object] | None:
         if s is None:
             return None
         times = {k: stamp(v) for k in (*STAGES, "seen") if (v := getattr(s, k)) is not None}
-        return {"sha": s.sha, **times, "seconds": durations(s), "line": line(s)}
+        return {"sha": s.sha, **times, "seconds": durations(s), "line": line(s, lead.verb)}
 
     return {
         "deployed": stages(lead.deployed),

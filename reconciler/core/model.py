@@ -441,8 +441,10 @@ class VerifyRequest:
 @dataclass(frozen=True, slots=True)
 class Stages:
     """When each stage of one commit's way to a site happened (seconds since the epoch; None:
-    not reached, or not known): pushed, checks green, image present, patched, available; and
-    when the reconciler first saw it as the branch head."""
+    not reached, or not known): pushed, checks green, image present, patched (a Helm site's
+    upgrade, a git site's commit to its configuration repository), applied (a git site: its
+    GitOps tool ran the commit), available; and when the reconciler first saw it as the
+    branch head."""
 
     sha: str
     pushed: float | None = None
@@ -451,6 +453,7 @@ class Stages:
     patched: float | None = None
     available: float | None = None
     seen: float | None = None
+    applied: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,6 +467,7 @@ class Lead:
     since: float | None = None
     target: Stages | None = None  # an older commit an update deploys instead of the head
     write: DeploymentPatch | None = field(default=None, compare=False)  # records the head
+    verb: str = "patched"  # how the page names the deploying write: "upgraded", "committed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -277,7 +277,10 @@ class SiteDelivery(Protocol):
        and HTTP for one site. rollback goes back to the deploy before the current one, or to
        commit `to` whose image (verified, maybe pinned) is `image`, and holds the site there;
        it answers what it did and the image the site runs then. They raise CommandError or
-       ReconcilerError with a message for people."""
+       ReconcilerError with a message for people.
+    5. `workload(plan, seen)` is the workload that carries the site's lead time (core.leadtime),
+       its annotations as lead time reads them (None: there is none); its writes (the head's
+       record, applied-at, available-at) are plain annotation patches of it."""
 
     def observe(self, sites: Sequence[Site]) -> Mapping[str, object]: ...
 
@@ -296,3 +299,5 @@ class SiteDelivery(Protocol):
     ) -> tuple[str, str | None]: ...
 
     def history(self, site: Site) -> list[Deploy]: ...
+
+    def workload(self, plan: SitePlan, seen: object) -> ObservedDeployment | None: ...

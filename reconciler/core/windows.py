@@ -63,6 +63,7 @@ only what the sync deploys by itself: rollbacks, hold, resume and rollback alway
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -280,7 +281,13 @@ def parse_duration(text: str) -> timedelta:
     return span
 
 
-def parse_windows(data: Mapping[str, Any], problem: Problem) -> dict[str, Window]:
+class Windows(dict[str, Window]):
+    """The file's valid windows by name; `defined` names every [windows.NAME], broken or not."""
+
+    defined: frozenset[str] = frozenset()
+
+
+def parse_windows(data: Mapping[str, Any], problem: Problem) -> Windows:
     """Validate the [windows] table (``data["windows"]``); report each problem through `problem`
     with the path of the key at fault, e.g. ("windows", "weekend-freeze", "duration")."""
     raw = data.get("windows", {})
@@ -288,8 +295,9 @@ def parse_windows(data: Mapping[str, Any], problem: Problem) -> dict[str, Window
         problem(
             ("windows",), '"windows" must be a table of named windows, e.g. [windows.NAME]', None
         )
-        return {}
-    out: dict[str, Window] = {}
+        return Windows()
+    out = Windows()
+    out.defined = frozenset(raw)
     for name, table in raw.items():
         where = ("windows", name)
         if not _NAME_RE.match(name):
@@ -310,14 +318,19 @@ def select(
     site: str | None,
     problem: Problem,
 ) -> tuple[Window, ...]:
-    """The windows a site or the defaults name (``windows = ["weekend-freeze"]``), in order."""
+    """The windows a site or the defaults name (``windows = ["weekend-freeze"]``), in order (a
+    window of the file with problems of its own is not unknown: those were reported)."""
+    defined = windows.defined if isinstance(windows, Windows) else frozenset(windows)
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         problem(where, '"windows" must be a list of window names, e.g. ["weekend-freeze"]', site)
         return ()
-    unknown = [n for n in names if n not in windows]
+    unknown = [n for n in names if n not in windows and n not in defined]
     if unknown:
-        known = ", ".join(sorted(windows)) or "none defined"
-        problem(where, f"unknown window(s) {', '.join(unknown)}; known: {known}", site)
+        known = ", ".join(sorted({*windows, *defined})) or "none defined"
+        close = [m for n in unknown for m in difflib.get_close_matches(n, [*windows, *defined], 1)]
+        said = ", ".join(f'"{m}"' for m in close)
+        hint = f" (did you mean {said}?)" if close else ""
+        problem(where, f"unknown window(s) {', '.join(unknown)}{hint}; known: {known}", site)
     return tuple(windows[n] for n in dict.fromkeys(names) if n in windows)
 
 
@@ -327,7 +340,7 @@ def _window(
     failed: list[str] = []
 
     def fail(key: str, message: str) -> None:
-        problem((*where, key), message, None)
+        problem((*where, key), f'window "{name}": {message}', None)
         failed.append(key)
 
     for key in t:

@@ -212,12 +212,30 @@ def _kustomize_slots(
     label = f"images[name={target.name}]"
     if not target.digest:
         tag = _need(image.tag, "tag", image)
+        _tag_is_used(entry, label, image, file)
         return [_Slot(entry, "newTag", tag, f"{label}.newTag", anchor="name")]
     digest = _need(image.digest, "digest", image)
     return [
         _Slot(entry, "newName", image.repository, f"{label}.newName", anchor="name"),
         _Slot(entry, "digest", digest, f"{label}.digest", anchor="name"),
     ]
+
+
+def _tag_is_used(entry: Any, label: str, image: ImageRef, file: str) -> None:
+    """A newTag kustomize would not deploy is refused: beside a `digest` (kustomize takes the
+    digest and ignores the tag), or beside a `newName` that is not the image's repository."""
+    name = entry.get("newName")
+    if "digest" in entry:
+        raise WriteBackError(
+            f"{file}:{entry.lc.key('digest')[0] + 1}: {label} has a digest, which kustomize "
+            "deploys instead of newTag: set digest = true in the site's [git] table (with "
+            "pin_digest) or remove the digest from the file"
+        )
+    if name is not None and str(name) != image.repository:
+        raise WriteBackError(
+            f"{file}:{entry.lc.key('newName')[0] + 1}: {label} has newName {name}, not the "
+            f"image's repository {image.repository}: newTag would deploy {name}:{image.tag}"
+        )
 
 
 def _helm_slots(docs: Sequence[Any], target: HelmValues, image: ImageRef, file: str) -> list[_Slot]:

@@ -22,6 +22,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 
+from reconciler.core import leadtime
 from reconciler.core.config.sites import Config
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.model import (
@@ -307,15 +308,9 @@ class Follower:
 
 
 def _unrecorded(seen: SiteResult) -> bool:
-    """A rollout of a commit the reconciler deployed, available, not recorded so yet."""
-    lead = seen.plan.lead
-    deployed = lead.deployed if lead is not None else None
-    return (
-        seen.plan.rollout is Rollout.AVAILABLE
-        and deployed is not None
-        and deployed.patched is not None
-        and deployed.available is None
-    )
+    """A rollout of a commit the reconciler deployed, available, not recorded so yet (or a git
+    site's commit applied by its GitOps tool: core.leadtime.follow_notes)."""
+    return leadtime.follow_notes(seen.plan, 0.0) is not None
 
 
 def _became_available(r: SiteResult, feeding: set[str]) -> bool:

@@ -23,7 +23,7 @@ def lead_time_histogram(r: CollectorRegistry) -> Histogram:
     return Histogram(
         "reconciler_lead_time_seconds",
         "Seconds from a commit's push to each stage of its deploy (checks, image, patched,"
-        " available), observed once per rollout that became available",
+        " applied, available), observed once per rollout that became available",
         ["stage"],
         buckets=LEAD_TIME_BUCKETS,
         registry=r,

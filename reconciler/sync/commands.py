@@ -84,7 +84,7 @@ def rollback(engine: Engine, site: Site, *, by: str, to: str | None = None) -> D
 
 
 def _previous(d: ObservedDeployment | None, container: str) -> str | None:
-    return ann.previous_image(d.annotations, container) if d is not None else None
+    return rollout.previous_image(d.annotations, container) if d is not None else None
 
 
 def _by_workload(parts: tuple[Site, ...]) -> list[list[Site]]:

@@ -8,7 +8,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from reconciler.core.errors import ErrorKind, ReconcilerError
-from reconciler.core.model import KUBERNETES, Action, HeadResult, Site, SitePlan
+from reconciler.core.model import (
+    KUBERNETES,
+    Action,
+    HeadResult,
+    ObservedDeployment,
+    Site,
+    SitePlan,
+)
 from reconciler.core.ports import SiteDelivery
 
 
@@ -53,6 +60,14 @@ class Deliveries:
             except ReconcilerError as exc:
                 seen.update({s.name: exc for s in group})
         return seen
+
+    def workload(self, plan: SitePlan, seen: Mapping[str, object]) -> ObservedDeployment | None:
+        """The workload carrying a non-Kubernetes site's lead time (None: none was read)."""
+        got = seen.get(plan.site.name)
+        delivery = self.by_name.get(plan.site.delivery)
+        if got is None or isinstance(got, ReconcilerError) or delivery is None:
+            return None
+        return delivery.workload(plan, got)
 
     def verdict(
         self, site: Site, head: HeadResult | None, seen: Mapping[str, object], now: float

@@ -162,7 +162,15 @@ class Engine:
 
         result = _fall_back(self.verifier, result, heads, replan)
         result = _env_gates(config, result, observed, now, override=override, by=by)
-        return _lead(config, result, heads=heads, observed=observed, now=now, pushed=self.pushed)
+        return _lead(
+            config,
+            result,
+            heads=heads,
+            observed=observed,
+            now=now,
+            pushed=self.pushed,
+            workload=lambda p: self.deliveries.workload(p, seen),
+        )
 
     def _resolve(self, refs: Collection[RepoRef]) -> Mapping[RepoRef, HeadResult]:
         try:
@@ -317,7 +325,7 @@ class Engine:
         was = (p.running_sha or "")[:7] or p.current_image
         p = replace(
             p,
-            lead=leadtime.after_patch(p.lead, p.sha or "", self.clock()),
+            lead=leadtime.after_patch(p.lead, p.sha or "", self.clock(), delivery=p.site.delivery),
             changed_at=stamp,
             running_sha=p.sha,
             rollout=Rollout.PROGRESSING,
@@ -341,7 +349,7 @@ class Engine:
                 fresh = _read(self, site)
             except ReconcilerError as exc:
                 return _failed(p, f"re-reading after a conflict failed: {exc}", exc.kind)
-            fresh_plan = self._plan_one(site, heads, fresh)
+            fresh_plan = _plan_one(self, site, heads, fresh)
         if fresh_plan.action is Action.UPDATE and p.action is Action.UPDATE and p.target_image:
             # same commit, same verified image: keep the digest the gate pinned (and, during a
             # fallback, the branch head and why an older commit goes out)
@@ -356,22 +364,6 @@ class Engine:
                 approved_by=p.approved_by,
             )
         return replace(fresh_plan, lead=p.lead)
-
-    def _plan_one(
-        self,
-        site: Site,
-        heads: Mapping[RepoRef, HeadResult],
-        fresh: ObservedDeployment | None,
-    ) -> SitePlan:
-        if release.is_release(site):  # every target read again
-            return _plan_release(self, site, heads)
-        now = self.clock()
-        view = {fresh.key: fresh} if fresh else {}
-        troubles = _troubles(self, site, fresh, now) if fresh else ()
-        p = planner.plan_site(site, heads, {site.namespace: view}, now=now, troubles=troubles)
-        notes = fresh.annotations if fresh else None
-        lead = leadtime.lead_of(p, notes, heads.get(site.ref), pushed=None, now=now)
-        return replace(p, lead=lead)
 
     # -- following rollouts -------------------------------------------------------------------
 
@@ -410,7 +402,7 @@ class Engine:
         """The site's verdict without GitHub (its Deployment, or its delivery's records); a
         failed rollout is rolled back (through its delivery) when `act`."""
         if site.delivery != KUBERNETES:
-            p = self.deliveries.verdict(site, None, seen, self.clock())
+            p = _follow_delivered(self, site, seen, act=act)
         else:
             view = views.get(site.namespace)
             try:
@@ -423,7 +415,7 @@ class Engine:
             except ReconcilerError as exc:
                 error = SitePlan(site, Action.ERROR, reason=str(exc), error_kind=exc.kind)
                 return SiteResult(error)
-            p = self._plan_one(site, {}, fresh)
+            p = _plan_one(self, site, {}, fresh)
             now = self.clock()
             if act and fresh is not None and (stamp := promotion.available_patch(fresh, now)):
                 port = self.clusters.port(site)  # when its rollout became available
@@ -618,12 +610,19 @@ def _lead(
     observed: Observed,
     now: float,
     pushed: Callable[[str, str], float | None],
+    workload: Callable[[SitePlan], ObservedDeployment | None],
 ) -> Plan:
-    """Every verdict with its lead time, stage by stage (core.leadtime)."""
+    """Every verdict with its lead time, stage by stage (core.leadtime); a site of another
+    delivery's records are on the workload it names (`workload`)."""
     out = []
     for p in result.sites:
-        if p.site.delivery != KUBERNETES:  # recorded on the workload: Deployments only, for now
-            out.append(p)
+        if p.site.delivery != KUBERNETES:
+            head = heads.get(p.site.ref)
+            when = pushed(head.repo, head.sha) if isinstance(head, BranchHead) else None
+            at = workload(p)
+            notes = at.annotations if at is not None else None
+            lead = leadtime.lead_of(p, notes, head, pushed=when, now=now, at=at)
+            out.append(replace(p, lead=lead))
             continue
         d = _deployment(observed, p.site)
         notes = d.annotations if d is not None else None
@@ -637,6 +636,32 @@ def _lead(
             lead = leadtime.lead_of(p, notes, head, pushed=when, now=now)
         out.append(replace(p, lead=lead))
     return Plan(tuple(out))
+
+
+def _follow_delivered(
+    engine: Engine, site: Site, seen: Mapping[str, object], *, act: bool
+) -> SitePlan:
+    """A followed verdict of another delivery, with its lead time (no branch head); with `act`,
+    what following it saw is recorded on the workload of its records (core.leadtime.follow_patch:
+    a git site's commit applied, the rollout available); a conflict or a failure is left to
+    the next look."""
+    now = engine.clock()
+    p = engine.deliveries.verdict(site, None, seen, now)
+    at = engine.deliveries.workload(p, seen)
+    notes = at.annotations if at is not None else None
+    p = replace(p, lead=leadtime.lead_of(p, notes, None, pushed=None, now=now, at=at))
+    write = leadtime.follow_patch(p, at, now) if act else None
+    if write is None:
+        return p
+    try:
+        result = engine.cluster_of(p.site).patch(write, dry_run=False)
+    except ReconcilerError as exc:
+        result = ApplyResult(False, str(exc))
+    if not result.ok:
+        if not result.conflict:
+            log.warning("%s: recording its rollout: %s", p.site.name, result.reason)
+        return p
+    return replace(p, lead=leadtime.followed_up(p.lead, write, now))
 
 
 def _record_stages(engine: Engine, the_plan: Plan) -> None:
@@ -769,6 +794,24 @@ def _merged(engine: Engine, parts: Sequence[SitePlan], trigger: str) -> SitePlan
         elif q.write is not None:
             patches.append(q.write)
     return replace(moving[0], write=rollout.merge(patches))
+
+
+def _plan_one(
+    engine: Engine,
+    site: Site,
+    heads: Mapping[RepoRef, HeadResult],
+    fresh: ObservedDeployment | None,
+) -> SitePlan:
+    """One site planned against its workload read again (`fresh`; a release: all of them)."""
+    if release.is_release(site):  # every target read again
+        return _plan_release(engine, site, heads)
+    now = engine.clock()
+    view = {fresh.key: fresh} if fresh else {}
+    troubles = _troubles(engine, site, fresh, now) if fresh else ()
+    p = planner.plan_site(site, heads, {site.namespace: view}, now=now, troubles=troubles)
+    notes = fresh.annotations if fresh else None
+    lead = leadtime.lead_of(p, notes, heads.get(site.ref), pushed=None, now=now)
+    return replace(p, lead=lead)
 
 
 def _plan_release(engine: Engine, site: Site, heads: Mapping[RepoRef, HeadResult]) -> SitePlan:

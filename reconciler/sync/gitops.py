@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from reconciler.core import annotations as ann
-from reconciler.core import gitops
+from reconciler.core import gitops, leadtime
 from reconciler.core.errors import CommandError, ErrorKind, ReconcilerError
 from reconciler.core.model import (
     Action,
@@ -122,6 +122,11 @@ class GitDelivery:
         p = planner.plan_site(site, heads, {site.namespace: view}, now=now, troubles=seen.troubles)
         return gitops.adjust(p, seen.deployment, seen.repo, troubles=seen.troubles, now=now)
 
+    def workload(self, plan: SitePlan, seen: object) -> ObservedDeployment | None:
+        """The Deployment the GitOps tool rolls: the reconciler's records are on it."""
+        assert isinstance(seen, GitSeen)
+        return seen.deployment
+
     # ---- writing -----------------------------------------------------------------------------
 
     def apply(self, p: SitePlan, *, dry_run: bool, trigger: str) -> ApplyResult:
@@ -181,6 +186,7 @@ class GitDelivery:
         _log(p, done)
         if done.outcome in _PULLS:
             notes: dict[str, str | None] = {ann.GIT_PROPOSED: f"{p.sha} {p.target_image}"}
+            notes.update(leadtime.head_notes(p))  # its stages, until the merge is recorded
             event = KubeEvent("Normal", "PullRequest", f"{done.pull_url}: {p.target_image}")
             made = self._patch(d, notes, (event,), dry_run=False)
             why = f"pull request {done.pull_url} ({done.outcome.value}) waits for a merge"
@@ -188,6 +194,7 @@ class GitDelivery:
         notes = gitops.record(
             p, dict(d.annotations), commit=done.commit, trigger=trigger, now=self.clock()
         )
+        notes.update(leadtime.update_notes(p))  # its stages: the commit is its "patched"
         what = f"{gitops.where(spec)} commit {(done.commit or '')[:7]}" if done.commit else ""
         message = f"container {p.container}: {p.target_image} ({p.site.repo} {p.sha[:7]})"
         event = KubeEvent(

@@ -16,10 +16,12 @@ import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
+from reconciler.core import leadtime
 from reconciler.core.errors import CommandError, ErrorKind, HelmError, ReconcilerError
 from reconciler.core.helmplan import (
     ReleaseView,
     keys_of,
+    lead_workload,
     notes_deployment,
     rollout_of,
     verdict,
@@ -42,6 +44,7 @@ from reconciler.core.model import (
     KINDS,
     Action,
     ApplyResult,
+    DeploymentPatch,
     HeadResult,
     HelmSpec,
     ObservedDeployment,
@@ -132,6 +135,12 @@ class HelmDelivery:
         assert isinstance(seen, ReleaseView), seen
         return verdict(site, head, seen, now)
 
+    def workload(self, plan: SitePlan, seen: object) -> ObservedDeployment | None:
+        """The release's Deployment that carries the notes, as lead time reads it (the
+        deployed revision's commit and time from Helm's record: core.helmplan.lead_workload)."""
+        assert isinstance(seen, ReleaseView), seen
+        return lead_workload(plan, seen)
+
     # ---- writing -----------------------------------------------------------------------------
 
     def apply(self, plan: SitePlan, *, dry_run: bool, trigger: str) -> ApplyResult:
@@ -165,7 +174,24 @@ class HelmDelivery:
             done.revision, done.status, trigger,
             extra={"event": "helm_upgrade", "site": plan.site.name, "revision": done.revision},
         )  # fmt: skip
+        if not dry_run:
+            self._record_stages(plan, done.manifest)
         return ApplyResult(ok=True, generation=done.revision)
+
+    def _record_stages(self, plan: SitePlan, manifest: str) -> None:
+        """The deployed commit's stages (core.leadtime), on the release's Deployment that carries
+        the notes: one unguarded annotation patch after the upgrade (only reconciler.dev/ keys).
+        Lost (a crash, a refusal), the head's record, when there was one, still tells them."""
+        notes = leadtime.update_notes(plan)
+        spec = _spec(plan.site)
+        w = notes_deployment(plan.site, workloads(manifest, spec.namespace)) if notes else None
+        if w is None:
+            return
+        result = self.cluster.patch(DeploymentPatch(w.namespace, w.name, notes), dry_run=False)
+        if not result.ok:
+            log.warning(
+                "%s: recording the stages of the upgrade: %s", plan.site.name, result.reason
+            )
 
     def _roll_back(self, plan: SitePlan, spec: HelmSpec, planned: int | None) -> None:
         assert plan.back_to is not None

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from reconciler.core import annotations as ann
+from reconciler.core import leadtime
+from reconciler.core.rollout.state import parse_time
 from testkit.controlplane import LocalCluster, crashloop_sha
 from testkit.deployments import create_deployment
 from testkit.github import GitHubStandIn, random_sha
@@ -106,11 +108,24 @@ def test_commit_rollout_followed_failure_and_revert_commit(
     waiting = world.sync()
     assert waiting["action"] == "skip" and "waiting for the GitOps tool" in waiting["reason"]
     assert github.log(CONFIG, "main", limit=1)[0].sha == deploy.sha  # nothing committed twice
+    # lead time: the commit is its "patched"; it waits for the GitOps tool since then
+    recorded = leadtime.loads(world.get()["metadata"]["annotations"][ann.STAGES])
+    assert recorded is not None and recorded.sha == good and recorded.pushed is not None
+    lead = waiting["lead"]
+    assert lead["waiting"] == "applied" and lead["deployed"]["sha"] == good, lead
+    assert f"{good[:7]} waiting for the GitOps tool to apply it since " in lead["text"]
+    assert lead["since"] == lead["deployed"]["patched"]
 
     assert player.sync() == f"gcr.io/p/blog:{good}"
-    settled(world, "in-sync", "available")
+    live = settled(world, "in-sync", "available")
     notes = world.get()["metadata"]["annotations"]
     assert notes[ann.SHA] == good and notes[ann.GIT_COMMIT] == deploy.sha
+    # a sync saw the Deployment run the committed image: recorded applied, once
+    applied, committed = parse_time(notes[ann.APPLIED_AT]), parse_time(notes[ann.UPDATED_AT])
+    assert applied is not None and committed is not None and committed <= applied
+    line = world.sync()["lead"]["deployed"]["line"]
+    assert " → committed +" in line and " → applied +" in line, (line, live["lead"])
+    assert world.get()["metadata"]["annotations"][ann.APPLIED_AT] == notes[ann.APPLIED_AT]
     code, history = world.cli("history", "blog")
     assert code == 0 and history[0]["sha"] == good, history
     assert history[0]["by"] == f"{FIELD_MANAGER} applying the reconciler's commit {deploy.sha[:7]}"
@@ -196,6 +211,23 @@ def test_serve_commits_follows_and_reverts(
     try:
         wait_until(lambda: tag_in_repo(world.github) == good, "serve's startup commit", timeout=60)
         player.sync()
+
+        def lead() -> dict[str, Any]:
+            return dict(proc.request("GET", "/status")[1]["sites"][0]["lead"] or {})
+
+        # the follower records the apply and the rollout available: /status, the page, metrics
+        live = proc.wait_for(
+            lambda: (x := lead()) and (x["deployed"] or {}).get("available") and x,
+            120,
+            "the rollout recorded available",
+        )
+        assert live["deployed"]["sha"] == good and live["waiting"] is None, live
+        line = live["deployed"]["line"]
+        assert " → committed +" in line and " → applied +" in line and " → available +" in line
+        assert line in proc.request("GET", "/sites/blog")[1]
+        metrics = proc.request("GET", "/metrics")[1]
+        for stage in ("patched", "applied", "available"):
+            assert f'reconciler_lead_time_seconds_count{{stage="{stage}"}} 1.0' in metrics
         bad = world.head(crashloop_sha())
         status, _ = proc.request("POST", "/sync/blog", token=TRIGGER)
         assert status in (200, 202)
@@ -229,8 +261,12 @@ def test_pr_mode_keeps_one_pull_request_per_site_and_records_the_merge(
     (pull,) = github.pulls(CONFIG)  # updated, never a second one
     assert (pull.head, pull.base, pull.state) == ("reconciler/blog", "main", "open")
     assert tag_in_repo(github, "reconciler/blog") == newer
-    assert world.sync()["action"] == "skip"  # unchanged: nothing pushed again
+    unchanged = world.sync()
+    assert unchanged["action"] == "skip"  # unchanged: nothing pushed again
     assert len(github.pulls(CONFIG)) == 1
+    assert unchanged["lead"]["waiting"] == "merge", unchanged["lead"]  # lead time: its stage
+    proposed = leadtime.loads(world.get()["metadata"]["annotations"].get(ann.HEAD_STAGES))
+    assert proposed is not None and proposed.sha == newer  # recorded with the pull request
 
     merged = github.file_at(CONFIG, "reconciler/blog", PATH) or ""
     github.commit_files(CONFIG, "main", {PATH: merged}, "Merge pull request #1", ("Bob", "b@x"))
@@ -238,7 +274,10 @@ def test_pr_mode_keeps_one_pull_request_per_site_and_records_the_merge(
     assert recorded["action"] == "update" and recorded["applied"], recorded
     (pull,) = github.pulls(CONFIG)
     assert pull.state == "closed"  # superseded: the branch holds it
-    assert world.get()["metadata"]["annotations"][ann.SHA] == newer
+    notes = world.get()["metadata"]["annotations"]
+    assert notes[ann.SHA] == newer and ann.HEAD_STAGES not in notes
+    deployed = leadtime.loads(notes[ann.STAGES])  # the merge recorded: the head's stages kept
+    assert deployed is not None and deployed.sha == newer and deployed.seen == proposed.seen
     player.sync()
     settled(world, "in-sync", "available")
 
@@ -252,6 +291,12 @@ def break_file(github: GitHubStandIn) -> None:
     github.commit_files(CONFIG, "main", {PATH: "images: [\n  - name: x\n"}, "Oops")
 
 
+def pin_file(github: GitHubStandIn) -> None:
+    """The entry pinned by a digest, which kustomize deploys instead of any newTag."""
+    pinned = KUSTOMIZATION + "    digest: sha256:" + "ab" * 32 + "\n"
+    github.commit_files(CONFIG, "main", {PATH: pinned}, "Pin blog")
+
+
 @pytest.mark.parametrize(
     ("extra", "act", "expected"),
     [
@@ -260,8 +305,9 @@ def break_file(github: GitHubStandIn) -> None:
         ("", break_file, "does not parse as YAML"),
         ('file = "apps/nope.yaml"\n', None, "no apps/nope.yaml on branch 'main'"),
         ('kustomize_image = "gcr.io/p/nope"\n', None, "no `images:` entry named"),
+        ("", pin_file, "has a digest, which kustomize deploys instead of newTag"),
     ],
-    ids=["403", "protected", "yaml", "no-file", "no-entry"],
+    ids=["403", "protected", "yaml", "no-file", "no-entry", "digest"],
 )
 def test_bad_input_fails_only_that_site_and_writes_nothing(
     world: RolloutWorld, extra: str, act: Any, expected: str

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,9 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from reconciler.cli.main import main
+from reconciler.core import annotations as ann
+from reconciler.core import leadtime
+from reconciler.core.rollout.state import parse_time
 from testkit.controlplane import (
     LocalCluster,
     crashloop_sha,
@@ -91,6 +95,15 @@ class HelmWorld:
     def generation(self) -> int:
         return int(get_deployment(self.api, self.ns, "web")["metadata"]["generation"])
 
+    def notes(self) -> dict[str, str]:
+        """The release's Deployment's annotations (the reconciler's notes, its lead time)."""
+        return dict(get_deployment(self.api, self.ns, "web")["metadata"].get("annotations") or {})
+
+    def revision_time(self, number: int) -> float | None:
+        rows = json.loads(self.person.ok("history", "web", "-n", self.ns, "-o", "json"))
+        updated = next(r["updated"] for r in rows if r["revision"] == number)
+        return datetime.fromisoformat(updated).timestamp() // 1
+
 
 @pytest.fixture
 def world(  # noqa: PLR0917 - fixtures
@@ -110,6 +123,9 @@ def test_a_good_commit_is_a_helm_upgrade_followed_until_available(world: HelmWor
     assert code == 0 and plan[0]["action"] == "update"
     assert f"image.tag v1 → {sha}" in plan[0]["reason"] and "Deployment/web" in plan[0]["reason"]
     assert [r[0] for r in world.history()] == [1]  # plan wrote nothing
+    waiting = plan[0]["lead"]  # ready (verify = "none"): a plan does not deploy it
+    assert waiting["waiting"] == "sync" and waiting["head"]["sha"] == sha, waiting
+    assert ann.HEAD_STAGES not in world.notes()  # plan wrote nothing
 
     done = world.sync(*WAIT)
     assert done["action"] == "update" and done["applied"], done
@@ -122,6 +138,21 @@ def test_a_good_commit_is_a_helm_upgrade_followed_until_available(world: HelmWor
     again = world.sync()
     assert again["action"] == "in-sync" and again["running_sha"] == sha
     assert len(world.history()) == 2
+
+    # lead time, stage by stage: the stages on the release's Deployment, the upgrade from helm's
+    # record, available as `sync --wait` followed it
+    notes = world.notes()
+    recorded = leadtime.loads(notes[ann.STAGES])
+    assert recorded is not None and recorded.sha == sha and recorded.pushed is not None
+    lead = again["lead"]
+    assert lead["waiting"] is None and lead["deployed"]["sha"] == sha, lead
+    upgraded = parse_time(lead["deployed"]["patched"])
+    assert upgraded == world.revision_time(2)
+    available = parse_time(notes[ann.AVAILABLE_AT])
+    assert available is not None and upgraded is not None and upgraded <= available
+    line = lead["deployed"]["line"]
+    assert line.startswith("pushed ") and " → upgraded +" in line and " → available +" in line
+    assert set(lead["deployed"]["seconds"]) == {"patched", "available"}
 
 
 def test_a_dry_run_is_a_server_side_dry_run_that_writes_nothing(world: HelmWorld) -> None:
@@ -168,6 +199,10 @@ def test_a_persons_helm_rollback_holds_the_site_until_resume(world: HelmWorld) -
     moved = world.head()  # the branch moves on: still held
     held = world.sync()
     assert held["action"] == "held", held
+    # the head waits for the hold, recorded on the release's Deployment (Helm keeps none)
+    assert held["lead"]["waiting"] == "hold" and held["lead"]["head"]["sha"] == moved
+    head_record = leadtime.loads(world.notes().get(ann.HEAD_STAGES))
+    assert head_record is not None and head_record.sha == moved
     assert held["held_by"] == "helm revision 4 (Rollback to 2)"
     assert f"image set to :{first}" in held["reason"] and f"(was :{second})" in held["reason"]
     assert world.image() == f"registry.example/web:{first}"
@@ -214,6 +249,19 @@ def test_serve_upgrades_follows_and_rolls_back_a_helm_site_on_its_own(
             120,
             "the upgrade available",
         )
+        # its lead time, as for a patched site: /status, the page's line, the histogram
+        live = served.wait_for(
+            lambda: (s := site())["lead"]["deployed"].get("available") and s,
+            60,
+            "the upgrade recorded available",
+        )
+        assert live["lead"]["deployed"]["sha"] == good and live["lead"]["waiting"] is None
+        line = live["lead"]["deployed"]["line"]
+        assert " → upgraded +" in line and " → available +" in line, line
+        assert line in served.request("GET", "/sites/web")[1]
+        metrics = served.request("GET", "/metrics")[1]
+        for stage in ("patched", "available"):
+            assert f'reconciler_lead_time_seconds_count{{stage="{stage}"}} 1.0' in metrics
         bad = world.head(crashloop_sha())
         status, body = served.request("POST", "/sync/web", TRIGGER)
         assert status == 200 and body["results"][0]["applied"], body

@@ -407,6 +407,59 @@ def test_resume_and_rollback_act_on_every_target_of_the_site(release: KindsWorld
     assert world.image() == f"gcr.io/p/shop-jobs:{good}"
 
 
+TWO_CONTAINERS = """\
+[sites.shop]
+repo = "acme/shop"
+branch = "main"
+namespace = "{ns}"
+image = "gcr.io/p/shop:{{sha}}"
+verify = "none"
+rollout_timeout = 1
+
+[[sites.shop.targets]]
+name = "web"
+containers = ["app", "worker"]
+images = {{ worker = "gcr.io/p/worker:{{sha}}" }}
+"""
+
+
+def test_a_crash_looping_commit_puts_back_each_container_of_one_workload_to_its_own_image(
+    workload_cluster: LocalCluster, workload_namespace: str, github: GitHubStandIn, tmp_path: Path
+) -> None:
+    world = KindsWorld(workload_cluster, workload_namespace, github, tmp_path, "CronJob")
+    world.sites.write_text(TWO_CONTAINERS.format(ns=workload_namespace))
+    template = _pod_template("web", "gcr.io/p/shop:before")
+    template["spec"]["containers"].append({"name": "worker", "image": "gcr.io/p/worker:before"})
+    spec = {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": template}
+    world.apply(
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": spec}
+    )
+
+    def images() -> dict[str, str]:
+        out = world.kubectl("get", "deployment/web", "-o", "json")
+        containers = json.loads(out.stdout)["spec"]["template"]["spec"]["containers"]
+        return {c["name"]: c["image"] for c in containers}
+
+    good = world.head()
+    first = world.sync(*WAIT)
+    assert first["action"] == "update" and first["applied"], first
+    assert images() == {"app": f"gcr.io/p/shop:{good}", "worker": f"gcr.io/p/worker:{good}"}
+    bad = world.head(crashloop_sha())
+    back = world.sync(*WAIT, code=1)
+    assert back["action"] == "rolled-back" and back["failed_sha"] == bad, back
+    assert images() == {"app": f"gcr.io/p/shop:{good}", "worker": f"gcr.io/p/worker:{good}"}
+    assert world.sync()["action"] == "skip"
+
+    world.cli("rollback", "shop", "--to", good)
+    assert images() == {"app": f"gcr.io/p/shop:{good}", "worker": f"gcr.io/p/worker:{good}"}
+    world.cli("resume", "shop")  # the failed head is not retried: a new head goes out
+    newer = world.head()
+    world.sync(*WAIT)
+    assert images() == {"app": f"gcr.io/p/shop:{newer}", "worker": f"gcr.io/p/worker:{newer}"}
+    world.cli("rollback", "shop")  # to the previous commit: each container its own image
+    assert images() == {"app": f"gcr.io/p/shop:{good}", "worker": f"gcr.io/p/worker:{good}"}
+
+
 # --- init containers: a migration built from the same commit -------------------------------------
 
 INIT_SITE = """\

@@ -106,6 +106,9 @@ class FakeDelivery:
             site, action, branch=head.branch, sha=head.sha, target_image=target, current_image=seen
         )
 
+    def workload(self, plan: SitePlan, seen: object) -> ObservedDeployment | None:
+        return None  # no records: no lead time
+
     def apply(self, plan: SitePlan, *, dry_run: bool, trigger: str) -> ApplyResult:
         self.applied.append((plan.site.name, plan.action, dry_run))
         if not dry_run and plan.target_image:

@@ -165,6 +165,21 @@ def test_load_errors_name_file_line_and_site(
         assert found[0].site in ("staging", "prod")
 
 
+def test_a_broken_window_is_named_and_the_sites_naming_it_are_not_told_it_is_unknown() -> None:
+    text = SITES.replace('duration = "65h"', 'duration = "65hours"').replace(
+        'windows = ["weekend-freeze"]', 'windows = ["weekend-freeze", "weekend-frieze"]'
+    )
+    with pytest.raises(ConfigError) as caught:
+        config.parse(text, "sites.toml")
+    said = [str(p) for p in caught.value.problems]
+    assert said == [
+        'sites.toml:4: window "weekend-freeze": "duration" \'65hours\' is not a duration: '
+        'write it like "65h", "30m" or "1h30m"',
+        'sites.toml:24: site "prod": unknown window(s) weekend-frieze (did you mean '
+        '"weekend-freeze"?); known: weekend-freeze',
+    ], said
+
+
 def test_a_soaking_commit_is_reported_and_not_deployed() -> None:
     w = World(TUESDAY)
     w.cluster.add(

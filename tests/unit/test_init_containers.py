@@ -6,7 +6,6 @@ the fakes)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
 from reconciler.adapters.kube import pod_troubles, smp_body
@@ -93,10 +92,8 @@ def test_the_init_container_and_the_container_move_together_in_one_write() -> No
     assert {(i.container, i.init) for i in patch.images} == {("app", False), ("migrate", True)}
     notes = w.web.annotations
     assert notes[ann.SHA] == ONE
-    assert json.loads(notes[ann.PREVIOUS_IMAGES]) == {
-        "app": "gcr.io/p/shop:old",
-        "migrate": "gcr.io/p/migrate:old",
-    }
+    assert notes[ann.previous_image_of("app")] == "gcr.io/p/shop:old"
+    assert notes[ann.previous_image_of("migrate")] == "gcr.io/p/migrate:old"
     rows = result.as_dict()["targets"]
     assert isinstance(rows, list)
     assert [(r["container"], r["init"], r["action"]) for r in rows] == [
@@ -123,7 +120,7 @@ def test_a_crash_looping_init_container_rolls_back_every_part_to_its_own_previou
     assert w.images() == (f"gcr.io/p/shop:{ONE}", f"gcr.io/p/migrate:{ONE}")
     notes = w.web.annotations
     assert notes[ann.FAILED_SHA] == TWO and notes[ann.SHA] == ONE
-    assert ann.PREVIOUS_IMAGES not in notes
+    assert ann.previous_image_of("migrate") not in notes
     assert len(w.cluster.patches) == 3  # one write per sync
     again = w.sync(TWO)
     assert again.action is Action.SKIP and again.plan.failed_sha == TWO
@@ -176,7 +173,7 @@ def test_a_refused_patch_puts_both_back_in_one_write() -> None:
         result.plan.reason
     )
     assert w.images() == ("gcr.io/p/shop:old", "gcr.io/p/migrate:old")
-    assert ann.PREVIOUS_IMAGES not in w.web.annotations
+    assert ann.previous_image_of("migrate") not in w.web.annotations
 
 
 def test_only_the_init_container_when_containers_is_empty() -> None:
@@ -256,7 +253,5 @@ def test_a_merged_write_sets_containers_and_init_containers_by_name() -> None:
             ),
         ]
     )
-    notes = {k: v for k, v in merged.annotations.items() if v is not None}
-    assert notes[ann.PREVIOUS_IMAGE] == "a:1"
-    assert ann.previous_image(notes, "m") == "m:1"
-    assert ann.previous_image(notes, "app") == "a:1"
+    assert merged.annotations[ann.PREVIOUS_IMAGE] == "a:1"  # the first's
+    assert [(i.container, i.init) for i in merged.images] == [("app", False), ("m", True)]

@@ -445,3 +445,18 @@ def test_taking_the_lease_after_another_replica_starts_a_sweep() -> None:
     shared.release()
     shared.release()
     assert shared.acquire() is False and swept == ["sweep"]  # this replica held it last
+
+
+def test_each_container_of_one_workload_keeps_its_own_previous_image() -> None:
+    notes = {
+        ann.PREVIOUS_IMAGE: "gcr.io/p/worker:before",  # the workload's last change: the worker
+        ann.previous_image_of("app"): "gcr.io/p/shop:before",
+        ann.previous_image_of("worker"): "gcr.io/p/worker:before",
+    }
+    assert rollout.previous_image(notes, "app") == "gcr.io/p/shop:before"
+    assert rollout.previous_image(notes, "worker") == "gcr.io/p/worker:before"
+    older = {ann.PREVIOUS_IMAGE: "gcr.io/p/shop:before"}  # written before one per container
+    assert rollout.previous_image(older, "app") == "gcr.io/p/shop:before"
+    long = ann.previous_image_of("c" * 63)
+    assert len(long.removeprefix(ann.PREFIX)) == 63
+    assert long != ann.previous_image_of("c" * 62 + "d")

@@ -512,7 +512,7 @@ def test_rollback_patch_sets_the_previous_image_at_the_kinds_template_path() -> 
         ann.SHA: "a" * 40,
         ann.UPDATED_AT: "2026-12-07T03:00:00Z",
         ann.PREVIOUS_IMAGE: None,
-        ann.PREVIOUS_IMAGES: None,
+        ann.previous_image_of("app"): None,
         ann.PREVIOUS_SHA: None,
         ann.FAILED_SHA: "b" * 40,
         ann.FAILED_REASON: "job nightly-2 failed",

@@ -149,6 +149,19 @@ def test_kustomize_errors_name_the_file_and_what_is_missing() -> None:
     assert err.value.kind is ErrorKind.WRITEBACK_TARGET
 
 
+def test_a_tag_kustomize_would_not_deploy_is_refused_naming_the_line() -> None:
+    pinned = f"images:\n- name: web\n  newTag: old\n  digest: {DIGEST}\n"
+    with pytest.raises(WriteBackError, match=r"k.yaml:4: images\[name=web\] has a digest") as err:
+        set_image(pinned, KustomizeImage("web"), NEW, file="k.yaml")
+    assert err.value.kind is ErrorKind.WRITEBACK_TARGET
+    assert "digest = true" in str(err.value)
+    other = "images:\n- name: web\n  newName: gcr.io/acme/web-old\n  newTag: old\n"
+    with pytest.raises(WriteBackError, match=r"k.yaml:3: .* newName gcr.io/acme/web-old, not"):
+        set_image(other, KustomizeImage("web"), NEW, file="k.yaml")
+    same = other.replace("web-old", "web")
+    assert set_image(same, KustomizeImage("web"), NEW).text == same.replace("old\n", "5d6e7f8\n")
+
+
 def test_a_file_that_does_not_parse() -> None:
     with pytest.raises(WriteBackError, match=r"^k.yaml:3: the file does not parse as YAML") as err:
         set_image("images:\n- name: a\n  newTag: v1: x\n", KustomizeImage("a"), NEW, file="k.yaml")

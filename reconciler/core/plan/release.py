@@ -200,7 +200,7 @@ def undo_patch(p: SitePlan, why: str, now: float) -> DeploymentPatch:
             ann.SHA: p.running_sha or None,
             ann.UPDATED_AT: stamp(now),
             ann.PREVIOUS_IMAGE: None,
-            ann.PREVIOUS_IMAGES: None,
+            **({ann.previous_image_of(p.container): None} if p.container else {}),
             ann.PREVIOUS_SHA: None,
         },
         container=p.container,

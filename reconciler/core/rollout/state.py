@@ -197,12 +197,19 @@ class Rollback:
     events: tuple[KubeEvent, ...]
 
 
+def previous_image(notes: Mapping[str, str], container: str | None) -> str | None:
+    """The image `container` ran before the reconciler's last change of it: its own record,
+    else the workload's (written before there was one per container)."""
+    own = notes.get(ann.previous_image_of(container)) if container else None
+    return own or notes.get(ann.PREVIOUS_IMAGE) or None
+
+
 def rollback_of(
     notes: Mapping[str, str], repo: str, container: str, current: str, *, why: str, now: float
 ) -> Rollback | None:
     """The rollback of a workload annotated ``notes`` whose ``container`` runs ``current``;
     None without a recorded previous image."""
-    previous = ann.previous_image(notes, container)
+    previous = previous_image(notes, container)
     if not previous:
         return None
     bad = notes.get(ann.SHA, "")
@@ -214,7 +221,7 @@ def rollback_of(
             ann.SHA: previous_sha,
             ann.UPDATED_AT: stamp(now),
             ann.PREVIOUS_IMAGE: None,
-            ann.PREVIOUS_IMAGES: None,
+            ann.previous_image_of(container): None,
             ann.PREVIOUS_SHA: None,
             ann.FAILED_SHA: bad,
             ann.FAILED_REASON: why[:500],
@@ -291,7 +298,8 @@ def update_annotations(change: ImageChange, now: float) -> dict[str, str | None]
         ann.SHA: change.sha,
         ann.UPDATED_AT: stamp(now),
         ann.TRIGGER: change.trigger[:100] or None,
-        **ann.previous_images({change.container: change.previous_image}),
+        ann.PREVIOUS_IMAGE: change.previous_image or None,
+        ann.previous_image_of(change.container): change.previous_image or None,
         ann.PREVIOUS_SHA: change.previous_sha or None,
     }
     notes.update(change.notes)
@@ -345,7 +353,8 @@ def manual_rollback_patch(
         {
             ann.SHA: sha,
             ann.UPDATED_AT: stamp(now),
-            **ann.previous_images({container: current}),
+            ann.PREVIOUS_IMAGE: current or None,
+            ann.previous_image_of(container): current or None,
             ann.PREVIOUS_SHA: notes.get(ann.SHA) or None,
             ann.HOLD: f"rolled back to {target}",
             ann.HOLD_BY: by,
@@ -404,8 +413,8 @@ def _dig(value: object, *keys: str) -> object:
 def merge(patches: Sequence[DeploymentPatch]) -> DeploymentPatch:
     """One write of several patches of one workload (a release's containers and init
     containers): every image they set, the annotations of the first that sets each (the
-    commit is the release's), each container's previous image (ann.previous_images) when
-    they record one, their Events and change-causes; guarded by the first's resourceVersion."""
+    commit is the release's; each container's previous image has a key of its own), their
+    Events and change-causes; guarded by the first's resourceVersion."""
     first = patches[0]
     if len(patches) == 1:
         return first
@@ -413,9 +422,6 @@ def merge(patches: Sequence[DeploymentPatch]) -> DeploymentPatch:
     for p in patches:
         for key, value in p.annotations.items():
             notes.setdefault(key, value)
-    if any(ann.PREVIOUS_IMAGE in p.annotations for p in patches):
-        before = {p.container or "": p.annotations.get(ann.PREVIOUS_IMAGE) for p in patches}
-        notes.update(ann.previous_images(before))
     causes = [p.change_cause for p in patches if p.change_cause]
     return DeploymentPatch(
         first.namespace,
