@@ -51,6 +51,7 @@ class FakeCluster:
     broken_namespaces: dict[str, str] = field(default_factory=dict)
     applied: list[tuple[ImageChange, bool]] = field(default_factory=list)
     conflicts: int = 0
+    patch_conflicts: int = 0  # the same for patch(): a busy workload's rollback or merged write
     fail: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     patches: list[DeploymentPatch] = field(default_factory=list)
@@ -96,7 +97,13 @@ class FakeCluster:
 
     def patch(self, patch: DeploymentPatch, *, dry_run: bool) -> ApplyResult:
         with self.lock:
-            current = self.deployments[(patch.namespace, view_key(patch.kind, patch.deployment))]
+            key = (patch.namespace, view_key(patch.kind, patch.deployment))
+            current = self.deployments[key]
+            if self.patch_conflicts and patch.resource_version:
+                self.patch_conflicts -= 1
+                bumped = str(int(current.resource_version or 0) + 1)
+                self.deployments[key] = replace(current, resource_version=bumped)
+                return ApplyResult(False, "conflict", ErrorKind.CONFLICT, conflict=True)
             if patch.resource_version and patch.resource_version != current.resource_version:
                 return ApplyResult(False, "conflict", ErrorKind.CONFLICT, conflict=True)
             if not dry_run:

@@ -730,7 +730,7 @@ def _apply_release(engine: Engine, p: SitePlan, *, dry_run: bool, trigger: str) 
         part = writing[0]
 
         def again(_: SitePlan, parts: Sequence[SitePlan] = tuple(writing)) -> SitePlan:
-            return _merged(engine, [engine._replan(q) for q in parts], trigger)
+            return _merged(engine, _replanned(engine, p, parts), trigger)
 
         merged = _merged(engine, writing, trigger)
         result = engine._apply_one(merged, dry_run=dry_run, trigger=trigger, replan=again)
@@ -767,6 +767,24 @@ def _undo(engine: Engine, parts: Sequence[SitePlan], why: str, dry_run: bool) ->
     result = engine.cluster_of(parts[0].site).patch(patch, dry_run=dry_run)
     names = ", ".join(release.label(q) for q in parts)
     return names + ("" if result.ok else f" (failed: {result.reason})")
+
+
+def _replanned(engine: Engine, p: SitePlan, parts: Sequence[SitePlan]) -> list[SitePlan]:
+    """After a conflict on the workload of `parts`: the whole release planned again (a part
+    alone would not know that another one failed), its parts on that workload; an update to
+    the same commit keeps the image the gate verified (and pinned)."""
+    fresh = engine._replan(p)
+    if not fresh.parts:
+        return [fresh]  # the release could not be planned again: its error
+    before = {release.key(q.site): q for q in parts}
+    out = []
+    for q in fresh.parts:
+        old = before.get(release.key(q.site))
+        if old is None:
+            continue
+        same = q.action is Action.UPDATE and old.action is Action.UPDATE and q.sha == old.sha
+        out.append(replace(q, target_image=old.target_image) if same else q)
+    return out or [fresh]
 
 
 def _by_workload(parts: Sequence[SitePlan]) -> list[list[SitePlan]]:

@@ -127,6 +127,22 @@ def test_a_crash_looping_init_container_rolls_back_every_part_to_its_own_previou
     assert w.images() == (f"gcr.io/p/shop:{ONE}", f"gcr.io/p/migrate:{ONE}")
 
 
+def test_the_follower_rolls_back_both_through_conflicts_of_a_busy_deployment() -> None:
+    w = World()
+    w.sync(ONE)
+    w.sync(TWO)
+    status = DeploymentStatus(observed_generation=w.web.generation, replicas=2, updated=1)
+    w.cluster.add(replace(w.web, status=status))
+    w.cluster.troubles[f"shop/gcr.io/p/migrate:{TWO}"] = ("pod web-2: CrashLoopBackOff",)
+    w.now += 60
+    w.cluster.patch_conflicts = 2  # the controller keeps moving the resourceVersion
+    (site,) = w.cfg.sites
+    back = w.engine.follow(site)
+    assert back.action is Action.ROLLED_BACK and back.applied, back.plan.reason
+    assert w.images() == (f"gcr.io/p/shop:{ONE}", f"gcr.io/p/migrate:{ONE}")
+    assert w.web.annotations[ann.FAILED_SHA] == TWO
+
+
 def test_a_persons_change_of_the_init_container_holds_the_site() -> None:
     w = World()
     w.sync(ONE)

@@ -3,10 +3,12 @@ each part a one-container site the planner already knows, and the parts' verdict
 into the site's one verdict, so that all of them move to the same commit in the same run or
 none does:
 
+- any part's rollout failed, and none is held: every part running the failed commit goes back
+  to its previous image and remembers the commit (the site is rolled back), whatever error
+  another part has (the follower, which reads no branch head, has one on every part whose
+  rollout did not fail);
 - any part in error: the site fails with that part's reason, nothing is written;
 - any part held (a person changed its image, or `reconciler hold`): the whole site is held;
-- any part's rollout failed: every part running the failed commit goes back to its previous
-  image and remembers the commit (the site is rolled back);
 - the failed commit is the head on any part: the site waits for a new commit;
 - any part not ready (image missing, checks pending, paused): the site waits, none moves;
 - else the parts not on the head are updated together; in sync when none is.
@@ -117,6 +119,9 @@ def combine(
         write=None,
         waiting=all(p.waiting for p in parts if p.rollout is Rollout.PROGRESSING),
     )
+    failed = next((p for p in parts if p.action is Action.ROLLED_BACK), None)
+    if failed is not None and not any(p.action is Action.HELD for p in parts):
+        return _rolled_back(base, parts, failed, rollback)
     for action in (Action.ERROR, Action.HELD):
         found = next((p for p in parts if p.action is action), None)
         if found is not None:
@@ -129,9 +134,6 @@ def combine(
                 held_at=found.held_at,
                 parts=_quiet(parts, lambda p: p.action is Action.HELD),
             )
-    failed = next((p for p in parts if p.action is Action.ROLLED_BACK), None)
-    if failed is not None:
-        return _rolled_back(base, parts, failed, rollback)
     waiting = next((p for p in parts if p.action is Action.SKIP), None)
     if waiting is not None:
         return replace(
