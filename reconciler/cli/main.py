@@ -309,6 +309,7 @@ def _merged(r: SiteResult, w: SiteResult | None, timeout: float) -> SiteResult:
     """A sync's result for a site, updated with what waiting for its rollout saw."""
     from dataclasses import replace
 
+    from reconciler.core import leadtime
     from reconciler.core.model import Rollout
 
     if w is None:
@@ -316,6 +317,7 @@ def _merged(r: SiteResult, w: SiteResult | None, timeout: float) -> SiteResult:
     if w.applied:
         return w  # rolled back while we waited
     plan = replace(r.plan, rollout=w.plan.rollout, progress=w.plan.progress, waiting=w.plan.waiting)
+    plan = replace(plan, lead=leadtime.followed(r.plan.lead, w.plan.lead))  # available, recorded
     if plan.rollout is Rollout.PROGRESSING and not plan.waiting:
         plan = replace(
             plan, reason=f"{plan.reason}; still progressing after {timeout:.0f}s ({plan.progress})"
@@ -418,6 +420,9 @@ def _history(
         for d in deploys
     ]
     header = ["revision", "when", "commit", "by", "trigger", "outcome", "image"]
+    if any(d.target for d in deploys):  # a site of several targets: which workload
+        rows = [[d.target, *row] for d, row in zip(deploys, rows, strict=True)]
+        header = ["target", *header]
     print(output.table(rows, header) if rows else f"{site.name}: no ReplicaSets yet", file=out)
     return EXIT_OK
 

@@ -83,9 +83,11 @@ def after_promotion(p: SitePlan, verdict: promotion.Verdict) -> SitePlan:
             source = p.site.promote_from
             return replace(p, reason=f"{p.reason}; {verdict.text}", gated=f"from {source}")
         return p
-    ours = p.action is Action.ERROR and p.reason == verdict.text
+    ours = _promotions_own(p, verdict.text)
     if p.action not in (Action.UPDATE, Action.IN_SYNC) and not ours:
         return p  # held, rolled back, paused, unreadable: that verdict stands
+    if ours and p.parts:  # a release: its targets wait for the promotion too, none failed
+        p = replace(p, parts=tuple(_waits(q, verdict.text) for q in p.parts))
     if stage is promotion.Stage.CURRENT:
         if ours:
             return replace(p, action=Action.SKIP, skip=Skip.PROMOTION, error_kind=None)
@@ -102,6 +104,23 @@ def after_promotion(p: SitePlan, verdict: promotion.Verdict) -> SitePlan:
         target_image=None,
         retry_at=verdict.due,
     )
+
+
+def _promotions_own(p: SitePlan, text: str) -> bool:
+    """An error that is only the promotion's words (a follower running no commit yet has no
+    head to be planned against until one is ready); of a release: of each target in error."""
+    if p.action is not Action.ERROR:
+        return False
+    if not p.parts:
+        return p.reason == text
+    return all(q.reason == text for q in p.parts if q.action is Action.ERROR)
+
+
+def _waits(q: SitePlan, text: str) -> SitePlan:
+    """One target of a release whose error was the promotion's words: it waits for it."""
+    if q.action is Action.ERROR and q.reason == text:
+        return replace(q, action=Action.SKIP, skip=Skip.PROMOTION, error_kind=None)
+    return q
 
 
 # --- approval -------------------------------------------------------------------------------

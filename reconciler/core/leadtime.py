@@ -68,6 +68,7 @@ __all__ = [
     "as_dict",
     "available",
     "clock",
+    "delivered",
     "dumps",
     "durations",
     "follow_notes",
@@ -81,6 +82,7 @@ __all__ = [
     "loads",
     "offset",
     "promoted",
+    "proposed",
     "read",
     "update_notes",
     "waiting_text",
@@ -213,35 +215,9 @@ def lead_of(
     """A site's Lead from its verdict, its workload's annotations and the branch head;
     ``pushed``: the head's push time from a webhook delivery, when one announced it; ``at``:
     the workload that carries the record when it is not the one the verdict names (a Helm
-    release's Deployment; ``notes`` are then its annotations as core.helmplan reads them)."""
+    release's Deployment: see delivered)."""
     now = _whole(now)
-    notes = notes or {}
-    deployed, recorded = read(notes)
-    deployed, ran = _applied(p, notes, deployed, now)
-    lead = _lead(p, notes, head, deployed, recorded, pushed, now, at)
-    if ran:  # a git site's Deployment first seen running the commit: recorded with the head's
-        write = lead.write or _record(p, at, {})
-        if write is not None:
-            notes_ = {**write.annotations, ann.APPLIED_AT: stamp(now)}
-            lead = replace(lead, write=replace(write, annotations=notes_))
-    if p.site.delivery in VERBS:
-        lead = replace(lead, verb=VERBS[p.site.delivery])
-    return lead
-
-
-VERBS = {HELM: "upgraded", GIT: "committed"}  # the page's word for a delivery's "patched"
-
-
-def _lead(  # noqa: PLR0917 - lead_of's parts
-    p: SitePlan,
-    notes: Mapping[str, str],
-    head: HeadResult | None,
-    deployed: Stages | None,
-    recorded: Stages | None,
-    pushed: float | None,
-    now: float,
-    at: ObservedDeployment | None,
-) -> Lead:
+    deployed, recorded = read(notes or {})
     if not isinstance(head, BranchHead):
         return Lead(deployed, waiting=_rolling(p, deployed), since=_rolling_since(deployed, p))
     if deployed is not None and deployed.sha == head.sha:
@@ -254,26 +230,50 @@ def _lead(  # noqa: PLR0917 - lead_of's parts
     if p.action is Action.UPDATE and p.sha and p.sha != head.sha:  # an older commit goes out
         date = next((c.committed_at for c in head.history if c.sha == p.sha), None)
         target = _verified(p.site, Stages(p.sha, pushed=_time(date), seen=now), now)
-    write = head_patch(p, notes, mine, at)
+    write = head_patch(p, notes or {}, mine, at)
     return Lead(deployed, mine, waiting, since, target=target, write=write)
 
 
-def _applied(
-    p: SitePlan, notes: Mapping[str, str], deployed: Stages | None, now: float
-) -> tuple[Stages | None, bool]:
-    """A git site whose Deployment runs the image the reconciler committed, not recorded so:
-    its GitOps tool applied it, first seen now (True: to be recorded). Not for a verdict that
-    writes something else, nor for a rollout recorded available already."""
+VERBS = {HELM: "upgraded", GIT: "committed"}  # the page's word for a delivery's "patched"
+
+
+def delivered(
+    p: SitePlan,
+    at: ObservedDeployment | None,
+    head: HeadResult | None,
+    *,
+    pushed: float | None,
+    now: float,
+) -> Lead:
+    """lead_of for a site of another delivery, whose records are on ``at`` (SiteDelivery.workload:
+    a git site's Deployment; a Helm release's, its annotations as core.helmplan reads them): a
+    git site's Deployment first seen running the committed image is recorded applied now."""
+    now = _whole(now)
+    notes: Mapping[str, str] = at.annotations if at is not None else {}
+    ran = _applied(p, notes, read(notes)[0])
+    if ran:
+        notes = {**notes, ann.APPLIED_AT: stamp(now)}
+    lead = lead_of(p, notes, head, pushed=pushed, now=now, at=at)
+    if ran:  # recorded with the head's, when there is one to record
+        write = lead.write or _record(p, at, {})
+        if write is not None:
+            applied = {**write.annotations, ann.APPLIED_AT: notes[ann.APPLIED_AT]}
+            lead = replace(lead, write=replace(write, annotations=applied))
+    return replace(lead, verb=VERBS.get(p.site.delivery, lead.verb))
+
+
+def _applied(p: SitePlan, notes: Mapping[str, str], deployed: Stages | None) -> bool:
+    """Whether a git site's Deployment runs the image the reconciler committed, not recorded
+    so: its GitOps tool applied it. Not for a verdict that writes something else, nor for a
+    rollout recorded available already."""
     if p.site.delivery != GIT or deployed is None or deployed.patched is None:
-        return deployed, False
+        return False
     if deployed.applied is not None or deployed.available is not None:
-        return deployed, False
+        return False
     if p.write is not None or p.action in (Action.UPDATE, Action.ROLLED_BACK):
-        return deployed, False
+        return False
     written = notes.get(ann.GIT_IMAGE)
-    if not (written and p.current_image and same_image(p.current_image, written)):
-        return deployed, False
-    return replace(deployed, applied=now), True
+    return bool(written and p.current_image and same_image(p.current_image, written))
 
 
 def promoted(
@@ -464,6 +464,14 @@ def head_notes(p: SitePlan) -> dict[str, str | None]:
     if lead is None or lead.head is None or lead.head.sha != p.sha:
         return {}
     return {ann.HEAD_STAGES: dumps(lead.head)}
+
+
+def proposed(lead: Lead | None) -> Lead | None:
+    """The Lead once a pull request proposes the head (a git site, mode "pr"): it waits for
+    the merge, since it was ready, and its record went with the pull request."""
+    if lead is None or lead.head is None or lead.waiting != "sync":
+        return lead
+    return replace(lead, waiting="merge", write=None)
 
 
 def after_patch(lead: Lead | None, sha: str, now: float, *, delivery: str = "") -> Lead:

@@ -619,9 +619,7 @@ def _lead(
         if p.site.delivery != KUBERNETES:
             head = heads.get(p.site.ref)
             when = pushed(head.repo, head.sha) if isinstance(head, BranchHead) else None
-            at = workload(p)
-            notes = at.annotations if at is not None else None
-            lead = leadtime.lead_of(p, notes, head, pushed=when, now=now, at=at)
+            lead = leadtime.delivered(p, workload(p), head, pushed=when, now=now)
             out.append(replace(p, lead=lead))
             continue
         d = _deployment(observed, p.site)
@@ -648,8 +646,7 @@ def _follow_delivered(
     now = engine.clock()
     p = engine.deliveries.verdict(site, None, seen, now)
     at = engine.deliveries.workload(p, seen)
-    notes = at.annotations if at is not None else None
-    p = replace(p, lead=leadtime.lead_of(p, notes, None, pushed=None, now=now, at=at))
+    p = replace(p, lead=leadtime.delivered(p, at, None, pushed=None, now=now))
     write = leadtime.follow_patch(p, at, now) if act else None
     if write is None:
         return p
@@ -895,9 +892,8 @@ def _awaiting(p: SitePlan, result: ApplyResult) -> SiteResult | None:
     """A delivery's write that the deploy still waits on (a pull request to be merged)."""
     if not result.pending:
         return None
-    return SiteResult(
-        replace(p, action=Action.SKIP, skip=Skip.AWAITING_APPLY, reason=result.pending)
-    )
+    waits = replace(p, action=Action.SKIP, skip=Skip.AWAITING_APPLY, reason=result.pending)
+    return SiteResult(replace(waits, lead=leadtime.proposed(p.lead)))
 
 
 def _failed(p: SitePlan, reason: str, kind: ErrorKind) -> SitePlan:

@@ -284,3 +284,40 @@ def test_a_commit_that_fails_on_production_is_rolled_back_and_remembered_there(
     assert after["reason"] == f"blocked: {sha[:7]} failed here (staging keeps it)"
     assert pipeline.image("blog-staging") == f"stage.example/blog:{sha}"
     assert pipeline.image("blog-prod") == "prod.example/blog:before"
+
+
+def test_a_follower_of_several_targets_waits_for_the_soak_and_approval_then_moves_them_all(
+    pipeline: Pipeline,
+) -> None:
+    p = pipeline
+    create_deployment(p.api, p.ns, "worker-staging", "stage.example/worker:before")
+    create_deployment(p.api, p.ns, "worker-prod", "prod.example/worker:before")
+    targets = (
+        'targets = [{{ name = "blog-{env}", containers = ["app"] }}, {{ name = "worker-{env}", '
+        'containers = ["app"], images = {{ app = "{reg}.example/worker:{{sha}}" }} }}]\n'
+    )
+    p.sites.write_text(
+        f'[defaults]\nnamespace = "{p.ns}"\nverify = "none"\nrollout_timeout = 1\n\n'
+        '[sites.staging]\nrepo = "acme/blog"\nbranch = "main"\n'
+        'image = "stage.example/blog:{sha}"\n' + targets.format(env="staging", reg="stage") + "\n"
+        '[sites.prod]\nrepo = "acme/blog"\nimage = "prod.example/blog:{sha}"\n'
+        'promote_from = "staging"\nsoak = "10m"\napproval = "manual"\n'
+        + targets.format(env="prod", reg="prod")
+    )
+    sha = p.first
+    p.ship_staging()
+    assert p.image("worker-staging") == f"stage.example/worker:{sha}"
+
+    p.now = NOW + 4 * 60  # soaking: production, which runs no commit yet, waits; no error
+    soaking = p.site("sync", "prod")
+    assert soaking["action"] == "skip" and not soaking["applied"], soaking
+    assert soaking["reason"] == f"staging runs {sha[:7]}, available 4 of 10 min", soaking
+    assert [t["action"] for t in soaking["targets"]] == ["skip", "skip"], soaking
+
+    p.now = NOW + 11 * 60
+    waiting = p.site("sync", "prod")
+    assert waiting["reason"] == f"waiting for approval of {sha[:7]} (`reconciler approve prod`)"
+    (deployed,) = p.cli("approve", "prod")["sync"]
+    assert deployed["action"] == "update" and deployed["applied"], deployed
+    assert p.image("blog-prod") == f"prod.example/blog:{sha}"
+    assert p.image("worker-prod") == f"prod.example/worker:{sha}"

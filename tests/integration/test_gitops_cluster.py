@@ -254,6 +254,7 @@ def test_pr_mode_keeps_one_pull_request_per_site_and_records_the_merge(
     world.head()
     opened = world.sync()
     assert opened["action"] == "skip" and "waits for a merge" in opened["reason"], opened
+    assert opened["lead"]["waiting"] == "merge", opened["lead"]
     assert tag_in_repo(github) == "before"  # nothing on the branch itself
     newer = world.head()
     updated = world.sync()

@@ -130,6 +130,7 @@ def test_a_good_commit_is_a_helm_upgrade_followed_until_available(world: HelmWor
     done = world.sync(*WAIT)
     assert done["action"] == "update" and done["applied"], done
     assert done["rollout"] == "available", done
+    assert done["lead"]["deployed"]["available"] and done["lead"]["waiting"] is None, done["lead"]
     assert world.image() == f"registry.example/web:{sha}"
     assert world.history() == [
         (1, "superseded", "Install complete"),

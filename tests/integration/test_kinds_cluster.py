@@ -86,6 +86,12 @@ class KindsWorld:
         assert code is None or got == code, text or err.getvalue()
         return json.loads(text) if text.strip() else err.getvalue()
 
+    def cli_text(self, *argv: str) -> str:
+        out = io.StringIO()
+        got = main([*argv, "--config", str(self.sites)], env=self.env, stdout=out)
+        assert got == 0, out.getvalue()
+        return out.getvalue()
+
     def sync(self, *args: str, code: int = 0) -> dict[str, Any]:
         return dict(self.cli("sync", *args, code=code)[0])
 
@@ -405,6 +411,19 @@ def test_resume_and_rollback_act_on_every_target_of_the_site(release: KindsWorld
     world.cli("rollback", "shop")
     assert _web_image(world) == f"gcr.io/p/shop:{good}"
     assert world.image() == f"gcr.io/p/shop-jobs:{good}"
+
+    # history covers every target: the Deployment's revisions and the CronJob's Jobs, each row
+    # naming its workload, target by target, each newest first.
+    history = world.cli("history", "shop")
+    targets = [d["target"] for d in history]
+    assert "Deployment/web" in targets, history  # the CronJob has run no Job yet: no rows
+    assert set(targets) <= {"Deployment/web", "CronJob/nightly"}, history
+    assert targets == sorted(targets, key=["Deployment/web", "CronJob/nightly"].index)
+    web = [d for d in history if d["target"] == "Deployment/web"]
+    assert web[0]["image"] == f"gcr.io/p/shop:{good}", web
+    assert "running" in web[0]["outcome"], web
+    text = world.cli_text("history", "shop")
+    assert text.splitlines()[0].split()[:2] == ["TARGET", "REVISION"], text
 
 
 TWO_CONTAINERS = """\

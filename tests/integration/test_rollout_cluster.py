@@ -76,6 +76,9 @@ def test_a_good_commit_rolls_out_and_becomes_available(
     done = world.sync(*WAIT)
     assert done["action"] == "update" and done["applied"]
     assert done["rollout"] == "available" and done["progress"] == "2/2 ready"
+    lead = done["lead"]  # what waiting saw: the rollout recorded available
+    assert lead["deployed"]["sha"] == sha and lead["deployed"]["available"], lead
+    assert lead["waiting"] is None and " → available +" in lead["deployed"]["line"]
     history = local_cluster.kubectl("rollout", "history", "deployment/blog", "-n", world.ns)
     assert f"reconciler: acme/blog@main {sha[:7]}" in history.stdout
     again = world.sync()

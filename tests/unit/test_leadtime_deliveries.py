@@ -4,6 +4,7 @@ Helm site's → upgraded → available, recorded on the workload each follows, i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 
 from reconciler.core import annotations as ann
@@ -17,6 +18,7 @@ from reconciler.core.model import (
     Container,
     DeploymentStatus,
     GitSpec,
+    Lead,
     ObservedDeployment,
     Rollout,
     SitePlan,
@@ -56,6 +58,24 @@ def git_verdict(action: Action, current: str, **kw: object) -> SitePlan:
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
+def lead_of(
+    p: SitePlan,
+    notes: Mapping[str, str] | None,
+    head: BranchHead | None,
+    *,
+    pushed: float | None,
+    now: float,
+    at: ObservedDeployment | None = None,
+) -> Lead:
+    """leadtime.delivered with the records on `at`, by default the site's Deployment as read."""
+    if at is None:
+        at = ObservedDeployment(
+            "web", "blog", (Container("app", NEW),), annotations=dict(notes or {}),
+            resource_version="9",
+        )  # fmt: skip
+    return leadtime.delivered(p, at, head, pushed=pushed, now=now)
+
+
 def branch() -> BranchHead:
     return BranchHead("acme/blog", "main", HEAD)
 
@@ -64,7 +84,7 @@ def test_a_git_commit_waits_for_its_gitops_tool_then_is_recorded_applied_once() 
     waiting = git_verdict(
         Action.SKIP, OLD_IMAGE, skip=Skip.AWAITING_APPLY, rollout=Rollout.PROGRESSING
     )
-    lead = leadtime.lead_of(waiting, COMMITTED, branch(), pushed=None, now=T0 + 290)
+    lead = lead_of(waiting, COMMITTED, branch(), pushed=None, now=T0 + 290)
     assert (lead.waiting, lead.since, lead.write, lead.verb) == (
         "applied",
         T0 + 281,
@@ -76,27 +96,27 @@ def test_a_git_commit_waits_for_its_gitops_tool_then_is_recorded_applied_once() 
     )
     # the follower, without the branch head, sees the same; the old image's rollout is not its
     followed = replace(waiting, action=Action.ERROR, skip=None, rollout=Rollout.AVAILABLE)
-    alone = leadtime.lead_of(followed, COMMITTED, None, pushed=None, now=T0 + 290)
+    alone = lead_of(followed, COMMITTED, None, pushed=None, now=T0 + 290)
     assert alone.waiting == "applied"
     assert leadtime.follow_notes(replace(followed, lead=alone), T0 + 290) is None
 
     # the tool applied it: first seen now, recorded with the resourceVersion read
     rolling = git_verdict(Action.IN_SYNC, NEW, rollout=Rollout.PROGRESSING)
-    seen = leadtime.lead_of(rolling, COMMITTED, branch(), pushed=None, now=T0 + 300)
+    seen = lead_of(rolling, COMMITTED, branch(), pushed=None, now=T0 + 300)
     assert seen.deployed is not None and seen.deployed.applied == T0 + 300
     assert (seen.waiting, seen.since) == ("available", T0 + 300)
     assert seen.write is not None and seen.write.resource_version == "9"
     assert seen.write.annotations == {ann.APPLIED_AT: stamp(T0 + 300)}
     applied = {**COMMITTED, ann.APPLIED_AT: stamp(T0 + 300)}
-    again = leadtime.lead_of(rolling, applied, branch(), pushed=None, now=T0 + 320)
+    again = lead_of(rolling, applied, branch(), pushed=None, now=T0 + 320)
     assert again.write is None and again.deployed == seen.deployed  # steady: nothing to write
 
     # available: the follower records it; the line names the commit and the apply
     done = git_verdict(Action.IN_SYNC, NEW, rollout=Rollout.AVAILABLE)
-    live = leadtime.lead_of(done, applied, None, pushed=None, now=T0 + 330)
+    live = lead_of(done, applied, None, pushed=None, now=T0 + 330)
     notes = leadtime.follow_notes(replace(done, lead=live), T0 + 330)
     assert notes == {ann.AVAILABLE_AT: stamp(T0 + 330)}
-    final = leadtime.lead_of(
+    final = lead_of(
         done, {**applied, ann.AVAILABLE_AT: stamp(T0 + 330)}, branch(), pushed=None, now=T0 + 400
     )
     assert final.deployed == Stages(
@@ -117,7 +137,7 @@ def test_a_git_commit_waits_for_its_gitops_tool_then_is_recorded_applied_once() 
 
 def test_applied_and_available_found_together_are_one_write() -> None:
     done = git_verdict(Action.IN_SYNC, NEW, rollout=Rollout.AVAILABLE)
-    lead = leadtime.lead_of(done, COMMITTED, None, pushed=None, now=T0 + 330)
+    lead = lead_of(done, COMMITTED, None, pushed=None, now=T0 + 330)
     at = ObservedDeployment("web", "blog", (Container("app", NEW),), resource_version="12")
     write = leadtime.follow_patch(replace(done, lead=lead), at, T0 + 330)
     assert write is not None and write.resource_version == "12"
@@ -133,10 +153,10 @@ def test_applied_and_available_found_together_are_one_write() -> None:
 def test_held_rolled_back_or_a_persons_image_is_not_waiting_for_the_tool() -> None:
     hotfix = "gcr.io/p/blog:hotfix"
     held = git_verdict(Action.HELD, hotfix, held_at=stamp(T0 + 500))
-    lead = leadtime.lead_of(held, COMMITTED, branch(), pushed=None, now=T0 + 600)
+    lead = lead_of(held, COMMITTED, branch(), pushed=None, now=T0 + 600)
     assert lead.waiting is None and lead.write is None
     back = git_verdict(Action.ROLLED_BACK, NEW, rollout=Rollout.FAILED)
-    lead = leadtime.lead_of(back, COMMITTED, branch(), pushed=None, now=T0 + 600)
+    lead = lead_of(back, COMMITTED, branch(), pushed=None, now=T0 + 600)
     assert lead.waiting is None and lead.write is None
     # stamped before the last commit: as if absent (an earlier rollout's)
     stale = {**COMMITTED, ann.APPLIED_AT: stamp(T0 + 100)}
@@ -155,7 +175,7 @@ def test_a_pull_request_waits_for_its_merge_and_keeps_the_heads_record() -> None
         git_verdict(Action.SKIP, OLD_IMAGE, skip=Skip.AWAITING_APPLY, running_sha=RUNNING),
         site=PR_SITE,
     )
-    lead = leadtime.lead_of(p, notes, branch(), pushed=None, now=T0 + 300)
+    lead = lead_of(p, notes, branch(), pushed=None, now=T0 + 300)
     assert (lead.waiting, lead.since, lead.write) == ("merge", T0 + 200, None)
     assert "waiting for its pull request to be merged since 14:05" in leadtime.waiting_text(
         lead, T0 + 300
@@ -163,6 +183,10 @@ def test_a_pull_request_waits_for_its_merge_and_keeps_the_heads_record() -> None
     # the update that opens it carries the head's record
     opening = replace(p, action=Action.UPDATE, skip=None, lead=lead)
     assert leadtime.head_notes(opening) == {ann.HEAD_STAGES: record}
+    ready = lead_of(replace(opening, lead=None), notes, branch(), pushed=None, now=T0 + 300)
+    assert ready.waiting == "sync"  # the sync that opens it: waiting for the merge once opened
+    opened = leadtime.proposed(ready)
+    assert opened is not None and (opened.waiting, opened.since) == ("merge", T0 + 200)
     # the merge recorded (a crash lost the update's record): the head's record still tells
     merged = {
         ann.SHA: HEAD,
@@ -175,7 +199,7 @@ def test_a_pull_request_waits_for_its_merge_and_keeps_the_heads_record() -> None
 
 
 def test_after_a_commit_the_git_site_waits_for_its_tool() -> None:
-    lead = leadtime.lead_of(git_verdict(Action.UPDATE, OLD_IMAGE), {}, branch(), pushed=T0, now=T0)
+    lead = lead_of(git_verdict(Action.UPDATE, OLD_IMAGE), {}, branch(), pushed=T0, now=T0)
     after = leadtime.after_patch(lead, HEAD, T0 + 5, delivery=GIT)
     assert (after.waiting, after.since, after.verb) == ("applied", T0 + 5, "committed")
 
@@ -212,7 +236,7 @@ def test_a_helm_site_reads_its_upgrade_from_the_release_and_the_rest_from_its_de
     assert at is not None and (at.name, at.resource_version) == ("web", "31")
     assert at.annotations[ann.SHA] == HEAD
     assert parse_time(at.annotations[ann.UPDATED_AT]) == T0 + 281
-    lead = leadtime.lead_of(p, at.annotations, None, pushed=None, now=T0 + 400, at=at)
+    lead = lead_of(p, at.annotations, None, pushed=None, now=T0 + 400, at=at)
     assert lead.deployed == Stages(HEAD, pushed=T0, patched=T0 + 281, available=T0 + 303, seen=T0)
     assert leadtime.line(lead.deployed, lead.verb) == (
         "pushed 14:02 → upgraded +4m41s → available +5m03s"
@@ -228,9 +252,7 @@ def test_a_helm_heads_record_goes_on_the_releases_deployment() -> None:
     p = verdict(HELM_SITE, BranchHead("acme/web", "main", HEAD), view, T0)
     held = replace(p, action=Action.HELD, held_at=stamp(T0))  # the head is not deployed
     at = lead_workload(held, view)
-    lead = leadtime.lead_of(
-        held, at.annotations if at else None, branch(), pushed=T0, now=T0, at=at
-    )
+    lead = lead_of(held, at.annotations if at else None, branch(), pushed=T0, now=T0, at=at)
     assert lead.write is not None and lead.write.resource_version == "31"  # not the revision
     assert (lead.write.namespace, lead.write.deployment) == ("apps", "web")
     assert set(lead.write.annotations) == {ann.HEAD_STAGES}

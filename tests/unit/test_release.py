@@ -94,6 +94,18 @@ def test_every_target_moves_to_the_same_commit_in_one_run() -> None:
     assert again.action is Action.IN_SYNC
 
 
+def test_a_target_of_a_workload_with_several_containers_is_told_to_name_them() -> None:
+    cfg, cluster, _, engine = world()
+    two = (Container("job", "gcr.io/p/shop:old"), Container("proxy", "envoy:1"))
+    cluster.add(ObservedDeployment("shop", "nightly", two, resource_version="1", kind=CRONJOB))
+    (result,) = engine.run(cfg, SyncRequest()).results
+    assert result.action is Action.ERROR and not result.applied
+    assert result.plan.reason == (
+        'CronJob/nightly: cronjob shop/nightly has 2 containers (job, proxy): set "container" '
+        'for this site in sites.toml (in a [[targets]] table: "containers")'
+    )
+
+
 def test_a_refused_patch_puts_back_the_targets_already_patched() -> None:
     cfg, cluster, _, engine = world()
     cluster.fail["nightly"] = "admission webhook said no"

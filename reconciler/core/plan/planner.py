@@ -325,7 +325,7 @@ def _pick_container(site: Site, deployment: ObservedDeployment) -> tuple[str | N
         listed = ", ".join(names) or "none"
         return None, (
             f"{where} has {len(names)} containers ({listed}): "
-            'set "container" for this site in sites.toml'
+            'set "container" for this site in sites.toml (in a [[targets]] table: "containers")'
         )
     if site.container in names:
         return site.container, ""

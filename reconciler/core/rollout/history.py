@@ -45,6 +45,7 @@ class Deploy:
     outcome: str
     cause: str = ""
     trigger: str | None = None  # what asked for it: schedule, http, a person's rollback, ...
+    target: str = ""  # "CronJob/nightly": the workload of a site of several targets ("": one)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -56,6 +57,7 @@ class Deploy:
             "outcome": self.outcome,
             "change_cause": self.cause or None,
             "trigger": self.trigger,
+            "target": self.target or None,
         }
 
 
