@@ -7,6 +7,7 @@ the fakes)."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from reconciler.adapters.kube import pod_troubles, smp_body
 from reconciler.core import annotations as ann
@@ -271,3 +272,26 @@ def test_a_merged_write_sets_containers_and_init_containers_by_name() -> None:
     )
     assert merged.annotations[ann.PREVIOUS_IMAGE] == "a:1"  # the first's
     assert [(i.container, i.init) for i in merged.images] == [("app", False), ("m", True)]
+
+
+def test_the_page_and_status_name_the_init_container(tmp_path: Path) -> None:
+    from reconciler.serve.app import create_app
+    from reconciler.wiring import build_service
+
+    w = World()
+    w.heads.set("acme/shop", None, ONE)
+    path = tmp_path / "sites.toml"
+    path.write_text(SITES)
+    svc = build_service(str(path), w.engine)
+    client = create_app(svc, trigger_token="t0ken").test_client()
+    auth = {"Authorization": "Bearer t0ken"}
+    svc.submit(SyncRequest(trigger="http")).future.result(30)
+    page = client.get("/", headers=auth).get_data(as_text=True)
+    status = client.get("/status", headers=auth).get_json()
+    svc.shutdown(5)
+    assert "init container <code>migrate</code>" in page
+    (row,) = status["sites"]
+    assert [(t["container"], t["init"]) for t in row["targets"]] == [
+        ("app", False),
+        ("migrate", True),
+    ]
