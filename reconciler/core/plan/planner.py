@@ -97,12 +97,8 @@ def plan_site(
     """The verdict for one site; never raises for bad data, it becomes an error verdict. A
     site of several targets is one release (core/plan/release.py); `part_troubles`: the stuck
     pods of its parts, by release.key."""
-    if release.is_release(site) and _today_parts(site):
+    if release.is_release(site):
         return _release(site, heads, observed, now, part_troubles or {})
-    if not _today(site):
-        why = f"targets {', '.join(map(str, site.targets))}: this version deploys one container"
-        why += " of one workload per site (no init container, no own image); nothing was changed"
-        return SitePlan(site, Action.ERROR, why, error_kind=ErrorKind.CONFIG)
     head = heads.get(site.ref)
     found = _deployment_of(site, head, observed)
     if isinstance(found, SitePlan):
@@ -111,7 +107,7 @@ def plan_site(
     container, problem = _pick_container(site, deployment)
     if container is None:
         return _verdict(known, reason=problem, error_kind=ErrorKind.CONTAINER_NOT_FOUND)
-    current = next(c.image for c in deployment.containers if c.name == container)
+    current = deployment.image_of(container) or ""
     state, progress = rollout.state(deployment)
     known.update(
         container=container,
@@ -187,18 +183,6 @@ def _release(
         return replace(p, action=Action.ROLLED_BACK, target_image=back.image, write=back)
 
     return release.combine(site, parts, rollback)
-
-
-def _today_parts(site: Site) -> bool:
-    """Every part is one the planner deploys: no init container yet."""
-    return not any(t.init_containers for t in site.targets)
-
-
-def _today(site: Site) -> bool:
-    """One target, at most one container, no init container, no own image."""
-    target = site.targets[0]
-    one = len(target.containers) <= 1 and not target.init_containers and not target.images
-    return len(site.targets) == 1 and one
 
 
 def workload_name(site: Site) -> str:
@@ -335,7 +319,7 @@ def _current_image(site: Site, deployment: ObservedDeployment | None) -> str | N
     if deployment is None:
         return None
     name, _ = _pick_container(site, deployment)
-    return next((c.image for c in deployment.containers if c.name == name), None)
+    return deployment.image_of(name) if name else None
 
 
 def container_of(site: Site, deployment: ObservedDeployment) -> str | None:
@@ -346,6 +330,14 @@ def container_of(site: Site, deployment: ObservedDeployment) -> str | None:
 def _pick_container(site: Site, deployment: ObservedDeployment) -> tuple[str | None, str]:
     names = [c.name for c in deployment.containers]
     where = workload_name(site)
+    if release.is_init(site):
+        inits = [c.name for c in deployment.init_containers]
+        if site.container in inits:
+            return site.container, ""
+        return None, (
+            f'{where} has no init container "{site.container}" '
+            f"(it has: {', '.join(inits) or 'none'})"
+        )
     if site.container is None:
         if len(names) == 1:
             return names[0], ""
@@ -356,9 +348,10 @@ def _pick_container(site: Site, deployment: ObservedDeployment) -> tuple[str | N
         )
     if site.container in names:
         return site.container, ""
-    if any(c.name == site.container for c in deployment.init_containers):
+    if deployment.is_init(site.container):
         return None, (
-            f'"{site.container}" is an init container of {where}; only containers are managed'
+            f'"{site.container}" is an init container of {where}: name it in the target\'s '
+            '"init_containers"'
         )
     return None, f'{where} has no container "{site.container}" (it has: {", ".join(names)})'
 
@@ -420,4 +413,5 @@ def change_for(p: SitePlan) -> ImageChange:
         previous_sha="" if p.clear else (p.running_sha or ""),
         clear=p.clear,
         kind=p.site.targets[0].kind,
+        init=release.is_init(p.site),
     )
