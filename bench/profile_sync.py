@@ -24,6 +24,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -125,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             + "; phases "
             + ", ".join(f"{k} {v:.2f}s" for k, v in report.timings.items())
         )
+        errors = Counter(r.plan.reason for r in report.results if not r.plan.ok)
+        for reason, n in errors.most_common(3):
+            log(f"{n} errors: {reason}")
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(args.top)
         print(out.getvalue())

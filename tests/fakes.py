@@ -51,6 +51,7 @@ class FakeCluster:
     broken_namespaces: dict[str, str] = field(default_factory=dict)
     applied: list[tuple[ImageChange, bool]] = field(default_factory=list)
     conflicts: int = 0
+    patch_conflicts: int = 0  # the same for patch(): a busy workload's rollback or merged write
     fail: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     patches: list[DeploymentPatch] = field(default_factory=list)
@@ -91,21 +92,18 @@ class FakeCluster:
                 return ApplyResult(False, "conflict", ErrorKind.CONFLICT, conflict=True)
             self.applied.append((change, dry_run))
             if not dry_run:
-                self._write(
-                    DeploymentPatch(
-                        change.namespace,
-                        change.deployment,
-                        rollout.update_annotations(change, self.now),
-                        container=change.container,
-                        image=change.image,
-                        kind=change.kind,
-                    )
-                )
+                self._write(rollout.update_patch(change, self.now))
             return ApplyResult(True)
 
     def patch(self, patch: DeploymentPatch, *, dry_run: bool) -> ApplyResult:
         with self.lock:
-            current = self.deployments[(patch.namespace, view_key(patch.kind, patch.deployment))]
+            key = (patch.namespace, view_key(patch.kind, patch.deployment))
+            current = self.deployments[key]
+            if self.patch_conflicts and patch.resource_version:
+                self.patch_conflicts -= 1
+                bumped = str(int(current.resource_version or 0) + 1)
+                self.deployments[key] = replace(current, resource_version=bumped)
+                return ApplyResult(False, "conflict", ErrorKind.CONFLICT, conflict=True)
             if patch.resource_version and patch.resource_version != current.resource_version:
                 return ApplyResult(False, "conflict", ErrorKind.CONFLICT, conflict=True)
             if not dry_run:
@@ -123,19 +121,26 @@ class FakeCluster:
             else:
                 notes[k] = v
         owners = dict(current.image_owners)
-        containers = current.containers
-        if patch.container and patch.image:
-            containers = tuple(
-                replace(c, image=patch.image) if c.name == patch.container else c
-                for c in current.containers
-            )
-            owners[patch.container] = FieldOwner(rollout.FIELD_MANAGER)
+        containers, inits = current.containers, current.init_containers
+        for one in patch.images:
+            if one.init:
+                inits = tuple(
+                    replace(c, image=one.image) if c.name == one.container else c for c in inits
+                )
+            else:
+                containers = tuple(
+                    replace(c, image=one.image) if c.name == one.container else c
+                    for c in containers
+                )
+            owners[one.container] = FieldOwner(rollout.FIELD_MANAGER)
+        changed = (containers, inits) != (current.containers, current.init_containers)
         self.deployments[key] = replace(
             current,
             containers=containers,
+            init_containers=inits,
             annotations=notes,
             image_owners=owners,
-            generation=current.generation + (containers != current.containers),
+            generation=current.generation + changed,
             resource_version=str(int(current.resource_version or 0) + 1),
         )
 

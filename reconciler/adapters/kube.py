@@ -256,7 +256,8 @@ class KubeCluster:
                     created=str(meta.get("creationTimestamp", "")),
                     images={
                         str(c.get("name")): str(c.get("image", ""))
-                        for c in pod.get("containers") or []
+                        for field in ("initContainers", "containers")
+                        for c in pod.get(field) or ()
                     },
                     annotations=dict(meta.get("annotations") or {}),
                     replicas=int((item.get("status") or {}).get("replicas") or 0),
@@ -357,7 +358,8 @@ def patch_body(change: ImageChange, now: datetime) -> dict[str, Any]:
 
 
 def smp_body(patch: DeploymentPatch) -> dict[str, Any]:
-    """A strategic-merge patch: annotations (null removes), maybe one container's image."""
+    """A strategic-merge patch: annotations (null removes), maybe images of containers and
+    init containers (each list merges by name: the others stay as they are)."""
     annotations: dict[str, str | None] = dict(patch.annotations)
     if patch.change_cause:
         annotations[ann.CHANGE_CAUSE] = patch.change_cause
@@ -365,8 +367,11 @@ def smp_body(patch: DeploymentPatch) -> dict[str, Any]:
     if patch.resource_version:
         metadata["resourceVersion"] = patch.resource_version  # 409 if it changed since we looked
     body: dict[str, Any] = {"metadata": metadata}
-    if patch.container and patch.image is not None:
-        pod: dict[str, Any] = {"containers": [{"name": patch.container, "image": patch.image}]}
+    if patch.images:  # merged by name into containers and initContainers
+        pod: dict[str, Any] = {}
+        for one in patch.images:
+            field = "initContainers" if one.init else "containers"
+            pod.setdefault(field, []).append({"name": one.container, "image": one.image})
         for key in reversed(workloads.template_path(patch.kind)):  # spec.template, or a
             pod = {key: {"spec": pod} if key == "template" else pod}  # CronJob's jobTemplate
         body.update(pod)
@@ -374,16 +379,18 @@ def smp_body(patch: DeploymentPatch) -> dict[str, Any]:
 
 
 def pod_troubles(pods: list[Mapping[str, Any]], container: str, image: str) -> tuple[str, ...]:
-    """Why pods of `image` are stuck: a stuck waiting reason of the container, per pod."""
+    """Why pods of `image` are stuck: a stuck waiting reason of the container (or init
+    container: the pod then stays Pending, Init:CrashLoopBackOff), per pod."""
     out = []
     for pod in pods:
         spec = pod.get("spec") or {}
-        if not any(
-            c.get("name") == container and c.get("image") == image
-            for c in spec.get("containers") or []
-        ):
+        listed = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+        if not any(c.get("name") == container and c.get("image") == image for c in listed):
             continue
-        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        status = pod.get("status") or {}
+        for cs in (
+            cs for f in ("initContainerStatuses", "containerStatuses") for cs in status.get(f) or ()
+        ):
             if cs.get("name") != container:
                 continue
             waiting = (cs.get("state") or {}).get("waiting") or {}

@@ -102,6 +102,11 @@ BACKOFF = watch.Backoff()
 # default) of the connect, STOP_TIMEOUT bounds what stop() may have to wait for.
 OPEN_TIMEOUT = (5.0, 30.0)
 STOP_TIMEOUT = 60.0
+# LISTs answered and parsed at once (each page is up to LIST_PAGE whole objects as JSON, ~17 kB
+# a Deployment, until reduced to what is kept): the namespaces' threads take turns, so that the
+# first listing of 100 namespaces does not hold all of them parsed at the same time. Watches are
+# not bounded.
+LISTS_AT_ONCE = 8
 
 
 class Gone(Exception):
@@ -156,6 +161,7 @@ class KubeCache(Generic[T]):
         self._rng = rng or random.Random()
         self._ns: dict[str, _Namespace[T]] = {n: _Namespace(n) for n in sorted(set(namespaces))}
         self._cond = threading.Condition()
+        self._listing = threading.BoundedSemaphore(LISTS_AT_ONCE)
         self._version = 0
         self._callbacks: list[Callback] = []
         self._running = False
@@ -337,16 +343,17 @@ class KubeCache(Generic[T]):
         token: str | None = None
         while True:
             self._count("lists")
-            page = request(
-                self.api,
-                "GET",
-                self.kind.path(namespace),
-                action=f"list {self.kind.plural} in namespace {namespace}",
-                query={"limit": LIST_PAGE, "continue": token},
-            )
-            for item in page.get("items") or []:
-                name = str((item.get("metadata") or {}).get("name") or "")
-                objects[name] = self.kind.reduce(item)
+            with self._listing:  # one of LISTS_AT_ONCE pages in flight and parsed
+                page = request(
+                    self.api,
+                    "GET",
+                    self.kind.path(namespace),
+                    action=f"list {self.kind.plural} in namespace {namespace}",
+                    query={"limit": LIST_PAGE, "continue": token},
+                )
+                for item in page.pop("items", None) or []:
+                    name = str((item.get("metadata") or {}).get("name") or "")
+                    objects[name] = self.kind.reduce(item)
             meta = page.get("metadata") or {}
             token = meta.get("continue") or None
             if not token:

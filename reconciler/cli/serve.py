@@ -92,12 +92,23 @@ class _Server:
             self.server.trigger.pull_trigger()  # wake the loop now rather than within 1 s
 
 
+# Blocks from this size up are mapped on their own and given back when freed (a GraphQL answer,
+# a LIST page, a sync's JSON reply), and the heap is trimmed from this much free at its top.
+# glibc's default raises the first threshold after each such block is freed, up to 32 MB, so
+# those blocks end up in the heap, where they keep the RSS of their peak: serve at 10,000 sites
+# peaked 17 MB higher in a steady sync (bench/README.md, "serve on the watch-fed cache").
+MALLOC_MMAP_THRESHOLD = 128 * 1024
+
+
 def limit_malloc_arenas(arenas: int = 2) -> None:
     """glibc gives each thread its own malloc arena; with dozens of threads that is most of the
-    idle RSS. Two arenas cost nothing measurable here (MALLOC_ARENA_MAX, set in-process)."""
+    idle RSS. Two arenas cost nothing measurable here (MALLOC_ARENA_MAX, set in-process); large
+    blocks are given back when freed (MALLOC_MMAP_THRESHOLD)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-8, arenas)  # M_ARENA_MAX
+        libc.mallopt(-3, MALLOC_MMAP_THRESHOLD)  # M_MMAP_THRESHOLD (fixed: not raised)
+        libc.mallopt(-1, MALLOC_MMAP_THRESHOLD)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):  # not glibc: nothing to tune
         pass
 

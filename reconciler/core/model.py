@@ -36,8 +36,9 @@ KINDS = (DEPLOYMENT, STATEFULSET, DAEMONSET, CRONJOB)  # the workload kinds a ta
 class Target:
     """One workload of a site: its kind, its name (in the site's namespace), the containers and
     init containers to set, and the image template of each container that does not take the
-    site's. ``containers`` empty with no ``init_containers`` means the workload's only
-    container (several: an error at plan time), as a site without "container" does today."""
+    site's. ``containers`` empty means the workload's only container (several: an error at
+    plan time), as a site without "container" does today, unless ``only_init`` (written
+    ``containers = []`` with ``init_containers``: those alone are set)."""
 
     name: str
     kind: str = DEPLOYMENT
@@ -45,11 +46,19 @@ class Target:
     init_containers: tuple[str, ...] = ()
     images: Mapping[str, str] = field(default_factory=dict)  # container → its own template
     line: int | None = field(default=None, compare=False)
+    only_init: bool = False  # containers = [] with init_containers: no container is set
 
     @property
     def names(self) -> tuple[str, ...]:
-        """Every container this target sets, init containers last."""
+        """Every container this target names, init containers last."""
         return (*self.containers, *self.init_containers)
+
+    @property
+    def sets(self) -> tuple[tuple[str | None, bool], ...]:
+        """What it sets, in order: (container, is an init container); container None is the
+        workload's only container."""
+        plain = self.containers or (() if self.only_init else (None,))
+        return (*((c, False) for c in plain), *((c, True) for c in self.init_containers))
 
     def image_for(self, container: str, site_image: str) -> str:
         """The image template of one of its containers: its own, else the site's."""
@@ -287,6 +296,15 @@ class ObservedDeployment:
     def key(self) -> str:
         return view_key(self.kind, self.name)
 
+    def image_of(self, container: str | None) -> str | None:
+        """The image of a container or init container of its pod template (None: no such)."""
+        found = (c.image for c in (*self.containers, *self.init_containers) if c.name == container)
+        return next(found, None)
+
+    def is_init(self, container: str | None) -> bool:
+        """Whether `container` is one of its init containers."""
+        return any(c.name == container for c in self.init_containers)
+
 
 @dataclass(frozen=True, slots=True)
 class NamespaceError:
@@ -326,9 +344,20 @@ class KubeEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class SetImage:
+    """One image a write sets: of a container, or (init) of an init container."""
+
+    container: str
+    image: str
+    init: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class DeploymentPatch:
-    """A write to one Deployment: maybe one container's image, annotations under reconciler.dev/
-    (None removes one), and Events; guarded by the resourceVersion it was planned against."""
+    """A write to one Deployment: maybe one container's image (``init``: an init container's),
+    annotations under reconciler.dev/ (None removes one), and Events; guarded by the
+    resourceVersion it was planned against. ``also``: the images of the workload's other
+    containers a release sets in the same write (one pod template change, not several)."""
 
     namespace: str
     deployment: str
@@ -339,6 +368,15 @@ class DeploymentPatch:
     events: tuple[KubeEvent, ...] = ()
     resource_version: str = ""
     kind: str = DEPLOYMENT  # the workload's kind (`deployment` is its name)
+    init: bool = False  # `container` is an init container (the pod's initContainers)
+    also: tuple[SetImage, ...] = ()
+
+    @property
+    def images(self) -> tuple[SetImage, ...]:
+        """Every image the write sets, its own first."""
+        if not self.container or self.image is None:
+            return self.also
+        return (SetImage(self.container, self.image, self.init), *self.also)
 
 
 class Skip(StrEnum):
@@ -517,6 +555,7 @@ class ImageChange:
     trigger: str = ""  # what asked for the sync that makes it (recorded on the Deployment)
     kind: str = DEPLOYMENT  # the workload's kind (`deployment` is its name)
     notes: Mapping[str, str | None] = field(default_factory=dict)  # more annotations to write
+    init: bool = False  # `container` is an init container
 
 
 @dataclass(frozen=True, slots=True)
@@ -665,6 +704,7 @@ def _part(p: SitePlan) -> dict[str, object]:
         "kind": target.kind,
         "name": target.name,
         "container": p.container,
+        "init": bool(p.container and p.container in target.init_containers),
         "current_image": p.current_image,
         "target_image": p.target_image,
         "action": p.action.value,

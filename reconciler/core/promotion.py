@@ -42,7 +42,7 @@ before it. "Available since" is ``reconciler.dev/available-at`` (`AVAILABLE_AT`)
 nothing writes it yet. `available_patch` gives the write: the first observer that sees the
 rollout of the recorded commit available with no valid stamp records the time it saw it. It
 plugs in where the Deployment is in hand, ``Engine._follow_one``, right after
-``p = self._plan_one(site, {}, fresh)``: ``if act and (w := available_patch(fresh,
+``p = _plan_one(self, site, {}, fresh)``: ``if act and (w := available_patch(fresh,
 self.clock())): self.cluster.patch(w)``. The follower's ``tick`` follows with ``act=False``;
 its one line: where it sees a tracked rollout turn available (``before`` progressing,
 ``final.plan.rollout`` available, as its metrics do), call ``self._roll_back(final.plan.site)``,

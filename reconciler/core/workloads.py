@@ -326,14 +326,16 @@ def state(kind: str, obj: Obj, jobs: Sequence[Obj] = (), now: float = 0.0) -> Ve
 
 
 def stuck_pods(want: Mapping[str, str], pods: Sequence[Obj]) -> tuple[str, ...]:
-    """Why the pods running the images `want` are stuck: per pod, a container waiting with one
-    of rollout.STUCK_REASONS (the same words as for a Deployment's pods)."""
+    """Why the pods running the images `want` are stuck: per pod, a container or an init
+    container (which keeps the pod Pending: Init:CrashLoopBackOff) waiting with one of
+    rollout.STUCK_REASONS (the same words as for a Deployment's pods)."""
     out = []
     for pod in pods:
         have = _pod_images(pod.get("spec"))
         if not want or any(have.get(name) != image for name, image in want.items()):
             continue
-        for cs in _dig(pod, "status", "containerStatuses") or ():
+        fields = ("initContainerStatuses", "containerStatuses")
+        for cs in (cs for f in fields for cs in _dig(pod, "status", f) or ()):
             reason = _dig(cs, "state", "waiting", "reason")
             if reason in STUCK_REASONS:
                 name = _dig(pod, "metadata", "name") or "?"

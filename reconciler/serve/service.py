@@ -221,6 +221,8 @@ class Service(ServiceViews):
         try:
             with held, self._reads(request):
                 report = self.engine.run(cfg, request)
+                with self._lock:  # what equals the last results is held once (RUN_HISTORY)
+                    report = self.board.shared(report)
                 self._notify(cfg, report)  # under the Lease: one replica decides at a time
         except Exception:
             self.metrics.trigger_failures.labels(request.trigger).inc()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from reconciler.core import annotations as ann
 from reconciler.core import gates
@@ -67,44 +67,47 @@ def rollback(engine: Engine, site: Site, *, by: str, to: str | None = None) -> D
         said, now_runs = delivery.rollback(site, by=by, to=to, image=image, now=engine.clock())
         return Done(site.name, said, now_runs)
     parts = release.parts_of(site)  # every target of the site goes back, and is held
-    before: dict[tuple[str, str], Mapping[str, str]] = {}  # each workload's annotations
-    for part in parts:  # read before any is written: containers of one workload share them
-        d = engine.cluster_of(part).read(part.namespace, part.deployment, part.targets[0].kind)
-        if d is None:
-            continue
-        before.setdefault((d.kind, d.name), d.annotations)
-        if to is None and not rollout.previous_image(d.annotations, part.container):
-            raise CommandError(
-                f"{site.name}: no previous image is recorded on {planner.workload_name(part)}"
-                "; pass --to SHA"
-            )
+    if to is None:
+        for part in parts:
+            d = engine.cluster_of(part).read(part.namespace, part.deployment, part.targets[0].kind)
+            container = planner.container_of(part, d) if d is not None else None
+            if container is not None and not _previous(d, container):
+                raise CommandError(
+                    f"{site.name}: no previous image is recorded on {planner.workload_name(part)}"
+                    f" for {container}; pass --to SHA"
+                )
     chosen: dict[str, str] = {}  # by part: the image it goes back to
-    for part in parts:
-        _write(engine, part, _rollback_to(engine, part, to, by, chosen=chosen, before=before))
+    for group in _by_workload(parts):  # one write per workload: its containers together
+        _write(engine, group[0], _rollback_to(engine, group, to, by, chosen))
     said, first = ", ".join(chosen.values()), next(iter(chosen.values()))
     return Done(site.name, f"{site.name} rolled back to {said} by {by} and held", first)
 
 
-def _rollback_to(
-    engine: Engine,
-    site: Site,
-    to: str | None,
-    by: str,
-    *,
-    chosen: dict[str, str],
-    before: Mapping[tuple[str, str], Mapping[str, str]],
-) -> Callable[[ObservedDeployment, str], DeploymentPatch]:
-    """The rollback patch of one target: its previous image, or commit `to`'s (its template);
-    what it records comes from the workload's annotations `before` the command wrote any."""
+def _previous(d: ObservedDeployment | None, container: str) -> str | None:
+    return rollout.previous_image(d.annotations, container) if d is not None else None
 
-    def make(d: ObservedDeployment, container: str) -> DeploymentPatch:
-        d = replace(d, annotations=before.get((d.kind, d.name), d.annotations))
+
+def _by_workload(parts: tuple[Site, ...]) -> list[list[Site]]:
+    groups: dict[tuple[str, str], list[Site]] = {}
+    for part in parts:
+        groups.setdefault((part.targets[0].kind, part.deployment), []).append(part)
+    return list(groups.values())
+
+
+def _rollback_to(
+    engine: Engine, parts: list[Site], to: str | None, by: str, chosen: dict[str, str]
+) -> Callable[[ObservedDeployment, str], DeploymentPatch]:
+    """The rollback write of one workload: each of its parts' container back to its previous
+    image, or to commit `to`'s (its template)."""
+
+    def one(d: ObservedDeployment, site: Site, container: str) -> DeploymentPatch:
         if to is None:
-            image = rollout.previous_image(d.annotations, container)
+            image = _previous(d, container)
             sha = d.annotations.get(ann.PREVIOUS_SHA) or None
             if not image:
                 raise CommandError(
-                    f"{site.name}: no previous image is recorded on the Deployment; pass --to SHA"
+                    f"{site.name}: no previous image is recorded for {container} on "
+                    f"{planner.workload_name(site)}; pass --to SHA"
                 )
         else:
             branch = d.annotations.get(ann.BRANCH) or site.branch or "main"
@@ -114,6 +117,15 @@ def _rollback_to(
         chosen[release.key(site)] = image
         return rollout.manual_rollback_patch(
             site, d, container=container, image=image, sha=sha, by=by, now=engine.clock()
+        )
+
+    def make(d: ObservedDeployment, container: str) -> DeploymentPatch:
+        rest = [(q, planner.container_of(q, d)) for q in parts[1:]]
+        missing = next((q for q, c in rest if c is None), None)
+        if missing is not None:
+            raise CommandError(f"{missing.name}: cannot tell which container it manages")
+        return rollout.merge(
+            [one(d, parts[0], container), *(one(d, q, c) for q, c in rest if c is not None)]
         )
 
     return make

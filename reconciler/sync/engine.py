@@ -252,7 +252,15 @@ class Engine:
         done = dict(zip((p.site.name for p in writes), applied, strict=True))
         return tuple(done.get(p.site.name, SiteResult(p)) for p in the_plan.sites)
 
-    def _apply_one(self, p: SitePlan, *, dry_run: bool, trigger: str) -> SiteResult:
+    def _apply_one(
+        self,
+        p: SitePlan,
+        *,
+        dry_run: bool,
+        trigger: str,
+        replan: Callable[[SitePlan], SitePlan] | None = None,
+    ) -> SiteResult:
+        """One site's write, sent again after each conflict re-planned by `replan`."""
         if p.parts:  # one release: every target of the site, or none
             return _apply_release(self, p, dry_run=dry_run, trigger=trigger)
         for attempt in range(CONFLICT_RETRIES):
@@ -275,7 +283,7 @@ class Engine:
             if not result.conflict:
                 kind = result.error_kind or ErrorKind.KUBERNETES
                 return SiteResult(_failed(p, result.reason, kind))
-            p = self._replan(p)
+            p = (replan or self._replan)(p)
             if not _writes(p):
                 return SiteResult(p)
         return SiteResult(
@@ -287,7 +295,7 @@ class Engine:
         delivery = self.deliveries.of(p.site)
         if delivery is not None:
             return delivery.apply(p, dry_run=dry_run, trigger=trigger)
-        if p.action is Action.UPDATE:
+        if p.action is Action.UPDATE and p.write is None:
             notes = leadtime.update_notes(p)
             change = replace(planner.change_for(p), trigger=trigger, notes=notes)
             return self.cluster_of(p.site).apply(change, dry_run=dry_run)
@@ -341,7 +349,7 @@ class Engine:
                 fresh = _read(self, site)
             except ReconcilerError as exc:
                 return _failed(p, f"re-reading after a conflict failed: {exc}", exc.kind)
-            fresh_plan = self._plan_one(site, heads, fresh)
+            fresh_plan = _plan_one(self, site, heads, fresh)
         if fresh_plan.action is Action.UPDATE and p.action is Action.UPDATE and p.target_image:
             # same commit, same verified image: keep the digest the gate pinned (and, during a
             # fallback, the branch head and why an older commit goes out)
@@ -356,22 +364,6 @@ class Engine:
                 approved_by=p.approved_by,
             )
         return replace(fresh_plan, lead=p.lead)
-
-    def _plan_one(
-        self,
-        site: Site,
-        heads: Mapping[RepoRef, HeadResult],
-        fresh: ObservedDeployment | None,
-    ) -> SitePlan:
-        if release.is_release(site):  # every target read again
-            return _plan_release(self, site, heads)
-        now = self.clock()
-        view = {fresh.key: fresh} if fresh else {}
-        troubles = _troubles(self, site, fresh, now) if fresh else ()
-        p = planner.plan_site(site, heads, {site.namespace: view}, now=now, troubles=troubles)
-        notes = fresh.annotations if fresh else None
-        lead = leadtime.lead_of(p, notes, heads.get(site.ref), pushed=None, now=now)
-        return replace(p, lead=lead)
 
     # -- following rollouts -------------------------------------------------------------------
 
@@ -423,7 +415,7 @@ class Engine:
             except ReconcilerError as exc:
                 error = SitePlan(site, Action.ERROR, reason=str(exc), error_kind=exc.kind)
                 return SiteResult(error)
-            p = self._plan_one(site, {}, fresh)
+            p = _plan_one(self, site, {}, fresh)
             now = self.clock()
             if act and fresh is not None and (stamp := promotion.available_patch(fresh, now)):
                 port = self.clusters.port(site)  # when its rollout became available
@@ -715,7 +707,7 @@ def _troubles(engine: Engine, site: Site, d: ObservedDeployment, now: float) -> 
     container = planner.container_of(site, d)
     if container is None or not rollout.wants_pods(site, d, container, now):
         return ()
-    image = next(c.image for c in d.containers if c.name == container)
+    image = d.image_of(container) or ""
     try:
         return engine.cluster_of(site).pod_troubles(d.namespace, d.selector, container, image)
     except ReconcilerError as exc:  # the progress deadline still catches it
@@ -728,17 +720,21 @@ def _apply_release(engine: Engine, p: SitePlan, *, dry_run: bool, trigger: str) 
     as any site's); a refused one puts back the parts this run already patched and fails the
     site with the reason."""
     done: list[SitePlan] = []
-    written: set[tuple[str, str]] = set()  # the workloads this run has patched
-    for planned in p.parts:
-        if not _writes(planned):
+    for workload in _by_workload(p.parts):
+        writing = [q for q in workload if _writes(q)]
+        if not writing:
             continue
-        workload = (planned.site.targets[0].kind, planned.site.deployment)
-        part = _unguarded(planned) if workload in written else planned
-        result = engine._apply_one(part, dry_run=dry_run, trigger=trigger)
+        part = writing[0]
+
+        def again(_: SitePlan, parts: Sequence[SitePlan] = tuple(writing)) -> SitePlan:
+            return _merged(engine, _replanned(engine, p, parts), trigger)
+
+        merged = _merged(engine, writing, trigger)
+        result = engine._apply_one(merged, dry_run=dry_run, trigger=trigger, replan=again)
         stopped = result.plan.skip is Skip.SHUTTING_DOWN
         if not result.ok or stopped:
             why = f"{release.label(part)}: {result.plan.reason}"
-            undone = [_undo(engine, q, why, dry_run) for q in done if q.action is Action.UPDATE]
+            undone = [_undo(engine, g, why, dry_run) for g in _by_workload(done)]
             if undone:
                 why += f"; put back {', '.join(undone)}"
             if stopped:
@@ -747,8 +743,7 @@ def _apply_release(engine: Engine, p: SitePlan, *, dry_run: bool, trigger: str) 
                 )
             return SiteResult(_failed(p, why, result.plan.error_kind or ErrorKind.KUBERNETES))
         if result.applied:
-            done.append(part)
-            written.add(workload)
+            done.extend(q for q in writing if q.action is Action.UPDATE)
     if p.action is Action.HELD:
         return SiteResult(p)
     if dry_run:
@@ -762,20 +757,76 @@ def _apply_release(engine: Engine, p: SitePlan, *, dry_run: bool, trigger: str) 
     return engine._done(p, dry_run=dry_run)
 
 
-def _unguarded(part: SitePlan) -> SitePlan:
-    """Another container of a workload this run has just patched (guarded by the
-    resourceVersion the plan read): its write is not guarded again, as an undo is not (the
-    workload's controller moves the resourceVersion, and after our own write a replan would
-    take the container's image, still its old one, for a person's)."""
-    write = part.write and replace(part.write, resource_version="")
-    return replace(part, resource_version="", write=write)
+def _undo(engine: Engine, parts: Sequence[SitePlan], why: str, dry_run: bool) -> str:
+    """Put back the parts of one workload in one write (release.undo_patch); how messages
+    name them."""
+    patch = rollout.merge([release.undo_patch(q, why, engine.clock()) for q in parts])
+    result = engine.cluster_of(parts[0].site).patch(patch, dry_run=dry_run)
+    names = ", ".join(release.label(q) for q in parts)
+    return names + ("" if result.ok else f" (failed: {result.reason})")
 
 
-def _undo(engine: Engine, part: SitePlan, why: str, dry_run: bool) -> str:
-    """Put one part back (release.undo_patch); how messages name it."""
-    patch = release.undo_patch(part, why, engine.clock())
-    result = engine.cluster_of(part.site).patch(patch, dry_run=dry_run)
-    return release.label(part) + ("" if result.ok else f" (failed: {result.reason})")
+def _replanned(engine: Engine, p: SitePlan, parts: Sequence[SitePlan]) -> list[SitePlan]:
+    """After a conflict on the workload of `parts`: the whole release planned again (a part
+    alone would not know that another one failed), its parts on that workload; an update to
+    the same commit keeps the image the gate verified (and pinned)."""
+    fresh = engine._replan(p)
+    if not fresh.parts:
+        return [fresh]  # the release could not be planned again: its error
+    before = {release.key(q.site): q for q in parts}
+    out = []
+    for q in fresh.parts:
+        old = before.get(release.key(q.site))
+        if old is None:
+            continue
+        same = q.action is Action.UPDATE and old.action is Action.UPDATE and q.sha == old.sha
+        out.append(replace(q, target_image=old.target_image) if same else q)
+    return out or [fresh]
+
+
+def _by_workload(parts: Sequence[SitePlan]) -> list[list[SitePlan]]:
+    """A release's parts by the workload they are on, in the order the workloads come."""
+    groups: dict[tuple[str, str], list[SitePlan]] = {}
+    for q in parts:
+        target = q.site.targets[0]
+        groups.setdefault((target.kind, target.name), []).append(q)
+    return list(groups.values())
+
+
+def _merged(engine: Engine, parts: Sequence[SitePlan], trigger: str) -> SitePlan:
+    """The parts of one workload that write, as one write (rollout.merge): one pod template
+    change for its containers and init containers, their previous images each recorded. A
+    part alone is itself; so are parts of which one no longer writes an image (replanned)."""
+    moving = [q for q in parts if _writes(q)]
+    if len(moving) < 2 or any(q.action not in (Action.UPDATE, Action.ROLLED_BACK) for q in moving):
+        return moving[0] if moving else parts[0]
+    now = engine.clock()
+    patches = []
+    for q in moving:
+        if q.action is Action.UPDATE:
+            change = replace(planner.change_for(q), trigger=trigger, notes=leadtime.update_notes(q))
+            patches.append(rollout.update_patch(change, now))
+        elif q.write is not None:
+            patches.append(q.write)
+    return replace(moving[0], write=rollout.merge(patches))
+
+
+def _plan_one(
+    engine: Engine,
+    site: Site,
+    heads: Mapping[RepoRef, HeadResult],
+    fresh: ObservedDeployment | None,
+) -> SitePlan:
+    """One site planned against its workload read again (`fresh`; a release: all of them)."""
+    if release.is_release(site):  # every target read again
+        return _plan_release(engine, site, heads)
+    now = engine.clock()
+    view = {fresh.key: fresh} if fresh else {}
+    troubles = _troubles(engine, site, fresh, now) if fresh else ()
+    p = planner.plan_site(site, heads, {site.namespace: view}, now=now, troubles=troubles)
+    notes = fresh.annotations if fresh else None
+    lead = leadtime.lead_of(p, notes, heads.get(site.ref), pushed=None, now=now)
+    return replace(p, lead=lead)
 
 
 def _plan_release(engine: Engine, site: Site, heads: Mapping[RepoRef, HeadResult]) -> SitePlan:

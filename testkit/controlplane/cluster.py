@@ -20,6 +20,9 @@ Which pods come up is decided by their containers' images (anywhere in the refer
   grows by one every ~2 s;
 - an image containing ``pullfail`` or ``deadbee`` (PULLFAIL_MARKERS) cannot be pulled: the pod
   stays Pending, never Ready; that container waits with reason ``ImagePullBackOff``;
+- an init container with either marker keeps its pod Pending (Init:CrashLoopBackOff): it waits
+  with reason ``CrashLoopBackOff`` (or ``ImagePullBackOff``), the containers in
+  ``PodInitializing``;
 - anything else becomes Running and Ready at once (init containers ``Completed``); a pod a Job
   owns then ends at once: ``Failed`` (containers exited 1) when an image contains ``jobfail``
   or ``0bfa11e`` (JOBFAIL_MARKERS; jobfail_sha()), else ``Succeeded`` (exited 0).

@@ -231,6 +231,44 @@ def test_a_real_sync_and_dry_run_as_the_serviceaccount_are_admitted(
     assert held["reconciler.dev/hold"] == "launch freeze"
 
 
+def test_a_sync_and_a_rollback_of_an_init_container_are_admitted(
+    policed: tuple[str, Any],
+    kube_api_client: Any,
+    github: GitHubStandIn,
+    reconciler_sa_kubeconfig: Path,
+    tmp_path: Path,
+) -> None:
+    """A site whose target sets the container and the init container (#19): the one write that
+    sets both images, and the rollback, pass the policy as the ServiceAccount."""
+    namespace, _ = policed
+    sha = random_sha()
+    github.add_repo("acme/site", {"main": sha})
+    (tmp_path / "sites.toml").write_text(
+        f'[sites.site]\nrepo = "acme/site"\nnamespace = "{namespace}"\n'
+        'image = "gcr.io/p/site:{sha}"\nverify = "none"\n'
+        '[[sites.site.targets]]\nname = "site"\ncontainers = ["app"]\n'
+        'init_containers = ["migrate"]\nimages = { migrate = "gcr.io/p/migrate:{sha}" }\n'
+    )
+    env = {
+        "GITHUB_API_URL": github.url,
+        "GITHUB_TOKEN": TOKEN,
+        "KUBECONFIG": str(reconciler_sa_kubeconfig),
+    }
+
+    def run(*argv: str) -> int:
+        config = ["--config", str(tmp_path / "sites.toml")]
+        return main([*argv, *config], env=env, stdout=io.StringIO(), stderr=io.StringIO())
+
+    def images() -> tuple[str, str]:
+        spec = get_deployment(kube_api_client, namespace, "site")["spec"]["template"]["spec"]
+        return spec["containers"][0]["image"], spec["initContainers"][0]["image"]
+
+    assert run("sync") == 0
+    assert images() == (f"gcr.io/p/site:{sha}", f"gcr.io/p/migrate:{sha}")
+    assert run("rollback", "site") == 0
+    assert images() == ("gcr.io/p/site:old", "gcr.io/p/migrate:v3")
+
+
 def test_rollback_hold_and_resume_patches_are_admitted(
     policed: tuple[str, Any], kube_api_client: Any
 ) -> None:

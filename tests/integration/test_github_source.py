@@ -361,10 +361,11 @@ def test_one_image_two_verifications(github: GitHubStandIn) -> None:
 def test_the_pace_grows_within_its_ceiling_and_halves_on_a_secondary_limit() -> None:
     """A stand-in that allows 6 requests in flight and answers more with GitHub's secondary
     limit (403, retry-after 1): the pace grows from 4 past it, is answered so, halves, waits the
-    retry-after out and resolves every head; never more than the ceiling (16) in flight."""
+    retry-after out and resolves every head; never more than the ceiling (16) in flight. Each
+    answer takes 200 ms, so that requests started together overlap even on a busy machine."""
     with GitHubStandIn(
         tokens=[TOKEN],
-        latency_median_ms=40,
+        latency_median_ms=200,
         latency_sigma=0.1,
         max_concurrent=6,
         secondary_retry_after_s=1,

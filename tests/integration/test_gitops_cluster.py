@@ -118,6 +118,16 @@ def test_commit_rollout_followed_failure_and_revert_commit(
 
     assert player.sync() == f"gcr.io/p/blog:{good}"
     live = settled(world, "in-sync", "available")
+
+    # the record of "applied" is a guarded write: one that met the controller's status update
+    # (409) is left to the next sync, which finds the same thing to record
+    def recorded_applied() -> bool:
+        if ann.APPLIED_AT in world.get()["metadata"]["annotations"]:
+            return True
+        world.sync()
+        return False
+
+    wait_until(recorded_applied, "a sync to record the commit applied", timeout=120)
     notes = world.get()["metadata"]["annotations"]
     assert notes[ann.SHA] == good and notes[ann.GIT_COMMIT] == deploy.sha
     # a sync saw the Deployment run the committed image: recorded applied, once

@@ -477,3 +477,88 @@ def test_a_crash_looping_commit_puts_back_each_container_of_one_workload_to_its_
     assert images() == {"app": f"gcr.io/p/shop:{newer}", "worker": f"gcr.io/p/worker:{newer}"}
     world.cli("rollback", "shop")  # to the previous commit: each container its own image
     assert images() == {"app": f"gcr.io/p/shop:{good}", "worker": f"gcr.io/p/worker:{good}"}
+
+
+# --- init containers: a migration built from the same commit -------------------------------------
+
+INIT_SITE = """\
+[sites.shop]
+repo = "acme/shop"
+branch = "main"
+namespace = "{ns}"
+image = "gcr.io/p/shop:{{sha}}"
+verify = "none"
+rollout_timeout = 1
+
+[[sites.shop.targets]]
+name = "web"
+containers = ["app"]
+init_containers = ["migrate"]
+images = {{ migrate = "gcr.io/p/shop-migrate:{{sha}}" }}
+"""
+
+
+@pytest.fixture
+def migrating(
+    workload_cluster: LocalCluster, workload_namespace: str, github: GitHubStandIn, tmp_path: Path
+) -> KindsWorld:
+    """Site "shop": Deployment web, its container app and its init container migrate."""
+    world = KindsWorld(workload_cluster, workload_namespace, github, tmp_path, "CronJob")
+    world.sites.write_text(INIT_SITE.format(ns=workload_namespace))
+    template = _pod_template("web", "gcr.io/p/shop:before")
+    template["spec"]["initContainers"] = [
+        {"name": "migrate", "image": "gcr.io/p/shop-migrate:before", "args": ["up"]}
+    ]
+    spec = {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": template}
+    meta = {"name": "web"}
+    world.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec})
+    world.as_shipped_serviceaccount(tmp_path)
+    return world
+
+
+def _web_images(world: KindsWorld) -> tuple[str, str]:
+    out = world.kubectl("get", "deployment/web", "-o", "json")
+    spec = json.loads(out.stdout)["spec"]["template"]["spec"]
+    return spec["containers"][0]["image"], spec["initContainers"][0]["image"]
+
+
+def test_an_init_container_moves_with_the_app_and_a_crash_looping_one_rolls_both_back(
+    migrating: KindsWorld,
+) -> None:
+    world = migrating
+    good = world.head()
+    done = world.sync(*WAIT)
+    assert done["action"] == "update" and done["applied"], done
+    assert done["rollout"] == "available", done
+    assert [(t["container"], t["init"]) for t in done["targets"]] == [
+        ("app", False),
+        ("migrate", True),
+    ], done
+    assert _web_images(world) == (f"gcr.io/p/shop:{good}", f"gcr.io/p/shop-migrate:{good}")
+
+    bad = world.head(crashloop_sha())  # the new pods stay Pending: Init:CrashLoopBackOff
+    back = world.sync(*WAIT, code=1)
+    assert back["action"] == "rolled-back" and back["applied"], back
+    assert back["failed_sha"] == bad, back
+    assert "init container migrate" in back["reason"], back
+    assert "CrashLoopBackOff" in back["reason"], back
+    assert _web_images(world) == (f"gcr.io/p/shop:{good}", f"gcr.io/p/shop-migrate:{good}")
+    notes = json.loads(world.kubectl("get", "deployment/web", "-o", "json").stdout)["metadata"][
+        "annotations"
+    ]
+    assert notes[ann.FAILED_SHA] == bad and notes[ann.SHA] == good, notes
+    again = world.sync()
+    assert again["action"] == "skip" and again["failed_sha"] == bad, again
+    assert _web_images(world) == (f"gcr.io/p/shop:{good}", f"gcr.io/p/shop-migrate:{good}")
+
+
+def test_a_persons_set_image_of_the_init_container_holds_the_site(migrating: KindsWorld) -> None:
+    world = migrating
+    good = world.head()
+    world.sync(*WAIT)
+    world.kubectl("set", "image", "deployment/web", "migrate=gcr.io/p/shop-migrate:hotfix")
+    world.head()
+    held = world.sync()
+    assert held["action"] == "held" and "kubectl" in (held["held_by"] or ""), held
+    assert "init container migrate" in held["reason"], held
+    assert _web_images(world) == (f"gcr.io/p/shop:{good}", "gcr.io/p/shop-migrate:hotfix")

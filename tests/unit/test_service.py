@@ -166,3 +166,27 @@ def test_a_lost_lease_stops_every_further_patch(tmp_path: Path, error: Exception
     finally:
         cluster.gate.set()
         svc.shutdown(5)
+
+
+def test_a_steady_sync_keeps_the_results_it_shares_with_the_last_one_once(
+    tmp_path: Path,
+) -> None:
+    """Up to RUN_HISTORY reports stay readable at /runs: a result equal to the site's last one
+    is that same object, so steady syncs add no copy of every site's verdict."""
+    svc, cluster, _ = service(tmp_path)
+    first = svc.run(SyncRequest(trigger="test"))
+    (deployed,) = first.results
+    assert deployed.applied  # the first run deploys the head
+    second = svc.run(SyncRequest(trigger="test"))
+    third = svc.run(SyncRequest(trigger="test"))
+    (steady,) = second.results
+    assert not steady.applied and steady.plan.action.value == "in-sync"
+    assert third.results[0] is steady  # the same verdict again: held once
+    assert third.results == second.results
+    cluster.add(
+        ObservedDeployment(
+            "default", "blog", (Container("app", "gcr.io/p/blog:y"),), resource_version="9"
+        )
+    )
+    fourth = svc.run(SyncRequest(trigger="test"))
+    assert fourth.results[0] is not steady and fourth.results[0].applied  # a new verdict

@@ -178,14 +178,18 @@ def test_the_same_name_of_another_kind_is_another_workload() -> None:
     assert len(config.parse(text).sites[0].targets) == 2
 
 
-def test_until_the_sync_moves_them_a_site_of_several_targets_fails_saying_so() -> None:
-    from reconciler.core.model import Action
-    from reconciler.core.plan.planner import plan_site
+def test_init_containers_are_parts_of_the_release_and_containers_empty_sets_only_them() -> None:
+    from reconciler.core.plan import release
 
     (site,) = config.parse(SHOP).sites
-    verdict = plan_site(site, {}, {})
-    assert verdict.action is Action.ERROR
-    assert verdict.reason.startswith("targets Deployment/web, Deployment/worker, CronJob/nightly")
+    parts = [(p.deployment, p.container, release.is_init(p)) for p in release.parts_of(site)]
+    assert parts[:2] == [("web", "app", False), ("web", "migrate", True)]
+    only = SHOP.replace('containers = ["app"]\n', "containers = []\n", 1)
+    (site,) = config.parse(only).sites
+    assert site.targets[0].only_init and site.targets[0].sets == (("migrate", True),)
+    absent = SHOP.replace('containers = ["app"]\n', "", 1)  # its only container, and migrate
+    (site,) = config.parse(absent).sites
+    assert site.targets[0].sets == ((None, False), ("migrate", True))
 
 
 def test_the_readme_example_is_valid() -> None:

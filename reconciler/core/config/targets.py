@@ -105,7 +105,8 @@ def _target(raw: Mapping[str, Any], where: Where, site: str, report: Report) -> 
     images = _images(raw, (*containers, *init), bad)
     if problems or kind is None or not isinstance(name, str):
         return None
-    return Target(name, kind, containers, init, images, line=None)
+    only_init = "containers" in raw and not containers
+    return Target(name, kind, containers, init, images, line=None, only_init=only_init)
 
 
 def _kind(value: Any, bad: Callable[[str | None, str], None]) -> str | None:
@@ -175,7 +176,7 @@ def claims(sites: Iterable[Site]) -> dict[tuple[str, str, str], list[Claim]]:
     for site in sites:
         for target in site.targets:
             group = groups.setdefault((site.namespace, target.kind, target.name), [])
-            group.extend(Claim(site, target, c) for c in target.names or (None,))
+            group.extend(Claim(site, target, c) for c, _ in target.sets)
     return groups
 
 
@@ -186,16 +187,25 @@ def conflicts(group: list[Claim]) -> list[tuple[Claim, Claim]]:
     by_container: dict[str, int] = {}  # the first claim naming each container
     out: list[tuple[Claim, Claim]] = []
     for i, claim in enumerate(group):
-        if claim.container is None:
-            other = 0 if i else None
+        if claim.container is None:  # (its own target's init containers are not in the way)
+            other = next((j for j in range(i) if not _same(group[j], claim)), None)
             whole = i if whole is None else whole
         else:
-            earlier = [j for j in (whole, by_container.get(claim.container)) if j is not None]
+            earlier = [
+                j
+                for j in (whole, by_container.get(claim.container))
+                if j is not None and not _same(group[j], claim)
+            ]
             other = min(earlier) if earlier else None
             by_container.setdefault(claim.container, i)
         if other is not None:
             out.append((claim, group[other]))
     return out
+
+
+def _same(a: Claim, b: Claim) -> bool:
+    """Two claims of one target (its only container and its init containers)."""
+    return a.site is b.site and a.target is b.target
 
 
 def conflict_message(workload: tuple[str, str, str], claim: Claim, other: Claim) -> str:

@@ -3,10 +3,12 @@ each part a one-container site the planner already knows, and the parts' verdict
 into the site's one verdict, so that all of them move to the same commit in the same run or
 none does:
 
+- any part's rollout failed, and none is held: every part running the failed commit goes back
+  to its previous image and remembers the commit (the site is rolled back), whatever error
+  another part has (the follower, which reads no branch head, has one on every part whose
+  rollout did not fail);
 - any part in error: the site fails with that part's reason, nothing is written;
 - any part held (a person changed its image, or `reconciler hold`): the whole site is held;
-- any part's rollout failed: every part running the failed commit goes back to its previous
-  image and remembers the commit (the site is rolled back);
 - the failed commit is the head on any part: the site waits for a new commit;
 - any part not ready (image missing, checks pending, paused): the site waits, none moves;
 - else the parts not on the head are updated together; in sync when none is.
@@ -34,6 +36,7 @@ __all__ = [
     "combine",
     "gated",
     "held_back",
+    "is_init",
     "is_release",
     "key",
     "label",
@@ -48,17 +51,26 @@ def parts_of(site: Site) -> tuple[Site, ...]:
         return (site,)
     out = []
     for t in site.targets:
-        for c in t.containers or (None,):
+        for c, init in t.sets:
             image = t.image_for(c, site.image) if c else site.image
-            one = Target(t.name, t.kind, (c,) if c else (), line=t.line)
+            if init:  # an init container's part: only that one, at initContainers
+                one = Target(t.name, t.kind, (), (c,) if c else (), line=t.line, only_init=True)
+            else:
+                one = Target(t.name, t.kind, (c,) if c else (), line=t.line)
             out.append(replace(site, deployment=t.name, container=c, image=image, targets=(one,)))
     return tuple(out)
 
 
 def is_release(site: Site) -> bool:
-    """More than one part (targets or containers), or a part with an image of its own."""
+    """More than one part (targets, containers, init containers), or a part with an image of
+    its own; a part itself (one container or one init container) is not."""
     target = site.targets[0]
-    return len(site.targets) > 1 or len(target.containers) > 1 or bool(target.images)
+    return len(site.targets) > 1 or len(target.sets) > 1 or bool(target.images)
+
+
+def is_init(part: Site) -> bool:
+    """Whether a part (or a one-part site) sets an init container."""
+    return part.targets[0].sets[0][1]
 
 
 def key(part: Site) -> str:
@@ -69,7 +81,8 @@ def key(part: Site) -> str:
 def label(p: SitePlan) -> str:
     """How messages name a part: "CronJob/nightly" or "Deployment/web (app)"."""
     target = p.site.targets[0]
-    return f"{target}" + (f" ({p.container})" if p.container else "")
+    init = "init container " if is_init(p.site) else ""
+    return f"{target}" + (f" ({init}{p.container})" if p.container else "")
 
 
 def _worst(parts: Sequence[SitePlan]) -> Rollout | None:
@@ -107,6 +120,9 @@ def combine(
         write=None,
         waiting=all(p.waiting for p in parts if p.rollout is Rollout.PROGRESSING),
     )
+    failed = next((p for p in parts if p.action is Action.ROLLED_BACK), None)
+    if failed is not None and not any(p.action is Action.HELD for p in parts):
+        return _rolled_back(base, parts, failed, rollback)
     for action in (Action.ERROR, Action.HELD):
         found = next((p for p in parts if p.action is action), None)
         if found is not None:
@@ -119,9 +135,6 @@ def combine(
                 held_at=found.held_at,
                 parts=_quiet(parts, lambda p: p.action is Action.HELD),
             )
-    failed = next((p for p in parts if p.action is Action.ROLLED_BACK), None)
-    if failed is not None:
-        return _rolled_back(base, parts, failed, rollback)
     waiting = next((p for p in parts if p.action is Action.SKIP), None)
     if waiting is not None:
         return replace(
@@ -203,4 +216,5 @@ def undo_patch(p: SitePlan, why: str, now: float) -> DeploymentPatch:
         change_cause=f"reconciler: release of {sha} undone ({why})"[:250],
         events=(KubeEvent("Warning", "ReleaseUndone", f"back to {p.current_image}: {why}"[:1024]),),
         kind=target.kind,
+        init=is_init(p.site),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,8 +43,14 @@ def stamp(now: float) -> str:
 
 def parse_time(value: str | None) -> float | None:
     """Seconds since the epoch of an RFC 3339 UTC time as the API server writes it."""
-    if not value:
-        return None
+    return _parse_time(value) if value else None
+
+
+# Every sync reads every workload's times (reconciler.dev/updated-at: serve's per-site metrics,
+# holds, soaks): each distinct text parsed once (strptime costs ~25 µs; a fleet's times repeat
+# from sync to sync).
+@functools.lru_cache(maxsize=65536)
+def _parse_time(value: str) -> float | None:
     try:
         parsed = datetime.strptime(value[:19], "%Y-%m-%dT%H:%M:%S")
     except ValueError:
@@ -147,7 +154,7 @@ def hold_of(
     resumed = parse_time(notes.get(ann.RESUMED_AT))
     if resumed is not None and (changed is None or changed <= resumed):
         return None
-    image = next((c.image for c in d.containers if c.name == container), "?")
+    image = d.image_of(container) or "?"
     held_head = notes.get(ann.HELD_HEAD)
     what = f"image set to {image} by {owner.manager} ({owner.operation}) at {owner.time or '?'}"
     if held_head and head_sha and head_sha != held_head:
@@ -239,7 +246,7 @@ def rollback_patch(
     site: Site, d: ObservedDeployment, container: str, why: str, now: float
 ) -> DeploymentPatch | None:
     """Back to the image recorded before the failed change; the failed commit is remembered."""
-    current = next((c.image for c in d.containers if c.name == container), "")
+    current = d.image_of(container) or ""
     back = rollback_of(d.annotations, site.repo, container, current, why=why, now=now)
     if back is None:
         return None
@@ -253,6 +260,7 @@ def rollback_patch(
         events=back.events,
         resource_version=d.resource_version,
         kind=d.kind,
+        init=d.is_init(container),
     )
 
 
@@ -278,6 +286,7 @@ def update_patch(change: ImageChange, now: float) -> DeploymentPatch:
         ),
         resource_version=change.resource_version,
         kind=change.kind,
+        init=change.init,
     )
 
 
@@ -342,7 +351,7 @@ def manual_rollback_patch(
     now: float,
 ) -> DeploymentPatch:
     """`reconciler rollback`: deploy an earlier image and hold the site there."""
-    current = next((c.image for c in d.containers if c.name == container), "")
+    current = d.image_of(container) or ""
     notes = d.annotations
     target = sha[:7] if sha else image
     return DeploymentPatch(
@@ -370,20 +379,24 @@ def manual_rollback_patch(
         ),
         resource_version=d.resource_version,
         kind=d.kind,
+        init=d.is_init(container),
     )
 
 
 def image_owners(managed_fields: Sequence[Mapping[str, object]]) -> dict[str, FieldOwner]:
-    """Which manager owns each container's image, from managedFields (Update or Apply entries)."""
+    """Which manager owns each container's (and init container's: names are unique in a pod)
+    image, from managedFields (Update or Apply entries)."""
     owners: dict[str, FieldOwner] = {}
     for entry in managed_fields:
         if entry.get("subresource"):
             continue
         fields = entry.get("fieldsV1")
-        containers = _dig(fields, "f:spec", "f:template", "f:spec", "f:containers")
-        if not isinstance(containers, Mapping):
+        pod = _dig(fields, "f:spec", "f:template", "f:spec")
+        if not isinstance(pod, Mapping):
             continue
-        for key, value in containers.items():
+        both = (pod.get("f:containers"), pod.get("f:initContainers"))
+        lists = [c for c in both if isinstance(c, Mapping)]
+        for key, value in (item for c in lists for item in c.items()):
             if not (isinstance(key, str) and key.startswith('k:{"name":')):
                 continue
             if isinstance(value, Mapping) and "f:image" in value:
@@ -402,3 +415,31 @@ def _dig(value: object, *keys: str) -> object:
             return None
         value = value.get(key)
     return value
+
+
+def merge(patches: Sequence[DeploymentPatch]) -> DeploymentPatch:
+    """One write of several patches of one workload (a release's containers and init
+    containers): every image they set, the annotations of the first that sets each (the
+    commit is the release's; each container's previous image has a key of its own), their
+    Events and change-causes; guarded by the first's resourceVersion."""
+    first = patches[0]
+    if len(patches) == 1:
+        return first
+    notes: dict[str, str | None] = {}
+    for p in patches:
+        for key, value in p.annotations.items():
+            notes.setdefault(key, value)
+    causes = [p.change_cause for p in patches if p.change_cause]
+    return DeploymentPatch(
+        first.namespace,
+        first.deployment,
+        notes,
+        container=first.container,
+        image=first.image,
+        change_cause="; ".join(dict.fromkeys(causes))[:250] or None,
+        events=tuple(e for p in patches for e in p.events),
+        resource_version=first.resource_version,
+        kind=first.kind,
+        init=first.init,
+        also=tuple(i for p in patches[1:] for i in p.images),
+    )
