@@ -48,6 +48,9 @@ __all__ = [
     "after_promotion",
     "approval_gate",
     "approve_patch",
+    "delivered",
+    "judge",
+    "observed",
     "promoted_head",
     "read_approval",
     "waiting_sha",
@@ -283,14 +286,59 @@ def promote(
     history: Sequence[str] = (),
 ) -> tuple[promotion.Verdict, promotion.Observed, promotion.Observed]:
     """A follower's promotion verdict from its source's workload and its own."""
-    seen_source = _observe(source_site, source, now)
-    seen_here = _observe(site, here, now)
+    seen_source = observed(source_site, source, now)
+    seen_here = observed(site, here, now)
+    return judge(site, seen_source, seen_here, now=now, history=history), seen_source, seen_here
+
+
+def judge(
+    site: Site,
+    source: promotion.Observed,
+    here: promotion.Observed,
+    *,
+    now: float,
+    history: Sequence[str] = (),
+) -> promotion.Verdict:
+    """A follower's promotion verdict from what its source runs and what it runs itself (each
+    of any delivery: `observed`, `delivered`)."""
     rule = promotion.Promotion(site.name, site.promote_from or "", site.soak)
-    verdict = promotion.decide(rule, site, seen_source, seen_here, now=now, history=history)
-    return verdict, seen_source, seen_here
+    return promotion.decide(rule, site, source, here, now=now, history=history)
 
 
-def _observe(site: Site | None, d: ObservedDeployment | None, now: float) -> promotion.Observed:
+def delivered(
+    p: SitePlan, at: ObservedDeployment | None, history: Sequence[str] = ()
+) -> promotion.Observed:
+    """What a site of another delivery (Helm, git) runs, as promotion judges it: its delivery's
+    verdict says how its rollout stands, which commit failed and whether it is held; the
+    records on the workload its delivery names (SiteDelivery.workload) say which commit the
+    reconciler deployed, when, and since when that rollout is available. A git site's
+    ``available-at`` is written only once its GitOps tool applied the commit, so its soak never
+    starts before. A short SHA (a Helm description's) is the full one of the chain's history."""
+    notes = at.annotations if at is not None else {}
+    updated = rollout.parse_time(notes.get(ann.UPDATED_AT))
+    available = rollout.parse_time(notes.get(ann.AVAILABLE_AT))
+    if available is not None and (updated is None or available < updated):
+        available = None  # stamped for an earlier rollout
+    return promotion.Observed(
+        sha=_full(notes.get(ann.SHA) or None, history),
+        branch=notes.get(ann.BRANCH) or p.branch,
+        updated_at=updated,
+        available_at=available,
+        rollout=p.rollout,
+        progress=p.progress,
+        failed_sha=_full(p.failed_sha, history),
+        hold=p.reason if p.action is Action.HELD else None,
+    )
+
+
+def _full(sha: str | None, history: Sequence[str]) -> str | None:
+    if sha is None or len(sha) >= 40 or len(sha) < 7:
+        return sha
+    return next((h for h in history if h.startswith(sha)), sha)
+
+
+def observed(site: Site | None, d: ObservedDeployment | None, now: float) -> promotion.Observed:
+    """What a site whose Deployment the reconciler patches runs, as promotion judges it."""
     if site is None or d is None:
         return promotion.Observed()
     names = [c.name for c in d.containers]

@@ -172,12 +172,7 @@ def _write(
         if attempt and engine.stopping.wait(engine.conflict_pause(attempt - 1)):
             break
         cluster = engine.cluster_of(site)
-        d = cluster.read(site.namespace, site.deployment, site.targets[0].kind)
-        if d is None:
-            raise CommandError(f"{planner.workload_name(site)} not found")
-        container = planner.container_of(site, d)
-        if container is None:
-            raise CommandError(f"{site.name}: cannot tell which container it manages")
+        d, container = _workload(engine, site)
         result = cluster.patch(make(d, container), dry_run=False)
         if result.ok:
             cluster.settle()  # its Event is written before the command reports
@@ -185,3 +180,23 @@ def _write(
         if not result.conflict:
             raise CommandError(f"{site.name}: {result.reason}")
     raise CommandError(f"{site.name}: the Deployment kept changing under us (409 conflicts)")
+
+
+def _workload(engine: Engine, site: Site) -> tuple[ObservedDeployment, str]:
+    """The workload a command writes on and the container it manages. A Helm or git site's is
+    the one its delivery rolls, where its records (an approval) are read; its delivery sets the
+    image, so no container is named ("")."""
+    if engine.deliveries.of(site) is not None:
+        seen = engine.deliveries.observe([site])
+        p = engine.deliveries.verdict(site, None, seen, engine.clock())
+        at = engine.deliveries.workload(p, seen)
+        if at is None:
+            raise CommandError(f"{site.name}: {p.reason or 'its delivery rolls no workload'}")
+        return at, ""
+    d = engine.cluster_of(site).read(site.namespace, site.deployment, site.targets[0].kind)
+    if d is None:
+        raise CommandError(f"{planner.workload_name(site)} not found")
+    container = planner.container_of(site, d)
+    if container is None:
+        raise CommandError(f"{site.name}: cannot tell which container it manages")
+    return d, container

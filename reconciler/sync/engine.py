@@ -45,6 +45,7 @@ from reconciler.core.plan import fallback, planner, release
 from reconciler.core.ports import Cluster, HeadSource, ImageVerifier, VerifyRequest
 from reconciler.core.rollout import state as rollout
 from reconciler.core.windows import Verdict as WindowVerdict
+from reconciler.sync import promoting
 from reconciler.sync.clusters import Clusters, group
 from reconciler.sync.delivery import Deliveries
 from reconciler.sync.fanout import bounded_map
@@ -118,13 +119,14 @@ class Engine:
             r.ref for s in selected if s.promote_from and not (r := _root(config, s)).promote_from
         }
         by_cluster = group((*kube, *upstream))
+        delivered = promoting.with_sources(selected, upstream)  # a source of any delivery
         # GitHub, each cluster and the other deliveries are read at the same time.
         with ThreadPoolExecutor(len(by_cluster) + 1, thread_name_prefix="observe") as pool:
             observing = {
                 ref: pool.submit(_observe, self.clusters, ref, in_cluster)
                 for ref, in_cluster in by_cluster.items()
             }
-            delivering = pool.submit(self.deliveries.observe, selected)
+            delivering = pool.submit(self.deliveries.observe, delivered)
             heads = self._resolve(refs)
             observed: Observed = {ref: f.result() for ref, f in observing.items()}
             seen = delivering.result()
@@ -135,21 +137,12 @@ class Engine:
             for part in release.parts_of(site)
             if (d := _deployment(observed, part)) is not None
         }
-        kube_plan = _plan_sites(
-            config,
-            selected=kube,
-            heads=heads,
-            observed=observed,
-            now=now,
-            troubles=troubles,
+        up = promoting.Upstream(
+            config, self.deliveries, seen, lambda s: _deployment(observed, s), heads, now
         )
+        kube_plan = _plan_sites(selected=kube, observed=observed, troubles=troubles, upstream=up)
         by_name = {p.site.name: p for p in kube_plan.sites}
-        result = Plan(
-            tuple(
-                by_name.get(s.name) or self.deliveries.verdict(s, heads.get(s.ref), seen, now)
-                for s in selected
-            )
-        )
+        result = Plan(tuple(by_name.get(s.name) or _delivered(up, s) for s in selected))
         result = self._gate(result)
 
         def replan(site: Site, head: BranchHead) -> SitePlan:
@@ -161,7 +154,11 @@ class Engine:
             )
 
         result = _fall_back(self.verifier, result, heads, replan)
-        result = _env_gates(config, result, observed, now, override=override, by=by)
+
+        def workload(p: SitePlan) -> ObservedDeployment | None:
+            return self.deliveries.workload(p, seen)
+
+        result = _env_gates(config, result, observed, now, override=override, by=by, at=workload)
         return _lead(
             config,
             result,
@@ -169,7 +166,7 @@ class Engine:
             observed=observed,
             now=now,
             pushed=self.pushed,
-            workload=lambda p: self.deliveries.workload(p, seen),
+            workload=workload,
         )
 
     def _resolve(self, refs: Collection[RepoRef]) -> Mapping[RepoRef, HeadResult]:
@@ -464,6 +461,12 @@ def _stamp(engine: Engine, config: Config, names: Collection[str] | None) -> Non
     selected = config.select(names)
     feeding = {s.promote_from for s in config.sites if s.promote_from}
     wanted = [s for s in (*selected, *gates.sources(config.by_name, selected)) if s.name in feeding]
+    delivered = [s for s in wanted if s.delivery != KUBERNETES]
+    if delivered:  # through its delivery's records (a git site's once its commit was applied)
+        records = engine.deliveries.observe(delivered)
+        for site in delivered:
+            _follow_delivered(engine, site, records, act=True)
+    wanted = [s for s in wanted if s.delivery == KUBERNETES]
     if not wanted:
         return
     for ref, in_cluster in group(wanted).items():  # each cluster's sites through its port
@@ -532,17 +535,24 @@ def _fall_back(
     return Plan(tuple(out))
 
 
+def _delivered(up: promoting.Upstream, site: Site) -> SitePlan:
+    """A site of another delivery: its verdict against its branch head, or its promotion."""
+    if site.promote_from:
+        return up.plan(site)
+    return up.deliveries.verdict(site, up.heads.get(site.ref), up.seen, up.now)
+
+
 def _plan_sites(
-    config: Config,
     *,
     selected: Sequence[Site],
-    heads: Mapping[RepoRef, HeadResult],
     observed: Observed,
-    now: float,
     troubles: Mapping[str, tuple[str, ...]],
+    upstream: promoting.Upstream,
 ) -> Plan:
-    """The planner's verdict per site; a follower is planned against what its source runs."""
+    """The planner's verdict per site; a follower is planned against what its source (of any
+    delivery) runs."""
     out = []
+    heads, now = upstream.heads, upstream.now
     for site in selected:
         if not site.promote_from:
             trouble = troubles.get(release.key(site), ())
@@ -553,17 +563,7 @@ def _plan_sites(
                 )
             )
             continue
-        source = config.site(site.promote_from)
-        root = heads.get(_root(config, site).ref)
-        history = [c.sha for c in root.history] if isinstance(root, BranchHead) else []
-        verdict, seen_source, seen_here = gates.promote(
-            site,
-            source,
-            _deployment(observed, source) if source else None,
-            _deployment(observed, site),
-            now=now,
-            history=history,
-        )
+        verdict, seen_source, seen_here = upstream.verdict(site)
         head = gates.promoted_head(site, verdict, seen_here, seen_source)
         p = planner.plan_site(
             site,
@@ -584,16 +584,18 @@ def _env_gates(
     *,
     override: str | None,
     by: str,
+    at: Callable[[SitePlan], ObservedDeployment | None],
 ) -> Plan:
     """Approval, then deploy windows, on every update (core.gates); each list of windows is
-    decided once per plan."""
+    decided once per plan. A site of another delivery's approval is on the workload its
+    delivery names (`at`)."""
     out = []
     seen: dict[tuple[str, ...], WindowVerdict] = {}
     for p in result.sites:
         if p.action is not Action.UPDATE:
             out.append(p)
             continue
-        d = _deployment(observed, p.site)
+        d = _deployment(observed, p.site) if p.site.delivery == KUBERNETES else at(p)
         approved = gates.approval_gate(p, gates.read_approval(d.annotations) if d else None)
         gated, record = gates.window_gate(
             approved, config.windows_of(p.site), now, override=override, by=by, seen=seen
@@ -616,8 +618,8 @@ def _lead(
     delivery's records are on the workload it names (`workload`)."""
     out = []
     for p in result.sites:
-        if p.site.delivery != KUBERNETES:
-            head = heads.get(p.site.ref)
+        if p.site.delivery != KUBERNETES:  # a follower's head is no branch's
+            head = None if p.site.promote_from else heads.get(p.site.ref)
             when = pushed(head.repo, head.sha) if isinstance(head, BranchHead) else None
             lead = leadtime.delivered(p, workload(p), head, pushed=when, now=now)
             out.append(replace(p, lead=lead))

@@ -314,7 +314,6 @@ class _Validator:
         helm = self._helm(raw, where, name, namespace)
         git = parse_git(raw, defaults, where, (name, container, targets or ()), self.problem)
         delivered = HELM if helm is not None else GIT if git is not None else None
-        _delivered_follower(follows, delivered, where, name, self.problem)
         cluster = site_cluster(raw, defaults, self.clusters, (where, name, delivered), self.problem)
         gates = self._gates(raw, defaults, where, name)
         if len(self.problems) > before or repo is None or image is None or targets is None:
@@ -556,23 +555,3 @@ def shown(value: str, limit: int = 80) -> str:
     if len(value) <= limit:
         return repr(value)
     return f"{value[:limit]!r}... ({len(value):,} characters)"
-
-
-def _delivered_follower(
-    follows: object,
-    delivered: str | None,
-    where: tuple[str, ...],
-    name: str,
-    problem: Callable[[tuple[str, ...], str, str | None], None],
-) -> None:
-    """A Helm- or git-delivered site may not follow another site (promotion plans only sites
-    whose Deployment the reconciler patches): said at its promote_from."""
-    if delivered is None or not follows:
-        return
-    problem(
-        (*where, "promote_from"),
-        f'a site delivered by {delivered} cannot follow "{follows}" yet: promotion plans only '
-        "sites whose Deployment the reconciler patches; follow a branch (drop promote_from) "
-        f"or drop the [sites.{name}.{delivered}] table",
-        name,
-    )
