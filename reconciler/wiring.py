@@ -20,8 +20,8 @@ from reconciler.adapters.github import GitHubDeployments, GitHubSource
 from reconciler.adapters.gitrepo import GitRepoWriter
 from reconciler.adapters.helm import HelmCLI
 from reconciler.adapters.registry import RegistryVerifier, Verifiers
-from reconciler.core.errors import ReconcilerError
-from reconciler.core.model import DEPLOYMENT, ClusterRef, Site
+from reconciler.core.errors import ErrorKind, ReconcilerError
+from reconciler.core.model import DEPLOYMENT, GIT, HELM, ClusterRef, Site
 from reconciler.core.ports import (
     BackgroundTrigger,
     Cluster,
@@ -114,32 +114,63 @@ def build_engine(parts: Parts | None, settings: Settings) -> Engine:
         if isinstance(heads, GitHubSource):
             by_mode["checks"] = heads
         verifier = Verifiers(by_mode)
-    deliveries = dict(parts.deliveries or {})
-    if "helm" not in deliveries:  # helm runs only for sites with a [sites.NAME.helm] table
-        kubeconfig = parts.kubeconfig or settings.kubeconfig
-        helm = HelmCLI(
-            settings.helm_binary,
-            kubeconfig=Path(kubeconfig) if kubeconfig else None,
-            kube_context=parts.kube_context,
-        )
-        deliveries["helm"] = HelmDelivery(helm, cluster)
-    if "git" not in deliveries:  # GitHub is asked only for sites with a [sites.NAME.git] table
-        deliveries["git"] = GitDelivery(
-            parts.repos or GitRepoWriter(settings.github, bearer=_bearer(heads)),
-            cluster,
-            commits=heads if isinstance(heads, CommitLog) else None,
-            clock=parts.clock or time.time,
-            web_url=settings.github.web_url,
-        )
+    clusters = Clusters(cluster, parts.connect or kube_connect(settings), kubeconfig_stamp)
     return Engine(
         heads=heads,
         cluster=cluster,
         verifier=verifier,
         apply_concurrency=settings.apply_concurrency,
-        clusters=Clusters(cluster, parts.connect or kube_connect(settings), kubeconfig_stamp),
-        deliveries=Deliveries(deliveries),
+        clusters=clusters,
+        deliveries=_deliveries(parts, settings, heads, clusters),
         **({"clock": parts.clock} if parts.clock else {}),
     )
+
+
+def _deliveries(
+    parts: Parts, settings: Settings, heads: HeadSource, clusters: Clusters
+) -> Deliveries:
+    """Helm and git delivery in the home cluster (unless injected) and in each named one: helm
+    runs with the home kubeconfig or the cluster's own (one HelmCLI, one helm home, per
+    cluster), reads and records go through the cluster's port. Helm runs only for sites with a
+    [sites.NAME.helm] table; GitHub is asked only for sites with a [sites.NAME.git] table."""
+    injected = dict(parts.deliveries or {})
+    home_config = parts.kubeconfig or settings.kubeconfig
+    repos = parts.repos or GitRepoWriter(settings.github, bearer=_bearer(heads))
+    helms: dict[ClusterRef | None, HelmCLI] = {}
+    lock = threading.Lock()
+
+    def helm_of(ref: ClusterRef | None) -> HelmCLI:
+        kubeconfig = (ref.kubeconfig if ref else None) or home_config
+        with lock:
+            if ref not in helms:
+                helms[ref] = HelmCLI(
+                    settings.helm_binary,
+                    kubeconfig=Path(kubeconfig) if kubeconfig else None,
+                    kube_context=ref.context if ref else parts.kube_context,
+                )
+            return helms[ref]
+
+    def build(name: str, ref: ClusterRef | None) -> SiteDelivery:
+        port = clusters.get(ref)  # a ClusterError naming the cluster: its sites' error
+        if name == HELM:
+            return HelmDelivery(helm_of(ref), port)
+        if name == GIT:
+            commits = heads if isinstance(heads, CommitLog) else None
+            clock = parts.clock or time.time
+            return GitDelivery(
+                repos, port, commits=commits, clock=clock, web_url=settings.github.web_url
+            )
+        raise ReconcilerError(f'delivery "{name}" is not available', kind=ErrorKind.INTERNAL)
+
+    home = {name: injected.get(name) or build(name, None) for name in (HELM, GIT)}
+
+    def remote(name: str, ref: ClusterRef) -> SiteDelivery:
+        if name in injected:  # a test's own delivery serves its home cluster only
+            why = f'delivery "{name}" is not available for {ref} in this process'
+            raise ReconcilerError(why, kind=ErrorKind.INTERNAL)
+        return build(name, ref)
+
+    return Deliveries({**injected, **home}, remote)
 
 
 def _bearer(heads: object) -> Callable[[], str | None] | None:

@@ -32,6 +32,7 @@ from testkit.controlplane import (
 from testkit.deployments import create_deployment, get_deployment
 from testkit.github import GitHubStandIn, random_sha
 from testkit.github_fixtures import TOKEN
+from testkit.helm import Helm
 from testkit.serve_process import ServeProcess
 from testkit.serve_world import QUIET_SCHEDULE, TRIGGER
 from testkit.wait import wait_until
@@ -40,6 +41,7 @@ from tests.integration.test_status_page import browser, page_url, text_of
 pytestmark = pytest.mark.cluster
 __all__ = ["browser"]
 WAIT = ("--wait", "--wait-timeout", "180")
+CHART = REPO_ROOT / "testkit" / "charts" / "web"
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +208,58 @@ def test_production_in_the_other_cluster_promotes_what_staging_ran_at_home(world
     assert promoted["applied"] and promoted["sha"] == sha, promoted
     assert promoted["cluster"] == "prod"
     assert world.image(world.prod_api) == f"gcr.io/p/blog:{sha}" != before
+
+
+def test_a_helm_release_in_the_other_cluster_is_upgraded_and_rolled_back_there(
+    world: World, helm: Path, tmp_path: Path
+) -> None:
+    """A site delivered by a Helm release in "prod": helm runs with prod's kubeconfig (the
+    remote identity, with Role reconciler-helm beside Role reconciler as
+    k8s/overlays/helm-namespace grants it), the release's Deployment is followed there, a
+    crash-looping commit is undone by `helm rollback` there; the home cluster is untouched."""
+    ns = world.ns
+    world.prod.kubectl("apply", "-n", ns, "-f", str(REPO_ROOT / "k8s" / "rbac-helm" / "role.yaml"))
+    world.prod.kubectl(
+        "create",
+        "rolebinding",
+        "reconciler-helm",
+        "-n",
+        ns,
+        "--role=reconciler-helm",
+        "--serviceaccount=reconciler:reconciler",
+    )
+    person = Helm(helm, home=tmp_path / "person", kubeconfig=world.prod.kubeconfig_path)
+    person.ok("install", "web", CHART, "-n", ns, "--set", "image.tag=v1")
+    world.env["RECONCILER_HELM"] = str(helm)
+    world.write(
+        '\n[sites.web-prod]\nrepo = "acme/blog"\ncluster = "prod"\n'
+        'image = "registry.example/web:{sha}"\n'
+        '[sites.web-prod.helm]\nrelease = "web"\nvalues = { tag = "image.tag" }\n'
+    )
+
+    def revisions() -> list[tuple[int, str]]:
+        rows = json.loads(person.ok("history", "web", "-n", ns, "-o", "json"))
+        return [(r["revision"], r["description"]) for r in rows]
+
+    good = world.head()
+    code, results = world.sync("--site", "web-prod", *WAIT)
+    done = results["web-prod"]
+    assert code == 0 and done["applied"] and done["rollout"] == "available", done
+    assert done["cluster"] == "prod"
+    assert revisions()[-1] == (2, f"reconciler: main@{good[:7]}")
+    assert world.image(world.prod_api) == "gcr.io/p/blog:before"  # another Deployment there
+    web = get_deployment(world.prod_api, ns, "web")["spec"]["template"]["spec"]["containers"]
+    assert next(c["image"] for c in web if c["name"] == "app") == f"registry.example/web:{good}"
+    with pytest.raises(kubernetes.client.ApiException):  # nothing of it in the home cluster
+        get_deployment(world.home_api, ns, "web")
+    code, deploys = world.cli("history", "web-prod")
+    assert code == 0 and deploys[0]["sha"].startswith(good[:7]), deploys
+
+    bad = world.head(crashloop_sha())
+    code, results = world.sync("--site", "web-prod", *WAIT)
+    back = results["web-prod"]
+    assert code == 1 and back["action"] == "rolled-back" and back["failed_sha"] == bad, back
+    assert revisions()[-1][1].startswith(f"reconciler: rollback of main@{bad} to revision 2: ")
 
 
 def test_an_unreachable_cluster_fails_only_its_sites_naming_it(

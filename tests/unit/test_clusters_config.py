@@ -112,15 +112,12 @@ def test_the_same_deployment_in_two_clusters_is_no_conflict() -> None:
     assert any("targets default/blog like site" in p for p in problems(same))
 
 
-def test_a_helm_release_in_another_cluster_is_refused_for_now() -> None:
+def test_a_helm_release_or_a_git_site_may_live_in_another_cluster() -> None:
     text = '[clusters.prod]\ncontext = "p"\n' + SITES.replace(
         'cluster = "home"\n', 'cluster = "prod"\n[sites.shop.helm]\nrelease = "shop"\n'
     )
-    (message,) = problems(text)
-    assert 'a Helm release in another cluster (cluster "prod") is not supported yet' in message
-
-
-def test_a_site_delivered_through_git_in_another_cluster_is_refused_for_now() -> None:
+    shop = config.parse(text).site("shop")
+    assert shop is not None and shop.delivery == "helm" and shop.cluster_name == "prod"
     text = (
         '[clusters.prod]\ncontext = "p"\n'
         '[defaults]\nimage = "gcr.io/p/{repo}:{sha}"\n'
@@ -128,8 +125,5 @@ def test_a_site_delivered_through_git_in_another_cluster_is_refused_for_now() ->
         '[sites.shop]\nrepo = "acme/shop"\ncontainer = "app"\ncluster = "prod"\n'
         '[sites.shop.git]\nfile = "apps/shop/kustomization.yaml"\nkustomize_image = "shop"\n'
     )
-    found = problems(text)
-    assert any(
-        'a site delivered through git in another cluster (cluster "prod") is not supported yet' in p
-        for p in found
-    ), found
+    shop = config.parse(text).site("shop")
+    assert shop is not None and shop.delivery == "git" and shop.cluster_name == "prod"

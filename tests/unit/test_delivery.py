@@ -19,6 +19,7 @@ from reconciler.core.model import (
     Action,
     ApplyResult,
     BranchHead,
+    ClusterRef,
     Container,
     DeploymentStatus,
     HeadResult,
@@ -176,6 +177,39 @@ def test_one_delivery_failing_fails_only_its_site() -> None:
     blog, shop = missing.run(cfg, SyncRequest(plan_only=True)).results
     assert blog.action is Action.IN_SYNC
     assert shop.action is Action.ERROR and 'delivery "helm" is not available' in shop.plan.reason
+
+
+def test_a_site_in_a_named_cluster_goes_to_that_clusters_delivery_and_fails_alone() -> None:
+    """Each (delivery, cluster) has its own SiteDelivery (helm with that cluster's kubeconfig);
+    a cluster it cannot reach fails its sites only, naming it."""
+    text = '[clusters.prod]\ncontext = "p"\n[clusters.edge]\ncontext = "e"\n' + SITES
+    text += '\n[sites.shop-prod]\nrepo = "acme/shop"\ncluster = "prod"\nhelm = {}\n'
+    text += '\n[sites.shop-edge]\nrepo = "acme/shop"\ncluster = "edge"\nhelm = {}\n'
+    cfg = config.parse(text)
+    _, engine, _, home = engine_world()
+    prod = FakeDelivery(running={"shop-prod": "registry.example/shop:old"})
+    asked: list[str] = []
+
+    def remote(name: str, ref: ClusterRef) -> FakeDelivery:
+        asked.append(f"{name}@{ref.name}")
+        if ref.name == "edge":
+            raise ReconcilerError('cluster "edge": connection refused', kind=ErrorKind.KUBERNETES)
+        return prod
+
+    engine.deliveries = Deliveries({HELM: home}, remote)
+    report = engine.run(cfg, SyncRequest())
+    by = {r.plan.site.name: r for r in report.results}
+    assert by["shop"].applied and by["shop-prod"].applied and by["blog"].applied
+    assert [a[0] for a in home.applied] == ["shop"] and [a[0] for a in prod.applied] == [
+        "shop-prod"
+    ]
+    edge = by["shop-edge"]
+    assert edge.action is Action.ERROR and edge.plan.reason == 'cluster "edge": connection refused'
+    assert set(asked) == {"helm@prod", "helm@edge"}
+
+    alone = Deliveries({HELM: home})  # a process that reaches no other cluster says so
+    with pytest.raises(ReconcilerError, match='not available for cluster "prod"'):
+        alone.of(cfg.by_name["shop-prod"])
 
 
 # ---- the verdicts of a Helm-delivered site ---------------------------------------------------

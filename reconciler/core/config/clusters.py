@@ -108,15 +108,13 @@ def site_cluster(
     raw: Mapping[str, Any],
     defaults: Mapping[str, Any],
     clusters: Mapping[str, ClusterRef],
-    at: tuple[tuple[str, ...], str, str | None],
+    at: tuple[tuple[str, ...], str],
     problem: Problem,
 ) -> ClusterRef | None:
     """The site's cluster (its own `cluster`, else [defaults]'): None for the home cluster; an
-    unknown name is a problem at the line that names it, and so is a site delivered by a Helm
-    release or a config repository outside the home cluster, which those deliveries do not
-    reach yet. `at`: the site's table, its name and its delivery when not by its Deployment
-    ("helm", "git": the name of that table)."""
-    where, site, delivered = at
+    unknown name is a problem at the line that names it. `at`: the site's table and its name.
+    Every delivery reaches every cluster (a Helm release, a git site's Deployment)."""
+    where, site = at
     key_where = (*where, "cluster") if "cluster" in raw else ("defaults", "cluster")
     value = raw.get("cluster", defaults.get("cluster"))
     if value is None or value == HOME_CLUSTER:
@@ -125,14 +123,6 @@ def site_cluster(
         problem(key_where, f'"cluster" must be a string, not {type(value).__name__}', site)
         return None
     ref = clusters.get(value)
-    if ref is not None and delivered is not None:
-        what = "a Helm release" if delivered == "helm" else "a site delivered through git"
-        problem(
-            (*where, delivered),
-            f"{what} in another cluster ({ref}) is not supported yet: deliver this site by "
-            'its Deployment there, or keep it in cluster "home"',
-            site,
-        )
     if ref is None:
         known = ", ".join(f'"{n}"' for n in (HOME_CLUSTER, *clusters))
         problem(

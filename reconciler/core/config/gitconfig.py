@@ -58,12 +58,6 @@ def one_way(
     if "helm" in raw:
         message = "a site is delivered one way: a [helm] release or a [git] repository, not both"
         problem((*where, "git"), message, site)
-    if "cluster" in raw:
-        message = (
-            "git delivery follows Deployments of the home cluster only, for now: "
-            'leave out "cluster"'
-        )
-        problem((*where, "cluster"), message, site)
     if len(targets) > 1 or (targets and targets[0].kind != DEPLOYMENT):
         message = (
             "git delivery writes one Deployment's image: use deployment/container, "

@@ -314,7 +314,7 @@ class _Validator:
         helm = self._helm(raw, where, name, namespace)
         git = parse_git(raw, defaults, where, (name, container, targets or ()), self.problem)
         delivered = HELM if helm is not None else GIT if git is not None else None
-        cluster = site_cluster(raw, defaults, self.clusters, (where, name, delivered), self.problem)
+        cluster = site_cluster(raw, defaults, self.clusters, (where, name), self.problem)
         gates = self._gates(raw, defaults, where, name)
         if len(self.problems) > before or repo is None or image is None or targets is None:
             return None
