@@ -413,12 +413,8 @@ class Engine:
                 error = SitePlan(site, Action.ERROR, reason=str(exc), error_kind=exc.kind)
                 return SiteResult(error)
             p = _plan_one(self, site, {}, fresh)
-            now = self.clock()
-            if act and fresh is not None and (stamp := promotion.available_patch(fresh, now)):
-                port = self.clusters.port(site)  # when its rollout became available
-                done = port.patch(stamp, dry_run=False) if port else None
-                if done is not None and done.ok:
-                    p = replace(p, lead=leadtime.available(p.lead, now))
+            if act and fresh is not None:
+                p = _stamp_available(self, site, fresh, p)
         if p.action is Action.ROLLED_BACK and act:
             result = self._apply_one(p, dry_run=False, trigger="follower")
             if result.applied:
@@ -638,29 +634,60 @@ def _lead(
     return Plan(tuple(out))
 
 
+def _stamp_available(
+    engine: Engine, site: Site, fresh: ObservedDeployment, p: SitePlan
+) -> SitePlan:
+    """Record when the rollout of the recorded commit became available (promotion's
+    ``available-at``, guarded by the resourceVersion read). A conflict, most often the
+    controller's own status update, is re-read and tried again a bounded number of times with
+    the time first seen, so a soak and a lead time do not wait for the next look; a failure is
+    left to the next look."""
+    now = engine.clock()
+    for _ in range(CONFLICT_RETRIES):
+        stamp = promotion.available_patch(fresh, now)
+        port = engine.clusters.port(site)
+        done = port.patch(stamp, dry_run=False) if stamp and port else None
+        if done is None or (not done.ok and not done.conflict):
+            return p
+        if done.ok:
+            return replace(p, lead=leadtime.available(p.lead, now))
+        try:
+            again = _read(engine, site)
+        except ReconcilerError:
+            return p
+        if again is None:
+            return p
+        fresh, p = again, _plan_one(engine, site, {}, again)
+    return p
+
+
 def _follow_delivered(
     engine: Engine, site: Site, seen: Mapping[str, object], *, act: bool
 ) -> SitePlan:
     """A followed verdict of another delivery, with its lead time (no branch head); with `act`,
     what following it saw is recorded on the workload of its records (core.leadtime.follow_patch:
-    a git site's commit applied, the rollout available); a conflict or a failure is left to
-    the next look."""
+    a git site's commit applied, the rollout available). A conflict is read again and tried
+    again (bounded), with the time first seen; a failure is left to the next look."""
     now = engine.clock()
-    p = engine.deliveries.verdict(site, None, seen, now)
-    at = engine.deliveries.workload(p, seen)
-    p = replace(p, lead=leadtime.delivered(p, at, None, pushed=None, now=now))
-    write = leadtime.follow_patch(p, at, now) if act else None
-    if write is None:
-        return p
-    try:
-        result = engine.cluster_of(p.site).patch(write, dry_run=False)
-    except ReconcilerError as exc:
-        result = ApplyResult(False, str(exc))
-    if not result.ok:
+    for attempt in range(CONFLICT_RETRIES):
+        if attempt:  # the workload moved since it was read (its controller's status update)
+            seen = engine.deliveries.observe([site])
+        p = engine.deliveries.verdict(site, None, seen, now)
+        at = engine.deliveries.workload(p, seen)
+        p = replace(p, lead=leadtime.delivered(p, at, None, pushed=None, now=now))
+        write = leadtime.follow_patch(p, at, now) if act else None
+        if write is None:
+            return p
+        try:
+            result = engine.cluster_of(p.site).patch(write, dry_run=False)
+        except ReconcilerError as exc:
+            result = ApplyResult(False, str(exc))
+        if result.ok:
+            return replace(p, lead=leadtime.followed_up(p.lead, write, now))
         if not result.conflict:
             log.warning("%s: recording its rollout: %s", p.site.name, result.reason)
-        return p
-    return replace(p, lead=leadtime.followed_up(p.lead, write, now))
+            return p
+    return p
 
 
 def _record_stages(engine: Engine, the_plan: Plan) -> None:

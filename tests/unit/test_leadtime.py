@@ -311,6 +311,7 @@ def test_the_engine_records_the_stages_across_syncs_a_deploy_and_its_rollout() -
         replace(d, status=done, annotations={**d.annotations, ann.UPDATED_AT: stamp(T0 + 281)})
     )
     clock[0] = T0 + 303
+    cluster.patch_conflicts = 1  # the controller's status update lands first: read, try again
     followed = engine.follow(cfg.sites[0])
     deployed = followed.plan.lead.deployed if followed.plan.lead else None
     assert deployed == Stages(HEAD, T0, T0 + 60, T0 + 280, T0 + 281, T0 + 303, seen=T0 + 60)
