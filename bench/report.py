@@ -92,6 +92,7 @@ def build_report(
             "seed": opts.seed,
             "repeats": opts.repeats,
             "stand_in_validation": opts.validate,
+            "stand_in_memo_answers": opts.memo_answers,
         },
         "total_s": round(time.monotonic() - started, 1),
         "results": [m.as_dict() for m in results],

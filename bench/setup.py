@@ -57,6 +57,7 @@ class Options:
     seed: int = 6
     repeats: int = 5  # runs of each serve/CLI measurement; the median is reported
     validate: bool = False  # stand-in schema validation (costs CPU on the shared 2 cores)
+    memo_answers: bool = False  # the stand-in gives a remembered answer while nothing changed
     workdir: Path | None = None
     print_table: bool = True
     scenarios: tuple[str, ...] = SCENARIOS  # a subset, in this order (cold first: it stales)

@@ -116,8 +116,10 @@ class GitHubStandIn(GraphQLApi, GitRepoState, Started):
         port: int = 0,
         preload_schemas: bool = False,
         graphql_log_size: int = 1000,
+        memo_answers: bool = False,
     ) -> None:
         super().__init__()
+        self.memo_answers = memo_answers
         self.latency_median_ms = latency_median_ms
         self.latency_sigma = latency_sigma
         self.max_concurrent = max_concurrent
@@ -235,6 +237,9 @@ class GitHubStandIn(GraphQLApi, GitRepoState, Started):
         elif graphql:
             reply = self._limited(caller, path, "graphql", in_flight) or self._graphql(caller, body)
         else:
+            if method not in ("GET", "HEAD"):  # a REST write may change what GraphQL answers
+                with self._lock:
+                    self.generation += 1
             reply = self._limited(caller, path, "core", in_flight) or self._rest(
                 found, split.query, headers, body, caller
             )

@@ -207,6 +207,9 @@ class RepoState(Core):
         super().__init__()
         self._repos: dict[str, Repo] = {}
         self._owner_ids: dict[str, int] = {}
+        # bumped by every change of repositories, branches, commits or checks: an answer
+        # remembered at another generation is stale (GraphQLApi.memo_answers)
+        self.generation = 0
 
     def _repo(self, full_name: str) -> Repo:
         repo = self._repos.get(full_name.lower())
@@ -232,6 +235,7 @@ class RepoState(Core):
             raise ValueError(f"expected owner/name, got {full_name!r}")
         now = time.time()
         with self._lock:
+            self.generation += 1
             owner_id = self._owner_ids.setdefault(owner.lower(), self._new_id())
             repo = Repo(
                 owner=owner,
@@ -251,6 +255,7 @@ class RepoState(Core):
 
     def remove_repo(self, full_name: str) -> None:
         with self._lock:
+            self.generation += 1
             self._repos.pop(full_name.lower(), None)
 
     def _set_branch_locked(
@@ -263,6 +268,7 @@ class RepoState(Core):
     ) -> None:
         if not SHA_RE.match(sha):
             raise ValueError(f"not a 40-hex lowercase SHA: {sha!r}")
+        self.generation += 1
         previous = repo.branches.get(branch)
         if sha not in repo.commits:
             now = time.time()
@@ -304,6 +310,7 @@ class RepoState(Core):
 
     def delete_branch(self, full_name: str, branch: str) -> None:
         with self._lock:
+            self.generation += 1
             repo = self._repo(full_name)
             repo.branches.pop(branch, None)
             repo.renamed = {k: v for k, v in repo.renamed.items() if v != branch}
@@ -311,6 +318,7 @@ class RepoState(Core):
     def rename_branch(self, full_name: str, old: str, new: str) -> None:
         """Rename like GitHub: GET .../branches/{old} then answers 301 to the new name."""
         with self._lock:
+            self.generation += 1
             repo = self._repo(full_name)
             sha = repo.branches.pop(old)
             repo.branches[new] = sha
@@ -323,6 +331,7 @@ class RepoState(Core):
 
     def set_default_branch(self, full_name: str, branch: str) -> None:
         with self._lock:
+            self.generation += 1
             repo = self._repo(full_name)
             repo.default_branch = branch
             repo.full_cache = None
@@ -343,6 +352,7 @@ class RepoState(Core):
             raise ValueError(f"a commit status cannot be {state!r}: use kind='run'")
         now = iso(time.time())
         with self._lock:
+            self.generation += 1
             repo = self._repo(full_name)
             kept = [c for c in repo.checks.get(sha, []) if c.name not in names]
             kept += [Check(self._new_id(), name, state, now, kind) for name in names]
@@ -358,4 +368,5 @@ class RepoState(Core):
 
     def clear_checks(self, full_name: str, sha: str) -> None:
         with self._lock:
+            self.generation += 1
             self._repo(full_name).checks.pop(sha, None)

@@ -397,3 +397,26 @@ def test_a_secondary_limit_waits_beyond_the_bound_fail_fast_sending_nothing() ->
         assert isinstance(head, HeadError) and head.kind == "rate_limited", head
         assert "secondary rate limit" in head.reason
         assert gh.stats()["requests"] == before  # nothing was sent
+
+
+def test_a_stand_in_remembering_answers_gives_the_same_heads_and_forgets_on_a_change() -> None:
+    """bench.run --memo-answers: a remembered GraphQL answer is the one the stand-in would
+    compute, with the caller's rate limit now; a branch move or a check makes it compute again."""
+    with GitHubStandIn(tokens=[TOKEN], memo_answers=True) as gh:
+        refs = []
+        for i in range(150):
+            gh.add_repo(f"acme/m{i:03d}", {"main": random_sha()})
+            refs.append(RepoRef(f"acme/m{i:03d}", "main"))
+        src = GitHubSource(GitHubSettings(api_url=gh.url, token=TOKEN))
+        first = src.resolve(refs)
+        points = gh.stats()["points"].get("graphql", 0)
+        assert points > 0
+        assert src.resolve(refs) == first and gh._answers  # remembered
+        assert gh.stats()["points"].get("graphql", 0) == 2 * points  # charged like any answer
+        moved = gh.set_branch("acme/m007", "main")
+        again = src.resolve(refs)
+        head = again[refs[7]]
+        assert isinstance(head, BranchHead) and head.sha == moved
+        assert {r: h for r, h in again.items() if r != refs[7]} == {
+            r: h for r, h in first.items() if r != refs[7]
+        }
