@@ -313,6 +313,31 @@ def watch_namespaces(service: Service, cache: kubecache.WorkloadCaches) -> None:
     service.metrics.register(WatchCounts(cache.counts))
 
 
+def _cluster_caches(settings: Settings) -> kubecache.ClusterCaches:
+    """serve's watch-fed caches of the named clusters, each with clients of that cluster's
+    kubeconfig and context (as kube_connect's)."""
+
+    def client(ref: ClusterRef) -> object:
+        return kube.api_client(ref.kubeconfig or settings.kubeconfig, ref.context)
+
+    def listing(ref: ClusterRef) -> kube.KubeCluster:
+        return kube.KubeCluster(
+            client(ref), reporter=settings.identity, writes=settings.apply_concurrency
+        )
+
+    return kubecache.ClusterCaches(client, listing)
+
+
+def watch_clusters(service: Service, remote: kubecache.ClusterCaches) -> None:
+    """The named clusters' caches watch the namespaces of their sites in every valid sites.toml
+    read; their counts are reconciler_cluster_watch_cache_total{cluster=...}. /readyz does not
+    wait for them: a site whose namespace is not listed yet is read by LIST."""
+    from reconciler.serve.metrics import ClusterWatchCounts
+
+    service.on_config.append(lambda config: remote.follow(config.sites))
+    service.metrics.register(ClusterWatchCounts(remote.counts))
+
+
 def build_process(config_path: str, settings: Settings) -> Process:
     """Everything `serve` runs in its worker: engine, Lease, Service, Pub/Sub, the WSGI app."""
     from reconciler.serve.app import create_app
@@ -322,7 +347,7 @@ def build_process(config_path: str, settings: Settings) -> Process:
     api = kube.api_client(settings.kubeconfig, in_cluster=settings.in_cluster)
     listing = kube.KubeCluster(api, reporter=settings.identity, writes=settings.apply_concurrency)
     cluster: Cluster = listing
-    cache = None
+    cache = remote = None
     if settings.watch_cache:  # the namespaces come with the first read of sites.toml
         # clients of its own: one connection per watched namespace, none taken from the patches
         cache = kubecache.WorkloadCaches(
@@ -330,7 +355,9 @@ def build_process(config_path: str, settings: Settings) -> Process:
         )
         more = {k: c for k, c in cache.by_kind.items() if k != DEPLOYMENT}
         cluster = kubecache.CachedCluster(cache.deployments, listing, more)
-    engine = build_engine(Parts(cluster=cluster), settings)
+        remote = _cluster_caches(settings)
+    connect = remote.connect if remote is not None else None
+    engine = build_engine(Parts(cluster=cluster, connect=connect), settings)
     the_lease = None
     if settings.lease_active:
         assert settings.lease_namespace is not None
@@ -358,6 +385,9 @@ def build_process(config_path: str, settings: Settings) -> Process:
     )
     service.extra_health["kubernetes"] = cached(lambda: kube.ping(api), HEALTH_CHECK_TTL)
     triggers: list[BackgroundTrigger] = []
+    if remote is not None:  # stopped with the triggers, before the home cache
+        watch_clusters(service, remote)
+        triggers.append(remote)
     for kind, subscription in settings.subscriptions:
         triggers.append(_pubsub(service, kind, subscription, settings))
     app = create_app(

@@ -21,12 +21,13 @@ serve builds both (wiring.build_process), the CLI does not.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -39,6 +40,7 @@ from reconciler.adapters.kube import (
     check_response,
     observed,
     observed_of,
+    ping,
     request,
 )
 from reconciler.core import watch
@@ -48,11 +50,13 @@ from reconciler.core.model import (
     DEPLOYMENT,
     STATEFULSET,
     ApplyResult,
+    ClusterRef,
     DeploymentPatch,
     ImageChange,
     NamespaceError,
     NamespaceView,
     ObservedDeployment,
+    Site,
     view_key,
 )
 from reconciler.core.rollout.history import ReplicaSetRecord
@@ -731,3 +735,122 @@ def _shutdown(response: Any) -> None:
         response.shutdown()
     except Exception:  # already closed: nothing to unblock
         log.debug("shutting down a watch failed", exc_info=True)
+
+
+class ClusterCaches:
+    """serve's watch-fed caches of the named clusters ([clusters.NAME]): each one's port is a
+    CachedCluster over WorkloadCaches of its own, watching the namespaces of that cluster's
+    sites (`follow`, at each sites.toml read). A namespace not listed yet, and a cluster that
+    cannot be reached, are read by LIST, so no site waits for the cache and a failing cluster
+    fails its sites only. Clusters (sync.clusters) builds the ports (`connect`) on first use
+    and again when the kubeconfig changes; a replaced or dropped one's caches stop."""
+
+    def __init__(
+        self,
+        client: Callable[[ClusterRef], Any],
+        listing: Callable[[ClusterRef], KubeCluster],
+    ) -> None:
+        self._client = client  # an API client for the cluster, one per kind cached
+        self._listing = listing  # the cluster's KubeCluster (LISTs, GETs and every write)
+        self._wanted: dict[str, dict[str, set[str]]] = {}  # by cluster: namespaces by kind
+        self._live: dict[str, WorkloadCaches] = {}
+        self._lock = threading.Lock()
+
+    def connect(self, ref: ClusterRef) -> CachedCluster:
+        caches = WorkloadCaches(lambda: self._client(ref))
+        listing = self._listing(ref)
+        caches.start()
+        with self._lock:
+            self._live[ref.name] = caches
+            caches.set_namespaces(self._wanted.get(ref.name, {}))
+        more = {k: c for k, c in caches.by_kind.items() if k != DEPLOYMENT}
+        return _ClosingCached(caches, listing, more, lambda: self._forget(ref.name, caches))
+
+    def _forget(self, name: str, caches: WorkloadCaches) -> None:
+        with self._lock:
+            if self._live.get(name) is caches:
+                del self._live[name]
+        _stop_later(caches)
+
+    def follow(self, sites: Iterable[Site]) -> None:
+        """Watch, in each named cluster, the namespaces of its sites, per kind."""
+        wanted: dict[str, dict[str, set[str]]] = {}
+        for site in sites:
+            if site.cluster is not None:
+                kinds = wanted.setdefault(site.cluster.name, {})
+                for target in site.targets:
+                    kinds.setdefault(target.kind, set()).add(site.namespace)
+        with self._lock:
+            self._wanted = wanted
+            live = list(self._live.items())
+        for name, caches in live:  # a dropped namespace's thread may take a while to end
+            _quietly(functools.partial(caches.set_namespaces, wanted.get(name, {})))
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Each named cluster's cache counts (reconciler_cluster_watch_cache_total)."""
+        with self._lock:
+            return {name: caches.counts() for name, caches in self._live.items()}
+
+    def start(self) -> None:
+        """Nothing: each cluster's caches start with its port."""
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        with self._lock:
+            live, self._live = list(self._live.values()), {}
+        for caches in live:
+            _quietly(functools.partial(caches.stop, timeout))
+
+
+class _ClosingCached(CachedCluster):
+    """A named cluster's CachedCluster: closing it (Clusters drops or rebuilds it) stops its
+    caches in the background and closes its client."""
+
+    def __init__(
+        self,
+        caches: WorkloadCaches,
+        listing: KubeCluster,
+        more: Mapping[str, KubeCache[ObservedDeployment]],
+        forget: Callable[[], None],
+    ) -> None:
+        super().__init__(caches.deployments, listing, more)
+        self._caches = caches
+        self._forget = forget
+
+    def observe(
+        self, namespaces: Collection[str], kinds: Mapping[str, frozenset[str]] | None = None
+    ) -> Mapping[str, NamespaceView]:
+        """From memory only while the cluster answers (one GET /version a sync) and no watch
+        of these namespaces is failing; else by LIST, so that a cluster gone fails its sites,
+        naming it, and never looks in sync from what it said before."""
+        failing = any(
+            cache.failing_for(ns) is not None
+            for cache in self._caches.by_kind.values()
+            for ns in namespaces
+        )
+        if failing or ping(self.cluster.api) is not None:
+            with self.fresh():
+                return super().observe(namespaces, kinds)
+        return super().observe(namespaces, kinds)
+
+    def close(self) -> None:
+        self._forget()
+        close = getattr(self.cluster, "close", None)
+        if callable(close):
+            close()
+
+
+def _stop_later(caches: WorkloadCaches) -> None:
+    """Stop the caches on a thread of their own: a watch being read may take a while to end,
+    and the sync that replaced the port must not wait for it."""
+    threading.Thread(
+        target=_quietly, args=(caches.stop,), name="kubecache-stop", daemon=True
+    ).start()
+
+
+def _quietly(step: Callable[[], object]) -> None:
+    """A named cluster's cache re-scoped or stopped: a thread that would not end is logged (its
+    threads are daemons), never an error of the sync or the shutdown that asked."""
+    try:
+        step()
+    except RuntimeError as exc:
+        log.warning("a named cluster's workload cache: %s", exc)

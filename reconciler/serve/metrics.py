@@ -158,6 +158,25 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+class ClusterWatchCounts(Collector):
+    """reconciler_cluster_watch_cache_total{cluster=...,count=...}: the same counts for the
+    watch-fed caches of the named clusters ([clusters.NAME]), one series per cluster."""
+
+    def __init__(self, counts: Callable[[], Mapping[str, Mapping[str, int]]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "reconciler_cluster_watch_cache",
+            "The watch-fed caches of named clusters: requests made and events heard",
+            labels=["cluster", "count"],
+        )
+        for cluster, counts in sorted(self.counts().items()):
+            for name, value in sorted(counts.items()):
+                family.add_metric([cluster, name], value)
+        yield family
+
+
 class WatchCounts(Collector):
     """reconciler_watch_cache_total{count=...}: what the watch-fed cache asked the API server
     (lists, watches, relists after 410 Gone, reconnects) and heard (events, bookmarks)."""

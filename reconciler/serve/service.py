@@ -18,7 +18,6 @@ from typing import Any
 from reconciler.core.config import sites as config_mod
 from reconciler.core.errors import ConfigError, ConfigUnavailable, ShuttingDown
 from reconciler.core.model import LeaseRecord, Rollout, SiteResult, SyncReport, SyncRequest
-from reconciler.core.ports import FreshReads
 from reconciler.core.rollout.history import Deploy
 from reconciler.serve.commitinfo import CommitInfo
 from reconciler.serve.follower import Follower, SharedLease
@@ -234,9 +233,8 @@ class Service(ServiceViews):
         """A sync of named sites (a command, a webhook, POST /sync/<site>) reads them from the API
         server: someone may have just changed them. A sync of every site (the schedule, POST
         /sync, the startup sync) reads a watch-fed cache when the cluster has one."""
-        cluster = self.engine.cluster
-        if request.sites is not None and isinstance(cluster, FreshReads):
-            return cluster.fresh()
+        if request.sites is not None:  # every cluster's, named ones too
+            return self.engine.clusters.fresh()
         return contextlib.nullcontext()
 
     def _notify(self, cfg: config_mod.Config, report: SyncReport) -> None:

@@ -7,8 +7,9 @@ kubeconfig is unusable, so the sites there fail with that reason and the others 
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,13 @@ from reconciler.core.model import (
     ObservedDeployment,
     Site,
 )
-from reconciler.core.ports import Cluster, KindRevisionSource, NoteStore, RevisionSource
+from reconciler.core.ports import (
+    Cluster,
+    FreshReads,
+    KindRevisionSource,
+    NoteStore,
+    RevisionSource,
+)
 from reconciler.core.workloads import Revision
 
 if TYPE_CHECKING:
@@ -96,6 +103,18 @@ class Clusters:
         if built is not None:
             built[1].close()  # its credentials changed: the old client goes
         return port
+
+    @contextlib.contextmanager
+    def fresh(self) -> Iterator[None]:
+        """Inside it, every cluster whose port reads a watch-fed cache (serve's) LISTs instead:
+        a sync of named sites, which someone may have just changed."""
+        with self._lock:
+            ports = [self.home, *(named.inner for _, named in self._built.values())]
+        with contextlib.ExitStack() as stack:
+            for port in ports:
+                if isinstance(port, FreshReads):
+                    stack.enter_context(port.fresh())
+            yield
 
     def port(self, site: Site) -> Cluster | None:
         """The site's cluster port, or None when it cannot be built."""

@@ -385,6 +385,16 @@ def test_serve_with_two_clusters_reloads_follows_and_shows_the_cluster(
         shutil.copy(world.tmp / "clusters.png", "/tmp/reconciler-clusters.png")
         _, metrics = served.request("GET", "/metrics")
         assert 'cluster="prod"' in metrics and 'site="blog-prod"' in metrics
+        # prod's Deployments are watched there too: its cache listed the namespace and heard
+        # the sync's patch, so a steady sync reads prod from memory
+        wait_until(
+            lambda: (
+                (_watch_count(served, "lists") or 0) >= 1
+                and (_watch_count(served, "events") or 0) >= 1
+            ),
+            "prod's watch-fed cache to list the namespace and hear the patch",
+            60,
+        )
 
         # the follower rolls back a failed rollout in the other cluster, through it
         bad = world.head(crashloop_sha())
@@ -408,6 +418,61 @@ def test_serve_with_two_clusters_reloads_follows_and_shows_the_cluster(
         wait_until(lambda: world.image(world.home_api) == f"gcr.io/p/blog:{last}", "home", 60)
         wait_until(lambda: "blog-prod" not in _sites(served), "blog-prod leaves the status", 30)
         assert world.image(world.prod_api) == f"gcr.io/p/blog:{sha}"
+        wait_until(  # the next sync drops the cluster's port, and its cache stops
+            lambda: _watch_count(served, "lists") is None, "prod's cache to stop", 60
+        )
+
+
+def test_serve_never_answers_from_memory_for_a_cluster_that_is_gone(
+    world: World, cluster_namespace: str, tmp_path: Path
+) -> None:
+    """serve watches "edge" (an API server alone) like any named cluster; once it stops, a sync
+    with nothing to deploy fails edge's site naming the cluster (its cache's last word is not
+    taken for the truth), and the home cluster's site is in sync."""
+    with ControlPlane(bin_dir=find_binaries()) as edge:
+        with edge.api_client() as api:
+            kubernetes.client.CoreV1Api(api).create_namespace(
+                kubernetes.client.V1Namespace(
+                    metadata=kubernetes.client.V1ObjectMeta(name=cluster_namespace)
+                )
+            )
+            create_deployment(api, cluster_namespace, "blog", "gcr.io/p/blog:before")
+        kubeconfig = tmp_path / "edge.kubeconfig"  # outlives the cluster's work dir
+        kubeconfig.write_bytes(edge.kubeconfig_path.read_bytes())
+        world.clusters = {"edge": kubeconfig}
+        world.write()
+        world.sites.write_text(
+            world.sites.read_text().replace('cluster = "prod"', 'cluster = "edge"')
+        )
+        env = {**world.env, "RECONCILER_TRIGGER_TOKEN": TRIGGER, "POD_NAMESPACE": world.ns}
+        with ServeProcess(world.sites, env, world.tmp / "serve.log").start() as served:
+            first = world.head()
+            served.request("POST", "/sync", TRIGGER)
+            wait_until(
+                lambda: _sites(served).get("blog-prod", {}).get("running_sha") == first,
+                "edge's site to run the head",
+                60,
+            )
+            wait_until(
+                lambda: (_watch_count(served, "lists", "edge") or 0) >= 1,
+                "edge's cache to list the namespace",
+                60,
+            )
+            edge.stop()  # the head stays: from memory, edge's site would look in sync
+            status, body = served.request("POST", "/sync", TRIGGER)
+            assert status == 502 and not body["ok"], body  # a site failed
+            by_site = {r["site"]: r for r in body["results"]}
+            gone = by_site["blog-prod"]
+            assert gone["action"] == "error" and gone["reason"].startswith('cluster "edge": '), gone
+            assert by_site["blog"]["action"] == "in-sync", by_site
+
+
+def _watch_count(served: ServeProcess, count: str, cluster: str = "prod") -> float | None:
+    """reconciler_cluster_watch_cache_total{cluster=...,count=...} (None: no such series)."""
+    _, metrics = served.request("GET", "/metrics")
+    series = f'reconciler_cluster_watch_cache_total{{cluster="{cluster}",count="{count}"}} '
+    line = next((m for m in metrics.splitlines() if m.startswith(series)), None)
+    return float(line.split()[-1]) if line else None
 
 
 def _sites(served: ServeProcess) -> dict[str, Any]:
