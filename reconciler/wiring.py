@@ -73,15 +73,21 @@ class Parts:
     clock: Callable[[], float] | None = None  # the engine's clock (windows, soak); default time
 
 
-def kube_connect(settings: Settings) -> Connect:
-    """How a named cluster's port is built: its kubeconfig file (default: the reconciler's own,
-    KUBECONFIG) and context; never the pod's in-cluster identity, which is the home cluster's."""
+def kube_connect(settings: Settings) -> Callable[[ClusterRef], kube.KubeCluster]:
+    """How a named cluster's port is built (a Connect): its kubeconfig file (default: the
+    reconciler's own, KUBECONFIG) and context; never the pod's in-cluster identity, which is
+    the home cluster's."""
 
-    def connect(ref: ClusterRef) -> Cluster:
-        api = kube.api_client(ref.kubeconfig or settings.kubeconfig, ref.context)
+    def connect(ref: ClusterRef) -> kube.KubeCluster:
+        api = _named_api(settings, ref)
         return kube.KubeCluster(api, reporter=settings.identity, writes=settings.apply_concurrency)
 
     return connect
+
+
+def _named_api(settings: Settings, ref: ClusterRef) -> object:
+    """An API client of a named cluster: its kubeconfig (else KUBECONFIG) and context."""
+    return kube.api_client(ref.kubeconfig or settings.kubeconfig, ref.context)
 
 
 def kubeconfig_stamp(ref: ClusterRef) -> object:
@@ -315,17 +321,8 @@ def watch_namespaces(service: Service, cache: kubecache.WorkloadCaches) -> None:
 
 def _cluster_caches(settings: Settings) -> kubecache.ClusterCaches:
     """serve's watch-fed caches of the named clusters, each with clients of that cluster's
-    kubeconfig and context (as kube_connect's)."""
-
-    def client(ref: ClusterRef) -> object:
-        return kube.api_client(ref.kubeconfig or settings.kubeconfig, ref.context)
-
-    def listing(ref: ClusterRef) -> kube.KubeCluster:
-        return kube.KubeCluster(
-            client(ref), reporter=settings.identity, writes=settings.apply_concurrency
-        )
-
-    return kubecache.ClusterCaches(client, listing)
+    kubeconfig and context, over the port kube_connect builds."""
+    return kubecache.ClusterCaches(lambda ref: _named_api(settings, ref), kube_connect(settings))
 
 
 def watch_clusters(service: Service, remote: kubecache.ClusterCaches) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from reconciler.core import annotations as ann
 from reconciler.core import promotion, windows
@@ -97,18 +98,22 @@ def after_promotion(p: SitePlan, verdict: promotion.Verdict) -> SitePlan:
             return replace(p, action=Action.SKIP, skip=Skip.PROMOTION, error_kind=None)
         return replace(p, reason=verdict.text) if p.action is Action.IN_SYNC else p
     skip = Skip.FAILED_COMMIT if verdict.text.endswith("keeps it)") else Skip.PROMOTION
-    p = release.held_back(p)
-    return replace(
+    return _held_back(
         p,
-        action=Action.SKIP,
-        skip=skip,
-        reason=verdict.text,
+        skip,
+        verdict.text,
         error_kind=None,
         sha=verdict.sha or p.sha,
         head_sha=verdict.sha or p.head_sha,  # the follower's "head": what its source runs
         target_image=None,
         retry_at=verdict.due,
     )
+
+
+def _held_back(p: SitePlan, skip: Skip, reason: str, **more: Any) -> SitePlan:
+    """`p` held back by a gate (promotion, approval, a window): skipped, and none of its
+    targets moves (release.held_back)."""
+    return release.held_back(replace(p, action=Action.SKIP, skip=skip, reason=reason, **more))
 
 
 def _promotions_own(p: SitePlan, text: str) -> bool:
@@ -162,15 +167,8 @@ def approval_gate(p: SitePlan, approval: Approval | None, cli: str = "reconciler
         return replace(
             p, reason=f"{p.reason}; {text}", gated=_also(p, text), approved_by=approval.by
         )
-    short = p.sha[:7]
-    return release.held_back(
-        replace(
-            p,
-            action=Action.SKIP,
-            skip=Skip.APPROVAL,
-            reason=f"waiting for approval of {short} (`{cli} approve {p.site.name}`)",
-        )
-    )
+    why = f"waiting for approval of {p.sha[:7]} (`{cli} approve {p.site.name}`)"
+    return _held_back(p, Skip.APPROVAL, why)
 
 
 def waiting_sha(p: SitePlan) -> str | None:
@@ -221,15 +219,12 @@ def window_gate(
         return p, None
     if override is None:
         until = verdict.until.timestamp() if verdict.until else None
-        skipped = replace(
-            p, action=Action.SKIP, skip=Skip.WINDOW, reason=verdict.reason, retry_at=until
-        )
-        return release.held_back(skipped), None
+        return _held_back(p, Skip.WINDOW, verdict.reason, retry_at=until), None
     try:
         record = windows.override(verdict, override, by, now, p.sha)
     except CommandError as exc:
         why = f"{verdict.reason}; override refused: {exc}"
-        return release.held_back(replace(p, action=Action.SKIP, skip=Skip.WINDOW, reason=why)), None
+        return _held_back(p, Skip.WINDOW, why), None
     if record is None:
         return p, None
     return replace(p, reason=f"{p.reason}; {record.text}", gated=_also(p, record.text)), record
@@ -315,10 +310,7 @@ def delivered(
     ``available-at`` is written only once its GitOps tool applied the commit, so its soak never
     starts before. A short SHA (a Helm description's) is the full one of the chain's history."""
     notes = at.annotations if at is not None else {}
-    updated = rollout.parse_time(notes.get(ann.UPDATED_AT))
-    available = rollout.parse_time(notes.get(ann.AVAILABLE_AT))
-    if available is not None and (updated is None or available < updated):
-        available = None  # stamped for an earlier rollout
+    updated, available = promotion.rollout_times(notes)
     return promotion.Observed(
         sha=_full(notes.get(ann.SHA) or None, history),
         branch=notes.get(ann.BRANCH) or p.branch,

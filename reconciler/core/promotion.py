@@ -92,6 +92,7 @@ __all__ = [
     "observe",
     "parse_soak",
     "promotions",
+    "rollout_times",
     "root",
 ]
 
@@ -149,10 +150,7 @@ def observe(site: Site, d: ObservedDeployment, container: str, now: float) -> Ob
     """A site's `Observed` from its Deployment, ``container`` being the one the site manages."""
     notes = d.annotations
     state, progress = rollout.state(d)
-    updated = rollout.parse_time(notes.get(ann.UPDATED_AT))
-    available = rollout.parse_time(notes.get(AVAILABLE_AT))
-    if available is not None and (updated is None or available < updated):
-        available = None  # stamped for an earlier rollout
+    updated, available = rollout_times(notes)
     hold = rollout.hold_of(site, d, container, None, now)
     return Observed(
         sha=notes.get(ann.SHA) or None,
@@ -164,6 +162,16 @@ def observe(site: Site, d: ObservedDeployment, container: str, now: float) -> Ob
         failed_sha=notes.get(ann.FAILED_SHA) or None,
         hold=hold.reason if hold is not None else None,
     )
+
+
+def rollout_times(notes: Mapping[str, str]) -> tuple[float | None, float | None]:
+    """When the recorded commit was deployed and since when its rollout is available (None: an
+    ``available-at`` stamped for an earlier rollout), from a workload's annotations."""
+    updated = rollout.parse_time(notes.get(ann.UPDATED_AT))
+    available = rollout.parse_time(notes.get(AVAILABLE_AT))
+    if available is not None and (updated is None or available < updated):
+        available = None  # stamped for an earlier rollout
+    return updated, available
 
 
 def available_patch(d: ObservedDeployment, now: float) -> DeploymentPatch | None:

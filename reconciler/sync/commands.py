@@ -15,7 +15,7 @@ from reconciler.core.plan import planner, release
 from reconciler.core.plan.template import render
 from reconciler.core.ports import VerifyRequest
 from reconciler.core.rollout import state as rollout
-from reconciler.sync.engine import CONFLICT_RETRIES, Engine
+from reconciler.sync.engine import Engine, attempts
 
 __all__ = ["CommandError", "Done", "approve", "hold", "resume", "rollback"]
 
@@ -168,9 +168,7 @@ def _write(
     make: Callable[[ObservedDeployment, str], DeploymentPatch],
 ) -> None:
     """Read, build the patch, send it guarded by resourceVersion; re-read on a conflict."""
-    for attempt in range(CONFLICT_RETRIES):
-        if attempt and engine.stopping.wait(engine.conflict_pause(attempt - 1)):
-            break
+    for _ in attempts(engine):
         cluster = engine.cluster_of(site)
         d, container = _workload(engine, site)
         result = cluster.patch(make(d, container), dry_run=False)

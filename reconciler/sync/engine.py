@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -63,6 +63,15 @@ CONFLICT_RETRIES = 8
 def conflict_pause(attempt: int) -> float:
     """Seconds to wait before re-reading after the attempt-th 409: doubling, jittered, <= 1.5 s."""
     return min(1.0, 0.05 * (1 << attempt)) * random.uniform(0.5, 1.5)
+
+
+def attempts(engine: Engine) -> Iterator[int]:
+    """The attempts of a write guarded by resourceVersion: CONFLICT_RETRIES at most, each retry
+    after conflict_pause; none more once the engine is stopping."""
+    for attempt in range(CONFLICT_RETRIES):
+        if attempt and engine.stopping.wait(engine.conflict_pause(attempt - 1)):
+            return
+        yield attempt
 
 
 class Engine:
@@ -643,9 +652,9 @@ def _stamp_available(
     the time first seen, so a soak and a lead time do not wait for the next look; a failure is
     left to the next look."""
     now = engine.clock()
-    for _ in range(CONFLICT_RETRIES):
+    port = engine.clusters.port(site)
+    for _ in attempts(engine):
         stamp = promotion.available_patch(fresh, now)
-        port = engine.clusters.port(site)
         done = port.patch(stamp, dry_run=False) if stamp and port else None
         if done is None or (not done.ok and not done.conflict):
             return p
@@ -669,7 +678,7 @@ def _follow_delivered(
     a git site's commit applied, the rollout available). A conflict is read again and tried
     again (bounded), with the time first seen; a failure is left to the next look."""
     now = engine.clock()
-    for attempt in range(CONFLICT_RETRIES):
+    for attempt in attempts(engine):
         if attempt:  # the workload moved since it was read (its controller's status update)
             seen = engine.deliveries.observe([site])
         p = engine.deliveries.verdict(site, None, seen, now)

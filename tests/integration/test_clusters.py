@@ -267,15 +267,7 @@ def test_an_unreachable_cluster_fails_only_its_sites_naming_it(
 ) -> None:
     """A third cluster ("edge", an API server alone) works, then stops between two syncs."""
     with ControlPlane(bin_dir=find_binaries()) as edge:
-        with edge.api_client() as api:
-            kubernetes.client.CoreV1Api(api).create_namespace(
-                kubernetes.client.V1Namespace(
-                    metadata=kubernetes.client.V1ObjectMeta(name=cluster_namespace)
-                )
-            )
-            create_deployment(api, cluster_namespace, "blog", "gcr.io/p/blog:before")
-        kubeconfig = tmp_path / "edge.kubeconfig"  # outlives the cluster's work dir
-        kubeconfig.write_bytes(edge.kubeconfig_path.read_bytes())
+        kubeconfig = _edge_with_blog(edge, cluster_namespace, tmp_path)
         world.clusters["edge"] = kubeconfig
         world.write(
             '\n[sites.blog-edge]\nrepo = "acme/blog"\ndeployment = "blog"\ncluster = "edge"\n'
@@ -430,15 +422,7 @@ def test_serve_never_answers_from_memory_for_a_cluster_that_is_gone(
     with nothing to deploy fails edge's site naming the cluster (its cache's last word is not
     taken for the truth), and the home cluster's site is in sync."""
     with ControlPlane(bin_dir=find_binaries()) as edge:
-        with edge.api_client() as api:
-            kubernetes.client.CoreV1Api(api).create_namespace(
-                kubernetes.client.V1Namespace(
-                    metadata=kubernetes.client.V1ObjectMeta(name=cluster_namespace)
-                )
-            )
-            create_deployment(api, cluster_namespace, "blog", "gcr.io/p/blog:before")
-        kubeconfig = tmp_path / "edge.kubeconfig"  # outlives the cluster's work dir
-        kubeconfig.write_bytes(edge.kubeconfig_path.read_bytes())
+        kubeconfig = _edge_with_blog(edge, cluster_namespace, tmp_path)
         world.clusters = {"edge": kubeconfig}
         world.write()
         world.sites.write_text(
@@ -465,6 +449,19 @@ def test_serve_never_answers_from_memory_for_a_cluster_that_is_gone(
             gone = by_site["blog-prod"]
             assert gone["action"] == "error" and gone["reason"].startswith('cluster "edge": '), gone
             assert by_site["blog"]["action"] == "in-sync", by_site
+
+
+def _edge_with_blog(edge: ControlPlane, namespace: str, tmp: Path) -> Path:
+    """Deployment "blog" in `namespace` of a third cluster; a kubeconfig for it that outlives
+    the cluster's work dir."""
+    with edge.api_client() as api:
+        kubernetes.client.CoreV1Api(api).create_namespace(
+            kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=namespace))
+        )
+        create_deployment(api, namespace, "blog", "gcr.io/p/blog:before")
+    kubeconfig = tmp / "edge.kubeconfig"
+    kubeconfig.write_bytes(edge.kubeconfig_path.read_bytes())
+    return kubeconfig
 
 
 def _watch_count(served: ServeProcess, count: str, cluster: str = "prod") -> float | None:
